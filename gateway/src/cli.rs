@@ -1,0 +1,216 @@
+//! The command line. Only this module reads arguments, the environment and
+//! signals; everything below it takes typed values.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::server::{self, Gateway};
+use crate::{Error, demo, telemetry};
+
+/// coopgate: the tiered-access gateway open-data co-ops run in front of their data.
+///
+/// The commons stays free (anonymous downloads under fair rate limits), heavy users
+/// pay for what they use, and sustaining members fund the maintenance.
+#[derive(Debug, Parser)]
+#[command(name = "coopgate", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything embedded with a sample open dataset: no config, no network.
+    ///
+    /// Generates the dataset into the data folder on first start, starts a demo
+    /// origin and the gateway in front of it, prints copy-paste curl commands and
+    /// writes DATA_DIR/demo.json with every URL.
+    Demo {
+        /// Address for the gateway (use 127.0.0.1:0 for any free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Folder for the dataset and demo.json; reused by later runs.
+        #[arg(long, default_value = "coopgate-data")]
+        data_dir: PathBuf,
+    },
+    /// Run in production from a config file.
+    ///
+    /// Any key can be overridden by environment: COOPGATE__SERVER__LISTEN=0.0.0.0:9000
+    /// sets server.listen. Secrets can be written as "env:NAME".
+    Serve {
+        /// The TOML config file (see deploy/coopgate.example.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a config file and print every problem with its key path; exit 1 on any.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Serve only the demo's origin (sample files and query API), for benchmarks.
+    DemoUpstream {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Folder holding (or to hold) the sample dataset.
+        #[arg(long, default_value = "coopgate-data")]
+        data_dir: PathBuf,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The environment is read once, here, and passed down.
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let result = match cli.command {
+        Command::Check { config } => return check(&config, &env),
+        Command::Serve { config } => serve(&config, &env),
+        Command::Demo { listen, data_dir } => run_demo(listen, &data_dir),
+        Command::DemoUpstream { listen, data_dir } => demo_upstream(listen, &data_dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coopgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path, env: &HashMap<String, String>) -> ExitCode {
+    let loaded = config::load_file(path, env).and_then(|c| {
+        let summary = format!("{} route(s), {} tier(s)", c.routes.len(), c.tiers.len());
+        // Building the gateway also opens TLS and CA files, which the types alone cannot check.
+        Gateway::new(c).map(|_| summary)
+    });
+    match loaded {
+        Ok(summary) => {
+            println!("{}: OK ({summary})", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(Error::ConfigInvalid(problems)) => {
+            eprintln!("{}: {} problem(s)", path.display(), problems.len());
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: &Path, env: &HashMap<String, String>) -> anyhow::Result<()> {
+    let config = config::load_file(path, env)?;
+    telemetry::init(&config.log);
+    run(config, |_| Ok(()))
+}
+
+fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
+    let mut log = config::LogConfig::default();
+    log.access = false;
+    telemetry::init(&log);
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+    let runtime = main_runtime()?;
+    if !dataset_ready(data_dir) {
+        eprintln!("Generating the sample dataset into {} (first run only)...", data_dir.display());
+    }
+    let upstream = runtime
+        .block_on(demo::start_upstream(data_dir))
+        .with_context(|| format!("cannot prepare the sample dataset in {}", data_dir.display()))?;
+    let config = demo::config(listen, upstream);
+    let data_dir = data_dir.to_owned();
+    run_on(runtime, config, move |addr| {
+        let manifest = demo::Manifest::new(addr, upstream, &demo::dataset::dir(&data_dir))?;
+        manifest.write(&data_dir)?;
+        println!("{}", manifest.banner(&data_dir));
+        Ok(())
+    })
+}
+
+fn dataset_ready(data_dir: &Path) -> bool {
+    demo::dataset::dir(data_dir).join(".complete").exists()
+}
+
+fn demo_upstream(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let dir = demo::dataset::ensure(data_dir)?;
+        let origin = Arc::new(demo::upstream::DemoUpstream::load(dir)?);
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        println!("demo upstream listening on http://{}", listener.local_addr()?);
+        tokio::select! {
+            () = origin.serve(listener) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
+}
+
+/// The small runtime that waits for signals and runs upkeep; traffic runs on the workers.
+fn main_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
+}
+
+fn run(config: Config, on_listening: impl FnOnce(SocketAddr) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    run_on(main_runtime()?, config, on_listening)
+}
+
+/// Binds, starts the workers, and waits for SIGTERM or SIGINT to drain them.
+fn run_on(
+    runtime: tokio::runtime::Runtime,
+    config: Config,
+    on_listening: impl FnOnce(SocketAddr) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let workers = config.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let listener = server::bind(&config).map_err(|e| match e {
+        Error::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {addr}: the address is in use. Stop what is using it, or pick another address (for the demo: --listen 127.0.0.1:0 takes any free port)"
+        ),
+        other => other.into(),
+    })?;
+    let addr = listener.local_addr()?;
+    let _guard = runtime.enter();
+    let gateway = Arc::new(Gateway::new(config)?);
+    let upkeep = gateway.spawn_upkeep();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests (a second signal stops at once)");
+        let _ = stop.send(true);
+        wait_for_signal().await;
+        tracing::warn!("second signal: stopping now");
+        std::process::exit(130);
+    });
+    tracing::info!(%addr, workers, "coopgate listening");
+    on_listening(addr)?;
+    server::run_workers(gateway, listener, workers, stopped)?;
+    upkeep.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,348 @@
+//! The configuration: one typed tree, read once at start-up and passed down.
+//!
+//! Every key is documented in `deploy/coopgate.example.toml`. Values are parsed
+//! straight into their types (`SocketAddr`, `Duration`, `Url`, [`Rate`],
+//! [`ByteSize`], [`Secret`]); unknown keys are errors. Loading (file, environment
+//! overrides, key paths and line numbers in errors) lives in [`load`]; the checks
+//! that span several keys live in [`Config::validate`].
+
+mod load;
+mod secret;
+mod units;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use url::Url;
+
+pub use load::{Problem, load_file, load_str};
+pub use secret::Secret;
+pub use units::{ByteSize, Rate};
+
+/// The whole configuration of one coopgate process.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener, client addresses, TLS and shutdown.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Log level, format and access log.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Where limiter state lives and how the headers look.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Upstream connection timeouts shared by every route.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// Access tiers by name; their order comes from `rank`, not from the file.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierConfig>,
+    /// Routes, matched by longest path prefix.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The address the gateway accepts clients on.
+    pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers, CDNs).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Serve HTTPS from these PEM files instead of plain HTTP.
+    pub tls: Option<TlsConfig>,
+    /// Worker threads, each with its own single-threaded runtime; default: one per core.
+    pub workers: Option<usize>,
+    /// Largest request head (request line and headers) accepted; larger is 431.
+    pub max_header_bytes: ByteSize,
+    /// How long in-flight requests may run after SIGTERM before they are cut.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Peers allowed to read `/metrics` (the socket peer, never a forwarded address).
+    pub metrics_allow: Vec<IpNet>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            trusted_proxies: Vec::new(),
+            tls: None,
+            workers: None,
+            max_header_bytes: ByteSize(16 << 10),
+            shutdown_grace: Duration::from_secs(30),
+            metrics_allow: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+                .iter()
+                .map(|c| c.parse().expect("built-in CIDR"))
+                .collect(),
+        }
+    }
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A level (`info`) or per-target levels (`warn,coopgate=debug`).
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// Log one line per request (method, path, status, bytes, time, request id).
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Text, access: false }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Where limiter state lives. Only `memory` exists so far.
+    pub backend: LimitsBackend,
+    /// How often idle limiter state is dropped, bounding memory under many callers.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Also send `X-RateLimit-Limit/Remaining/Reset` for older clients.
+    pub legacy_headers: bool,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { backend: LimitsBackend::Memory, sweep_interval: Duration::from_secs(10), legacy_headers: false }
+    }
+}
+
+/// Where limiter state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitsBackend {
+    /// In this process (governor); each replica limits on its own.
+    Memory,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Time to open a connection (and TLS) to an upstream; past it, 504.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time from sending a request to the upstream's response head; past it, 504.
+    #[serde(with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Longest pause between two pieces of a body, either way; past it, the transfer is cut.
+    #[serde(with = "humantime_serde")]
+    pub idle_body_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            idle_body_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[tiers.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Position in the tier order: a route open to a tier is open to every higher rank.
+    pub rank: u32,
+    /// The limits callers of this tier are held to.
+    #[serde(default)]
+    pub limits: Vec<LimitConfig>,
+}
+
+/// One entry of a tier's `limits`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// The policy name shown in `RateLimit-Policy` and in 429 problems.
+    pub name: String,
+    /// Sustained request rate (GCRA).
+    pub rate: Option<Rate>,
+    /// How many requests may arrive at once on top of the steady pace; default: the rate's count.
+    pub burst: Option<u32>,
+    /// Route names this limit is restricted to; default: every route of the tier.
+    pub routes: Option<Vec<String>>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A unique name, used in limits, metrics and logs.
+    pub name: String,
+    /// The path prefix this route serves; it is stripped before forwarding.
+    pub path: String,
+    /// The upstream base URL (http or https) the rest of the path is appended to.
+    pub upstream: Url,
+    /// `bulk` for file downloads, `api` for queries.
+    pub kind: RouteKind,
+    /// The lowest tier that may use this route.
+    pub min_tier: String,
+    /// Largest request body accepted; larger is 413.
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+    /// Extra CA certificates (PEM) trusted for an https upstream, beside the public roots.
+    pub upstream_ca: Option<PathBuf>,
+    /// Headers added to every upstream request, for example an origin token as `env:NAME`.
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, Secret>,
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize(1 << 20)
+}
+
+/// What a route serves; limits apply per kind, so bulk downloads and queries are counted apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    /// Bulk file downloads.
+    Bulk,
+    /// The query API.
+    Api,
+}
+
+impl RouteKind {
+    /// The kind's name as written in config and shown in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Bulk => "bulk",
+            RouteKind::Api => "api",
+        }
+    }
+}
+
+/// The name of the tier every anonymous caller belongs to.
+pub const ANONYMOUS_TIER: &str = "anonymous";
+
+impl Config {
+    /// Checks what spans several keys and resolves `env:` secrets; returns every problem found.
+    pub(crate) fn validate(&mut self, env: &HashMap<String, String>) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut problem = |path: String, message: String| problems.push(Problem { path, line: None, message });
+
+        if !self.tiers.contains_key(ANONYMOUS_TIER) {
+            problem(
+                "tiers.anonymous".into(),
+                "missing: anonymous callers need a tier (it may have no limits and no routes)".into(),
+            );
+        }
+        let mut ranks: HashMap<u32, &str> = HashMap::new();
+        for (name, tier) in &self.tiers {
+            if let Some(other) = ranks.insert(tier.rank, name) {
+                problem(format!("tiers.{name}.rank"), format!("rank {} is also the rank of tier `{other}`; ranks must differ", tier.rank));
+            }
+            for (i, limit) in tier.limits.iter().enumerate() {
+                let at = format!("tiers.{name}.limits[{i}]");
+                if limit.rate.is_none() {
+                    problem(at.clone(), "a limit needs `rate` (request quotas and byte quotas are not supported by this version)".into());
+                }
+                if limit.burst == Some(0) {
+                    problem(format!("{at}.burst"), "burst must be at least 1".into());
+                }
+                if tier.limits[..i].iter().any(|l| l.name == limit.name) {
+                    problem(format!("{at}.name"), format!("another limit of this tier is also named `{}`", limit.name));
+                }
+                for (j, route) in limit.routes.iter().flatten().enumerate() {
+                    if !self.routes.iter().any(|r| &r.name == route) {
+                        problem(format!("{at}.routes[{j}]"), format!("no route is named `{route}`"));
+                    }
+                }
+            }
+        }
+        if self.routes.is_empty() {
+            problem("routes".into(), "no routes: every request would be a 404; add at least one [[routes]]".into());
+        }
+        for (i, route) in self.routes.iter_mut().enumerate() {
+            let at = format!("routes[{i}]");
+            if !route.path.starts_with('/') {
+                problem(format!("{at}.path"), format!("`{}` must start with `/`", route.path));
+            }
+            if !matches!(route.upstream.scheme(), "http" | "https") || route.upstream.host_str().is_none() {
+                problem(format!("{at}.upstream"), format!("`{}` must be an http:// or https:// URL with a host", route.upstream));
+            }
+            if route.upstream.query().is_some() {
+                problem(format!("{at}.upstream"), "an upstream base URL cannot have a query string".into());
+            }
+            if !self.tiers.contains_key(&route.min_tier) {
+                problem(format!("{at}.min_tier"), format!("no tier is named `{}`", route.min_tier));
+            }
+            if route.upstream_ca.is_some() && route.upstream.scheme() != "https" {
+                problem(format!("{at}.upstream_ca"), "only an https upstream uses a CA file".into());
+            }
+            for (header, value) in route.upstream_headers.iter_mut() {
+                let key = format!("{at}.upstream_headers.{header}");
+                if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    problem(key.clone(), "not a valid header name".into());
+                }
+                if let Err(e) = value.resolve(env) {
+                    problem(key.clone(), e);
+                } else if http::HeaderValue::from_str(value.expose()).is_err() {
+                    problem(key, "the value is not a valid header value".into());
+                }
+            }
+        }
+        let routes = &self.routes;
+        for (i, route) in routes.iter().enumerate() {
+            if routes[..i].iter().any(|r| r.name == route.name) {
+                problems.push(Problem { path: format!("routes[{i}].name"), line: None, message: format!("another route is also named `{}`", route.name) });
+            }
+            if routes[..i].iter().any(|r| r.path.trim_end_matches('/') == route.path.trim_end_matches('/')) {
+                problems.push(Problem { path: format!("routes[{i}].path"), line: None, message: format!("another route also serves `{}`", route.path) });
+            }
+        }
+        if self.server.workers == Some(0) {
+            problems.push(Problem { path: "server.workers".into(), line: None, message: "must be at least 1".into() });
+        }
+        if self.server.max_header_bytes.0 < 1024 {
+            problems.push(Problem { path: "server.max_header_bytes".into(), line: None, message: "must be at least 1KiB".into() });
+        }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::filter::Targets>() {
+            problems.push(Problem { path: "log.level".into(), line: None, message: format!("`{}`: {e}", self.log.level) });
+        }
+        problems
+    }
+
+    /// The tiers ordered by rank, lowest first.
+    pub fn tiers_by_rank(&self) -> Vec<(&str, &TierConfig)> {
+        let mut tiers: Vec<_> = self.tiers.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        tiers.sort_by_key(|(_, t)| t.rank);
+        tiers
+    }
+}

@@ -1,0 +1,154 @@
+//! `coopgate demo`: everything embedded, zero configuration.
+//!
+//! Generates the sample dataset on first start ([`dataset`]), starts the demo
+//! origin on a loopback port ([`upstream`]), and builds the config a small
+//! co-op would write: a free anonymous tier and a registered tier, a `bulk`
+//! route for downloads and an `api` route for queries. It writes `demo.json`
+//! into the data folder so that scripts and tests can find every URL.
+
+pub mod dataset;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{ByteSize, Config, LimitConfig, RouteConfig, RouteKind, TierConfig};
+
+/// The demo's config, with its origin at `upstream` and the gateway at `listen`.
+pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
+    let limit = |name: &str, rate: &str, burst: u32| LimitConfig {
+        name: name.into(),
+        rate: Some(rate.parse().expect("demo rates are valid")),
+        burst: Some(burst),
+        routes: None,
+    };
+    let route = |name: &str, path: &str, upstream_path: &str, kind| RouteConfig {
+        name: name.into(),
+        path: path.into(),
+        upstream: format!("http://{upstream}{upstream_path}").parse().expect("a loopback URL"),
+        kind,
+        min_tier: "anonymous".into(),
+        max_body: ByteSize(1 << 20),
+        upstream_ca: None,
+        upstream_headers: BTreeMap::new(),
+    };
+    let mut config = Config::default();
+    config.server.listen = listen;
+    config.tiers.insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "60/min", 20)] });
+    config.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![limit("burst", "600/min", 100)] });
+    config.routes = vec![
+        route("bulk", "/bulk/", "/files/", RouteKind::Bulk),
+        route("api", "/api/", "/api/", RouteKind::Api),
+    ];
+    config
+}
+
+/// `demo.json`: where everything is, for scripts and tests.
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    /// The gateway's base URL.
+    pub base_url: String,
+    /// The bulk catalog (a JSON listing).
+    pub bulk_catalog: String,
+    /// Each bulk file.
+    pub bulk_files: Vec<BulkFile>,
+    /// The query API's rows endpoint.
+    pub query_api: String,
+    /// The small regions document.
+    pub regions: String,
+    /// Health, readiness and metrics.
+    pub healthz: String,
+    /// Readiness.
+    pub readyz: String,
+    /// Prometheus metrics.
+    pub metrics: String,
+    /// The demo origin, behind the gateway.
+    pub upstream: String,
+}
+
+/// One downloadable file.
+#[derive(Debug, Serialize)]
+pub struct BulkFile {
+    /// File name.
+    pub name: String,
+    /// Download URL through the gateway.
+    pub url: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+impl Manifest {
+    /// Describes a demo whose gateway listens on `gateway` and origin on `upstream`.
+    pub fn new(gateway: SocketAddr, upstream: SocketAddr, dataset: &Path) -> std::io::Result<Self> {
+        let base = format!("http://{gateway}");
+        let mut bulk_files = Vec::new();
+        for name in ["grid-hourly.csv", "grid-daily.jsonl", "regions.csv"] {
+            let bytes = std::fs::metadata(dataset.join(name))?.len();
+            bulk_files.push(BulkFile { url: format!("{base}/bulk/{name}"), name: name.into(), bytes });
+        }
+        Ok(Manifest {
+            bulk_catalog: format!("{base}/bulk/"),
+            bulk_files,
+            query_api: format!("{base}/api/v1/daily"),
+            regions: format!("{base}/api/v1/regions"),
+            healthz: format!("{base}/healthz"),
+            readyz: format!("{base}/readyz"),
+            metrics: format!("{base}/metrics"),
+            upstream: format!("http://{upstream}"),
+            base_url: base,
+        })
+    }
+
+    /// Writes `demo.json` into the data folder (atomically: scripts may be polling for it).
+    pub fn write(&self, data_dir: &Path) -> std::io::Result<()> {
+        let tmp = data_dir.join("demo.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(tmp, data_dir.join("demo.json"))
+    }
+
+    /// What the demo prints: the URLs and commands to copy.
+    pub fn banner(&self, data_dir: &Path) -> String {
+        let big = &self.bulk_files[0];
+        format!(
+            "\ncoopgate demo is running at {base}\n  \
+data folder: {data} (demo.json lists every URL)\n\n\
+Anonymous data user, no sign-up:\n  \
+curl -O {big_url}      # {mb} MB; add -C - to resume\n  \
+curl -s {catalog}                       # the bulk catalog\n  \
+curl -s '{api}?region=north&from=2024-01-01&limit=3'\n\n\
+See the free-tier limit (20 at once, then 1 a second) and its headers:\n  \
+for i in $(seq 25); do curl -s -o /dev/null -w '%{{http_code}} ' {regions}; done; echo\n  \
+curl -si {regions} | grep -i -e ratelimit -e retry-after\n\n\
+Errors are problem documents:\n  \
+curl -si {base}/nowhere\n\n\
+Operators: {healthz}  {readyz}  {metrics}\n\
+Stop with Ctrl-C (in-flight downloads finish first).\n",
+            base = self.base_url,
+            data = data_dir.display(),
+            big_url = big.url,
+            mb = big.bytes / 1_000_000,
+            catalog = self.bulk_catalog,
+            api = self.query_api,
+            regions = self.regions,
+            healthz = self.healthz,
+            readyz = self.readyz,
+            metrics = self.metrics,
+        )
+    }
+}
+
+/// Generates (first run) and loads the dataset, and starts the demo origin on a
+/// loopback port of the current runtime. Returns the origin's address.
+pub async fn start_upstream(data_dir: &Path) -> std::io::Result<SocketAddr> {
+    let dir = data_dir.to_owned();
+    let dir = tokio::task::spawn_blocking(move || dataset::ensure(&dir)).await.map_err(std::io::Error::other)??;
+    let origin = Arc::new(upstream::DemoUpstream::load(dir)?);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(origin.serve(listener));
+    Ok(addr)
+}

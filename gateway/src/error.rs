@@ -1,0 +1,124 @@
+//! The gateway's one error type. Variants are named for the condition and
+//! grouped by who is at fault; [`crate::problem`] is the only place that turns
+//! them into HTTP responses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{ByteSize, Problem};
+use crate::limit::Denial;
+
+/// A boxed error from a body or a library, carried as a cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything that can go wrong in coopgate's own code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- The operator's config ---------------------------------------------------
+    /// The config file could not be read at all.
+    #[error("cannot read the config file {path}: {source}")]
+    ConfigUnreadable {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The config was read but is wrong; every problem found is listed.
+    #[error("the config has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    ConfigInvalid(Vec<Problem>),
+    /// The listener could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address from `server.listen`.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be used.
+    #[error("TLS: {0}")]
+    TlsSetup(String),
+
+    // --- The client's request (4xx) ------------------------------------------------
+    /// No route's path prefix matches.
+    #[error("no route serves {path}")]
+    NoRoute {
+        /// The request path.
+        path: String,
+    },
+    /// The request head is over `server.max_header_bytes`.
+    #[error("the request headers are {size} bytes, over the limit of {limit}")]
+    HeadersTooLarge {
+        /// Bytes of headers received.
+        size: usize,
+        /// The configured limit.
+        limit: ByteSize,
+    },
+    /// The request body is over the route's `max_body`.
+    #[error("the request body is over the limit of {limit}")]
+    PayloadTooLarge {
+        /// The route's limit.
+        limit: ByteSize,
+    },
+    /// The request carries an API key or token this gateway does not know.
+    #[error("the credential in {header} is not valid here")]
+    UnknownCredential {
+        /// Which header carried it.
+        header: &'static str,
+    },
+    /// The route needs a higher tier than the caller's.
+    #[error("route {route} needs tier {required} or higher")]
+    TierTooLow {
+        /// The route's name.
+        route: Arc<str>,
+        /// The route's `min_tier`.
+        required: Arc<str>,
+    },
+    /// One or more rate limits are exhausted.
+    #[error("rate limited by {}", .0.policy_names())]
+    RateLimited(Box<Denial>),
+    /// `/metrics` was asked for by a peer outside `server.metrics_allow`.
+    #[error("metrics are not served to {peer}")]
+    MetricsForbidden {
+        /// The socket peer.
+        peer: std::net::IpAddr,
+    },
+
+    // --- The upstream (502, 504) ---------------------------------------------------
+    /// The upstream refused the connection or could not be reached.
+    #[error("upstream of route {route} cannot be reached: {source}")]
+    UpstreamUnreachable {
+        /// The route's name.
+        route: Arc<str>,
+        /// The connect error.
+        source: std::io::Error,
+    },
+    /// The upstream closed or reset the connection before answering.
+    #[error("upstream of route {route} failed: {source}")]
+    UpstreamFailed {
+        /// The route's name.
+        route: Arc<str>,
+        /// The transport error.
+        source: BoxError,
+    },
+    /// The upstream did not connect or answer in time.
+    #[error("upstream of route {route} did not {phase} in time")]
+    UpstreamTimeout {
+        /// The route's name.
+        route: Arc<str>,
+        /// `connect` or `respond`.
+        phase: &'static str,
+    },
+
+    // --- Ours (500) ------------------------------------------------------------------
+    /// A bug or an unexpected failure inside coopgate; the cause is logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(BoxError),
+}
+
+impl Error {
+    /// Wraps anything unexpected as an internal error.
+    pub fn internal(e: impl Into<BoxError>) -> Self {
+        Error::Internal(e.into())
+    }
+}

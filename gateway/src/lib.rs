@@ -1,0 +1,29 @@
+//! coopgate: the tiered-access gateway open-data co-ops run in front of their data.
+//!
+//! A request's path, layer by layer, is in [`stack`]; the listener is in
+//! [`server`]; configuration in [`config`]; errors become problem documents in
+//! [`problem`] only. `ARCHITECTURE.md` at the repository root has the map.
+
+pub mod authorize;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod identify;
+pub mod limit;
+pub mod meter;
+pub mod metrics;
+pub mod ops;
+pub mod problem;
+pub mod proxy;
+pub mod request_id;
+pub mod route;
+pub mod server;
+pub mod stack;
+pub mod telemetry;
+pub mod tier;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::Gateway;

@@ -1,0 +1,146 @@
+//! Metering: what was served, to whom, and how much.
+//!
+//! Records every routed outcome, refusals included, by route, status and tier;
+//! the time to the response head; and the response body bytes actually sent
+//! (counted as the body streams, so an aborted or ranged download counts what
+//! left the gateway, not what the file holds). Reads [`Caller`] and
+//! [`MatchedRoute`]; never answers by itself and never waits on anything.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use pin_project_lite::pin_project;
+use prometheus_client::metrics::counter::Counter;
+use tower::{Layer, Service};
+
+use crate::body::{self, Body};
+use crate::error::{BoxError, Error};
+use crate::identify::Caller;
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::route::MatchedRoute;
+use crate::tier::Tiers;
+
+/// Adds [`Meter`].
+#[derive(Clone)]
+pub struct MeterLayer {
+    metrics: Arc<Metrics>,
+    tiers: Arc<Tiers>,
+}
+
+impl MeterLayer {
+    /// A layer recording into `metrics`.
+    pub fn new(metrics: Arc<Metrics>, tiers: Arc<Tiers>) -> Self {
+        MeterLayer { metrics, tiers }
+    }
+}
+
+impl<S> Layer<S> for MeterLayer {
+    type Service = Meter<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Meter { inner, layer: self.clone() }
+    }
+}
+
+/// Records each request's outcome.
+#[derive(Clone)]
+pub struct Meter<S> {
+    inner: S,
+    layer: MeterLayer,
+}
+
+impl<S, B> Service<Request<B>> for Meter<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Error>,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = MeterFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let labels = match (req.extensions().get::<Caller>(), req.extensions().get::<MatchedRoute>()) {
+            (Some(caller), Some(route)) => Some((route.0.name.clone(), self.layer.tiers.name(caller.tier).clone())),
+            _ => None,
+        };
+        MeterFuture { inner: self.inner.call(req), metrics: self.layer.metrics.clone(), labels, start: Instant::now() }
+    }
+}
+
+pin_project! {
+    /// Records the outcome when the response head is ready.
+    pub struct MeterFuture<F> {
+        #[pin]
+        inner: F,
+        metrics: Arc<Metrics>,
+        labels: Option<(Arc<str>, Arc<str>)>,
+        start: Instant,
+    }
+}
+
+impl<F> Future for MeterFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Error>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some((route, tier)) = this.labels.take() else { return Poll::Ready(result) };
+        let status = match &result {
+            Ok(resp) => resp.status(),
+            Err(e) => e.status(),
+        };
+        let m = &**this.metrics;
+        m.requests.get_or_create(&RequestLabels { route: route.clone(), status: status.as_u16(), tier }).inc();
+        let route = RouteLabels { route };
+        m.latency.get_or_create(&route).observe(this.start.elapsed().as_secs_f64());
+        Poll::Ready(result.map(|resp| {
+            let sent = m.bytes_sent.get_or_create_owned(&route);
+            resp.map(|b| body::boxed(CountedBody { inner: b, sent }))
+        }))
+    }
+}
+
+pin_project! {
+    /// Counts body bytes as they are handed to the connection.
+    struct CountedBody {
+        #[pin]
+        inner: Body,
+        sent: Counter,
+    }
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(data) = f.data_ref()
+        {
+            this.sent.inc_by(data.len() as u64);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,122 @@
+//! Prometheus metrics: one registry per gateway, handed to the layers that
+//! count. Labels are shared `Arc<str>` names from the config, so recording a
+//! request allocates nothing once its label set has been seen.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a served request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route name.
+    pub route: Arc<str>,
+    /// HTTP status sent.
+    pub status: u16,
+    /// The caller's tier.
+    pub tier: Arc<str>,
+}
+
+/// Labels of a per-route series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route name.
+    pub route: Arc<str>,
+}
+
+/// Labels of an upstream failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamErrorLabels {
+    /// Route name.
+    pub route: Arc<str>,
+    /// `unreachable`, `failed`, `timeout` or `body` (cut mid-stream).
+    pub kind: &'static str,
+}
+
+/// Labels of a limiter decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The caller's tier.
+    pub tier: Arc<str>,
+    /// The policy's name.
+    pub policy: Arc<str>,
+    /// `allowed` or `limited`.
+    pub decision: &'static str,
+}
+
+/// Builds latency histograms with buckets from 0.5 ms to about 65 s.
+#[derive(Clone)]
+pub struct LatencyBuckets;
+
+impl MetricConstructor<Histogram> for LatencyBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+    }
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    registry: Registry,
+    /// Routed requests by route, status and tier.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time to the response head, by route.
+    pub latency: Family<RouteLabels, Histogram, LatencyBuckets>,
+    /// Response body bytes actually sent, by route.
+    pub bytes_sent: Family<RouteLabels, Counter>,
+    /// Upstream failures by route and kind.
+    pub upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    /// Limiter decisions by tier, policy and outcome.
+    pub limit_decisions: Family<LimitLabels, Counter>,
+    /// Requests no route matched.
+    pub unrouted: Counter,
+    /// Keys currently held by in-process limiters.
+    pub limiter_keys: Gauge,
+    /// Client connections open now.
+    pub connections: Gauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("coopgate");
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(LatencyBuckets),
+            bytes_sent: Family::default(),
+            upstream_errors: Family::default(),
+            limit_decisions: Family::default(),
+            unrouted: Counter::default(),
+            limiter_keys: Gauge::default(),
+            connections: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("requests", "Routed requests by route, status and tier", m.requests.clone());
+        registry.register("request_duration_seconds", "Time from request to response head, by route", m.latency.clone());
+        registry.register("response_bytes", "Response body bytes actually sent, by route", m.bytes_sent.clone());
+        registry.register("upstream_errors", "Upstream failures by route and kind", m.upstream_errors.clone());
+        registry.register("limit_decisions", "Rate limiter decisions by tier, policy and outcome", m.limit_decisions.clone());
+        registry.register("unrouted_requests", "Requests that matched no route (404)", m.unrouted.clone());
+        registry.register("limiter_keys", "Caller keys held by in-process limiters", m.limiter_keys.clone());
+        registry.register("open_connections", "Client connections open now", m.connections.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

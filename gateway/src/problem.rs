@@ -1,0 +1,197 @@
+//! The one place where errors become HTTP responses: RFC 9457
+//! `application/problem+json` documents, sorted by who is at fault.
+//!
+//! - the client (4xx): the detail says what was wrong and what to do;
+//! - the upstream (502 refused or reset, 504 timeout): the detail names the route;
+//! - coopgate itself (500): an opaque body; the cause chain goes to the log.
+//!
+//! Every document carries the request id, so that a user's bug report and the
+//! operator's log line meet. [`ProblemLayer`] sits near the top of the stack and
+//! catches every `Err` from below.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_api_problem::HttpApiProblem;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::body::{self, Body};
+use crate::error::Error;
+use crate::request_id::RequestId;
+
+/// Problem types are URNs: stable names that documentation can list (README, "Problems").
+const TYPE_PREFIX: &str = "urn:coopgate:problem:";
+
+impl Error {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnknownCredential { .. } => StatusCode::UNAUTHORIZED,
+            Error::TierTooLow { .. } => StatusCode::FORBIDDEN,
+            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::MetricsForbidden { .. } => StatusCode::FORBIDDEN,
+            Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::ConfigUnreadable { .. }
+            | Error::ConfigInvalid(_)
+            | Error::Bind { .. }
+            | Error::TlsSetup(_)
+            | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem type's short name, the last part of its `type` URN.
+    fn slug(&self) -> &'static str {
+        match self {
+            Error::NoRoute { .. } => "no-route",
+            Error::HeadersTooLarge { .. } => "headers-too-large",
+            Error::PayloadTooLarge { .. } => "payload-too-large",
+            Error::UnknownCredential { .. } => "invalid-credential",
+            Error::TierTooLow { .. } => "tier-too-low",
+            Error::RateLimited(_) => "rate-limited",
+            Error::MetricsForbidden { .. } => "forbidden",
+            Error::UpstreamUnreachable { .. } => "upstream-unreachable",
+            Error::UpstreamFailed { .. } => "upstream-failed",
+            Error::UpstreamTimeout { .. } => "upstream-timeout",
+            _ => "internal",
+        }
+    }
+}
+
+/// Turns `err` into the response the client sees.
+pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Body> {
+    let status = err.status();
+    let id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let detail = match &err {
+        Error::NoRoute { path } => format!("No route serves {path}. Check the path against the routes this co-op publishes."),
+        Error::HeadersTooLarge { size, limit } => {
+            format!("The request headers are {size} bytes; this gateway accepts at most {limit}.")
+        }
+        Error::PayloadTooLarge { limit } => format!("The request body is larger than this route accepts ({limit})."),
+        Error::UnknownCredential { header } => format!(
+            "The credential in {header} is not valid here. Remove it to download as an anonymous user, or use a key from the portal."
+        ),
+        Error::TierTooLow { route, required } => format!(
+            "Route {route} is open to tier {required} and above. Members of the co-op get early access; the commons catches up."
+        ),
+        Error::RateLimited(denial) => format!(
+            "Rate limit {} exhausted; retry in {} s. Open data stays free: slow down, or sign in for higher limits.",
+            denial.policy_names(),
+            denial.retry_after_secs()
+        ),
+        Error::MetricsForbidden { .. } => "Metrics are served only to the addresses in server.metrics_allow.".to_owned(),
+        Error::UpstreamUnreachable { route, .. } => format!("The origin behind route {route} cannot be reached."),
+        Error::UpstreamFailed { route, .. } => format!("The origin behind route {route} closed the connection before answering."),
+        Error::UpstreamTimeout { route, phase } => format!("The origin behind route {route} did not {phase} in time."),
+        _ => format!("Something went wrong inside the gateway. Quote request id {id} when you report it."),
+    };
+    match &err {
+        e if status.is_server_error() && matches!(e, Error::Internal(_) | Error::TlsSetup(_) | Error::Bind { .. } | Error::ConfigInvalid(_) | Error::ConfigUnreadable { .. }) => {
+            tracing::error!(request_id = id, error = %chain(e), "internal error");
+        }
+        e if status.is_server_error() => tracing::warn!(request_id = id, error = %chain(e), "upstream error"),
+        e => tracing::debug!(request_id = id, error = %e, "client error"),
+    }
+
+    let mut problem = HttpApiProblem::new(status)
+        .type_url(format!("{TYPE_PREFIX}{}", err.slug()))
+        .title(status.canonical_reason().unwrap_or("Error"))
+        .detail(detail)
+        .value("request_id", &id);
+    let mut extra_headers = None;
+    if let Error::RateLimited(denial) = err {
+        problem = problem.value("violated_policies", &denial.violated_json());
+        extra_headers = Some(denial.headers);
+    }
+    let mut resp = Response::new(body::full(problem.json_bytes()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(headers) = extra_headers {
+        resp.headers_mut().extend(headers);
+    }
+    resp
+}
+
+/// The error and its causes on one line, for logs.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Adds [`ProblemService`].
+#[derive(Clone, Copy, Default)]
+pub struct ProblemLayer;
+
+impl<S> Layer<S> for ProblemLayer {
+    type Service = ProblemService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ProblemService { inner }
+    }
+}
+
+/// Answers every error from below with its problem document.
+#[derive(Clone)]
+pub struct ProblemService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for ProblemService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Error>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ProblemFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The services below are always ready; an error here would have nowhere to go.
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+        ProblemFuture { inner: self.inner.call(req), id }
+    }
+}
+
+pin_project! {
+    /// Maps the inner result to a response.
+    pub struct ProblemFuture<F> {
+        #[pin]
+        inner: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F> Future for ProblemFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Error>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(Ok(match ready!(this.inner.poll(cx)) {
+            Ok(resp) => resp,
+            Err(e) => to_response(e, this.id.as_ref()),
+        }))
+    }
+}

@@ -1,0 +1,224 @@
+//! The proxy: the innermost service, which forwards a routed request to its
+//! upstream and streams the answer back.
+//!
+//! Bodies stream both ways and are never buffered whole, so memory does not grow
+//! with file size. `Range`, conditional and validator headers pass through
+//! untouched; hop-by-hop headers are dropped and forwarding headers set
+//! ([`headers`]). Timeouts: connect and response head (504), and an idle timeout
+//! between body frames either way (the transfer is cut). Upstream connections
+//! come from the client connection's own [`ConnPool`].
+//!
+//! Reads [`MatchedRoute`] and [`Caller`] from the request extensions. Answers
+//! 502 (unreachable, reset), 504 (timeout) and 413 (a body over `max_body`
+//! without a `Content-Length`).
+
+mod headers;
+mod upstream;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri, Version, header};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::{LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use pin_project_lite::pin_project;
+use tower::Service;
+use tower_http::timeout::TimeoutBody;
+
+pub use upstream::{ConnPool, Upstream};
+
+use crate::body::{self, Body};
+use crate::config::ProxyConfig;
+use crate::error::{BoxError, Error};
+use crate::identify::{Caller, ConnInfo};
+use crate::route::MatchedRoute;
+
+/// Timeouts shared by every route.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Time to the upstream's response head.
+    pub response: Duration,
+    /// Longest pause between body frames.
+    pub idle_body: Duration,
+}
+
+impl From<&ProxyConfig> for Timeouts {
+    fn from(c: &ProxyConfig) -> Self {
+        Timeouts { response: c.response_timeout, idle_body: c.idle_body_timeout }
+    }
+}
+
+/// Forwards requests of one client connection.
+#[derive(Clone)]
+pub struct Proxy {
+    /// This client connection's upstream connections.
+    pool: Arc<ConnPool>,
+    /// This client connection.
+    conn: ConnInfo,
+    /// Shared timeouts.
+    timeouts: Timeouts,
+}
+
+impl Proxy {
+    /// A proxy for one client connection.
+    pub fn new(conn: ConnInfo, timeouts: Timeouts) -> Self {
+        Proxy { pool: Arc::new(ConnPool::default()), conn, timeouts }
+    }
+}
+
+impl Service<Request<Incoming>> for Proxy {
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.forward(req).await })
+    }
+}
+
+impl Proxy {
+    async fn forward(self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
+        let (Some(MatchedRoute(route)), Some(caller)) =
+            (req.extensions().get::<MatchedRoute>().cloned(), req.extensions().get::<Caller>().copied())
+        else {
+            return Err(Error::internal("proxy reached without a route or caller"));
+        };
+        let upstream = &route.upstream;
+        let (mut parts, incoming) = req.into_parts();
+
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let rest = route.strip(path_and_query);
+        let target = if rest.starts_with('?') {
+            format!("{}/{rest}", upstream.base_path)
+        } else {
+            format!("{}{rest}", upstream.base_path)
+        };
+        parts.uri = Uri::try_from(target).map_err(Error::internal)?;
+        parts.version = Version::HTTP_11;
+
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| req_authority(&parts.uri).and_then(|a| a.parse().ok()));
+        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::set_forwarded(
+            &mut parts.headers,
+            &headers::Forwarded {
+                client: caller.ip,
+                peer: self.conn.peer.ip(),
+                peer_trusted: self.conn.peer_trusted,
+                proto: if self.conn.tls { "https" } else { "http" },
+                host: host.as_ref(),
+            },
+        );
+        parts.headers.insert(header::HOST, upstream.authority.clone());
+        for (name, value) in &upstream.extra_headers {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+
+        let body = if incoming.is_end_stream() {
+            body::empty()
+        } else {
+            let limited = Limited::new(incoming, route.max_body.0 as usize);
+            body::boxed(TimeoutBody::new(self.timeouts.idle_body, limited))
+        };
+        let request = Request::from_parts(parts, body);
+
+        let sent = tokio::time::timeout(self.timeouts.response, self.pool.send(route.id.0, upstream, request)).await;
+        let (sender, resp) = match sent {
+            Err(_) => return Err(Error::UpstreamTimeout { route: route.name.clone(), phase: "respond" }),
+            Ok(Err(Error::UpstreamFailed { source, .. })) if is_length_limit(&*source) => {
+                return Err(Error::PayloadTooLarge { limit: route.max_body });
+            }
+            Ok(result) => result?,
+        };
+
+        let (mut parts, incoming) = resp.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        let done = incoming.is_end_stream();
+        let body = UpstreamBody {
+            inner: TimeoutBody::new(self.timeouts.idle_body, incoming),
+            guard: ReturnGuard { sender: Some(sender), pool: self.pool.clone(), route: route.id.0, done },
+        };
+        Ok(Response::from_parts(parts, body::boxed(body)))
+    }
+}
+
+fn req_authority(uri: &Uri) -> Option<&str> {
+    uri.authority().map(|a| a.as_str())
+}
+
+/// Whether the request body outgrew the route's `max_body`.
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// Hands the upstream connection back to the pool once its response has been read to the end.
+struct ReturnGuard {
+    sender: Option<SendRequest<Body>>,
+    pool: Arc<ConnPool>,
+    route: u16,
+    /// Set when the body has ended; a body dropped half-read leaves the connection unusable.
+    done: bool,
+}
+
+impl Drop for ReturnGuard {
+    fn drop(&mut self) {
+        if let (true, Some(sender)) = (self.done, self.sender.take()) {
+            self.pool.give_back(self.route, sender);
+        }
+    }
+}
+
+pin_project! {
+    /// The upstream's response body, with the idle timeout and the pool return.
+    struct UpstreamBody {
+        #[pin]
+        inner: TimeoutBody<Incoming>,
+        guard: ReturnGuard,
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        match &frame {
+            None => this.guard.done = true,
+            Some(Err(e)) => tracing::debug!(error = %e, "upstream body ended early"),
+            // hyper stops polling once a body says it has ended, so look after every frame.
+            Some(Ok(_)) => this.guard.done = this.inner.is_end_stream(),
+        }
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

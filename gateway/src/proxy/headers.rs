@@ -1,0 +1,126 @@
+//! Header rewriting between client and upstream: hop-by-hop headers stay on
+//! their hop, forwarding headers tell the upstream who asked.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection and must not be forwarded (RFC 9110 §7.6.1).
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including any the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// What the upstream should learn about the original request.
+pub struct Forwarded<'a> {
+    /// The client's address as identified (after trusted proxies).
+    pub client: IpAddr,
+    /// The socket peer.
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy, whose forwarding headers are kept and extended.
+    pub peer_trusted: bool,
+    /// `https` or `http`, as the client reached us.
+    pub proto: &'static str,
+    /// The `Host` (or `:authority`) the client asked for.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Sets `X-Forwarded-For/Proto/Host` and `Forwarded` on an upstream request.
+///
+/// From a trusted proxy the existing chain is kept and the peer appended, as
+/// every proxy in a chain does. From anyone else whatever the client wrote is
+/// dropped: the upstream must be able to believe these headers.
+pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
+    let peer = f.peer.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(chain) if f.peer_trusted && !chain.trim().is_empty() => format!("{chain}, {peer}"),
+        _ => peer,
+    };
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    let trusted_proto = f.peer_trusted.then(|| headers.get(&X_FORWARDED_PROTO).cloned()).flatten();
+    headers.insert(X_FORWARDED_PROTO.clone(), trusted_proto.unwrap_or(HeaderValue::from_static(f.proto)));
+    let trusted_host = f.peer_trusted.then(|| headers.get(&X_FORWARDED_HOST).cloned()).flatten();
+    match trusted_host.or_else(|| f.host.cloned()) {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+    // RFC 7239: one element for this hop, naming the client as identified.
+    let for_ = match f.client {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut forwarded = format!("for={for_};proto={}", f.proto);
+    if let Some(host) = f.host.and_then(|h| h.to_str().ok()) {
+        forwarded.push_str(&format!(";host=\"{}\"", host.replace('"', "")));
+    }
+    if let Ok(v) = HeaderValue::try_from(forwarded) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret-hop".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::RANGE, "bytes=0-1".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::RANGE));
+    }
+
+    #[test]
+    fn a_clients_forwarding_headers_are_replaced_unless_the_peer_is_trusted() {
+        let host = HeaderValue::from_static("data.example");
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        let peer: IpAddr = "203.0.113.5".parse().unwrap();
+        set_forwarded(&mut h, &Forwarded { client: peer, peer, peer_trusted: false, proto: "http", host: Some(&host) });
+        assert_eq!(h["x-forwarded-for"], "203.0.113.5");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "data.example");
+        assert_eq!(h["forwarded"], "for=203.0.113.5;proto=http;host=\"data.example\"");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        let lb: IpAddr = "10.0.0.2".parse().unwrap();
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        set_forwarded(&mut h, &Forwarded { client, peer: lb, peer_trusted: true, proto: "http", host: None });
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.0.0.2");
+        assert_eq!(h["forwarded"], "for=198.51.100.7;proto=http");
+    }
+}

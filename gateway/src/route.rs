@@ -1,0 +1,182 @@
+//! Routing: which configured route a request is for, and whether its shape is
+//! acceptable at all.
+//!
+//! [`RouteLayer`] checks the size of the request head (431) and the declared
+//! body size against the route's `max_body` (413), matches the longest path
+//! prefix (404 when none), and puts the [`MatchedRoute`] into the request
+//! extensions for every layer below. It never reads the body.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, header};
+use tower::{Layer, Service};
+
+use crate::body::Body;
+use crate::config::{ByteSize, Config, RouteKind};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::proxy::Upstream;
+use crate::tier::{TierId, Tiers};
+
+/// A route's position in the config's `routes` list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteId(pub u16);
+
+/// One route, ready to serve.
+#[derive(Debug)]
+pub struct Route {
+    /// Its index in the table.
+    pub id: RouteId,
+    /// The configured name.
+    pub name: Arc<str>,
+    /// The path prefix without a trailing slash (`""` for a route at `/`).
+    pub prefix: String,
+    /// Bulk downloads or queries.
+    pub kind: RouteKind,
+    /// The lowest tier allowed.
+    pub min_tier: TierId,
+    /// Largest request body accepted.
+    pub max_body: ByteSize,
+    /// Where requests go.
+    pub upstream: Upstream,
+}
+
+impl Route {
+    /// The part of `path` after this route's prefix, always starting with `/`.
+    pub fn strip<'a>(&self, path: &'a str) -> &'a str {
+        let rest = &path[self.prefix.len()..];
+        if rest.is_empty() { "/" } else { rest }
+    }
+}
+
+/// Every route, matched by longest prefix.
+#[derive(Debug)]
+pub struct RouteTable {
+    /// In config order; `RouteId` indexes this.
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Builds the table; fails only if an upstream's TLS settings cannot be used.
+    pub fn from_config(config: &Config, tiers: &Tiers) -> Result<Self, Error> {
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, rc) in config.routes.iter().enumerate() {
+            let id = RouteId(i as u16);
+            let name: Arc<str> = Arc::from(rc.name.as_str());
+            routes.push(Arc::new(Route {
+                id,
+                prefix: rc.path.trim_end_matches('/').to_owned(),
+                kind: rc.kind,
+                min_tier: tiers.id(&rc.min_tier).unwrap_or(tiers.anonymous()),
+                max_body: rc.max_body,
+                upstream: Upstream::from_config(name.clone(), rc, &config.proxy)?,
+                name,
+            }));
+        }
+        Ok(RouteTable { routes })
+    }
+
+    /// The route with the longest prefix that matches `path` on a segment boundary.
+    pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
+        self.routes
+            .iter()
+            .filter(|r| {
+                path.starts_with(r.prefix.as_str())
+                    && matches!(path.as_bytes().get(r.prefix.len()), None | Some(b'/'))
+            })
+            .max_by_key(|r| r.prefix.len())
+    }
+
+    /// Every route, in config order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
+    }
+
+    /// How many routes there are.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// The route a request matched, in its extensions.
+#[derive(Debug, Clone)]
+pub struct MatchedRoute(pub Arc<Route>);
+
+/// Adds [`RouteService`].
+#[derive(Clone)]
+pub struct RouteLayer {
+    /// The routes.
+    table: Arc<RouteTable>,
+    /// `server.max_header_bytes`.
+    max_header_bytes: ByteSize,
+    /// Counts unrouted requests.
+    metrics: Arc<Metrics>,
+}
+
+impl RouteLayer {
+    /// A layer matching against `table`.
+    pub fn new(table: Arc<RouteTable>, max_header_bytes: ByteSize, metrics: Arc<Metrics>) -> Self {
+        RouteLayer { table, max_header_bytes, metrics }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = RouteService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteService { inner, layer: self.clone() }
+    }
+}
+
+/// Matches a route or answers 404, 413 or 431.
+#[derive(Clone)]
+pub struct RouteService<S> {
+    inner: S,
+    layer: RouteLayer,
+}
+
+impl<S, B> Service<Request<B>> for RouteService<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Error>,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = futures_util::future::Either<std::future::Ready<Result<Response<Body>, Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        use futures_util::future::Either;
+        let reject = |e| Either::Left(std::future::ready(Err(e)));
+
+        let limit = self.layer.max_header_bytes;
+        let size = head_size(&req);
+        if size as u64 > limit.0 {
+            return reject(Error::HeadersTooLarge { size, limit });
+        }
+        let Some(route) = self.layer.table.find(req.uri().path()) else {
+            self.layer.metrics.unrouted.inc();
+            return reject(Error::NoRoute { path: req.uri().path().to_owned() });
+        };
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > route.max_body.0) {
+            return reject(Error::PayloadTooLarge { limit: route.max_body });
+        }
+        req.extensions_mut().insert(MatchedRoute(route.clone()));
+        Either::Right(self.inner.call(req))
+    }
+}
+
+/// Bytes of the request head as a client sent it: request line and header lines.
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    req.headers().iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}

@@ -1,0 +1,211 @@
+//! The listener: accepts client connections, speaks HTTP/1.1 and HTTP/2 (and
+//! TLS when configured), runs each connection through the [`stack`], and drains
+//! gracefully on shutdown.
+//!
+//! The library never parses the command line or installs signal handlers: it is
+//! handed a bound listener and a shutdown future, so that tests can run a
+//! gateway on port 0 in-process and the binary can run one per core.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, TlsConfig};
+use crate::error::Error;
+use crate::identify::ConnInfo;
+use crate::stack::{Shared, stack};
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request head once it starts.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A configured gateway, ready to serve on any number of listeners.
+pub struct Gateway {
+    /// What every connection shares.
+    shared: Arc<Shared>,
+    /// Set when `server.tls` is configured.
+    tls: Option<TlsAcceptor>,
+    /// The HTTP/1 and HTTP/2 settings.
+    http: auto::Builder<TokioExecutor>,
+}
+
+impl Gateway {
+    /// Builds a gateway from a validated config.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let tls = config.server.tls.as_ref().map(server_tls).transpose()?;
+        let max_head = config.server.max_header_bytes.0 as usize;
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            // hyper itself answers a bare 431 past its buffer; keep that well above
+            // our limit so that the route layer's problem document is what clients see.
+            .max_buf_size((max_head * 2).max(64 << 10));
+        http.http2().timer(TokioTimer::new()).max_header_list_size((max_head * 2).max(64 << 10) as u32);
+        Ok(Gateway { shared: Arc::new(Shared::new(config)?), tls, http })
+    }
+
+    /// The state shared by every connection (metrics, limits, config).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Runs background upkeep (limiter sweeps) until the returned handle is dropped or aborted.
+    pub fn spawn_upkeep(&self) -> tokio::task::JoinHandle<()> {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(shared.config.limits.sweep_interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let kept = shared.limits.sweep();
+                shared.metrics.limiter_keys.set(kept as i64);
+            }
+        })
+    }
+
+    /// Serves `listener` on the current runtime until `shutdown` resolves, then
+    /// stops accepting, marks `/readyz` as draining, and waits for in-flight
+    /// requests up to `server.shutdown_grace`.
+    pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => self.spawn_connection(stream, &graceful),
+                    Err(e) => {
+                        // Out of file descriptors and the like: say so, and give the
+                        // process a moment instead of spinning on the error.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        self.shared.ops.start_draining();
+        let open = graceful.count();
+        if open > 0 {
+            tracing::info!(connections = open, "draining in-flight requests");
+        }
+        let grace = self.shared.config.server.shutdown_grace;
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!(grace = ?grace, "shutdown grace period over; cutting the remaining connections");
+        }
+    }
+
+    fn spawn_connection(&self, stream: TcpStream, graceful: &GracefulShutdown) {
+        let Ok(peer) = stream.peer_addr() else { return };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnInfo { peer, peer_trusted: self.shared.trusted.contains(peer.ip()), tls: self.tls.is_some() };
+        let service = TowerToHyperService::new(stack(&self.shared, conn));
+        let http = self.http.clone();
+        let watcher = graceful.watcher();
+        let tls = self.tls.clone();
+        let metrics = self.shared.metrics.clone();
+        tokio::spawn(async move {
+            metrics.connections.inc();
+            let result = match tls {
+                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        watcher.watch(http.serve_connection(TokioIo::new(tls_stream), service).into_owned()).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+            metrics.connections.dec();
+        });
+    }
+}
+
+/// Loads the server certificate and key, offering HTTP/2 and HTTP/1.1 by ALPN.
+fn server_tls(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| Error::TlsSetup(format!("server.tls.cert {}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(Error::TlsSetup(format!("server.tls.cert {}: no certificate in the file", tls.cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| Error::TlsSetup(format!("server.tls.key {}: {e}", tls.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::TlsSetup(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::TlsSetup(format!("server.tls: the key does not fit the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds `server.listen`, with a message that says what to do when the port is taken.
+pub fn bind(config: &Config) -> Result<std::net::TcpListener, Error> {
+    let addr = config.server.listen;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| Error::Bind { addr, source })?;
+    Ok(listener)
+}
+
+/// Serves on `workers` threads, each with its own single-threaded runtime
+/// accepting from a duplicate of the same listening socket (cheaper per request
+/// than a multi-threaded runtime; measured in `bench/`). Returns when every
+/// worker has drained after `shutdown` flips to true.
+pub fn run_workers(
+    gateway: Arc<Gateway>,
+    listener: std::net::TcpListener,
+    workers: usize,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let mut threads = Vec::with_capacity(workers);
+    for n in 0..workers {
+        let listener = listener.try_clone().map_err(Error::internal)?;
+        let gateway = gateway.clone();
+        let mut shutdown = shutdown.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("coopgate-worker-{n}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("worker runtime");
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener).expect("listener registers with the runtime");
+                    gateway
+                        .serve(listener, async move {
+                            let _ = shutdown.wait_for(|stop| *stop).await;
+                        })
+                        .await;
+                });
+            })
+            .map_err(Error::internal)?;
+        threads.push(thread);
+    }
+    drop(listener);
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! The request stack, composed in one place. Read top to bottom, it is the
+//! path a request takes; each line says why its layer sits where it does.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::{Service, ServiceBuilder};
+
+use crate::authorize::AuthorizeLayer;
+use crate::body::Body;
+use crate::config::Config;
+use crate::error::Error;
+use crate::identify::{ConnInfo, IdentifyLayer, TrustedProxies};
+use crate::limit::{LimitLayer, Limits};
+use crate::meter::MeterLayer;
+use crate::metrics::Metrics;
+use crate::ops::{OpsLayer, OpsState};
+use crate::problem::ProblemLayer;
+use crate::proxy::{Proxy, Timeouts};
+use crate::request_id::{IdSource, RequestIdLayer};
+use crate::route::{RouteLayer, RouteTable};
+use crate::tier::Tiers;
+
+/// Everything the layers share across connections, built once from the config.
+pub struct Shared {
+    /// Request id source.
+    pub ids: Arc<IdSource>,
+    /// Tiers in rank order.
+    pub tiers: Arc<Tiers>,
+    /// Routes.
+    pub routes: Arc<RouteTable>,
+    /// In-process limiters.
+    pub limits: Arc<Limits>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Health, readiness and metrics endpoints' state.
+    pub ops: Arc<OpsState>,
+    /// `server.trusted_proxies`.
+    pub trusted: Arc<TrustedProxies>,
+    /// The config the rest was built from.
+    pub config: Arc<Config>,
+}
+
+impl Shared {
+    /// Builds the shared state; fails only on unusable upstream TLS settings.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let metrics = Arc::new(Metrics::new());
+        let tiers = Arc::new(Tiers::from_config(&config));
+        let routes = Arc::new(RouteTable::from_config(&config, &tiers)?);
+        let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics.clone()));
+        Ok(Shared {
+            ids: Arc::new(IdSource::new()),
+            ops: Arc::new(OpsState {
+                draining: Default::default(),
+                metrics: metrics.clone(),
+                metrics_allow: config.server.metrics_allow.clone(),
+            }),
+            trusted: Arc::new(TrustedProxies::new(config.server.trusted_proxies.clone())),
+            tiers,
+            routes,
+            limits,
+            metrics,
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// The service one client connection's requests go through.
+pub fn stack(
+    shared: &Shared,
+    conn: ConnInfo,
+) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + 'static {
+    let server = &shared.config.server;
+    ServiceBuilder::new()
+        // Outermost, so that every response, problems included, carries the request id.
+        .layer(RequestIdLayer::new(shared.ids.clone(), shared.config.log.access))
+        // Every error from below becomes a problem document here, and only here.
+        .layer(ProblemLayer)
+        // Health, readiness and metrics answer before routing: never limited or proxied.
+        .layer(OpsLayer::new(shared.ops.clone(), conn))
+        // Shape checks (431, 413 by Content-Length) and the route match (404).
+        .layer(RouteLayer::new(shared.routes.clone(), server.max_header_bytes, shared.metrics.clone()))
+        // Who is calling; a credential we cannot honour is a 401, never anonymous.
+        .layer(IdentifyLayer::new(shared.trusted.clone(), conn, shared.tiers.anonymous()))
+        // Whether the caller's tier may use the route (403).
+        .layer(AuthorizeLayer::new(shared.tiers.clone()))
+        // Above the limiter, so that 429s are counted per route and tier too.
+        .layer(MeterLayer::new(shared.metrics.clone(), shared.tiers.clone()))
+        // Rate limits per caller, tier and route kind; headers on every limited response.
+        .layer(LimitLayer::new(shared.limits.clone()))
+        .service(Proxy::new(conn, Timeouts::from(&shared.config.proxy)))
+}

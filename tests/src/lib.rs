@@ -1,0 +1,1 @@
+//! Shared helpers for coopgate's end-to-end suite (see `tests/tests/e2e.rs`).
