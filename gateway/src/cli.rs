@@ -193,8 +193,9 @@ fn run_on(
         tracing::warn!("second signal: stopping now");
         std::process::exit(130);
     });
-    tracing::info!(%addr, workers, "coopgate listening");
+    // Whatever the caller prepares (demo.json) exists before anyone is told we listen.
     on_listening(addr)?;
+    tracing::info!(%addr, workers, "coopgate listening");
     server::run_workers(gateway, listener, workers, stopped)?;
     upkeep.abort();
     tracing::info!("stopped");

@@ -1,1 +1,263 @@
-//! Shared helpers for coopgate's end-to-end suite (see `tests/tests/e2e.rs`).
+//! Shared helpers for coopgate's end-to-end suite (`tests/tests/e2e.rs`): test
+//! upstreams, gateways on port 0, a plain HTTP client, and config builders.
+//! Everything runs on real loopback sockets.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use coopgate::config::{ByteSize, Config, LimitConfig, RouteConfig, RouteKind, TierConfig};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The body type test upstreams answer with.
+pub type UpBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Wraps bytes as an upstream body.
+pub fn full(b: impl Into<Bytes>) -> UpBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// A test origin server on a loopback port; stops when dropped.
+pub struct TestUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts an origin that answers every request with `handler`.
+pub async fn upstream<F, Fut>(handler: F) -> TestUpstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<UpBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    let addr = listener.local_addr().expect("upstream addr");
+    let handler = Arc::new(handler);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    TestUpstream { addr, task }
+}
+
+/// An origin that answers with a JSON object of the path and headers it received.
+pub async fn echo_upstream() -> TestUpstream {
+    upstream(|req: Request<Incoming>| async move {
+        let headers: BTreeMap<String, String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
+            .collect();
+        let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+        let method = req.method().to_string();
+        let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+        let json = serde_json::json!({ "path": path, "method": method, "headers": headers, "body_bytes": body });
+        Response::new(full(serde_json::to_vec(&json).expect("json")))
+    })
+    .await
+}
+
+/// A gateway running in-process on a loopback port; drains and stops when dropped.
+pub struct TestGateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The gateway itself (metrics, config).
+    pub gateway: Arc<coopgate::Gateway>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestGateway {
+    /// `http://ADDR` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Asks the gateway to shut down gracefully and waits until it has drained.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = task.await;
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a gateway with `config` (its `server.listen` is ignored: port 0).
+pub async fn gateway(config: Config) -> TestGateway {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+    let addr = listener.local_addr().expect("gateway addr");
+    let gateway = Arc::new(coopgate::Gateway::new(config).expect("valid test config"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let g = gateway.clone();
+    let task = tokio::spawn(async move {
+        g.serve(listener, async move {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    TestGateway { addr, gateway, stop: Some(stop), task }
+}
+
+/// A config with one `api` route at `/api/` and one `bulk` route at `/bulk/`, both to
+/// `upstream`, and an anonymous tier with a generous limit so that tests not about
+/// limits never meet one.
+pub fn config(upstream: SocketAddr) -> Config {
+    let mut config = Config::default();
+    config.tiers.insert(
+        "anonymous".into(),
+        TierConfig { rank: 0, limits: vec![limit("burst", "100000/sec", 100000)] },
+    );
+    config.routes = vec![route("api", "/api/", upstream, "/", RouteKind::Api), route("bulk", "/bulk/", upstream, "/files/", RouteKind::Bulk)];
+    config
+}
+
+/// The TOML text of [`config`] for a gateway process listening on any free
+/// loopback port; `server_extra` adds lines to `[server]`.
+pub fn process_config(upstream: SocketAddr, server_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+{server_extra}
+
+[tiers.anonymous]
+rank = 0
+limits = [{{ name = "burst", rate = "100000/sec", burst = 100000 }}]
+
+[[routes]]
+name = "api"
+path = "/api/"
+upstream = "http://{upstream}/"
+kind = "api"
+min_tier = "anonymous"
+
+[[routes]]
+name = "bulk"
+path = "/bulk/"
+upstream = "http://{upstream}/files/"
+kind = "bulk"
+min_tier = "anonymous"
+"#
+    )
+}
+
+/// A rate limit entry.
+pub fn limit(name: &str, rate: &str, burst: u32) -> LimitConfig {
+    LimitConfig { name: name.into(), rate: Some(rate.parse().expect("test rate")), burst: Some(burst), routes: None }
+}
+
+/// A route to `http://upstream{base}`.
+pub fn route(name: &str, path: &str, upstream: SocketAddr, base: &str, kind: RouteKind) -> RouteConfig {
+    RouteConfig {
+        name: name.into(),
+        path: path.into(),
+        upstream: format!("http://{upstream}{base}").parse().expect("test url"),
+        kind,
+        min_tier: "anonymous".into(),
+        max_body: ByteSize(1 << 20),
+        upstream_ca: None,
+        upstream_headers: BTreeMap::new(),
+    }
+}
+
+/// A plain HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/1.1 client for bodies of any type (streaming uploads).
+pub fn streaming_client<B>() -> Client<HttpConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct Got {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Got {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// A header as a string.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("no header {name} in {:?}", self.headers))
+    }
+}
+
+/// Sends `req` and reads the whole response.
+pub async fn send(req: Request<Full<Bytes>>) -> Got {
+    let resp = client().request(req).await.expect("request reaches the gateway");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body reads").to_bytes();
+    Got { status: parts.status, headers: parts.headers, body }
+}
+
+/// GET `url` with extra headers.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Got {
+    let mut req = Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(req.body(Full::new(Bytes::new())).expect("request")).await
+}
+
+/// Asserts that `got` is a problem document with `status` and a `type` ending in `slug`.
+pub fn assert_problem(got: &Got, status: u16, slug: &str) -> serde_json::Value {
+    assert_eq!(got.status.as_u16(), status, "status; body: {:?}", got.body);
+    assert_eq!(got.header("content-type"), "application/problem+json");
+    let doc = got.json();
+    assert_eq!(doc["status"], status);
+    assert!(doc["type"].as_str().unwrap_or("").ends_with(slug), "type {} is not {slug}", doc["type"]);
+    assert!(!doc["detail"].as_str().unwrap_or("").is_empty(), "a problem explains itself");
+    assert_eq!(doc["request_id"].as_str(), got.headers.get("x-request-id").and_then(|v| v.to_str().ok()));
+    doc
+}

@@ -68,7 +68,9 @@ pub fn load_str(text: &str, env: &HashMap<String, String>) -> Result<Config, Err
                 let mut path = e.path().to_string();
                 let message = e.inner().message().trim().to_owned();
                 // An unknown key is reported at its parent; name the key itself.
-                if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+                if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next())
+                    && !path.ends_with(field)
+                {
                     path = if path == "." { field.to_owned() } else { format!("{path}.{field}") };
                 }
                 let removed = remove_path(&mut table, &path);
@@ -84,7 +86,12 @@ pub fn load_str(text: &str, env: &HashMap<String, String>) -> Result<Config, Err
     let Some(mut config) = config else {
         return Err(Error::ConfigInvalid(problems));
     };
-    problems.extend(config.validate(env).into_iter().map(|p| located(text, &overridden, p.path, p.message)));
+    // A key removed above to keep going may make validation complain about its
+    // absence; the first report already covers it.
+    let reported: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
+    let related = |path: &str| reported.iter().any(|r| r.starts_with(path) || path.starts_with(r.as_str()));
+    let more: Vec<Problem> = config.validate(env).into_iter().filter(|p| !related(&p.path)).collect();
+    problems.extend(more.into_iter().map(|p| located(text, &overridden, p.path, p.message)));
     if problems.is_empty() { Ok(config) } else { Err(Error::ConfigInvalid(problems)) }
 }
 

@@ -86,7 +86,20 @@ impl DemoUpstream {
             p if p.starts_with("/files/") => {
                 let (mut parts, body) = req.into_parts();
                 parts.uri = p.trim_start_matches("/files").parse().unwrap_or_default();
+                let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
                 match self.files.clone().serve(Request::from_parts(parts, body)).await {
+                    Ok(resp) if not_modified(if_none_match.as_ref(), resp.headers().get(header::ETAG)) => {
+                        // hyper-staticfile answers If-Modified-Since but not If-None-Match;
+                        // a client holding the current ETag must not download the file again.
+                        let mut nm = Response::new(body::empty());
+                        *nm.status_mut() = StatusCode::NOT_MODIFIED;
+                        for h in [header::ETAG, header::LAST_MODIFIED, header::CACHE_CONTROL] {
+                            if let Some(v) = resp.headers().get(&h) {
+                                nm.headers_mut().insert(h, v.clone());
+                            }
+                        }
+                        nm
+                    }
                     Ok(resp) => resp.map(body::boxed),
                     Err(e) => json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({ "error": e.to_string() })),
                 }
@@ -160,6 +173,15 @@ impl DemoUpstream {
             }),
         )
     }
+}
+
+/// Weak comparison of `If-None-Match` against the current ETag (RFC 9110 §13.1.2).
+fn not_modified(if_none_match: Option<&HeaderValue>, etag: Option<&HeaderValue>) -> bool {
+    let (Some(inm), Some(etag)) = (if_none_match.and_then(|v| v.to_str().ok()), etag.and_then(|v| v.to_str().ok())) else {
+        return false;
+    };
+    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    inm.trim() == "*" || inm.split(',').any(|candidate| opaque(candidate) == opaque(etag))
 }
 
 fn bad_request(detail: String) -> Response<Body> {

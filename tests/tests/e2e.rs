@@ -1,0 +1,14 @@
+//! coopgate end to end: real sockets, real processes. One binary, a module per
+//! feature; helpers live in the `coopgate_tests` library and in `support`.
+
+mod e2e {
+    mod config_check;
+    mod demo;
+    mod errors;
+    mod limits;
+    mod proxy;
+    mod shutdown;
+    mod streaming;
+    mod support;
+    mod tls;
+}

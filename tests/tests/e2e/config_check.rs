@@ -1,0 +1,99 @@
+//! `coopgate check`: every problem, with its key path and line.
+
+use super::support::coopgate;
+
+fn check(text: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("coopgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = coopgate();
+    cmd.arg("check").arg("--config").arg(&path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+const GOOD: &str = r#"
+[tiers.anonymous]
+rank = 0
+limits = [{ name = "burst", rate = "60/min", burst = 20 }]
+
+[[routes]]
+name = "bulk"
+path = "/bulk/"
+upstream = "http://127.0.0.1:9000/files/"
+kind = "bulk"
+min_tier = "anonymous"
+"#;
+
+#[test]
+fn a_good_config_passes() {
+    let (ok, out, err) = check(GOOD, &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("OK (1 route(s), 1 tier(s))"), "{out}");
+}
+
+#[test]
+fn a_broken_config_names_every_bad_key_with_its_line() {
+    let text = GOOD
+        .replace(r#"rate = "60/min""#, r#"rate = "60 per minute""#)
+        .replace("kind = \"bulk\"", "kind = \"bulk\"\nupstream_timeout = \"5s\"");
+    let (ok, _, err) = check(&text, &[]);
+    assert!(!ok);
+    assert!(err.contains("2 problem(s)"), "{err}");
+    assert!(err.contains("tiers.anonymous.limits[0].rate (line 4)"), "{err}");
+    assert!(err.contains("N/min"), "the message says how to write a rate: {err}");
+    assert!(err.contains("routes[0].upstream_timeout (line 11): unknown field"), "{err}");
+}
+
+#[test]
+fn references_between_keys_are_checked() {
+    let text = GOOD.replace("min_tier = \"anonymous\"", "min_tier = \"gold\"").replace("[tiers.anonymous]", "[tiers.free]");
+    let (ok, _, err) = check(&text, &[]);
+    assert!(!ok);
+    assert!(err.contains("tiers.anonymous: missing"), "{err}");
+    assert!(err.contains("routes[0].min_tier"), "{err}");
+    assert!(err.contains("no tier is named `gold`"), "{err}");
+}
+
+#[test]
+fn environment_overrides_apply_and_are_named_when_wrong() {
+    let (ok, _, err) = check(GOOD, &[("COOPGATE__SERVER__LISTEN", "0.0.0.0:9090")]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = check(GOOD, &[("COOPGATE__SERVER__LISTEN", "everywhere")]);
+    assert!(!ok);
+    assert!(err.contains("server.listen"), "{err}");
+    assert!(err.contains("COOPGATE__SERVER__LISTEN"), "{err}");
+}
+
+#[test]
+fn a_missing_secret_names_the_variable() {
+    let text = GOOD.replace("min_tier = \"anonymous\"", "min_tier = \"anonymous\"\nupstream_headers = { authorization = \"env:ORIGIN_TOKEN\" }");
+    let (ok, _, err) = check(&text, &[]);
+    assert!(!ok);
+    assert!(err.contains("routes[0].upstream_headers.authorization"), "{err}");
+    assert!(err.contains("environment variable ORIGIN_TOKEN is not set"), "{err}");
+}
+
+#[test]
+fn a_syntax_error_gives_its_line() {
+    let (ok, _, err) = check("[server]\nlisten = \n", &[]);
+    assert!(!ok);
+    assert!(err.contains("(line 2)"), "{err}");
+}
+
+#[test]
+fn a_missing_file_says_so() {
+    let out = coopgate().args(["check", "--config", "/nonexistent/coopgate.toml"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
+}
+
+#[test]
+fn the_example_config_in_deploy_passes() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/coopgate.example.toml");
+    let out = coopgate().args(["check", "--config", example]).env("ORIGIN_TOKEN", "Bearer x").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,133 @@
+//! Every error the gateway makes is a problem document with a request id.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use coopgate_tests::{assert_problem, config, echo_upstream, gateway, get, send, upstream};
+use http::Request;
+use http_body_util::{Full, StreamBody};
+
+#[tokio::test]
+async fn an_unknown_path_is_a_404_problem() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    let got = get(&gw.url("/nowhere"), &[]).await;
+    assert_problem(&got, 404, "no-route");
+    // A prefix matches only on a segment boundary.
+    assert_problem(&get(&gw.url("/apix/thing"), &[]).await, 404, "no-route");
+}
+
+#[tokio::test]
+async fn a_refused_upstream_is_a_502_problem() {
+    // Take a free port, then free it again, so that nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let gw = gateway(config(closed)).await;
+    let got = get(&gw.url("/api/x"), &[]).await;
+    let doc = assert_problem(&got, 502, "upstream-unreachable");
+    assert!(doc["detail"].as_str().unwrap().contains("route api"));
+}
+
+#[tokio::test]
+async fn an_upstream_that_resets_is_a_502_problem() {
+    // Accepts, reads the request, and closes without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+            drop(s);
+        }
+    });
+    let gw = gateway(config(addr)).await;
+    assert_problem(&get(&gw.url("/api/x"), &[]).await, 502, "upstream-failed");
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504_problem() {
+    let up = upstream(|_req| async {
+        // Never answers: the gateway's response timeout must fire.
+        std::future::pending::<()>().await;
+        unreachable!()
+    })
+    .await;
+    let mut cfg = config(up.addr);
+    cfg.proxy.response_timeout = Duration::from_millis(200);
+    let gw = gateway(cfg).await;
+    let doc = assert_problem(&get(&gw.url("/api/slow"), &[]).await, 504, "upstream-timeout");
+    assert!(doc["detail"].as_str().unwrap().contains("respond"));
+}
+
+#[tokio::test]
+async fn a_declared_oversized_body_is_a_413_problem() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    let req = Request::post(gw.url("/api/upload")).body(Full::new(Bytes::from(vec![0u8; 2 << 20]))).unwrap();
+    assert_problem(&send(req).await, 413, "payload-too-large");
+}
+
+#[tokio::test]
+async fn a_chunked_body_that_grows_too_large_is_a_413_problem() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    // No Content-Length: the limit can only be noticed while streaming.
+    let chunks = (0..40).map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![0u8; 64 << 10]))));
+    let body = StreamBody::new(futures_util::stream::iter(chunks));
+    let req = Request::post(gw.url("/api/upload")).body(body).unwrap();
+    let resp = coopgate_tests::streaming_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 413);
+}
+
+#[tokio::test]
+async fn oversized_headers_are_a_431_problem() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    let big = "x".repeat(20 << 10);
+    let got = get(&gw.url("/api/"), &[("x-big", &big)]).await;
+    assert_problem(&got, 431, "headers-too-large");
+}
+
+#[tokio::test]
+async fn a_credential_the_gateway_does_not_know_is_a_401_not_anonymous_access() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    assert_problem(&get(&gw.url("/api/"), &[("authorization", "Bearer cg_made_up")]).await, 401, "invalid-credential");
+    assert_problem(&get(&gw.url("/api/"), &[("x-api-key", "cg_made_up")]).await, 401, "invalid-credential");
+}
+
+#[tokio::test]
+async fn a_route_above_the_callers_tier_is_a_403_problem() {
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    cfg.tiers.insert("member".into(), coopgate::config::TierConfig { rank: 20, limits: vec![] });
+    cfg.routes[0].min_tier = "member".into();
+    let gw = gateway(cfg).await;
+    let doc = assert_problem(&get(&gw.url("/api/early"), &[]).await, 403, "tier-too-low");
+    assert!(doc["detail"].as_str().unwrap().contains("member"));
+}
+
+#[tokio::test]
+async fn metrics_are_served_only_to_allowed_peers() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    get(&gw.url("/api/x"), &[]).await;
+    let got = get(&gw.url("/metrics"), &[]).await;
+    assert_eq!(got.status, 200);
+    let text = String::from_utf8_lossy(&got.body);
+    assert!(text.contains(r#"coopgate_requests_total{route="api",status="200",tier="anonymous"} 1"#), "{text}");
+    assert!(text.contains("coopgate_request_duration_seconds_bucket"));
+
+    let mut cfg = config(up.addr);
+    cfg.server.metrics_allow = vec!["10.0.0.0/8".parse().unwrap()];
+    let gw = gateway(cfg).await;
+    assert_problem(&get(&gw.url("/metrics"), &[("x-forwarded-for", "10.0.0.1")]).await, 403, "forbidden");
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_without_a_route() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    assert_eq!(get(&gw.url("/healthz"), &[]).await.status, 200);
+    assert_eq!(get(&gw.url("/readyz"), &[]).await.status, 200);
+}

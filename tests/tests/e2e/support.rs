@@ -1,0 +1,103 @@
+//! Running the real `coopgate` command line as a process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+/// The coopgate command line, built by Cargo for this package.
+pub fn coopgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coopgate-under-test"));
+    // Tests must not inherit overrides from the developer's shell.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COOPGATE__") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// A coopgate process, killed when dropped; its stderr lines arrive on a channel.
+pub struct Process {
+    /// The child.
+    pub child: Child,
+    /// Lines the process wrote to stderr.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// Starts `coopgate ARGS` with stdout discarded and stderr captured.
+    pub fn start(args: &[&str]) -> Process {
+        let mut child = coopgate()
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("coopgate starts");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process { child, stderr: rx }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it; panics with
+    /// everything seen if the process ends first.
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        let mut seen = Vec::new();
+        for line in self.stderr.iter() {
+            if line.contains(needle) {
+                return line;
+            }
+            seen.push(line);
+        }
+        panic!("coopgate ended before printing {needle:?}; it printed:\n{}", seen.join("\n"));
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY is not needed: libc::kill through the safe `kill` command instead.
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `coopgate serve` on `config_text` (written into `dir`) and waits until it listens.
+/// The config must listen on 127.0.0.1:0; the actual address is read from the log.
+pub fn serve(dir: &Path, config_text: &str) -> (Process, std::net::SocketAddr) {
+    let path = dir.join("coopgate.toml");
+    std::fs::write(&path, config_text).expect("write config");
+    let process = Process::start(&["serve", "--config", path.to_str().expect("utf-8 path")]);
+    let line = process.wait_for_line("coopgate listening");
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no addr in {line:?}"));
+    (process, addr)
+}
