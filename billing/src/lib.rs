@@ -36,7 +36,11 @@ impl Currency {
         if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_alphabetic) {
             return Err(Error::InvalidCurrency(code.to_owned()));
         }
-        Ok(Currency([bytes[0].to_ascii_lowercase(), bytes[1].to_ascii_lowercase(), bytes[2].to_ascii_lowercase()]))
+        Ok(Currency([
+            bytes[0].to_ascii_lowercase(),
+            bytes[1].to_ascii_lowercase(),
+            bytes[2].to_ascii_lowercase(),
+        ]))
     }
 
     /// The code, lower case.
@@ -85,7 +89,10 @@ impl Money {
             return Err(Error::CurrencyMismatch(self.currency, other.currency));
         }
         let minor = self.minor.checked_add(other.minor).ok_or(Error::Overflow)?;
-        Ok(Money { minor, currency: self.currency })
+        Ok(Money {
+            minor,
+            currency: self.currency,
+        })
     }
 }
 
@@ -96,15 +103,29 @@ mod tests {
     #[test]
     fn currencies_are_three_letters_in_lower_case() {
         assert_eq!(Currency::new("EUR").unwrap().as_str(), "eur");
-        assert!(matches!(Currency::new("euro"), Err(Error::InvalidCurrency(_))));
+        assert!(matches!(
+            Currency::new("euro"),
+            Err(Error::InvalidCurrency(_))
+        ));
     }
 
     #[test]
     fn money_never_mixes_currencies() {
         let usd = Currency::new("usd").unwrap();
         let eur = Currency::new("eur").unwrap();
-        assert_eq!(Money::new(150, usd).checked_add(Money::new(-50, usd)).unwrap(), Money::new(100, usd));
-        assert_eq!(Money::new(1, usd).checked_add(Money::new(1, eur)), Err(Error::CurrencyMismatch(usd, eur)));
-        assert_eq!(Money::new(i64::MAX, usd).checked_add(Money::new(1, usd)), Err(Error::Overflow));
+        assert_eq!(
+            Money::new(150, usd)
+                .checked_add(Money::new(-50, usd))
+                .unwrap(),
+            Money::new(100, usd)
+        );
+        assert_eq!(
+            Money::new(1, usd).checked_add(Money::new(1, eur)),
+            Err(Error::CurrencyMismatch(usd, eur))
+        );
+        assert_eq!(
+            Money::new(i64::MAX, usd).checked_add(Money::new(1, usd)),
+            Err(Error::Overflow)
+        );
     }
 }

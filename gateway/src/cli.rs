@@ -118,17 +118,24 @@ fn serve(path: &Path, env: &HashMap<String, String>) -> anyhow::Result<()> {
 }
 
 fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
-    let mut log = config::LogConfig::default();
-    log.access = false;
-    telemetry::init(&log);
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
+    telemetry::init(&config::LogConfig::default());
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
     let runtime = main_runtime()?;
     if !dataset_ready(data_dir) {
-        eprintln!("Generating the sample dataset into {} (first run only)...", data_dir.display());
+        eprintln!(
+            "Generating the sample dataset into {} (first run only)...",
+            data_dir.display()
+        );
     }
     let upstream = runtime
         .block_on(demo::start_upstream(data_dir))
-        .with_context(|| format!("cannot prepare the sample dataset in {}", data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot prepare the sample dataset in {}",
+                data_dir.display()
+            )
+        })?;
     let config = demo::config(listen, upstream);
     let data_dir = data_dir.to_owned();
     run_on(runtime, config, move |addr| {
@@ -144,12 +151,19 @@ fn dataset_ready(data_dir: &Path) -> bool {
 }
 
 fn demo_upstream(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let dir = demo::dataset::ensure(data_dir)?;
         let origin = Arc::new(demo::upstream::DemoUpstream::load(dir)?);
-        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-        println!("demo upstream listening on http://{}", listener.local_addr()?);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        println!(
+            "demo upstream listening on http://{}",
+            listener.local_addr()?
+        );
         tokio::select! {
             () = origin.serve(listener) => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -160,10 +174,16 @@ fn demo_upstream(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
 
 /// The small runtime that waits for signals and runs upkeep; traffic runs on the workers.
 fn main_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
 }
 
-fn run(config: Config, on_listening: impl FnOnce(SocketAddr) -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn run(
+    config: Config,
+    on_listening: impl FnOnce(SocketAddr) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     run_on(main_runtime()?, config, on_listening)
 }
 
@@ -173,7 +193,10 @@ fn run_on(
     config: Config,
     on_listening: impl FnOnce(SocketAddr) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let workers = config.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = config
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let listener = server::bind(&config).map_err(|e| match e {
         Error::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
             "cannot listen on {addr}: the address is in use. Stop what is using it, or pick another address (for the demo: --listen 127.0.0.1:0 takes any free port)"
@@ -187,7 +210,9 @@ fn run_on(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     runtime.spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests (a second signal stops at once)");
+        tracing::info!(
+            "shutting down: finishing in-flight requests (a second signal stops at once)"
+        );
         let _ = stop.send(true);
         wait_for_signal().await;
         tracing::warn!("second signal: stopping now");

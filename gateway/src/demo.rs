@@ -29,7 +29,9 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     let route = |name: &str, path: &str, upstream_path: &str, kind| RouteConfig {
         name: name.into(),
         path: path.into(),
-        upstream: format!("http://{upstream}{upstream_path}").parse().expect("a loopback URL"),
+        upstream: format!("http://{upstream}{upstream_path}")
+            .parse()
+            .expect("a loopback URL"),
         kind,
         min_tier: "anonymous".into(),
         max_body: ByteSize(1 << 20),
@@ -38,8 +40,20 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     };
     let mut config = Config::default();
     config.server.listen = listen;
-    config.tiers.insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "60/min", 20)] });
-    config.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![limit("burst", "600/min", 100)] });
+    config.tiers.insert(
+        "anonymous".into(),
+        TierConfig {
+            rank: 0,
+            limits: vec![limit("burst", "60/min", 20)],
+        },
+    );
+    config.tiers.insert(
+        "registered".into(),
+        TierConfig {
+            rank: 10,
+            limits: vec![limit("burst", "600/min", 100)],
+        },
+    );
     config.routes = vec![
         route("bulk", "/bulk/", "/files/", RouteKind::Bulk),
         route("api", "/api/", "/api/", RouteKind::Api),
@@ -88,7 +102,11 @@ impl Manifest {
         let mut bulk_files = Vec::new();
         for name in ["grid-hourly.csv", "grid-daily.jsonl", "regions.csv"] {
             let bytes = std::fs::metadata(dataset.join(name))?.len();
-            bulk_files.push(BulkFile { url: format!("{base}/bulk/{name}"), name: name.into(), bytes });
+            bulk_files.push(BulkFile {
+                url: format!("{base}/bulk/{name}"),
+                name: name.into(),
+                bytes,
+            });
         }
         Ok(Manifest {
             bulk_catalog: format!("{base}/bulk/"),
@@ -145,7 +163,9 @@ Stop with Ctrl-C (in-flight downloads finish first).\n",
 /// loopback port of the current runtime. Returns the origin's address.
 pub async fn start_upstream(data_dir: &Path) -> std::io::Result<SocketAddr> {
     let dir = data_dir.to_owned();
-    let dir = tokio::task::spawn_blocking(move || dataset::ensure(&dir)).await.map_err(std::io::Error::other)??;
+    let dir = tokio::task::spawn_blocking(move || dataset::ensure(&dir))
+        .await
+        .map_err(std::io::Error::other)??;
     let origin = Arc::new(upstream::DemoUpstream::load(dir)?);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;

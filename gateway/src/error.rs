@@ -117,6 +117,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// For upstream failures, the `kind` label of `coopgate_upstream_errors_total`.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            Error::UpstreamUnreachable { .. } => Some("unreachable"),
+            Error::UpstreamFailed { .. } => Some("failed"),
+            Error::UpstreamTimeout { .. } => Some("timeout"),
+            _ => None,
+        }
+    }
+
     /// Wraps anything unexpected as an internal error.
     pub fn internal(e: impl Into<BoxError>) -> Self {
         Error::Internal(e.into())

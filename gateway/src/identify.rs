@@ -27,8 +27,23 @@ use crate::tier::TierId;
 /// What a limit is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallerKey {
-    /// An anonymous caller, by client IP.
+    /// An anonymous caller, by client IP; IPv6 addresses by their /64 (see [`CallerKey::for_ip`]).
     Ip(IpAddr),
+}
+
+impl CallerKey {
+    /// The key of an anonymous caller at `ip`. An IPv6 host is usually handed a
+    /// whole /64, so limiting single IPv6 addresses would limit nobody (and let
+    /// one host fill the limiter with keys); the /64 is the unit instead.
+    pub fn for_ip(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                CallerKey::Ip(IpAddr::V6(prefix.into()))
+            }
+            v4 => CallerKey::Ip(v4),
+        }
+    }
 }
 
 /// The identified caller, in the request extensions.
@@ -98,7 +113,9 @@ impl TrustedProxies {
 
 /// Parses an XFF entry: a bare address, or one with a port (`1.2.3.4:5`, `[::1]:5`).
 fn parse_hop(hop: &str) -> Option<IpAddr> {
-    hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -122,7 +139,11 @@ pub struct IdentifyLayer {
 impl IdentifyLayer {
     /// A layer for one client connection.
     pub fn new(trusted: Arc<TrustedProxies>, conn: ConnInfo, anonymous: TierId) -> Self {
-        IdentifyLayer { trusted, conn, anonymous }
+        IdentifyLayer {
+            trusted,
+            conn,
+            anonymous,
+        }
     }
 }
 
@@ -130,7 +151,10 @@ impl<S> Layer<S> for IdentifyLayer {
     type Service = Identify<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Identify { inner, layer: self.clone() }
+        Identify {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -156,17 +180,25 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let headers = req.headers();
         if headers.contains_key("x-api-key") {
-            return Either::Left(std::future::ready(Err(Error::UnknownCredential { header: "X-API-Key" })));
+            return Either::Left(std::future::ready(Err(Error::UnknownCredential {
+                header: "X-API-Key",
+            })));
         }
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.len() >= 7 && v[..7].eq_ignore_ascii_case("bearer "));
         if bearer {
-            return Either::Left(std::future::ready(Err(Error::UnknownCredential { header: "Authorization" })));
+            return Either::Left(std::future::ready(Err(Error::UnknownCredential {
+                header: "Authorization",
+            })));
         }
         let ip = self.layer.trusted.client_ip(&self.layer.conn, headers);
-        req.extensions_mut().insert(Caller { key: CallerKey::Ip(ip), tier: self.layer.anonymous, ip });
+        req.extensions_mut().insert(Caller {
+            key: CallerKey::for_ip(ip),
+            tier: self.layer.anonymous,
+            ip,
+        });
         Either::Right(self.inner.call(req))
     }
 }
@@ -177,7 +209,11 @@ mod tests {
 
     fn conn(peer: &str, trusted: &TrustedProxies) -> ConnInfo {
         let peer: SocketAddr = peer.parse().unwrap();
-        ConnInfo { peer, peer_trusted: trusted.contains(peer.ip()), tls: false }
+        ConnInfo {
+            peer,
+            peer_trusted: trusted.contains(peer.ip()),
+            tls: false,
+        }
     }
 
     fn xff(v: &str) -> HeaderMap {
@@ -197,7 +233,10 @@ mod tests {
     fn a_trusted_proxy_gives_the_rightmost_untrusted_hop() {
         let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
         // A client may prepend anything; only what our proxies appended counts.
-        let ip = trusted.client_ip(&conn("10.0.0.2:4000", &trusted), &xff("6.6.6.6, 198.51.100.7, 10.0.0.3"));
+        let ip = trusted.client_ip(
+            &conn("10.0.0.2:4000", &trusted),
+            &xff("6.6.6.6, 198.51.100.7, 10.0.0.3"),
+        );
         assert_eq!(ip, "198.51.100.7".parse::<IpAddr>().unwrap());
     }
 
@@ -206,6 +245,19 @@ mod tests {
         let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
         let ip = trusted.client_ip(&conn("10.0.0.2:4000", &trusted), &xff("not-an-ip"));
         assert_eq!(ip, "10.0.0.2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn ipv6_callers_share_a_key_per_64() {
+        let a = CallerKey::for_ip("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = CallerKey::for_ip("2001:db8:1:2:bbbb::9".parse().unwrap());
+        let c = CallerKey::for_ip("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            CallerKey::for_ip("192.0.2.1".parse().unwrap()),
+            CallerKey::Ip("192.0.2.1".parse().unwrap())
+        );
     }
 
     #[test]

@@ -69,13 +69,47 @@ pub struct Denial {
     /// Whole seconds until a retry is admitted (at least 1).
     retry_after: u64,
     /// `Retry-After`, `RateLimit-Policy`, `RateLimit` (and legacy) headers for the 429.
-    pub headers: HeaderMap,
+    pub headers: LimitHeaders,
+}
+
+/// The rate-limit headers of one response, kept as values rather than a
+/// `HeaderMap` so that an admitted request allocates no map of its own.
+#[derive(Debug)]
+pub struct LimitHeaders {
+    /// `RateLimit-Policy`.
+    policy: HeaderValue,
+    /// `RateLimit`.
+    current: HeaderValue,
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`, when asked for.
+    legacy: Option<[HeaderValue; 3]>,
+    /// `Retry-After`, on a refusal.
+    retry_after: Option<HeaderValue>,
+}
+
+impl LimitHeaders {
+    /// Adds the headers to a response.
+    pub fn apply(self, headers: &mut HeaderMap) {
+        headers.insert(RATELIMIT_POLICY.clone(), self.policy);
+        headers.insert(RATELIMIT.clone(), self.current);
+        if let Some([limit, remaining, reset]) = self.legacy {
+            headers.insert(X_RATELIMIT_LIMIT.clone(), limit);
+            headers.insert(X_RATELIMIT_REMAINING.clone(), remaining);
+            headers.insert(X_RATELIMIT_RESET.clone(), reset);
+        }
+        if let Some(retry_after) = self.retry_after {
+            headers.insert(http::header::RETRY_AFTER, retry_after);
+        }
+    }
 }
 
 impl Denial {
     /// The violated policies' names, quoted and comma-separated.
     pub fn policy_names(&self) -> String {
-        self.violated.iter().map(|(n, _)| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+        self.violated
+            .iter()
+            .map(|(n, _)| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Seconds until a retry is admitted.
@@ -98,7 +132,12 @@ fn ceil_secs(d: Duration) -> u64 {
 
 impl Limits {
     /// Builds every policy from the config.
-    pub fn from_config(config: &Config, tiers: &Tiers, routes: &RouteTable, metrics: Arc<Metrics>) -> Self {
+    pub fn from_config(
+        config: &Config,
+        tiers: &Tiers,
+        routes: &RouteTable,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let mut policies = Vec::new();
         let mut plans = Vec::with_capacity(tiers.len());
         for (tier_name, tier) in config.tiers_by_rank() {
@@ -107,7 +146,13 @@ impl Limits {
             for l in &tier.limits {
                 // Validation guarantees a rate; a limit without one was rejected.
                 if let Some(rate) = l.rate {
-                    policies.push(Policy::new(&l.name, tier_arc.clone(), rate, l.burst, l.routes.clone()));
+                    policies.push(Policy::new(
+                        &l.name,
+                        tier_arc.clone(),
+                        rate,
+                        l.burst,
+                        l.routes.clone(),
+                    ));
                 }
             }
             let tier_policies = first..policies.len();
@@ -116,39 +161,67 @@ impl Limits {
                 .map(|route| {
                     let applying: Vec<usize> = tier_policies
                         .clone()
-                        .filter(|&i| policies[i].routes.as_ref().is_none_or(|r| r.iter().any(|n| **n == *route.name)))
+                        .filter(|&i| {
+                            policies[i]
+                                .routes
+                                .as_ref()
+                                .is_none_or(|r| r.iter().any(|n| **n == *route.name))
+                        })
                         .collect();
                     let policy_header = (!applying.is_empty()).then(|| {
                         let value = applying
                             .iter()
                             .map(|&i| {
                                 let p: &Policy = &policies[i];
-                                format!("\"{}\";q={};w={}", p.name, p.burst, ceil_secs(p.window).max(1))
+                                format!(
+                                    "\"{}\";q={};w={}",
+                                    p.name,
+                                    p.burst,
+                                    ceil_secs(p.window).max(1)
+                                )
                             })
                             .collect::<Vec<_>>()
                             .join(", ");
-                        HeaderValue::try_from(value).expect("policy names are validated as plain text")
+                        HeaderValue::try_from(value)
+                            .expect("policy names are validated as plain text")
                     });
-                    Plan { policies: applying, policy_header }
+                    Plan {
+                        policies: applying,
+                        policy_header,
+                    }
                 })
                 .collect();
             plans.push(per_route);
         }
-        Limits { policies, plans, legacy_headers: config.limits.legacy_headers, metrics }
+        Limits {
+            policies,
+            plans,
+            legacy_headers: config.limits.legacy_headers,
+            metrics,
+        }
     }
 
     /// Drops idle callers' state in every policy; returns how many remain.
     pub fn sweep(&self) -> usize {
-        self.policies.iter().map(|p| {
-            p.sweep();
-            p.tracked()
-        }).sum()
+        self.policies
+            .iter()
+            .map(|p| {
+                p.sweep();
+                p.tracked()
+            })
+            .sum()
     }
 
     /// Checks one request; `Ok` carries the headers for the response.
-    fn check(&self, caller: &Caller, route: &MatchedRoute) -> Result<Option<HeaderMap>, Box<Denial>> {
+    fn check(
+        &self,
+        caller: &Caller,
+        route: &MatchedRoute,
+    ) -> Result<Option<LimitHeaders>, Box<Denial>> {
         let plan = &self.plans[caller.tier.0 as usize][route.0.id.0 as usize];
-        let Some(policy_header) = &plan.policy_header else { return Ok(None) };
+        let Some(policy_header) = &plan.policy_header else {
+            return Ok(None);
+        };
         let key: LimitKey = (caller.key, route.0.kind);
         // The most constraining admitted policy, and every refusing one.
         let mut tightest: Option<(&Policy, u32, Duration)> = None;
@@ -156,10 +229,18 @@ impl Limits {
         for &i in &plan.policies {
             let p = &self.policies[i];
             let verdict = p.check(&key);
-            let decision = if matches!(verdict, Verdict::Allowed { .. }) { "allowed" } else { "limited" };
+            let decision = if matches!(verdict, Verdict::Allowed { .. }) {
+                "allowed"
+            } else {
+                "limited"
+            };
             self.metrics
                 .limit_decisions
-                .get_or_create(&LimitLabels { tier: p.tier.clone(), policy: p.name.clone(), decision })
+                .get_or_create(&LimitLabels {
+                    tier: p.tier.clone(),
+                    policy: p.name.clone(),
+                    decision,
+                })
                 .inc();
             match verdict {
                 Verdict::Allowed { remaining, reset } => {
@@ -171,19 +252,21 @@ impl Limits {
             }
         }
 
-        let mut headers = HeaderMap::new();
-        headers.insert(RATELIMIT_POLICY.clone(), policy_header.clone());
         if violated.is_empty() {
             let (p, remaining, reset) = tightest.expect("a plan with a header has policies");
-            self.describe(&mut headers, p, remaining, ceil_secs(reset));
-            return Ok(Some(headers));
+            return Ok(Some(self.describe(
+                policy_header,
+                p,
+                remaining,
+                ceil_secs(reset),
+            )));
         }
         let (worst, wait) = *violated.iter().max_by_key(|(_, w)| *w).expect("not empty");
         // Retry-After and the RateLimit reset are the same number, so clients that
         // read either one wait exactly as long as they must.
         let retry_after = ceil_secs(wait).max(1);
-        self.describe(&mut headers, worst, 0, retry_after);
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+        let mut headers = self.describe(policy_header, worst, 0, retry_after);
+        headers.retry_after = Some(HeaderValue::from(retry_after));
         Err(Box::new(Denial {
             violated: violated.iter().map(|(p, w)| (p.name.clone(), *w)).collect(),
             retry_after,
@@ -191,15 +274,27 @@ impl Limits {
         }))
     }
 
-    /// Writes `RateLimit` (and the legacy headers) for policy `p`.
-    fn describe(&self, headers: &mut HeaderMap, p: &Policy, remaining: u32, reset_secs: u64) {
+    /// The headers that describe policy `p` with `remaining` requests left.
+    fn describe(
+        &self,
+        policy: &HeaderValue,
+        p: &Policy,
+        remaining: u32,
+        reset_secs: u64,
+    ) -> LimitHeaders {
         let mut value = String::with_capacity(32);
         let _ = write!(value, "\"{}\";r={remaining};t={reset_secs}", p.name);
-        headers.insert(RATELIMIT.clone(), HeaderValue::try_from(value).expect("plain text"));
-        if self.legacy_headers {
-            headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(p.burst));
-            headers.insert(X_RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
-            headers.insert(X_RATELIMIT_RESET.clone(), HeaderValue::from(reset_secs));
+        LimitHeaders {
+            policy: policy.clone(),
+            current: HeaderValue::try_from(value).expect("policy names are plain text"),
+            legacy: self.legacy_headers.then(|| {
+                [
+                    HeaderValue::from(p.burst),
+                    HeaderValue::from(remaining),
+                    HeaderValue::from(reset_secs),
+                ]
+            }),
+            retry_after: None,
         }
     }
 }
@@ -221,7 +316,10 @@ impl<S> Layer<S> for LimitLayer {
     type Service = Limit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Limit { inner, limits: self.limits.clone() }
+        Limit {
+            inner,
+            limits: self.limits.clone(),
+        }
     }
 }
 
@@ -245,12 +343,24 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (Some(caller), Some(route)) = (req.extensions().get::<Caller>(), req.extensions().get::<MatchedRoute>()) else {
-            return LimitFuture::Refused { error: Some(Error::internal("limit layer placed above identify or route")) };
+        let (Some(caller), Some(route)) = (
+            req.extensions().get::<Caller>(),
+            req.extensions().get::<MatchedRoute>(),
+        ) else {
+            return LimitFuture::Refused {
+                error: Some(Error::internal(
+                    "limit layer placed above identify or route",
+                )),
+            };
         };
         match self.limits.check(caller, route) {
-            Ok(headers) => LimitFuture::Admitted { inner: self.inner.call(req), headers },
-            Err(denial) => LimitFuture::Refused { error: Some(Error::RateLimited(denial)) },
+            Ok(headers) => LimitFuture::Admitted {
+                inner: self.inner.call(req),
+                headers,
+            },
+            Err(denial) => LimitFuture::Refused {
+                error: Some(Error::RateLimited(denial)),
+            },
         }
     }
 }
@@ -260,7 +370,7 @@ pin_project! {
     #[project = LimitFutureProj]
     pub enum LimitFuture<F> {
         /// Admitted: pass through, then add headers.
-        Admitted { #[pin] inner: F, headers: Option<HeaderMap> },
+        Admitted { #[pin] inner: F, headers: Option<LimitHeaders> },
         /// Refused before reaching the upstream.
         Refused { error: Option<Error> },
     }
@@ -277,13 +387,13 @@ where
             LimitFutureProj::Admitted { inner, headers } => {
                 let mut result = ready!(inner.poll(cx));
                 if let (Ok(resp), Some(h)) = (&mut result, headers.take()) {
-                    resp.headers_mut().extend(h);
+                    h.apply(resp.headers_mut());
                 }
                 Poll::Ready(result)
             }
-            LimitFutureProj::Refused { error } => {
-                Poll::Ready(Err(error.take().unwrap_or_else(|| Error::internal("limit future polled after completion"))))
-            }
+            LimitFutureProj::Refused { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| Error::internal("limit future polled after completion")))),
         }
     }
 }

@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 use crate::body::{self, Body};
 use crate::error::{BoxError, Error};
 use crate::identify::Caller;
-use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::metrics::{Metrics, RequestLabels, RouteMetrics, UpstreamErrorLabels};
 use crate::route::MatchedRoute;
 use crate::tier::Tiers;
 
@@ -44,7 +44,10 @@ impl<S> Layer<S> for MeterLayer {
     type Service = Meter<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Meter { inner, layer: self.clone() }
+        Meter {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -68,11 +71,22 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let labels = match (req.extensions().get::<Caller>(), req.extensions().get::<MatchedRoute>()) {
-            (Some(caller), Some(route)) => Some((route.0.name.clone(), self.layer.tiers.name(caller.tier).clone())),
+        let labels = match (
+            req.extensions().get::<Caller>(),
+            req.extensions().get::<MatchedRoute>(),
+        ) {
+            (Some(caller), Some(route)) => Some((
+                route.0.metrics.clone(),
+                self.layer.tiers.name(caller.tier).clone(),
+            )),
             _ => None,
         };
-        MeterFuture { inner: self.inner.call(req), metrics: self.layer.metrics.clone(), labels, start: Instant::now() }
+        MeterFuture {
+            inner: self.inner.call(req),
+            metrics: self.layer.metrics.clone(),
+            labels,
+            start: Instant::now(),
+        }
     }
 }
 
@@ -82,7 +96,7 @@ pin_project! {
         #[pin]
         inner: F,
         metrics: Arc<Metrics>,
-        labels: Option<(Arc<str>, Arc<str>)>,
+        labels: Option<(RouteMetrics, Arc<str>)>,
         start: Instant,
     }
 }
@@ -96,18 +110,39 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        let Some((route, tier)) = this.labels.take() else { return Poll::Ready(result) };
+        let Some((route, tier)) = this.labels.take() else {
+            return Poll::Ready(result);
+        };
         let status = match &result {
             Ok(resp) => resp.status(),
             Err(e) => e.status(),
         };
         let m = &**this.metrics;
-        m.requests.get_or_create(&RequestLabels { route: route.clone(), status: status.as_u16(), tier }).inc();
-        let route = RouteLabels { route };
-        m.latency.get_or_create(&route).observe(this.start.elapsed().as_secs_f64());
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: route.name.clone(),
+                status: status.as_u16(),
+                tier,
+            })
+            .inc();
+        route.latency.observe(this.start.elapsed().as_secs_f64());
+        if let Err(kind) = result.as_ref().map_err(Error::upstream_kind)
+            && let Some(kind) = kind
+        {
+            m.upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    route: route.name.clone(),
+                    kind,
+                })
+                .inc();
+        }
         Poll::Ready(result.map(|resp| {
-            let sent = m.bytes_sent.get_or_create_owned(&route);
-            resp.map(|b| body::boxed(CountedBody { inner: b, sent }))
+            resp.map(|b| {
+                body::boxed(CountedBody {
+                    inner: b,
+                    sent: route.bytes_sent,
+                })
+            })
         }))
     }
 }
@@ -125,7 +160,10 @@ impl http_body::Body for CountedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
         if let Some(Ok(f)) = &frame

@@ -37,7 +37,9 @@ impl Error {
             Error::TierTooLow { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::MetricsForbidden { .. } => StatusCode::FORBIDDEN,
-            Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::ConfigUnreadable { .. }
             | Error::ConfigInvalid(_)
@@ -70,11 +72,15 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
     let status = err.status();
     let id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("-");
     let detail = match &err {
-        Error::NoRoute { path } => format!("No route serves {path}. Check the path against the routes this co-op publishes."),
+        Error::NoRoute { path } => format!(
+            "No route serves {path}. Check the path against the routes this co-op publishes."
+        ),
         Error::HeadersTooLarge { size, limit } => {
             format!("The request headers are {size} bytes; this gateway accepts at most {limit}.")
         }
-        Error::PayloadTooLarge { limit } => format!("The request body is larger than this route accepts ({limit})."),
+        Error::PayloadTooLarge { limit } => {
+            format!("The request body is larger than this route accepts ({limit}).")
+        }
         Error::UnknownCredential { header } => format!(
             "The credential in {header} is not valid here. Remove it to download as an anonymous user, or use a key from the portal."
         ),
@@ -86,17 +92,38 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
             denial.policy_names(),
             denial.retry_after_secs()
         ),
-        Error::MetricsForbidden { .. } => "Metrics are served only to the addresses in server.metrics_allow.".to_owned(),
-        Error::UpstreamUnreachable { route, .. } => format!("The origin behind route {route} cannot be reached."),
-        Error::UpstreamFailed { route, .. } => format!("The origin behind route {route} closed the connection before answering."),
-        Error::UpstreamTimeout { route, phase } => format!("The origin behind route {route} did not {phase} in time."),
-        _ => format!("Something went wrong inside the gateway. Quote request id {id} when you report it."),
+        Error::MetricsForbidden { .. } => {
+            "Metrics are served only to the addresses in server.metrics_allow.".to_owned()
+        }
+        Error::UpstreamUnreachable { route, .. } => {
+            format!("The origin behind route {route} cannot be reached.")
+        }
+        Error::UpstreamFailed { route, .. } => {
+            format!("The origin behind route {route} closed the connection before answering.")
+        }
+        Error::UpstreamTimeout { route, phase } => {
+            format!("The origin behind route {route} did not {phase} in time.")
+        }
+        _ => format!(
+            "Something went wrong inside the gateway. Quote request id {id} when you report it."
+        ),
     };
     match &err {
-        e if status.is_server_error() && matches!(e, Error::Internal(_) | Error::TlsSetup(_) | Error::Bind { .. } | Error::ConfigInvalid(_) | Error::ConfigUnreadable { .. }) => {
+        e if status.is_server_error()
+            && matches!(
+                e,
+                Error::Internal(_)
+                    | Error::TlsSetup(_)
+                    | Error::Bind { .. }
+                    | Error::ConfigInvalid(_)
+                    | Error::ConfigUnreadable { .. }
+            ) =>
+        {
             tracing::error!(request_id = id, error = %chain(e), "internal error");
         }
-        e if status.is_server_error() => tracing::warn!(request_id = id, error = %chain(e), "upstream error"),
+        e if status.is_server_error() => {
+            tracing::warn!(request_id = id, error = %chain(e), "upstream error")
+        }
         e => tracing::debug!(request_id = id, error = %e, "client error"),
     }
 
@@ -112,10 +139,14 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
     }
     let mut resp = Response::new(body::full(problem.json_bytes()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(headers) = extra_headers {
-        resp.headers_mut().extend(headers);
+        headers.apply(resp.headers_mut());
     }
     resp
 }
@@ -168,7 +199,10 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-        ProblemFuture { inner: self.inner.call(req), id }
+        ProblemFuture {
+            inner: self.inner.call(req),
+            id,
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! without a `Content-Length`).
 
 mod headers;
+mod idle;
 mod upstream;
 
 use std::future::Future;
@@ -28,9 +29,10 @@ use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
+use prometheus_client::metrics::counter::Counter;
 use tower::Service;
-use tower_http::timeout::TimeoutBody;
 
+pub use idle::{IdleTimeout, Stalled};
 pub use upstream::{ConnPool, Upstream};
 
 use crate::body::{self, Body};
@@ -50,7 +52,10 @@ pub struct Timeouts {
 
 impl From<&ProxyConfig> for Timeouts {
     fn from(c: &ProxyConfig) -> Self {
-        Timeouts { response: c.response_timeout, idle_body: c.idle_body_timeout }
+        Timeouts {
+            response: c.response_timeout,
+            idle_body: c.idle_body_timeout,
+        }
     }
 }
 
@@ -68,7 +73,11 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for one client connection.
     pub fn new(conn: ConnInfo, timeouts: Timeouts) -> Self {
-        Proxy { pool: Arc::new(ConnPool::default()), conn, timeouts }
+        Proxy {
+            pool: Arc::new(ConnPool::default()),
+            conn,
+            timeouts,
+        }
     }
 }
 
@@ -89,9 +98,10 @@ impl Service<Request<Incoming>> for Proxy {
 
 impl Proxy {
     async fn forward(self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
-        let (Some(MatchedRoute(route)), Some(caller)) =
-            (req.extensions().get::<MatchedRoute>().cloned(), req.extensions().get::<Caller>().copied())
-        else {
+        let (Some(MatchedRoute(route)), Some(caller)) = (
+            req.extensions().get::<MatchedRoute>().cloned(),
+            req.extensions().get::<Caller>().copied(),
+        ) else {
             return Err(Error::internal("proxy reached without a route or caller"));
         };
         let upstream = &route.upstream;
@@ -123,7 +133,9 @@ impl Proxy {
                 host: host.as_ref(),
             },
         );
-        parts.headers.insert(header::HOST, upstream.authority.clone());
+        parts
+            .headers
+            .insert(header::HOST, upstream.authority.clone());
         for (name, value) in &upstream.extra_headers {
             parts.headers.insert(name.clone(), value.clone());
         }
@@ -132,15 +144,26 @@ impl Proxy {
             body::empty()
         } else {
             let limited = Limited::new(incoming, route.max_body.0 as usize);
-            body::boxed(TimeoutBody::new(self.timeouts.idle_body, limited))
+            body::boxed(IdleTimeout::new(limited, self.timeouts.idle_body))
         };
         let request = Request::from_parts(parts, body);
 
-        let sent = tokio::time::timeout(self.timeouts.response, self.pool.send(route.id.0, upstream, request)).await;
+        let sent = tokio::time::timeout(
+            self.timeouts.response,
+            self.pool.send(route.id.0, upstream, request),
+        )
+        .await;
         let (sender, resp) = match sent {
-            Err(_) => return Err(Error::UpstreamTimeout { route: route.name.clone(), phase: "respond" }),
+            Err(_) => {
+                return Err(Error::UpstreamTimeout {
+                    route: route.name.clone(),
+                    phase: "respond",
+                });
+            }
             Ok(Err(Error::UpstreamFailed { source, .. })) if is_length_limit(&*source) => {
-                return Err(Error::PayloadTooLarge { limit: route.max_body });
+                return Err(Error::PayloadTooLarge {
+                    limit: route.max_body,
+                });
             }
             Ok(result) => result?,
         };
@@ -149,8 +172,14 @@ impl Proxy {
         headers::remove_hop_by_hop(&mut parts.headers);
         let done = incoming.is_end_stream();
         let body = UpstreamBody {
-            inner: TimeoutBody::new(self.timeouts.idle_body, incoming),
-            guard: ReturnGuard { sender: Some(sender), pool: self.pool.clone(), route: route.id.0, done },
+            inner: IdleTimeout::new(incoming, self.timeouts.idle_body),
+            guard: ReturnGuard {
+                sender: Some(sender),
+                pool: self.pool.clone(),
+                route: route.id.0,
+                done,
+            },
+            body_errors: route.metrics.body_errors.clone(),
         };
         Ok(Response::from_parts(parts, body::boxed(body)))
     }
@@ -193,8 +222,9 @@ pin_project! {
     /// The upstream's response body, with the idle timeout and the pool return.
     struct UpstreamBody {
         #[pin]
-        inner: TimeoutBody<Incoming>,
+        inner: IdleTimeout<Incoming>,
         guard: ReturnGuard,
+        body_errors: Counter,
     }
 }
 
@@ -202,16 +232,23 @@ impl http_body::Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         match &frame {
             None => this.guard.done = true,
-            Some(Err(e)) => tracing::debug!(error = %e, "upstream body ended early"),
+            Some(Err(e)) => {
+                // The head is sent already; all that is left is to cut the response and count it.
+                this.body_errors.inc();
+                tracing::warn!(error = %e, "upstream body ended early; the client gets a truncated response");
+            }
             // hyper stops polling once a body says it has ended, so look after every frame.
             Some(Ok(_)) => this.guard.done = this.inner.is_end_stream(),
         }
-        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 use crate::body::Body;
 use crate::config::{ByteSize, Config, RouteKind};
 use crate::error::Error;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::Upstream;
 use crate::tier::{TierId, Tiers};
 
@@ -40,6 +40,8 @@ pub struct Route {
     pub max_body: ByteSize,
     /// Where requests go.
     pub upstream: Upstream,
+    /// This route's metric handles.
+    pub metrics: RouteMetrics,
 }
 
 impl Route {
@@ -59,7 +61,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Builds the table; fails only if an upstream's TLS settings cannot be used.
-    pub fn from_config(config: &Config, tiers: &Tiers) -> Result<Self, Error> {
+    pub fn from_config(config: &Config, tiers: &Tiers, metrics: &Metrics) -> Result<Self, Error> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, rc) in config.routes.iter().enumerate() {
             let id = RouteId(i as u16);
@@ -71,6 +73,7 @@ impl RouteTable {
                 min_tier: tiers.id(&rc.min_tier).unwrap_or(tiers.anonymous()),
                 max_body: rc.max_body,
                 upstream: Upstream::from_config(name.clone(), rc, &config.proxy)?,
+                metrics: metrics.route(name.clone()),
                 name,
             }));
         }
@@ -122,7 +125,11 @@ pub struct RouteLayer {
 impl RouteLayer {
     /// A layer matching against `table`.
     pub fn new(table: Arc<RouteTable>, max_header_bytes: ByteSize, metrics: Arc<Metrics>) -> Self {
-        RouteLayer { table, max_header_bytes, metrics }
+        RouteLayer {
+            table,
+            max_header_bytes,
+            metrics,
+        }
     }
 }
 
@@ -130,7 +137,10 @@ impl<S> Layer<S> for RouteLayer {
     type Service = RouteService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RouteService { inner, layer: self.clone() }
+        RouteService {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -147,7 +157,8 @@ where
 {
     type Response = Response<Body>;
     type Error = Error;
-    type Future = futures_util::future::Either<std::future::Ready<Result<Response<Body>, Error>>, S::Future>;
+    type Future =
+        futures_util::future::Either<std::future::Ready<Result<Response<Body>, Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -164,11 +175,18 @@ where
         }
         let Some(route) = self.layer.table.find(req.uri().path()) else {
             self.layer.metrics.unrouted.inc();
-            return reject(Error::NoRoute { path: req.uri().path().to_owned() });
+            return reject(Error::NoRoute {
+                path: req.uri().path().to_owned(),
+            });
         };
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > route.max_body.0) {
-            return reject(Error::PayloadTooLarge { limit: route.max_body });
+            return reject(Error::PayloadTooLarge {
+                limit: route.max_body,
+            });
         }
         req.extensions_mut().insert(MatchedRoute(route.clone()));
         Either::Right(self.inner.call(req))
@@ -177,6 +195,10 @@ where
 
 /// Bytes of the request head as a client sent it: request line and header lines.
 fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
-    req.headers().iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + 12;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }

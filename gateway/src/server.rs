@@ -50,8 +50,14 @@ impl Gateway {
             // hyper itself answers a bare 431 past its buffer; keep that well above
             // our limit so that the route layer's problem document is what clients see.
             .max_buf_size((max_head * 2).max(64 << 10));
-        http.http2().timer(TokioTimer::new()).max_header_list_size((max_head * 2).max(64 << 10) as u32);
-        Ok(Gateway { shared: Arc::new(Shared::new(config)?), tls, http })
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size((max_head * 2).max(64 << 10) as u32);
+        Ok(Gateway {
+            shared: Arc::new(Shared::new(config)?),
+            tls,
+            http,
+        })
     }
 
     /// The state shared by every connection (metrics, limits, config).
@@ -101,7 +107,10 @@ impl Gateway {
             tracing::info!(connections = open, "draining in-flight requests");
         }
         let grace = self.shared.config.server.shutdown_grace;
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!(grace = ?grace, "shutdown grace period over; cutting the remaining connections");
         }
     }
@@ -109,7 +118,11 @@ impl Gateway {
     fn spawn_connection(&self, stream: TcpStream, graceful: &GracefulShutdown) {
         let Ok(peer) = stream.peer_addr() else { return };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo { peer, peer_trusted: self.shared.trusted.contains(peer.ip()), tls: self.tls.is_some() };
+        let conn = ConnInfo {
+            peer,
+            peer_trusted: self.shared.trusted.contains(peer.ip()),
+            tls: self.tls.is_some(),
+        };
         let service = TowerToHyperService::new(stack(&self.shared, conn));
         let http = self.http.clone();
         let watcher = graceful.watcher();
@@ -118,20 +131,35 @@ impl Gateway {
         tokio::spawn(async move {
             metrics.connections.inc();
             let result = match tls {
-                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service).into_owned()).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        watcher.watch(http.serve_connection(TokioIo::new(tls_stream), service).into_owned()).await
+                None => {
+                    watcher
+                        .watch(
+                            http.serve_connection(TokioIo::new(stream), service)
+                                .into_owned(),
+                        )
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            watcher
+                                .watch(
+                                    http.serve_connection(TokioIo::new(tls_stream), service)
+                                        .into_owned(),
+                                )
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        Ok(())
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        Ok(())
-                    }
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
@@ -149,7 +177,10 @@ fn server_tls(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| Error::TlsSetup(format!("server.tls.cert {}: {e}", tls.cert.display())))?;
     if certs.is_empty() {
-        return Err(Error::TlsSetup(format!("server.tls.cert {}: no certificate in the file", tls.cert.display())));
+        return Err(Error::TlsSetup(format!(
+            "server.tls.cert {}: no certificate in the file",
+            tls.cert.display()
+        )));
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| Error::TlsSetup(format!("server.tls.key {}: {e}", tls.key.display())))?;
@@ -159,7 +190,11 @@ fn server_tls(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
         .map_err(|e| Error::TlsSetup(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| Error::TlsSetup(format!("server.tls: the key does not fit the certificate: {e}")))?;
+        .map_err(|e| {
+            Error::TlsSetup(format!(
+                "server.tls: the key does not fit the certificate: {e}"
+            ))
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -167,8 +202,11 @@ fn server_tls(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
 /// Binds `server.listen`, with a message that says what to do when the port is taken.
 pub fn bind(config: &Config) -> Result<std::net::TcpListener, Error> {
     let addr = config.server.listen;
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
-    listener.set_nonblocking(true).map_err(|source| Error::Bind { addr, source })?;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| Error::Bind { addr, source })?;
     Ok(listener)
 }
 
@@ -190,9 +228,13 @@ pub fn run_workers(
         let thread = std::thread::Builder::new()
             .name(format!("coopgate-worker-{n}"))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("worker runtime");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("worker runtime");
                 rt.block_on(async move {
-                    let listener = TcpListener::from_std(listener).expect("listener registers with the runtime");
+                    let listener = TcpListener::from_std(listener)
+                        .expect("listener registers with the runtime");
                     gateway
                         .serve(listener, async move {
                             let _ = shutdown.wait_for(|stop| *stop).await;

@@ -48,8 +48,13 @@ impl Shared {
     pub fn new(config: Config) -> Result<Self, Error> {
         let metrics = Arc::new(Metrics::new());
         let tiers = Arc::new(Tiers::from_config(&config));
-        let routes = Arc::new(RouteTable::from_config(&config, &tiers)?);
-        let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics.clone()));
+        let routes = Arc::new(RouteTable::from_config(&config, &tiers, &metrics)?);
+        let limits = Arc::new(Limits::from_config(
+            &config,
+            &tiers,
+            &routes,
+            metrics.clone(),
+        ));
         Ok(Shared {
             ids: Arc::new(IdSource::new()),
             ops: Arc::new(OpsState {
@@ -71,23 +76,40 @@ impl Shared {
 pub fn stack(
     shared: &Shared,
     conn: ConnInfo,
-) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + 'static {
+) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
     let server = &shared.config.server;
     ServiceBuilder::new()
         // Outermost, so that every response, problems included, carries the request id.
-        .layer(RequestIdLayer::new(shared.ids.clone(), shared.config.log.access))
+        .layer(RequestIdLayer::new(
+            shared.ids.clone(),
+            shared.config.log.access,
+        ))
         // Every error from below becomes a problem document here, and only here.
         .layer(ProblemLayer)
         // Health, readiness and metrics answer before routing: never limited or proxied.
         .layer(OpsLayer::new(shared.ops.clone(), conn))
         // Shape checks (431, 413 by Content-Length) and the route match (404).
-        .layer(RouteLayer::new(shared.routes.clone(), server.max_header_bytes, shared.metrics.clone()))
+        .layer(RouteLayer::new(
+            shared.routes.clone(),
+            server.max_header_bytes,
+            shared.metrics.clone(),
+        ))
         // Who is calling; a credential we cannot honour is a 401, never anonymous.
-        .layer(IdentifyLayer::new(shared.trusted.clone(), conn, shared.tiers.anonymous()))
+        .layer(IdentifyLayer::new(
+            shared.trusted.clone(),
+            conn,
+            shared.tiers.anonymous(),
+        ))
         // Whether the caller's tier may use the route (403).
         .layer(AuthorizeLayer::new(shared.tiers.clone()))
         // Above the limiter, so that 429s are counted per route and tier too.
-        .layer(MeterLayer::new(shared.metrics.clone(), shared.tiers.clone()))
+        .layer(MeterLayer::new(
+            shared.metrics.clone(),
+            shared.tiers.clone(),
+        ))
         // Rate limits per caller, tier and route kind; headers on every limited response.
         .layer(LimitLayer::new(shared.limits.clone()))
         .service(Proxy::new(conn, Timeouts::from(&shared.config.proxy)))

@@ -12,7 +12,11 @@ fn check(text: &str, env: &[(&str, &str)]) -> (bool, String, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 const GOOD: &str = r#"
@@ -39,18 +43,32 @@ fn a_good_config_passes() {
 fn a_broken_config_names_every_bad_key_with_its_line() {
     let text = GOOD
         .replace(r#"rate = "60/min""#, r#"rate = "60 per minute""#)
-        .replace("kind = \"bulk\"", "kind = \"bulk\"\nupstream_timeout = \"5s\"");
+        .replace(
+            "kind = \"bulk\"",
+            "kind = \"bulk\"\nupstream_timeout = \"5s\"",
+        );
     let (ok, _, err) = check(&text, &[]);
     assert!(!ok);
     assert!(err.contains("2 problem(s)"), "{err}");
-    assert!(err.contains("tiers.anonymous.limits[0].rate (line 4)"), "{err}");
-    assert!(err.contains("N/min"), "the message says how to write a rate: {err}");
-    assert!(err.contains("routes[0].upstream_timeout (line 11): unknown field"), "{err}");
+    assert!(
+        err.contains("tiers.anonymous.limits[0].rate (line 4)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("N/min"),
+        "the message says how to write a rate: {err}"
+    );
+    assert!(
+        err.contains("routes[0].upstream_timeout (line 11): unknown field"),
+        "{err}"
+    );
 }
 
 #[test]
 fn references_between_keys_are_checked() {
-    let text = GOOD.replace("min_tier = \"anonymous\"", "min_tier = \"gold\"").replace("[tiers.anonymous]", "[tiers.free]");
+    let text = GOOD
+        .replace("min_tier = \"anonymous\"", "min_tier = \"gold\"")
+        .replace("[tiers.anonymous]", "[tiers.free]");
     let (ok, _, err) = check(&text, &[]);
     assert!(!ok);
     assert!(err.contains("tiers.anonymous: missing"), "{err}");
@@ -70,11 +88,20 @@ fn environment_overrides_apply_and_are_named_when_wrong() {
 
 #[test]
 fn a_missing_secret_names_the_variable() {
-    let text = GOOD.replace("min_tier = \"anonymous\"", "min_tier = \"anonymous\"\nupstream_headers = { authorization = \"env:ORIGIN_TOKEN\" }");
+    let text = GOOD.replace(
+        "min_tier = \"anonymous\"",
+        "min_tier = \"anonymous\"\nupstream_headers = { authorization = \"env:ORIGIN_TOKEN\" }",
+    );
     let (ok, _, err) = check(&text, &[]);
     assert!(!ok);
-    assert!(err.contains("routes[0].upstream_headers.authorization"), "{err}");
-    assert!(err.contains("environment variable ORIGIN_TOKEN is not set"), "{err}");
+    assert!(
+        err.contains("routes[0].upstream_headers.authorization"),
+        "{err}"
+    );
+    assert!(
+        err.contains("environment variable ORIGIN_TOKEN is not set"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -86,14 +113,28 @@ fn a_syntax_error_gives_its_line() {
 
 #[test]
 fn a_missing_file_says_so() {
-    let out = coopgate().args(["check", "--config", "/nonexistent/coopgate.toml"]).output().unwrap();
+    let out = coopgate()
+        .args(["check", "--config", "/nonexistent/coopgate.toml"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
 }
 
 #[test]
 fn the_example_config_in_deploy_passes() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/coopgate.example.toml");
-    let out = coopgate().args(["check", "--config", example]).env("ORIGIN_TOKEN", "Bearer x").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/coopgate.example.toml"
+    );
+    let out = coopgate()
+        .args(["check", "--config", example])
+        .env("ORIGIN_TOKEN", "Bearer x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
