@@ -40,6 +40,12 @@ pub enum Error {
     TlsSetup(String),
 
     // --- The client's request (4xx) ------------------------------------------------
+    /// The path has `.` or `..` segments, which could step outside a route's prefix.
+    #[error("the path {path} has dot segments")]
+    DotSegments {
+        /// The request path.
+        path: String,
+    },
     /// No route's path prefix matches.
     #[error("no route serves {path}")]
     NoRoute {

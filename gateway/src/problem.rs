@@ -30,6 +30,7 @@ impl Error {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
+            Error::DotSegments { .. } => StatusCode::BAD_REQUEST,
             Error::NoRoute { .. } => StatusCode::NOT_FOUND,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -52,6 +53,7 @@ impl Error {
     /// The problem type's short name, the last part of its `type` URN.
     fn slug(&self) -> &'static str {
         match self {
+            Error::DotSegments { .. } => "dot-segments",
             Error::NoRoute { .. } => "no-route",
             Error::HeadersTooLarge { .. } => "headers-too-large",
             Error::PayloadTooLarge { .. } => "payload-too-large",
@@ -72,6 +74,9 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
     let status = err.status();
     let id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("-");
     let detail = match &err {
+        Error::DotSegments { path } => format!(
+            "The path {path} contains `.` or `..` segments (perhaps percent-encoded). Ask for the resolved path instead."
+        ),
         Error::NoRoute { path } => format!(
             "No route serves {path}. Check the path against the routes this co-op publishes."
         ),

@@ -173,6 +173,12 @@ where
         if size as u64 > limit.0 {
             return reject(Error::HeadersTooLarge { size, limit });
         }
+        // A `..` could step from a public route's prefix into another part of the
+        // origin (or another route's), past that route's tier and limits. Origins
+        // resolve dot segments differently, so refuse them rather than guess.
+        if has_dot_segments(req.uri().path()) {
+            return reject(Error::DotSegments { path: req.uri().path().to_owned() });
+        }
         let Some(route) = self.layer.table.find(req.uri().path()) else {
             self.layer.metrics.unrouted.inc();
             return reject(Error::NoRoute {
@@ -193,6 +199,14 @@ where
     }
 }
 
+/// Whether any segment of `path` is `.` or `..`, also when written `%2e`.
+fn has_dot_segments(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 /// Bytes of the request head as a client sent it: request line and header lines.
 fn head_size<B>(req: &Request<B>) -> usize {
     let line = req.method().as_str().len()
@@ -201,4 +215,19 @@ fn head_size<B>(req: &Request<B>) -> usize {
     req.headers()
         .iter()
         .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_in_any_spelling() {
+        for bad in ["/bulk/../early/x", "/bulk/./x", "/bulk/..", "/bulk/%2e%2e/x", "/bulk/.%2E/x", "/bulk/%2E/x"] {
+            assert!(has_dot_segments(bad), "{bad}");
+        }
+        for good in ["/bulk/x.csv", "/bulk/..hidden", "/bulk/a..b", "/"] {
+            assert!(!has_dot_segments(good), "{good}");
+        }
+    }
 }

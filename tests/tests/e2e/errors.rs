@@ -172,3 +172,40 @@ async fn health_and_readiness_answer_without_a_route() {
     assert_eq!(get(&gw.url("/healthz"), &[]).await.status, 200);
     assert_eq!(get(&gw.url("/readyz"), &[]).await.status, 200);
 }
+
+#[tokio::test]
+async fn an_upstream_that_stalls_mid_body_is_cut_after_the_idle_timeout() {
+    let up = upstream(|_req| async {
+        // Half the promised bytes, then silence.
+        let first = futures_util::stream::once(async {
+            Ok(http_body::Frame::data(Bytes::from_static(b"half")))
+        });
+        let body = StreamBody::new(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
+        let mut resp = http::Response::new(http_body_util::BodyExt::boxed(body));
+        resp.headers_mut().insert("content-length", 8.into());
+        resp
+    })
+    .await;
+    let mut cfg = config(up.addr);
+    cfg.proxy.idle_body_timeout = Duration::from_millis(200);
+    let gw = gateway(cfg).await;
+    let resp = coopgate_tests::client().get(gw.url("/bulk/stalls").parse().unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200, "the head was already on its way");
+    let read = http_body_util::BodyExt::collect(resp.into_body()).await;
+    assert!(read.is_err(), "the client sees a cut transfer, not a complete-looking file");
+    let metrics = get(&gw.url("/metrics"), &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains(r#"coopgate_upstream_errors_total{route="bulk",kind="body"} 1"#), "{text}");
+}
+
+#[tokio::test]
+async fn a_path_that_climbs_out_of_its_route_is_refused() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    // /bulk/ maps to the origin's /files/; this would reach the origin's / instead.
+    let got = coopgate_tests::send(
+        Request::get(gw.url("/bulk/%2e%2e/admin")).body(Full::new(Bytes::new())).unwrap(),
+    )
+    .await;
+    assert_problem(&got, 400, "dot-segments");
+}
