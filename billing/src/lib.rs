@@ -1,22 +1,21 @@
 //! coopgate-billing: money. Stripe, accounts and their tiers, the ledger, exports
 //! and the transparency report live here as they are built.
 //!
-//! So far it holds only [`Money`], the type every later part of this crate posts
-//! and reports: an integer of minor units with its currency, never a float. This
-//! crate never depends on `coopgate` (the gateway) and never puts hyper, tower
-//! or axum types in its public API.
+//! So far: [`Money`], the type every later part posts and reports; the
+//! [`Store`] (SQLite embedded, PostgreSQL in production) that owns the schema;
+//! and [`accounts`]. This crate never depends on `coopgate` (the gateway) and
+//! never puts hyper, tower or axum types in its public API.
 
-use std::fmt;
+pub mod accounts;
+mod money;
+pub mod store;
 
-use serde::{Deserialize, Serialize};
-
-/// An ISO 4217 currency code in lower case, as Stripe writes it (`usd`, `eur`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Currency([u8; 3]);
+pub use accounts::{Account, AccountId, Accounts};
+pub use money::{Currency, Money};
+pub use store::{Backend, Store};
 
 /// Errors of this crate.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A currency code that is not three ASCII letters.
     #[error("`{0}` is not a currency code; write three letters such as usd or eur")]
@@ -27,105 +26,25 @@ pub enum Error {
     /// An amount beyond what an `i64` of minor units holds.
     #[error("amount overflow")]
     Overflow,
-}
-
-impl Currency {
-    /// Parses a three-letter code, case-insensitively.
-    pub fn new(code: &str) -> Result<Self, Error> {
-        let bytes = code.as_bytes();
-        if bytes.len() != 3 || !bytes.iter().all(u8::is_ascii_alphabetic) {
-            return Err(Error::InvalidCurrency(code.to_owned()));
-        }
-        Ok(Currency([
-            bytes[0].to_ascii_lowercase(),
-            bytes[1].to_ascii_lowercase(),
-            bytes[2].to_ascii_lowercase(),
-        ]))
-    }
-
-    /// The code, lower case.
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("validated ASCII")
-    }
-}
-
-impl fmt::Display for Currency {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl TryFrom<String> for Currency {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self, Error> {
-        Currency::new(&s)
-    }
-}
-
-impl From<Currency> for String {
-    fn from(c: Currency) -> String {
-        c.as_str().to_owned()
-    }
-}
-
-/// An amount of money: integer minor units (cents) and a currency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Money {
-    /// Minor units; negative for credits and reversals.
-    pub minor: i64,
-    /// The currency of `minor`.
-    pub currency: Currency,
-}
-
-impl Money {
-    /// `minor` units of `currency`.
-    pub fn new(minor: i64, currency: Currency) -> Self {
-        Money { minor, currency }
-    }
-
-    /// The sum, refusing to mix currencies or overflow.
-    pub fn checked_add(self, other: Money) -> Result<Money, Error> {
-        if self.currency != other.currency {
-            return Err(Error::CurrencyMismatch(self.currency, other.currency));
-        }
-        let minor = self.minor.checked_add(other.minor).ok_or(Error::Overflow)?;
-        Ok(Money {
-            minor,
-            currency: self.currency,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn currencies_are_three_letters_in_lower_case() {
-        assert_eq!(Currency::new("EUR").unwrap().as_str(), "eur");
-        assert!(matches!(
-            Currency::new("euro"),
-            Err(Error::InvalidCurrency(_))
-        ));
-    }
-
-    #[test]
-    fn money_never_mixes_currencies() {
-        let usd = Currency::new("usd").unwrap();
-        let eur = Currency::new("eur").unwrap();
-        assert_eq!(
-            Money::new(150, usd)
-                .checked_add(Money::new(-50, usd))
-                .unwrap(),
-            Money::new(100, usd)
-        );
-        assert_eq!(
-            Money::new(1, usd).checked_add(Money::new(1, eur)),
-            Err(Error::CurrencyMismatch(usd, eur))
-        );
-        assert_eq!(
-            Money::new(i64::MAX, usd).checked_add(Money::new(1, usd)),
-            Err(Error::Overflow)
-        );
-    }
+    /// A store URL that is neither `sqlite:` nor `postgres:`.
+    #[error("store.url `{0}` is not supported; use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedStore(String),
+    /// Something that is not an email address.
+    #[error("`{0}` is not an email address")]
+    InvalidEmail(String),
+    /// An account with this email exists already.
+    #[error("an account with email {0} exists already")]
+    EmailTaken(String),
+    /// No account has this id or email.
+    #[error("no account {0}")]
+    AccountNotFound(String),
+    /// The operating system gave no randomness for a new identifier.
+    #[error("no randomness available: {0}")]
+    Randomness(String),
+    /// The database failed or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("database migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
 }

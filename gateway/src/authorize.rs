@@ -34,10 +34,7 @@ impl<S> Layer<S> for AuthorizeLayer {
     type Service = Authorize<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authorize {
-            inner,
-            tiers: self.tiers.clone(),
-        }
+        Authorize { inner, tiers: self.tiers.clone() }
     }
 }
 
@@ -61,20 +58,16 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (Some(caller), Some(MatchedRoute(route))) = (
-            req.extensions().get::<Caller>(),
-            req.extensions().get::<MatchedRoute>(),
-        ) else {
+        let (Some(caller), Some(MatchedRoute(route))) =
+            (req.extensions().get::<Caller>(), req.extensions().get::<MatchedRoute>())
+        else {
             return Either::Left(std::future::ready(Err(Error::internal(
                 "authorize layer placed above identify or route",
             ))));
         };
         if caller.tier < route.min_tier {
             let required = self.tiers.name(route.min_tier).clone();
-            return Either::Left(std::future::ready(Err(Error::TierTooLow {
-                route: route.name.clone(),
-                required,
-            })));
+            return Either::Left(std::future::ready(Err(Error::TierTooLow { route: route.name.clone(), required })));
         }
         Either::Right(self.inner.call(req))
     }

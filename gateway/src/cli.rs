@@ -1,5 +1,8 @@
 //! The command line. Only this module reads arguments, the environment and
-//! signals; everything below it takes typed values.
+//! signals; everything below it takes typed values. Admin commands (accounts,
+//! keys, migrations) are in [`admin`].
+
+mod admin;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,6 +58,17 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Apply database migrations to the store (serve and demo also do).
+    Migrate {
+        #[command(flatten)]
+        target: admin::Target,
+    },
+    /// Create and list accounts.
+    #[command(subcommand)]
+    Accounts(admin::AccountsCommand),
+    /// Create, list, revoke and roll API keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
     /// Serve only the demo's origin (sample files and query API), for benchmarks.
     DemoUpstream {
         /// Address to listen on.
@@ -76,6 +90,9 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => serve(&config, &env),
         Command::Demo { listen, data_dir } => run_demo(listen, &data_dir),
         Command::DemoUpstream { listen, data_dir } => demo_upstream(listen, &data_dir),
+        Command::Migrate { target } => admin::migrate(&target, &env),
+        Command::Accounts(cmd) => admin::accounts(cmd, &env),
+        Command::Keys(cmd) => admin::keys(cmd, &env),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,7 +131,9 @@ fn check(path: &Path, env: &HashMap<String, String>) -> ExitCode {
 fn serve(path: &Path, env: &HashMap<String, String>) -> anyhow::Result<()> {
     let config = config::load_file(path, env)?;
     telemetry::init(&config.log);
-    run(config, |_| Ok(()))
+    let runtime = main_runtime()?;
+    let keys = admin::open_for_serve(&runtime, &config)?;
+    run_on(runtime, config, keys, |_| Ok(()))
 }
 
 fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
@@ -123,23 +142,18 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data folder {}", data_dir.display()))?;
     let runtime = main_runtime()?;
     if !dataset_ready(data_dir) {
-        eprintln!(
-            "Generating the sample dataset into {} (first run only)...",
-            data_dir.display()
-        );
+        eprintln!("Generating the sample dataset into {} (first run only)...", data_dir.display());
     }
     let upstream = runtime
         .block_on(demo::start_upstream(data_dir))
-        .with_context(|| {
-            format!(
-                "cannot prepare the sample dataset in {}",
-                data_dir.display()
-            )
-        })?;
+        .with_context(|| format!("cannot prepare the sample dataset in {}", data_dir.display()))?;
     let config = demo::config(listen, upstream);
+    let store = runtime.block_on(admin::connect(&demo::store_url(data_dir)))?;
+    let keys = Arc::new(crate::keys::Keys::new(store.clone()));
+    let api_key = runtime.block_on(demo::ensure_key(&store, &keys, data_dir))?;
     let data_dir = data_dir.to_owned();
-    run_on(runtime, config, move |addr| {
-        let manifest = demo::Manifest::new(addr, upstream, &demo::dataset::dir(&data_dir))?;
+    run_on(runtime, config, keys, move |addr| {
+        let manifest = demo::Manifest::new(addr, upstream, &demo::dataset::dir(&data_dir), api_key)?;
         manifest.write(&data_dir)?;
         println!("{}", manifest.banner(&data_dir));
         Ok(())
@@ -151,19 +165,13 @@ fn dataset_ready(data_dir: &Path) -> bool {
 }
 
 fn demo_upstream(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let dir = demo::dataset::ensure(data_dir)?;
         let origin = Arc::new(demo::upstream::DemoUpstream::load(dir)?);
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        println!(
-            "demo upstream listening on http://{}",
-            listener.local_addr()?
-        );
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        println!("demo upstream listening on http://{}", listener.local_addr()?);
         tokio::select! {
             () = origin.serve(listener) => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -174,29 +182,17 @@ fn demo_upstream(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
 
 /// The small runtime that waits for signals and runs upkeep; traffic runs on the workers.
 fn main_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?)
-}
-
-fn run(
-    config: Config,
-    on_listening: impl FnOnce(SocketAddr) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    run_on(main_runtime()?, config, on_listening)
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }
 
 /// Binds, starts the workers, and waits for SIGTERM or SIGINT to drain them.
 fn run_on(
     runtime: tokio::runtime::Runtime,
     config: Config,
+    keys: Arc<crate::keys::Keys>,
     on_listening: impl FnOnce(SocketAddr) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let workers = config
-        .server
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let workers = config.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let listener = server::bind(&config).map_err(|e| match e {
         Error::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
             "cannot listen on {addr}: the address is in use. Stop what is using it, or pick another address (for the demo: --listen 127.0.0.1:0 takes any free port)"
@@ -205,14 +201,12 @@ fn run_on(
     })?;
     let addr = listener.local_addr()?;
     let _guard = runtime.enter();
-    let gateway = Arc::new(Gateway::new(config)?);
+    let gateway = Arc::new(Gateway::with_keys(config, keys)?);
     let upkeep = gateway.spawn_upkeep();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     runtime.spawn(async move {
         wait_for_signal().await;
-        tracing::info!(
-            "shutting down: finishing in-flight requests (a second signal stops at once)"
-        );
+        tracing::info!("shutting down: finishing in-flight requests (a second signal stops at once)");
         let _ = stop.send(true);
         wait_for_signal().await;
         tracing::warn!("second signal: stopping now");

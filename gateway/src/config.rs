@@ -33,6 +33,9 @@ pub struct Config {
     /// Log level, format and access log.
     #[serde(default)]
     pub log: LogConfig,
+    /// The database of accounts and keys.
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Where limiter state lives and how the headers look.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -77,17 +80,10 @@ impl Default for ServerConfig {
             workers: None,
             max_header_bytes: ByteSize(16 << 10),
             shutdown_grace: Duration::from_secs(30),
-            metrics_allow: [
-                "127.0.0.0/8",
-                "::1/128",
-                "10.0.0.0/8",
-                "172.16.0.0/12",
-                "192.168.0.0/16",
-                "fc00::/7",
-            ]
-            .iter()
-            .map(|c| c.parse().expect("built-in CIDR"))
-            .collect(),
+            metrics_allow: ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+                .iter()
+                .map(|c| c.parse().expect("built-in CIDR"))
+                .collect(),
         }
     }
 }
@@ -100,6 +96,20 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (embedded, the default) or `postgres://USER@HOST/DB`; may be `env:NAME`.
+    pub url: Secret,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { url: Secret::inline("sqlite://coopgate-data/coopgate.db") }
+    }
 }
 
 /// `[log]`
@@ -116,11 +126,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info".into(),
-            format: LogFormat::Text,
-            access: false,
-        }
+        LogConfig { level: "info".into(), format: LogFormat::Text, access: false }
     }
 }
 
@@ -149,11 +155,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig {
-            backend: LimitsBackend::Memory,
-            sweep_interval: Duration::from_secs(10),
-            legacy_headers: false,
-        }
+        LimitsConfig { backend: LimitsBackend::Memory, sweep_interval: Duration::from_secs(10), legacy_headers: false }
     }
 }
 
@@ -270,19 +272,12 @@ impl Config {
     /// Checks what spans several keys and resolves `env:` secrets; returns every problem found.
     pub(crate) fn validate(&mut self, env: &HashMap<String, String>) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut problem = |path: String, message: String| {
-            problems.push(Problem {
-                path,
-                line: None,
-                message,
-            })
-        };
+        let mut problem = |path: String, message: String| problems.push(Problem { path, line: None, message });
 
         if !self.tiers.contains_key(ANONYMOUS_TIER) {
             problem(
                 "tiers.anonymous".into(),
-                "missing: anonymous callers need a tier (it may have no limits and no routes)"
-                    .into(),
+                "missing: anonymous callers need a tier (it may have no limits and no routes)".into(),
             );
         }
         let mut ranks: HashMap<u32, &str> = HashMap::new();
@@ -290,78 +285,53 @@ impl Config {
             if let Some(other) = ranks.insert(tier.rank, name) {
                 problem(
                     format!("tiers.{name}.rank"),
-                    format!(
-                        "rank {} is also the rank of tier `{other}`; ranks must differ",
-                        tier.rank
-                    ),
+                    format!("rank {} is also the rank of tier `{other}`; ranks must differ", tier.rank),
                 );
             }
             for (i, limit) in tier.limits.iter().enumerate() {
                 let at = format!("tiers.{name}.limits[{i}]");
                 if limit.rate.is_none() {
-                    problem(at.clone(), "a limit needs `rate` (request quotas and byte quotas are not supported by this version)".into());
+                    problem(
+                        at.clone(),
+                        "a limit needs `rate` (request quotas and byte quotas are not supported by this version)"
+                            .into(),
+                    );
                 }
                 if limit.burst == Some(0) {
                     problem(format!("{at}.burst"), "burst must be at least 1".into());
                 }
                 if tier.limits[..i].iter().any(|l| l.name == limit.name) {
-                    problem(
-                        format!("{at}.name"),
-                        format!("another limit of this tier is also named `{}`", limit.name),
-                    );
+                    problem(format!("{at}.name"), format!("another limit of this tier is also named `{}`", limit.name));
                 }
                 for (j, route) in limit.routes.iter().flatten().enumerate() {
                     if !self.routes.iter().any(|r| &r.name == route) {
-                        problem(
-                            format!("{at}.routes[{j}]"),
-                            format!("no route is named `{route}`"),
-                        );
+                        problem(format!("{at}.routes[{j}]"), format!("no route is named `{route}`"));
                     }
                 }
             }
         }
         if self.routes.is_empty() {
-            problem(
-                "routes".into(),
-                "no routes: every request would be a 404; add at least one [[routes]]".into(),
-            );
+            problem("routes".into(), "no routes: every request would be a 404; add at least one [[routes]]".into());
         }
         for (i, route) in self.routes.iter_mut().enumerate() {
             let at = format!("routes[{i}]");
             if !route.path.starts_with('/') {
-                problem(
-                    format!("{at}.path"),
-                    format!("`{}` must start with `/`", route.path),
-                );
+                problem(format!("{at}.path"), format!("`{}` must start with `/`", route.path));
             }
-            if !matches!(route.upstream.scheme(), "http" | "https")
-                || route.upstream.host_str().is_none()
-            {
+            if !matches!(route.upstream.scheme(), "http" | "https") || route.upstream.host_str().is_none() {
                 problem(
                     format!("{at}.upstream"),
-                    format!(
-                        "`{}` must be an http:// or https:// URL with a host",
-                        route.upstream
-                    ),
+                    format!("`{}` must be an http:// or https:// URL with a host", route.upstream),
                 );
             }
             if route.upstream.query().is_some() {
-                problem(
-                    format!("{at}.upstream"),
-                    "an upstream base URL cannot have a query string".into(),
-                );
+                problem(format!("{at}.upstream"), "an upstream base URL cannot have a query string".into());
             }
             if !self.tiers.contains_key(&route.min_tier) {
-                problem(
-                    format!("{at}.min_tier"),
-                    format!("no tier is named `{}`", route.min_tier),
-                );
+                problem(format!("{at}.min_tier"), format!("no tier is named `{}`", route.min_tier));
             }
             if route.upstream_ca.is_some() && route.upstream.scheme() != "https" {
-                problem(
-                    format!("{at}.upstream_ca"),
-                    "only an https upstream uses a CA file".into(),
-                );
+                problem(format!("{at}.upstream_ca"), "only an https upstream uses a CA file".into());
             }
             for (header, value) in route.upstream_headers.iter_mut() {
                 let key = format!("{at}.upstream_headers.{header}");
@@ -384,10 +354,7 @@ impl Config {
                     message: format!("another route is also named `{}`", route.name),
                 });
             }
-            if routes[..i]
-                .iter()
-                .any(|r| r.path.trim_end_matches('/') == route.path.trim_end_matches('/'))
-            {
+            if routes[..i].iter().any(|r| r.path.trim_end_matches('/') == route.path.trim_end_matches('/')) {
                 problems.push(Problem {
                     path: format!("routes[{i}].path"),
                     line: None,
@@ -395,12 +362,20 @@ impl Config {
                 });
             }
         }
+        if let Err(e) = self.store.url.resolve(env) {
+            problems.push(Problem { path: "store.url".into(), line: None, message: e });
+        } else {
+            let url = self.store.url.expose();
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                problems.push(Problem {
+                    path: "store.url".into(),
+                    line: None,
+                    message: "use sqlite://PATH or postgres://USER@HOST/DB".into(),
+                });
+            }
+        }
         if self.server.workers == Some(0) {
-            problems.push(Problem {
-                path: "server.workers".into(),
-                line: None,
-                message: "must be at least 1".into(),
-            });
+            problems.push(Problem { path: "server.workers".into(), line: None, message: "must be at least 1".into() });
         }
         if self.server.max_header_bytes.0 < 1024 {
             problems.push(Problem {
@@ -409,11 +384,7 @@ impl Config {
                 message: "must be at least 1KiB".into(),
             });
         }
-        if let Err(e) = self
-            .log
-            .level
-            .parse::<tracing_subscriber::filter::Targets>()
-        {
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::filter::Targets>() {
             problems.push(Problem {
                 path: "log.level".into(),
                 line: None,

@@ -3,8 +3,10 @@
 //! Generates the sample dataset on first start ([`dataset`]), starts the demo
 //! origin on a loopback port ([`upstream`]), and builds the config a small
 //! co-op would write: a free anonymous tier and a registered tier, a `bulk`
-//! route for downloads and an `api` route for queries. It writes `demo.json`
-//! into the data folder so that scripts and tests can find every URL.
+//! route for downloads and an `api` route for queries. Accounts and keys live
+//! in SQLite in the data folder; a demo account with a registered-tier API key
+//! is made on first start. It writes `demo.json` into the data folder so that
+//! scripts and tests can find every URL (and, in the demo only, that key).
 
 pub mod dataset;
 pub mod upstream;
@@ -16,7 +18,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use coopgate_billing::{Accounts, Store};
+
 use crate::config::{ByteSize, Config, LimitConfig, RouteConfig, RouteKind, TierConfig};
+use crate::error::Error;
+use crate::keys::{Keys, PresentedKey};
 
 /// The demo's config, with its origin at `upstream` and the gateway at `listen`.
 pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
@@ -29,9 +35,7 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     let route = |name: &str, path: &str, upstream_path: &str, kind| RouteConfig {
         name: name.into(),
         path: path.into(),
-        upstream: format!("http://{upstream}{upstream_path}")
-            .parse()
-            .expect("a loopback URL"),
+        upstream: format!("http://{upstream}{upstream_path}").parse().expect("a loopback URL"),
         kind,
         min_tier: "anonymous".into(),
         max_body: ByteSize(1 << 20),
@@ -40,25 +44,40 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     };
     let mut config = Config::default();
     config.server.listen = listen;
-    config.tiers.insert(
-        "anonymous".into(),
-        TierConfig {
-            rank: 0,
-            limits: vec![limit("burst", "60/min", 20)],
-        },
-    );
-    config.tiers.insert(
-        "registered".into(),
-        TierConfig {
-            rank: 10,
-            limits: vec![limit("burst", "600/min", 100)],
-        },
-    );
-    config.routes = vec![
-        route("bulk", "/bulk/", "/files/", RouteKind::Bulk),
-        route("api", "/api/", "/api/", RouteKind::Api),
-    ];
+    config.tiers.insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "60/min", 20)] });
+    config.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![limit("burst", "600/min", 100)] });
+    config.routes =
+        vec![route("bulk", "/bulk/", "/files/", RouteKind::Bulk), route("api", "/api/", "/api/", RouteKind::Api)];
     config
+}
+
+/// The demo's store: SQLite in the data folder.
+pub fn store_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("coopgate.db").display())
+}
+
+/// The demo account's email.
+pub const DEMO_ACCOUNT: &str = "demo@example.org";
+
+/// The demo account's API key: the one from the last `demo.json` while it is
+/// still valid, otherwise a new one (keys are shown once, so the demo keeps its
+/// own copy in `demo.json`; a real deployment never stores one).
+pub async fn ensure_key(store: &Store, keys: &Keys, data_dir: &Path) -> Result<String, Error> {
+    let previous = std::fs::read(data_dir.join("demo.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["api_key"].as_str().map(str::to_owned));
+    if let Some(key) = previous
+        && let Ok(presented) = PresentedKey::parse(&key)
+        && keys.check(&presented).await?.is_ok()
+    {
+        return Ok(key);
+    }
+    let accounts = Accounts::new(store.clone());
+    if accounts.by_email(DEMO_ACCOUNT).await.map_err(Error::Store)?.is_none() {
+        accounts.create(DEMO_ACCOUNT, "registered", Some("Demo Co-op")).await.map_err(Error::Store)?;
+    }
+    Ok(keys.create(DEMO_ACCOUNT, "demo", None).await?.plaintext)
 }
 
 /// `demo.json`: where everything is, for scripts and tests.
@@ -82,6 +101,10 @@ pub struct Manifest {
     pub metrics: String,
     /// The demo origin, behind the gateway.
     pub upstream: String,
+    /// A registered-tier API key of the demo account (demo only).
+    pub api_key: String,
+    /// The store the demo's accounts and keys live in.
+    pub store: String,
 }
 
 /// One downloadable file.
@@ -97,16 +120,12 @@ pub struct BulkFile {
 
 impl Manifest {
     /// Describes a demo whose gateway listens on `gateway` and origin on `upstream`.
-    pub fn new(gateway: SocketAddr, upstream: SocketAddr, dataset: &Path) -> std::io::Result<Self> {
+    pub fn new(gateway: SocketAddr, upstream: SocketAddr, dataset: &Path, api_key: String) -> std::io::Result<Self> {
         let base = format!("http://{gateway}");
         let mut bulk_files = Vec::new();
         for name in ["grid-hourly.csv", "grid-daily.jsonl", "regions.csv"] {
             let bytes = std::fs::metadata(dataset.join(name))?.len();
-            bulk_files.push(BulkFile {
-                url: format!("{base}/bulk/{name}"),
-                name: name.into(),
-                bytes,
-            });
+            bulk_files.push(BulkFile { url: format!("{base}/bulk/{name}"), name: name.into(), bytes });
         }
         Ok(Manifest {
             bulk_catalog: format!("{base}/bulk/"),
@@ -117,6 +136,8 @@ impl Manifest {
             readyz: format!("{base}/readyz"),
             metrics: format!("{base}/metrics"),
             upstream: format!("http://{upstream}"),
+            api_key,
+            store: dataset.parent().map(store_url).unwrap_or_default(),
             base_url: base,
         })
     }
@@ -141,6 +162,11 @@ curl -s '{api}?region=north&from=2024-01-01&limit=3'\n\n\
 See the free-tier limit (20 at once, then 1 a second) and its headers:\n  \
 for i in $(seq 25); do curl -s -o /dev/null -w '%{{http_code}} ' {regions}; done; echo\n  \
 curl -si {regions} | grep -i -e ratelimit -e retry-after\n\n\
+With the demo account's API key, the registered tier's higher limit (100 at once):\n  \
+curl -si -H 'X-API-Key: {key}' {regions} | grep -i ratelimit\n\
+Make your own account and key (shown once):\n  \
+{exe} accounts create --email you@example.org --data-dir {data}\n  \
+{exe} keys create --account you@example.org --name laptop --data-dir {data}\n\n\
 Errors are problem documents:\n  \
 curl -si {base}/nowhere\n\n\
 Operators: {healthz}  {readyz}  {metrics}\n\
@@ -155,6 +181,8 @@ Stop with Ctrl-C (in-flight downloads finish first).\n",
             healthz = self.healthz,
             readyz = self.readyz,
             metrics = self.metrics,
+            key = self.api_key,
+            exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "coopgate".into()),
         )
     }
 }
@@ -163,9 +191,7 @@ Stop with Ctrl-C (in-flight downloads finish first).\n",
 /// loopback port of the current runtime. Returns the origin's address.
 pub async fn start_upstream(data_dir: &Path) -> std::io::Result<SocketAddr> {
     let dir = data_dir.to_owned();
-    let dir = tokio::task::spawn_blocking(move || dataset::ensure(&dir))
-        .await
-        .map_err(std::io::Error::other)??;
+    let dir = tokio::task::spawn_blocking(move || dataset::ensure(&dir)).await.map_err(std::io::Error::other)??;
     let origin = Arc::new(upstream::DemoUpstream::load(dir)?);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;

@@ -66,11 +66,20 @@ pub enum Error {
         /// The route's limit.
         limit: ByteSize,
     },
-    /// The request carries an API key or token this gateway does not know.
+    /// The request carries a credential of a kind this gateway cannot check yet.
     #[error("the credential in {header} is not valid here")]
     UnknownCredential {
         /// Which header carried it.
         header: &'static str,
+    },
+    /// The request carries an API key that is malformed, unknown, revoked or expired.
+    #[error("the API key {}", .0.reason())]
+    InvalidApiKey(crate::keys::Rejection),
+    /// An admin command named a key that does not exist (or is already revoked).
+    #[error("no active key {id}")]
+    NoSuchKey {
+        /// The id asked for.
+        id: String,
     },
     /// The route needs a higher tier than the caller's.
     #[error("route {route} needs tier {required} or higher")]
@@ -115,6 +124,11 @@ pub enum Error {
         /// `connect` or `respond`.
         phase: &'static str,
     },
+
+    // --- The store (503) -----------------------------------------------------------
+    /// The database is unreachable or failed, so a credential cannot be checked.
+    #[error("store: {0}")]
+    Store(#[source] coopgate_billing::Error),
 
     // --- Ours (500) ------------------------------------------------------------------
     /// A bug or an unexpected failure inside coopgate; the cause is logged, never shown.

@@ -5,9 +5,13 @@
 //! right-most address in `X-Forwarded-For` that is not a trusted proxy. The
 //! header of an untrusted peer is never believed.
 //!
-//! A request that carries a credential (`Authorization: Bearer …` or
-//! `X-API-Key`) is answered 401: this version knows no keys or tokens yet, and a
-//! bad credential must never be silently downgraded to anonymous access.
+//! An API key (`X-API-Key: cg_…` or `Authorization: Bearer cg_…`) is checked
+//! against [`Keys`]: from the in-process cache without waiting, or from the store
+//! on a miss. A valid key makes the caller its account's tier, limited per key;
+//! the key header is removed before the request goes upstream. Any other bearer
+//! token is refused (member tokens are not built yet). A bad credential is
+//! always a 401, never a silent downgrade to anonymous access; a store that
+//! cannot be asked is a 503.
 //!
 //! Puts a [`Caller`] into the request extensions.
 
@@ -15,20 +19,25 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::Either;
+use std::future::Future;
+use std::pin::Pin;
+
 use http::{HeaderMap, Request, Response, header};
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::error::Error;
-use crate::tier::TierId;
+use crate::keys::{Cheap, KeyId, Keys, PresentedKey, VerifiedKey};
+use crate::tier::{TierId, Tiers};
 
 /// What a limit is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallerKey {
     /// An anonymous caller, by client IP; IPv6 addresses by their /64 (see [`CallerKey::for_ip`]).
     Ip(IpAddr),
+    /// A caller with an API key, by key.
+    Key(KeyId),
 }
 
 impl CallerKey {
@@ -113,9 +122,7 @@ impl TrustedProxies {
 
 /// Parses an XFF entry: a bare address, or one with a port (`1.2.3.4:5`, `[::1]:5`).
 fn parse_hop(hop: &str) -> Option<IpAddr> {
-    hop.parse::<IpAddr>()
-        .ok()
-        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+    hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -132,18 +139,41 @@ pub struct IdentifyLayer {
     trusted: Arc<TrustedProxies>,
     /// This connection.
     conn: ConnInfo,
-    /// The tier of anonymous callers.
-    anonymous: TierId,
+    /// Tier names to ids.
+    tiers: Arc<Tiers>,
+    /// API keys, when the gateway has a store.
+    keys: Option<Arc<Keys>>,
 }
 
 impl IdentifyLayer {
     /// A layer for one client connection.
-    pub fn new(trusted: Arc<TrustedProxies>, conn: ConnInfo, anonymous: TierId) -> Self {
-        IdentifyLayer {
-            trusted,
-            conn,
-            anonymous,
-        }
+    pub fn new(trusted: Arc<TrustedProxies>, conn: ConnInfo, tiers: Arc<Tiers>, keys: Option<Arc<Keys>>) -> Self {
+        IdentifyLayer { trusted, conn, tiers, keys }
+    }
+}
+
+/// Where a request's credential is, if it has one.
+enum Credential<'a> {
+    None,
+    ApiKey { raw: &'a str, header: http::HeaderName },
+    OtherBearer,
+}
+
+fn credential(headers: &HeaderMap) -> Credential<'_> {
+    if let Some(v) = headers.get("x-api-key") {
+        return Credential::ApiKey {
+            raw: v.to_str().unwrap_or(""),
+            header: http::HeaderName::from_static("x-api-key"),
+        };
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| (v.len() >= 7 && v[..7].eq_ignore_ascii_case("bearer ")).then(|| v[7..].trim()));
+    match bearer {
+        Some(token) if token.starts_with("cg_") => Credential::ApiKey { raw: token, header: header::AUTHORIZATION },
+        Some(_) => Credential::OtherBearer,
+        None => Credential::None,
     }
 }
 
@@ -151,10 +181,7 @@ impl<S> Layer<S> for IdentifyLayer {
     type Service = Identify<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Identify {
-            inner,
-            layer: self.clone(),
-        }
+        Identify { inner, layer: self.clone() }
     }
 }
 
@@ -165,41 +192,110 @@ pub struct Identify<S> {
     layer: IdentifyLayer,
 }
 
+impl<S> Identify<S> {
+    fn key_caller(&self, v: &VerifiedKey, ip: IpAddr) -> Caller {
+        let tier = self.layer.tiers.id(&v.tier).unwrap_or_else(|| {
+            tracing::warn!(tier = %v.tier, key = %v.id, "the key's account has a tier the config does not name; treating it as anonymous");
+            self.layer.tiers.anonymous()
+        });
+        Caller { key: CallerKey::Key(v.id), tier, ip }
+    }
+}
+
 impl<S, B> Service<Request<B>> for Identify<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Error>,
+    S: Service<Request<B>, Response = Response<Body>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Error;
-    type Future = Either<std::future::Ready<Result<Response<Body>, Error>>, S::Future>;
+    type Future = IdentifyFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let headers = req.headers();
-        if headers.contains_key("x-api-key") {
-            return Either::Left(std::future::ready(Err(Error::UnknownCredential {
-                header: "X-API-Key",
-            })));
+        let reject = |e| IdentifyFuture::Ready { error: Some(e) };
+        let ip = self.layer.trusted.client_ip(&self.layer.conn, req.headers());
+        let (raw, header) = match credential(req.headers()) {
+            Credential::None => {
+                req.extensions_mut().insert(Caller {
+                    key: CallerKey::for_ip(ip),
+                    tier: self.layer.tiers.anonymous(),
+                    ip,
+                });
+                return IdentifyFuture::Inner { inner: self.inner.call(req) };
+            }
+            Credential::OtherBearer => return reject(Error::UnknownCredential { header: "Authorization" }),
+            Credential::ApiKey { raw, header } => (raw, header),
+        };
+        let key = match PresentedKey::parse(raw) {
+            Ok(key) => key,
+            Err(why) => return reject(Error::InvalidApiKey(why)),
+        };
+        let Some(keys) = self.layer.keys.clone() else {
+            return reject(Error::UnknownCredential {
+                header: if header == "x-api-key" { "X-API-Key" } else { "Authorization" },
+            });
+        };
+        // The origin never needs the caller's key, and must not be able to log it.
+        req.headers_mut().remove(&header);
+        match keys.check_cached(&key) {
+            Cheap::Decided(Ok(v)) => {
+                req.extensions_mut().insert(self.key_caller(&v, ip));
+                IdentifyFuture::Inner { inner: self.inner.call(req) }
+            }
+            Cheap::Decided(Err(why)) => reject(Error::InvalidApiKey(why)),
+            Cheap::Miss => {
+                // Only a cache miss waits on the store; the result is cached for the next request.
+                let this = self.clone();
+                // The clone is ready as the original was; keep the polled one for this request.
+                let mut inner = std::mem::replace(&mut self.inner, this.inner.clone());
+                IdentifyFuture::Lookup {
+                    fut: Box::pin(async move {
+                        match keys.check(&key).await? {
+                            Ok(v) => {
+                                req.extensions_mut().insert(this.key_caller(&v, ip));
+                                inner.call(req).await
+                            }
+                            Err(why) => Err(Error::InvalidApiKey(why)),
+                        }
+                    }),
+                }
+            }
         }
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.len() >= 7 && v[..7].eq_ignore_ascii_case("bearer "));
-        if bearer {
-            return Either::Left(std::future::ready(Err(Error::UnknownCredential {
-                header: "Authorization",
-            })));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner response, a refusal, or a store lookup followed by the inner response.
+    #[project = IdentifyFutureProj]
+    pub enum IdentifyFuture<F> {
+        /// Identified without waiting.
+        Inner { #[pin] inner: F },
+        /// Refused.
+        Ready { error: Option<Error> },
+        /// Waiting on the store.
+        Lookup { fut: Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>> },
+    }
+}
+
+impl<F> Future for IdentifyFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Error>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            IdentifyFutureProj::Inner { inner } => inner.poll(cx),
+            IdentifyFutureProj::Ready { error } => {
+                Poll::Ready(Err(error.take().unwrap_or_else(|| Error::internal("identify future polled twice"))))
+            }
+            IdentifyFutureProj::Lookup { fut } => fut.as_mut().poll(cx),
         }
-        let ip = self.layer.trusted.client_ip(&self.layer.conn, headers);
-        req.extensions_mut().insert(Caller {
-            key: CallerKey::for_ip(ip),
-            tier: self.layer.anonymous,
-            ip,
-        });
-        Either::Right(self.inner.call(req))
     }
 }
 
@@ -209,11 +305,7 @@ mod tests {
 
     fn conn(peer: &str, trusted: &TrustedProxies) -> ConnInfo {
         let peer: SocketAddr = peer.parse().unwrap();
-        ConnInfo {
-            peer,
-            peer_trusted: trusted.contains(peer.ip()),
-            tls: false,
-        }
+        ConnInfo { peer, peer_trusted: trusted.contains(peer.ip()), tls: false }
     }
 
     fn xff(v: &str) -> HeaderMap {
@@ -233,10 +325,7 @@ mod tests {
     fn a_trusted_proxy_gives_the_rightmost_untrusted_hop() {
         let trusted = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
         // A client may prepend anything; only what our proxies appended counts.
-        let ip = trusted.client_ip(
-            &conn("10.0.0.2:4000", &trusted),
-            &xff("6.6.6.6, 198.51.100.7, 10.0.0.3"),
-        );
+        let ip = trusted.client_ip(&conn("10.0.0.2:4000", &trusted), &xff("6.6.6.6, 198.51.100.7, 10.0.0.3"));
         assert_eq!(ip, "198.51.100.7".parse::<IpAddr>().unwrap());
     }
 
@@ -254,10 +343,7 @@ mod tests {
         let c = CallerKey::for_ip("2001:db8:1:3::1".parse().unwrap());
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert_eq!(
-            CallerKey::for_ip("192.0.2.1".parse().unwrap()),
-            CallerKey::Ip("192.0.2.1".parse().unwrap())
-        );
+        assert_eq!(CallerKey::for_ip("192.0.2.1".parse().unwrap()), CallerKey::Ip("192.0.2.1".parse().unwrap()));
     }
 
     #[test]

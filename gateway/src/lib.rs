@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod identify;
+pub mod keys;
 pub mod limit;
 pub mod meter;
 pub mod metrics;

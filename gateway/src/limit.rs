@@ -105,11 +105,7 @@ impl LimitHeaders {
 impl Denial {
     /// The violated policies' names, quoted and comma-separated.
     pub fn policy_names(&self) -> String {
-        self.violated
-            .iter()
-            .map(|(n, _)| format!("\"{n}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.violated.iter().map(|(n, _)| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
     }
 
     /// Seconds until a retry is admitted.
@@ -132,12 +128,7 @@ fn ceil_secs(d: Duration) -> u64 {
 
 impl Limits {
     /// Builds every policy from the config.
-    pub fn from_config(
-        config: &Config,
-        tiers: &Tiers,
-        routes: &RouteTable,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn from_config(config: &Config, tiers: &Tiers, routes: &RouteTable, metrics: Arc<Metrics>) -> Self {
         let mut policies = Vec::new();
         let mut plans = Vec::with_capacity(tiers.len());
         for (tier_name, tier) in config.tiers_by_rank() {
@@ -146,13 +137,7 @@ impl Limits {
             for l in &tier.limits {
                 // Validation guarantees a rate; a limit without one was rejected.
                 if let Some(rate) = l.rate {
-                    policies.push(Policy::new(
-                        &l.name,
-                        tier_arc.clone(),
-                        rate,
-                        l.burst,
-                        l.routes.clone(),
-                    ));
+                    policies.push(Policy::new(&l.name, tier_arc.clone(), rate, l.burst, l.routes.clone()));
                 }
             }
             let tier_policies = first..policies.len();
@@ -161,44 +146,25 @@ impl Limits {
                 .map(|route| {
                     let applying: Vec<usize> = tier_policies
                         .clone()
-                        .filter(|&i| {
-                            policies[i]
-                                .routes
-                                .as_ref()
-                                .is_none_or(|r| r.iter().any(|n| **n == *route.name))
-                        })
+                        .filter(|&i| policies[i].routes.as_ref().is_none_or(|r| r.iter().any(|n| **n == *route.name)))
                         .collect();
                     let policy_header = (!applying.is_empty()).then(|| {
                         let value = applying
                             .iter()
                             .map(|&i| {
                                 let p: &Policy = &policies[i];
-                                format!(
-                                    "\"{}\";q={};w={}",
-                                    p.name,
-                                    p.burst,
-                                    ceil_secs(p.window).max(1)
-                                )
+                                format!("\"{}\";q={};w={}", p.name, p.burst, ceil_secs(p.window).max(1))
                             })
                             .collect::<Vec<_>>()
                             .join(", ");
-                        HeaderValue::try_from(value)
-                            .expect("policy names are validated as plain text")
+                        HeaderValue::try_from(value).expect("policy names are validated as plain text")
                     });
-                    Plan {
-                        policies: applying,
-                        policy_header,
-                    }
+                    Plan { policies: applying, policy_header }
                 })
                 .collect();
             plans.push(per_route);
         }
-        Limits {
-            policies,
-            plans,
-            legacy_headers: config.limits.legacy_headers,
-            metrics,
-        }
+        Limits { policies, plans, legacy_headers: config.limits.legacy_headers, metrics }
     }
 
     /// Drops idle callers' state in every policy; returns how many remain.
@@ -213,11 +179,7 @@ impl Limits {
     }
 
     /// Checks one request; `Ok` carries the headers for the response.
-    fn check(
-        &self,
-        caller: &Caller,
-        route: &MatchedRoute,
-    ) -> Result<Option<LimitHeaders>, Box<Denial>> {
+    fn check(&self, caller: &Caller, route: &MatchedRoute) -> Result<Option<LimitHeaders>, Box<Denial>> {
         let plan = &self.plans[caller.tier.0 as usize][route.0.id.0 as usize];
         let Some(policy_header) = &plan.policy_header else {
             return Ok(None);
@@ -229,18 +191,10 @@ impl Limits {
         for &i in &plan.policies {
             let p = &self.policies[i];
             let verdict = p.check(&key);
-            let decision = if matches!(verdict, Verdict::Allowed { .. }) {
-                "allowed"
-            } else {
-                "limited"
-            };
+            let decision = if matches!(verdict, Verdict::Allowed { .. }) { "allowed" } else { "limited" };
             self.metrics
                 .limit_decisions
-                .get_or_create(&LimitLabels {
-                    tier: p.tier.clone(),
-                    policy: p.name.clone(),
-                    decision,
-                })
+                .get_or_create(&LimitLabels { tier: p.tier.clone(), policy: p.name.clone(), decision })
                 .inc();
             match verdict {
                 Verdict::Allowed { remaining, reset } => {
@@ -254,12 +208,7 @@ impl Limits {
 
         if violated.is_empty() {
             let (p, remaining, reset) = tightest.expect("a plan with a header has policies");
-            return Ok(Some(self.describe(
-                policy_header,
-                p,
-                remaining,
-                ceil_secs(reset),
-            )));
+            return Ok(Some(self.describe(policy_header, p, remaining, ceil_secs(reset))));
         }
         let (worst, wait) = *violated.iter().max_by_key(|(_, w)| *w).expect("not empty");
         // Retry-After and the RateLimit reset are the same number, so clients that
@@ -275,25 +224,15 @@ impl Limits {
     }
 
     /// The headers that describe policy `p` with `remaining` requests left.
-    fn describe(
-        &self,
-        policy: &HeaderValue,
-        p: &Policy,
-        remaining: u32,
-        reset_secs: u64,
-    ) -> LimitHeaders {
+    fn describe(&self, policy: &HeaderValue, p: &Policy, remaining: u32, reset_secs: u64) -> LimitHeaders {
         let mut value = String::with_capacity(32);
         let _ = write!(value, "\"{}\";r={remaining};t={reset_secs}", p.name);
         LimitHeaders {
             policy: policy.clone(),
             current: HeaderValue::try_from(value).expect("policy names are plain text"),
-            legacy: self.legacy_headers.then(|| {
-                [
-                    HeaderValue::from(p.burst),
-                    HeaderValue::from(remaining),
-                    HeaderValue::from(reset_secs),
-                ]
-            }),
+            legacy: self
+                .legacy_headers
+                .then(|| [HeaderValue::from(p.burst), HeaderValue::from(remaining), HeaderValue::from(reset_secs)]),
             retry_after: None,
         }
     }
@@ -316,10 +255,7 @@ impl<S> Layer<S> for LimitLayer {
     type Service = Limit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Limit {
-            inner,
-            limits: self.limits.clone(),
-        }
+        Limit { inner, limits: self.limits.clone() }
     }
 }
 
@@ -343,24 +279,13 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (Some(caller), Some(route)) = (
-            req.extensions().get::<Caller>(),
-            req.extensions().get::<MatchedRoute>(),
-        ) else {
-            return LimitFuture::Refused {
-                error: Some(Error::internal(
-                    "limit layer placed above identify or route",
-                )),
-            };
+        let (Some(caller), Some(route)) = (req.extensions().get::<Caller>(), req.extensions().get::<MatchedRoute>())
+        else {
+            return LimitFuture::Refused { error: Some(Error::internal("limit layer placed above identify or route")) };
         };
         match self.limits.check(caller, route) {
-            Ok(headers) => LimitFuture::Admitted {
-                inner: self.inner.call(req),
-                headers,
-            },
-            Err(denial) => LimitFuture::Refused {
-                error: Some(Error::RateLimited(denial)),
-            },
+            Ok(headers) => LimitFuture::Admitted { inner: self.inner.call(req), headers },
+            Err(denial) => LimitFuture::Refused { error: Some(Error::RateLimited(denial)) },
         }
     }
 }

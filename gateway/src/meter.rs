@@ -44,10 +44,7 @@ impl<S> Layer<S> for MeterLayer {
     type Service = Meter<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Meter {
-            inner,
-            layer: self.clone(),
-        }
+        Meter { inner, layer: self.clone() }
     }
 }
 
@@ -71,22 +68,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let labels = match (
-            req.extensions().get::<Caller>(),
-            req.extensions().get::<MatchedRoute>(),
-        ) {
-            (Some(caller), Some(route)) => Some((
-                route.0.metrics.clone(),
-                self.layer.tiers.name(caller.tier).clone(),
-            )),
+        let labels = match (req.extensions().get::<Caller>(), req.extensions().get::<MatchedRoute>()) {
+            (Some(caller), Some(route)) => Some((route.0.metrics.clone(), self.layer.tiers.name(caller.tier).clone())),
             _ => None,
         };
-        MeterFuture {
-            inner: self.inner.call(req),
-            metrics: self.layer.metrics.clone(),
-            labels,
-            start: Instant::now(),
-        }
+        MeterFuture { inner: self.inner.call(req), metrics: self.layer.metrics.clone(), labels, start: Instant::now() }
     }
 }
 
@@ -118,32 +104,14 @@ where
             Err(e) => e.status(),
         };
         let m = &**this.metrics;
-        m.requests
-            .get_or_create(&RequestLabels {
-                route: route.name.clone(),
-                status: status.as_u16(),
-                tier,
-            })
-            .inc();
+        m.requests.get_or_create(&RequestLabels { route: route.name.clone(), status: status.as_u16(), tier }).inc();
         route.latency.observe(this.start.elapsed().as_secs_f64());
         if let Err(kind) = result.as_ref().map_err(Error::upstream_kind)
             && let Some(kind) = kind
         {
-            m.upstream_errors
-                .get_or_create(&UpstreamErrorLabels {
-                    route: route.name.clone(),
-                    kind,
-                })
-                .inc();
+            m.upstream_errors.get_or_create(&UpstreamErrorLabels { route: route.name.clone(), kind }).inc();
         }
-        Poll::Ready(result.map(|resp| {
-            resp.map(|b| {
-                body::boxed(CountedBody {
-                    inner: b,
-                    sent: route.bytes_sent,
-                })
-            })
-        }))
+        Poll::Ready(result.map(|resp| resp.map(|b| body::boxed(CountedBody { inner: b, sent: route.bytes_sent }))))
     }
 }
 
@@ -160,10 +128,7 @@ impl http_body::Body for CountedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let frame = ready!(this.inner.poll_frame(cx));
         if let Some(Ok(f)) = &frame

@@ -109,63 +109,34 @@ impl Metrics {
             connections: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "requests",
-            "Routed requests by route, status and tier",
-            m.requests.clone(),
-        );
+        registry.register("requests", "Routed requests by route, status and tier", m.requests.clone());
         registry.register(
             "request_duration_seconds",
             "Time from request to response head, by route",
             m.latency.clone(),
         );
-        registry.register(
-            "response_bytes",
-            "Response body bytes actually sent, by route",
-            m.bytes_sent.clone(),
-        );
-        registry.register(
-            "upstream_errors",
-            "Upstream failures by route and kind",
-            m.upstream_errors.clone(),
-        );
+        registry.register("response_bytes", "Response body bytes actually sent, by route", m.bytes_sent.clone());
+        registry.register("upstream_errors", "Upstream failures by route and kind", m.upstream_errors.clone());
         registry.register(
             "limit_decisions",
             "Rate limiter decisions by tier, policy and outcome",
             m.limit_decisions.clone(),
         );
-        registry.register(
-            "unrouted_requests",
-            "Requests that matched no route (404)",
-            m.unrouted.clone(),
-        );
-        registry.register(
-            "limiter_keys",
-            "Caller keys held by in-process limiters",
-            m.limiter_keys.clone(),
-        );
-        registry.register(
-            "open_connections",
-            "Client connections open now",
-            m.connections.clone(),
-        );
+        registry.register("unrouted_requests", "Requests that matched no route (404)", m.unrouted.clone());
+        registry.register("limiter_keys", "Caller keys held by in-process limiters", m.limiter_keys.clone());
+        registry.register("open_connections", "Client connections open now", m.connections.clone());
         Metrics { registry, ..m }
     }
 
     /// The handles of route `name`.
     pub fn route(&self, name: Arc<str>) -> RouteMetrics {
-        let labels = RouteLabels {
-            route: name.clone(),
-        };
+        let labels = RouteLabels { route: name.clone() };
         RouteMetrics {
             latency: self.latency.get_or_create_owned(&labels),
             bytes_sent: self.bytes_sent.get_or_create_owned(&labels),
             body_errors: self
                 .upstream_errors
-                .get_or_create_owned(&UpstreamErrorLabels {
-                    route: name.clone(),
-                    kind: "body",
-                }),
+                .get_or_create_owned(&UpstreamErrorLabels { route: name.clone(), kind: "body" }),
             name,
         }
     }
@@ -173,8 +144,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
 }

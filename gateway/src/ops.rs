@@ -56,10 +56,7 @@ impl<S> Layer<S> for OpsLayer {
     type Service = Ops<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Ops {
-            inner,
-            layer: self.clone(),
-        }
+        Ops { inner, layer: self.clone() }
     }
 }
 
@@ -86,25 +83,19 @@ where
         let state = &self.layer.state;
         let answer = match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if state.draining.load(Ordering::SeqCst) => {
-                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-            }
+            "/readyz" if state.draining.load(Ordering::SeqCst) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             "/readyz" => text(StatusCode::OK, "ready\n"),
             "/metrics" => {
                 let peer = self.layer.conn.peer.ip();
                 let peer = match peer {
-                    std::net::IpAddr::V6(v6) => {
-                        v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4)
-                    }
+                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4),
                     v4 => v4,
                 };
                 if state.metrics_allow.iter().any(|n| n.contains(&peer)) {
                     let mut resp = Response::new(body::full(state.metrics.encode()));
                     resp.headers_mut().insert(
                         header::CONTENT_TYPE,
-                        HeaderValue::from_static(
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        ),
+                        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
                     );
                     Ok(resp)
                 } else {
@@ -120,11 +111,7 @@ where
 fn text(status: StatusCode, s: &'static str) -> Result<Response<Body>, Error> {
     let mut resp = Response::new(body::full(s));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }

@@ -34,13 +34,13 @@ impl Error {
             Error::NoRoute { .. } => StatusCode::NOT_FOUND,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::UnknownCredential { .. } => StatusCode::UNAUTHORIZED,
+            Error::UnknownCredential { .. } | Error::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
+            Error::NoSuchKey { .. } => StatusCode::NOT_FOUND,
+            Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::TierTooLow { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::MetricsForbidden { .. } => StatusCode::FORBIDDEN,
-            Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::ConfigUnreadable { .. }
             | Error::ConfigInvalid(_)
@@ -57,7 +57,9 @@ impl Error {
             Error::NoRoute { .. } => "no-route",
             Error::HeadersTooLarge { .. } => "headers-too-large",
             Error::PayloadTooLarge { .. } => "payload-too-large",
-            Error::UnknownCredential { .. } => "invalid-credential",
+            Error::UnknownCredential { .. } | Error::InvalidApiKey(_) => "invalid-credential",
+            Error::NoSuchKey { .. } => "no-such-key",
+            Error::Store(_) => "store-unavailable",
             Error::TierTooLow { .. } => "tier-too-low",
             Error::RateLimited(_) => "rate-limited",
             Error::MetricsForbidden { .. } => "forbidden",
@@ -77,9 +79,9 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         Error::DotSegments { path } => format!(
             "The path {path} contains `.` or `..` segments (perhaps percent-encoded). Ask for the resolved path instead."
         ),
-        Error::NoRoute { path } => format!(
-            "No route serves {path}. Check the path against the routes this co-op publishes."
-        ),
+        Error::NoRoute { path } => {
+            format!("No route serves {path}. Check the path against the routes this co-op publishes.")
+        }
         Error::HeadersTooLarge { size, limit } => {
             format!("The request headers are {size} bytes; this gateway accepts at most {limit}.")
         }
@@ -92,6 +94,14 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         Error::TierTooLow { route, required } => format!(
             "Route {route} is open to tier {required} and above. Members of the co-op get early access; the commons catches up."
         ),
+        Error::InvalidApiKey(why) => format!(
+            "The API key {}. Get a new one from the portal, or remove it to download as an anonymous user.",
+            why.reason()
+        ),
+        Error::NoSuchKey { id } => format!("No active key {id}."),
+        Error::Store(_) => {
+            "Credentials cannot be checked right now; retry shortly. Anonymous downloads still work.".to_owned()
+        }
         Error::RateLimited(denial) => format!(
             "Rate limit {} exhausted; retry in {} s. Open data stays free: slow down, or sign in for higher limits.",
             denial.policy_names(),
@@ -109,9 +119,7 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         Error::UpstreamTimeout { route, phase } => {
             format!("The origin behind route {route} did not {phase} in time.")
         }
-        _ => format!(
-            "Something went wrong inside the gateway. Quote request id {id} when you report it."
-        ),
+        _ => format!("Something went wrong inside the gateway. Quote request id {id} when you report it."),
     };
     match &err {
         e if status.is_server_error()
@@ -144,12 +152,8 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
     }
     let mut resp = Response::new(body::full(problem.json_bytes()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(headers) = extra_headers {
         headers.apply(resp.headers_mut());
     }
@@ -204,10 +208,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-        ProblemFuture {
-            inner: self.inner.call(req),
-            id,
-        }
+        ProblemFuture { inner: self.inner.call(req), id }
     }
 }
 

@@ -52,10 +52,7 @@ pub struct Timeouts {
 
 impl From<&ProxyConfig> for Timeouts {
     fn from(c: &ProxyConfig) -> Self {
-        Timeouts {
-            response: c.response_timeout,
-            idle_body: c.idle_body_timeout,
-        }
+        Timeouts { response: c.response_timeout, idle_body: c.idle_body_timeout }
     }
 }
 
@@ -73,11 +70,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for one client connection.
     pub fn new(conn: ConnInfo, timeouts: Timeouts) -> Self {
-        Proxy {
-            pool: Arc::new(ConnPool::default()),
-            conn,
-            timeouts,
-        }
+        Proxy { pool: Arc::new(ConnPool::default()), conn, timeouts }
     }
 }
 
@@ -98,10 +91,9 @@ impl Service<Request<Incoming>> for Proxy {
 
 impl Proxy {
     async fn forward(self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
-        let (Some(MatchedRoute(route)), Some(caller)) = (
-            req.extensions().get::<MatchedRoute>().cloned(),
-            req.extensions().get::<Caller>().copied(),
-        ) else {
+        let (Some(MatchedRoute(route)), Some(caller)) =
+            (req.extensions().get::<MatchedRoute>().cloned(), req.extensions().get::<Caller>().copied())
+        else {
             return Err(Error::internal("proxy reached without a route or caller"));
         };
         let upstream = &route.upstream;
@@ -117,11 +109,8 @@ impl Proxy {
         parts.uri = Uri::try_from(target).map_err(Error::internal)?;
         parts.version = Version::HTTP_11;
 
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| req_authority(&parts.uri).and_then(|a| a.parse().ok()));
+        let host =
+            parts.headers.get(header::HOST).cloned().or_else(|| req_authority(&parts.uri).and_then(|a| a.parse().ok()));
         headers::remove_hop_by_hop(&mut parts.headers);
         headers::set_forwarded(
             &mut parts.headers,
@@ -133,9 +122,7 @@ impl Proxy {
                 host: host.as_ref(),
             },
         );
-        parts
-            .headers
-            .insert(header::HOST, upstream.authority.clone());
+        parts.headers.insert(header::HOST, upstream.authority.clone());
         for (name, value) in &upstream.extra_headers {
             parts.headers.insert(name.clone(), value.clone());
         }
@@ -148,22 +135,13 @@ impl Proxy {
         };
         let request = Request::from_parts(parts, body);
 
-        let sent = tokio::time::timeout(
-            self.timeouts.response,
-            self.pool.send(route.id.0, upstream, request),
-        )
-        .await;
+        let sent = tokio::time::timeout(self.timeouts.response, self.pool.send(route.id.0, upstream, request)).await;
         let (sender, resp) = match sent {
             Err(_) => {
-                return Err(Error::UpstreamTimeout {
-                    route: route.name.clone(),
-                    phase: "respond",
-                });
+                return Err(Error::UpstreamTimeout { route: route.name.clone(), phase: "respond" });
             }
             Ok(Err(Error::UpstreamFailed { source, .. })) if is_length_limit(&*source) => {
-                return Err(Error::PayloadTooLarge {
-                    limit: route.max_body,
-                });
+                return Err(Error::PayloadTooLarge { limit: route.max_body });
             }
             Ok(result) => result?,
         };
@@ -173,12 +151,7 @@ impl Proxy {
         let done = incoming.is_end_stream();
         let body = UpstreamBody {
             inner: IdleTimeout::new(incoming, self.timeouts.idle_body),
-            guard: ReturnGuard {
-                sender: Some(sender),
-                pool: self.pool.clone(),
-                route: route.id.0,
-                done,
-            },
+            guard: ReturnGuard { sender: Some(sender), pool: self.pool.clone(), route: route.id.0, done },
             body_errors: route.metrics.body_errors.clone(),
         };
         Ok(Response::from_parts(parts, body::boxed(body)))
@@ -232,10 +205,7 @@ impl http_body::Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let frame = ready!(this.inner.as_mut().poll_frame(cx));
         match &frame {

@@ -42,22 +42,13 @@ impl IdSource {
         use std::hash::{BuildHasher, Hasher};
         // RandomState is seeded from the OS; that is randomness enough for an id prefix.
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        IdSource {
-            prefix: h.finish() as u32,
-            counter: AtomicU64::new(0),
-        }
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        IdSource { prefix: h.finish() as u32, counter: AtomicU64::new(0) }
     }
 
     fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::try_from(format!("{:08x}-{n:x}", self.prefix))
-            .expect("hex is a valid header value")
+        HeaderValue::try_from(format!("{:08x}-{n:x}", self.prefix)).expect("hex is a valid header value")
     }
 }
 
@@ -87,10 +78,7 @@ impl<S> Layer<S> for RequestIdLayer {
     type Service = RequestIdService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestIdService {
-            inner,
-            layer: self.clone(),
-        }
+        RequestIdService { inner, layer: self.clone() }
     }
 }
 
@@ -132,11 +120,7 @@ where
             uri: req.uri().clone(),
             start: Instant::now(),
         });
-        ResponseFuture {
-            inner: self.inner.call(req),
-            id: Some(id),
-            access,
-        }
+        ResponseFuture { inner: self.inner.call(req), id: Some(id), access }
     }
 }
 
@@ -191,28 +175,17 @@ mod tests {
     use tower::ServiceExt;
 
     async fn echo_id(req: Request<()>) -> Result<Response<String>, Infallible> {
-        let id = req
-            .extensions()
-            .get::<RequestId>()
-            .unwrap()
-            .0
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let id = req.extensions().get::<RequestId>().unwrap().0.to_str().unwrap().to_owned();
         Ok(Response::new(id))
     }
 
     fn svc() -> impl Service<Request<()>, Response = Response<String>, Error = Infallible> {
-        RequestIdLayer::new(std::sync::Arc::new(IdSource::new()), false)
-            .layer(tower::service_fn(echo_id))
+        RequestIdLayer::new(std::sync::Arc::new(IdSource::new()), false).layer(tower::service_fn(echo_id))
     }
 
     #[tokio::test]
     async fn a_clients_id_is_kept_and_echoed() {
-        let req = Request::builder()
-            .header("x-request-id", "lb-1234")
-            .body(())
-            .unwrap();
+        let req = Request::builder().header("x-request-id", "lb-1234").body(()).unwrap();
         let resp = svc().oneshot(req).await.unwrap();
         assert_eq!(resp.headers()["x-request-id"], "lb-1234");
         assert_eq!(resp.body(), "lb-1234");
@@ -225,10 +198,7 @@ mod tests {
         assert_eq!(&made, resp.body());
         assert!(made.len() > 9);
 
-        let req = Request::builder()
-            .header("x-request-id", "a b")
-            .body(())
-            .unwrap();
+        let req = Request::builder().header("x-request-id", "a b").body(()).unwrap();
         let resp = svc().oneshot(req).await.unwrap();
         assert_ne!(resp.headers()["x-request-id"], "a b");
     }

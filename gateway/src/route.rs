@@ -85,8 +85,7 @@ impl RouteTable {
         self.routes
             .iter()
             .filter(|r| {
-                path.starts_with(r.prefix.as_str())
-                    && matches!(path.as_bytes().get(r.prefix.len()), None | Some(b'/'))
+                path.starts_with(r.prefix.as_str()) && matches!(path.as_bytes().get(r.prefix.len()), None | Some(b'/'))
             })
             .max_by_key(|r| r.prefix.len())
     }
@@ -125,11 +124,7 @@ pub struct RouteLayer {
 impl RouteLayer {
     /// A layer matching against `table`.
     pub fn new(table: Arc<RouteTable>, max_header_bytes: ByteSize, metrics: Arc<Metrics>) -> Self {
-        RouteLayer {
-            table,
-            max_header_bytes,
-            metrics,
-        }
+        RouteLayer { table, max_header_bytes, metrics }
     }
 }
 
@@ -137,10 +132,7 @@ impl<S> Layer<S> for RouteLayer {
     type Service = RouteService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RouteService {
-            inner,
-            layer: self.clone(),
-        }
+        RouteService { inner, layer: self.clone() }
     }
 }
 
@@ -157,8 +149,7 @@ where
 {
     type Response = Response<Body>;
     type Error = Error;
-    type Future =
-        futures_util::future::Either<std::future::Ready<Result<Response<Body>, Error>>, S::Future>;
+    type Future = futures_util::future::Either<std::future::Ready<Result<Response<Body>, Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -181,18 +172,11 @@ where
         }
         let Some(route) = self.layer.table.find(req.uri().path()) else {
             self.layer.metrics.unrouted.inc();
-            return reject(Error::NoRoute {
-                path: req.uri().path().to_owned(),
-            });
+            return reject(Error::NoRoute { path: req.uri().path().to_owned() });
         };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > route.max_body.0) {
-            return reject(Error::PayloadTooLarge {
-                limit: route.max_body,
-            });
+            return reject(Error::PayloadTooLarge { limit: route.max_body });
         }
         req.extensions_mut().insert(MatchedRoute(route.clone()));
         Either::Right(self.inner.call(req))
@@ -209,12 +193,8 @@ fn has_dot_segments(path: &str) -> bool {
 
 /// Bytes of the request head as a client sent it: request line and header lines.
 fn head_size<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len()
-        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
-        + 12;
-    req.headers()
-        .iter()
-        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    req.headers().iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }
 
 #[cfg(test)]

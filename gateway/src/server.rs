@@ -20,10 +20,14 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, TlsConfig};
 use crate::error::Error;
 use crate::identify::ConnInfo;
+use crate::keys::Keys;
 use crate::stack::{Shared, stack};
 
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often key changes made elsewhere (CLI, other replicas) are picked up.
+const KEY_REFRESH: Duration = Duration::from_secs(1);
 
 /// How long a client may take to send a request head once it starts.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,8 +43,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds a gateway from a validated config.
+    /// Builds a gateway from a validated config, without a store: API keys are refused.
     pub fn new(config: Config) -> Result<Self, Error> {
+        Self::build(config, None)
+    }
+
+    /// Builds a gateway that checks API keys against `keys`.
+    pub fn with_keys(config: Config, keys: Arc<Keys>) -> Result<Self, Error> {
+        Self::build(config, Some(keys))
+    }
+
+    fn build(config: Config, keys: Option<Arc<Keys>>) -> Result<Self, Error> {
         let tls = config.server.tls.as_ref().map(server_tls).transpose()?;
         let max_head = config.server.max_header_bytes.0 as usize;
         let mut http = auto::Builder::new(TokioExecutor::new());
@@ -50,14 +63,8 @@ impl Gateway {
             // hyper itself answers a bare 431 past its buffer; keep that well above
             // our limit so that the route layer's problem document is what clients see.
             .max_buf_size((max_head * 2).max(64 << 10));
-        http.http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size((max_head * 2).max(64 << 10) as u32);
-        Ok(Gateway {
-            shared: Arc::new(Shared::new(config)?),
-            tls,
-            http,
-        })
+        http.http2().timer(TokioTimer::new()).max_header_list_size((max_head * 2).max(64 << 10) as u32);
+        Ok(Gateway { shared: Arc::new(Shared::new(config, keys)?), tls, http })
     }
 
     /// The state shared by every connection (metrics, limits, config).
@@ -65,17 +72,32 @@ impl Gateway {
         &self.shared
     }
 
-    /// Runs background upkeep (limiter sweeps) until the returned handle is dropped or aborted.
+    /// Runs background upkeep (limiter sweeps; with a store, key change polling
+    /// and last-used writes) until the returned handle is aborted.
     pub fn spawn_upkeep(&self) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(shared.config.limits.sweep_interval);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                let kept = shared.limits.sweep();
-                shared.metrics.limiter_keys.set(kept as i64);
-            }
+            let sweeps = async {
+                let mut every = tokio::time::interval(shared.config.limits.sweep_interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let kept = shared.limits.sweep();
+                    shared.metrics.limiter_keys.set(kept as i64);
+                }
+            };
+            let key_changes = async {
+                let Some(keys) = &shared.keys else { return };
+                let mut every = tokio::time::interval(KEY_REFRESH);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    if let Err(e) = keys.refresh().await {
+                        tracing::warn!(error = %e, "cannot poll the store for key changes; cached keys stay as they are");
+                    }
+                }
+            };
+            tokio::join!(sweeps, key_changes);
         })
     }
 
@@ -107,10 +129,7 @@ impl Gateway {
             tracing::info!(connections = open, "draining in-flight requests");
         }
         let grace = self.shared.config.server.shutdown_grace;
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
             tracing::warn!(grace = ?grace, "shutdown grace period over; cutting the remaining connections");
         }
     }
@@ -118,11 +137,7 @@ impl Gateway {
     fn spawn_connection(&self, stream: TcpStream, graceful: &GracefulShutdown) {
         let Ok(peer) = stream.peer_addr() else { return };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo {
-            peer,
-            peer_trusted: self.shared.trusted.contains(peer.ip()),
-            tls: self.tls.is_some(),
-        };
+        let conn = ConnInfo { peer, peer_trusted: self.shared.trusted.contains(peer.ip()), tls: self.tls.is_some() };
         let service = TowerToHyperService::new(stack(&self.shared, conn));
         let http = self.http.clone();
         let watcher = graceful.watcher();
@@ -131,35 +146,20 @@ impl Gateway {
         tokio::spawn(async move {
             metrics.connections.inc();
             let result = match tls {
-                None => {
-                    watcher
-                        .watch(
-                            http.serve_connection(TokioIo::new(stream), service)
-                                .into_owned(),
-                        )
-                        .await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(tls_stream)) => {
-                            watcher
-                                .watch(
-                                    http.serve_connection(TokioIo::new(tls_stream), service)
-                                        .into_owned(),
-                                )
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            Ok(())
-                        }
+                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        watcher.watch(http.serve_connection(TokioIo::new(tls_stream), service).into_owned()).await
                     }
-                }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        Ok(())
+                    }
+                },
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
@@ -177,10 +177,7 @@ fn server_tls(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| Error::TlsSetup(format!("server.tls.cert {}: {e}", tls.cert.display())))?;
     if certs.is_empty() {
-        return Err(Error::TlsSetup(format!(
-            "server.tls.cert {}: no certificate in the file",
-            tls.cert.display()
-        )));
+        return Err(Error::TlsSetup(format!("server.tls.cert {}: no certificate in the file", tls.cert.display())));
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| Error::TlsSetup(format!("server.tls.key {}: {e}", tls.key.display())))?;
@@ -190,11 +187,7 @@ fn server_tls(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
         .map_err(|e| Error::TlsSetup(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            Error::TlsSetup(format!(
-                "server.tls: the key does not fit the certificate: {e}"
-            ))
-        })?;
+        .map_err(|e| Error::TlsSetup(format!("server.tls: the key does not fit the certificate: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -202,11 +195,8 @@ fn server_tls(tls: &TlsConfig) -> Result<TlsAcceptor, Error> {
 /// Binds `server.listen`, with a message that says what to do when the port is taken.
 pub fn bind(config: &Config) -> Result<std::net::TcpListener, Error> {
     let addr = config.server.listen;
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| Error::Bind { addr, source })?;
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| Error::Bind { addr, source })?;
     Ok(listener)
 }
 
@@ -228,13 +218,9 @@ pub fn run_workers(
         let thread = std::thread::Builder::new()
             .name(format!("coopgate-worker-{n}"))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("worker runtime");
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("worker runtime");
                 rt.block_on(async move {
-                    let listener = TcpListener::from_std(listener)
-                        .expect("listener registers with the runtime");
+                    let listener = TcpListener::from_std(listener).expect("listener registers with the runtime");
                     gateway
                         .serve(listener, async move {
                             let _ = shutdown.wait_for(|stop| *stop).await;

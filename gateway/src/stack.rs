@@ -13,6 +13,7 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::error::Error;
 use crate::identify::{ConnInfo, IdentifyLayer, TrustedProxies};
+use crate::keys::Keys;
 use crate::limit::{LimitLayer, Limits};
 use crate::meter::MeterLayer;
 use crate::metrics::Metrics;
@@ -39,22 +40,19 @@ pub struct Shared {
     pub ops: Arc<OpsState>,
     /// `server.trusted_proxies`.
     pub trusted: Arc<TrustedProxies>,
+    /// API keys, when the gateway has a store.
+    pub keys: Option<Arc<Keys>>,
     /// The config the rest was built from.
     pub config: Arc<Config>,
 }
 
 impl Shared {
     /// Builds the shared state; fails only on unusable upstream TLS settings.
-    pub fn new(config: Config) -> Result<Self, Error> {
+    pub fn new(config: Config, keys: Option<Arc<Keys>>) -> Result<Self, Error> {
         let metrics = Arc::new(Metrics::new());
         let tiers = Arc::new(Tiers::from_config(&config));
         let routes = Arc::new(RouteTable::from_config(&config, &tiers, &metrics)?);
-        let limits = Arc::new(Limits::from_config(
-            &config,
-            &tiers,
-            &routes,
-            metrics.clone(),
-        ));
+        let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics.clone()));
         Ok(Shared {
             ids: Arc::new(IdSource::new()),
             ops: Arc::new(OpsState {
@@ -67,6 +65,7 @@ impl Shared {
             routes,
             limits,
             metrics,
+            keys,
             config: Arc::new(config),
         })
     }
@@ -76,40 +75,24 @@ impl Shared {
 pub fn stack(
     shared: &Shared,
     conn: ConnInfo,
-) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
-+ Clone
-+ Send
-+ 'static {
+) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
     let server = &shared.config.server;
     ServiceBuilder::new()
         // Outermost, so that every response, problems included, carries the request id.
-        .layer(RequestIdLayer::new(
-            shared.ids.clone(),
-            shared.config.log.access,
-        ))
+        .layer(RequestIdLayer::new(shared.ids.clone(), shared.config.log.access))
         // Every error from below becomes a problem document here, and only here.
         .layer(ProblemLayer)
         // Health, readiness and metrics answer before routing: never limited or proxied.
         .layer(OpsLayer::new(shared.ops.clone(), conn))
         // Shape checks (431, 413 by Content-Length) and the route match (404).
-        .layer(RouteLayer::new(
-            shared.routes.clone(),
-            server.max_header_bytes,
-            shared.metrics.clone(),
-        ))
+        .layer(RouteLayer::new(shared.routes.clone(), server.max_header_bytes, shared.metrics.clone()))
         // Who is calling; a credential we cannot honour is a 401, never anonymous.
-        .layer(IdentifyLayer::new(
-            shared.trusted.clone(),
-            conn,
-            shared.tiers.anonymous(),
-        ))
+        .layer(IdentifyLayer::new(shared.trusted.clone(), conn, shared.tiers.clone(), shared.keys.clone()))
         // Whether the caller's tier may use the route (403).
         .layer(AuthorizeLayer::new(shared.tiers.clone()))
         // Above the limiter, so that 429s are counted per route and tier too.
-        .layer(MeterLayer::new(
-            shared.metrics.clone(),
-            shared.tiers.clone(),
-        ))
+        .layer(MeterLayer::new(shared.metrics.clone(), shared.tiers.clone()))
         // Rate limits per caller, tier and route kind; headers on every limited response.
         .layer(LimitLayer::new(shared.limits.clone()))
         .service(Proxy::new(conn, Timeouts::from(&shared.config.proxy)))

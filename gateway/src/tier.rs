@@ -21,19 +21,9 @@ pub struct Tiers {
 impl Tiers {
     /// Orders the config's tiers by rank. Validation guarantees `anonymous` exists.
     pub fn from_config(config: &Config) -> Self {
-        let names: Vec<Arc<str>> = config
-            .tiers_by_rank()
-            .into_iter()
-            .map(|(name, _)| Arc::from(name))
-            .collect();
-        let anonymous = names
-            .iter()
-            .position(|n| &**n == ANONYMOUS_TIER)
-            .unwrap_or(0);
-        Tiers {
-            names,
-            anonymous: TierId(anonymous as u16),
-        }
+        let names: Vec<Arc<str>> = config.tiers_by_rank().into_iter().map(|(name, _)| Arc::from(name)).collect();
+        let anonymous = names.iter().position(|n| &**n == ANONYMOUS_TIER).unwrap_or(0);
+        Tiers { names, anonymous: TierId(anonymous as u16) }
     }
 
     /// The tier anonymous callers belong to.
@@ -43,10 +33,7 @@ impl Tiers {
 
     /// Looks a tier up by name.
     pub fn id(&self, name: &str) -> Option<TierId> {
-        self.names
-            .iter()
-            .position(|n| &**n == name)
-            .map(|i| TierId(i as u16))
+        self.names.iter().position(|n| &**n == name).map(|i| TierId(i as u16))
     }
 
     /// A tier's name.

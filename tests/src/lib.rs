@@ -20,8 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// The body type test upstreams answer with.
-pub type UpBody =
-    http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+pub type UpBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Wraps bytes as an upstream body.
 pub fn full(b: impl Into<Bytes>) -> UpBody {
@@ -49,9 +48,7 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<UpBody>> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind upstream");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
     let addr = listener.local_addr().expect("upstream addr");
     let handler = Arc::new(handler);
     let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -74,21 +71,14 @@ where
             });
         }
     });
-    TestUpstream {
-        addr,
-        connections,
-        task,
-    }
+    TestUpstream { addr, connections, task }
 }
 
 /// An origin that answers with a JSON object of the path and headers it received.
 pub async fn echo_upstream() -> TestUpstream {
     upstream(|req: Request<Incoming>| async move {
-        let headers: BTreeMap<String, String> = req
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
-            .collect();
+        let headers: BTreeMap<String, String> =
+            req.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned())).collect();
         let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
         let method = req.method().to_string();
         let body = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
@@ -132,11 +122,14 @@ impl Drop for TestGateway {
 
 /// Starts a gateway with `config` (its `server.listen` is ignored: port 0).
 pub async fn gateway(config: Config) -> TestGateway {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind gateway");
+    gateway_with(coopgate::Gateway::new(config).expect("valid test config")).await
+}
+
+/// Serves an already built gateway on a loopback port.
+pub async fn gateway_with(gateway: coopgate::Gateway) -> TestGateway {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
     let addr = listener.local_addr().expect("gateway addr");
-    let gateway = Arc::new(coopgate::Gateway::new(config).expect("valid test config"));
+    let gateway = Arc::new(gateway);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let g = gateway.clone();
     let task = tokio::spawn(async move {
@@ -145,12 +138,7 @@ pub async fn gateway(config: Config) -> TestGateway {
         })
         .await;
     });
-    TestGateway {
-        addr,
-        gateway,
-        stop: Some(stop),
-        task,
-    }
+    TestGateway { addr, gateway, stop: Some(stop), task }
 }
 
 /// A config with one `api` route at `/api/` and one `bulk` route at `/bulk/`, both to
@@ -158,13 +146,7 @@ pub async fn gateway(config: Config) -> TestGateway {
 /// limits never meet one.
 pub fn config(upstream: SocketAddr) -> Config {
     let mut config = Config::default();
-    config.tiers.insert(
-        "anonymous".into(),
-        TierConfig {
-            rank: 0,
-            limits: vec![limit("burst", "100000/sec", 100000)],
-        },
-    );
+    config.tiers.insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "100000/sec", 100000)] });
     config.routes = vec![
         route("api", "/api/", upstream, "/", RouteKind::Api),
         route("bulk", "/bulk/", upstream, "/files/", RouteKind::Bulk),
@@ -205,28 +187,15 @@ min_tier = "anonymous"
 
 /// A rate limit entry.
 pub fn limit(name: &str, rate: &str, burst: u32) -> LimitConfig {
-    LimitConfig {
-        name: name.into(),
-        rate: Some(rate.parse().expect("test rate")),
-        burst: Some(burst),
-        routes: None,
-    }
+    LimitConfig { name: name.into(), rate: Some(rate.parse().expect("test rate")), burst: Some(burst), routes: None }
 }
 
 /// A route to `http://upstream{base}`.
-pub fn route(
-    name: &str,
-    path: &str,
-    upstream: SocketAddr,
-    base: &str,
-    kind: RouteKind,
-) -> RouteConfig {
+pub fn route(name: &str, path: &str, upstream: SocketAddr, base: &str, kind: RouteKind) -> RouteConfig {
     RouteConfig {
         name: name.into(),
         path: path.into(),
-        upstream: format!("http://{upstream}{base}")
-            .parse()
-            .expect("test url"),
+        upstream: format!("http://{upstream}{base}").parse().expect("test url"),
         kind,
         min_tier: "anonymous".into(),
         max_body: ByteSize(1 << 20),
@@ -264,8 +233,7 @@ pub struct Got {
 impl Got {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
     }
 
     /// A header as a string.
@@ -279,17 +247,10 @@ impl Got {
 
 /// Sends `req` and reads the whole response.
 pub async fn send(req: Request<Full<Bytes>>) -> Got {
-    let resp = client()
-        .request(req)
-        .await
-        .expect("request reaches the gateway");
+    let resp = client().request(req).await.expect("request reaches the gateway");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body reads").to_bytes();
-    Got {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Got { status: parts.status, headers: parts.headers, body }
 }
 
 /// GET `url` with extra headers.
@@ -307,20 +268,8 @@ pub fn assert_problem(got: &Got, status: u16, slug: &str) -> serde_json::Value {
     assert_eq!(got.header("content-type"), "application/problem+json");
     let doc = got.json();
     assert_eq!(doc["status"], status);
-    assert!(
-        doc["type"].as_str().unwrap_or("").ends_with(slug),
-        "type {} is not {slug}",
-        doc["type"]
-    );
-    assert!(
-        !doc["detail"].as_str().unwrap_or("").is_empty(),
-        "a problem explains itself"
-    );
-    assert_eq!(
-        doc["request_id"].as_str(),
-        got.headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-    );
+    assert!(doc["type"].as_str().unwrap_or("").ends_with(slug), "type {} is not {slug}", doc["type"]);
+    assert!(!doc["detail"].as_str().unwrap_or("").is_empty(), "a problem explains itself");
+    assert_eq!(doc["request_id"].as_str(), got.headers.get("x-request-id").and_then(|v| v.to_str().ok()));
     doc
 }

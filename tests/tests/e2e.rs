@@ -5,6 +5,7 @@ mod e2e {
     mod config_check;
     mod demo;
     mod errors;
+    mod keys;
     mod limits;
     mod proxy;
     mod shutdown;

@@ -40,10 +40,8 @@ impl fmt::Display for Problem {
 
 /// Loads a config file; `env` is the process environment, captured once in `main`.
 pub fn load_file(path: &Path, env: &HashMap<String, String>) -> Result<Config, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigUnreadable {
-        path: path.to_owned(),
-        source: e,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::ConfigUnreadable { path: path.to_owned(), source: e })?;
     load_str(&text, env)
 }
 
@@ -71,16 +69,10 @@ pub fn load_str(text: &str, env: &HashMap<String, String>) -> Result<Config, Err
                 let mut path = e.path().to_string();
                 let message = e.inner().message().trim().to_owned();
                 // An unknown key is reported at its parent; name the key itself.
-                if let Some(field) = message
-                    .strip_prefix("unknown field `")
-                    .and_then(|m| m.split('`').next())
+                if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next())
                     && !path.ends_with(field)
                 {
-                    path = if path == "." {
-                        field.to_owned()
-                    } else {
-                        format!("{path}.{field}")
-                    };
+                    path = if path == "." { field.to_owned() } else { format!("{path}.{field}") };
                 }
                 let removed = remove_path(&mut table, &path);
                 problems.push(located(text, &overridden, path, message));
@@ -98,88 +90,43 @@ pub fn load_str(text: &str, env: &HashMap<String, String>) -> Result<Config, Err
     // A key removed above to keep going may make validation complain about its
     // absence; the first report already covers it.
     let reported: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
-    let related = |path: &str| {
-        reported
-            .iter()
-            .any(|r| r.starts_with(path) || path.starts_with(r.as_str()))
-    };
-    let more: Vec<Problem> = config
-        .validate(env)
-        .into_iter()
-        .filter(|p| !related(&p.path))
-        .collect();
-    problems.extend(
-        more.into_iter()
-            .map(|p| located(text, &overridden, p.path, p.message)),
-    );
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(Error::ConfigInvalid(problems))
-    }
+    let related = |path: &str| reported.iter().any(|r| r.starts_with(path) || path.starts_with(r.as_str()));
+    let more: Vec<Problem> = config.validate(env).into_iter().filter(|p| !related(&p.path)).collect();
+    problems.extend(more.into_iter().map(|p| located(text, &overridden, p.path, p.message)));
+    if problems.is_empty() { Ok(config) } else { Err(Error::ConfigInvalid(problems)) }
 }
 
 /// Adds the line number, or the environment variable that set the key.
-fn located(
-    text: &str,
-    overridden: &HashMap<String, String>,
-    path: String,
-    message: String,
-) -> Problem {
-    if let Some(var) = overridden
-        .iter()
-        .find(|(key, _)| path == **key || path.starts_with(&format!("{key}.")))
-        .map(|(_, v)| v)
+fn located(text: &str, overridden: &HashMap<String, String>, path: String, message: String) -> Problem {
+    if let Some(var) =
+        overridden.iter().find(|(key, _)| path == **key || path.starts_with(&format!("{key}."))).map(|(_, v)| v)
     {
-        return Problem {
-            message: format!("{message} (set by environment variable {var})"),
-            path,
-            line: None,
-        };
+        return Problem { message: format!("{message} (set by environment variable {var})"), path, line: None };
     }
     let line = span_of(text, &path).map(|offset| line_of(text, offset));
-    Problem {
-        path,
-        line,
-        message,
-    }
+    Problem { path, line, message }
 }
 
 /// Applies `COOPGATE__A__B=v` as `a.b = v`; numeric segments index arrays
 /// (`COOPGATE__ROUTES__0__UPSTREAM`). Returns which key each variable set.
-fn apply_env_overrides(
-    table: &mut Table,
-    env: &HashMap<String, String>,
-) -> Result<HashMap<String, String>, Error> {
-    let mut vars: Vec<_> = env
-        .iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-        .collect();
+fn apply_env_overrides(table: &mut Table, env: &HashMap<String, String>) -> Result<HashMap<String, String>, Error> {
+    let mut vars: Vec<_> = env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     vars.sort();
     let mut overridden = HashMap::new();
     let mut problems = Vec::new();
     for (var, raw) in vars {
-        let segments: Vec<String> = var[ENV_PREFIX.len()..]
-            .split("__")
-            .map(str::to_lowercase)
-            .collect();
+        let segments: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(str::to_lowercase).collect();
         let path = display_path(&segments);
         match set_path(table, &segments, raw) {
             Ok(()) => {
                 overridden.insert(path, var.clone());
             }
-            Err(message) => problems.push(Problem {
-                path,
-                line: None,
-                message: format!("{message} (environment variable {var})"),
-            }),
+            Err(message) => {
+                problems.push(Problem { path, line: None, message: format!("{message} (environment variable {var})") })
+            }
         }
     }
-    if problems.is_empty() {
-        Ok(overridden)
-    } else {
-        Err(Error::ConfigInvalid(problems))
-    }
+    if problems.is_empty() { Ok(overridden) } else { Err(Error::ConfigInvalid(problems)) }
 }
 
 fn display_path(segments: &[String]) -> String {
@@ -221,16 +168,10 @@ fn set_in(current: &mut Value, segments: &[String], raw: &str) -> Result<(), Str
             t.insert(seg.clone(), value);
             return Ok(());
         }
-        Value::Table(t) => t
-            .entry(seg.clone())
-            .or_insert_with(|| Value::Table(Table::new())),
+        Value::Table(t) => t.entry(seg.clone()).or_insert_with(|| Value::Table(Table::new())),
         Value::Array(a) => {
-            let i: usize = seg
-                .parse()
-                .map_err(|_| format!("`{seg}` is not an index into a list"))?;
-            let item = a
-                .get_mut(i)
-                .ok_or_else(|| format!("the list has no entry {i}"))?;
+            let i: usize = seg.parse().map_err(|_| format!("`{seg}` is not an index into a list"))?;
+            let item = a.get_mut(i).ok_or_else(|| format!("the list has no entry {i}"))?;
             if rest.is_empty() {
                 *item = parse_override(Some(item), raw);
                 return Ok(());
@@ -255,10 +196,7 @@ fn parse_override(existing: Option<&Value>, raw: &str) -> Value {
 
 /// Splits `a.b[2].c` into segments `a`, `b`, `2`, `c`.
 fn path_segments(path: &str) -> Vec<String> {
-    path.split(['.', '[', ']'])
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    path.split(['.', '[', ']']).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// Removes the value at `path`; false when there is nothing there.
@@ -322,9 +260,5 @@ fn span_of(text: &str, path: &str) -> Option<usize> {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }

@@ -31,10 +31,7 @@ impl Secret {
 
     /// An inline secret, for configs built in code (the demo, tests).
     pub fn inline(value: impl Into<String>) -> Self {
-        Secret {
-            source: Source::Inline,
-            value: value.into(),
-        }
+        Secret { source: Source::Inline, value: value.into() }
     }
 
     /// Reads an `env:NAME` secret from the environment captured at start-up.
@@ -64,10 +61,7 @@ impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         Ok(match s.strip_prefix("env:") {
-            Some(name) if !name.is_empty() => Secret {
-                source: Source::Env(name.to_owned()),
-                value: String::new(),
-            },
+            Some(name) if !name.is_empty() => Secret { source: Source::Env(name.to_owned()), value: String::new() },
             _ => Secret::inline(s),
         })
     }
@@ -89,9 +83,6 @@ mod tests {
     #[test]
     fn a_missing_env_secret_names_the_variable() {
         let mut s: Secret = serde_json::from_str("\"env:NOPE\"").unwrap();
-        assert_eq!(
-            s.resolve(&HashMap::new()).unwrap_err(),
-            "environment variable NOPE is not set"
-        );
+        assert_eq!(s.resolve(&HashMap::new()).unwrap_err(), "environment variable NOPE is not set");
     }
 }

@@ -28,17 +28,12 @@ impl FromStr for Rate {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let expected = || {
-            format!(
-                "`{s}` is not a rate; write it as N/sec, N/min, N/hour or N/day, for example \"60/min\""
-            )
-        };
+        let expected =
+            || format!("`{s}` is not a rate; write it as N/sec, N/min, N/hour or N/day, for example \"60/min\"");
         let (count, unit) = s.split_once('/').ok_or_else(expected)?;
         let count: u32 = count.trim().parse().map_err(|_| expected())?;
         if count == 0 {
-            return Err(format!(
-                "`{s}`: a rate must allow at least one request; remove the limit instead"
-            ));
+            return Err(format!("`{s}`: a rate must allow at least one request; remove the limit instead"));
         }
         let per = match unit.trim() {
             "s" | "sec" | "second" => Duration::from_secs(1),
@@ -74,11 +69,9 @@ impl FromStr for ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (number, unit) = t.split_at(split);
-        let number: u64 = number.parse().map_err(|_| {
-            format!(
-                "`{s}` is not a byte amount; write for example \"16KiB\", \"1MiB\" or \"20GiB\""
-            )
-        })?;
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("`{s}` is not a byte amount; write for example \"16KiB\", \"1MiB\" or \"20GiB\""))?;
         let factor: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,
@@ -91,21 +84,13 @@ impl FromStr for ByteSize {
                 ));
             }
         };
-        number
-            .checked_mul(factor)
-            .map(ByteSize)
-            .ok_or_else(|| format!("`{s}` is too large"))
+        number.checked_mul(factor).map(ByteSize).ok_or_else(|| format!("`{s}` is too large"))
     }
 }
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [
-            ("TiB", 1 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
+        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         for (unit, size) in UNITS {
             if self.0 >= size && self.0 % size == 0 {
                 return write!(f, "{}{unit}", self.0 / size);
@@ -144,35 +129,16 @@ mod tests {
 
     #[test]
     fn rates_parse_in_every_unit() {
-        assert_eq!(
-            "60/min".parse::<Rate>().unwrap().interval(),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            "10/sec".parse::<Rate>().unwrap().interval(),
-            Duration::from_millis(100)
-        );
-        assert_eq!(
-            "24/day".parse::<Rate>().unwrap().interval(),
-            Duration::from_secs(3600)
-        );
+        assert_eq!("60/min".parse::<Rate>().unwrap().interval(), Duration::from_secs(1));
+        assert_eq!("10/sec".parse::<Rate>().unwrap().interval(), Duration::from_millis(100));
+        assert_eq!("24/day".parse::<Rate>().unwrap().interval(), Duration::from_secs(3600));
         assert_eq!("600/min".parse::<Rate>().unwrap().to_string(), "600/min");
     }
 
     #[test]
     fn bad_rates_say_how_to_write_one() {
-        assert!(
-            "60 per minute"
-                .parse::<Rate>()
-                .unwrap_err()
-                .contains("N/min")
-        );
-        assert!(
-            "0/min"
-                .parse::<Rate>()
-                .unwrap_err()
-                .contains("at least one")
-        );
+        assert!("60 per minute".parse::<Rate>().unwrap_err().contains("N/min"));
+        assert!("0/min".parse::<Rate>().unwrap_err().contains("at least one"));
         assert!("5/week".parse::<Rate>().is_err());
     }
 
@@ -182,11 +148,6 @@ mod tests {
         assert_eq!("20 GiB".parse::<ByteSize>().unwrap(), ByteSize(20 << 30));
         assert_eq!("512".parse::<ByteSize>().unwrap(), ByteSize(512));
         assert_eq!(ByteSize(1 << 20).to_string(), "1MiB");
-        assert!(
-            "10MB"
-                .parse::<ByteSize>()
-                .unwrap_err()
-                .contains("binary units")
-        );
+        assert!("10MB".parse::<ByteSize>().unwrap_err().contains("binary units"));
     }
 }

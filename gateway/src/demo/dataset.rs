@@ -101,19 +101,11 @@ fn generate(dir: &Path) -> std::io::Result<()> {
     for (code, name) in REGIONS {
         writeln!(regions, "{code},{name}")?;
     }
-    regions
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
+    regions.into_inner().map_err(|e| e.into_error())?.sync_all()?;
 
-    let mut hourly =
-        BufWriter::with_capacity(1 << 20, File::create(dir.join("grid-hourly.csv.tmp"))?);
-    let mut daily =
-        BufWriter::with_capacity(1 << 20, File::create(dir.join("grid-daily.jsonl.tmp"))?);
-    writeln!(
-        hourly,
-        "timestamp,region,demand_mw,solar_mw,wind_mw,co2_g_per_kwh"
-    )?;
+    let mut hourly = BufWriter::with_capacity(1 << 20, File::create(dir.join("grid-hourly.csv.tmp"))?);
+    let mut daily = BufWriter::with_capacity(1 << 20, File::create(dir.join("grid-daily.jsonl.tmp"))?);
+    writeln!(hourly, "timestamp,region,demand_mw,solar_mw,wind_mw,co2_g_per_kwh")?;
     let mut noise = Noise(0x00C0_FFEE);
     let first_day = days_from_civil(YEARS.0, 1, 1);
     let last_day = days_from_civil(YEARS.1, 12, 31);
@@ -125,20 +117,12 @@ fn generate(dir: &Path) -> std::io::Result<()> {
             let (mut dem, mut sol, mut win, mut co2) = (0u64, 0u64, 0u64, 0u64);
             for h in 0..24u64 {
                 let daytime = h.abs_diff(13);
-                let demand =
-                    base + 40 * season + 30 * (12u64.saturating_sub(daytime)) + noise.below(120);
-                let solar = if daytime < 7 {
-                    (7 - daytime) * (90 - 10 * season) + noise.below(40)
-                } else {
-                    0
-                };
+                let demand = base + 40 * season + 30 * (12u64.saturating_sub(daytime)) + noise.below(120);
+                let solar = if daytime < 7 { (7 - daytime) * (90 - 10 * season) + noise.below(40) } else { 0 };
                 let wind = 50 + 30 * season + noise.below(400);
                 let clean = (solar + wind).min(demand);
                 let carbon = 60 + 380 * (demand - clean) / demand + noise.below(20);
-                writeln!(
-                    hourly,
-                    "{y:04}-{m:02}-{d:02}T{h:02}:00Z,{code},{demand},{solar},{wind},{carbon}"
-                )?;
+                writeln!(hourly, "{y:04}-{m:02}-{d:02}T{h:02}:00Z,{code},{demand},{solar},{wind},{carbon}")?;
                 dem += demand;
                 sol += solar;
                 win += wind;
@@ -157,10 +141,7 @@ fn generate(dir: &Path) -> std::io::Result<()> {
         }
     }
     for (writer, name) in [(hourly, "grid-hourly.csv"), (daily, "grid-daily.jsonl")] {
-        writer
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .sync_all()?;
+        writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         fs::rename(dir.join(format!("{name}.tmp")), dir.join(name))?;
     }
     fs::rename(dir.join("regions.csv.tmp"), dir.join("regions.csv"))?;
@@ -170,9 +151,7 @@ fn generate(dir: &Path) -> std::io::Result<()> {
 /// Reads the daily rows back for the query API.
 pub fn load_daily(dir: &Path) -> std::io::Result<Vec<DailyRow>> {
     let text = fs::read_to_string(dir.join("grid-daily.jsonl"))?;
-    text.lines()
-        .map(|l| serde_json::from_str(l).map_err(std::io::Error::other))
-        .collect()
+    text.lines().map(|l| serde_json::from_str(l).map_err(std::io::Error::other)).collect()
 }
 
 // Calendar arithmetic from Howard Hinnant's public-domain date algorithms: the
@@ -207,9 +186,6 @@ mod tests {
     fn calendar_round_trips() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
-        assert_eq!(
-            civil_from_days(days_from_civil(2016, 12, 31) + 1),
-            (2017, 1, 1)
-        );
+        assert_eq!(civil_from_days(days_from_civil(2016, 12, 31) + 1), (2017, 1, 1));
     }
 }

@@ -41,19 +41,12 @@ impl DemoUpstream {
     /// Loads the dataset in `dir` (see [`dataset::ensure`]).
     pub fn load(dir: PathBuf) -> std::io::Result<Self> {
         let daily = dataset::load_daily(&dir)?;
-        let regions: Vec<_> = REGIONS
-            .iter()
-            .map(|(code, name)| serde_json::json!({ "region": code, "name": name }))
-            .collect();
+        let regions: Vec<_> =
+            REGIONS.iter().map(|(code, name)| serde_json::json!({ "region": code, "name": name })).collect();
         let regions_json = serde_json::to_vec(&serde_json::json!({ "regions": regions }))?.into();
         let mut files = hyper_staticfile::Static::new(dir.clone());
         files.cache_headers(Some(3600));
-        Ok(DemoUpstream {
-            dir,
-            files,
-            daily,
-            regions_json,
-        })
+        Ok(DemoUpstream { dir, files, daily, regions_json })
     }
 
     /// Serves on `listener` until the task is dropped.
@@ -78,20 +71,14 @@ impl DemoUpstream {
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                serde_json::json!({ "error": "only GET and HEAD" }),
-            );
+            return json(StatusCode::METHOD_NOT_ALLOWED, serde_json::json!({ "error": "only GET and HEAD" }));
         }
         let path = req.uri().path().to_owned();
         match path.as_str() {
             "/files" | "/files/" => self.catalog(),
             "/api/v1/regions" => {
                 let mut resp = Response::new(body::full(self.regions_json.clone()));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 resp
             }
             "/api/v1/daily" => self.daily(req.uri().query().unwrap_or("")),
@@ -103,18 +90,8 @@ impl DemoUpstream {
                 let (mut parts, body) = req.into_parts();
                 parts.uri = p.trim_start_matches("/files").parse().unwrap_or_default();
                 let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
-                match self
-                    .files
-                    .clone()
-                    .serve(Request::from_parts(parts, body))
-                    .await
-                {
-                    Ok(resp)
-                        if not_modified(
-                            if_none_match.as_ref(),
-                            resp.headers().get(header::ETAG),
-                        ) =>
-                    {
+                match self.files.clone().serve(Request::from_parts(parts, body)).await {
+                    Ok(resp) if not_modified(if_none_match.as_ref(), resp.headers().get(header::ETAG)) => {
                         // hyper-staticfile answers If-Modified-Since but not If-None-Match;
                         // a client holding the current ETag must not download the file again.
                         let mut nm = Response::new(body::empty());
@@ -127,16 +104,10 @@ impl DemoUpstream {
                         nm
                     }
                     Ok(resp) => resp.map(body::boxed),
-                    Err(e) => json(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        serde_json::json!({ "error": e.to_string() }),
-                    ),
+                    Err(e) => json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({ "error": e.to_string() })),
                 }
             }
-            _ => json(
-                StatusCode::NOT_FOUND,
-                serde_json::json!({ "error": "not found", "see": "/api/v1" }),
-            ),
+            _ => json(StatusCode::NOT_FOUND, serde_json::json!({ "error": "not found", "see": "/api/v1" })),
         }
     }
 
@@ -176,15 +147,11 @@ impl DemoUpstream {
                 "cursor" => match v.parse() {
                     Ok(n) => cursor = n,
                     Err(_) => {
-                        return bad_request(
-                            "cursor must be the value of `next_cursor` from a previous page".into(),
-                        );
+                        return bad_request("cursor must be the value of `next_cursor` from a previous page".into());
                     }
                 },
                 other => {
-                    return bad_request(format!(
-                        "unknown parameter `{other}`; use region, from, to, limit, cursor"
-                    ));
+                    return bad_request(format!("unknown parameter `{other}`; use region, from, to, limit, cursor"));
                 }
             }
         }
@@ -219,32 +186,21 @@ impl DemoUpstream {
 
 /// Weak comparison of `If-None-Match` against the current ETag (RFC 9110 §13.1.2).
 fn not_modified(if_none_match: Option<&HeaderValue>, etag: Option<&HeaderValue>) -> bool {
-    let (Some(inm), Some(etag)) = (
-        if_none_match.and_then(|v| v.to_str().ok()),
-        etag.and_then(|v| v.to_str().ok()),
-    ) else {
+    let (Some(inm), Some(etag)) = (if_none_match.and_then(|v| v.to_str().ok()), etag.and_then(|v| v.to_str().ok()))
+    else {
         return false;
     };
     let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-    inm.trim() == "*"
-        || inm
-            .split(',')
-            .any(|candidate| opaque(candidate) == opaque(etag))
+    inm.trim() == "*" || inm.split(',').any(|candidate| opaque(candidate) == opaque(etag))
 }
 
 fn bad_request(detail: String) -> Response<Body> {
-    json(
-        StatusCode::BAD_REQUEST,
-        serde_json::json!({ "error": detail }),
-    )
+    json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": detail }))
 }
 
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(body::full(serde_json::to_vec(&value).unwrap_or_default()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }

@@ -53,13 +53,7 @@ pub struct Policy<C: Clock = DefaultClock> {
 
 impl Policy<DefaultClock> {
     /// A policy on the real clock.
-    pub fn new(
-        name: &str,
-        tier: Arc<str>,
-        rate: Rate,
-        burst: Option<u32>,
-        routes: Option<Vec<String>>,
-    ) -> Self {
+    pub fn new(name: &str, tier: Arc<str>, rate: Rate, burst: Option<u32>, routes: Option<Vec<String>>) -> Self {
         Self::with_clock(name, tier, rate, burst, routes, DefaultClock::default())
     }
 }
@@ -79,17 +73,8 @@ impl<C: Clock> Policy<C> {
         let quota = Quota::with_period(interval)
             .expect("interval is non-zero")
             .allow_burst(NonZeroU32::new(burst).expect("burst is at least 1"));
-        let limiter = RateLimiter::dashmap_with_clock(quota, clock)
-            .with_middleware::<StateInformationMiddleware>();
-        Policy {
-            name: Arc::from(name),
-            tier,
-            burst,
-            window: interval * burst,
-            interval,
-            routes,
-            limiter,
-        }
+        let limiter = RateLimiter::dashmap_with_clock(quota, clock).with_middleware::<StateInformationMiddleware>();
+        Policy { name: Arc::from(name), tier, burst, window: interval * burst, interval, routes, limiter }
     }
 
     /// Counts one request of `key` and says whether it is admitted.
@@ -97,14 +82,9 @@ impl<C: Clock> Policy<C> {
         match self.limiter.check_key(key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
-                Verdict::Allowed {
-                    remaining,
-                    reset: self.interval * (self.burst - remaining.min(self.burst)),
-                }
+                Verdict::Allowed { remaining, reset: self.interval * (self.burst - remaining.min(self.burst)) }
             }
-            Err(not_until) => Verdict::Limited {
-                retry_after: not_until.wait_time_from(self.limiter.clock().now()),
-            },
+            Err(not_until) => Verdict::Limited { retry_after: not_until.wait_time_from(self.limiter.clock().now()) },
         }
     }
 
@@ -132,14 +112,7 @@ mod tests {
     }
 
     fn policy(clock: &FakeRelativeClock) -> Policy<FakeRelativeClock> {
-        Policy::with_clock(
-            "burst",
-            Arc::from("anonymous"),
-            "60/min".parse().unwrap(),
-            Some(3),
-            None,
-            clock.clone(),
-        )
+        Policy::with_clock("burst", Arc::from("anonymous"), "60/min".parse().unwrap(), Some(3), None, clock.clone())
     }
 
     #[test]
@@ -147,30 +120,14 @@ mod tests {
         let clock = FakeRelativeClock::default();
         let p = policy(&clock);
         for left in [2, 1, 0] {
-            assert!(
-                matches!(p.check(&key(1)), Verdict::Allowed { remaining, .. } if remaining == left)
-            );
+            assert!(matches!(p.check(&key(1)), Verdict::Allowed { remaining, .. } if remaining == left));
         }
-        assert_eq!(
-            p.check(&key(1)),
-            Verdict::Limited {
-                retry_after: Duration::from_secs(1)
-            }
-        );
+        assert_eq!(p.check(&key(1)), Verdict::Limited { retry_after: Duration::from_secs(1) });
         clock.advance(Duration::from_secs(1));
-        assert!(matches!(
-            p.check(&key(1)),
-            Verdict::Allowed { remaining: 0, .. }
-        ));
+        assert!(matches!(p.check(&key(1)), Verdict::Allowed { remaining: 0, .. }));
         // Other callers and the other route kind are counted apart.
-        assert!(matches!(
-            p.check(&key(2)),
-            Verdict::Allowed { remaining: 2, .. }
-        ));
-        assert!(matches!(
-            p.check(&(key(1).0, RouteKind::Bulk)),
-            Verdict::Allowed { remaining: 2, .. }
-        ));
+        assert!(matches!(p.check(&key(2)), Verdict::Allowed { remaining: 2, .. }));
+        assert!(matches!(p.check(&(key(1).0, RouteKind::Bulk)), Verdict::Allowed { remaining: 2, .. }));
     }
 
     #[test]

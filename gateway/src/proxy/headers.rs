@@ -64,18 +64,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    let trusted_proto = f
-        .peer_trusted
-        .then(|| headers.get(&X_FORWARDED_PROTO).cloned())
-        .flatten();
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        trusted_proto.unwrap_or(HeaderValue::from_static(f.proto)),
-    );
-    let trusted_host = f
-        .peer_trusted
-        .then(|| headers.get(&X_FORWARDED_HOST).cloned())
-        .flatten();
+    let trusted_proto = f.peer_trusted.then(|| headers.get(&X_FORWARDED_PROTO).cloned()).flatten();
+    headers.insert(X_FORWARDED_PROTO.clone(), trusted_proto.unwrap_or(HeaderValue::from_static(f.proto)));
+    let trusted_host = f.peer_trusted.then(|| headers.get(&X_FORWARDED_HOST).cloned()).flatten();
     match trusted_host.or_else(|| f.host.cloned()) {
         Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
         None => headers.remove(&X_FORWARDED_HOST),
@@ -101,10 +92,7 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_those_named_by_connection_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            "keep-alive, x-secret-hop".parse().unwrap(),
-        );
+        h.insert(header::CONNECTION, "keep-alive, x-secret-hop".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("x-secret-hop", "1".parse().unwrap());
         h.insert(header::TE, "trailers".parse().unwrap());
@@ -121,38 +109,17 @@ mod tests {
         h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
         h.insert("x-forwarded-proto", "https".parse().unwrap());
         let peer: IpAddr = "203.0.113.5".parse().unwrap();
-        set_forwarded(
-            &mut h,
-            &Forwarded {
-                client: peer,
-                peer,
-                peer_trusted: false,
-                proto: "http",
-                host: Some(&host),
-            },
-        );
+        set_forwarded(&mut h, &Forwarded { client: peer, peer, peer_trusted: false, proto: "http", host: Some(&host) });
         assert_eq!(h["x-forwarded-for"], "203.0.113.5");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "data.example");
-        assert_eq!(
-            h["forwarded"],
-            "for=203.0.113.5;proto=http;host=\"data.example\""
-        );
+        assert_eq!(h["forwarded"], "for=203.0.113.5;proto=http;host=\"data.example\"");
 
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "198.51.100.7".parse().unwrap());
         let lb: IpAddr = "10.0.0.2".parse().unwrap();
         let client: IpAddr = "198.51.100.7".parse().unwrap();
-        set_forwarded(
-            &mut h,
-            &Forwarded {
-                client,
-                peer: lb,
-                peer_trusted: true,
-                proto: "http",
-                host: None,
-            },
-        );
+        set_forwarded(&mut h, &Forwarded { client, peer: lb, peer_trusted: true, proto: "http", host: None });
         assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.0.0.2");
         assert_eq!(h["forwarded"], "for=198.51.100.7;proto=http");
     }

@@ -36,11 +36,7 @@ pin_project! {
 impl<B> IdleTimeout<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, timeout: Duration) -> Self {
-        IdleTimeout {
-            inner,
-            sleep: None,
-            timeout,
-        }
+        IdleTimeout { inner, sleep: None, timeout }
     }
 }
 
@@ -52,10 +48,7 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
@@ -67,9 +60,7 @@ where
                     this.sleep.set(Some(sleep(*this.timeout)));
                 }
                 match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
-                    Some(Poll::Ready(())) => {
-                        Poll::Ready(Some(Err(Box::new(Stalled(*this.timeout)))))
-                    }
+                    Some(Poll::Ready(())) => Poll::Ready(Some(Err(Box::new(Stalled(*this.timeout))))),
                     _ => Poll::Pending,
                 }
             }
@@ -98,22 +89,15 @@ mod tests {
                 return None;
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
-            Some((
-                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"x"))),
-                n + 1,
-            ))
+            Some((Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"x"))), n + 1))
         });
         let body = IdleTimeout::new(StreamBody::new(frames), Duration::from_secs(10));
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 2);
 
         // A body that never produces anything is cut after the timeout.
-        let stalled = StreamBody::new(futures_util::stream::pending::<
-            Result<Frame<Bytes>, std::convert::Infallible>,
-        >());
-        let err = IdleTimeout::new(stalled, Duration::from_secs(10))
-            .collect()
-            .await
-            .unwrap_err();
+        let stalled =
+            StreamBody::new(futures_util::stream::pending::<Result<Frame<Bytes>, std::convert::Infallible>>());
+        let err = IdleTimeout::new(stalled, Duration::from_secs(10)).collect().await.unwrap_err();
         assert!(err.is::<Stalled>());
     }
 }

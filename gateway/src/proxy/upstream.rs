@@ -55,29 +55,17 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// Builds a route's upstream; the config is already validated.
-    pub fn from_config(
-        route: Arc<str>,
-        rc: &RouteConfig,
-        proxy: &ProxyConfig,
-    ) -> Result<Self, Error> {
+    pub fn from_config(route: Arc<str>, rc: &RouteConfig, proxy: &ProxyConfig) -> Result<Self, Error> {
         let url = &rc.upstream;
-        let host = url
-            .host_str()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
         let authority = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
         };
         let tls = if url.scheme() == "https" {
-            let name = ServerName::try_from(host.clone()).map_err(|e| {
-                Error::TlsSetup(format!(
-                    "route {route}: `{host}` is not a TLS server name: {e}"
-                ))
-            })?;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| Error::TlsSetup(format!("route {route}: `{host}` is not a TLS server name: {e}")))?;
             Some((TlsConnector::from(Arc::new(client_tls(rc, &route)?)), name))
         } else {
             None
@@ -86,10 +74,7 @@ impl Upstream {
             .upstream_headers
             .iter()
             .filter_map(|(k, v)| {
-                Some((
-                    HeaderName::from_bytes(k.as_bytes()).ok()?,
-                    HeaderValue::from_str(v.expose()).ok()?,
-                ))
+                Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v.expose()).ok()?))
             })
             .map(|(k, mut v)| {
                 v.set_sensitive(true);
@@ -113,22 +98,14 @@ impl Upstream {
         let connecting = async {
             let tcp = TcpStream::connect((self.host.as_str(), self.port))
                 .await
-                .map_err(|source| Error::UpstreamUnreachable {
-                    route: self.route.clone(),
-                    source,
-                })?;
+                .map_err(|source| Error::UpstreamUnreachable { route: self.route.clone(), source })?;
             tracing::debug!(route = %self.route, "opening an upstream connection");
             // Small responses must not wait for Nagle.
             let _ = tcp.set_nodelay(true);
-            let handshake = |e: hyper::Error| Error::UpstreamFailed {
-                route: self.route.clone(),
-                source: e.into(),
-            };
+            let handshake = |e: hyper::Error| Error::UpstreamFailed { route: self.route.clone(), source: e.into() };
             let sender = match &self.tls {
                 None => {
-                    let (sender, conn) = http1::handshake(TokioIo::new(tcp))
-                        .await
-                        .map_err(handshake)?;
+                    let (sender, conn) = http1::handshake(TokioIo::new(tcp)).await.map_err(handshake)?;
                     tokio::spawn(drive(conn));
                     sender
                 }
@@ -136,13 +113,8 @@ impl Upstream {
                     let stream = connector
                         .connect(name.clone(), tcp)
                         .await
-                        .map_err(|source| Error::UpstreamUnreachable {
-                            route: self.route.clone(),
-                            source,
-                        })?;
-                    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(handshake)?;
+                        .map_err(|source| Error::UpstreamUnreachable { route: self.route.clone(), source })?;
+                    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(handshake)?;
                     tokio::spawn(drive(conn));
                     sender
                 }
@@ -151,12 +123,7 @@ impl Upstream {
         };
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
-            .unwrap_or_else(|_| {
-                Err(Error::UpstreamTimeout {
-                    route: self.route.clone(),
-                    phase: "connect",
-                })
-            })
+            .unwrap_or_else(|_| Err(Error::UpstreamTimeout { route: self.route.clone(), phase: "connect" }))
     }
 }
 
@@ -173,25 +140,14 @@ fn client_tls(rc: &RouteConfig, route: &str) -> Result<rustls::ClientConfig, Err
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &rc.upstream_ca {
         use rustls_pki_types::pem::PemObject;
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
-            Error::TlsSetup(format!(
-                "route {route}: upstream_ca {}: {e}",
-                path.display()
-            ))
-        })?;
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| Error::TlsSetup(format!("route {route}: upstream_ca {}: {e}", path.display())))?;
         for cert in certs {
-            let cert = cert.map_err(|e| {
-                Error::TlsSetup(format!(
-                    "route {route}: upstream_ca {}: {e}",
-                    path.display()
-                ))
-            })?;
-            roots.add(cert).map_err(|e| {
-                Error::TlsSetup(format!(
-                    "route {route}: upstream_ca {}: {e}",
-                    path.display()
-                ))
-            })?;
+            let cert =
+                cert.map_err(|e| Error::TlsSetup(format!("route {route}: upstream_ca {}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::TlsSetup(format!("route {route}: upstream_ca {}: {e}", path.display())))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -225,33 +181,22 @@ impl ConnPool {
         loop {
             let idle = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                idle.iter()
-                    .position(|(r, _)| *r == route)
-                    .map(|i| idle.swap_remove(i).1)
+                idle.iter().position(|(r, _)| *r == route).map(|i| idle.swap_remove(i).1)
             };
             let Some(mut sender) = idle else { break };
             // The previous response has ended, so this resolves at once unless the
             // upstream closed the connection meanwhile; then try the next one.
             if sender.ready().await.is_ok() {
-                return Ok(Checkout {
-                    sender,
-                    reused: true,
-                });
+                return Ok(Checkout { sender, reused: true });
             }
         }
-        Ok(Checkout {
-            sender: upstream.connect().await?,
-            reused: false,
-        })
+        Ok(Checkout { sender: upstream.connect().await?, reused: false })
     }
 
     /// Returns a connection whose response body has been read to the end.
     pub fn give_back(&self, route: u16, sender: SendRequest<Body>) {
         if !sender.is_closed() {
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((route, sender));
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((route, sender));
         }
     }
 
@@ -265,10 +210,7 @@ impl ConnPool {
         req: Request<Body>,
     ) -> Result<(SendRequest<Body>, Response<Incoming>), Error> {
         let Checkout { mut sender, reused } = self.checkout(route, upstream).await?;
-        let failed = |e: hyper::Error| Error::UpstreamFailed {
-            route: upstream.route.clone(),
-            source: e.into(),
-        };
+        let failed = |e: hyper::Error| Error::UpstreamFailed { route: upstream.route.clone(), source: e.into() };
         match sender.try_send_request(req).await {
             Ok(resp) => Ok((sender, resp)),
             Err(mut e) => match e.take_message() {

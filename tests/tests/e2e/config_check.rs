@@ -43,32 +43,19 @@ fn a_good_config_passes() {
 fn a_broken_config_names_every_bad_key_with_its_line() {
     let text = GOOD
         .replace(r#"rate = "60/min""#, r#"rate = "60 per minute""#)
-        .replace(
-            "kind = \"bulk\"",
-            "kind = \"bulk\"\nupstream_timeout = \"5s\"",
-        );
+        .replace("kind = \"bulk\"", "kind = \"bulk\"\nupstream_timeout = \"5s\"");
     let (ok, _, err) = check(&text, &[]);
     assert!(!ok);
     assert!(err.contains("2 problem(s)"), "{err}");
-    assert!(
-        err.contains("tiers.anonymous.limits[0].rate (line 4)"),
-        "{err}"
-    );
-    assert!(
-        err.contains("N/min"),
-        "the message says how to write a rate: {err}"
-    );
-    assert!(
-        err.contains("routes[0].upstream_timeout (line 11): unknown field"),
-        "{err}"
-    );
+    assert!(err.contains("tiers.anonymous.limits[0].rate (line 4)"), "{err}");
+    assert!(err.contains("N/min"), "the message says how to write a rate: {err}");
+    assert!(err.contains("routes[0].upstream_timeout (line 11): unknown field"), "{err}");
 }
 
 #[test]
 fn references_between_keys_are_checked() {
-    let text = GOOD
-        .replace("min_tier = \"anonymous\"", "min_tier = \"gold\"")
-        .replace("[tiers.anonymous]", "[tiers.free]");
+    let text =
+        GOOD.replace("min_tier = \"anonymous\"", "min_tier = \"gold\"").replace("[tiers.anonymous]", "[tiers.free]");
     let (ok, _, err) = check(&text, &[]);
     assert!(!ok);
     assert!(err.contains("tiers.anonymous: missing"), "{err}");
@@ -94,14 +81,8 @@ fn a_missing_secret_names_the_variable() {
     );
     let (ok, _, err) = check(&text, &[]);
     assert!(!ok);
-    assert!(
-        err.contains("routes[0].upstream_headers.authorization"),
-        "{err}"
-    );
-    assert!(
-        err.contains("environment variable ORIGIN_TOKEN is not set"),
-        "{err}"
-    );
+    assert!(err.contains("routes[0].upstream_headers.authorization"), "{err}");
+    assert!(err.contains("environment variable ORIGIN_TOKEN is not set"), "{err}");
 }
 
 #[test]
@@ -113,28 +94,14 @@ fn a_syntax_error_gives_its_line() {
 
 #[test]
 fn a_missing_file_says_so() {
-    let out = coopgate()
-        .args(["check", "--config", "/nonexistent/coopgate.toml"])
-        .output()
-        .unwrap();
+    let out = coopgate().args(["check", "--config", "/nonexistent/coopgate.toml"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
 }
 
 #[test]
 fn the_example_config_in_deploy_passes() {
-    let example = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/coopgate.example.toml"
-    );
-    let out = coopgate()
-        .args(["check", "--config", example])
-        .env("ORIGIN_TOKEN", "Bearer x")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/coopgate.example.toml");
+    let out = coopgate().args(["check", "--config", example]).env("ORIGIN_TOKEN", "Bearer x").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -15,13 +15,7 @@ fn manifest(dir: &Path) -> serde_json::Value {
 async fn the_demo_serves_open_data_anonymously_with_honest_limits() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let demo = Process::start(&[
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let demo = Process::start(&["demo", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()]);
     demo.wait_for_line("coopgate listening");
     let m = manifest(&data);
 
@@ -36,18 +30,12 @@ async fn the_demo_serves_open_data_anonymously_with_honest_limits() {
     // A resumed download gets exactly the upstream's bytes, with validators.
     let part = get(url, &[("range", "bytes=1000-1999")]).await;
     assert_eq!(part.status, 206);
-    assert_eq!(
-        part.header("content-range"),
-        format!("bytes 1000-1999/{}", on_disk.len())
-    );
+    assert_eq!(part.header("content-range"), format!("bytes 1000-1999/{}", on_disk.len()));
     assert_eq!(&part.body[..], &on_disk[1000..2000]);
     let etag = part.header("etag").to_owned();
     assert!(part.headers.contains_key("last-modified"));
     let again = get(url, &[("if-none-match", &etag)]).await;
-    assert_eq!(
-        again.status, 304,
-        "a client with a fresh copy downloads nothing"
-    );
+    assert_eq!(again.status, 304, "a client with a fresh copy downloads nothing");
 
     // The query API filters and paginates the same rows as grid-daily.jsonl.
     let q = m["query_api"].as_str().unwrap();
@@ -58,11 +46,7 @@ async fn the_demo_serves_open_data_anonymously_with_honest_limits() {
     assert_eq!(doc["rows"][0]["region"], "north");
     assert_eq!(doc["rows"][0]["date"], "2024-01-01");
     let next = doc["next_cursor"].as_str().unwrap();
-    let page2 = get(
-        &format!("{q}?region=north&from=2024-01-01&limit=2&cursor={next}"),
-        &[],
-    )
-    .await;
+    let page2 = get(&format!("{q}?region=north&from=2024-01-01&limit=2&cursor={next}"), &[]).await;
     assert_eq!(page2.json()["rows"][0]["date"], "2024-01-03");
     let bad = get(&format!("{q}?region=atlantis"), &[]).await;
     assert_eq!(bad.status, 400);
@@ -80,37 +64,18 @@ async fn the_demo_serves_open_data_anonymously_with_honest_limits() {
     assert!(statuses.contains(&429), "{statuses:?}");
     let limited = get(regions, &[]).await;
     assert_problem(&limited, 429, "rate-limited");
-    assert!(
-        limited
-            .header("ratelimit-policy")
-            .contains(r#""burst";q=20"#)
-    );
-    assert_eq!(
-        limited.header("ratelimit"),
-        format!(r#""burst";r=0;t={}"#, limited.header("retry-after"))
-    );
+    assert!(limited.header("ratelimit-policy").contains(r#""burst";q=20"#));
+    assert_eq!(limited.header("ratelimit"), format!(r#""burst";r=0;t={}"#, limited.header("retry-after")));
 
     let health = get(m["healthz"].as_str().unwrap(), &[]).await;
     assert_eq!(health.status, 200);
     drop(demo);
 
     // A second run reuses the data folder instead of generating it again.
-    let before = std::fs::metadata(data.join("datasets/grid-hourly.csv"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    let demo = Process::start(&[
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let before = std::fs::metadata(data.join("datasets/grid-hourly.csv")).unwrap().modified().unwrap();
+    let demo = Process::start(&["demo", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()]);
     demo.wait_for_line("coopgate listening");
-    let after = std::fs::metadata(data.join("datasets/grid-hourly.csv"))
-        .unwrap()
-        .modified()
-        .unwrap();
+    let after = std::fs::metadata(data.join("datasets/grid-hourly.csv")).unwrap().modified().unwrap();
     assert_eq!(before, after);
     let m2 = manifest(&data);
     assert_eq!(get(m2["healthz"].as_str().unwrap(), &[]).await.status, 200);

@@ -20,20 +20,14 @@ async fn an_unknown_path_is_a_404_problem() {
 #[tokio::test]
 async fn a_refused_upstream_is_a_502_problem() {
     // Take a free port, then free it again, so that nothing listens there.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let gw = gateway(config(closed)).await;
     let got = get(&gw.url("/api/x"), &[]).await;
     let doc = assert_problem(&got, 502, "upstream-unreachable");
     assert!(doc["detail"].as_str().unwrap().contains("route api"));
     let metrics = get(&gw.url("/metrics"), &[]).await;
     let text = String::from_utf8_lossy(&metrics.body);
-    assert!(
-        text.contains(r#"coopgate_upstream_errors_total{route="api",kind="unreachable"} 1"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"coopgate_upstream_errors_total{route="api",kind="unreachable"} 1"#), "{text}");
 }
 
 #[tokio::test]
@@ -64,11 +58,7 @@ async fn a_slow_upstream_is_a_504_problem() {
     let mut cfg = config(up.addr);
     cfg.proxy.response_timeout = Duration::from_millis(200);
     let gw = gateway(cfg).await;
-    let doc = assert_problem(
-        &get(&gw.url("/api/slow"), &[]).await,
-        504,
-        "upstream-timeout",
-    );
+    let doc = assert_problem(&get(&gw.url("/api/slow"), &[]).await, 504, "upstream-timeout");
     assert!(doc["detail"].as_str().unwrap().contains("respond"));
 }
 
@@ -76,9 +66,7 @@ async fn a_slow_upstream_is_a_504_problem() {
 async fn a_declared_oversized_body_is_a_413_problem() {
     let up = echo_upstream().await;
     let gw = gateway(config(up.addr)).await;
-    let req = Request::post(gw.url("/api/upload"))
-        .body(Full::new(Bytes::from(vec![0u8; 2 << 20])))
-        .unwrap();
+    let req = Request::post(gw.url("/api/upload")).body(Full::new(Bytes::from(vec![0u8; 2 << 20]))).unwrap();
     assert_problem(&send(req).await, 413, "payload-too-large");
 }
 
@@ -87,15 +75,11 @@ async fn a_chunked_body_that_grows_too_large_is_a_413_problem() {
     let up = echo_upstream().await;
     let gw = gateway(config(up.addr)).await;
     // No Content-Length: the limit can only be noticed while streaming.
-    let chunks = (0..40).map(|_| {
-        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![0u8; 64 << 10])))
-    });
+    let chunks =
+        (0..40).map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![0u8; 64 << 10]))));
     let body = StreamBody::new(futures_util::stream::iter(chunks));
     let req = Request::post(gw.url("/api/upload")).body(body).unwrap();
-    let resp = coopgate_tests::streaming_client()
-        .request(req)
-        .await
-        .unwrap();
+    let resp = coopgate_tests::streaming_client().request(req).await.unwrap();
     assert_eq!(resp.status(), 413);
 }
 
@@ -112,29 +96,15 @@ async fn oversized_headers_are_a_431_problem() {
 async fn a_credential_the_gateway_does_not_know_is_a_401_not_anonymous_access() {
     let up = echo_upstream().await;
     let gw = gateway(config(up.addr)).await;
-    assert_problem(
-        &get(&gw.url("/api/"), &[("authorization", "Bearer cg_made_up")]).await,
-        401,
-        "invalid-credential",
-    );
-    assert_problem(
-        &get(&gw.url("/api/"), &[("x-api-key", "cg_made_up")]).await,
-        401,
-        "invalid-credential",
-    );
+    assert_problem(&get(&gw.url("/api/"), &[("authorization", "Bearer cg_made_up")]).await, 401, "invalid-credential");
+    assert_problem(&get(&gw.url("/api/"), &[("x-api-key", "cg_made_up")]).await, 401, "invalid-credential");
 }
 
 #[tokio::test]
 async fn a_route_above_the_callers_tier_is_a_403_problem() {
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
-    cfg.tiers.insert(
-        "member".into(),
-        coopgate::config::TierConfig {
-            rank: 20,
-            limits: vec![],
-        },
-    );
+    cfg.tiers.insert("member".into(), coopgate::config::TierConfig { rank: 20, limits: vec![] });
     cfg.routes[0].min_tier = "member".into();
     let gw = gateway(cfg).await;
     let doc = assert_problem(&get(&gw.url("/api/early"), &[]).await, 403, "tier-too-low");
@@ -149,20 +119,13 @@ async fn metrics_are_served_only_to_allowed_peers() {
     let got = get(&gw.url("/metrics"), &[]).await;
     assert_eq!(got.status, 200);
     let text = String::from_utf8_lossy(&got.body);
-    assert!(
-        text.contains(r#"coopgate_requests_total{route="api",status="200",tier="anonymous"} 1"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"coopgate_requests_total{route="api",status="200",tier="anonymous"} 1"#), "{text}");
     assert!(text.contains("coopgate_request_duration_seconds_bucket"));
 
     let mut cfg = config(up.addr);
     cfg.server.metrics_allow = vec!["10.0.0.0/8".parse().unwrap()];
     let gw = gateway(cfg).await;
-    assert_problem(
-        &get(&gw.url("/metrics"), &[("x-forwarded-for", "10.0.0.1")]).await,
-        403,
-        "forbidden",
-    );
+    assert_problem(&get(&gw.url("/metrics"), &[("x-forwarded-for", "10.0.0.1")]).await, 403, "forbidden");
 }
 
 #[tokio::test]
@@ -177,9 +140,7 @@ async fn health_and_readiness_answer_without_a_route() {
 async fn an_upstream_that_stalls_mid_body_is_cut_after_the_idle_timeout() {
     let up = upstream(|_req| async {
         // Half the promised bytes, then silence.
-        let first = futures_util::stream::once(async {
-            Ok(http_body::Frame::data(Bytes::from_static(b"half")))
-        });
+        let first = futures_util::stream::once(async { Ok(http_body::Frame::data(Bytes::from_static(b"half"))) });
         let body = StreamBody::new(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
         let mut resp = http::Response::new(http_body_util::BodyExt::boxed(body));
         resp.headers_mut().insert("content-length", 8.into());
@@ -203,9 +164,7 @@ async fn a_path_that_climbs_out_of_its_route_is_refused() {
     let up = echo_upstream().await;
     let gw = gateway(config(up.addr)).await;
     // /bulk/ maps to the origin's /files/; this would reach the origin's / instead.
-    let got = coopgate_tests::send(
-        Request::get(gw.url("/bulk/%2e%2e/admin")).body(Full::new(Bytes::new())).unwrap(),
-    )
-    .await;
+    let got =
+        coopgate_tests::send(Request::get(gw.url("/bulk/%2e%2e/admin")).body(Full::new(Bytes::new())).unwrap()).await;
     assert_problem(&got, 400, "dot-segments");
 }

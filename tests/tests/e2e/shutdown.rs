@@ -20,35 +20,24 @@ async fn sigterm_lets_an_in_flight_download_finish() {
     let up = upstream(move |_req| {
         let released = released.lock().unwrap().take().expect("one download");
         async move {
-            let first = futures_util::stream::once(async {
-                Ok(http_body::Frame::data(Bytes::from(vec![b'a'; PIECE])))
-            });
+            let first =
+                futures_util::stream::once(async { Ok(http_body::Frame::data(Bytes::from(vec![b'a'; PIECE]))) });
             let rest = futures_util::stream::once(async move {
                 let _ = released.await;
                 Ok(http_body::Frame::data(Bytes::from(vec![b'b'; PIECE])))
             });
             let body: UpBody = StreamBody::new(futures_util::StreamExt::chain(first, rest)).boxed();
             let mut resp = Response::new(body);
-            resp.headers_mut()
-                .insert("content-length", (2 * PIECE).into());
+            resp.headers_mut().insert("content-length", (2 * PIECE).into());
             resp
         }
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut gw, addr) = serve(
-        dir.path(),
-        &coopgate_tests::process_config(up.addr, "shutdown_grace = \"60s\""),
-    );
+    let (mut gw, addr) = serve(dir.path(), &coopgate_tests::process_config(up.addr, "shutdown_grace = \"60s\""));
 
-    let resp = coopgate_tests::client()
-        .get(
-            format!("http://{addr}/bulk/release.parquet")
-                .parse()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp =
+        coopgate_tests::client().get(format!("http://{addr}/bulk/release.parquet").parse().unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
@@ -56,10 +45,7 @@ async fn sigterm_lets_an_in_flight_download_finish() {
 
     gw.signal(15);
     gw.wait_for_line("shutting down");
-    assert!(
-        gw.child.try_wait().unwrap().is_none(),
-        "the gateway waits for the download"
-    );
+    assert!(gw.child.try_wait().unwrap().is_none(), "the gateway waits for the download");
 
     release.send(()).unwrap();
     let mut received = first.len();

@@ -19,9 +19,7 @@ async fn a_multi_gigabyte_download_streams_in_flat_memory() {
         let chunk = chunk.clone();
         async move {
             let n = TOTAL / CHUNK as u64;
-            let frames = futures_util::stream::iter(
-                (0..n).map(move |_| Ok(http_body::Frame::data(chunk.clone()))),
-            );
+            let frames = futures_util::stream::iter((0..n).map(move |_| Ok(http_body::Frame::data(chunk.clone()))));
             let body: UpBody = StreamBody::new(frames).boxed();
             let mut resp = Response::new(body);
             resp.headers_mut().insert("content-length", TOTAL.into());
@@ -32,10 +30,7 @@ async fn a_multi_gigabyte_download_streams_in_flat_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (gw, addr) = serve(dir.path(), &coopgate_tests::process_config(up.addr, ""));
 
-    let resp = coopgate_tests::client()
-        .get(format!("http://{addr}/bulk/huge.bin").parse().unwrap())
-        .await
-        .unwrap();
+    let resp = coopgate_tests::client().get(format!("http://{addr}/bulk/huge.bin").parse().unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-length"], TOTAL.to_string());
     let mut body = resp.into_body();
@@ -47,9 +42,5 @@ async fn a_multi_gigabyte_download_streams_in_flat_memory() {
     // The whole 3 GiB passed through; the gateway's peak memory stays a small,
     // fixed amount (a debug build with two workers). The tight figure is in bench/.
     let peak_mib = gw.peak_rss_kib() / 1024;
-    assert!(
-        peak_mib < 96,
-        "gateway peak RSS {peak_mib} MiB while streaming {} GiB",
-        TOTAL >> 30
-    );
+    assert!(peak_mib < 96, "gateway peak RSS {peak_mib} MiB while streaming {} GiB", TOTAL >> 30);
 }

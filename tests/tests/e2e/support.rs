@@ -58,27 +58,20 @@ impl Process {
             }
             seen.push(line);
         }
-        panic!(
-            "coopgate ended before printing {needle:?}; it printed:\n{}",
-            seen.join("\n")
-        );
+        panic!("coopgate ended before printing {needle:?}; it printed:\n{}", seen.join("\n"));
     }
 
     /// Sends a signal.
     pub fn signal(&self, sig: i32) {
         // SAFETY is not needed: libc::kill through the safe `kill` command instead.
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
+        let status =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("kill runs");
         assert!(status.success());
     }
 
     /// Peak resident memory so far (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))

@@ -23,15 +23,8 @@ fn pki() -> Pki {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    Pki {
-        ca_pem: ca.as_ref().pem(),
-        cert_pem: leaf.pem(),
-        key_pem: leaf_key.serialize_pem(),
-    }
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &ca).unwrap();
+    Pki { ca_pem: ca.as_ref().pem(), cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() }
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -41,9 +34,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 fn client_tls(ca_pem: &str, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-        .unwrap();
+    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -61,10 +52,8 @@ async fn clients_reach_the_gateway_over_https_with_http2() {
     std::fs::write(dir.path().join("key.pem"), &pki.key_pem).unwrap();
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
-    cfg.server.tls = Some(coopgate::config::TlsConfig {
-        cert: dir.path().join("cert.pem"),
-        key: dir.path().join("key.pem"),
-    });
+    cfg.server.tls =
+        Some(coopgate::config::TlsConfig { cert: dir.path().join("cert.pem"), key: dir.path().join("key.pem") });
     let gw = gateway(cfg).await;
 
     let tcp = TcpStream::connect(gw.addr).await.unwrap();
@@ -74,13 +63,10 @@ async fn clients_reach_the_gateway_over_https_with_http2() {
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
-    let req = Request::get(format!("https://localhost:{}/api/hello", gw.addr.port()))
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let req =
+        Request::get(format!("https://localhost:{}/api/hello", gw.addr.port())).body(Empty::<Bytes>::new()).unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -116,13 +102,9 @@ async fn an_https_upstream_is_verified_against_the_routes_ca() {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let svc =
-                    hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(full(format!(
-                            "secure {}",
-                            req.uri().path()
-                        ))))
-                    });
+                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(full(format!("secure {}", req.uri().path()))))
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;
@@ -131,9 +113,7 @@ async fn an_https_upstream_is_verified_against_the_routes_ca() {
     });
 
     let mut cfg = config(origin);
-    cfg.routes[0].upstream = format!("https://localhost:{}/", origin.port())
-        .parse()
-        .unwrap();
+    cfg.routes[0].upstream = format!("https://localhost:{}/", origin.port()).parse().unwrap();
     cfg.routes[0].upstream_ca = Some(dir.path().join("ca.pem"));
     let gw = gateway(cfg.clone()).await;
     let got = coopgate_tests::get(&gw.url("/api/data"), &[]).await;
@@ -143,9 +123,5 @@ async fn an_https_upstream_is_verified_against_the_routes_ca() {
     // Without the CA the origin's certificate is not trusted: 502, not plaintext.
     cfg.routes[0].upstream_ca = None;
     let gw = gateway(cfg).await;
-    coopgate_tests::assert_problem(
-        &coopgate_tests::get(&gw.url("/api/data"), &[]).await,
-        502,
-        "upstream-unreachable",
-    );
+    coopgate_tests::assert_problem(&coopgate_tests::get(&gw.url("/api/data"), &[]).await, 502, "upstream-unreachable");
 }

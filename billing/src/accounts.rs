@@ -1,0 +1,248 @@
+//! Accounts: a person or institution that calls the API, pays, or belongs.
+//!
+//! An account has a normalised, unique email, a tier (a name from the gateway's
+//! config), an optional organisation and an optional Stripe customer id. Emails
+//! are normalised (trimmed, lower-cased) before they are stored or looked up, so
+//! `Ada@Example.org ` and `ada@example.org` are one account.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Error, Store};
+
+/// An account's identifier, `acct_` and 16 random hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct AccountId(String);
+
+impl AccountId {
+    /// A new random id.
+    fn generate() -> Result<Self, Error> {
+        let n = getrandom::u64().map_err(|e| Error::Randomness(e.to_string()))?;
+        Ok(AccountId(format!("acct_{n:016x}")))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for AccountId {
+    fn from(s: String) -> Self {
+        AccountId(s)
+    }
+}
+
+/// One account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Account {
+    /// Its id.
+    pub id: AccountId,
+    /// Normalised email, unique.
+    pub email: String,
+    /// The tier's name.
+    pub tier: String,
+    /// The organisation it belongs to, if any.
+    pub org: Option<String>,
+    /// The Stripe customer, once there is one.
+    pub stripe_customer_id: Option<String>,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Last change, Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// Normalises an email address for storage and lookup, or says why it is not one.
+pub fn normalize_email(raw: &str) -> Result<String, Error> {
+    let email = raw.trim().to_lowercase();
+    let valid = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+                && email.len() <= 254
+        }
+        None => false,
+    };
+    if valid { Ok(email) } else { Err(Error::InvalidEmail(raw.to_owned())) }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+const COLUMNS: &str = "id, email, tier, org, stripe_customer_id, created_at, updated_at";
+
+fn from_row(row: &AnyRow) -> Result<Account, Error> {
+    Ok(Account {
+        id: AccountId(row.try_get("id")?),
+        email: row.try_get("email")?,
+        tier: row.try_get("tier")?,
+        org: row.try_get("org")?,
+        stripe_customer_id: row.try_get("stripe_customer_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// The accounts in a store.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    store: Store,
+}
+
+impl Accounts {
+    /// The accounts of `store`.
+    pub fn new(store: Store) -> Self {
+        Accounts { store }
+    }
+
+    /// Creates an account; fails with [`Error::EmailTaken`] if the email has one.
+    pub async fn create(&self, email: &str, tier: &str, org: Option<&str>) -> Result<Account, Error> {
+        let email = normalize_email(email)?;
+        let now = now_ms();
+        let account = Account {
+            id: AccountId::generate()?,
+            email,
+            tier: tier.to_owned(),
+            org: org.map(str::to_owned),
+            stripe_customer_id: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, email, tier, org, stripe_customer_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(account.id.as_str())
+        .bind(&account.email)
+        .bind(&account.tier)
+        .bind(account.org.as_deref())
+        .bind(None::<String>)
+        .bind(now)
+        .bind(now)
+        .execute(self.store.pool())
+        .await;
+        match inserted {
+            Ok(_) => Ok(account),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::EmailTaken(account.email)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The account with this email, if any.
+    pub async fn by_email(&self, email: &str) -> Result<Option<Account>, Error> {
+        let email = normalize_email(email)?;
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM accounts WHERE email = $1"));
+        let row = sqlx::query(sql).bind(email).fetch_optional(self.store.pool()).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// The account with this id, if any.
+    pub async fn by_id(&self, id: &AccountId) -> Result<Option<Account>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM accounts WHERE id = $1"));
+        let row = sqlx::query(sql).bind(id.as_str()).fetch_optional(self.store.pool()).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Every account, oldest first.
+    pub async fn list(&self) -> Result<Vec<Account>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM accounts ORDER BY created_at, id"));
+        let rows = sqlx::query(sql).fetch_all(self.store.pool()).await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Moves an account to another tier.
+    pub async fn set_tier(&self, id: &AccountId, tier: &str) -> Result<(), Error> {
+        let done = sqlx::query("UPDATE accounts SET tier = $1, updated_at = $2 WHERE id = $3")
+            .bind(tier)
+            .bind(now_ms())
+            .bind(id.as_str())
+            .execute(self.store.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::AccountNotFound(id.to_string()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::stores;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(normalize_email("  Ada@Example.ORG ").unwrap(), "ada@example.org");
+        for bad in [
+            "",
+            "ada",
+            "@example.org",
+            "ada@",
+            "ada@example",
+            "a da@example.org",
+            "ada@@example.org",
+            "ada@example.org.",
+        ] {
+            assert!(matches!(normalize_email(bad), Err(Error::InvalidEmail(_))), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_account_is_found_by_any_spelling_of_its_email() {
+        for (store, _cleanup) in stores().await {
+            let accounts = Accounts::new(store);
+            let made = accounts.create("Ada@Example.org", "registered", Some("Analytical Engines")).await.unwrap();
+            assert!(made.id.as_str().starts_with("acct_"));
+            let found = accounts.by_email(" ada@EXAMPLE.org").await.unwrap().unwrap();
+            assert_eq!(found, made);
+            assert_eq!(accounts.by_id(&made.id).await.unwrap().unwrap().email, "ada@example.org");
+            assert!(accounts.by_email("nobody@example.org").await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_email_has_one_account() {
+        for (store, _cleanup) in stores().await {
+            let accounts = Accounts::new(store);
+            accounts.create("ada@example.org", "registered", None).await.unwrap();
+            let again = accounts.create("ADA@example.org", "sustaining", None).await;
+            assert!(matches!(again, Err(Error::EmailTaken(e)) if e == "ada@example.org"));
+            assert_eq!(accounts.list().await.unwrap().len(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tier_change_is_stored() {
+        for (store, _cleanup) in stores().await {
+            let accounts = Accounts::new(store);
+            let a = accounts.create("grace@example.org", "registered", None).await.unwrap();
+            accounts.set_tier(&a.id, "sustaining").await.unwrap();
+            assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().tier, "sustaining");
+            let missing = accounts.set_tier(&AccountId::from("acct_missing".to_owned()), "x").await;
+            assert!(matches!(missing, Err(Error::AccountNotFound(_))));
+        }
+    }
+
+    #[tokio::test]
+    async fn migrations_can_run_twice() {
+        for (store, _cleanup) in stores().await {
+            store.migrate().await.unwrap();
+        }
+    }
+}

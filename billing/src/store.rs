@@ -1,0 +1,172 @@
+//! The store: one database for accounts (and later usage and the ledger), SQLite
+//! in a file by default and PostgreSQL in production, behind sqlx's
+//! database-neutral driver so that every query is written once.
+//!
+//! This module owns the schema: the migrations in `billing/migrations/` are
+//! embedded in the binary and applied by [`Store::migrate`] (at start and by
+//! `coopgate migrate`). They are written in SQL both databases accept, with
+//! times as Unix milliseconds.
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, SqlSafeStr};
+
+use crate::Error;
+
+/// The migrations, in order. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "accounts", include_str!("../migrations/0001_accounts.sql")),
+    (2, "api keys", include_str!("../migrations/0002_api_keys.sql")),
+];
+
+/// Which database a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// A pool of connections to the store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// The pool every query runs on.
+    pool: AnyPool,
+    /// Which database it is.
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`). For SQLite the file
+    /// and its folder are created when missing.
+    pub async fn connect(url: &str) -> Result<Store, Error> {
+        install_default_drivers();
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let file = path.split('?').next().unwrap_or(path);
+            if let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| Error::Database(sqlx::Error::Io(e)))?;
+            }
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = if path.contains("mode=") { url.to_owned() } else { format!("{url}{sep}mode=rwc") };
+            (Backend::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else {
+            return Err(Error::UnsupportedStore(url.to_owned()));
+        };
+        // SQLite allows one writer at a time; a single connection avoids "database
+        // is locked" under concurrent writes, and SQLite is the small-co-op case.
+        let max = if backend == Backend::Sqlite { 1 } else { 10 };
+        let pool = AnyPoolOptions::new().max_connections(max).connect(&url).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Applies every migration not yet applied.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect();
+        Migrator::with_migrations(migrations).run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+/// Test support: fresh stores on every backend available.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use super::*;
+
+    /// Fresh, migrated stores: SQLite and, when `COOPGATE_TEST_DATABASE_URL` is
+    /// set, one on a fresh PostgreSQL database. Without it the PostgreSQL run is
+    /// skipped with one line, unless `COOPGATE_TEST_REQUIRE_SERVICES=1`.
+    pub async fn stores() -> Vec<(Store, Cleanup)> {
+        let mut out = vec![sqlite().await];
+        match std::env::var("COOPGATE_TEST_DATABASE_URL") {
+            Ok(base) => out.push(fresh_postgres(&base).await),
+            Err(_) if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+                panic!("COOPGATE_TEST_DATABASE_URL is not set but COOPGATE_TEST_REQUIRE_SERVICES=1")
+            }
+            Err(_) => {
+                // Straight to stderr, past the test harness's capture, and once per run.
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "store tests did not run on PostgreSQL: COOPGATE_TEST_DATABASE_URL is not set"
+                    );
+                });
+            }
+        }
+        out
+    }
+
+    /// A fresh, migrated SQLite store in a temporary folder.
+    pub async fn sqlite() -> (Store, Cleanup) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sqlite =
+            Store::connect(&format!("sqlite://{}", dir.path().join("test.db").display())).await.expect("sqlite");
+        sqlite.migrate().await.expect("migrate sqlite");
+        (sqlite, Cleanup::Dir(dir))
+    }
+
+    /// Removes a test's database when the test ends.
+    pub enum Cleanup {
+        /// The SQLite file's folder.
+        Dir(#[allow(dead_code)] tempfile::TempDir),
+        /// A PostgreSQL database to drop, with the URL to drop it from.
+        Postgres { admin_url: String, name: String },
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            if let Cleanup::Postgres { admin_url, name } = self {
+                let (url, sql) = (admin_url.clone(), format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                // Drop runs outside async; a throwaway runtime on its own thread does the work.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    rt.block_on(async {
+                        if let Ok(admin) = Store::connect(&url).await {
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(admin.pool()).await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+
+    /// Creates a uniquely named database next to `base` and connects to it.
+    async fn fresh_postgres(base: &str) -> (Store, Cleanup) {
+        let admin = Store::connect(base).await.expect("PostgreSQL at COOPGATE_TEST_DATABASE_URL answers");
+        let name = format!("coopgate_test_{:016x}", getrandom::u64().expect("randomness"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(admin.pool())
+            .await
+            .expect("create db");
+        let url = match base.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("COOPGATE_TEST_DATABASE_URL needs a /database part"),
+        };
+        let store = Store::connect(&url).await.expect("connect fresh db");
+        store.migrate().await.expect("migrate postgres");
+        (store, Cleanup::Postgres { admin_url: base.to_owned(), name })
+    }
+}

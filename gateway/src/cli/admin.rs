@@ -1,0 +1,282 @@
+//! Admin commands: `migrate`, `accounts`, `keys`. They work on a deployment
+//! (`--config FILE`, its `[store] url`) or on the demo (`--data-dir DIR`),
+//! whether or not a gateway is running: a running gateway picks changes up from
+//! the store within a second.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use coopgate_billing::{Accounts, Store};
+
+use crate::config::{self, Config};
+use crate::demo;
+use crate::keys::{KeyInfo, Keys, NewKey};
+
+/// Which deployment an admin command works on.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// A deployment's config file; its [store] url is used.
+    #[arg(long, short, conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+    /// The demo's data folder (default: coopgate-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Target {
+    /// The config (for tier names) and the store URL.
+    fn resolve(&self, env: &HashMap<String, String>) -> anyhow::Result<(Config, String)> {
+        match &self.config {
+            Some(path) => {
+                let config = config::load_file(path, env)?;
+                let url = config.store.url.expose().to_owned();
+                Ok((config, url))
+            }
+            None => {
+                let dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("coopgate-data"));
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                Ok((demo::config(addr, addr), demo::store_url(&dir)))
+            }
+        }
+    }
+
+    /// Connects to the store and applies migrations.
+    async fn store(&self, env: &HashMap<String, String>) -> anyhow::Result<(Config, Store)> {
+        let (config, url) = self.resolve(env)?;
+        let store = connect(&url).await?;
+        Ok((config, store))
+    }
+}
+
+/// Connects and migrates, with an error that names the store.
+pub async fn connect(url: &str) -> anyhow::Result<Store> {
+    let shown = redact(url);
+    let store = Store::connect(url).await.with_context(|| format!("cannot open the store at {shown}"))?;
+    store.migrate().await.with_context(|| format!("cannot apply migrations to {shown}"))?;
+    Ok(store)
+}
+
+/// A store URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `coopgate accounts …`
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account.
+    Create {
+        /// Its email (normalised; one account per email).
+        #[arg(long)]
+        email: String,
+        /// Its tier, a name from the config's [tiers].
+        #[arg(long, default_value = "registered")]
+        tier: String,
+        /// The organisation it belongs to.
+        #[arg(long)]
+        org: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `coopgate keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key for an account; the key is shown once.
+    Create {
+        /// The account's email.
+        #[arg(long)]
+        account: String,
+        /// A name for the key, such as the machine that will use it.
+        #[arg(long)]
+        name: String,
+        /// Let the key expire after this long (for example 90d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this account's keys.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key now; every gateway on the store refuses it within a second.
+    Revoke {
+        /// The key's id (the part after cg_).
+        id: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a key; the old one keeps working for the grace period.
+    Roll {
+        /// The key's id.
+        id: String,
+        /// How long the old key keeps working.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        grace: Duration,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+/// `coopgate migrate`.
+pub fn migrate(target: &Target, env: &HashMap<String, String>) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let (_, url) = target.resolve(env)?;
+        connect(&url).await?;
+        println!("{}: migrations applied", redact(&url));
+        Ok(())
+    })
+}
+
+/// `coopgate accounts …`.
+pub fn accounts(cmd: AccountsCommand, env: &HashMap<String, String>) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        match cmd {
+            AccountsCommand::Create { email, tier, org, target, json } => {
+                let (config, store) = target.store(env).await?;
+                if !config.tiers.contains_key(&tier) {
+                    let known: Vec<_> = config.tiers.keys().cloned().collect();
+                    bail!("no tier is named `{tier}`; the config has {}", known.join(", "));
+                }
+                let account = Accounts::new(store).create(&email, &tier, org.as_deref()).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&account)?);
+                } else {
+                    println!("created account {} <{}> at tier {}", account.id, account.email, account.tier);
+                }
+            }
+            AccountsCommand::List { target, json } => {
+                let (_, store) = target.store(env).await?;
+                let all = Accounts::new(store).list().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                } else {
+                    for a in all {
+                        println!("{}  {:<32} {:<12} {}", a.id, a.email, a.tier, a.org.unwrap_or_default());
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `coopgate keys …`.
+pub fn keys(cmd: KeysCommand, env: &HashMap<String, String>) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        match cmd {
+            KeysCommand::Create { account, name, ttl, target, json } => {
+                let (_, store) = target.store(env).await?;
+                let made = Keys::new(store).create(&account, &name, ttl).await.map_err(|e| match e {
+                    crate::Error::Store(coopgate_billing::Error::AccountNotFound(email)) => anyhow::anyhow!(
+                        "no account {email}: create it first with `coopgate accounts create --email {email}`"
+                    ),
+                    other => other.into(),
+                })?;
+                print_new(&made, json)?;
+            }
+            KeysCommand::List { account, target, json } => {
+                let (_, store) = target.store(env).await?;
+                let all = Keys::new(store).list(account.as_deref()).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                } else {
+                    for k in &all {
+                        println!("{}", describe(k));
+                    }
+                }
+            }
+            KeysCommand::Revoke { id, target, json } => {
+                let (_, store) = target.store(env).await?;
+                Keys::new(store).revoke(&id).await?;
+                if json {
+                    println!("{}", serde_json::json!({ "revoked": id }));
+                } else {
+                    println!("revoked key {id}");
+                }
+            }
+            KeysCommand::Roll { id, grace, target, json } => {
+                let (_, store) = target.store(env).await?;
+                let made = Keys::new(store).roll(&id, grace).await?;
+                if !json {
+                    println!("key {id} keeps working for {}", humantime::format_duration(grace));
+                }
+                print_new(&made, json)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+fn print_new(made: &NewKey, json: bool) -> anyhow::Result<()> {
+    if json {
+        let mut value = serde_json::to_value(&made.info)?;
+        value["key"] = serde_json::Value::String(made.plaintext.clone());
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("{}", describe(&made.info));
+        println!("\n  {}\n\nThis is the only time the key is shown: store it now.", made.plaintext);
+    }
+    Ok(())
+}
+
+fn describe(k: &KeyInfo) -> String {
+    let state = if k.revoked_at.is_some() {
+        "revoked".to_owned()
+    } else if let Some(to) = &k.rolled_to {
+        format!("rolled to {to}")
+    } else {
+        "active".to_owned()
+    };
+    format!("{}  {:<20} {:<32} {state}", k.id, k.name, k.account_email)
+}
+
+/// Opens the store of `config` for `serve`.
+pub fn open_for_serve(runtime: &tokio::runtime::Runtime, config: &Config) -> anyhow::Result<Arc<Keys>> {
+    let store = runtime.block_on(connect(config.store.url.expose()))?;
+    Ok(Arc::new(Keys::new(store)))
+}

@@ -1,0 +1,503 @@
+//! API keys: what metered and registered callers send, and how the gateway
+//! checks them.
+//!
+//! A key is `cg_<id>_<secret>_<checksum>`: `id` is 12 and `secret` 32 characters of
+//! lower-case base32, `checksum` the CRC-32 of everything before it in 8 hex
+//! digits. The checksum lets the gateway (and secret scanners) reject a mistyped
+//! or made-up key without a lookup. Only the SHA-256 digest of the secret is
+//! stored, and it is compared in constant time. A key is shown once, when it is
+//! created or rolled.
+//!
+//! Verified keys are cached in process. Changes made anywhere (the CLI on the
+//! same database, another replica) reach a running gateway by polling the
+//! `updated_at` column every second ([`Keys::refresh`]), so a revoked key stops
+//! working within about a second without any other moving part. Last-used times
+//! are gathered in memory and written in batches, off the request path.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use coopgate_billing::{AccountId, Accounts, Store};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+
+/// Lower-case RFC 4648 base32: no characters that need escaping, and no `_`.
+const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+const ID_LEN: usize = 12;
+const SECRET_LEN: usize = 32;
+
+/// How long a cached verification is trusted without asking the store again,
+/// as a backstop to change polling.
+const CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// A key's public identifier (the `<id>` part).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; ID_LEN]);
+
+impl KeyId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("base32 is ASCII")
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        let bytes: [u8; ID_LEN] = s.as_bytes().try_into().ok()?;
+        bytes.iter().all(|b| ALPHABET.contains(b)).then_some(KeyId(bytes))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({})", self.as_str())
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Why a presented key is refused; every reason is a 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not of the `cg_<id>_<secret>_<checksum>` shape.
+    Malformed,
+    /// The checksum does not match: mistyped or made up.
+    BadChecksum,
+    /// No key has this id, or the secret does not match it.
+    Unknown,
+    /// Revoked by its owner or an operator.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+    /// Replaced by a roll, and the grace period is over.
+    Rolled,
+}
+
+impl Rejection {
+    /// What the 401 problem says.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Malformed => "is not an API key (keys look like cg_<id>_<secret>_<checksum>)",
+            Rejection::BadChecksum => "has a wrong checksum: it was mistyped or truncated",
+            Rejection::Unknown => "is not known here",
+            Rejection::Revoked => "was revoked",
+            Rejection::Expired => "has expired",
+            Rejection::Rolled => "was replaced by a newer key and its grace period is over",
+        }
+    }
+}
+
+/// A key as presented by a client, with a valid shape and checksum.
+pub struct PresentedKey {
+    /// The public part.
+    pub id: KeyId,
+    /// The secret part; never logged.
+    secret: String,
+}
+
+impl PresentedKey {
+    /// Parses and checks the checksum; no lookup.
+    pub fn parse(raw: &str) -> Result<Self, Rejection> {
+        let rest = raw.strip_prefix("cg_").ok_or(Rejection::Malformed)?;
+        let mut parts = rest.split('_');
+        let (Some(id), Some(secret), Some(checksum), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Rejection::Malformed);
+        };
+        let id = KeyId::parse(id).ok_or(Rejection::Malformed)?;
+        if secret.len() != SECRET_LEN || !secret.bytes().all(|b| ALPHABET.contains(&b)) || checksum.len() != 8 {
+            return Err(Rejection::Malformed);
+        }
+        if checksum != checksum_of(&raw[..raw.len() - 9]) {
+            return Err(Rejection::BadChecksum);
+        }
+        Ok(PresentedKey { id, secret: secret.to_owned() })
+    }
+}
+
+fn checksum_of(body: &str) -> String {
+    format!("{:08x}", crc32fast::hash(body.as_bytes()))
+}
+
+fn digest(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_base32(n: usize) -> Result<String, Error> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| Error::internal(format!("no randomness: {e}")))?;
+    Ok(bytes.iter().map(|b| ALPHABET[(b & 31) as usize] as char).collect())
+}
+
+/// A freshly made key: the only time its full text exists.
+pub struct NewKey {
+    /// Its record.
+    pub info: KeyInfo,
+    /// `cg_<id>_<secret>_<checksum>`: show it once, store it nowhere.
+    pub plaintext: String,
+}
+
+fn make_key() -> Result<(KeyId, String, String), Error> {
+    let id = random_base32(ID_LEN)?;
+    let secret = random_base32(SECRET_LEN)?;
+    let body = format!("cg_{id}_{secret}");
+    let plaintext = format!("{body}_{}", checksum_of(&body));
+    Ok((KeyId::parse(&id).expect("generated from the alphabet"), secret, plaintext))
+}
+
+/// What is known about a key (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Public id.
+    pub id: KeyId,
+    /// The owner's account.
+    pub account_id: String,
+    /// The owner's email.
+    pub account_email: String,
+    /// A name its owner gave it.
+    pub name: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds, if it expires.
+    pub expires_at: Option<i64>,
+    /// Unix milliseconds, if revoked.
+    pub revoked_at: Option<i64>,
+    /// The key that replaced it, if rolled.
+    pub rolled_to: Option<String>,
+    /// Unix milliseconds until which a rolled key still works.
+    pub grace_until: Option<i64>,
+    /// Unix milliseconds of the last request it made (written in batches).
+    pub last_used_at: Option<i64>,
+}
+
+/// A key that passed verification.
+#[derive(Debug, Clone)]
+pub struct VerifiedKey {
+    /// Its id.
+    pub id: KeyId,
+    /// The owner's account.
+    pub account_id: String,
+    /// The owner's tier name.
+    pub tier: String,
+}
+
+/// A cached store row, enough to verify a key without the store.
+#[derive(Debug, Clone)]
+struct Cached {
+    secret_sha256: String,
+    account_id: String,
+    tier: String,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    grace_until: Option<i64>,
+    /// When it was read from the store.
+    fetched: SystemTime,
+}
+
+impl Cached {
+    fn verify(&self, id: KeyId, secret: &str, now: i64) -> Result<VerifiedKey, Rejection> {
+        let ok: bool = digest(secret).as_bytes().ct_eq(self.secret_sha256.as_bytes()).into();
+        if !ok {
+            return Err(Rejection::Unknown);
+        }
+        if self.revoked_at.is_some() {
+            return Err(Rejection::Revoked);
+        }
+        if self.expires_at.is_some_and(|t| t <= now) {
+            return Err(Rejection::Expired);
+        }
+        if self.grace_until.is_some_and(|t| t <= now) {
+            return Err(Rejection::Rolled);
+        }
+        Ok(VerifiedKey { id, account_id: self.account_id.clone(), tier: self.tier.clone() })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Outcome of a cache-only check.
+pub enum Cheap {
+    /// Decided from the cache.
+    Decided(Result<VerifiedKey, Rejection>),
+    /// Not cached: ask the store.
+    Miss,
+}
+
+/// The API keys of a store, with the in-process cache.
+pub struct Keys {
+    /// Where keys and accounts live.
+    store: Store,
+    /// Verified rows by id (also caches "no such key" as `None`).
+    cache: Mutex<HashMap<KeyId, Option<Cached>>>,
+    /// Last-used times not yet written.
+    used: Mutex<HashMap<KeyId, i64>>,
+    /// The newest `updated_at` seen by [`Keys::refresh`].
+    watermark: Mutex<i64>,
+}
+
+impl Keys {
+    /// The keys of `store`.
+    pub fn new(store: Store) -> Self {
+        Keys { store, cache: Mutex::default(), used: Mutex::default(), watermark: Mutex::new(now_ms()) }
+    }
+
+    /// Checks `key` against the cache only.
+    pub fn check_cached(&self, key: &PresentedKey) -> Cheap {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(&key.id) {
+            Some(Some(c)) if c.fetched.elapsed().unwrap_or(CACHE_TTL) < CACHE_TTL => {
+                Cheap::Decided(self.note_use(c.verify(key.id, &key.secret, now_ms())))
+            }
+            Some(None) => Cheap::Decided(Err(Rejection::Unknown)),
+            _ => Cheap::Miss,
+        }
+    }
+
+    /// Checks `key` against the store, and caches what it finds.
+    pub async fn check(&self, key: &PresentedKey) -> Result<Result<VerifiedKey, Rejection>, Error> {
+        let row = sqlx::query(
+            "SELECT k.secret_sha256, k.account_id, a.tier, k.expires_at, k.revoked_at, k.grace_until \
+             FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.id = $1",
+        )
+        .bind(key.id.as_str())
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(store_down)?;
+        let cached = row
+            .map(|r| -> Result<Cached, sqlx::Error> {
+                Ok(Cached {
+                    secret_sha256: r.try_get("secret_sha256")?,
+                    account_id: r.try_get("account_id")?,
+                    tier: r.try_get("tier")?,
+                    expires_at: r.try_get("expires_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    grace_until: r.try_get("grace_until")?,
+                    fetched: SystemTime::now(),
+                })
+            })
+            .transpose()
+            .map_err(store_down)?;
+        let verdict = match &cached {
+            Some(c) => c.verify(key.id, &key.secret, now_ms()),
+            None => Err(Rejection::Unknown),
+        };
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key.id, cached);
+        Ok(self.note_use(verdict))
+    }
+
+    fn note_use(&self, verdict: Result<VerifiedKey, Rejection>) -> Result<VerifiedKey, Rejection> {
+        if let Ok(v) = &verdict {
+            self.used.lock().unwrap_or_else(|p| p.into_inner()).insert(v.id, now_ms());
+        }
+        verdict
+    }
+
+    /// Drops cached keys changed in the store since the last call and writes
+    /// batched last-used times. Run every second by the gateway's upkeep.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = sqlx::query("SELECT id, updated_at FROM api_keys WHERE updated_at >= $1")
+            .bind(since)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(store_down)?;
+        let mut newest = since;
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for row in &rows {
+                let id: String = row.try_get("id").map_err(store_down)?;
+                let updated: i64 = row.try_get("updated_at").map_err(store_down)?;
+                newest = newest.max(updated);
+                if let Some(id) = KeyId::parse(&id) {
+                    cache.remove(&id);
+                }
+            }
+            // Keys created since the last poll may be cached as unknown; forget those.
+            cache.retain(|_, v| v.is_some());
+        }
+        *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = newest;
+
+        let used: Vec<(KeyId, i64)> = self.used.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for (id, at) in used {
+            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                .bind(at)
+                .bind(id.as_str())
+                .execute(self.store.pool())
+                .await
+                .map_err(store_down)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a key for the account with `email`.
+    pub async fn create(&self, email: &str, name: &str, ttl: Option<Duration>) -> Result<NewKey, Error> {
+        let account = Accounts::new(self.store.clone())
+            .by_email(email)
+            .await
+            .map_err(Error::Store)?
+            .ok_or_else(|| Error::Store(coopgate_billing::Error::AccountNotFound(email.to_owned())))?;
+        self.insert(&account.id, &account.email, name, ttl.map(|t| now_ms() + t.as_millis() as i64)).await
+    }
+
+    async fn insert(
+        &self,
+        account: &AccountId,
+        email: &str,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<NewKey, Error> {
+        let (id, secret, plaintext) = make_key()?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, secret_sha256, created_at, updated_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id.as_str())
+        .bind(account.as_str())
+        .bind(name)
+        .bind(digest(&secret))
+        .bind(now)
+        .bind(now)
+        .bind(expires_at)
+        .execute(self.store.pool())
+        .await
+        .map_err(store_down)?;
+        let info = KeyInfo {
+            id,
+            account_id: account.to_string(),
+            account_email: email.to_owned(),
+            name: name.to_owned(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            rolled_to: None,
+            grace_until: None,
+            last_used_at: None,
+        };
+        Ok(NewKey { info, plaintext })
+    }
+
+    /// Every key, or those of one account, newest first.
+    pub async fn list(&self, email: Option<&str>) -> Result<Vec<KeyInfo>, Error> {
+        let base = "SELECT k.id, k.account_id, a.email, k.name, k.created_at, k.expires_at, k.revoked_at, \
+                    k.rolled_to, k.grace_until, k.last_used_at FROM api_keys k JOIN accounts a ON a.id = k.account_id";
+        let rows = match email {
+            Some(e) => {
+                let e = coopgate_billing::accounts::normalize_email(e).map_err(Error::Store)?;
+                let sql = sqlx::AssertSqlSafe(format!("{base} WHERE a.email = $1 ORDER BY k.created_at DESC, k.id"));
+                sqlx::query(sql).bind(e).fetch_all(self.store.pool()).await
+            }
+            None => {
+                let sql = sqlx::AssertSqlSafe(format!("{base} ORDER BY k.created_at DESC, k.id"));
+                sqlx::query(sql).fetch_all(self.store.pool()).await
+            }
+        }
+        .map_err(store_down)?;
+        rows.iter()
+            .map(|r| -> Result<KeyInfo, sqlx::Error> {
+                let id: String = r.try_get("id")?;
+                Ok(KeyInfo {
+                    id: KeyId::parse(&id).ok_or_else(|| sqlx::Error::Decode(format!("bad key id {id}").into()))?,
+                    account_id: r.try_get("account_id")?,
+                    account_email: r.try_get("email")?,
+                    name: r.try_get("name")?,
+                    created_at: r.try_get("created_at")?,
+                    expires_at: r.try_get("expires_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    rolled_to: r.try_get("rolled_to")?,
+                    grace_until: r.try_get("grace_until")?,
+                    last_used_at: r.try_get("last_used_at")?,
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(store_down)
+    }
+
+    /// Revokes key `id` at once.
+    pub async fn revoke(&self, id: &str) -> Result<(), Error> {
+        let now = now_ms();
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1, updated_at = $2 WHERE id = $3 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(now)
+                .bind(id)
+                .execute(self.store.pool())
+                .await
+                .map_err(store_down)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NoSuchKey { id: id.to_owned() });
+        }
+        if let Some(id) = KeyId::parse(id) {
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Replaces key `id` with a new one of the same name; the old one keeps
+    /// working for `grace`, so that clients can be updated without downtime.
+    pub async fn roll(&self, id: &str, grace: Duration) -> Result<NewKey, Error> {
+        let old = self.list(None).await?.into_iter().find(|k| k.id.as_str() == id && k.revoked_at.is_none());
+        let Some(old) = old else { return Err(Error::NoSuchKey { id: id.to_owned() }) };
+        let new = self
+            .insert(&AccountId::from(old.account_id.clone()), &old.account_email, &old.name, old.expires_at)
+            .await?;
+        let now = now_ms();
+        sqlx::query("UPDATE api_keys SET rolled_to = $1, grace_until = $2, updated_at = $3 WHERE id = $4")
+            .bind(new.info.id.as_str())
+            .bind(now + grace.as_millis() as i64)
+            .bind(now)
+            .bind(id)
+            .execute(self.store.pool())
+            .await
+            .map_err(store_down)?;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&old.id);
+        Ok(new)
+    }
+}
+
+fn store_down(e: sqlx::Error) -> Error {
+    Error::Store(coopgate_billing::Error::Database(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_made_key_parses_and_a_changed_one_does_not() {
+        let (id, _, plaintext) = make_key().unwrap();
+        assert!(plaintext.starts_with("cg_"));
+        assert_eq!(PresentedKey::parse(&plaintext).unwrap().id, id);
+        // One changed character in the secret: the checksum catches it.
+        let mut typo = plaintext.clone().into_bytes();
+        let at = 3 + ID_LEN + 1 + 5;
+        typo[at] = if typo[at] == b'a' { b'b' } else { b'a' };
+        assert_eq!(PresentedKey::parse(std::str::from_utf8(&typo).unwrap()).err(), Some(Rejection::BadChecksum));
+        for junk in [
+            "",
+            "cg_",
+            "sk_live_abc",
+            "cg_abc_def_01234567",
+            &plaintext[..plaintext.len() - 1],
+            &format!("{plaintext}_x"),
+        ] {
+            assert_eq!(PresentedKey::parse(junk).err(), Some(Rejection::Malformed), "{junk}");
+        }
+    }
+}

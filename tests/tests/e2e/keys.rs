@@ -1,0 +1,151 @@
+//! API keys end to end: on SQLite and, in CI, on PostgreSQL too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coopgate::config::TierConfig;
+use coopgate::keys::Keys;
+use coopgate_billing::store::testing::stores;
+use coopgate_billing::{Accounts, Store};
+use coopgate_tests::{TestGateway, assert_problem, config, echo_upstream, gateway, get, limit};
+
+/// A gateway whose anonymous tier allows 2 at once and registered tier 50, checking keys in `store`.
+async fn keyed_gateway(store: &Store, upstream: std::net::SocketAddr) -> (TestGateway, Arc<Keys>) {
+    let mut cfg = config(upstream);
+    cfg.tiers.insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "1/min", 2)] });
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 50)] });
+    let keys = Arc::new(Keys::new(store.clone()));
+    let gw = coopgate_tests::gateway_with(coopgate::Gateway::with_keys(cfg, keys.clone()).unwrap()).await;
+    (gw, keys)
+}
+
+async fn account(store: &Store, email: &str) {
+    Accounts::new(store.clone()).create(email, "registered", None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_valid_key_gets_its_accounts_tier_and_never_reaches_the_origin() {
+    for (store, _cleanup) in stores().await {
+        let up = echo_upstream().await;
+        let (gw, keys) = keyed_gateway(&store, up.addr).await;
+        account(&store, "ada@example.org").await;
+        let key = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
+
+        for header in ["x-api-key", "authorization"] {
+            let value = if header == "authorization" { format!("Bearer {key}") } else { key.clone() };
+            let got = get(&gw.url("/api/x"), &[(header, &value)]).await;
+            assert_eq!(got.status, 200);
+            assert_eq!(got.header("ratelimit-policy"), r#""burst";q=50;w=3000"#, "the registered tier's limit");
+            assert!(got.json()["headers"].get(header).is_none(), "the key must not reach the origin");
+        }
+        // Anonymous callers keep their own, smaller allowance.
+        let anon = get(&gw.url("/api/x"), &[]).await;
+        assert_eq!(anon.header("ratelimit-policy"), r#""burst";q=2;w=120"#);
+    }
+}
+
+#[tokio::test]
+async fn malformed_mistyped_and_unknown_keys_are_401_not_anonymous() {
+    for (store, _cleanup) in stores().await {
+        let up = echo_upstream().await;
+        let (gw, keys) = keyed_gateway(&store, up.addr).await;
+        account(&store, "ada@example.org").await;
+        let key = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
+
+        let doc = assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", "hunter2")]).await, 401, "invalid-credential");
+        assert!(doc["detail"].as_str().unwrap().contains("not an API key"));
+
+        let mut typo = key.clone().into_bytes();
+        typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(typo).unwrap();
+        let doc = assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &typo)]).await, 401, "invalid-credential");
+        assert!(doc["detail"].as_str().unwrap().contains("checksum"));
+
+        // Well-formed, right checksum, never issued: made up by someone who read the format.
+        let body = "cg_aaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+        let forged = format!("{body}_{:08x}", crc32(body));
+        let doc = assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &forged)]).await, 401, "invalid-credential");
+        assert!(doc["detail"].as_str().unwrap().contains("not known"));
+
+        // A real id with someone else's secret.
+        let id = &key[3..15];
+        let body = format!("cg_{id}_cccccccccccccccccccccccccccccccc");
+        let stolen_id = format!("{body}_{:08x}", crc32(&body));
+        assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &stolen_id)]).await, 401, "invalid-credential");
+    }
+}
+
+fn crc32(s: &str) -> u32 {
+    // The same CRC-32 (IEEE) the key format uses, computed here independently.
+    let mut crc = !0u32;
+    for &b in s.as_bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[tokio::test]
+async fn a_key_revoked_elsewhere_stops_working_on_a_running_gateway() {
+    for (store, _cleanup) in stores().await {
+        let up = echo_upstream().await;
+        let (gw, keys) = keyed_gateway(&store, up.addr).await;
+        account(&store, "ada@example.org").await;
+        let made = keys.create("ada@example.org", "laptop", None).await.unwrap();
+        assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &made.plaintext)]).await.status, 200);
+
+        // Another process (the CLI, another replica) revokes it in the store.
+        Keys::new(store.clone()).revoke(made.info.id.as_str()).await.unwrap();
+        // The gateway's upkeep polls for changes every second; do its round now.
+        gw.gateway.shared().keys.as_ref().unwrap().refresh().await.unwrap();
+        let doc =
+            assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &made.plaintext)]).await, 401, "invalid-credential");
+        assert!(doc["detail"].as_str().unwrap().contains("revoked"));
+    }
+}
+
+#[tokio::test]
+async fn a_rolled_key_works_during_its_grace_period_only() {
+    for (store, _cleanup) in stores().await {
+        let up = echo_upstream().await;
+        let (gw, keys) = keyed_gateway(&store, up.addr).await;
+        account(&store, "ada@example.org").await;
+        let first = keys.create("ada@example.org", "server", None).await.unwrap();
+        let second = keys.roll(first.info.id.as_str(), Duration::from_secs(3600)).await.unwrap();
+        assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &first.plaintext)]).await.status, 200, "in grace");
+        assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &second.plaintext)]).await.status, 200);
+
+        let third = keys.roll(second.info.id.as_str(), Duration::ZERO).await.unwrap();
+        let doc = assert_problem(
+            &get(&gw.url("/api/x"), &[("x-api-key", &second.plaintext)]).await,
+            401,
+            "invalid-credential",
+        );
+        assert!(doc["detail"].as_str().unwrap().contains("replaced"));
+        assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &third.plaintext)]).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn an_expired_key_is_refused() {
+    for (store, _cleanup) in stores().await {
+        let up = echo_upstream().await;
+        let (gw, keys) = keyed_gateway(&store, up.addr).await;
+        account(&store, "ada@example.org").await;
+        let made = keys.create("ada@example.org", "temp", Some(Duration::ZERO)).await.unwrap();
+        let doc =
+            assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &made.plaintext)]).await, 401, "invalid-credential");
+        assert!(doc["detail"].as_str().unwrap().contains("expired"));
+    }
+}
+
+#[tokio::test]
+async fn without_a_store_a_key_is_refused_rather_than_ignored() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    let body = "cg_aaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    let key = format!("{body}_{:08x}", crc32(body));
+    assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &key)]).await, 401, "invalid-credential");
+}
