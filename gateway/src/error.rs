@@ -75,6 +75,12 @@ pub enum Error {
     /// The request carries an API key that is malformed, unknown, revoked or expired.
     #[error("the API key {}", .0.reason())]
     InvalidApiKey(crate::keys::Rejection),
+    /// Too many unknown keys from one address: each costs a store lookup.
+    #[error("too many key lookups; retry in {retry_after} s")]
+    TooManyKeyLookups {
+        /// Whole seconds until another lookup is allowed.
+        retry_after: u64,
+    },
     /// An admin command named a key that does not exist (or is already revoked).
     #[error("no active key {id}")]
     NoSuchKey {

@@ -249,6 +249,9 @@ where
             }
             Cheap::Decided(Err(why)) => reject(Error::InvalidApiKey(why)),
             Cheap::Miss => {
+                if let Err(wait) = keys.allow_lookup(ip) {
+                    return reject(Error::TooManyKeyLookups { retry_after: wait.as_secs() + 1 });
+                }
                 // Only a cache miss waits on the store; the result is cached for the next request.
                 let this = self.clone();
                 // The clone is ready as the original was; keep the polled one for this request.

@@ -239,8 +239,23 @@ pub enum Cheap {
     Miss,
 }
 
+/// Store lookups (cache misses) one client IP may cause: a steady 30 a minute,
+/// 30 at once. Misses are what made-up keys produce, and each costs a query, so
+/// this keeps a flood of invented keys from turning into a flood on the database.
+const LOOKUPS_PER_MINUTE: u32 = 30;
+
+type LookupLimiter = governor::RateLimiter<
+    std::net::IpAddr,
+    governor::state::keyed::DashMapStateStore<std::net::IpAddr>,
+    governor::clock::DefaultClock,
+>;
+
 /// The API keys of a store, with the in-process cache.
 pub struct Keys {
+    /// Cache misses allowed per client IP.
+    lookups: LookupLimiter,
+    /// Whether the last change poll failed, so that an outage is logged once, not every second.
+    poll_failing: std::sync::atomic::AtomicBool,
     /// Where keys and accounts live.
     store: Store,
     /// Verified rows by id (also caches "no such key" as `None`).
@@ -254,7 +269,23 @@ pub struct Keys {
 impl Keys {
     /// The keys of `store`.
     pub fn new(store: Store) -> Self {
-        Keys { store, cache: Mutex::default(), used: Mutex::default(), watermark: Mutex::new(now_ms()) }
+        let per_minute = std::num::NonZeroU32::new(LOOKUPS_PER_MINUTE).expect("non-zero");
+        Keys {
+            lookups: governor::RateLimiter::dashmap(governor::Quota::per_minute(per_minute)),
+            poll_failing: Default::default(),
+            store,
+            cache: Mutex::default(),
+            used: Mutex::default(),
+            watermark: Mutex::new(now_ms()),
+        }
+    }
+
+    /// Whether `ip` may cause another store lookup now; if not, how long to wait.
+    pub fn allow_lookup(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
+        use governor::clock::Clock;
+        self.lookups
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
     }
 
     /// Checks `key` against the cache only.
@@ -309,8 +340,24 @@ impl Keys {
     }
 
     /// Drops cached keys changed in the store since the last call and writes
-    /// batched last-used times. Run every second by the gateway's upkeep.
+    /// batched last-used times. Run every second by the gateway's upkeep, which
+    /// logs a failing store once when it starts failing and once when it is back.
     pub async fn refresh(&self) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        let result = self.poll().await;
+        let was_failing = self.poll_failing.swap(result.is_err(), Ordering::Relaxed);
+        match (&result, was_failing) {
+            (Err(e), false) => {
+                tracing::warn!(error = %e, "cannot poll the store for key changes; cached keys stay as they are")
+            }
+            (Ok(()), true) => tracing::info!("the store answers again; key changes are picked up"),
+            _ => {}
+        }
+        self.lookups.retain_recent();
+        result
+    }
+
+    async fn poll(&self) -> Result<(), Error> {
         let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
         let rows = sqlx::query("SELECT id, updated_at FROM api_keys WHERE updated_at >= $1")
             .bind(since)

@@ -38,7 +38,7 @@ impl Error {
             Error::NoSuchKey { .. } => StatusCode::NOT_FOUND,
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::TierTooLow { .. } => StatusCode::FORBIDDEN,
-            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited(_) | Error::TooManyKeyLookups { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::MetricsForbidden { .. } => StatusCode::FORBIDDEN,
             Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -62,6 +62,7 @@ impl Error {
             Error::Store(_) => "store-unavailable",
             Error::TierTooLow { .. } => "tier-too-low",
             Error::RateLimited(_) => "rate-limited",
+            Error::TooManyKeyLookups { .. } => "too-many-key-lookups",
             Error::MetricsForbidden { .. } => "forbidden",
             Error::UpstreamUnreachable { .. } => "upstream-unreachable",
             Error::UpstreamFailed { .. } => "upstream-failed",
@@ -97,6 +98,9 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         Error::InvalidApiKey(why) => format!(
             "The API key {}. Get a new one from the portal, or remove it to download as an anonymous user.",
             why.reason()
+        ),
+        Error::TooManyKeyLookups { retry_after } => format!(
+            "Too many keys this gateway has not seen came from your address; retry in {retry_after} s with a valid key, or without one."
         ),
         Error::NoSuchKey { id } => format!("No active key {id}."),
         Error::Store(_) => {
@@ -146,6 +150,10 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         .detail(detail)
         .value("request_id", &id);
     let mut extra_headers = None;
+    let retry_after = match &err {
+        Error::TooManyKeyLookups { retry_after } => Some(*retry_after),
+        _ => None,
+    };
     if let Error::RateLimited(denial) = err {
         problem = problem.value("violated_policies", &denial.violated_json());
         extra_headers = Some(denial.headers);
@@ -154,6 +162,9 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(secs) = retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     if let Some(headers) = extra_headers {
         headers.apply(resp.headers_mut());
     }

@@ -92,9 +92,8 @@ impl Gateway {
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     every.tick().await;
-                    if let Err(e) = keys.refresh().await {
-                        tracing::warn!(error = %e, "cannot poll the store for key changes; cached keys stay as they are");
-                    }
+                    // A failure is logged by `refresh` itself, once per outage.
+                    let _ = keys.refresh().await;
                 }
             };
             tokio::join!(sweeps, key_changes);

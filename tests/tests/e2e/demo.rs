@@ -79,7 +79,8 @@ async fn the_demo_serves_open_data_anonymously_with_honest_limits() {
     // Admin commands work on the running demo's data folder; a key revoked there
     // stops working in the running gateway within about a second.
     let dir_arg = data.to_str().unwrap();
-    let out = coopgate().args(["accounts", "create", "--email", "Ada@Example.org", "--data-dir", dir_arg]).output().unwrap();
+    let out =
+        coopgate().args(["accounts", "create", "--email", "Ada@Example.org", "--data-dir", dir_arg]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = coopgate()
         .args(["keys", "create", "--account", "ada@example.org", "--name", "laptop", "--json", "--data-dir", dir_arg])
@@ -92,8 +93,12 @@ async fn the_demo_serves_open_data_anonymously_with_honest_limits() {
     let listed = coopgate().args(["keys", "list", "--json", "--data-dir", dir_arg]).output().unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
-    assert!(!String::from_utf8_lossy(&serde_json::to_vec(&listed).unwrap()).contains(ada_key), "lists never show secrets");
-    let out = coopgate().args(["keys", "revoke", made["id"].as_str().unwrap(), "--data-dir", dir_arg]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&serde_json::to_vec(&listed).unwrap()).contains(ada_key),
+        "lists never show secrets"
+    );
+    let out =
+        coopgate().args(["keys", "revoke", made["id"].as_str().unwrap(), "--data-dir", dir_arg]).output().unwrap();
     assert!(out.status.success());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

@@ -149,3 +149,31 @@ async fn without_a_store_a_key_is_refused_rather_than_ignored() {
     let key = format!("{body}_{:08x}", crc32(body));
     assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &key)]).await, 401, "invalid-credential");
 }
+
+#[tokio::test]
+async fn a_flood_of_made_up_keys_is_throttled_before_it_reaches_the_store() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let up = echo_upstream().await;
+    let (gw, keys) = keyed_gateway(&store, up.addr).await;
+    account(&store, "ada@example.org").await;
+    let real = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
+    assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &real)]).await.status, 200, "now cached");
+
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut statuses = Vec::new();
+    for n in 0..40usize {
+        // Distinct ids: n written in base32, padded.
+        let id: String = (0..12).rev().map(|i| alphabet[(n >> (5 * i)) & 31] as char).collect();
+        let body = format!("cg_{id}_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+        let key = format!("{body}_{:08x}", crc32(&body));
+        statuses.push(get(&gw.url("/api/x"), &[("x-api-key", &key)]).await);
+    }
+    let throttled = statuses.iter().find(|g| g.status == 429).expect("made-up keys get throttled");
+    assert_problem(throttled, 429, "too-many-key-lookups");
+    assert!(throttled.header("retry-after").parse::<u64>().unwrap() >= 1);
+    // The real key's first check was a lookup too: 29 made-up keys are looked up and refused.
+    assert!(statuses.iter().take(29).all(|g| g.status == 401), "looked up and refused first");
+    assert!(statuses.iter().skip(29).all(|g| g.status == 429), "then throttled");
+    // A key already verified still works from the cache.
+    assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &real)]).await.status, 200);
+}
