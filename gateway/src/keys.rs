@@ -36,6 +36,14 @@ const SECRET_LEN: usize = 32;
 /// as a backstop to change polling.
 const CACHE_TTL: Duration = Duration::from_secs(60);
 
+/// How long "no such key" is remembered: short, so that a key created elsewhere
+/// works at once even on a gateway whose change polling is not running.
+const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+
+/// Change polling looks this far behind the newest change it has seen, so that a
+/// change stamped by a writer whose clock runs a little behind is still noticed.
+const CLOCK_SKEW_MS: i64 = 30_000;
+
 /// A key's public identifier (the `<id>` part).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyId([u8; ID_LEN]);
@@ -204,8 +212,6 @@ struct Cached {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     grace_until: Option<i64>,
-    /// When it was read from the store.
-    fetched: SystemTime,
 }
 
 impl Cached {
@@ -258,12 +264,14 @@ pub struct Keys {
     poll_failing: std::sync::atomic::AtomicBool,
     /// Where keys and accounts live.
     store: Store,
-    /// Verified rows by id (also caches "no such key" as `None`).
-    cache: Mutex<HashMap<KeyId, Option<Cached>>>,
+    /// Store rows by id, with when they were read (`None`: no such key).
+    cache: Mutex<HashMap<KeyId, (SystemTime, Option<Cached>)>>,
     /// Last-used times not yet written.
     used: Mutex<HashMap<KeyId, i64>>,
     /// The newest `updated_at` seen by [`Keys::refresh`].
     watermark: Mutex<i64>,
+    /// Changes already acted on within the skew window, so each evicts once.
+    seen: Mutex<HashMap<KeyId, i64>>,
 }
 
 impl Keys {
@@ -277,6 +285,7 @@ impl Keys {
             cache: Mutex::default(),
             used: Mutex::default(),
             watermark: Mutex::new(now_ms()),
+            seen: Mutex::default(),
         }
     }
 
@@ -291,11 +300,12 @@ impl Keys {
     /// Checks `key` against the cache only.
     pub fn check_cached(&self, key: &PresentedKey) -> Cheap {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = |at: &SystemTime, ttl| at.elapsed().unwrap_or(ttl) < ttl;
         match cache.get(&key.id) {
-            Some(Some(c)) if c.fetched.elapsed().unwrap_or(CACHE_TTL) < CACHE_TTL => {
+            Some((at, Some(c))) if fresh(at, CACHE_TTL) => {
                 Cheap::Decided(self.note_use(c.verify(key.id, &key.secret, now_ms())))
             }
-            Some(None) => Cheap::Decided(Err(Rejection::Unknown)),
+            Some((at, None)) if fresh(at, NEGATIVE_TTL) => Cheap::Decided(Err(Rejection::Unknown)),
             _ => Cheap::Miss,
         }
     }
@@ -319,7 +329,6 @@ impl Keys {
                     expires_at: r.try_get("expires_at")?,
                     revoked_at: r.try_get("revoked_at")?,
                     grace_until: r.try_get("grace_until")?,
-                    fetched: SystemTime::now(),
                 })
             })
             .transpose()
@@ -328,7 +337,7 @@ impl Keys {
             Some(c) => c.verify(key.id, &key.secret, now_ms()),
             None => Err(Rejection::Unknown),
         };
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key.id, cached);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key.id, (SystemTime::now(), cached));
         Ok(self.note_use(verdict))
     }
 
@@ -360,23 +369,27 @@ impl Keys {
     async fn poll(&self) -> Result<(), Error> {
         let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
         let rows = sqlx::query("SELECT id, updated_at FROM api_keys WHERE updated_at >= $1")
-            .bind(since)
+            .bind(since - CLOCK_SKEW_MS)
             .fetch_all(self.store.pool())
             .await
             .map_err(store_down)?;
         let mut newest = since;
         {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             for row in &rows {
                 let id: String = row.try_get("id").map_err(store_down)?;
                 let updated: i64 = row.try_get("updated_at").map_err(store_down)?;
                 newest = newest.max(updated);
-                if let Some(id) = KeyId::parse(&id) {
+                if let Some(id) = KeyId::parse(&id)
+                    && seen.insert(id, updated) != Some(updated)
+                {
                     cache.remove(&id);
                 }
             }
+            seen.retain(|_, at| *at >= newest - CLOCK_SKEW_MS);
             // Keys created since the last poll may be cached as unknown; forget those.
-            cache.retain(|_, v| v.is_some());
+            cache.retain(|_, (_, v)| v.is_some());
         }
         *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = newest;
 
@@ -513,7 +526,9 @@ impl Keys {
             .execute(self.store.pool())
             .await
             .map_err(store_down)?;
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&old.id);
+        if let Some(old) = KeyId::parse(id) {
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&old);
+        }
         Ok(new)
     }
 }
