@@ -16,7 +16,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use coopgate_billing::{AccountId, Accounts, Store};
@@ -141,8 +142,28 @@ fn checksum_of(body: &str) -> String {
     format!("{:08x}", crc32fast::hash(body.as_bytes()))
 }
 
-fn digest(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// The digest as stored: lower-case hex.
+fn digest_hex(secret: &str) -> String {
+    use std::fmt::Write as _;
+    digest(secret).iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn from_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn random_base32(n: usize) -> Result<String, Error> {
@@ -198,25 +219,28 @@ pub struct VerifiedKey {
     /// Its id.
     pub id: KeyId,
     /// The owner's account.
-    pub account_id: String,
+    pub account_id: Arc<str>,
     /// The owner's tier name.
-    pub tier: String,
+    pub tier: Arc<str>,
 }
 
 /// A cached store row, enough to verify a key without the store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Cached {
-    secret_sha256: String,
-    account_id: String,
-    tier: String,
+    /// SHA-256 of the secret.
+    secret_sha256: [u8; 32],
+    account_id: Arc<str>,
+    tier: Arc<str>,
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     grace_until: Option<i64>,
+    /// Unix milliseconds of the last use not yet written to the store (0: none).
+    unwritten_use: AtomicI64,
 }
 
 impl Cached {
     fn verify(&self, id: KeyId, secret: &str, now: i64) -> Result<VerifiedKey, Rejection> {
-        let ok: bool = digest(secret).as_bytes().ct_eq(self.secret_sha256.as_bytes()).into();
+        let ok: bool = digest(secret).ct_eq(&self.secret_sha256).into();
         if !ok {
             return Err(Rejection::Unknown);
         }
@@ -229,6 +253,7 @@ impl Cached {
         if self.grace_until.is_some_and(|t| t <= now) {
             return Err(Rejection::Rolled);
         }
+        self.unwritten_use.store(now, Ordering::Relaxed);
         Ok(VerifiedKey { id, account_id: self.account_id.clone(), tier: self.tier.clone() })
     }
 }
@@ -265,9 +290,7 @@ pub struct Keys {
     /// Where keys and accounts live.
     store: Store,
     /// Store rows by id, with when they were read (`None`: no such key).
-    cache: Mutex<HashMap<KeyId, (SystemTime, Option<Cached>)>>,
-    /// Last-used times not yet written.
-    used: Mutex<HashMap<KeyId, i64>>,
+    cache: Mutex<HashMap<KeyId, (SystemTime, Option<Arc<Cached>>)>>,
     /// The newest `updated_at` seen by [`Keys::refresh`].
     watermark: Mutex<i64>,
     /// Changes already acted on within the skew window, so each evicts once.
@@ -283,7 +306,6 @@ impl Keys {
             poll_failing: Default::default(),
             store,
             cache: Mutex::default(),
-            used: Mutex::default(),
             watermark: Mutex::new(now_ms()),
             seen: Mutex::default(),
         }
@@ -302,9 +324,7 @@ impl Keys {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = |at: &SystemTime, ttl| at.elapsed().unwrap_or(ttl) < ttl;
         match cache.get(&key.id) {
-            Some((at, Some(c))) if fresh(at, CACHE_TTL) => {
-                Cheap::Decided(self.note_use(c.verify(key.id, &key.secret, now_ms())))
-            }
+            Some((at, Some(c))) if fresh(at, CACHE_TTL) => Cheap::Decided(c.verify(key.id, &key.secret, now_ms())),
             Some((at, None)) if fresh(at, NEGATIVE_TTL) => Cheap::Decided(Err(Rejection::Unknown)),
             _ => Cheap::Miss,
         }
@@ -321,15 +341,18 @@ impl Keys {
         .await
         .map_err(store_down)?;
         let cached = row
-            .map(|r| -> Result<Cached, sqlx::Error> {
-                Ok(Cached {
-                    secret_sha256: r.try_get("secret_sha256")?,
-                    account_id: r.try_get("account_id")?,
-                    tier: r.try_get("tier")?,
+            .map(|r| -> Result<Arc<Cached>, sqlx::Error> {
+                let hex: String = r.try_get("secret_sha256")?;
+                Ok(Arc::new(Cached {
+                    // A digest that does not decode matches no secret.
+                    secret_sha256: from_hex(&hex).unwrap_or_default(),
+                    account_id: Arc::from(r.try_get::<String, _>("account_id")?),
+                    tier: Arc::from(r.try_get::<String, _>("tier")?),
                     expires_at: r.try_get("expires_at")?,
                     revoked_at: r.try_get("revoked_at")?,
                     grace_until: r.try_get("grace_until")?,
-                })
+                    unwritten_use: AtomicI64::new(0),
+                }))
             })
             .transpose()
             .map_err(store_down)?;
@@ -338,21 +361,13 @@ impl Keys {
             None => Err(Rejection::Unknown),
         };
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key.id, (SystemTime::now(), cached));
-        Ok(self.note_use(verdict))
-    }
-
-    fn note_use(&self, verdict: Result<VerifiedKey, Rejection>) -> Result<VerifiedKey, Rejection> {
-        if let Ok(v) = &verdict {
-            self.used.lock().unwrap_or_else(|p| p.into_inner()).insert(v.id, now_ms());
-        }
-        verdict
+        Ok(verdict)
     }
 
     /// Drops cached keys changed in the store since the last call and writes
     /// batched last-used times. Run every second by the gateway's upkeep, which
     /// logs a failing store once when it starts failing and once when it is back.
     pub async fn refresh(&self) -> Result<(), Error> {
-        use std::sync::atomic::Ordering;
         let result = self.poll().await;
         let was_failing = self.poll_failing.swap(result.is_err(), Ordering::Relaxed);
         match (&result, was_failing) {
@@ -393,7 +408,16 @@ impl Keys {
         }
         *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = newest;
 
-        let used: Vec<(KeyId, i64)> = self.used.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        // Last uses ride on the cached rows (an atomic store per request, no lock);
+        // collect and clear them here.
+        let used: Vec<(KeyId, i64)> = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(id, (_, c))| Some((*id, c.as_ref()?.unwritten_use.swap(0, Ordering::Relaxed))))
+            .filter(|(_, at)| *at != 0)
+            .collect();
         for (id, at) in used {
             sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
                 .bind(at)
@@ -431,7 +455,7 @@ impl Keys {
         .bind(id.as_str())
         .bind(account.as_str())
         .bind(name)
-        .bind(digest(&secret))
+        .bind(digest_hex(&secret))
         .bind(now)
         .bind(now)
         .bind(expires_at)

@@ -38,6 +38,10 @@ async fn a_valid_key_gets_its_accounts_tier_and_never_reaches_the_origin() {
             assert_eq!(got.header("ratelimit-policy"), r#""burst";q=50;w=3000"#, "the registered tier's limit");
             assert!(got.json()["headers"].get(header).is_none(), "the key must not reach the origin");
         }
+        // Last use is recorded in batches, by the upkeep's round.
+        assert!(keys.list(None).await.unwrap()[0].last_used_at.is_none());
+        gw.gateway.shared().keys.as_ref().unwrap().refresh().await.unwrap();
+        assert!(keys.list(None).await.unwrap()[0].last_used_at.is_some(), "last use written");
         // Anonymous callers keep their own, smaller allowance.
         let anon = get(&gw.url("/api/x"), &[]).await;
         assert_eq!(anon.header("ratelimit-policy"), r#""burst";q=2;w=120"#);
