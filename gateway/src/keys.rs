@@ -281,6 +281,9 @@ type LookupLimiter = governor::RateLimiter<
     governor::clock::DefaultClock,
 >;
 
+/// A cached store row and when it was read; `None`: no such key.
+type CacheEntry = (SystemTime, Option<Arc<Cached>>);
+
 /// The API keys of a store, with the in-process cache.
 pub struct Keys {
     /// Cache misses allowed per client IP.
@@ -290,7 +293,7 @@ pub struct Keys {
     /// Where keys and accounts live.
     store: Store,
     /// Store rows by id, with when they were read (`None`: no such key).
-    cache: Mutex<HashMap<KeyId, (SystemTime, Option<Arc<Cached>>)>>,
+    cache: Mutex<HashMap<KeyId, CacheEntry>>,
     /// The newest `updated_at` seen by [`Keys::refresh`].
     watermark: Mutex<i64>,
     /// Changes already acted on within the skew window, so each evicts once.
@@ -382,6 +385,16 @@ impl Keys {
     }
 
     async fn poll(&self) -> Result<(), Error> {
+        // Last uses ride on the cached rows (an atomic store per request, no lock);
+        // collect and clear them here.
+        let used: Vec<(KeyId, i64)> = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(id, (_, c))| Some((*id, c.as_ref()?.unwritten_use.swap(0, Ordering::Relaxed))))
+            .filter(|(_, at)| *at != 0)
+            .collect();
         let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
         let rows = sqlx::query("SELECT id, updated_at FROM api_keys WHERE updated_at >= $1")
             .bind(since - CLOCK_SKEW_MS)
@@ -408,16 +421,6 @@ impl Keys {
         }
         *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = newest;
 
-        // Last uses ride on the cached rows (an atomic store per request, no lock);
-        // collect and clear them here.
-        let used: Vec<(KeyId, i64)> = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|(id, (_, c))| Some((*id, c.as_ref()?.unwritten_use.swap(0, Ordering::Relaxed))))
-            .filter(|(_, at)| *at != 0)
-            .collect();
         for (id, at) in used {
             sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
                 .bind(at)
