@@ -150,10 +150,10 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     let config = demo::config(listen, upstream);
     let store = runtime.block_on(admin::connect(&demo::store_url(data_dir)))?;
     let keys = Arc::new(crate::keys::Keys::new(store.clone()));
-    let api_key = runtime.block_on(demo::ensure_key(&store, &keys, data_dir))?;
+    let demo_keys = runtime.block_on(demo::ensure_keys(&store, &keys, data_dir))?;
     let data_dir = data_dir.to_owned();
     run_on(runtime, config, keys, move |addr| {
-        let manifest = demo::Manifest::new(addr, upstream, &demo::dataset::dir(&data_dir), api_key)?;
+        let manifest = demo::Manifest::new(addr, upstream, &demo::dataset::dir(&data_dir), demo_keys)?;
         manifest.write(&data_dir)?;
         println!("{}", manifest.banner(&data_dir));
         Ok(())
@@ -168,7 +168,7 @@ fn demo_upstream(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let dir = demo::dataset::ensure(data_dir)?;
-        let origin = Arc::new(demo::upstream::DemoUpstream::load(dir)?);
+        let origin = Arc::new(demo::upstream::DemoUpstream::load(dir, demo::dataset::early_dir(data_dir))?);
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         println!("demo upstream listening on http://{}", listener.local_addr()?);

@@ -239,6 +239,19 @@ pub struct RouteConfig {
     /// Headers added to every upstream request, for example an origin token as `env:NAME`.
     #[serde(default)]
     pub upstream_headers: BTreeMap<String, Secret>,
+    /// Members first: content newer than the window is only for `min_tier` and up.
+    pub early_access: Option<EarlyAccessConfig>,
+}
+
+/// `early_access = { window = "30d", min_tier = "sustaining" }` on a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyAccessConfig {
+    /// How long after publication (the upstream's `Last-Modified`) content stays members-only.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// The lowest tier that gets content inside the window.
+    pub min_tier: String,
 }
 
 fn default_max_body() -> ByteSize {
@@ -329,6 +342,14 @@ impl Config {
             }
             if !self.tiers.contains_key(&route.min_tier) {
                 problem(format!("{at}.min_tier"), format!("no tier is named `{}`", route.min_tier));
+            }
+            if let Some(early) = &route.early_access {
+                if !self.tiers.contains_key(&early.min_tier) {
+                    problem(format!("{at}.early_access.min_tier"), format!("no tier is named `{}`", early.min_tier));
+                }
+                if early.window.is_zero() {
+                    problem(format!("{at}.early_access.window"), "must be longer than zero".into());
+                }
             }
             if route.upstream_ca.is_some() && route.upstream.scheme() != "https" {
                 problem(format!("{at}.upstream_ca"), "only an https upstream uses a CA file".into());

@@ -20,7 +20,9 @@ use serde::Serialize;
 
 use coopgate_billing::{Accounts, Store};
 
-use crate::config::{ByteSize, Config, LimitConfig, RouteConfig, RouteKind, TierConfig};
+use std::time::Duration;
+
+use crate::config::{ByteSize, Config, EarlyAccessConfig, LimitConfig, RouteConfig, RouteKind, TierConfig};
 use crate::error::Error;
 use crate::keys::{Keys, PresentedKey};
 
@@ -33,6 +35,7 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
         routes: None,
     };
     let route = |name: &str, path: &str, upstream_path: &str, kind| RouteConfig {
+        early_access: None,
         name: name.into(),
         path: path.into(),
         upstream: format!("http://{upstream}{upstream_path}").parse().expect("a loopback URL"),
@@ -46,8 +49,15 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     config.server.listen = listen;
     config.tiers.insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "60/min", 20)] });
     config.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![limit("burst", "600/min", 100)] });
-    config.routes =
-        vec![route("bulk", "/bulk/", "/files/", RouteKind::Bulk), route("api", "/api/", "/api/", RouteKind::Api)];
+    config.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![limit("burst", "6000/min", 500)] });
+    let mut early = route("early", "/early/", "/early/", RouteKind::Bulk);
+    early.early_access =
+        Some(EarlyAccessConfig { window: Duration::from_secs(30 * 86_400), min_tier: "member".into() });
+    config.routes = vec![
+        route("bulk", "/bulk/", "/files/", RouteKind::Bulk),
+        route("api", "/api/", "/api/", RouteKind::Api),
+        early,
+    ];
     config
 }
 
@@ -56,28 +66,46 @@ pub fn store_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("coopgate.db").display())
 }
 
-/// The demo account's email.
-pub const DEMO_ACCOUNT: &str = "demo@example.org";
+/// The demo's accounts: (email, tier, organisation, `demo.json` field of its key).
+pub const DEMO_ACCOUNTS: [(&str, &str, &str, &str); 2] = [
+    ("demo@example.org", "registered", "Demo Co-op", "api_key"),
+    ("member@example.org", "member", "Sustaining Institute", "member_api_key"),
+];
 
-/// The demo account's API key: the one from the last `demo.json` while it is
-/// still valid, otherwise a new one (keys are shown once, so the demo keeps its
-/// own copy in `demo.json`; a real deployment never stores one).
-pub async fn ensure_key(store: &Store, keys: &Keys, data_dir: &Path) -> Result<String, Error> {
+/// The demo accounts' API keys, by `demo.json` field: the ones from the last
+/// `demo.json` while still valid, otherwise new ones (keys are shown once, so the
+/// demo keeps its own copies in `demo.json`; a real deployment never stores one).
+pub async fn ensure_keys(store: &Store, keys: &Keys, data_dir: &Path) -> Result<DemoKeys, Error> {
     let previous = std::fs::read(data_dir.join("demo.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["api_key"].as_str().map(str::to_owned));
-    if let Some(key) = previous
-        && let Ok(presented) = PresentedKey::parse(&key)
-        && keys.check(&presented).await?.is_ok()
-    {
-        return Ok(key);
-    }
+        .unwrap_or_default();
     let accounts = Accounts::new(store.clone());
-    if accounts.by_email(DEMO_ACCOUNT).await.map_err(Error::Store)?.is_none() {
-        accounts.create(DEMO_ACCOUNT, "registered", Some("Demo Co-op")).await.map_err(Error::Store)?;
+    let mut out = Vec::new();
+    for (email, tier, org, field) in DEMO_ACCOUNTS {
+        if let Some(key) = previous[field].as_str()
+            && let Ok(presented) = PresentedKey::parse(key)
+            && keys.check(&presented).await?.is_ok()
+        {
+            out.push(key.to_owned());
+            continue;
+        }
+        if accounts.by_email(email).await.map_err(Error::Store)?.is_none() {
+            accounts.create(email, tier, Some(org)).await.map_err(Error::Store)?;
+        }
+        out.push(keys.create(email, "demo", None).await?.plaintext);
     }
-    Ok(keys.create(DEMO_ACCOUNT, "demo", None).await?.plaintext)
+    let member = out.pop().unwrap_or_default();
+    Ok(DemoKeys { registered: out.pop().unwrap_or_default(), member })
+}
+
+/// The demo accounts' keys.
+#[derive(Debug, Clone)]
+pub struct DemoKeys {
+    /// `demo@example.org`, registered tier.
+    pub registered: String,
+    /// `member@example.org`, member tier.
+    pub member: String,
 }
 
 /// `demo.json`: where everything is, for scripts and tests.
@@ -103,6 +131,10 @@ pub struct Manifest {
     pub upstream: String,
     /// A registered-tier API key of the demo account (demo only).
     pub api_key: String,
+    /// A member-tier API key (demo only), which opens the early-access release.
+    pub member_api_key: String,
+    /// The early-access release: members now, everyone 30 days after publication.
+    pub early_release: String,
     /// The store the demo's accounts and keys live in.
     pub store: String,
 }
@@ -120,7 +152,7 @@ pub struct BulkFile {
 
 impl Manifest {
     /// Describes a demo whose gateway listens on `gateway` and origin on `upstream`.
-    pub fn new(gateway: SocketAddr, upstream: SocketAddr, dataset: &Path, api_key: String) -> std::io::Result<Self> {
+    pub fn new(gateway: SocketAddr, upstream: SocketAddr, dataset: &Path, keys: DemoKeys) -> std::io::Result<Self> {
         let base = format!("http://{gateway}");
         let mut bulk_files = Vec::new();
         for name in ["grid-hourly.csv", "grid-daily.jsonl", "regions.csv"] {
@@ -136,7 +168,9 @@ impl Manifest {
             readyz: format!("{base}/readyz"),
             metrics: format!("{base}/metrics"),
             upstream: format!("http://{upstream}"),
-            api_key,
+            api_key: keys.registered,
+            member_api_key: keys.member,
+            early_release: format!("{base}/early/grid-daily-2025-q1.csv"),
             store: dataset.parent().map(store_url).unwrap_or_default(),
             base_url: base,
         })
@@ -164,6 +198,9 @@ for i in $(seq 25); do curl -s -o /dev/null -w '%{{http_code}} ' {regions}; done
 curl -si {regions} | grep -i -e ratelimit -e retry-after\n\n\
 With the demo account's API key, the registered tier's higher limit (100 at once):\n  \
 curl -si -H 'X-API-Key: {key}' {regions} | grep -i ratelimit\n\
+The next release is for members first (30 days), then for everyone:\n  \
+curl -s {early}                       # 403, with the date it becomes free\n  \
+curl -s -H 'X-API-Key: {member_key}' {early} | head -3\n\n\
 Make your own account and key (shown once):\n  \
 {exe} accounts create --email you@example.org --data-dir {data}\n  \
 {exe} keys create --account you@example.org --name laptop --data-dir {data}\n\n\
@@ -182,6 +219,8 @@ Stop with Ctrl-C (in-flight downloads finish first).\n",
             readyz = self.readyz,
             metrics = self.metrics,
             key = self.api_key,
+            member_key = self.member_api_key,
+            early = self.early_release,
             exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "coopgate".into()),
         )
     }
@@ -192,7 +231,7 @@ Stop with Ctrl-C (in-flight downloads finish first).\n",
 pub async fn start_upstream(data_dir: &Path) -> std::io::Result<SocketAddr> {
     let dir = data_dir.to_owned();
     let dir = tokio::task::spawn_blocking(move || dataset::ensure(&dir)).await.map_err(std::io::Error::other)??;
-    let origin = Arc::new(upstream::DemoUpstream::load(dir)?);
+    let origin = Arc::new(upstream::DemoUpstream::load(dir, dataset::early_dir(data_dir))?);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(origin.serve(listener));

@@ -95,6 +95,16 @@ pub enum Error {
         /// The route's `min_tier`.
         required: Arc<str>,
     },
+    /// The content is inside its members-only window.
+    #[error("route {route}: members of {tier} get this first; public from {public_from:?}")]
+    EarlyAccess {
+        /// The route's name.
+        route: Arc<str>,
+        /// The tier that gets it now.
+        tier: Arc<str>,
+        /// When everyone gets it; `None` when the upstream gave no publication date.
+        public_from: Option<std::time::SystemTime>,
+    },
     /// One or more rate limits are exhausted.
     #[error("rate limited by {}", .0.policy_names())]
     RateLimited(Box<Denial>),

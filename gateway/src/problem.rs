@@ -37,7 +37,7 @@ impl Error {
             Error::UnknownCredential { .. } | Error::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
             Error::NoSuchKey { .. } => StatusCode::NOT_FOUND,
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::TierTooLow { .. } => StatusCode::FORBIDDEN,
+            Error::TierTooLow { .. } | Error::EarlyAccess { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited(_) | Error::TooManyKeyLookups { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::MetricsForbidden { .. } => StatusCode::FORBIDDEN,
             Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -61,6 +61,7 @@ impl Error {
             Error::NoSuchKey { .. } => "no-such-key",
             Error::Store(_) => "store-unavailable",
             Error::TierTooLow { .. } => "tier-too-low",
+            Error::EarlyAccess { .. } => "early-access",
             Error::RateLimited(_) => "rate-limited",
             Error::TooManyKeyLookups { .. } => "too-many-key-lookups",
             Error::MetricsForbidden { .. } => "forbidden",
@@ -106,6 +107,13 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         Error::Store(_) => {
             "Credentials cannot be checked right now; retry shortly. Anonymous downloads still work.".to_owned()
         }
+        Error::EarlyAccess { tier, public_from: Some(at), .. } => format!(
+            "Callers of tier {tier} and above get this release first. It is free for everyone from {}.",
+            httpdate::fmt_http_date(*at)
+        ),
+        Error::EarlyAccess { tier, public_from: None, .. } => format!(
+            "Callers of tier {tier} and above get this release first, and its origin gives no publication date to count from."
+        ),
         Error::RateLimited(denial) => format!(
             "Rate limit {} exhausted; retry in {} s. Open data stays free: slow down, or sign in for higher limits.",
             denial.policy_names(),
@@ -151,7 +159,9 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         .value("request_id", &id);
     let mut extra_headers = None;
     let retry_after = match &err {
-        Error::TooManyKeyLookups { retry_after } => Some(*retry_after),
+        Error::TooManyKeyLookups { retry_after } => Some(HeaderValue::from(*retry_after)),
+        // Retry-After may be a date: when the release becomes public.
+        Error::EarlyAccess { public_from: Some(at), .. } => HeaderValue::try_from(httpdate::fmt_http_date(*at)).ok(),
         _ => None,
     };
     if let Error::RateLimited(denial) = err {
@@ -162,8 +172,8 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(secs) = retry_after {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    if let Some(value) = retry_after {
+        resp.headers_mut().insert(header::RETRY_AFTER, value);
     }
     if let Some(headers) = extra_headers {
         headers.apply(resp.headers_mut());

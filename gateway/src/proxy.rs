@@ -8,9 +8,14 @@
 //! between body frames either way (the transfer is cut). Upstream connections
 //! come from the client connection's own [`ConnPool`].
 //!
+//! Early access is decided here, on the upstream's response head: on a route
+//! with `early_access`, content whose `Last-Modified` is inside the window goes
+//! only to callers of the window's tier; others get 403 with the date it becomes
+//! public (no date from the origin: 403, members-only content never leaks).
+//!
 //! Reads [`MatchedRoute`] and [`Caller`] from the request extensions. Answers
-//! 502 (unreachable, reset), 504 (timeout) and 413 (a body over `max_body`
-//! without a `Content-Length`).
+//! 502 (unreachable, reset), 504 (timeout), 413 (a body over `max_body`
+//! without a `Content-Length`) and 403 (early access).
 
 mod headers;
 mod idle;
@@ -40,6 +45,7 @@ use crate::config::ProxyConfig;
 use crate::error::{BoxError, Error};
 use crate::identify::{Caller, ConnInfo};
 use crate::route::MatchedRoute;
+use crate::tier::Tiers;
 
 /// Timeouts shared by every route.
 #[derive(Debug, Clone, Copy)]
@@ -65,12 +71,14 @@ pub struct Proxy {
     conn: ConnInfo,
     /// Shared timeouts.
     timeouts: Timeouts,
+    /// Tier names, for early-access refusals.
+    tiers: Arc<Tiers>,
 }
 
 impl Proxy {
     /// A proxy for one client connection.
-    pub fn new(conn: ConnInfo, timeouts: Timeouts) -> Self {
-        Proxy { pool: Arc::new(ConnPool::default()), conn, timeouts }
+    pub fn new(conn: ConnInfo, timeouts: Timeouts, tiers: Arc<Tiers>) -> Self {
+        Proxy { pool: Arc::new(ConnPool::default()), conn, timeouts, tiers }
     }
 }
 
@@ -147,6 +155,23 @@ impl Proxy {
         };
 
         let (mut parts, incoming) = resp.into_parts();
+        if let Some((window, tier)) = route.early_access
+            && caller.tier < tier
+            && (parts.status.is_success() || parts.status == http::StatusCode::NOT_MODIFIED)
+        {
+            // Decided on the response head, before a byte of the body is sent; the
+            // upstream connection is dropped with the unread body.
+            let published =
+                parts.headers.get(header::LAST_MODIFIED).and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+            let public_from = published.map(|p| p + window);
+            if public_from.is_none_or(|at| at > std::time::SystemTime::now()) {
+                return Err(Error::EarlyAccess {
+                    route: route.name.clone(),
+                    tier: self.tiers.name(tier).clone(),
+                    public_from,
+                });
+            }
+        }
         headers::remove_hop_by_hop(&mut parts.headers);
         let done = incoming.is_end_stream();
         let body = UpstreamBody {

@@ -36,6 +36,8 @@ pub struct Route {
     pub kind: RouteKind,
     /// The lowest tier allowed.
     pub min_tier: TierId,
+    /// Members-only window after publication, and the tier it is for.
+    pub early_access: Option<(std::time::Duration, TierId)>,
     /// Largest request body accepted.
     pub max_body: ByteSize,
     /// Where requests go.
@@ -71,6 +73,10 @@ impl RouteTable {
                 prefix: rc.path.trim_end_matches('/').to_owned(),
                 kind: rc.kind,
                 min_tier: tiers.id(&rc.min_tier).unwrap_or(tiers.anonymous()),
+                early_access: rc
+                    .early_access
+                    .as_ref()
+                    .map(|e| (e.window, tiers.id(&e.min_tier).unwrap_or(tiers.anonymous()))),
                 max_body: rc.max_body,
                 upstream: Upstream::from_config(name.clone(), rc, &config.proxy)?,
                 metrics: metrics.route(name.clone()),

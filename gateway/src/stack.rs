@@ -95,5 +95,5 @@ pub fn stack(
         .layer(MeterLayer::new(shared.metrics.clone(), shared.tiers.clone()))
         // Rate limits per caller, tier and route kind; headers on every limited response.
         .layer(LimitLayer::new(shared.limits.clone()))
-        .service(Proxy::new(conn, Timeouts::from(&shared.config.proxy)))
+        .service(Proxy::new(conn, Timeouts::from(&shared.config.proxy), shared.tiers.clone()))
 }

@@ -201,6 +201,7 @@ pub fn route(name: &str, path: &str, upstream: SocketAddr, base: &str, kind: Rou
         max_body: ByteSize(1 << 20),
         upstream_ca: None,
         upstream_headers: BTreeMap::new(),
+        early_access: None,
     }
 }
 

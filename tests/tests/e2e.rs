@@ -4,6 +4,7 @@
 mod e2e {
     mod config_check;
     mod demo;
+    mod early_access;
     mod errors;
     mod keys;
     mod limits;

@@ -5,7 +5,10 @@
 //!   regions over 2013–2024 (about 62 MB, so that download speed is visible);
 //! - `grid-daily.jsonl`: the same readings summed per region and day, one JSON
 //!   object per line; the query API serves these rows;
-//! - `regions.csv`: the region codes and names.
+//! - `regions.csv`: the region codes and names;
+//! - `early/grid-daily-2025-q1.csv`, in its own folder beside `datasets/`: the
+//!   next release, published (by its file time) on first start, which members get
+//!   first (the demo's `early` route has a 30-day early-access window).
 //!
 //! Generation is deterministic (a fixed-seed generator), so every demo has the
 //! same bytes and the same ETags.
@@ -17,7 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// Bumped when the generated files change, so that an old data folder is regenerated.
-const VERSION: &str = "1";
+const VERSION: &str = "2";
 
 /// Region codes and display names.
 pub const REGIONS: [(&str, &str); 14] = [
@@ -57,6 +60,12 @@ pub struct DailyRow {
     pub co2_g_per_kwh: u32,
 }
 
+/// Where the early-access release lives inside a data folder: outside
+/// `datasets/`, so that the public bulk route cannot reach it by another path.
+pub fn early_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("early")
+}
+
 /// Where the dataset lives inside a data folder.
 pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("datasets")
@@ -73,6 +82,7 @@ pub fn ensure(data_dir: &Path) -> std::io::Result<PathBuf> {
     }
     fs::create_dir_all(&dir)?;
     generate(&dir)?;
+    generate_early(&early_dir(data_dir))?;
     fs::write(&marker, VERSION)?;
     Ok(dir)
 }
@@ -146,6 +156,24 @@ fn generate(dir: &Path) -> std::io::Result<()> {
     }
     fs::rename(dir.join("regions.csv.tmp"), dir.join("regions.csv"))?;
     Ok(())
+}
+
+/// The early release: daily totals per region for the first quarter of 2025.
+fn generate_early(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join("grid-daily-2025-q1.csv.tmp");
+    let mut out = BufWriter::new(File::create(&tmp)?);
+    writeln!(out, "date,region,demand_mwh,solar_mwh,wind_mwh")?;
+    let mut noise = Noise(0x2025);
+    for day in days_from_civil(2025, 1, 1)..=days_from_civil(2025, 3, 31) {
+        let (y, m, d) = civil_from_days(day);
+        for (r, (code, _)) in REGIONS.iter().enumerate() {
+            let demand = 24 * (900 + 150 * r as u64) + noise.below(3000);
+            writeln!(out, "{y:04}-{m:02}-{d:02},{code},{demand},{},{}", noise.below(2000), 2000 + noise.below(8000))?;
+        }
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    fs::rename(tmp, dir.join("grid-daily-2025-q1.csv"))
 }
 
 /// Reads the daily rows back for the query API.

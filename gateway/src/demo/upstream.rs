@@ -3,6 +3,7 @@
 //!
 //! - `GET /files/` lists the files; `GET /files/NAME` serves one with `ETag`,
 //!   `Last-Modified`, `Range` and conditional requests (hyper-staticfile).
+//! - `GET /early/NAME` serves the early-access release the same way.
 //! - `GET /api/v1/regions`: the regions (a small JSON document).
 //! - `GET /api/v1/daily?region=&from=&to=&limit=&cursor=`: the rows of
 //!   `grid-daily.jsonl`, filtered and paginated; `next` is the URL of the next page.
@@ -31,6 +32,8 @@ pub struct DemoUpstream {
     dir: PathBuf,
     /// Static file server over `dir`.
     files: hyper_staticfile::Static,
+    /// Static file server over the early-access release.
+    early: hyper_staticfile::Static,
     /// The rows of `grid-daily.jsonl`.
     daily: Vec<DailyRow>,
     /// `/api/v1/regions`, rendered once.
@@ -39,14 +42,16 @@ pub struct DemoUpstream {
 
 impl DemoUpstream {
     /// Loads the dataset in `dir` (see [`dataset::ensure`]).
-    pub fn load(dir: PathBuf) -> std::io::Result<Self> {
+    pub fn load(dir: PathBuf, early_dir: PathBuf) -> std::io::Result<Self> {
         let daily = dataset::load_daily(&dir)?;
         let regions: Vec<_> =
             REGIONS.iter().map(|(code, name)| serde_json::json!({ "region": code, "name": name })).collect();
         let regions_json = serde_json::to_vec(&serde_json::json!({ "regions": regions }))?.into();
         let mut files = hyper_staticfile::Static::new(dir.clone());
         files.cache_headers(Some(3600));
-        Ok(DemoUpstream { dir, files, daily, regions_json })
+        let mut early = hyper_staticfile::Static::new(early_dir);
+        early.cache_headers(Some(3600));
+        Ok(DemoUpstream { dir, files, early, daily, regions_json })
     }
 
     /// Serves on `listener` until the task is dropped.
@@ -86,11 +91,13 @@ impl DemoUpstream {
                 StatusCode::OK,
                 serde_json::json!({ "endpoints": ["/api/v1/regions", "/api/v1/daily?region=&from=YYYY-MM-DD&to=YYYY-MM-DD&limit=100&cursor="] }),
             ),
-            p if p.starts_with("/files/") => {
+            p if p.starts_with("/files/") || p.starts_with("/early/") => {
+                let (files, prefix) =
+                    if p.starts_with("/early/") { (&self.early, "/early") } else { (&self.files, "/files") };
                 let (mut parts, body) = req.into_parts();
-                parts.uri = p.trim_start_matches("/files").parse().unwrap_or_default();
+                parts.uri = p.trim_start_matches(prefix).parse().unwrap_or_default();
                 let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
-                match self.files.clone().serve(Request::from_parts(parts, body)).await {
+                match files.clone().serve(Request::from_parts(parts, body)).await {
                     Ok(resp) if not_modified(if_none_match.as_ref(), resp.headers().get(header::ETAG)) => {
                         // hyper-staticfile answers If-Modified-Since but not If-None-Match;
                         // a client holding the current ETag must not download the file again.

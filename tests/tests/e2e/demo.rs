@@ -76,6 +76,15 @@ async fn the_demo_serves_open_data_anonymously_with_honest_limits() {
     assert_eq!(keyed.status, 200);
     assert!(keyed.header("ratelimit-policy").contains(r#""burst";q=100"#));
 
+    // The next release is for members first; the refusal says when it is free for all.
+    let early = m["early_release"].as_str().unwrap();
+    let refused = get(early, &[]).await;
+    assert_problem(&refused, 403, "early-access");
+    assert!(refused.headers.contains_key("retry-after"));
+    let member = get(early, &[("x-api-key", m["member_api_key"].as_str().unwrap())]).await;
+    assert_eq!(member.status, 200);
+    assert!(member.body.starts_with(b"date,region"));
+
     // Admin commands work on the running demo's data folder; a key revoked there
     // stops working in the running gateway within about a second.
     let dir_arg = data.to_str().unwrap();
@@ -92,7 +101,7 @@ async fn the_demo_serves_open_data_anonymously_with_honest_limits() {
     assert_eq!(get(regions, &[("x-api-key", ada_key)]).await.status, 200);
     let listed = coopgate().args(["keys", "list", "--json", "--data-dir", dir_arg]).output().unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed.as_array().unwrap().len(), 3, "the two demo keys and Ada's");
     assert!(
         !String::from_utf8_lossy(&serde_json::to_vec(&listed).unwrap()).contains(ada_key),
         "lists never show secrets"
