@@ -151,11 +151,30 @@ pub struct LimitsConfig {
     pub sweep_interval: Duration,
     /// Also send `X-RateLimit-Limit/Remaining/Reset` for older clients.
     pub legacy_headers: bool,
+    /// What callers with API keys are limited by: each `key`, or their `account`
+    /// (all of an account's keys share one allowance).
+    pub key_scope: KeyScope,
+}
+
+/// What key-holding callers are limited by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScope {
+    /// Each key has its own allowance.
+    #[default]
+    Key,
+    /// An account's keys share one allowance.
+    Account,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { backend: LimitsBackend::Memory, sweep_interval: Duration::from_secs(10), legacy_headers: false }
+        LimitsConfig {
+            backend: LimitsBackend::Memory,
+            sweep_interval: Duration::from_secs(10),
+            legacy_headers: false,
+            key_scope: KeyScope::Key,
+        }
     }
 }
 

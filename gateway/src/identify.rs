@@ -27,6 +27,7 @@ use ipnet::IpNet;
 use tower::{Layer, Service};
 
 use crate::body::Body;
+use crate::config::KeyScope;
 use crate::error::Error;
 use crate::keys::{Cheap, KeyId, Keys, PresentedKey, VerifiedKey};
 use crate::tier::{TierId, Tiers};
@@ -38,6 +39,9 @@ pub enum CallerKey {
     Ip(IpAddr),
     /// A caller with an API key, by key.
     Key(KeyId),
+    /// A caller with an API key, by account (`limits.key_scope = "account"`): a
+    /// hash of the account id, which keeps the key small and `Copy`.
+    Account(u64),
 }
 
 impl CallerKey {
@@ -143,12 +147,20 @@ pub struct IdentifyLayer {
     tiers: Arc<Tiers>,
     /// API keys, when the gateway has a store.
     keys: Option<Arc<Keys>>,
+    /// Whether key holders are limited per key or per account.
+    key_scope: KeyScope,
 }
 
 impl IdentifyLayer {
     /// A layer for one client connection.
-    pub fn new(trusted: Arc<TrustedProxies>, conn: ConnInfo, tiers: Arc<Tiers>, keys: Option<Arc<Keys>>) -> Self {
-        IdentifyLayer { trusted, conn, tiers, keys }
+    pub fn new(
+        trusted: Arc<TrustedProxies>,
+        conn: ConnInfo,
+        tiers: Arc<Tiers>,
+        keys: Option<Arc<Keys>>,
+        key_scope: KeyScope,
+    ) -> Self {
+        IdentifyLayer { trusted, conn, tiers, keys, key_scope }
     }
 }
 
@@ -198,7 +210,17 @@ impl<S> Identify<S> {
             tracing::warn!(tier = %v.tier, key = %v.id, "the key's account has a tier the config does not name; treating it as anonymous");
             self.layer.tiers.anonymous()
         });
-        Caller { key: CallerKey::Key(v.id), tier, ip }
+        let key = match self.layer.key_scope {
+            KeyScope::Key => CallerKey::Key(v.id),
+            KeyScope::Account => {
+                use std::hash::{Hash, Hasher};
+                // Account ids are random, so a plain fixed hash cannot be steered into collisions.
+                let mut h = std::hash::DefaultHasher::new();
+                v.account_id.hash(&mut h);
+                CallerKey::Account(h.finish())
+            }
+        };
+        Caller { key, tier, ip }
     }
 }
 

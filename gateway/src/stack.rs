@@ -88,7 +88,13 @@ pub fn stack(
         // Shape checks (431, 413 by Content-Length) and the route match (404).
         .layer(RouteLayer::new(shared.routes.clone(), server.max_header_bytes, shared.metrics.clone()))
         // Who is calling; a credential we cannot honour is a 401, never anonymous.
-        .layer(IdentifyLayer::new(shared.trusted.clone(), conn, shared.tiers.clone(), shared.keys.clone()))
+        .layer(IdentifyLayer::new(
+            shared.trusted.clone(),
+            conn,
+            shared.tiers.clone(),
+            shared.keys.clone(),
+            shared.config.limits.key_scope,
+        ))
         // Whether the caller's tier may use the route (403).
         .layer(AuthorizeLayer::new(shared.tiers.clone()))
         // Above the limiter, so that 429s are counted per route and tier too.

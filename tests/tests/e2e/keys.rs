@@ -181,3 +181,28 @@ async fn a_flood_of_made_up_keys_is_throttled_before_it_reaches_the_store() {
     // A key already verified still works from the cache.
     assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &real)]).await.status, 200);
 }
+
+#[tokio::test]
+async fn an_accounts_keys_share_one_allowance_when_limits_are_per_account() {
+    use coopgate::config::KeyScope;
+    for scope in [KeyScope::Key, KeyScope::Account] {
+        let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+        let up = echo_upstream().await;
+        let mut cfg = config(up.addr);
+        cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 2)] });
+        cfg.limits.key_scope = scope;
+        let keys = Arc::new(Keys::new(store.clone()));
+        let gw = coopgate_tests::gateway_with(coopgate::Gateway::with_keys(cfg, keys.clone()).unwrap()).await;
+        account(&store, "lab@example.org").await;
+        let a = keys.create("lab@example.org", "a", None).await.unwrap().plaintext;
+        let b = keys.create("lab@example.org", "b", None).await.unwrap().plaintext;
+        for _ in 0..2 {
+            assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &a)]).await.status, 200);
+        }
+        let third = get(&gw.url("/api/x"), &[("x-api-key", &b)]).await.status;
+        match scope {
+            KeyScope::Key => assert_eq!(third, 200, "key b has its own allowance"),
+            KeyScope::Account => assert_eq!(third, 429, "key b shares the account's spent allowance"),
+        }
+    }
+}
