@@ -69,6 +69,9 @@ enum Command {
     /// Create, list, revoke and roll API keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Make an admin API token: prints the token (give it to the admin) and the
+    /// line for the config (only the token's SHA-256 is kept there).
+    AdminToken,
     /// Serve only the demo's origin (sample files and query API), for benchmarks.
     DemoUpstream {
         /// Address to listen on.
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Demo { listen, data_dir } => run_demo(listen, &data_dir),
         Command::DemoUpstream { listen, data_dir } => demo_upstream(listen, &data_dir),
         Command::Migrate { target } => admin::migrate(&target, &env),
+        Command::AdminToken => admin::admin_token(),
         Command::Accounts(cmd) => admin::accounts(cmd, &env),
         Command::Keys(cmd) => admin::keys(cmd, &env),
     };

@@ -36,6 +36,9 @@ pub struct Config {
     /// The database of accounts and keys.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The admin HTTP API.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Where limiter state lives and how the headers look.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -109,6 +112,38 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig { url: Secret::inline("sqlite://coopgate-data/coopgate.db") }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// SHA-256 (hex) of the admin bearer token; the API is off without it.
+    /// `coopgate admin-token` makes a token and prints its digest.
+    pub token_sha256: Option<String>,
+    /// Peers allowed to use the admin API (the socket peer).
+    pub allow: Vec<IpNet>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { token_sha256: None, allow: ServerConfig::default().metrics_allow }
+    }
+}
+
+impl AdminConfig {
+    /// The token digest as bytes, when set and well-formed.
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        let hex = self.token_sha256.as_deref()?;
+        let mut out = [0u8; 32];
+        if hex.len() != 64 {
+            return None;
+        }
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
     }
 }
 
@@ -413,6 +448,13 @@ impl Config {
                     message: "use sqlite://PATH or postgres://USER@HOST/DB".into(),
                 });
             }
+        }
+        if self.admin.token_sha256.is_some() && self.admin.digest().is_none() {
+            problems.push(Problem {
+                path: "admin.token_sha256".into(),
+                line: None,
+                message: "must be 64 hex digits: the SHA-256 of the token (`coopgate admin-token` prints one)".into(),
+            });
         }
         if self.server.workers == Some(0) {
             problems.push(Problem { path: "server.workers".into(), line: None, message: "must be at least 1".into() });

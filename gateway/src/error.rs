@@ -81,6 +81,12 @@ pub enum Error {
         /// Whole seconds until another lookup is allowed.
         retry_after: u64,
     },
+    /// An admin API request without the admin token, or with a wrong one.
+    #[error("the admin token is missing or wrong")]
+    AdminUnauthorized,
+    /// An admin API request that cannot be carried out as asked.
+    #[error("{0}")]
+    BadAdminRequest(String),
     /// An admin command named a key that does not exist (or is already revoked).
     #[error("no active key {id}")]
     NoSuchKey {

@@ -314,6 +314,11 @@ impl Keys {
         }
     }
 
+    /// The store the keys live in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Whether `ip` may cause another store lookup now; if not, how long to wait.
     pub fn allow_lookup(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
         use governor::clock::Clock;

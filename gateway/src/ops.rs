@@ -6,7 +6,11 @@
 //!   that a load balancer stops sending new requests while in-flight ones drain.
 //! - `GET /metrics`: Prometheus text, only to peers in `server.metrics_allow`
 //!   (the socket peer; a forwarded address is never believed for this).
+//! - `/admin/…`: the admin API ([`crate::admin`]), when configured, to peers in
+//!   `admin.allow` with the admin token.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
@@ -29,6 +33,18 @@ pub struct OpsState {
     pub metrics: Arc<Metrics>,
     /// `server.metrics_allow`.
     pub metrics_allow: Vec<IpNet>,
+    /// The admin API, when `admin.token_sha256` is set and there is a store.
+    pub admin: Option<AdminApi>,
+}
+
+/// The admin API and who may use it.
+pub struct AdminApi {
+    /// The routes.
+    pub router: axum::Router,
+    /// SHA-256 of the admin token.
+    pub token_sha256: [u8; 32],
+    /// `admin.allow`.
+    pub allow: Vec<IpNet>,
 }
 
 impl OpsState {
@@ -70,10 +86,15 @@ pub struct Ops<S> {
 impl<S, B> Service<Request<B>> for Ops<S>
 where
     S: Service<Request<B>, Response = Response<Body>, Error = Error>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::error::BoxError>,
 {
     type Response = Response<Body>;
     type Error = Error;
-    type Future = Either<std::future::Ready<Result<Response<Body>, Error>>, S::Future>;
+    type Future = Either<
+        std::future::Ready<Result<Response<Body>, Error>>,
+        Either<S::Future, Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -86,11 +107,7 @@ where
             "/readyz" if state.draining.load(Ordering::SeqCst) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             "/readyz" => text(StatusCode::OK, "ready\n"),
             "/metrics" => {
-                let peer = self.layer.conn.peer.ip();
-                let peer = match peer {
-                    std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, std::net::IpAddr::V4),
-                    v4 => v4,
-                };
+                let peer = canonical(self.layer.conn.peer.ip());
                 if state.metrics_allow.iter().any(|n| n.contains(&peer)) {
                     let mut resp = Response::new(body::full(state.metrics.encode()));
                     resp.headers_mut().insert(
@@ -102,9 +119,36 @@ where
                     Err(Error::MetricsForbidden { peer })
                 }
             }
-            _ => return Either::Right(self.inner.call(req)),
+            p if p.starts_with("/admin/") && state.admin.is_some() => {
+                let admin = state.admin.as_ref().expect("checked");
+                let peer = canonical(self.layer.conn.peer.ip());
+                if !admin.allow.iter().any(|n| n.contains(&peer)) {
+                    Err(Error::MetricsForbidden { peer })
+                } else if !crate::admin::token_matches(req.headers(), &admin.token_sha256) {
+                    Err(Error::AdminUnauthorized)
+                } else {
+                    let router = admin.router.clone();
+                    return Either::Right(Either::Right(Box::pin(async move {
+                        let resp = tower::ServiceExt::oneshot(router, req).await.map_err(Error::internal)?;
+                        // A handler's error rides back in the extensions; hand it to the problem layer.
+                        if let Some(crate::admin::Failed(slot)) = resp.extensions().get::<crate::admin::Failed>() {
+                            let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                            return Err(taken.unwrap_or_else(|| Error::internal("admin error taken twice")));
+                        }
+                        Ok(resp.map(body::boxed))
+                    })));
+                }
+            }
+            _ => return Either::Right(Either::Left(self.inner.call(req))),
         };
         Either::Left(std::future::ready(answer))
+    }
+}
+
+fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
     }
 }
 

@@ -36,6 +36,8 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnknownCredential { .. } | Error::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
             Error::NoSuchKey { .. } => StatusCode::NOT_FOUND,
+            Error::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            Error::BadAdminRequest(_) => StatusCode::BAD_REQUEST,
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::TierTooLow { .. } | Error::EarlyAccess { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited(_) | Error::TooManyKeyLookups { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -59,6 +61,8 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload-too-large",
             Error::UnknownCredential { .. } | Error::InvalidApiKey(_) => "invalid-credential",
             Error::NoSuchKey { .. } => "no-such-key",
+            Error::AdminUnauthorized => "admin-unauthorized",
+            Error::BadAdminRequest(_) => "bad-admin-request",
             Error::Store(_) => "store-unavailable",
             Error::TierTooLow { .. } => "tier-too-low",
             Error::EarlyAccess { .. } => "early-access",
@@ -104,6 +108,8 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
             "Too many keys this gateway has not seen came from your address; retry in {retry_after} s with a valid key, or without one."
         ),
         Error::NoSuchKey { id } => format!("No active key {id}."),
+        Error::AdminUnauthorized => "Send the admin token as Authorization: Bearer TOKEN.".to_owned(),
+        Error::BadAdminRequest(why) => format!("{why}."),
         Error::Store(_) => {
             "Credentials cannot be checked right now; retry shortly. Anonymous downloads still work.".to_owned()
         }

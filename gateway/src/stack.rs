@@ -59,6 +59,14 @@ impl Shared {
                 draining: Default::default(),
                 metrics: metrics.clone(),
                 metrics_allow: config.server.metrics_allow.clone(),
+                admin: match (config.admin.digest(), &keys) {
+                    (Some(token_sha256), Some(keys)) => Some(crate::ops::AdminApi {
+                        router: crate::admin::router(keys.clone(), config.tiers.keys().cloned().collect()),
+                        token_sha256,
+                        allow: config.admin.allow.clone(),
+                    }),
+                    _ => None,
+                },
             }),
             trusted: Arc::new(TrustedProxies::new(config.server.trusted_proxies.clone())),
             tiers,

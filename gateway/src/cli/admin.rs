@@ -280,3 +280,16 @@ pub fn open_for_serve(runtime: &tokio::runtime::Runtime, config: &Config) -> any
     let store = runtime.block_on(connect(config.store.url.expose()))?;
     Ok(Arc::new(Keys::new(store)))
 }
+
+/// `coopgate admin-token`.
+pub fn admin_token() -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = format!("cgadm_{token}");
+    let digest: String = Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    println!("admin token (shown once; send it as Authorization: Bearer TOKEN):\n\n  {token}\n");
+    println!("for the config:\n\n  [admin]\n  token_sha256 = \"{digest}\"");
+    Ok(())
+}

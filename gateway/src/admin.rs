@@ -1,0 +1,185 @@
+//! The admin HTTP API, under `/admin/`: the same operations as the admin CLI,
+//! for scripts and the future portal's back office.
+//!
+//! - `GET /admin/accounts`, `POST /admin/accounts` `{email, tier, org?}`
+//! - `GET /admin/keys[?account=EMAIL]`, `POST /admin/keys` `{account, name, ttl_seconds?}`
+//! - `POST /admin/keys/{id}/revoke`, `POST /admin/keys/{id}/roll` `{grace_seconds?}`
+//!
+//! Off unless `admin.token_sha256` is set. A request needs `Authorization:
+//! Bearer <token>` whose SHA-256 is that digest (compared in constant time; the
+//! token itself is never in the config) and a socket peer in `admin.allow`.
+//! Errors go back up the stack as [`Error`] values, so they become problem
+//! documents in the one place that makes them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use coopgate_billing::Accounts;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+use crate::keys::{Keys, NewKey};
+
+/// What the handlers need.
+#[derive(Clone)]
+struct AdminState {
+    keys: Arc<Keys>,
+    /// Tier names the config knows, for account creation.
+    tiers: Arc<Vec<String>>,
+}
+
+/// The admin routes.
+pub fn router(keys: Arc<Keys>, tiers: Vec<String>) -> Router {
+    Router::new()
+        .route("/admin/accounts", get(list_accounts).post(create_account))
+        .route("/admin/keys", get(list_keys).post(create_key))
+        .route("/admin/keys/{id}/revoke", post(revoke_key))
+        .route("/admin/keys/{id}/roll", post(roll_key))
+        .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
+        .method_not_allowed_fallback(|| async { Error::BadAdminRequest("that method is not allowed here".into()) })
+        .with_state(AdminState { keys, tiers: Arc::new(tiers) })
+}
+
+/// Whether `Authorization: Bearer …` carries the token whose digest is `expected`.
+pub fn token_matches(headers: &http::HeaderMap, expected: &[u8; 32]) -> bool {
+    let Some(token) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    digest.ct_eq(expected).into()
+}
+
+/// An error on its way back up the stack: axum needs a response, the problem
+/// layer needs the error, so the response carries it in its extensions.
+#[derive(Clone)]
+pub struct Failed(pub Arc<Mutex<Option<Error>>>);
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let mut resp = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        resp.extensions_mut().insert(Failed(Arc::new(Mutex::new(Some(self)))));
+        resp
+    }
+}
+
+async fn list_accounts(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, Error> {
+    let all = Accounts::new(s.keys.store().clone()).list().await.map_err(Error::Store)?;
+    Ok(Json(serde_json::to_value(all).map_err(Error::internal)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    email: String,
+    tier: String,
+    org: Option<String>,
+}
+
+/// A body or query axum could not read, as a 400 problem.
+fn unreadable(e: impl std::fmt::Display) -> Error {
+    Error::BadAdminRequest(e.to_string())
+}
+
+async fn create_account(
+    State(s): State<AdminState>,
+    body: Result<Json<NewAccount>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
+    let Json(body) = body.map_err(unreadable)?;
+    if !s.tiers.contains(&body.tier) {
+        return Err(Error::BadAdminRequest(format!(
+            "no tier is named `{}`; the config has {}",
+            body.tier,
+            s.tiers.join(", ")
+        )));
+    }
+    let made = Accounts::new(s.keys.store().clone()).create(&body.email, &body.tier, body.org.as_deref()).await;
+    let account = made.map_err(|e| match e {
+        coopgate_billing::Error::EmailTaken(_) | coopgate_billing::Error::InvalidEmail(_) => {
+            Error::BadAdminRequest(e.to_string())
+        }
+        other => Error::Store(other),
+    })?;
+    Ok((StatusCode::CREATED, Json(serde_json::to_value(account).map_err(Error::internal)?)))
+}
+
+#[derive(Deserialize)]
+struct KeyFilter {
+    account: Option<String>,
+}
+
+async fn list_keys(
+    State(s): State<AdminState>,
+    filter: Result<Query<KeyFilter>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let Query(f) = filter.map_err(unreadable)?;
+    let all = s.keys.list(f.account.as_deref()).await?;
+    Ok(Json(serde_json::to_value(all).map_err(Error::internal)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKeyRequest {
+    account: String,
+    name: String,
+    ttl_seconds: Option<u64>,
+}
+
+fn shown_once(made: NewKey) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
+    let mut value = serde_json::to_value(&made.info).map_err(Error::internal)?;
+    value["key"] = serde_json::Value::String(made.plaintext);
+    Ok((StatusCode::CREATED, Json(value)))
+}
+
+async fn create_key(
+    State(s): State<AdminState>,
+    body: Result<Json<NewKeyRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
+    let Json(body) = body.map_err(unreadable)?;
+    let made = s.keys.create(&body.account, &body.name, body.ttl_seconds.map(Duration::from_secs)).await.map_err(
+        |e| match e {
+            Error::Store(coopgate_billing::Error::AccountNotFound(email)) => {
+                Error::BadAdminRequest(format!("no account {email}"))
+            }
+            other => other,
+        },
+    )?;
+    shown_once(made)
+}
+
+async fn revoke_key(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, Error> {
+    s.keys.revoke(&id).await?;
+    Ok(Json(serde_json::json!({ "revoked": id })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RollRequest {
+    grace_seconds: Option<u64>,
+}
+
+async fn roll_key(
+    State(s): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Json<RollRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
+    // No body at all means the default grace; a body that does not parse is an error.
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(JsonRejection::MissingJsonContentType(_)) => RollRequest::default(),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let grace = body.grace_seconds.map_or(Duration::from_secs(86_400), Duration::from_secs);
+    shown_once(s.keys.roll(&id, grace).await?)
+}

@@ -1,0 +1,111 @@
+//! The admin HTTP API: token, peers, and the same operations as the CLI.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use coopgate::config::TierConfig;
+use coopgate::keys::Keys;
+use coopgate_tests::{Got, assert_problem, config, echo_upstream, gateway_with, get, send};
+use http::Request;
+use http_body_util::Full;
+
+const TOKEN: &str = "cgadm_test-token";
+// SHA-256 of TOKEN.
+fn digest() -> String {
+    use std::fmt::Write;
+    let d = <sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes());
+    d.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// A gateway with the admin API on, its store's cleanup, and its origin.
+type AdminSetup =
+    (coopgate_tests::TestGateway, coopgate_billing::store::testing::Cleanup, coopgate_tests::TestUpstream);
+
+async fn admin_gateway(allow: &str) -> AdminSetup {
+    let (store, cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![] });
+    cfg.admin.token_sha256 = Some(digest());
+    cfg.admin.allow = vec![allow.parse().unwrap()];
+    let gw = gateway_with(coopgate::Gateway::with_keys(cfg, Arc::new(Keys::new(store))).unwrap()).await;
+    (gw, cleanup, up)
+}
+
+async fn call(
+    gw: &coopgate_tests::TestGateway,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> Got {
+    let mut req = Request::builder().method(method).uri(gw.url(path));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    send(req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned()))).unwrap()).await
+}
+
+#[tokio::test]
+async fn an_operator_manages_accounts_and_keys_over_http() {
+    let (gw, _cleanup, _origin) = admin_gateway("127.0.0.0/8").await;
+    let t = Some(TOKEN);
+
+    let made =
+        call(&gw, "POST", "/admin/accounts", Some(r#"{"email":"Ada@Example.org","tier":"registered"}"#), t).await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    assert_eq!(made.json()["email"], "ada@example.org");
+    let again =
+        call(&gw, "POST", "/admin/accounts", Some(r#"{"email":"ada@example.org","tier":"registered"}"#), t).await;
+    assert_problem(&again, 400, "bad-admin-request");
+    let gold = call(&gw, "POST", "/admin/accounts", Some(r#"{"email":"x@example.org","tier":"gold"}"#), t).await;
+    assert_problem(&gold, 400, "bad-admin-request");
+
+    let key = call(&gw, "POST", "/admin/keys", Some(r#"{"account":"ada@example.org","name":"laptop"}"#), t).await;
+    assert_eq!(key.status, 201);
+    let plaintext = key.json()["key"].as_str().unwrap().to_owned();
+    let id = key.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &plaintext)]).await.status, 200);
+
+    let listed = call(&gw, "GET", "/admin/keys?account=ada@example.org", None, t).await;
+    assert_eq!(listed.json().as_array().unwrap().len(), 1);
+    assert!(!String::from_utf8_lossy(&listed.body).contains(&plaintext), "lists never show secrets");
+
+    let rolled = call(&gw, "POST", &format!("/admin/keys/{id}/roll"), Some(r#"{"grace_seconds":0}"#), t).await;
+    assert_eq!(rolled.status, 201);
+    let new_key = rolled.json()["key"].as_str().unwrap().to_owned();
+    assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &plaintext)]).await, 401, "invalid-credential");
+    let new_id = rolled.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(call(&gw, "POST", &format!("/admin/keys/{new_id}/revoke"), None, t).await.status, 200);
+    assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &new_key)]).await, 401, "invalid-credential");
+    assert_problem(&call(&gw, "POST", &format!("/admin/keys/{new_id}/revoke"), None, t).await, 404, "no-such-key");
+
+    let bad_json = call(&gw, "POST", "/admin/keys", Some("{not json"), t).await;
+    assert_problem(&bad_json, 400, "bad-admin-request");
+    assert_problem(&call(&gw, "GET", "/admin/nothing", None, t).await, 404, "no-route");
+    assert_problem(&call(&gw, "DELETE", "/admin/keys", None, t).await, 400, "bad-admin-request");
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token_and_an_allowed_peer() {
+    let (gw, _cleanup, _origin) = admin_gateway("127.0.0.0/8").await;
+    assert_problem(&call(&gw, "GET", "/admin/accounts", None, None).await, 401, "admin-unauthorized");
+    assert_problem(&call(&gw, "GET", "/admin/accounts", None, Some("cgadm_guess")).await, 401, "admin-unauthorized");
+    assert_eq!(call(&gw, "GET", "/admin/accounts", None, Some(TOKEN)).await.status, 200);
+
+    let (gw, _cleanup, _origin) = admin_gateway("10.0.0.0/8").await;
+    assert_problem(&call(&gw, "GET", "/admin/accounts", None, Some(TOKEN)).await, 403, "forbidden");
+}
+
+#[tokio::test]
+async fn without_a_token_digest_there_is_no_admin_api() {
+    let up = echo_upstream().await;
+    let gw = coopgate_tests::gateway(config(up.addr)).await;
+    assert_problem(&get(&gw.url("/admin/accounts"), &[("authorization", "Bearer x")]).await, 404, "no-route");
+}
