@@ -135,15 +135,7 @@ impl Default for AdminConfig {
 impl AdminConfig {
     /// The token digest as bytes, when set and well-formed.
     pub fn digest(&self) -> Option<[u8; 32]> {
-        let hex = self.token_sha256.as_deref()?;
-        let mut out = [0u8; 32];
-        if hex.len() != 64 {
-            return None;
-        }
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(out)
+        crate::keys::digest_from_hex(self.token_sha256.as_deref()?)
     }
 }
 

@@ -155,7 +155,8 @@ fn digest_hex(secret: &str) -> String {
     })
 }
 
-fn from_hex(hex: &str) -> Option<[u8; 32]> {
+/// A SHA-256 digest from its 64 hex digits.
+pub(crate) fn digest_from_hex(hex: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     if hex.len() != 64 {
         return None;
@@ -353,7 +354,7 @@ impl Keys {
                 let hex: String = r.try_get("secret_sha256")?;
                 Ok(Arc::new(Cached {
                     // A digest that does not decode matches no secret.
-                    secret_sha256: from_hex(&hex).unwrap_or_default(),
+                    secret_sha256: digest_from_hex(&hex).unwrap_or_default(),
                     account_id: Arc::from(r.try_get::<String, _>("account_id")?),
                     tier: Arc::from(r.try_get::<String, _>("tier")?),
                     expires_at: r.try_get("expires_at")?,
