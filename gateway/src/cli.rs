@@ -69,6 +69,9 @@ enum Command {
     /// Create, list, revoke and roll API keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
+    /// Issue member tokens (JWT).
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
     /// Make an admin API token: prints the token (give it to the admin) and the
     /// line for the config (only the token's SHA-256 is kept there).
     AdminToken,
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::DemoUpstream { listen, data_dir } => demo_upstream(listen, &data_dir),
         Command::Migrate { target } => admin::migrate(&target, &env),
         Command::AdminToken => admin::admin_token(),
+        Command::Token(cmd) => admin::token(cmd, &env),
         Command::Accounts(cmd) => admin::accounts(cmd, &env),
         Command::Keys(cmd) => admin::keys(cmd, &env),
     };
@@ -136,8 +140,8 @@ fn serve(path: &Path, env: &HashMap<String, String>) -> anyhow::Result<()> {
     let config = config::load_file(path, env)?;
     telemetry::init(&config.log);
     let runtime = main_runtime()?;
-    let keys = admin::open_for_serve(&runtime, &config)?;
-    run_on(runtime, config, keys, |_| Ok(()))
+    let (keys, tokens) = admin::open_for_serve(&runtime, &config)?;
+    run_on(runtime, config, keys, tokens, |_| Ok(()))
 }
 
 fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
@@ -151,12 +155,13 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     let upstream = runtime
         .block_on(demo::start_upstream(data_dir))
         .with_context(|| format!("cannot prepare the sample dataset in {}", data_dir.display()))?;
-    let config = demo::config(listen, upstream);
-    let store = runtime.block_on(admin::connect(&demo::store_url(data_dir)))?;
-    let keys = Arc::new(crate::keys::Keys::new(store.clone()));
+    let mut config = demo::config(listen, upstream);
+    demo::use_data_dir(&mut config, data_dir);
+    let (keys, tokens) = admin::open_for_serve(&runtime, &config)?;
+    let store = keys.store().clone();
     let demo_keys = runtime.block_on(demo::ensure_keys(&store, &keys, data_dir))?;
     let data_dir = data_dir.to_owned();
-    run_on(runtime, config, keys, move |addr| {
+    run_on(runtime, config, keys, tokens, move |addr| {
         let manifest = demo::Manifest::new(addr, upstream, &demo::dataset::dir(&data_dir), demo_keys)?;
         manifest.write(&data_dir)?;
         println!("{}", manifest.banner(&data_dir));
@@ -194,6 +199,7 @@ fn run_on(
     runtime: tokio::runtime::Runtime,
     config: Config,
     keys: Arc<crate::keys::Keys>,
+    tokens: Arc<crate::tokens::Tokens>,
     on_listening: impl FnOnce(SocketAddr) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let workers = config.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -205,7 +211,7 @@ fn run_on(
     })?;
     let addr = listener.local_addr()?;
     let _guard = runtime.enter();
-    let gateway = Arc::new(Gateway::with_keys(config, keys)?);
+    let gateway = Arc::new(Gateway::with_credentials(config, keys, tokens)?);
     let upkeep = gateway.spawn_upkeep();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     runtime.spawn(async move {

@@ -39,6 +39,9 @@ pub struct Config {
     /// The admin HTTP API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Member tokens (JWT).
+    #[serde(default)]
+    pub tokens: TokensConfig,
     /// Where limiter state lives and how the headers look.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -112,6 +115,38 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig { url: Secret::inline("sqlite://coopgate-data/coopgate.db") }
+    }
+}
+
+/// `[tokens]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// `iss` of issued tokens, and the only issuer accepted.
+    pub issuer: String,
+    /// `aud` of issued tokens, and the only audience accepted.
+    pub audience: String,
+    /// The gateway's Ed25519 signing key (PKCS#8 DER), created on first start.
+    pub signing_key_file: PathBuf,
+    /// A shared secret for HS256 tokens without a `kid` (at least 32 bytes; `env:NAME`).
+    pub hmac_secret: Option<Secret>,
+    /// A JWKS file of further verification keys (RS256, ES256, EdDSA) by `kid`.
+    pub jwks_file: Option<PathBuf>,
+    /// The longest lifetime `coopgate token issue` grants.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            issuer: "coopgate".into(),
+            audience: "coopgate".into(),
+            signing_key_file: PathBuf::from("coopgate-data/token-signing-key.der"),
+            hmac_secret: None,
+            jwks_file: None,
+            max_ttl: Duration::from_secs(86_400),
+        }
     }
 }
 
@@ -438,6 +473,17 @@ impl Config {
                     path: "store.url".into(),
                     line: None,
                     message: "use sqlite://PATH or postgres://USER@HOST/DB".into(),
+                });
+            }
+        }
+        if let Some(secret) = &mut self.tokens.hmac_secret {
+            if let Err(e) = secret.resolve(env) {
+                problems.push(Problem { path: "tokens.hmac_secret".into(), line: None, message: e });
+            } else if secret.expose().len() < 32 {
+                problems.push(Problem {
+                    path: "tokens.hmac_secret".into(),
+                    line: None,
+                    message: "must be at least 32 bytes; a short HMAC secret can be guessed".into(),
                 });
             }
         }

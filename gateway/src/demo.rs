@@ -61,6 +61,12 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     config
 }
 
+/// Points the config's store and token signing key into the demo's data folder.
+pub fn use_data_dir(config: &mut Config, data_dir: &Path) {
+    config.store.url = crate::config::Secret::inline(store_url(data_dir));
+    config.tokens.signing_key_file = data_dir.join("token-signing-key.der");
+}
+
 /// The demo's store: SQLite in the data folder.
 pub fn store_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("coopgate.db").display())

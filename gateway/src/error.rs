@@ -81,6 +81,12 @@ pub enum Error {
         /// Whole seconds until another lookup is allowed.
         retry_after: u64,
     },
+    /// The request carries a member token that does not verify.
+    #[error("the member token {}", .0.reason())]
+    InvalidToken(crate::tokens::TokenRejection),
+    /// The token keys could not be loaded, or a token could not be issued.
+    #[error("member tokens: {0}")]
+    TokenSetup(String),
     /// An admin API request without the admin token, or with a wrong one.
     #[error("the admin token is missing or wrong")]
     AdminUnauthorized,

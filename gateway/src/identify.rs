@@ -9,7 +9,8 @@
 //! against [`Keys`]: from the in-process cache without waiting, or from the store
 //! on a miss. A valid key makes the caller its account's tier, limited per key;
 //! the key header is removed before the request goes upstream. Any other bearer
-//! token is refused (member tokens are not built yet). A bad credential is
+//! token is a member token ([`Tokens`]): its tier, capped by its account's
+//! current tier, limited per account. A bad credential is
 //! always a 401, never a silent downgrade to anonymous access; a store that
 //! cannot be asked is a 503.
 //!
@@ -31,6 +32,7 @@ use crate::config::KeyScope;
 use crate::error::Error;
 use crate::keys::{Cheap, KeyId, Keys, PresentedKey, VerifiedKey};
 use crate::tier::{TierId, Tiers};
+use crate::tokens::{Claims, TokenRejection, Tokens};
 
 /// What a limit is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,6 +151,8 @@ pub struct IdentifyLayer {
     keys: Option<Arc<Keys>>,
     /// Whether key holders are limited per key or per account.
     key_scope: KeyScope,
+    /// Member token keys, when the gateway has a store.
+    tokens: Option<Arc<Tokens>>,
 }
 
 impl IdentifyLayer {
@@ -159,16 +163,26 @@ impl IdentifyLayer {
         tiers: Arc<Tiers>,
         keys: Option<Arc<Keys>>,
         key_scope: KeyScope,
+        tokens: Option<Arc<Tokens>>,
     ) -> Self {
-        IdentifyLayer { trusted, conn, tiers, keys, key_scope }
+        IdentifyLayer { trusted, conn, tiers, keys, key_scope, tokens }
     }
+}
+
+/// The limiter key of an account. Account ids are random, so a plain fixed hash
+/// cannot be steered into collisions.
+fn account_hash(account_id: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    account_id.hash(&mut h);
+    h.finish()
 }
 
 /// Where a request's credential is, if it has one.
 enum Credential<'a> {
     None,
     ApiKey { raw: &'a str, header: http::HeaderName },
-    OtherBearer,
+    OtherBearer(&'a str),
 }
 
 fn credential(headers: &HeaderMap) -> Credential<'_> {
@@ -184,7 +198,7 @@ fn credential(headers: &HeaderMap) -> Credential<'_> {
         .and_then(|v| (v.len() >= 7 && v[..7].eq_ignore_ascii_case("bearer ")).then(|| v[7..].trim()));
     match bearer {
         Some(token) if token.starts_with("cg_") => Credential::ApiKey { raw: token, header: header::AUTHORIZATION },
-        Some(_) => Credential::OtherBearer,
+        Some(token) => Credential::OtherBearer(token),
         None => Credential::None,
     }
 }
@@ -205,6 +219,15 @@ pub struct Identify<S> {
 }
 
 impl<S> Identify<S> {
+    /// A member: the token's tier, but never above the account's current tier,
+    /// limited per account.
+    fn member_caller(&self, claims: &Claims, current: &str, ip: IpAddr) -> Caller {
+        let tiers = &self.layer.tiers;
+        let claimed = tiers.id(&claims.tier).unwrap_or(tiers.anonymous());
+        let allowed = tiers.id(current).unwrap_or(tiers.anonymous());
+        Caller { key: CallerKey::Account(account_hash(&claims.sub)), tier: claimed.min(allowed), ip }
+    }
+
     fn key_caller(&self, v: &VerifiedKey, ip: IpAddr) -> Caller {
         let tier = self.layer.tiers.id(&v.tier).unwrap_or_else(|| {
             tracing::warn!(tier = %v.tier, key = %v.id, "the key's account has a tier the config does not name; treating it as anonymous");
@@ -212,13 +235,7 @@ impl<S> Identify<S> {
         });
         let key = match self.layer.key_scope {
             KeyScope::Key => CallerKey::Key(v.id),
-            KeyScope::Account => {
-                use std::hash::{Hash, Hasher};
-                // Account ids are random, so a plain fixed hash cannot be steered into collisions.
-                let mut h = std::hash::DefaultHasher::new();
-                v.account_id.hash(&mut h);
-                CallerKey::Account(h.finish())
-            }
+            KeyScope::Account => CallerKey::Account(account_hash(&v.account_id)),
         };
         Caller { key, tier, ip }
     }
@@ -250,7 +267,37 @@ where
                 });
                 return IdentifyFuture::Inner { inner: self.inner.call(req) };
             }
-            Credential::OtherBearer => return reject(Error::UnknownCredential { header: "Authorization" }),
+            Credential::OtherBearer(token) => {
+                let Some(tokens) = self.layer.tokens.clone() else {
+                    return reject(Error::UnknownCredential { header: "Authorization" });
+                };
+                let claims = match tokens.verify(token) {
+                    Ok(claims) => claims,
+                    Err(why) => return reject(Error::InvalidToken(why)),
+                };
+                // Like keys, a member's token is for the gateway, not for the origin's logs.
+                req.headers_mut().remove(header::AUTHORIZATION);
+                return match tokens.cached_tier(&claims.sub) {
+                    Some(Some(current)) => {
+                        req.extensions_mut().insert(self.member_caller(&claims, &current, ip));
+                        IdentifyFuture::Inner { inner: self.inner.call(req) }
+                    }
+                    Some(None) => reject(Error::InvalidToken(TokenRejection::UnknownAccount)),
+                    None => {
+                        let this = self.clone();
+                        let mut inner = std::mem::replace(&mut self.inner, this.inner.clone());
+                        IdentifyFuture::Lookup {
+                            fut: Box::pin(async move {
+                                let Some(current) = tokens.fetch_tier(&claims.sub).await? else {
+                                    return Err(Error::InvalidToken(TokenRejection::UnknownAccount));
+                                };
+                                req.extensions_mut().insert(this.member_caller(&claims, &current, ip));
+                                inner.call(req).await
+                            }),
+                        }
+                    }
+                };
+            }
             Credential::ApiKey { raw, header } => (raw, header),
         };
         let key = match PresentedKey::parse(raw) {

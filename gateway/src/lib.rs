@@ -25,6 +25,7 @@ pub mod server;
 pub mod stack;
 pub mod telemetry;
 pub mod tier;
+pub mod tokens;
 
 pub use config::Config;
 pub use error::Error;

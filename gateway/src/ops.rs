@@ -6,6 +6,7 @@
 //!   that a load balancer stops sending new requests while in-flight ones drain.
 //! - `GET /metrics`: Prometheus text, only to peers in `server.metrics_allow`
 //!   (the socket peer; a forwarded address is never believed for this).
+//! - `GET /.well-known/jwks.json`: the public keys of member tokens this gateway issues.
 //! - `/admin/…`: the admin API ([`crate::admin`]), when configured, to peers in
 //!   `admin.allow` with the admin token.
 
@@ -35,6 +36,8 @@ pub struct OpsState {
     pub metrics_allow: Vec<IpNet>,
     /// The admin API, when `admin.token_sha256` is set and there is a store.
     pub admin: Option<AdminApi>,
+    /// `/.well-known/jwks.json`, when the gateway issues member tokens.
+    pub jwks: Option<bytes::Bytes>,
 }
 
 /// The admin API and who may use it.
@@ -106,6 +109,12 @@ where
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" if state.draining.load(Ordering::SeqCst) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             "/readyz" => text(StatusCode::OK, "ready\n"),
+            "/.well-known/jwks.json" if state.jwks.is_some() => {
+                let mut resp = Response::new(body::full(state.jwks.clone().expect("checked")));
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+                Ok(resp)
+            }
             "/metrics" => {
                 let peer = canonical(self.layer.conn.peer.ip());
                 if state.metrics_allow.iter().any(|n| n.contains(&peer)) {

@@ -34,7 +34,9 @@ impl Error {
             Error::NoRoute { .. } => StatusCode::NOT_FOUND,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::UnknownCredential { .. } | Error::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
+            Error::UnknownCredential { .. } | Error::InvalidApiKey(_) | Error::InvalidToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Error::NoSuchKey { .. } => StatusCode::NOT_FOUND,
             Error::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             Error::BadAdminRequest(_) => StatusCode::BAD_REQUEST,
@@ -48,6 +50,7 @@ impl Error {
             | Error::ConfigInvalid(_)
             | Error::Bind { .. }
             | Error::TlsSetup(_)
+            | Error::TokenSetup(_)
             | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -59,7 +62,7 @@ impl Error {
             Error::NoRoute { .. } => "no-route",
             Error::HeadersTooLarge { .. } => "headers-too-large",
             Error::PayloadTooLarge { .. } => "payload-too-large",
-            Error::UnknownCredential { .. } | Error::InvalidApiKey(_) => "invalid-credential",
+            Error::UnknownCredential { .. } | Error::InvalidApiKey(_) | Error::InvalidToken(_) => "invalid-credential",
             Error::NoSuchKey { .. } => "no-such-key",
             Error::AdminUnauthorized => "admin-unauthorized",
             Error::BadAdminRequest(_) => "bad-admin-request",
@@ -106,6 +109,10 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         ),
         Error::TooManyKeyLookups { retry_after } => format!(
             "Too many keys this gateway has not seen came from your address; retry in {retry_after} s with a valid key, or without one."
+        ),
+        Error::InvalidToken(why) => format!(
+            "The member token {}. Get a fresh one from your co-op, or remove it to download as an anonymous user.",
+            why.reason()
         ),
         Error::NoSuchKey { id } => format!("No active key {id}."),
         Error::AdminUnauthorized => "Send the admin token as Authorization: Bearer TOKEN.".to_owned(),

@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::identify::ConnInfo;
 use crate::keys::Keys;
 use crate::stack::{Shared, stack};
+use crate::tokens::Tokens;
 
 /// How long a client may take to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,15 +46,20 @@ pub struct Gateway {
 impl Gateway {
     /// Builds a gateway from a validated config, without a store: API keys are refused.
     pub fn new(config: Config) -> Result<Self, Error> {
-        Self::build(config, None)
+        Self::build(config, None, None)
     }
 
-    /// Builds a gateway that checks API keys against `keys`.
+    /// Builds a gateway that checks API keys against `keys` (member tokens are refused).
     pub fn with_keys(config: Config, keys: Arc<Keys>) -> Result<Self, Error> {
-        Self::build(config, Some(keys))
+        Self::build(config, Some(keys), None)
     }
 
-    fn build(config: Config, keys: Option<Arc<Keys>>) -> Result<Self, Error> {
+    /// Builds a gateway that checks API keys and member tokens.
+    pub fn with_credentials(config: Config, keys: Arc<Keys>, tokens: Arc<Tokens>) -> Result<Self, Error> {
+        Self::build(config, Some(keys), Some(tokens))
+    }
+
+    fn build(config: Config, keys: Option<Arc<Keys>>, tokens: Option<Arc<Tokens>>) -> Result<Self, Error> {
         let tls = config.server.tls.as_ref().map(server_tls).transpose()?;
         let max_head = config.server.max_header_bytes.0 as usize;
         let mut http = auto::Builder::new(TokioExecutor::new());
@@ -64,7 +70,7 @@ impl Gateway {
             // our limit so that the route layer's problem document is what clients see.
             .max_buf_size((max_head * 2).max(64 << 10));
         http.http2().timer(TokioTimer::new()).max_header_list_size((max_head * 2).max(64 << 10) as u32);
-        Ok(Gateway { shared: Arc::new(Shared::new(config, keys)?), tls, http })
+        Ok(Gateway { shared: Arc::new(Shared::new(config, keys, tokens)?), tls, http })
     }
 
     /// The state shared by every connection (metrics, limits, config).

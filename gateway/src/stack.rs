@@ -23,6 +23,7 @@ use crate::proxy::{Proxy, Timeouts};
 use crate::request_id::{IdSource, RequestIdLayer};
 use crate::route::{RouteLayer, RouteTable};
 use crate::tier::Tiers;
+use crate::tokens::Tokens;
 
 /// Everything the layers share across connections, built once from the config.
 pub struct Shared {
@@ -42,13 +43,15 @@ pub struct Shared {
     pub trusted: Arc<TrustedProxies>,
     /// API keys, when the gateway has a store.
     pub keys: Option<Arc<Keys>>,
+    /// Member tokens, when the gateway has a store.
+    pub tokens: Option<Arc<Tokens>>,
     /// The config the rest was built from.
     pub config: Arc<Config>,
 }
 
 impl Shared {
     /// Builds the shared state; fails only on unusable upstream TLS settings.
-    pub fn new(config: Config, keys: Option<Arc<Keys>>) -> Result<Self, Error> {
+    pub fn new(config: Config, keys: Option<Arc<Keys>>, tokens: Option<Arc<Tokens>>) -> Result<Self, Error> {
         let metrics = Arc::new(Metrics::new());
         let tiers = Arc::new(Tiers::from_config(&config));
         let routes = Arc::new(RouteTable::from_config(&config, &tiers, &metrics)?);
@@ -59,6 +62,7 @@ impl Shared {
                 draining: Default::default(),
                 metrics: metrics.clone(),
                 metrics_allow: config.server.metrics_allow.clone(),
+                jwks: tokens.as_ref().map(|t| t.jwks()),
                 admin: match (config.admin.digest(), &keys) {
                     (Some(token_sha256), Some(keys)) => Some(crate::ops::AdminApi {
                         router: crate::admin::router(keys.clone(), config.tiers.keys().cloned().collect()),
@@ -74,6 +78,7 @@ impl Shared {
             limits,
             metrics,
             keys,
+            tokens,
             config: Arc::new(config),
         })
     }
@@ -102,6 +107,7 @@ pub fn stack(
             shared.tiers.clone(),
             shared.keys.clone(),
             shared.config.limits.key_scope,
+            shared.tokens.clone(),
         ))
         // Whether the caller's tier may use the route (403).
         .layer(AuthorizeLayer::new(shared.tiers.clone()))

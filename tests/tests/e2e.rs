@@ -14,4 +14,5 @@ mod e2e {
     mod streaming;
     mod support;
     mod tls;
+    mod tokens;
 }

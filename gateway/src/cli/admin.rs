@@ -15,6 +15,7 @@ use coopgate_billing::{Accounts, Store};
 use crate::config::{self, Config};
 use crate::demo;
 use crate::keys::{KeyInfo, Keys, NewKey};
+use crate::tokens::Tokens;
 
 /// Which deployment an admin command works on.
 #[derive(Debug, Args)]
@@ -39,7 +40,9 @@ impl Target {
             None => {
                 let dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from("coopgate-data"));
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-                Ok((demo::config(addr, addr), demo::store_url(&dir)))
+                let mut config = demo::config(addr, addr);
+                demo::use_data_dir(&mut config, &dir);
+                Ok((config, demo::store_url(&dir)))
             }
         }
     }
@@ -275,10 +278,41 @@ fn describe(k: &KeyInfo) -> String {
     format!("{}  {:<20} {:<32} {state}", k.id, k.name, k.account_email)
 }
 
-/// Opens the store of `config` for `serve`.
-pub fn open_for_serve(runtime: &tokio::runtime::Runtime, config: &Config) -> anyhow::Result<Arc<Keys>> {
+/// Opens the store of `config` and loads the token keys, for `serve` and `demo`.
+pub fn open_for_serve(runtime: &tokio::runtime::Runtime, config: &Config) -> anyhow::Result<(Arc<Keys>, Arc<Tokens>)> {
     let store = runtime.block_on(connect(config.store.url.expose()))?;
-    Ok(Arc::new(Keys::new(store)))
+    let tokens = Tokens::load(&config.tokens, store.clone())?;
+    Ok((Arc::new(Keys::new(store)), Arc::new(tokens)))
+}
+
+/// `coopgate token …`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a member token (JWT) for an account, at the account's tier.
+    Issue {
+        /// The account's email.
+        #[arg(long)]
+        account: String,
+        /// How long the token lives (at most tokens.max_ttl).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// `coopgate token …`.
+pub fn token(cmd: TokenCommand, env: &HashMap<String, String>) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let TokenCommand::Issue { account, ttl, target } = cmd;
+        let (config, store) = target.store(env).await?;
+        let tokens = Tokens::load(&config.tokens, store.clone())?;
+        let found = Accounts::new(store).by_email(&account).await?.ok_or_else(|| {
+            anyhow::anyhow!("no account {account}: create it first with `coopgate accounts create --email {account}`")
+        })?;
+        println!("{}", tokens.issue(&found, ttl)?);
+        Ok(())
+    })
 }
 
 /// `coopgate admin-token`.

@@ -85,6 +85,27 @@ async fn the_demo_serves_open_data_anonymously_with_honest_limits() {
     assert_eq!(member.status, 200);
     assert!(member.body.starts_with(b"date,region"));
 
+    // A member token issued by the CLI opens it too, and never reaches the origin.
+    let out = coopgate()
+        .args([
+            "token",
+            "issue",
+            "--account",
+            "member@example.org",
+            "--ttl",
+            "10m",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let with_token = get(early, &[("authorization", &format!("Bearer {token}"))]).await;
+    assert_eq!(with_token.status, 200);
+    let jwks = get(&format!("{base}/.well-known/jwks.json"), &[]).await;
+    assert_eq!(jwks.json()["keys"][0]["crv"], "Ed25519");
+
     // Admin commands work on the running demo's data folder; a key revoked there
     // stops working in the running gateway within about a second.
     let dir_arg = data.to_str().unwrap();

@@ -1,0 +1,323 @@
+//! Member tokens: JWTs that carry a sustaining member's tier.
+//!
+//! Verified with jsonwebtoken against configured keys, chosen by the token's
+//! `kid`: the gateway's own Ed25519 key (created on first start, its public half
+//! published at `/.well-known/jwks.json`), keys from a JWKS file (RS256, ES256,
+//! EdDSA), and an HMAC secret for tokens without a `kid`. The algorithm always
+//! comes from the key, never from the token header; `exp`, `iss`, `aud` and
+//! `sub` are required, `nbf` is checked when present. A token's tier is capped by
+//! its account's current tier (looked up in the store, cached for 30 s), so a
+//! membership that ends loses member access within a minute even while its
+//! tokens have not expired.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coopgate_billing::{Account, AccountId, Accounts, Store};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::TokensConfig;
+use crate::error::Error;
+
+/// Longest token accepted; anything longer is refused before parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Verified tokens remembered at most; past this the memory is cleared and
+/// rebuilt, which costs a signature check per token once more.
+const VERIFIED_CACHE_MAX: usize = 10_000;
+
+/// How long an account's tier is trusted from the cache.
+const ACCOUNT_TTL: Duration = Duration::from_secs(30);
+
+/// Why a token is refused; every reason is a 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRejection {
+    /// Over [`MAX_TOKEN_BYTES`].
+    TooLarge,
+    /// Not a JWT this gateway can read (including `alg: none`).
+    Malformed,
+    /// A `kid` with characters no key id has.
+    BadKeyId,
+    /// No configured key has this `kid` (or the token has none and there is no HMAC secret).
+    UnknownKey,
+    /// The header's algorithm is not the key's.
+    WrongAlgorithm,
+    /// The signature does not verify.
+    BadSignature,
+    /// Past `exp`.
+    Expired,
+    /// Before `nbf`.
+    NotYetValid,
+    /// Another issuer.
+    WrongIssuer,
+    /// Another audience.
+    WrongAudience,
+    /// The account it names no longer exists.
+    UnknownAccount,
+}
+
+impl TokenRejection {
+    /// What the 401 problem says.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenRejection::TooLarge => "is larger than 8 KiB",
+            TokenRejection::Malformed => "is not a JWT this gateway accepts",
+            TokenRejection::BadKeyId => "has a kid with characters no key id has",
+            TokenRejection::UnknownKey => "is signed with a key this gateway does not know",
+            TokenRejection::WrongAlgorithm => "names an algorithm that is not its key's",
+            TokenRejection::BadSignature => "has a signature that does not verify",
+            TokenRejection::Expired => "has expired",
+            TokenRejection::NotYetValid => "is not valid yet",
+            TokenRejection::WrongIssuer => "was issued by someone else",
+            TokenRejection::WrongAudience => "is meant for another service",
+            TokenRejection::UnknownAccount => "names an account that no longer exists",
+        }
+    }
+}
+
+/// The claims of a member token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The account id.
+    pub sub: String,
+    /// The tier the token was issued for.
+    pub tier: String,
+    /// The member's organisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+    /// Issued at, Unix seconds.
+    #[serde(default)]
+    pub iat: u64,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+}
+
+/// Verification keys, the signing key, and the account tier cache.
+pub struct Tokens {
+    /// Verification keys by `kid`, each with the one algorithm it may be used with.
+    by_kid: HashMap<String, (DecodingKey, Algorithm)>,
+    /// The HMAC key for tokens without a `kid`.
+    hmac: Option<DecodingKey>,
+    /// The gateway's own signing key and its `kid`.
+    signer: (EncodingKey, String),
+    /// `/.well-known/jwks.json`.
+    jwks: bytes::Bytes,
+    /// `tokens.issuer`.
+    issuer: String,
+    /// `tokens.audience`.
+    audience: String,
+    /// `tokens.max_ttl`.
+    max_ttl: Duration,
+    /// Where accounts live.
+    store: Store,
+    /// Account tiers by account id (`None`: no such account), with when they were read.
+    accounts: Mutex<HashMap<String, (SystemTime, Option<String>)>>,
+    /// Tokens whose signature and claims verified, by SHA-256 of the token: a
+    /// signature check costs tens of microseconds, a hash about one.
+    verified: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
+}
+
+fn valid_kid(kid: &str) -> bool {
+    (1..=64).contains(&kid.len()) && kid.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Tokens {
+    /// Loads (or, on first start, creates) the signing key and the configured keys.
+    pub fn load(config: &TokensConfig, store: Store) -> Result<Self, Error> {
+        let der = signing_key(&config.signing_key_file)?;
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map_err(|e| Error::TokenSetup(format!("tokens.signing_key_file: not an Ed25519 key: {e}")))?;
+        let public = ring::signature::KeyPair::public_key(&pair).as_ref().to_vec();
+        let hash: String = Sha256::digest(&public).iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let kid = format!("cg-{hash}");
+        let x = URL_SAFE_NO_PAD.encode(&public);
+        let jwks = serde_json::json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" }] });
+
+        let mut by_kid = HashMap::new();
+        let own = DecodingKey::from_ed_components(&x).map_err(|e| Error::TokenSetup(e.to_string()))?;
+        by_kid.insert(kid.clone(), (own, Algorithm::EdDSA));
+        if let Some(path) = &config.jwks_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::TokenSetup(format!("tokens.jwks_file {}: {e}", path.display())))?;
+            let set: JwkSet = serde_json::from_str(&text)
+                .map_err(|e| Error::TokenSetup(format!("tokens.jwks_file {}: {e}", path.display())))?;
+            for jwk in &set.keys {
+                let Some(kid) = jwk.common.key_id.clone().filter(|k| valid_kid(k)) else {
+                    return Err(Error::TokenSetup(format!(
+                        "tokens.jwks_file {}: every key needs a plain kid",
+                        path.display()
+                    )));
+                };
+                let alg = match &jwk.algorithm {
+                    AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+                    AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
+                    _ => {
+                        return Err(Error::TokenSetup(format!(
+                            "tokens.jwks_file {}: key {kid}: only RSA (RS256), P-256 (ES256) and Ed25519 (EdDSA) keys are accepted",
+                            path.display()
+                        )));
+                    }
+                };
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| Error::TokenSetup(format!("tokens.jwks_file {}: key {kid}: {e}", path.display())))?;
+                by_kid.insert(kid, (key, alg));
+            }
+        }
+        Ok(Tokens {
+            by_kid,
+            hmac: config.hmac_secret.as_ref().map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
+            signer: (EncodingKey::from_ed_der(&der), kid),
+            jwks: serde_json::to_vec(&jwks).map_err(Error::internal)?.into(),
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            max_ttl: config.max_ttl,
+            store,
+            accounts: Mutex::default(),
+            verified: Mutex::default(),
+        })
+    }
+
+    /// The public keys, as served at `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> bytes::Bytes {
+        self.jwks.clone()
+    }
+
+    /// Issues a token for `account`, valid for `ttl` (at most `tokens.max_ttl`).
+    pub fn issue(&self, account: &Account, ttl: Duration) -> Result<String, Error> {
+        if ttl > self.max_ttl || ttl.is_zero() {
+            return Err(Error::TokenSetup(format!(
+                "a token may live from 1 s to tokens.max_ttl ({})",
+                humantime::format_duration(self.max_ttl)
+            )));
+        }
+        let now = now_secs();
+        let claims = Claims {
+            sub: account.id.to_string(),
+            tier: account.tier.clone(),
+            org: account.org.clone(),
+            exp: now + ttl.as_secs(),
+            iat: now,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.signer.1.clone());
+        jsonwebtoken::encode(&header, &claims, &self.signer.0).map_err(|e| Error::TokenSetup(e.to_string()))
+    }
+
+    /// Checks signature and claims; no store access. A token verified before is
+    /// only checked for expiry again.
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenRejection> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenRejection::TooLarge);
+        }
+        let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&fingerprint) {
+            // The same leeway as a full check, so a token does not expire earlier from the cache.
+            return if claims.exp + 30 < now_secs() { Err(TokenRejection::Expired) } else { Ok(claims.clone()) };
+        }
+        let claims = Arc::new(self.verify_signature(token)?);
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_CACHE_MAX {
+            verified.clear();
+        }
+        verified.insert(fingerprint, claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<Claims, TokenRejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+        let (key, alg) = match header.kid.as_deref() {
+            Some(kid) if !valid_kid(kid) => return Err(TokenRejection::BadKeyId),
+            Some(kid) => self.by_kid.get(kid).map(|(k, a)| (k, *a)).ok_or(TokenRejection::UnknownKey)?,
+            None => (self.hmac.as_ref().ok_or(TokenRejection::UnknownKey)?, Algorithm::HS256),
+        };
+        if header.alg != alg {
+            return Err(TokenRejection::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        jsonwebtoken::decode::<Claims>(token, key, &validation).map(|d| d.claims).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenRejection::Expired,
+            ErrorKind::ImmatureSignature => TokenRejection::NotYetValid,
+            ErrorKind::InvalidIssuer => TokenRejection::WrongIssuer,
+            ErrorKind::InvalidAudience => TokenRejection::WrongAudience,
+            ErrorKind::InvalidAlgorithm => TokenRejection::WrongAlgorithm,
+            ErrorKind::InvalidSignature => TokenRejection::BadSignature,
+            _ => TokenRejection::Malformed,
+        })
+    }
+
+    /// The account's current tier from the cache: `Some(None)` if it is gone, `None` on a miss.
+    pub fn cached_tier(&self, account: &str) -> Option<Option<String>> {
+        let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, tier) = cache.get(account)?;
+        (at.elapsed().unwrap_or(ACCOUNT_TTL) < ACCOUNT_TTL).then(|| tier.clone())
+    }
+
+    /// The account's current tier from the store (and caches it).
+    pub async fn fetch_tier(&self, account: &str) -> Result<Option<String>, Error> {
+        let found = Accounts::new(self.store.clone())
+            .by_id(&AccountId::from(account.to_owned()))
+            .await
+            .map_err(Error::Store)?
+            .map(|a| a.tier);
+        self.accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.to_owned(), (SystemTime::now(), found.clone()));
+        Ok(found)
+    }
+}
+
+/// Reads the PKCS#8 Ed25519 signing key, creating it (mode 0600) on first start.
+fn signing_key(path: &Path) -> Result<Vec<u8>, Error> {
+    match std::fs::read(path) {
+        Ok(der) => Ok(der),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let rng = ring::rand::SystemRandom::new();
+            let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| Error::TokenSetup("cannot generate a signing key".into()))?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::TokenSetup(format!("tokens.signing_key_file {}: {e}", path.display())))?;
+            }
+            write_private(path, doc.as_ref())
+                .map_err(|e| Error::TokenSetup(format!("tokens.signing_key_file {}: {e}", path.display())))?;
+            Ok(doc.as_ref().to_vec())
+        }
+        Err(e) => Err(Error::TokenSetup(format!("tokens.signing_key_file {}: {e}", path.display()))),
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// The gateway's tokens, shared.
+pub type SharedTokens = Arc<Tokens>;

@@ -1,0 +1,172 @@
+//! Member tokens: a member's tier unlocks early releases; every bad token is a 401.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coopgate::config::{Secret, TierConfig, TokensConfig};
+use coopgate::keys::Keys;
+use coopgate::tokens::Tokens;
+use coopgate_billing::Accounts;
+use coopgate_billing::store::testing::{Cleanup, sqlite};
+use coopgate_tests::{TestGateway, TestUpstream, assert_problem, config, echo_upstream, gateway_with, get};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures");
+const HMAC: &str = "an-hmac-secret-of-at-least-32-bytes!!";
+
+struct Setup {
+    gw: TestGateway,
+    tokens: Arc<Tokens>,
+    store: coopgate_billing::Store,
+    _up: TestUpstream,
+    _cleanup: Cleanup,
+    _dir: tempfile::TempDir,
+}
+
+/// A gateway whose bulk route keeps fresh releases for `member` and up.
+async fn setup() -> Setup {
+    let (store, cleanup) = sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![] });
+    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![] });
+    cfg.routes[1].min_tier = "member".into();
+    cfg.tokens = TokensConfig {
+        signing_key_file: dir.path().join("signing.der"),
+        jwks_file: Some(format!("{FIXTURES}/jwks-test.json").into()),
+        hmac_secret: Some(Secret::inline(HMAC)),
+        ..TokensConfig::default()
+    };
+    let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap());
+    let keys = Arc::new(Keys::new(store.clone()));
+    let gw = gateway_with(coopgate::Gateway::with_credentials(cfg, keys, tokens.clone()).unwrap()).await;
+    Setup { gw, tokens, store, _up: up, _cleanup: cleanup, _dir: dir }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Claims for account `sub` at `tier`, valid for an hour, with overrides.
+fn claims(sub: &str, tier: &str, patch: serde_json::Value) -> serde_json::Value {
+    let mut c =
+        json!({ "sub": sub, "tier": tier, "iss": "coopgate", "aud": "coopgate", "iat": now(), "exp": now() + 3600 });
+    for (k, v) in patch.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+fn rs256(claims: &serde_json::Value, kid: &str) -> String {
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(format!("{FIXTURES}/rsa-test-key.pem")).unwrap()).unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+async fn member(s: &Setup) -> String {
+    Accounts::new(s.store.clone()).create("inst@example.org", "member", Some("Institute")).await.unwrap().id.to_string()
+}
+
+#[tokio::test]
+async fn an_issued_token_gives_its_member_the_member_route_and_never_reaches_the_origin() {
+    let s = setup().await;
+    member(&s).await;
+    let account = Accounts::new(s.store.clone()).by_email("inst@example.org").await.unwrap().unwrap();
+    let token = s.tokens.issue(&account, Duration::from_secs(600)).unwrap();
+    let got = get(&s.gw.url("/bulk/2025.csv"), &[("authorization", &bearer(&token))]).await;
+    assert_eq!(got.status, 200);
+    assert!(got.json()["headers"].get("authorization").is_none());
+    // Anonymous callers are below the route's tier.
+    assert_problem(&get(&s.gw.url("/bulk/2025.csv"), &[]).await, 403, "tier-too-low");
+    // The public key is published for others to verify these tokens.
+    let jwks = get(&s.gw.url("/.well-known/jwks.json"), &[]).await.json();
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+}
+
+#[tokio::test]
+async fn tokens_from_a_jwks_key_and_the_hmac_secret_are_accepted() {
+    let s = setup().await;
+    let id = member(&s).await;
+    let rsa = rs256(&claims(&id, "member", json!({})), "rsa-test");
+    assert_eq!(get(&s.gw.url("/bulk/x"), &[("authorization", &bearer(&rsa))]).await.status, 200);
+    let hs = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(&id, "member", json!({})),
+        &EncodingKey::from_secret(HMAC.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(get(&s.gw.url("/bulk/x"), &[("authorization", &bearer(&hs))]).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_tokens_tier_is_capped_by_the_accounts_current_tier() {
+    let s = setup().await;
+    let id = member(&s).await;
+    // The account is a member today; its membership then ends.
+    Accounts::new(s.store.clone())
+        .set_tier(&coopgate_billing::AccountId::from(id.clone()), "registered")
+        .await
+        .unwrap();
+    let token = rs256(&claims(&id, "member", json!({})), "rsa-test");
+    assert_problem(&get(&s.gw.url("/bulk/x"), &[("authorization", &bearer(&token))]).await, 403, "tier-too-low");
+    // A token for an account that does not exist is refused outright.
+    let ghost = rs256(&claims("acct_ghost", "member", json!({})), "rsa-test");
+    assert_problem(&get(&s.gw.url("/bulk/x"), &[("authorization", &bearer(&ghost))]).await, 401, "invalid-credential");
+}
+
+#[tokio::test]
+async fn every_bad_token_is_a_401_never_anonymous_access() {
+    let s = setup().await;
+    let id = member(&s).await;
+    let b64 = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap());
+    let good = claims(&id, "member", json!({}));
+
+    let alg_none = format!("{}.{}.", b64(json!({ "alg": "none", "typ": "JWT" })), b64(good.clone()));
+    // HS256 "signed" with the RSA public key: the classic algorithm confusion.
+    let public_pem = std::fs::read(format!("{FIXTURES}/rsa-test-public.pem")).unwrap();
+    let mut confused_header = Header::new(Algorithm::HS256);
+    confused_header.kid = Some("rsa-test".into());
+    let confused = jsonwebtoken::encode(&confused_header, &good, &EncodingKey::from_secret(&public_pem)).unwrap();
+    let expired = rs256(&claims(&id, "member", json!({ "exp": now() - 3600 })), "rsa-test");
+    let not_yet = rs256(&claims(&id, "member", json!({ "nbf": now() + 3600 })), "rsa-test");
+    let wrong_iss = rs256(&claims(&id, "member", json!({ "iss": "someone-else" })), "rsa-test");
+    let wrong_aud = rs256(&claims(&id, "member", json!({ "aud": "another-api" })), "rsa-test");
+    let no_exp = rs256(&claims(&id, "member", json!({ "exp": null })), "rsa-test");
+    let unknown_kid = rs256(&good, "rotated-away");
+    let path_kid = rs256(&good, "../../etc/passwd");
+    let huge = rs256(&claims(&id, "member", json!({ "org": "x".repeat(9000) })), "rsa-test");
+    let mut tampered = rs256(&good, "rsa-test");
+    tampered.push('A');
+
+    for (name, token, says) in [
+        ("alg none", alg_none, "not a JWT"),
+        ("HS256 with the RSA public key", confused, "algorithm"),
+        ("expired", expired, "expired"),
+        ("nbf in the future", not_yet, "not valid yet"),
+        ("wrong iss", wrong_iss, "issued by someone else"),
+        ("wrong aud", wrong_aud, "another service"),
+        ("no exp", no_exp, "not a JWT"),
+        ("unknown kid", unknown_kid, "does not know"),
+        ("kid with path characters", path_kid, "kid"),
+        ("over 8 KB", huge, "8 KiB"),
+        ("tampered signature", tampered, ""),
+    ] {
+        let got = get(&s.gw.url("/api/x"), &[("authorization", &bearer(&token))]).await;
+        let doc = assert_problem(&got, 401, "invalid-credential");
+        assert!(doc["detail"].as_str().unwrap().contains(says), "{name}: {}", doc["detail"]);
+    }
+}
