@@ -216,6 +216,21 @@ pub struct LimitsConfig {
     /// What callers with API keys are limited by: each `key`, or their `account`
     /// (all of an account's keys share one allowance).
     pub key_scope: KeyScope,
+    /// What members (token holders) are limited by: their `account`, or their
+    /// `org` (everyone of an institution shares one allowance; tokens without an
+    /// `org` claim fall back to the account).
+    pub member_scope: MemberScope,
+}
+
+/// What member-token holders are limited by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberScope {
+    /// Each account has its own allowance.
+    #[default]
+    Account,
+    /// An organisation's members share one allowance.
+    Org,
 }
 
 /// What key-holding callers are limited by.
@@ -236,6 +251,7 @@ impl Default for LimitsConfig {
             sweep_interval: Duration::from_secs(10),
             legacy_headers: false,
             key_scope: KeyScope::Key,
+            member_scope: MemberScope::Account,
         }
     }
 }

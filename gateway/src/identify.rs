@@ -28,7 +28,7 @@ use ipnet::IpNet;
 use tower::{Layer, Service};
 
 use crate::body::Body;
-use crate::config::KeyScope;
+use crate::config::{KeyScope, MemberScope};
 use crate::error::Error;
 use crate::keys::{Cheap, KeyId, Keys, PresentedKey, VerifiedKey};
 use crate::tier::{TierId, Tiers};
@@ -153,6 +153,8 @@ pub struct IdentifyLayer {
     key_scope: KeyScope,
     /// Member token keys, when the gateway has a store.
     tokens: Option<Arc<Tokens>>,
+    /// Whether members are limited per account or per organisation.
+    member_scope: MemberScope,
 }
 
 impl IdentifyLayer {
@@ -164,8 +166,9 @@ impl IdentifyLayer {
         keys: Option<Arc<Keys>>,
         key_scope: KeyScope,
         tokens: Option<Arc<Tokens>>,
+        member_scope: MemberScope,
     ) -> Self {
-        IdentifyLayer { trusted, conn, tiers, keys, key_scope, tokens }
+        IdentifyLayer { trusted, conn, tiers, keys, key_scope, tokens, member_scope }
     }
 }
 
@@ -225,7 +228,12 @@ impl<S> Identify<S> {
         let tiers = &self.layer.tiers;
         let claimed = tiers.id(&claims.tier).unwrap_or(tiers.anonymous());
         let allowed = tiers.id(current).unwrap_or(tiers.anonymous());
-        Caller { key: CallerKey::Account(account_hash(&claims.sub)), tier: claimed.min(allowed), ip }
+        let key = match (self.layer.member_scope, &claims.org) {
+            // Prefixed so that an organisation never shares a key with an account id.
+            (MemberScope::Org, Some(org)) => CallerKey::Account(account_hash(&format!("org:{org}"))),
+            _ => CallerKey::Account(account_hash(&claims.sub)),
+        };
+        Caller { key, tier: claimed.min(allowed), ip }
     }
 
     fn key_caller(&self, v: &VerifiedKey, ip: IpAddr) -> Caller {

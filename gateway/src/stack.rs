@@ -108,6 +108,7 @@ pub fn stack(
             shared.keys.clone(),
             shared.config.limits.key_scope,
             shared.tokens.clone(),
+            shared.config.limits.member_scope,
         ))
         // Whether the caller's tier may use the route (403).
         .layer(AuthorizeLayer::new(shared.tiers.clone()))

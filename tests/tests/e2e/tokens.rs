@@ -170,3 +170,36 @@ async fn every_bad_token_is_a_401_never_anonymous_access() {
         assert!(doc["detail"].as_str().unwrap().contains(says), "{name}: {}", doc["detail"]);
     }
 }
+
+#[tokio::test]
+async fn an_institutions_members_can_share_one_allowance() {
+    use coopgate::config::MemberScope;
+    for scope in [MemberScope::Account, MemberScope::Org] {
+        let (store, _cleanup) = sqlite().await;
+        let dir = tempfile::tempdir().unwrap();
+        let up = echo_upstream().await;
+        let mut cfg = config(up.addr);
+        cfg.tiers
+            .insert("member".into(), TierConfig { rank: 20, limits: vec![coopgate_tests::limit("burst", "1/min", 2)] });
+        cfg.limits.member_scope = scope;
+        cfg.tokens.signing_key_file = dir.path().join("signing.der");
+        let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap());
+        let gw = gateway_with(
+            coopgate::Gateway::with_credentials(cfg, Arc::new(Keys::new(store.clone())), tokens.clone()).unwrap(),
+        )
+        .await;
+        let accounts = Accounts::new(store.clone());
+        let ada = accounts.create("ada@inst.example", "member", Some("Institute")).await.unwrap();
+        let bob = accounts.create("bob@inst.example", "member", Some("Institute")).await.unwrap();
+        let ada_token = bearer(&tokens.issue(&ada, Duration::from_secs(600)).unwrap());
+        let bob_token = bearer(&tokens.issue(&bob, Duration::from_secs(600)).unwrap());
+        for _ in 0..2 {
+            assert_eq!(get(&gw.url("/api/x"), &[("authorization", &ada_token)]).await.status, 200);
+        }
+        let bobs = get(&gw.url("/api/x"), &[("authorization", &bob_token)]).await.status;
+        match scope {
+            MemberScope::Account => assert_eq!(bobs, 200, "Bob has his own allowance"),
+            MemberScope::Org => assert_eq!(bobs, 429, "Bob shares the institute's spent allowance"),
+        }
+    }
+}
