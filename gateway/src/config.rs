@@ -132,6 +132,12 @@ pub struct TokensConfig {
     pub hmac_secret: Option<Secret>,
     /// A JWKS file of further verification keys (RS256, ES256, EdDSA) by `kid`.
     pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (an identity provider's), fetched at start and again when a
+    /// token names a `kid` not yet known, at most once per `jwks_refetch_interval`.
+    pub jwks_url: Option<Url>,
+    /// The shortest time between two fetches of `jwks_url`.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refetch_interval: Duration,
     /// The longest lifetime `coopgate token issue` grants.
     #[serde(with = "humantime_serde")]
     pub max_ttl: Duration,
@@ -145,6 +151,8 @@ impl Default for TokensConfig {
             signing_key_file: PathBuf::from("coopgate-data/token-signing-key.der"),
             hmac_secret: None,
             jwks_file: None,
+            jwks_url: None,
+            jwks_refetch_interval: Duration::from_secs(60),
             max_ttl: Duration::from_secs(86_400),
         }
     }
@@ -502,6 +510,15 @@ impl Config {
                     message: "must be at least 32 bytes; a short HMAC secret can be guessed".into(),
                 });
             }
+        }
+        if let Some(url) = &self.tokens.jwks_url
+            && (!matches!(url.scheme(), "http" | "https") || url.host_str().is_none())
+        {
+            problems.push(Problem {
+                path: "tokens.jwks_url".into(),
+                line: None,
+                message: format!("`{url}` must be an http:// or https:// URL with a host"),
+            });
         }
         if self.admin.token_sha256.is_some() && self.admin.digest().is_none() {
             problems.push(Problem {

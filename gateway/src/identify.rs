@@ -280,30 +280,46 @@ where
                     return reject(Error::UnknownCredential { header: "Authorization" });
                 };
                 let claims = match tokens.verify(token) {
-                    Ok(claims) => claims,
+                    Ok(claims) => Some(claims),
+                    // A key the identity provider published since the last fetch: fetch again (rate-limited).
+                    Err(TokenRejection::UnknownKey) if tokens.may_refetch() => None,
                     Err(why) => return reject(Error::InvalidToken(why)),
                 };
+                let token = token.to_owned();
                 // Like keys, a member's token is for the gateway, not for the origin's logs.
                 req.headers_mut().remove(header::AUTHORIZATION);
-                return match tokens.cached_tier(&claims.sub) {
-                    Some(Some(current)) => {
-                        req.extensions_mut().insert(self.member_caller(&claims, &current, ip));
-                        IdentifyFuture::Inner { inner: self.inner.call(req) }
-                    }
-                    Some(None) => reject(Error::InvalidToken(TokenRejection::UnknownAccount)),
-                    None => {
-                        let this = self.clone();
-                        let mut inner = std::mem::replace(&mut self.inner, this.inner.clone());
-                        IdentifyFuture::Lookup {
-                            fut: Box::pin(async move {
-                                let Some(current) = tokens.fetch_tier(&claims.sub).await? else {
-                                    return Err(Error::InvalidToken(TokenRejection::UnknownAccount));
-                                };
-                                req.extensions_mut().insert(this.member_caller(&claims, &current, ip));
-                                inner.call(req).await
-                            }),
+                if let Some(claims) = &claims {
+                    match tokens.cached_tier(&claims.sub) {
+                        Some(Some(current)) => {
+                            req.extensions_mut().insert(self.member_caller(claims, &current, ip));
+                            return IdentifyFuture::Inner { inner: self.inner.call(req) };
                         }
+                        Some(None) => return reject(Error::InvalidToken(TokenRejection::UnknownAccount)),
+                        None => {}
                     }
+                }
+                // Waits on the JWKS fetch or the account lookup; both are cached for the next request.
+                let this = self.clone();
+                let mut inner = std::mem::replace(&mut self.inner, this.inner.clone());
+                return IdentifyFuture::Lookup {
+                    fut: Box::pin(async move {
+                        let claims = match claims {
+                            Some(claims) => claims,
+                            None => {
+                                tokens.refetch().await;
+                                tokens.verify(&token).map_err(Error::InvalidToken)?
+                            }
+                        };
+                        let current = match tokens.cached_tier(&claims.sub) {
+                            Some(current) => current,
+                            None => tokens.fetch_tier(&claims.sub).await?,
+                        };
+                        let Some(current) = current else {
+                            return Err(Error::InvalidToken(TokenRejection::UnknownAccount));
+                        };
+                        req.extensions_mut().insert(this.member_caller(&claims, &current, ip));
+                        inner.call(req).await
+                    }),
                 };
             }
             Credential::ApiKey { raw, header } => (raw, header),

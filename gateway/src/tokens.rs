@@ -124,6 +124,12 @@ pub struct Tokens {
     store: Store,
     /// Account tiers by account id (`None`: no such account), with when they were read.
     accounts: Mutex<HashMap<String, (SystemTime, Option<String>)>>,
+    /// Keys fetched from `tokens.jwks_url`, by `kid`.
+    remote: std::sync::RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
+    /// Where `remote` comes from, and when it was last fetched.
+    jwks_source: Option<(crate::proxy::Upstream, Mutex<Option<std::time::Instant>>)>,
+    /// `tokens.jwks_refetch_interval`.
+    refetch_interval: Duration,
     /// Tokens whose signature and claims verified, by SHA-256 of the token: a
     /// signature check costs tens of microseconds, a hash about one.
     verified: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
@@ -190,6 +196,22 @@ impl Tokens {
             max_ttl: config.max_ttl,
             store,
             accounts: Mutex::default(),
+            remote: Default::default(),
+            jwks_source: config
+                .jwks_url
+                .as_ref()
+                .map(|url| {
+                    crate::proxy::Upstream::new(
+                        Arc::from("jwks"),
+                        url,
+                        None,
+                        &Default::default(),
+                        Duration::from_secs(5),
+                    )
+                    .map(|u| (u, Mutex::new(None)))
+                })
+                .transpose()?,
+            refetch_interval: config.jwks_refetch_interval,
             verified: Mutex::default(),
         })
     }
@@ -244,9 +266,15 @@ impl Tokens {
 
     fn verify_signature(&self, token: &str) -> Result<Claims, TokenRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+        let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
         let (key, alg) = match header.kid.as_deref() {
             Some(kid) if !valid_kid(kid) => return Err(TokenRejection::BadKeyId),
-            Some(kid) => self.by_kid.get(kid).map(|(k, a)| (k, *a)).ok_or(TokenRejection::UnknownKey)?,
+            Some(kid) => self
+                .by_kid
+                .get(kid)
+                .or_else(|| remote.get(kid))
+                .map(|(k, a)| (k, *a))
+                .ok_or(TokenRejection::UnknownKey)?,
             None => (self.hmac.as_ref().ok_or(TokenRejection::UnknownKey)?, Algorithm::HS256),
         };
         if header.alg != alg {
@@ -269,6 +297,41 @@ impl Tokens {
         })
     }
 
+    /// Whether a token with an unknown `kid` may trigger a JWKS fetch now.
+    pub fn may_refetch(&self) -> bool {
+        self.jwks_source.as_ref().is_some_and(|(_, last)| {
+            last.lock().unwrap_or_else(|p| p.into_inner()).is_none_or(|at| at.elapsed() >= self.refetch_interval)
+        })
+    }
+
+    /// Fetches `tokens.jwks_url` (at most once per interval, however many
+    /// callers ask) and replaces the remote keys. A failed fetch keeps the old keys.
+    pub async fn refetch(&self) {
+        let Some((source, last)) = &self.jwks_source else { return };
+        {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < self.refetch_interval) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match source.fetch(1 << 20, Duration::from_secs(10)).await {
+            Ok((status, body)) if status.is_success() => match parse_jwks(&body) {
+                Ok(keys) => {
+                    tracing::info!(keys = keys.len(), "fetched the JWKS of tokens.jwks_url");
+                    *self.remote.write().unwrap_or_else(|p| p.into_inner()) = keys;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "tokens.jwks_url answered with an unusable JWKS; keeping the keys I had")
+                }
+            },
+            Ok((status, _)) => {
+                tracing::warn!(%status, "tokens.jwks_url answered with an error; keeping the keys I had")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot fetch tokens.jwks_url; keeping the keys I had"),
+        }
+    }
+
     /// The account's current tier from the cache: `Some(None)` if it is gone, `None` on a miss.
     pub fn cached_tier(&self, account: &str) -> Option<Option<String>> {
         let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
@@ -289,6 +352,28 @@ impl Tokens {
             .insert(account.to_owned(), (SystemTime::now(), found.clone()));
         Ok(found)
     }
+}
+
+/// The usable keys of a JWKS document, by `kid`, each with its one algorithm.
+fn parse_jwks(text: &[u8]) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
+    let set: JwkSet = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone().filter(|k| valid_kid(k)) else {
+            return Err("every key needs a plain kid".into());
+        };
+        let alg = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => Algorithm::RS256,
+            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
+            _ => {
+                return Err(format!("key {kid}: only RSA (RS256), P-256 (ES256) and Ed25519 (EdDSA) keys are accepted"));
+            }
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;
+        out.insert(kid, (key, alg));
+    }
+    Ok(out)
 }
 
 /// Reads the PKCS#8 Ed25519 signing key, creating it (mode 0600) on first start.

@@ -282,6 +282,8 @@ fn describe(k: &KeyInfo) -> String {
 pub fn open_for_serve(runtime: &tokio::runtime::Runtime, config: &Config) -> anyhow::Result<(Arc<Keys>, Arc<Tokens>)> {
     let store = runtime.block_on(connect(config.store.url.expose()))?;
     let tokens = Tokens::load(&config.tokens, store.clone())?;
+    // Fetch the identity provider's keys now rather than on the first token.
+    runtime.block_on(tokens.refetch());
     Ok((Arc::new(Keys::new(store)), Arc::new(tokens)))
 }
 

@@ -21,7 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::body::Body;
 use crate::config::{ProxyConfig, RouteConfig};
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 
 /// Where one route's requests go, and how to connect there.
 pub struct Upstream {
@@ -56,7 +56,17 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Builds a route's upstream; the config is already validated.
     pub fn from_config(route: Arc<str>, rc: &RouteConfig, proxy: &ProxyConfig) -> Result<Self, Error> {
-        let url = &rc.upstream;
+        Self::new(route, &rc.upstream, rc.upstream_ca.as_deref(), &rc.upstream_headers, proxy.connect_timeout)
+    }
+
+    /// An upstream at `url` (http or https), trusting the public roots and `ca`.
+    pub fn new(
+        route: Arc<str>,
+        url: &url::Url,
+        ca: Option<&std::path::Path>,
+        headers: &std::collections::BTreeMap<String, crate::config::Secret>,
+        connect_timeout: Duration,
+    ) -> Result<Self, Error> {
         let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
         let authority = match url.port() {
@@ -66,12 +76,11 @@ impl Upstream {
         let tls = if url.scheme() == "https" {
             let name = ServerName::try_from(host.clone())
                 .map_err(|e| Error::TlsSetup(format!("route {route}: `{host}` is not a TLS server name: {e}")))?;
-            Some((TlsConnector::from(Arc::new(client_tls(rc, &route)?)), name))
+            Some((TlsConnector::from(Arc::new(client_tls(ca, &route)?)), name))
         } else {
             None
         };
-        let extra_headers = rc
-            .upstream_headers
+        let extra_headers = headers
             .iter()
             .filter_map(|(k, v)| {
                 Some((HeaderName::from_bytes(k.as_bytes()).ok()?, HeaderValue::from_str(v.expose()).ok()?))
@@ -87,10 +96,32 @@ impl Upstream {
             authority: HeaderValue::try_from(authority).map_err(Error::internal)?,
             base_path: url.path().trim_end_matches('/').to_owned(),
             tls,
-            connect_timeout: proxy.connect_timeout,
+            connect_timeout,
             extra_headers,
             route,
         })
+    }
+
+    /// Fetches a small document at the base URL (for example a JWKS), up to
+    /// `limit` bytes, within `timeout`. Not for proxying: the whole body is read.
+    pub async fn fetch(&self, limit: usize, timeout: Duration) -> Result<(http::StatusCode, bytes::Bytes), Error> {
+        use http_body_util::BodyExt;
+        let fetching = async {
+            let mut sender = self.connect().await?;
+            let path = if self.base_path.is_empty() { "/".to_owned() } else { self.base_path.clone() };
+            let req = Request::get(path)
+                .header(http::header::HOST, self.authority.clone())
+                .body(crate::body::empty())
+                .map_err(Error::internal)?;
+            let failed = |e: BoxError| Error::UpstreamFailed { route: self.route.clone(), source: e };
+            let resp = sender.send_request(req).await.map_err(|e| failed(e.into()))?;
+            let status = resp.status();
+            let body = http_body_util::Limited::new(resp.into_body(), limit).collect().await.map_err(failed)?;
+            Ok((status, body.to_bytes()))
+        };
+        tokio::time::timeout(timeout, fetching)
+            .await
+            .unwrap_or_else(|_| Err(Error::UpstreamTimeout { route: self.route.clone(), phase: "respond" }))
     }
 
     /// Opens a new HTTP/1.1 connection (TCP, then TLS if https) within the connect timeout.
@@ -135,10 +166,10 @@ async fn drive<F: std::future::Future<Output = hyper::Result<()>>>(conn: F) {
 }
 
 /// The rustls client config for a route: public roots plus the route's own CA file.
-fn client_tls(rc: &RouteConfig, route: &str) -> Result<rustls::ClientConfig, Error> {
+fn client_tls(ca: Option<&std::path::Path>, route: &str) -> Result<rustls::ClientConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = &rc.upstream_ca {
+    if let Some(path) = ca {
         use rustls_pki_types::pem::PemObject;
         let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
             .map_err(|e| Error::TlsSetup(format!("route {route}: upstream_ca {}: {e}", path.display())))?;

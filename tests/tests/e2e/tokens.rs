@@ -203,3 +203,41 @@ async fn an_institutions_members_can_share_one_allowance() {
         }
     }
 }
+
+#[tokio::test]
+async fn keys_from_a_jwks_url_are_fetched_and_an_unknown_kid_refetches_at_most_once_per_interval() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let idp = coopgate_tests::upstream(move |_req| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {
+            http::Response::new(coopgate_tests::full(std::fs::read(format!("{FIXTURES}/jwks-test.json")).unwrap()))
+        }
+    })
+    .await;
+    let (store, _cleanup) = sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![] });
+    cfg.tokens.signing_key_file = dir.path().join("signing.der");
+    cfg.tokens.jwks_url = Some(format!("http://{}/.well-known/jwks.json", idp.addr).parse().unwrap());
+    cfg.tokens.jwks_refetch_interval = Duration::from_secs(3600);
+    let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap());
+    let gw =
+        gateway_with(coopgate::Gateway::with_credentials(cfg, Arc::new(Keys::new(store.clone())), tokens).unwrap())
+            .await;
+    let id = Accounts::new(store).create("inst@example.org", "member", None).await.unwrap().id.to_string();
+
+    // The first token with the provider's kid makes the gateway fetch its keys.
+    let token = rs256(&claims(&id, "member", json!({})), "rsa-test");
+    assert_eq!(get(&gw.url("/api/x"), &[("authorization", &bearer(&token))]).await.status, 200);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    // Unknown kids within the interval do not make it fetch again.
+    for _ in 0..3 {
+        let other = rs256(&claims(&id, "member", json!({})), "not-published");
+        assert_problem(&get(&gw.url("/api/x"), &[("authorization", &bearer(&other))]).await, 401, "invalid-credential");
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "at most one fetch per interval");
+}
