@@ -32,12 +32,14 @@ use crate::keys::{Keys, NewKey};
 #[derive(Clone)]
 struct AdminState {
     keys: Arc<Keys>,
+    /// Tells other replicas at once, when Redis is configured.
+    invalidations: Option<crate::invalidate::Invalidations>,
     /// Tier names the config knows, for account creation.
     tiers: Arc<Vec<String>>,
 }
 
 /// The admin routes.
-pub fn router(keys: Arc<Keys>, tiers: Vec<String>) -> Router {
+pub fn router(keys: Arc<Keys>, tiers: Vec<String>, invalidations: Option<crate::invalidate::Invalidations>) -> Router {
     Router::new()
         .route("/admin/accounts", get(list_accounts).post(create_account))
         .route("/admin/keys", get(list_keys).post(create_key))
@@ -45,7 +47,7 @@ pub fn router(keys: Arc<Keys>, tiers: Vec<String>) -> Router {
         .route("/admin/keys/{id}/roll", post(roll_key))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
         .method_not_allowed_fallback(|| async { Error::BadAdminRequest("that method is not allowed here".into()) })
-        .with_state(AdminState { keys, tiers: Arc::new(tiers) })
+        .with_state(AdminState { keys, invalidations, tiers: Arc::new(tiers) })
 }
 
 /// Whether `Authorization: Bearer …` carries the token whose digest is `expected`.
@@ -160,6 +162,9 @@ async fn create_key(
 
 async fn revoke_key(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, Error> {
     s.keys.revoke(&id).await?;
+    if let Some(inv) = &s.invalidations {
+        inv.key_changed(&id).await;
+    }
     Ok(Json(serde_json::json!({ "revoked": id })))
 }
 
@@ -181,5 +186,9 @@ async fn roll_key(
         Err(e) => return Err(unreadable(e)),
     };
     let grace = body.grace_seconds.map_or(Duration::from_secs(86_400), Duration::from_secs);
-    shown_once(s.keys.roll(&id, grace).await?)
+    let made = s.keys.roll(&id, grace).await?;
+    if let Some(inv) = &s.invalidations {
+        inv.key_changed(&id).await;
+    }
+    shown_once(made)
 }

@@ -21,12 +21,14 @@ use crate::tier::Tiers;
 #[derive(Clone)]
 pub struct AuthorizeLayer {
     tiers: Arc<Tiers>,
+    /// `server.upgrade_url`, linked from refusals.
+    upgrade: Option<Arc<str>>,
 }
 
 impl AuthorizeLayer {
     /// A layer comparing tiers from `tiers`.
-    pub fn new(tiers: Arc<Tiers>) -> Self {
-        AuthorizeLayer { tiers }
+    pub fn new(tiers: Arc<Tiers>, upgrade: Option<Arc<str>>) -> Self {
+        AuthorizeLayer { tiers, upgrade }
     }
 }
 
@@ -34,7 +36,7 @@ impl<S> Layer<S> for AuthorizeLayer {
     type Service = Authorize<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authorize { inner, tiers: self.tiers.clone() }
+        Authorize { inner, layer: self.clone() }
     }
 }
 
@@ -42,7 +44,7 @@ impl<S> Layer<S> for AuthorizeLayer {
 #[derive(Clone)]
 pub struct Authorize<S> {
     inner: S,
-    tiers: Arc<Tiers>,
+    layer: AuthorizeLayer,
 }
 
 impl<S, B> Service<Request<B>> for Authorize<S>
@@ -66,8 +68,13 @@ where
             ))));
         };
         if caller.tier < route.min_tier {
-            let required = self.tiers.name(route.min_tier).clone();
-            return Either::Left(std::future::ready(Err(Error::TierTooLow { route: route.name.clone(), required })));
+            let required = self.layer.tiers.name(route.min_tier).clone();
+            let upgrade = self.layer.upgrade.clone();
+            return Either::Left(std::future::ready(Err(Error::TierTooLow {
+                route: route.name.clone(),
+                required,
+                upgrade,
+            })));
         }
         Either::Right(self.inner.call(req))
     }

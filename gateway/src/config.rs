@@ -75,6 +75,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Peers allowed to read `/metrics` (the socket peer, never a forwarded address).
     pub metrics_allow: Vec<IpNet>,
+    /// Where a caller below a route's tier can become a member; linked from 403s.
+    pub upgrade_url: Option<Url>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +92,7 @@ impl Default for ServerConfig {
                 .iter()
                 .map(|c| c.parse().expect("built-in CIDR"))
                 .collect(),
+            upgrade_url: None,
         }
     }
 }
@@ -224,6 +227,10 @@ pub struct LimitsConfig {
     /// What callers with API keys are limited by: each `key`, or their `account`
     /// (all of an account's keys share one allowance).
     pub key_scope: KeyScope,
+    /// Redis, shared by the replicas of one deployment. Today it carries key
+    /// revocations between replicas at once (pub/sub); without it they still
+    /// arrive within a second through the store.
+    pub redis_url: Option<Secret>,
     /// What members (token holders) are limited by: their `account`, or their
     /// `org` (everyone of an institution shares one allowance; tokens without an
     /// `org` claim fall back to the account).
@@ -259,6 +266,7 @@ impl Default for LimitsConfig {
             sweep_interval: Duration::from_secs(10),
             legacy_headers: false,
             key_scope: KeyScope::Key,
+            redis_url: None,
             member_scope: MemberScope::Account,
         }
     }
@@ -508,6 +516,17 @@ impl Config {
                     path: "tokens.hmac_secret".into(),
                     line: None,
                     message: "must be at least 32 bytes; a short HMAC secret can be guessed".into(),
+                });
+            }
+        }
+        if let Some(url) = &mut self.limits.redis_url {
+            if let Err(e) = url.resolve(env) {
+                problems.push(Problem { path: "limits.redis_url".into(), line: None, message: e });
+            } else if redis::Client::open(url.expose()).is_err() {
+                problems.push(Problem {
+                    path: "limits.redis_url".into(),
+                    line: None,
+                    message: "not a Redis URL; write redis://HOST:PORT or rediss://HOST:PORT".into(),
                 });
             }
         }

@@ -106,6 +106,8 @@ pub enum Error {
         route: Arc<str>,
         /// The route's `min_tier`.
         required: Arc<str>,
+        /// `server.upgrade_url`, if set.
+        upgrade: Option<Arc<str>>,
     },
     /// The content is inside its members-only window.
     #[error("route {route}: members of {tier} get this first; public from {public_from:?}")]
@@ -116,6 +118,8 @@ pub enum Error {
         tier: Arc<str>,
         /// When everyone gets it; `None` when the upstream gave no publication date.
         public_from: Option<std::time::SystemTime>,
+        /// `server.upgrade_url`, if set.
+        upgrade: Option<Arc<str>>,
     },
     /// One or more rate limits are exhausted.
     #[error("rate limited by {}", .0.policy_names())]

@@ -35,7 +35,7 @@ const SECRET_LEN: usize = 32;
 
 /// How long a cached verification is trusted without asking the store again,
 /// as a backstop to change polling.
-const CACHE_TTL: Duration = Duration::from_secs(60);
+const CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// How long "no such key" is remembered: short, so that a key created elsewhere
 /// works at once even on a gateway whose change polling is not running.
@@ -312,6 +312,13 @@ impl Keys {
             cache: Mutex::default(),
             watermark: Mutex::new(now_ms()),
             seen: Mutex::default(),
+        }
+    }
+
+    /// Drops key `id` from the cache (an invalidation from another replica).
+    pub fn forget(&self, id: &str) {
+        if let Some(id) = KeyId::parse(id) {
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         }
     }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod identify;
+pub mod invalidate;
 pub mod keys;
 pub mod limit;
 pub mod meter;

@@ -100,7 +100,7 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         Error::UnknownCredential { header } => format!(
             "The credential in {header} is not valid here. Remove it to download as an anonymous user, or use a key from the portal."
         ),
-        Error::TierTooLow { route, required } => format!(
+        Error::TierTooLow { route, required, .. } => format!(
             "Route {route} is open to tier {required} and above. Members of the co-op get early access; the commons catches up."
         ),
         Error::InvalidApiKey(why) => format!(
@@ -170,6 +170,10 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         .title(status.canonical_reason().unwrap_or("Error"))
         .detail(detail)
         .value("request_id", &id);
+    // A caller below a tier is told where to become a member, when the co-op says where.
+    if let Error::TierTooLow { upgrade: Some(url), .. } | Error::EarlyAccess { upgrade: Some(url), .. } = &err {
+        problem = problem.value("upgrade", &url.to_string());
+    }
     let mut extra_headers = None;
     let retry_after = match &err {
         Error::TooManyKeyLookups { retry_after } => Some(HeaderValue::from(*retry_after)),

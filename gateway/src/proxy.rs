@@ -73,12 +73,14 @@ pub struct Proxy {
     timeouts: Timeouts,
     /// Tier names, for early-access refusals.
     tiers: Arc<Tiers>,
+    /// `server.upgrade_url`, linked from early-access refusals.
+    upgrade: Option<Arc<str>>,
 }
 
 impl Proxy {
     /// A proxy for one client connection.
-    pub fn new(conn: ConnInfo, timeouts: Timeouts, tiers: Arc<Tiers>) -> Self {
-        Proxy { pool: Arc::new(ConnPool::default()), conn, timeouts, tiers }
+    pub fn new(conn: ConnInfo, timeouts: Timeouts, tiers: Arc<Tiers>, upgrade: Option<Arc<str>>) -> Self {
+        Proxy { pool: Arc::new(ConnPool::default()), conn, timeouts, tiers, upgrade }
     }
 }
 
@@ -169,6 +171,7 @@ impl Proxy {
                     route: route.name.clone(),
                     tier: self.tiers.name(tier).clone(),
                     public_from,
+                    upgrade: self.upgrade.clone(),
                 });
             }
         }

@@ -102,8 +102,22 @@ impl Gateway {
                     let _ = keys.refresh().await;
                 }
             };
-            tokio::join!(sweeps, key_changes);
+            let pubsub = async {
+                if let Some((listening, _)) = shared_listener(&shared) {
+                    let _ = listening.await;
+                }
+            };
+            tokio::join!(sweeps, key_changes, pubsub);
         })
+    }
+
+    /// Starts only the Redis invalidation listener (when configured); the
+    /// receiver fires once it is subscribed. `spawn_upkeep` runs it too.
+    pub fn spawn_invalidation_listener(
+        &self,
+    ) -> Option<(tokio::task::JoinHandle<()>, tokio::sync::oneshot::Receiver<()>)> {
+        let (fut, ready) = shared_listener(&self.shared)?;
+        Some((tokio::spawn(fut), ready))
     }
 
     /// Serves `listener` on the current runtime until `shutdown` resolves, then
@@ -172,6 +186,15 @@ impl Gateway {
             metrics.connections.dec();
         });
     }
+}
+
+/// The invalidation listener of `shared`, if it has Redis and keys.
+fn shared_listener(
+    shared: &Shared,
+) -> Option<(impl Future<Output = ()> + Send + 'static, tokio::sync::oneshot::Receiver<()>)> {
+    let (invalidations, keys) = (shared.invalidations.clone()?, shared.keys.clone()?);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    Some((invalidations.listen(keys, Some(tx)), rx))
 }
 
 /// Loads the server certificate and key, offering HTTP/2 and HTTP/1.1 by ALPN.

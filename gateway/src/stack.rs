@@ -13,6 +13,7 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::error::Error;
 use crate::identify::{ConnInfo, IdentifyLayer, TrustedProxies};
+use crate::invalidate::Invalidations;
 use crate::keys::Keys;
 use crate::limit::{LimitLayer, Limits};
 use crate::meter::MeterLayer;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub keys: Option<Arc<Keys>>,
     /// Member tokens, when the gateway has a store.
     pub tokens: Option<Arc<Tokens>>,
+    /// Cross-replica invalidations, when `limits.redis_url` is set.
+    pub invalidations: Option<Invalidations>,
     /// The config the rest was built from.
     pub config: Arc<Config>,
 }
@@ -53,6 +56,10 @@ impl Shared {
     /// Builds the shared state; fails only on unusable upstream TLS settings.
     pub fn new(config: Config, keys: Option<Arc<Keys>>, tokens: Option<Arc<Tokens>>) -> Result<Self, Error> {
         let metrics = Arc::new(Metrics::new());
+        let invalidations = match &config.limits.redis_url {
+            Some(url) => Some(Invalidations::new(url.expose()).map_err(Error::internal)?),
+            None => None,
+        };
         let tiers = Arc::new(Tiers::from_config(&config));
         let routes = Arc::new(RouteTable::from_config(&config, &tiers, &metrics)?);
         let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics.clone()));
@@ -65,7 +72,11 @@ impl Shared {
                 jwks: tokens.as_ref().map(|t| t.jwks()),
                 admin: match (config.admin.digest(), &keys) {
                     (Some(token_sha256), Some(keys)) => Some(crate::ops::AdminApi {
-                        router: crate::admin::router(keys.clone(), config.tiers.keys().cloned().collect()),
+                        router: crate::admin::router(
+                            keys.clone(),
+                            config.tiers.keys().cloned().collect(),
+                            invalidations.clone(),
+                        ),
                         token_sha256,
                         allow: config.admin.allow.clone(),
                     }),
@@ -79,6 +90,7 @@ impl Shared {
             metrics,
             keys,
             tokens,
+            invalidations: invalidations.clone(),
             config: Arc::new(config),
         })
     }
@@ -91,6 +103,7 @@ pub fn stack(
 ) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + 'static
 {
     let server = &shared.config.server;
+    let upgrade: Option<Arc<str>> = server.upgrade_url.as_ref().map(|u| Arc::from(u.as_str()));
     ServiceBuilder::new()
         // Outermost, so that every response, problems included, carries the request id.
         .layer(RequestIdLayer::new(shared.ids.clone(), shared.config.log.access))
@@ -111,10 +124,10 @@ pub fn stack(
             shared.config.limits.member_scope,
         ))
         // Whether the caller's tier may use the route (403).
-        .layer(AuthorizeLayer::new(shared.tiers.clone()))
+        .layer(AuthorizeLayer::new(shared.tiers.clone(), upgrade.clone()))
         // Above the limiter, so that 429s are counted per route and tier too.
         .layer(MeterLayer::new(shared.metrics.clone(), shared.tiers.clone()))
         // Rate limits per caller, tier and route kind; headers on every limited response.
         .layer(LimitLayer::new(shared.limits.clone()))
-        .service(Proxy::new(conn, Timeouts::from(&shared.config.proxy), shared.tiers.clone()))
+        .service(Proxy::new(conn, Timeouts::from(&shared.config.proxy), shared.tiers.clone(), upgrade))
 }

@@ -367,7 +367,9 @@ fn parse_jwks(text: &[u8]) -> Result<HashMap<String, (DecodingKey, Algorithm)>, 
             AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
             AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
             _ => {
-                return Err(format!("key {kid}: only RSA (RS256), P-256 (ES256) and Ed25519 (EdDSA) keys are accepted"));
+                return Err(format!(
+                    "key {kid}: only RSA (RS256), P-256 (ES256) and Ed25519 (EdDSA) keys are accepted"
+                ));
             }
         };
         let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key {kid}: {e}"))?;

@@ -10,6 +10,7 @@ mod e2e {
     mod keys;
     mod limits;
     mod proxy;
+    mod replicas;
     mod shutdown;
     mod streaming;
     mod support;

@@ -234,8 +234,9 @@ pub fn keys(cmd: KeysCommand, env: &HashMap<String, String>) -> anyhow::Result<(
                 }
             }
             KeysCommand::Revoke { id, target, json } => {
-                let (_, store) = target.store(env).await?;
+                let (config, store) = target.store(env).await?;
                 Keys::new(store).revoke(&id).await?;
+                announce(&config, &id).await;
                 if json {
                     println!("{}", serde_json::json!({ "revoked": id }));
                 } else {
@@ -243,8 +244,9 @@ pub fn keys(cmd: KeysCommand, env: &HashMap<String, String>) -> anyhow::Result<(
                 }
             }
             KeysCommand::Roll { id, grace, target, json } => {
-                let (_, store) = target.store(env).await?;
+                let (config, store) = target.store(env).await?;
                 let made = Keys::new(store).roll(&id, grace).await?;
+                announce(&config, &id).await;
                 if !json {
                     println!("key {id} keeps working for {}", humantime::format_duration(grace));
                 }
@@ -253,6 +255,15 @@ pub fn keys(cmd: KeysCommand, env: &HashMap<String, String>) -> anyhow::Result<(
         }
         Ok(())
     })
+}
+
+/// Tells running replicas about a key change at once, when Redis is configured.
+async fn announce(config: &Config, id: &str) {
+    if let Some(url) = &config.limits.redis_url
+        && let Ok(inv) = crate::invalidate::Invalidations::new(url.expose())
+    {
+        inv.key_changed(id).await;
+    }
 }
 
 fn print_new(made: &NewKey, json: bool) -> anyhow::Result<()> {

@@ -109,6 +109,15 @@ async fn a_route_above_the_callers_tier_is_a_403_problem() {
     let gw = gateway(cfg).await;
     let doc = assert_problem(&get(&gw.url("/api/early"), &[]).await, 403, "tier-too-low");
     assert!(doc["detail"].as_str().unwrap().contains("member"));
+    assert!(doc.get("upgrade").is_none(), "no membership page configured, no link");
+
+    let mut cfg = config(up.addr);
+    cfg.tiers.insert("member".into(), coopgate::config::TierConfig { rank: 20, limits: vec![] });
+    cfg.routes[0].min_tier = "member".into();
+    cfg.server.upgrade_url = Some("https://coop.example/join".parse().unwrap());
+    let gw = gateway(cfg).await;
+    let doc = assert_problem(&get(&gw.url("/api/early"), &[]).await, 403, "tier-too-low");
+    assert_eq!(doc["upgrade"], "https://coop.example/join");
 }
 
 #[tokio::test]

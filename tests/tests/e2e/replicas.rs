@@ -1,0 +1,72 @@
+//! Several replicas of one deployment: a key change reaches all of them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use coopgate::config::{Secret, TierConfig};
+use coopgate::keys::Keys;
+use coopgate_billing::Accounts;
+use coopgate_billing::store::testing::sqlite;
+use coopgate_tests::{assert_problem, config, echo_upstream, gateway_with, get, send};
+use http::Request;
+use http_body_util::Full;
+
+/// `COOPGATE_TEST_REDIS_URL`, or `None` after saying so once (a failure when
+/// `COOPGATE_TEST_REQUIRE_SERVICES=1`).
+fn redis_url() -> Option<String> {
+    match std::env::var("COOPGATE_TEST_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("COOPGATE_TEST_REDIS_URL is not set but COOPGATE_TEST_REQUIRE_SERVICES=1")
+        }
+        Err(_) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "Redis tests did not run: COOPGATE_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
+
+const TOKEN: &str = "cgadm_replica-test";
+
+#[tokio::test]
+async fn a_key_revoked_on_one_replica_is_refused_by_another_at_once() {
+    let Some(redis) = redis_url() else { return };
+    let (store, _cleanup) = sqlite().await;
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![] });
+    cfg.limits.redis_url = Some(Secret::inline(redis));
+    let mut cfg_a = cfg.clone();
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes());
+    cfg_a.admin.token_sha256 = Some(digest.iter().map(|b| format!("{b:02x}")).collect());
+    // Two replicas: one store, one Redis, each with its own key cache.
+    let a = gateway_with(coopgate::Gateway::with_keys(cfg_a, Arc::new(Keys::new(store.clone()))).unwrap()).await;
+    let b = gateway_with(coopgate::Gateway::with_keys(cfg, Arc::new(Keys::new(store.clone()))).unwrap()).await;
+    // Only B's Redis listener runs (no store polling), so only pub/sub can tell B.
+    let (_listener, subscribed) = b.gateway.spawn_invalidation_listener().expect("Redis is configured");
+    subscribed.await.expect("B subscribes to Redis");
+
+    Accounts::new(store.clone()).create("ada@example.org", "registered", None).await.unwrap();
+    let made = Keys::new(store.clone()).create("ada@example.org", "laptop", None).await.unwrap();
+    assert_eq!(get(&b.url("/api/x"), &[("x-api-key", &made.plaintext)]).await.status, 200, "cached on B");
+
+    let revoke = Request::post(a.url(&format!("/admin/keys/{}/revoke", made.info.id)))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(revoke).await.status, 200);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = get(&b.url("/api/x"), &[("x-api-key", &made.plaintext)]).await;
+        if got.status == 401 {
+            assert_problem(&got, 401, "invalid-credential");
+            break;
+        }
+        assert!(Instant::now() < deadline, "B still honours a key revoked on A after 5 s");
+        // Delivery is asynchronous; ask again shortly, as a client would.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
