@@ -1,7 +1,8 @@
 //! Invalidations between replicas over Redis pub/sub.
 //!
-//! When a key is revoked or rolled (CLI, admin API), a message on
-//! `coopgate:invalidate` tells every replica to drop it from its cache at once.
+//! When a key is revoked or rolled, or an account changes tier (CLI, admin API),
+//! a message on `coopgate:invalidate` tells every replica to drop what it cached
+//! about it at once.
 //! This is the fast path: without Redis, or while Redis is down, replicas still
 //! learn of the change within a second by polling the store ([`Keys::refresh`]),
 //! so a lost message only costs that second.
@@ -12,6 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::keys::Keys;
+use crate::tokens::Tokens;
 
 /// The channel invalidations travel on.
 const CHANNEL: &str = "coopgate:invalidate";
@@ -37,9 +39,19 @@ impl Invalidations {
     /// Tells every replica that key `id` changed. Best effort: a failure is
     /// logged, and the store poll carries the change within a second anyway.
     pub async fn key_changed(&self, id: &str) {
+        self.publish(format!("key:{id}")).await;
+    }
+
+    /// Tells every replica that account `id` changed tier. Best effort: without
+    /// it, cached tiers expire within 30 s.
+    pub async fn account_changed(&self, id: &str) {
+        self.publish(format!("account:{id}")).await;
+    }
+
+    async fn publish(&self, message: String) {
         let published = async {
             let mut conn = self.client.get_multiplexed_async_connection().await?;
-            redis::cmd("PUBLISH").arg(CHANNEL).arg(format!("key:{id}")).query_async::<i64>(&mut conn).await
+            redis::cmd("PUBLISH").arg(CHANNEL).arg(message).query_async::<i64>(&mut conn).await
         };
         match tokio::time::timeout(Duration::from_secs(2), published).await {
             Ok(Ok(_)) => {}
@@ -53,7 +65,12 @@ impl Invalidations {
     /// Listens for invalidations and applies them to `keys`, reconnecting with
     /// backoff when Redis goes away. `subscribed` fires once the first
     /// subscription is in place (tests wait for it). Runs until aborted.
-    pub async fn listen(self, keys: Arc<Keys>, subscribed: Option<tokio::sync::oneshot::Sender<()>>) {
+    pub async fn listen(
+        self,
+        keys: Arc<Keys>,
+        tokens: Option<Arc<Tokens>>,
+        subscribed: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
         let mut subscribed = subscribed;
         let mut backoff = Duration::from_millis(500);
         let mut failing = false;
@@ -79,6 +96,11 @@ impl Invalidations {
                         let Ok(payload) = msg.get_payload::<String>() else { continue };
                         if let Some(id) = payload.strip_prefix("key:") {
                             keys.forget(id);
+                        } else if let Some(id) = payload.strip_prefix("account:") {
+                            keys.forget_account(id);
+                            if let Some(tokens) = &tokens {
+                                tokens.forget_account(id);
+                            }
                         }
                     }
                 }

@@ -322,6 +322,14 @@ impl Keys {
         }
     }
 
+    /// Drops every cached key of account `id` (its tier changed).
+    pub fn forget_account(&self, id: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (_, row)| row.as_ref().is_none_or(|c| &*c.account_id != id));
+    }
+
     /// The store the keys live in.
     pub fn store(&self) -> &Store {
         &self.store

@@ -194,7 +194,7 @@ fn shared_listener(
 ) -> Option<(impl Future<Output = ()> + Send + 'static, tokio::sync::oneshot::Receiver<()>)> {
     let (invalidations, keys) = (shared.invalidations.clone()?, shared.keys.clone()?);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    Some((invalidations.listen(keys, Some(tx)), rx))
+    Some((invalidations.listen(keys, shared.tokens.clone(), Some(tx)), rx))
 }
 
 /// Loads the server certificate and key, offering HTTP/2 and HTTP/1.1 by ALPN.

@@ -332,6 +332,11 @@ impl Tokens {
         }
     }
 
+    /// Drops the cached tier of account `id` (it changed).
+    pub fn forget_account(&self, id: &str) {
+        self.accounts.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
     /// The account's current tier from the cache: `Some(None)` if it is gone, `None` on a miss.
     pub fn cached_tier(&self, account: &str) -> Option<Option<String>> {
         let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());

@@ -95,6 +95,18 @@ pub enum AccountsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move an account to another tier; running gateways honour it within 30 s,
+    /// at once when limits.redis_url is set.
+    SetTier {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// The new tier, a name from the config's [tiers].
+        #[arg(long)]
+        tier: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List accounts.
     List {
         #[command(flatten)]
@@ -191,6 +203,22 @@ pub fn accounts(cmd: AccountsCommand, env: &HashMap<String, String>) -> anyhow::
                 } else {
                     println!("created account {} <{}> at tier {}", account.id, account.email, account.tier);
                 }
+            }
+            AccountsCommand::SetTier { email, tier, target } => {
+                let (config, store) = target.store(env).await?;
+                if !config.tiers.contains_key(&tier) {
+                    let known: Vec<_> = config.tiers.keys().cloned().collect();
+                    bail!("no tier is named `{tier}`; the config has {}", known.join(", "));
+                }
+                let accounts = Accounts::new(store);
+                let account = accounts.by_email(&email).await?.ok_or_else(|| anyhow::anyhow!("no account {email}"))?;
+                accounts.set_tier(&account.id, &tier).await?;
+                if let Some(url) = &config.limits.redis_url
+                    && let Ok(inv) = crate::invalidate::Invalidations::new(url.expose())
+                {
+                    inv.account_changed(account.id.as_str()).await;
+                }
+                println!("account {} <{}> is now at tier {tier}", account.id, account.email);
             }
             AccountsCommand::List { target, json } => {
                 let (_, store) = target.store(env).await?;

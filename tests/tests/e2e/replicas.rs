@@ -70,3 +70,43 @@ async fn a_key_revoked_on_one_replica_is_refused_by_another_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_tier_change_reaches_a_replica_that_cached_the_old_tier() {
+    let Some(redis) = redis_url() else { return };
+    let (store, _cleanup) = sqlite().await;
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    cfg.tiers.insert(
+        "registered".into(),
+        TierConfig { rank: 10, limits: vec![coopgate_tests::limit("burst", "1/min", 50)] },
+    );
+    cfg.tiers.insert(
+        "sustaining".into(),
+        TierConfig { rank: 20, limits: vec![coopgate_tests::limit("burst", "1/min", 500)] },
+    );
+    cfg.limits.redis_url = Some(Secret::inline(redis.clone()));
+    let b = gateway_with(coopgate::Gateway::with_keys(cfg, Arc::new(Keys::new(store.clone()))).unwrap()).await;
+    let (_listener, subscribed) = b.gateway.spawn_invalidation_listener().expect("Redis is configured");
+    subscribed.await.expect("B subscribes to Redis");
+
+    let accounts = Accounts::new(store.clone());
+    let ada = accounts.create("ada@example.org", "registered", None).await.unwrap();
+    let key = Keys::new(store.clone()).create("ada@example.org", "laptop", None).await.unwrap().plaintext;
+    let got = get(&b.url("/api/x"), &[("x-api-key", &key)]).await;
+    assert!(got.header("ratelimit-policy").contains("q=50"), "cached at the registered tier");
+
+    // What `coopgate accounts set-tier` does: change the store, then tell the replicas.
+    accounts.set_tier(&ada.id, "sustaining").await.unwrap();
+    coopgate::invalidate::Invalidations::new(&redis).unwrap().account_changed(ada.id.as_str()).await;
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = get(&b.url("/api/x"), &[("x-api-key", &key)]).await;
+        if got.header("ratelimit-policy").contains("q=500") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B still uses the old tier after 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
