@@ -241,3 +241,35 @@ async fn keys_from_a_jwks_url_are_fetched_and_an_unknown_kid_refetches_at_most_o
     }
     assert_eq!(fetches.load(Ordering::SeqCst), 1, "at most one fetch per interval");
 }
+
+#[tokio::test]
+async fn an_es256_token_from_a_jwks_key_is_accepted() {
+    // A P-256 key made for this test, published in a JWKS file by its kid.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let point = key.public_key_raw(); // 0x04 || x || y
+    let jwks = json!({ "keys": [{
+        "kty": "EC", "crv": "P-256", "kid": "ec-test", "use": "sig", "alg": "ES256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    }] });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwks.json"), serde_json::to_vec(&jwks).unwrap()).unwrap();
+
+    let (store, _cleanup) = sqlite().await;
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![] });
+    cfg.routes[1].min_tier = "member".into();
+    cfg.tokens.signing_key_file = dir.path().join("signing.der");
+    cfg.tokens.jwks_file = Some(dir.path().join("jwks.json"));
+    let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap());
+    let gw =
+        gateway_with(coopgate::Gateway::with_credentials(cfg, Arc::new(Keys::new(store.clone())), tokens).unwrap())
+            .await;
+    let id = Accounts::new(store).create("inst@example.org", "member", None).await.unwrap().id.to_string();
+
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("ec-test".into());
+    let signing = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let token = jsonwebtoken::encode(&header, &claims(&id, "member", json!({})), &signing).unwrap();
+    assert_eq!(get(&gw.url("/bulk/x"), &[("authorization", &bearer(&token))]).await.status, 200);
+}
