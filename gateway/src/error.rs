@@ -124,11 +124,13 @@ pub enum Error {
     /// One or more rate limits are exhausted.
     #[error("rate limited by {}", .0.policy_names())]
     RateLimited(Box<Denial>),
-    /// `/metrics` was asked for by a peer outside `server.metrics_allow`.
-    #[error("metrics are not served to {peer}")]
-    MetricsForbidden {
+    /// An operator endpoint was asked for by a peer outside its allow-list.
+    #[error("{setting} does not allow {peer}")]
+    PeerForbidden {
         /// The socket peer.
         peer: std::net::IpAddr,
+        /// The allow-list it is not in (`server.metrics_allow`, `admin.allow`).
+        setting: &'static str,
     },
 
     // --- The upstream (502, 504) ---------------------------------------------------

@@ -125,14 +125,14 @@ where
                     );
                     Ok(resp)
                 } else {
-                    Err(Error::MetricsForbidden { peer })
+                    Err(Error::PeerForbidden { peer, setting: "server.metrics_allow" })
                 }
             }
             p if p.starts_with("/admin/") && state.admin.is_some() => {
                 let admin = state.admin.as_ref().expect("checked");
                 let peer = canonical(self.layer.conn.peer.ip());
                 if !admin.allow.iter().any(|n| n.contains(&peer)) {
-                    Err(Error::MetricsForbidden { peer })
+                    Err(Error::PeerForbidden { peer, setting: "admin.allow" })
                 } else if !crate::admin::token_matches(req.headers(), &admin.token_sha256) {
                     Err(Error::AdminUnauthorized)
                 } else {

@@ -43,7 +43,7 @@ impl Error {
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::TierTooLow { .. } | Error::EarlyAccess { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited(_) | Error::TooManyKeyLookups { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::MetricsForbidden { .. } => StatusCode::FORBIDDEN,
+            Error::PeerForbidden { .. } => StatusCode::FORBIDDEN,
             Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::ConfigUnreadable { .. }
@@ -71,7 +71,7 @@ impl Error {
             Error::EarlyAccess { .. } => "early-access",
             Error::RateLimited(_) => "rate-limited",
             Error::TooManyKeyLookups { .. } => "too-many-key-lookups",
-            Error::MetricsForbidden { .. } => "forbidden",
+            Error::PeerForbidden { .. } => "forbidden",
             Error::UpstreamUnreachable { .. } => "upstream-unreachable",
             Error::UpstreamFailed { .. } => "upstream-failed",
             Error::UpstreamTimeout { .. } => "upstream-timeout",
@@ -132,8 +132,8 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
             denial.policy_names(),
             denial.retry_after_secs()
         ),
-        Error::MetricsForbidden { .. } => {
-            "Metrics are served only to the addresses in server.metrics_allow.".to_owned()
+        Error::PeerForbidden { setting, .. } => {
+            format!("This endpoint is served only to the addresses in {setting}.")
         }
         Error::UpstreamUnreachable { route, .. } => {
             format!("The origin behind route {route} cannot be reached.")

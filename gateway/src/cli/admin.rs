@@ -193,10 +193,7 @@ pub fn accounts(cmd: AccountsCommand, env: &HashMap<String, String>) -> anyhow::
         match cmd {
             AccountsCommand::Create { email, tier, org, target, json } => {
                 let (config, store) = target.store(env).await?;
-                if !config.tiers.contains_key(&tier) {
-                    let known: Vec<_> = config.tiers.keys().cloned().collect();
-                    bail!("no tier is named `{tier}`; the config has {}", known.join(", "));
-                }
+                require_tier(&config, &tier)?;
                 let account = Accounts::new(store).create(&email, &tier, org.as_deref()).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&account)?);
@@ -206,16 +203,11 @@ pub fn accounts(cmd: AccountsCommand, env: &HashMap<String, String>) -> anyhow::
             }
             AccountsCommand::SetTier { email, tier, target } => {
                 let (config, store) = target.store(env).await?;
-                if !config.tiers.contains_key(&tier) {
-                    let known: Vec<_> = config.tiers.keys().cloned().collect();
-                    bail!("no tier is named `{tier}`; the config has {}", known.join(", "));
-                }
+                require_tier(&config, &tier)?;
                 let accounts = Accounts::new(store);
                 let account = accounts.by_email(&email).await?.ok_or_else(|| anyhow::anyhow!("no account {email}"))?;
                 accounts.set_tier(&account.id, &tier).await?;
-                if let Some(url) = &config.limits.redis_url
-                    && let Ok(inv) = crate::invalidate::Invalidations::new(url.expose())
-                {
+                if let Some(inv) = invalidations(&config) {
                     inv.account_changed(account.id.as_str()).await;
                 }
                 println!("account {} <{}> is now at tier {tier}", account.id, account.email);
@@ -285,13 +277,25 @@ pub fn keys(cmd: KeysCommand, env: &HashMap<String, String>) -> anyhow::Result<(
     })
 }
 
+/// The deployment's Redis invalidations, when `limits.redis_url` is set.
+fn invalidations(config: &Config) -> Option<crate::invalidate::Invalidations> {
+    crate::invalidate::Invalidations::new(config.limits.redis_url.as_ref()?.expose()).ok()
+}
+
 /// Tells running replicas about a key change at once, when Redis is configured.
 async fn announce(config: &Config, id: &str) {
-    if let Some(url) = &config.limits.redis_url
-        && let Ok(inv) = crate::invalidate::Invalidations::new(url.expose())
-    {
+    if let Some(inv) = invalidations(config) {
         inv.key_changed(id).await;
     }
+}
+
+/// Fails with the known tier names unless the config has `tier`.
+fn require_tier(config: &Config, tier: &str) -> anyhow::Result<()> {
+    if !config.tiers.contains_key(tier) {
+        let known: Vec<_> = config.tiers.keys().cloned().collect();
+        bail!("no tier is named `{tier}`; the config has {}", known.join(", "));
+    }
+    Ok(())
 }
 
 fn print_new(made: &NewKey, json: bool) -> anyhow::Result<()> {

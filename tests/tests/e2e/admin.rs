@@ -100,7 +100,8 @@ async fn the_admin_api_needs_its_token_and_an_allowed_peer() {
     assert_eq!(call(&gw, "GET", "/admin/accounts", None, Some(TOKEN)).await.status, 200);
 
     let (gw, _cleanup, _origin) = admin_gateway("10.0.0.0/8").await;
-    assert_problem(&call(&gw, "GET", "/admin/accounts", None, Some(TOKEN)).await, 403, "forbidden");
+    let doc = assert_problem(&call(&gw, "GET", "/admin/accounts", None, Some(TOKEN)).await, 403, "forbidden");
+    assert!(doc["detail"].as_str().unwrap().contains("admin.allow"), "names the setting to change: {doc}");
 }
 
 #[tokio::test]

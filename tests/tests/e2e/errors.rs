@@ -134,7 +134,8 @@ async fn metrics_are_served_only_to_allowed_peers() {
     let mut cfg = config(up.addr);
     cfg.server.metrics_allow = vec!["10.0.0.0/8".parse().unwrap()];
     let gw = gateway(cfg).await;
-    assert_problem(&get(&gw.url("/metrics"), &[("x-forwarded-for", "10.0.0.1")]).await, 403, "forbidden");
+    let doc = assert_problem(&get(&gw.url("/metrics"), &[("x-forwarded-for", "10.0.0.1")]).await, 403, "forbidden");
+    assert!(doc["detail"].as_str().unwrap().contains("server.metrics_allow"));
 }
 
 #[tokio::test]
