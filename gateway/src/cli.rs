@@ -212,6 +212,8 @@ fn run_on(
     let addr = listener.local_addr()?;
     let _guard = runtime.enter();
     let gateway = Arc::new(Gateway::with_credentials(config, keys, tokens)?);
+    // Shared limits from the first request when Redis is there.
+    runtime.block_on(gateway.shared().limits.start());
     let upkeep = gateway.spawn_upkeep();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     runtime.spawn(async move {
@@ -225,8 +227,10 @@ fn run_on(
     // Whatever the caller prepares (demo.json) exists before anyone is told we listen.
     on_listening(addr)?;
     tracing::info!(%addr, workers, "coopgate listening");
-    server::run_workers(gateway, listener, workers, stopped)?;
+    server::run_workers(gateway.clone(), listener, workers, stopped)?;
     upkeep.abort();
+    // Bytes and requests counted since the last flush reach Redis before we go.
+    runtime.block_on(gateway.shared().limits.finish());
     tracing::info!("stopped");
     Ok(())
 }

@@ -21,7 +21,7 @@ use url::Url;
 
 pub use load::{Problem, load_file, load_str};
 pub use secret::Secret;
-pub use units::{ByteSize, Rate};
+pub use units::{ByteQuota, ByteSize, Period, Rate, RequestQuota};
 
 /// The whole configuration of one coopgate process.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -217,7 +217,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Where limiter state lives. Only `memory` exists so far.
+    /// Where limiter state lives: `memory` (this process) or `redis` (shared by replicas).
     pub backend: LimitsBackend,
     /// How often idle limiter state is dropped, bounding memory under many callers.
     #[serde(with = "humantime_serde")]
@@ -227,14 +227,27 @@ pub struct LimitsConfig {
     /// What callers with API keys are limited by: each `key`, or their `account`
     /// (all of an account's keys share one allowance).
     pub key_scope: KeyScope,
-    /// Redis, shared by the replicas of one deployment. Today it carries key
-    /// revocations between replicas at once (pub/sub); without it they still
-    /// arrive within a second through the store.
+    /// Redis, shared by the replicas of one deployment: limits and quotas with
+    /// `backend = "redis"`, and key revocations between replicas at once
+    /// (pub/sub; without it they still arrive within a second through the store).
     pub redis_url: Option<Secret>,
     /// What members (token holders) are limited by: their `account`, or their
     /// `org` (everyone of an institution shares one allowance; tokens without an
     /// `org` claim fall back to the account).
     pub member_scope: MemberScope,
+    /// Whether refused requests use up request quotas too (`quota` limits).
+    pub count_rejected: bool,
+    /// Redis backend: at most this many admissions a replica reserves at once for
+    /// a busy caller and serves without asking Redis; 1 asks Redis every request.
+    pub lease_max: u32,
+    /// Redis backend: how long a reservation may be served from before what is
+    /// left of it is handed back. It bounds how far a burst can stretch.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Redis backend: how long a limiter call may take before the replica gives
+    /// up on Redis and falls back (each limit's `on_redis_error`).
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
 }
 
 /// What member-token holders are limited by.
@@ -268,6 +281,10 @@ impl Default for LimitsConfig {
             key_scope: KeyScope::Key,
             redis_url: None,
             member_scope: MemberScope::Account,
+            count_rejected: false,
+            lease_max: 32,
+            lease_ttl: Duration::from_millis(200),
+            redis_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -276,8 +293,35 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LimitsBackend {
-    /// In this process (governor); each replica limits on its own.
+    /// In this process (governor and counters); each replica limits on its own.
     Memory,
+    /// In Redis (`limits.redis_url`), so that replicas share every limit and quota.
+    Redis,
+}
+
+/// What a limit does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRedisError {
+    /// Enforce the limit in this process, divided by the number of live replicas.
+    #[default]
+    Local,
+    /// Admit: the limit is not enforced until Redis is back.
+    Allow,
+    /// Refuse (429) until Redis is back.
+    Deny,
+}
+
+/// When a monthly quota starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuotaReset {
+    /// On the 1st of the month, 00:00 UTC (days: every 00:00 UTC).
+    #[default]
+    Calendar,
+    /// On the account's billing anchor (its subscription's day and time of
+    /// month); callers without one use the calendar.
+    BillingAnchor,
 }
 
 /// `[proxy]`
@@ -316,7 +360,7 @@ pub struct TierConfig {
     pub limits: Vec<LimitConfig>,
 }
 
-/// One entry of a tier's `limits`.
+/// One entry of a tier's `limits`: exactly one of `rate`, `quota` or `bytes`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
@@ -324,10 +368,51 @@ pub struct LimitConfig {
     pub name: String,
     /// Sustained request rate (GCRA).
     pub rate: Option<Rate>,
-    /// How many requests may arrive at once on top of the steady pace; default: the rate's count.
+    /// With `rate`: how many requests may arrive at once; default: the rate's count.
     pub burst: Option<u32>,
-    /// Route names this limit is restricted to; default: every route of the tier.
+    /// Requests per day or month.
+    pub quota: Option<RequestQuota>,
+    /// Response bytes per day or month, counted as they are sent, on bulk routes only.
+    pub bytes: Option<ByteQuota>,
+    /// With a monthly `quota`: when it starts over.
+    #[serde(default)]
+    pub reset: QuotaReset,
+    /// What the limit does while Redis cannot be reached (Redis backend).
+    #[serde(default)]
+    pub on_redis_error: OnRedisError,
+    /// Route names this limit is restricted to; default: every route of the tier
+    /// (for `bytes`: every bulk route).
     pub routes: Option<Vec<String>>,
+}
+
+impl LimitConfig {
+    fn named(name: &str) -> Self {
+        LimitConfig {
+            name: name.into(),
+            rate: None,
+            burst: None,
+            quota: None,
+            bytes: None,
+            reset: QuotaReset::Calendar,
+            on_redis_error: OnRedisError::Local,
+            routes: None,
+        }
+    }
+
+    /// A rate limit, as `{ name, rate, burst }` writes it.
+    pub fn rate(name: &str, rate: Rate, burst: u32) -> Self {
+        LimitConfig { rate: Some(rate), burst: Some(burst), ..Self::named(name) }
+    }
+
+    /// A request quota, as `{ name, quota }` writes it.
+    pub fn quota(name: &str, quota: RequestQuota) -> Self {
+        LimitConfig { quota: Some(quota), ..Self::named(name) }
+    }
+
+    /// A byte quota, as `{ name, bytes }` writes it.
+    pub fn bytes(name: &str, bytes: ByteQuota) -> Self {
+        LimitConfig { bytes: Some(bytes), ..Self::named(name) }
+    }
 }
 
 /// `[[routes]]`
@@ -416,15 +501,33 @@ impl Config {
             }
             for (i, limit) in tier.limits.iter().enumerate() {
                 let at = format!("tiers.{name}.limits[{i}]");
-                if limit.rate.is_none() {
+                let kinds = [limit.rate.is_some(), limit.quota.is_some(), limit.bytes.is_some()];
+                if kinds.iter().filter(|k| **k).count() != 1 {
                     problem(
                         at.clone(),
-                        "a limit needs `rate` (request quotas and byte quotas are not supported by this version)"
+                        "a limit has exactly one of `rate` (with `burst`), `quota` or `bytes`; \
+                         write two limits to have two"
                             .into(),
                     );
                 }
                 if limit.burst == Some(0) {
                     problem(format!("{at}.burst"), "burst must be at least 1".into());
+                }
+                if limit.burst.is_some() && limit.rate.is_none() {
+                    problem(format!("{at}.burst"), "only a `rate` limit has a burst".into());
+                }
+                if limit.reset == QuotaReset::BillingAnchor && !limit.quota.is_some_and(|q| q.per == Period::Month) {
+                    problem(format!("{at}.reset"), "only a monthly `quota` can reset on the billing anchor".into());
+                }
+                if limit.bytes.is_some() {
+                    for (j, route) in limit.routes.iter().flatten().enumerate() {
+                        if self.routes.iter().any(|r| &r.name == route && r.kind != RouteKind::Bulk) {
+                            problem(
+                                format!("{at}.routes[{j}]"),
+                                format!("`{route}` is not a bulk route; byte quotas count bulk downloads"),
+                            );
+                        }
+                    }
                 }
                 if tier.limits[..i].iter().any(|l| l.name == limit.name) {
                     problem(format!("{at}.name"), format!("another limit of this tier is also named `{}`", limit.name));
@@ -518,6 +621,28 @@ impl Config {
                     message: "must be at least 32 bytes; a short HMAC secret can be guessed".into(),
                 });
             }
+        }
+        if self.limits.backend == LimitsBackend::Redis && self.limits.redis_url.is_none() {
+            problems.push(Problem {
+                path: "limits.redis_url".into(),
+                line: None,
+                message: "missing: `backend = \"redis\"` needs the Redis URL, for example \"redis://127.0.0.1:6379\""
+                    .into(),
+            });
+        }
+        if self.limits.lease_max == 0 {
+            problems.push(Problem {
+                path: "limits.lease_max".into(),
+                line: None,
+                message: "must be at least 1 (1 asks Redis on every request)".into(),
+            });
+        }
+        if self.limits.redis_timeout.is_zero() {
+            problems.push(Problem {
+                path: "limits.redis_timeout".into(),
+                line: None,
+                message: "must be longer than zero".into(),
+            });
         }
         if let Some(url) = &mut self.limits.redis_url {
             if let Err(e) = url.resolve(env) {

@@ -28,11 +28,8 @@ use crate::keys::{Keys, PresentedKey};
 
 /// The demo's config, with its origin at `upstream` and the gateway at `listen`.
 pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
-    let limit = |name: &str, rate: &str, burst: u32| LimitConfig {
-        name: name.into(),
-        rate: Some(rate.parse().expect("demo rates are valid")),
-        burst: Some(burst),
-        routes: None,
+    let limit = |name: &str, rate: &str, burst: u32| {
+        LimitConfig::rate(name, rate.parse().expect("demo rates are valid"), burst)
     };
     let route = |name: &str, path: &str, upstream_path: &str, kind| RouteConfig {
         early_access: None,
@@ -47,8 +44,15 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     };
     let mut config = Config::default();
     config.server.listen = listen;
-    config.tiers.insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "60/min", 20)] });
-    config.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![limit("burst", "600/min", 100)] });
+    // The commons: a pace and a daily download allowance, counted on bytes sent.
+    let bytes_daily = LimitConfig::bytes("bytes-daily", "5GiB/day".parse().expect("a demo byte quota"));
+    config
+        .tiers
+        .insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "60/min", 20), bytes_daily] });
+    let monthly = LimitConfig::quota("monthly", "10000/month".parse().expect("a demo quota"));
+    config
+        .tiers
+        .insert("registered".into(), TierConfig { rank: 10, limits: vec![limit("burst", "600/min", 100), monthly] });
     config.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![limit("burst", "6000/min", 500)] });
     let mut early = route("early", "/early/", "/early/", RouteKind::Bulk);
     early.early_access =

@@ -70,6 +70,9 @@ pub struct Caller {
     pub tier: TierId,
     /// The client's address (after trusted proxies).
     pub ip: IpAddr,
+    /// The account's billing anchor (Unix ms), where monthly quotas that
+    /// follow it start over; `None` for anonymous callers and accounts without one.
+    pub billing_anchor: Option<i64>,
 }
 
 /// What is known about a client connection before any request.
@@ -233,7 +236,7 @@ impl<S> Identify<S> {
             (MemberScope::Org, Some(org)) => CallerKey::Account(account_hash(&format!("org:{org}"))),
             _ => CallerKey::Account(account_hash(&claims.sub)),
         };
-        Caller { key, tier: claimed.min(allowed), ip }
+        Caller { key, tier: claimed.min(allowed), ip, billing_anchor: None }
     }
 
     fn key_caller(&self, v: &VerifiedKey, ip: IpAddr) -> Caller {
@@ -245,7 +248,7 @@ impl<S> Identify<S> {
             KeyScope::Key => CallerKey::Key(v.id),
             KeyScope::Account => CallerKey::Account(account_hash(&v.account_id)),
         };
-        Caller { key, tier, ip }
+        Caller { key, tier, ip, billing_anchor: None }
     }
 }
 
@@ -272,6 +275,7 @@ where
                     key: CallerKey::for_ip(ip),
                     tier: self.layer.tiers.anonymous(),
                     ip,
+                    billing_anchor: None,
                 });
                 return IdentifyFuture::Inner { inner: self.inner.call(req) };
             }

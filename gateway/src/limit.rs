@@ -1,39 +1,50 @@
-//! Rate limiting: the free tier's promise that the commons stays available to
-//! everyone, by keeping any one caller from taking all of it.
+//! Limits and quotas: the free tier's promise that the commons stays available
+//! to everyone, by keeping any one caller from taking all of it, and the paid
+//! tiers' allowances.
 //!
-//! Each tier has named GCRA policies (rate and burst). A request is checked
-//! against every policy of its caller's tier that applies to its route; state is
-//! kept per caller (from [`Caller`]) and per route kind (from [`MatchedRoute`]).
-//! Every response of a limited route carries `RateLimit-Policy` and `RateLimit`
+//! Each tier has named policies: a rate with a burst (GCRA), a request quota
+//! per day or month, a byte quota per day or month on bulk routes. A request is
+//! checked against every policy of its caller's tier that applies to its route,
+//! all at once: a policy that refuses leaves the others uncharged (unless
+//! `limits.count_rejected`). State is kept per caller (from [`Caller`]) and per
+//! route kind (from [`MatchedRoute`]). Byte quotas admit a download while any
+//! bytes are left and count the bytes actually sent, so a download under way is
+//! never cut and a resumed (Range) download is only charged for what it
+//! fetches again. Every response of a limited route carries `RateLimit-Policy`
+//! (every policy that applies) and `RateLimit` (the closest to exhaustion)
 //! (draft-ietf-httpapi-ratelimit-headers); a refused request is
-//! [`Error::RateLimited`], which the problem layer answers 429 with a
-//! `Retry-After` equal to the `RateLimit` reset.
+//! [`Error::RateLimited`], which the problem layer answers 429 with the
+//! violated policies and a `Retry-After` equal to the `RateLimit` reset.
 //!
-//! State lives in this process (governor); a background sweep drops callers that
-//! have been idle long enough to be back at a full burst.
+//! State lives in this process (`limits.backend = "memory"`, [`policy`]) or in
+//! Redis, shared by every replica ([`remote`]); either way a sweep keeps memory
+//! to the callers seen recently.
 
+mod period;
 mod policy;
+mod remote;
 
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-pub use policy::{LimitKey, Policy, Verdict};
+pub use policy::{Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict};
 
-use crate::body::Body;
-use crate::config::Config;
+use crate::body::{self, Body};
+use crate::config::{Config, LimitsBackend, OnRedisError};
 use crate::error::Error;
 use crate::identify::Caller;
 use crate::metrics::{LimitLabels, Metrics};
 use crate::route::{MatchedRoute, RouteTable};
 use crate::tier::Tiers;
+use remote::{Part, Remote};
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -41,24 +52,67 @@ static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limi
 static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
+/// Redis keys of a period outlive it by this much, so that a late flush still
+/// lands on a key that expires.
+const PERIOD_SLACK_MS: i64 = 86_400_000;
+
+/// How long a `deny` policy tells callers to wait while Redis is away.
+const DENY_RETRY: Duration = Duration::from_secs(1);
+
 /// The policies that apply to one (tier, route) pair, worked out at start-up.
 struct Plan {
     /// Indexes into `Limits::policies`.
     policies: Vec<usize>,
     /// The `RateLimit-Policy` value, the same for every response of the pair.
     policy_header: Option<HeaderValue>,
+    /// Whether a quota or byte policy needs today's date.
+    dated: bool,
+    /// The largest lease worth taking: a small burst must not sit in one replica.
+    lease_cap: u32,
+}
+
+/// Where limiter state lives.
+enum Backend {
+    /// In this process, indexed like `Limits::policies`.
+    Memory(Vec<LocalPolicy>),
+    /// In Redis, shared by the replicas.
+    Redis(Arc<Remote>),
 }
 
 /// Every policy of every tier, and which apply where.
 pub struct Limits {
     /// All policies.
     policies: Vec<Policy>,
+    /// Their state.
+    backend: Backend,
     /// `plans[tier][route]`.
     plans: Vec<Vec<Plan>>,
     /// Also send `X-RateLimit-*`.
     legacy_headers: bool,
+    /// Refused requests use up request quotas.
+    count_rejected: bool,
     /// Decision counters.
     metrics: Arc<Metrics>,
+}
+
+/// An admitted request: its headers, and the counters its body's bytes go to.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// The rate-limit headers, when any policy applies.
+    headers: Option<LimitHeaders>,
+    /// Byte quota counters to add the response body's bytes to.
+    bytes: Vec<Arc<Counter>>,
+}
+
+/// A decision made at once, or one that has to ask Redis first.
+// Returned once per request and taken apart at once: boxing the large variant
+// would cost an allocation on the hot path to save a move.
+#[allow(clippy::large_enum_variant)]
+pub enum Check {
+    /// Decided in memory (no policy, memory backend, a lease, or the fallback).
+    Ready(Result<Admission, Box<Denial>>),
+    /// Asks Redis.
+    Ask(Pin<Box<dyn Future<Output = Result<Admission, Box<Denial>>> + Send>>),
 }
 
 /// A refusal: which policies said no, and the headers that explain it.
@@ -126,6 +180,20 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Where one policy's verdict comes from when deciding in this process.
+enum Source<'a> {
+    /// In-process state.
+    Local(&'a LocalPolicy),
+    /// Admit without counting (`on_redis_error = "allow"`).
+    Allow,
+    /// Refuse (`on_redis_error = "deny"`).
+    Deny,
+}
+
 impl Limits {
     /// Builds every policy from the config.
     pub fn from_config(config: &Config, tiers: &Tiers, routes: &RouteTable, metrics: Arc<Metrics>) -> Self {
@@ -134,75 +202,267 @@ impl Limits {
         for (tier_name, tier) in config.tiers_by_rank() {
             let tier_arc = Arc::<str>::from(tier_name);
             let first = policies.len();
-            for l in &tier.limits {
-                // Validation guarantees a rate; a limit without one was rejected.
-                if let Some(rate) = l.rate {
-                    policies.push(Policy::new(&l.name, tier_arc.clone(), rate, l.burst, l.routes.clone()));
-                }
-            }
+            policies.extend(tier.limits.iter().map(|l| Policy::from_config(tier_arc.clone(), l)));
             let tier_policies = first..policies.len();
             let per_route = routes
                 .iter()
                 .map(|route| {
-                    let applying: Vec<usize> = tier_policies
-                        .clone()
-                        .filter(|&i| policies[i].routes.as_ref().is_none_or(|r| r.iter().any(|n| **n == *route.name)))
-                        .collect();
+                    let applying: Vec<usize> =
+                        tier_policies.clone().filter(|&i| policies[i].applies_to(&route.name, route.kind)).collect();
                     let policy_header = (!applying.is_empty()).then(|| {
-                        let value = applying
-                            .iter()
-                            .map(|&i| {
-                                let p: &Policy = &policies[i];
-                                format!("\"{}\";q={};w={}", p.name, p.burst, ceil_secs(p.window).max(1))
-                            })
-                            .collect::<Vec<_>>()
-                            .join(", ");
+                        let value = applying.iter().map(|&i| policies[i].header_item()).collect::<Vec<_>>().join(", ");
                         HeaderValue::try_from(value).expect("policy names are validated as plain text")
                     });
-                    Plan { policies: applying, policy_header }
+                    let dated = applying.iter().any(|&i| !matches!(policies[i].kind, Kind::Rate { .. }));
+                    let lease_cap = applying
+                        .iter()
+                        .filter_map(|&i| match policies[i].kind {
+                            Kind::Rate { burst, .. } => Some((burst / 4).max(1)),
+                            Kind::Quota { limit, .. } => Some((limit / 16).clamp(1, u64::from(u32::MAX)) as u32),
+                            Kind::Bytes { .. } => None,
+                        })
+                        .min()
+                        .unwrap_or(u32::MAX)
+                        .min(config.limits.lease_max);
+                    Plan { policies: applying, policy_header, dated, lease_cap }
                 })
                 .collect();
             plans.push(per_route);
         }
-        Limits { policies, plans, legacy_headers: config.limits.legacy_headers, metrics }
+        let backend = match (config.limits.backend, &config.limits.redis_url) {
+            (LimitsBackend::Redis, Some(url)) => {
+                Backend::Redis(Arc::new(Remote::new(url.expose(), &config.limits, policies.clone(), metrics.clone())))
+            }
+            _ => Backend::Memory(policies.iter().map(|p| LocalPolicy::new(p, 1)).collect()),
+        };
+        Limits {
+            policies,
+            backend,
+            plans,
+            legacy_headers: config.limits.legacy_headers,
+            count_rejected: config.limits.count_rejected,
+            metrics,
+        }
     }
 
-    /// Drops idle callers' state in every policy; returns how many remain.
+    /// Drops idle callers' state; returns how many remain.
     pub fn sweep(&self) -> usize {
-        self.policies
-            .iter()
-            .map(|p| {
-                p.sweep();
-                p.tracked()
-            })
-            .sum()
+        let now = now_ms();
+        match &self.backend {
+            Backend::Memory(local) => local
+                .iter()
+                .map(|p| {
+                    p.sweep(now);
+                    p.tracked()
+                })
+                .sum(),
+            Backend::Redis(remote) => remote.sweep(now),
+        }
     }
 
-    /// Checks one request; `Ok` carries the headers for the response.
-    fn check(&self, caller: &Caller, route: &MatchedRoute) -> Result<Option<LimitHeaders>, Box<Denial>> {
-        let plan = &self.plans[caller.tier.0 as usize][route.0.id.0 as usize];
+    /// With the Redis backend: connects and registers this replica, so that
+    /// limits are shared from the first request (a failure starts in fallback).
+    pub async fn start(&self) {
+        if let Backend::Redis(remote) = &self.backend {
+            remote.start().await;
+        }
+    }
+
+    /// With the Redis backend: heartbeats, flushes of byte counts, lease
+    /// hand-backs, and recovery from fallback. Never returns; without Redis it
+    /// returns at once.
+    pub async fn run(&self) {
+        if let Backend::Redis(remote) = &self.backend {
+            remote.run().await;
+        }
+    }
+
+    /// With the Redis backend: adds what is still pending to Redis (graceful stop).
+    pub async fn finish(&self) {
+        if let Backend::Redis(remote) = &self.backend {
+            remote.finish().await;
+        }
+    }
+
+    /// Checks one request.
+    pub fn check(self: &Arc<Self>, caller: &Caller, route: &MatchedRoute) -> Check {
+        let (tier, route_id) = (caller.tier.0, route.0.id.0);
+        let plan = &self.plans[tier as usize][route_id as usize];
+        if plan.policies.is_empty() {
+            return Check::Ready(Ok(Admission::default()));
+        }
+        let key: LimitKey = (caller.key, route.0.kind);
+        let now = if plan.dated { now_ms() } else { 0 };
+        let anchor = caller.billing_anchor;
+        let remote = match &self.backend {
+            Backend::Memory(local) => {
+                return Check::Ready(self.in_process(plan, &key, now, anchor, |i| Source::Local(&local[i])));
+            }
+            Backend::Redis(remote) => remote,
+        };
+        if remote.in_fallback() {
+            return Check::Ready(self.in_fallback(plan, remote, &key, now, anchor));
+        }
+        let lease = (tier, route_id, caller.key);
+        let counts_requests = |j: usize| !matches!(self.policies[plan.policies[j]].kind, Kind::Bytes { .. });
+        if let Some(verdicts) = remote.take_leased(&lease, counts_requests) {
+            return Check::Ready(self.conclude(plan, &verdicts).map(|headers| Admission {
+                headers,
+                bytes: self.shared_byte_counters(plan, remote, &key, now, None),
+            }));
+        }
+        let (this, remote) = (self.clone(), remote.clone());
+        Check::Ask(Box::pin(async move {
+            let plan = &this.plans[tier as usize][route_id as usize];
+            let parts = this.parts(plan, &key, now, anchor);
+            match remote.ask(lease, parts, plan.lease_cap, now).await {
+                Some(verdicts) => this.conclude(plan, &verdicts).map(|headers| Admission {
+                    headers,
+                    bytes: this.shared_byte_counters(plan, &remote, &key, now, None),
+                }),
+                // Redis failed: the breaker is open now; decide as it says.
+                None => this.in_fallback(plan, &remote, &key, now, anchor),
+            }
+        }))
+    }
+
+    /// The Redis keys of a plan's policies for one caller.
+    fn parts(&self, plan: &Plan, key: &LimitKey, now: i64, anchor: Option<i64>) -> Vec<Part> {
+        plan.policies
+            .iter()
+            .map(|&i| {
+                let policy = &self.policies[i];
+                let period = policy.period(now, anchor);
+                Part {
+                    policy: i,
+                    key: remote::redis_key(policy, key, period.map(|p| p.0)),
+                    period_end: period.map(|p| p.1),
+                }
+            })
+            .collect()
+    }
+
+    /// Counters that carry a shared download's bytes to Redis (and, in
+    /// fallback, to the local share too).
+    fn shared_byte_counters(
+        &self,
+        plan: &Plan,
+        remote: &Remote,
+        key: &LimitKey,
+        now: i64,
+        fallback: Option<&remote::Fallback>,
+    ) -> Vec<Arc<Counter>> {
+        let mut counters = Vec::new();
+        for &i in &plan.policies {
+            let policy = &self.policies[i];
+            if !matches!(policy.kind, Kind::Bytes { .. }) {
+                continue;
+            }
+            let Some((start, end)) = policy.period(now, None) else { continue };
+            counters.push(remote.pending(remote::redis_key(policy, key, Some(start)), end + PERIOD_SLACK_MS));
+            if let Some(local) = fallback.and_then(|f| f.policies[i].counter(key, (start, end))) {
+                counters.push(local);
+            }
+        }
+        counters
+    }
+
+    /// Decides while Redis is away: each policy as its `on_redis_error` says.
+    /// Requests admitted against a quota are queued for Redis, so the shared
+    /// count catches up when it is back.
+    fn in_fallback(
+        &self,
+        plan: &Plan,
+        remote: &Remote,
+        key: &LimitKey,
+        now: i64,
+        anchor: Option<i64>,
+    ) -> Result<Admission, Box<Denial>> {
+        let fallback = remote.fallback();
+        let mut admission = self.in_process(plan, key, now, anchor, |i| match self.policies[i].on_redis_error {
+            OnRedisError::Local => Source::Local(&fallback.policies[i]),
+            OnRedisError::Allow => Source::Allow,
+            OnRedisError::Deny => Source::Deny,
+        })?;
+        for &i in &plan.policies {
+            let policy = &self.policies[i];
+            if let (Kind::Quota { .. }, Some((start, end))) = (policy.kind, policy.period(now, anchor)) {
+                remote.pending(remote::redis_key(policy, key, Some(start)), end + PERIOD_SLACK_MS).add(1);
+            }
+        }
+        admission.bytes = self.shared_byte_counters(plan, remote, key, now, Some(&fallback));
+        Ok(admission)
+    }
+
+    /// Decides in this process. Quotas are charged first and rates last, so a
+    /// quota that refuses costs the caller no rate; a rate that refuses hands
+    /// the quotas back (unless refused requests count).
+    fn in_process<'a>(
+        &self,
+        plan: &Plan,
+        key: &LimitKey,
+        now: i64,
+        anchor: Option<i64>,
+        source: impl Fn(usize) -> Source<'a>,
+    ) -> Result<Admission, Box<Denial>> {
+        let n = plan.policies.len();
+        let mut verdicts = vec![Verdict { ok: true, remaining: 0, wait: Duration::ZERO }; n];
+        let verdict = |i: usize| match source(i) {
+            Source::Local(local) => local.check(key, now, anchor),
+            Source::Allow => Verdict { ok: true, remaining: self.policies[i].quota(), wait: Duration::ZERO },
+            Source::Deny => Verdict { ok: false, remaining: 0, wait: DENY_RETRY },
+        };
+        let is_rate = |i: usize| matches!(self.policies[i].kind, Kind::Rate { .. });
+        for (j, &i) in plan.policies.iter().enumerate().filter(|(_, i)| !is_rate(**i)) {
+            verdicts[j] = verdict(i);
+        }
+        if verdicts.iter().all(|v| v.ok) {
+            for (j, &i) in plan.policies.iter().enumerate().filter(|(_, i)| is_rate(**i)) {
+                verdicts[j] = verdict(i);
+            }
+            if !verdicts.iter().all(|v| v.ok) && !self.count_rejected {
+                for (j, &i) in plan.policies.iter().enumerate() {
+                    if let (Source::Local(local), true) = (source(i), verdicts[j].ok) {
+                        local.refund(key);
+                    }
+                }
+            }
+        }
+        let headers = self.conclude(plan, &verdicts)?;
+        let mut bytes = Vec::new();
+        for &i in &plan.policies {
+            let policy = &self.policies[i];
+            if let (Kind::Bytes { .. }, Source::Local(local)) = (policy.kind, source(i))
+                && let Some(counter) = policy.period(now, None).and_then(|b| local.counter(key, b))
+            {
+                bytes.push(counter);
+            }
+        }
+        Ok(Admission { headers, bytes })
+    }
+
+    /// Turns the plan's verdicts into headers, or a denial naming every violated policy.
+    fn conclude(&self, plan: &Plan, verdicts: &[Verdict]) -> Result<Option<LimitHeaders>, Box<Denial>> {
         let Some(policy_header) = &plan.policy_header else {
             return Ok(None);
         };
-        let key: LimitKey = (caller.key, route.0.kind);
-        // The most constraining admitted policy, and every refusing one.
-        let mut tightest: Option<(&Policy, u32, Duration)> = None;
+        // The admitted policy closest to exhaustion (by the share left, so that
+        // bytes and requests compare), and every refusing one.
+        let mut tightest: Option<(&Policy, u64, Duration)> = None;
         let mut violated: Vec<(&Policy, Duration)> = Vec::new();
-        for &i in &plan.policies {
+        for (&i, v) in plan.policies.iter().zip(verdicts) {
             let p = &self.policies[i];
-            let verdict = p.check(&key);
-            let decision = if matches!(verdict, Verdict::Allowed { .. }) { "allowed" } else { "limited" };
+            let decision = if v.ok { "allowed" } else { "limited" };
             self.metrics
                 .limit_decisions
                 .get_or_create(&LimitLabels { tier: p.tier.clone(), policy: p.name.clone(), decision })
                 .inc();
-            match verdict {
-                Verdict::Allowed { remaining, reset } => {
-                    if tightest.is_none_or(|(_, r, _)| remaining < r) {
-                        tightest = Some((p, remaining, reset));
-                    }
-                }
-                Verdict::Limited { retry_after } => violated.push((p, retry_after)),
+            if !v.ok {
+                violated.push((p, v.wait));
+            } else if tightest.is_none_or(|(t, r, _)| {
+                u128::from(v.remaining) * u128::from(t.quota()) < u128::from(r) * u128::from(p.quota())
+            }) {
+                tightest = Some((p, v.remaining, v.wait));
             }
         }
 
@@ -223,8 +483,8 @@ impl Limits {
         }))
     }
 
-    /// The headers that describe policy `p` with `remaining` requests left.
-    fn describe(&self, policy: &HeaderValue, p: &Policy, remaining: u32, reset_secs: u64) -> LimitHeaders {
+    /// The headers that describe policy `p` with `remaining` left.
+    fn describe(&self, policy: &HeaderValue, p: &Policy, remaining: u64, reset_secs: u64) -> LimitHeaders {
         let mut value = String::with_capacity(32);
         let _ = write!(value, "\"{}\";r={remaining};t={reset_secs}", p.name);
         LimitHeaders {
@@ -232,7 +492,7 @@ impl Limits {
             current: HeaderValue::try_from(value).expect("policy names are plain text"),
             legacy: self
                 .legacy_headers
-                .then(|| [HeaderValue::from(p.burst), HeaderValue::from(remaining), HeaderValue::from(reset_secs)]),
+                .then(|| [HeaderValue::from(p.quota()), HeaderValue::from(remaining), HeaderValue::from(reset_secs)]),
             retry_after: None,
         }
     }
@@ -268,7 +528,9 @@ pub struct Limit<S> {
 
 impl<S, B> Service<Request<B>> for Limit<S>
 where
-    S: Service<Request<B>, Response = Response<Body>, Error = Error>,
+    S: Service<Request<B>, Response = Response<Body>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Error;
@@ -284,10 +546,35 @@ where
             return LimitFuture::Refused { error: Some(Error::internal("limit layer placed above identify or route")) };
         };
         match self.limits.check(caller, route) {
-            Ok(headers) => LimitFuture::Admitted { inner: self.inner.call(req), headers },
-            Err(denial) => LimitFuture::Refused { error: Some(Error::RateLimited(denial)) },
+            Check::Ready(Ok(admission)) => LimitFuture::Admitted { inner: self.inner.call(req), admission },
+            Check::Ready(Err(denial)) => LimitFuture::Refused { error: Some(Error::RateLimited(denial)) },
+            Check::Ask(decision) => {
+                // The service that was made ready goes into the future; a clone stays.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                LimitFuture::Asking {
+                    fut: Box::pin(async move {
+                        let admission = decision.await.map_err(Error::RateLimited)?;
+                        admitted(inner.call(req).await, admission)
+                    }),
+                }
+            }
         }
     }
+}
+
+/// The response with the limit headers added, and its body counted against
+/// byte quotas as it is sent.
+fn admitted(result: Result<Response<Body>, Error>, admission: Admission) -> Result<Response<Body>, Error> {
+    let mut resp = result?;
+    if let Some(h) = admission.headers {
+        h.apply(resp.headers_mut());
+    }
+    if admission.bytes.is_empty() {
+        return Ok(resp);
+    }
+    let counters = admission.bytes;
+    Ok(resp.map(|b| body::counted(b, move |n| counters.iter().for_each(|c| c.add(n)))))
 }
 
 pin_project! {
@@ -295,7 +582,9 @@ pin_project! {
     #[project = LimitFutureProj]
     pub enum LimitFuture<F> {
         /// Admitted: pass through, then add headers.
-        Admitted { #[pin] inner: F, headers: Option<LimitHeaders> },
+        Admitted { #[pin] inner: F, admission: Admission },
+        /// Asking Redis, then passing through.
+        Asking { fut: Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>> },
         /// Refused before reaching the upstream.
         Refused { error: Option<Error> },
     }
@@ -309,13 +598,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            LimitFutureProj::Admitted { inner, headers } => {
-                let mut result = ready!(inner.poll(cx));
-                if let (Ok(resp), Some(h)) = (&mut result, headers.take()) {
-                    h.apply(resp.headers_mut());
-                }
-                Poll::Ready(result)
+            LimitFutureProj::Admitted { inner, admission } => {
+                let result = ready!(inner.poll(cx));
+                Poll::Ready(admitted(result, std::mem::take(admission)))
             }
+            LimitFutureProj::Asking { fut } => fut.as_mut().poll(cx),
             LimitFutureProj::Refused { error } => Poll::Ready(Err(error
                 .take()
                 .unwrap_or_else(|| Error::internal("limit future polled after completion")))),

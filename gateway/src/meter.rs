@@ -12,15 +12,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
-use prometheus_client::metrics::counter::Counter;
 use tower::{Layer, Service};
 
 use crate::body::{self, Body};
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 use crate::identify::Caller;
 use crate::metrics::{Metrics, RequestLabels, RouteMetrics, UpstreamErrorLabels};
 use crate::route::MatchedRoute;
@@ -111,39 +108,13 @@ where
         {
             m.upstream_errors.get_or_create(&UpstreamErrorLabels { route: route.name.clone(), kind }).inc();
         }
-        Poll::Ready(result.map(|resp| resp.map(|b| body::boxed(CountedBody { inner: b, sent: route.bytes_sent }))))
-    }
-}
-
-pin_project! {
-    /// Counts body bytes as they are handed to the connection.
-    struct CountedBody {
-        #[pin]
-        inner: Body,
-        sent: Counter,
-    }
-}
-
-impl http_body::Body for CountedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(f)) = &frame
-            && let Some(data) = f.data_ref()
-        {
-            this.sent.inc_by(data.len() as u64);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let sent = route.bytes_sent;
+        Poll::Ready(result.map(|resp| {
+            resp.map(|b| {
+                body::counted(b, move |n| {
+                    sent.inc_by(n);
+                })
+            })
+        }))
     }
 }

@@ -90,6 +90,12 @@ pub struct Metrics {
     pub unrouted: Counter,
     /// Keys currently held by in-process limiters.
     pub limiter_keys: Gauge,
+    /// 1 while this replica cannot reach the limits' Redis and enforces limits on its own.
+    pub limits_fallback: Gauge,
+    /// Replicas sharing the limits' Redis, as their heartbeats say.
+    pub limits_live_replicas: Gauge,
+    /// Limiter calls to Redis that failed or timed out.
+    pub limits_redis_errors: Counter,
     /// Client connections open now.
     pub connections: Gauge,
 }
@@ -106,6 +112,9 @@ impl Metrics {
             limit_decisions: Family::default(),
             unrouted: Counter::default(),
             limiter_keys: Gauge::default(),
+            limits_fallback: Gauge::default(),
+            limits_live_replicas: Gauge::default(),
+            limits_redis_errors: Counter::default(),
             connections: Gauge::default(),
             registry: Registry::default(),
         };
@@ -124,6 +133,17 @@ impl Metrics {
         );
         registry.register("unrouted_requests", "Requests that matched no route (404)", m.unrouted.clone());
         registry.register("limiter_keys", "Caller keys held by in-process limiters", m.limiter_keys.clone());
+        registry.register(
+            "limits_fallback",
+            "1 while limits are enforced in this process because Redis is unreachable",
+            m.limits_fallback.clone(),
+        );
+        registry.register(
+            "limits_live_replicas",
+            "Replicas sharing limits through Redis, from their heartbeats",
+            m.limits_live_replicas.clone(),
+        );
+        registry.register("limits_redis_errors", "Limiter calls to Redis that failed", m.limits_redis_errors.clone());
         registry.register("open_connections", "Client connections open now", m.connections.clone());
         Metrics { registry, ..m }
     }

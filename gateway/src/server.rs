@@ -78,8 +78,9 @@ impl Gateway {
         &self.shared
     }
 
-    /// Runs background upkeep (limiter sweeps; with a store, key change polling
-    /// and last-used writes) until the returned handle is aborted.
+    /// Runs background upkeep (limiter sweeps; with Redis limits, heartbeats,
+    /// flushes and recovery; with a store, key change polling and last-used
+    /// writes) until the returned handle is aborted.
     pub fn spawn_upkeep(&self) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
         tokio::spawn(async move {
@@ -107,7 +108,7 @@ impl Gateway {
                     let _ = listening.await;
                 }
             };
-            tokio::join!(sweeps, key_changes, pubsub);
+            tokio::join!(sweeps, key_changes, pubsub, shared.limits.run());
         })
     }
 

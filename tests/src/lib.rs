@@ -187,7 +187,7 @@ min_tier = "anonymous"
 
 /// A rate limit entry.
 pub fn limit(name: &str, rate: &str, burst: u32) -> LimitConfig {
-    LimitConfig { name: name.into(), rate: Some(rate.parse().expect("test rate")), burst: Some(burst), routes: None }
+    LimitConfig::rate(name, rate.parse().expect("test rate"), burst)
 }
 
 /// A route to `http://upstream{base}`.

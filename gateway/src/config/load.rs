@@ -88,9 +88,15 @@ pub fn load_str(text: &str, env: &HashMap<String, String>) -> Result<Config, Err
         return Err(Error::ConfigInvalid(problems));
     };
     // A key removed above to keep going may make validation complain about its
-    // absence; the first report already covers it.
+    // absence, or about its siblings in the same list entry (a limit's `burst`
+    // without the `rate` that was removed); the first report already covers it.
     let reported: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
-    let related = |path: &str| reported.iter().any(|r| r.starts_with(path) || path.starts_with(r.as_str()));
+    let entry = |r: &str| r.rsplit_once('.').map(|(parent, _)| parent.to_owned()).filter(|p| p.ends_with(']'));
+    let related = |path: &str| {
+        reported.iter().any(|r| {
+            r.starts_with(path) || path.starts_with(r.as_str()) || entry(r).is_some_and(|e| path.starts_with(&e))
+        })
+    };
     let more: Vec<Problem> = config.validate(env).into_iter().filter(|p| !related(&p.path)).collect();
     problems.extend(more.into_iter().map(|p| located(text, &overridden, p.path, p.message)));
     if problems.is_empty() { Ok(config) } else { Err(Error::ConfigInvalid(problems)) }

@@ -100,6 +100,81 @@ impl fmt::Display for ByteSize {
     }
 }
 
+/// The period a quota counts over. Days start at 00:00 UTC; months on the 1st
+/// at 00:00 UTC, or on an account's billing anchor (see `limit::period`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Period {
+    /// One UTC day.
+    Day,
+    /// One month.
+    Month,
+}
+
+impl Period {
+    /// The nominal length, for the `w` of `RateLimit-Policy` (a month says 30 days).
+    pub fn nominal(self) -> Duration {
+        match self {
+            Period::Day => Duration::from_secs(86_400),
+            Period::Month => Duration::from_secs(30 * 86_400),
+        }
+    }
+
+    fn parse(unit: &str) -> Option<Self> {
+        match unit.trim() {
+            "d" | "day" => Some(Period::Day),
+            "month" => Some(Period::Month),
+            _ => None,
+        }
+    }
+}
+
+/// A request quota such as `10000/month`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestQuota {
+    /// Requests the period allows; never zero.
+    pub count: u64,
+    /// The period.
+    pub per: Period,
+}
+
+impl FromStr for RequestQuota {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let expected = || format!("`{s}` is not a quota; write it as N/day or N/month, for example \"10000/month\"");
+        let (count, unit) = s.split_once('/').ok_or_else(expected)?;
+        let count: u64 = count.trim().parse().map_err(|_| expected())?;
+        if count == 0 {
+            return Err(format!("`{s}`: a quota must allow at least one request; remove the limit instead"));
+        }
+        Ok(RequestQuota { count, per: Period::parse(unit).ok_or_else(expected)? })
+    }
+}
+
+/// A byte quota such as `20GiB/day`, counted on response bytes actually sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteQuota {
+    /// Bytes the period allows; never zero.
+    pub bytes: u64,
+    /// The period.
+    pub per: Period,
+}
+
+impl FromStr for ByteQuota {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let expected =
+            || format!("`{s}` is not a byte quota; write it as SIZE/day or SIZE/month, for example \"20GiB/day\"");
+        let (size, unit) = s.split_once('/').ok_or_else(expected)?;
+        let ByteSize(bytes) = size.parse().map_err(|e: String| format!("{e} (in the byte quota `{s}`)"))?;
+        if bytes == 0 {
+            return Err(format!("`{s}`: a byte quota must allow at least one byte; remove the limit instead"));
+        }
+        Ok(ByteQuota { bytes, per: Period::parse(unit).ok_or_else(expected)? })
+    }
+}
+
 /// Deserializes any `FromStr` value whose error is a message, so that serde
 /// reports the message together with the key path.
 fn from_str_de<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -112,6 +187,18 @@ where
 }
 
 impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_de(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestQuota {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_de(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteQuota {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         from_str_de(d)
     }
@@ -149,5 +236,14 @@ mod tests {
         assert_eq!("512".parse::<ByteSize>().unwrap(), ByteSize(512));
         assert_eq!(ByteSize(1 << 20).to_string(), "1MiB");
         assert!("10MB".parse::<ByteSize>().unwrap_err().contains("binary units"));
+    }
+
+    #[test]
+    fn quotas_parse_per_day_and_month() {
+        assert_eq!("10000/month".parse::<RequestQuota>().unwrap(), RequestQuota { count: 10_000, per: Period::Month });
+        assert_eq!("20GiB/day".parse::<ByteQuota>().unwrap(), ByteQuota { bytes: 20 << 30, per: Period::Day });
+        assert!("10/week".parse::<RequestQuota>().unwrap_err().contains("N/month"));
+        assert!("0/day".parse::<RequestQuota>().unwrap_err().contains("at least one"));
+        assert!("20GB/day".parse::<ByteQuota>().unwrap_err().contains("binary units"));
     }
 }

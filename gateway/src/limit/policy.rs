@@ -1,109 +1,317 @@
-//! One rate policy in process: GCRA (governor) keyed by caller and route kind.
+//! One named policy of a tier, and its in-process state: GCRA (governor) for
+//! rates, counters per period for request and byte quotas, keyed by caller and
+//! route kind. The same state serves the memory backend and the Redis
+//! backend's local fallback (built with the limits divided among replicas).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
-use crate::config::{Rate, RouteKind};
+use super::period;
+use crate::config::{LimitConfig, OnRedisError, Period, QuotaReset, RouteKind};
 use crate::identify::CallerKey;
 
 /// What a policy counts against: the caller, separately per route kind, so that
 /// a bulk download does not use up a caller's query budget or the reverse.
 pub type LimitKey = (CallerKey, RouteKind);
 
-/// The outcome of one check.
+/// What a policy limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Admitted; `remaining` more could be admitted right now.
-    Allowed {
-        /// Requests left in the burst.
-        remaining: u32,
-        /// Time until the burst is full again.
-        reset: Duration,
+pub enum Kind {
+    /// Requests at a pace, with a burst (GCRA).
+    Rate {
+        /// How many requests may arrive at once.
+        burst: u32,
+        /// Time between two requests at the steady pace.
+        interval: Duration,
     },
-    /// Refused; the next request conforms after `retry_after`.
-    Limited {
-        /// Time until a request would be admitted.
-        retry_after: Duration,
+    /// Requests per day or month.
+    Quota {
+        /// Requests allowed per period.
+        limit: u64,
+        /// The period.
+        per: Period,
+        /// Monthly periods follow the account's billing anchor.
+        anchored: bool,
+    },
+    /// Response bytes per day or month, counted as they are sent.
+    Bytes {
+        /// Bytes allowed per period.
+        limit: u64,
+        /// The period.
+        per: Period,
     },
 }
 
-/// A named GCRA policy of one tier.
-pub struct Policy<C: Clock = DefaultClock> {
+/// A named policy of one tier.
+#[derive(Debug, Clone)]
+pub struct Policy {
     /// The name from the config, shown in headers and problems.
     pub name: Arc<str>,
-    /// The tier's name, for metrics.
+    /// The tier's name, for metrics and Redis keys.
     pub tier: Arc<str>,
-    /// How many requests may arrive at once (`q` in `RateLimit-Policy`).
-    pub burst: u32,
-    /// Time to refill the whole burst (`w` in `RateLimit-Policy`).
-    pub window: Duration,
-    /// Time between two requests at the steady pace.
-    interval: Duration,
+    /// What it limits.
+    pub kind: Kind,
+    /// What it does while Redis is unreachable.
+    pub on_redis_error: OnRedisError,
     /// Route names this policy is restricted to, if any.
     pub routes: Option<Vec<String>>,
-    /// The keyed GCRA state.
-    limiter: RateLimiter<LimitKey, DashMapStateStore<LimitKey>, C, StateInformationMiddleware>,
 }
 
-impl Policy<DefaultClock> {
-    /// A policy on the real clock.
-    pub fn new(name: &str, tier: Arc<str>, rate: Rate, burst: Option<u32>, routes: Option<Vec<String>>) -> Self {
-        Self::with_clock(name, tier, rate, burst, routes, DefaultClock::default())
-    }
-}
-
-impl<C: Clock> Policy<C> {
-    /// A policy on `clock` (tests use a fake one).
-    pub fn with_clock(
-        name: &str,
-        tier: Arc<str>,
-        rate: Rate,
-        burst: Option<u32>,
-        routes: Option<Vec<String>>,
-        clock: C,
-    ) -> Self {
-        let burst = burst.unwrap_or(rate.count).max(1);
-        let interval = rate.interval().max(Duration::from_nanos(1));
-        let quota = Quota::with_period(interval)
-            .expect("interval is non-zero")
-            .allow_burst(NonZeroU32::new(burst).expect("burst is at least 1"));
-        let limiter = RateLimiter::dashmap_with_clock(quota, clock).with_middleware::<StateInformationMiddleware>();
-        Policy { name: Arc::from(name), tier, burst, window: interval * burst, interval, routes, limiter }
-    }
-
-    /// Counts one request of `key` and says whether it is admitted.
-    pub fn check(&self, key: &LimitKey) -> Verdict {
-        match self.limiter.check_key(key) {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                Verdict::Allowed { remaining, reset: self.interval * (self.burst - remaining.min(self.burst)) }
+impl Policy {
+    /// The policy of one config entry (validated: exactly one kind).
+    pub fn from_config(tier: Arc<str>, l: &LimitConfig) -> Self {
+        let kind = if let Some(rate) = l.rate {
+            Kind::Rate {
+                burst: l.burst.unwrap_or(rate.count).max(1),
+                interval: rate.interval().max(Duration::from_nanos(1)),
             }
-            Err(not_until) => Verdict::Limited { retry_after: not_until.wait_time_from(self.limiter.clock().now()) },
+        } else if let Some(q) = l.quota {
+            Kind::Quota { limit: q.count, per: q.per, anchored: l.reset == QuotaReset::BillingAnchor }
+        } else if let Some(b) = l.bytes {
+            Kind::Bytes { limit: b.bytes, per: b.per }
+        } else {
+            unreachable!("validation requires one of rate, quota or bytes")
+        };
+        Policy {
+            name: Arc::from(l.name.as_str()),
+            tier,
+            kind,
+            on_redis_error: l.on_redis_error,
+            routes: l.routes.clone(),
         }
     }
 
-    /// Drops the state of callers that are back to a full burst, so that memory
-    /// follows the number of recent callers, not of all callers ever seen.
-    pub fn sweep(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+    /// Whether the policy applies to a route of this name and kind. Byte quotas
+    /// only ever count bulk downloads.
+    pub fn applies_to(&self, route: &str, kind: RouteKind) -> bool {
+        let named = self.routes.as_ref().is_none_or(|r| r.iter().any(|n| n == route));
+        named && (kind == RouteKind::Bulk || !matches!(self.kind, Kind::Bytes { .. }))
+    }
+
+    /// `q` of `RateLimit-Policy`: requests in a burst or a period, or bytes.
+    pub fn quota(&self) -> u64 {
+        match self.kind {
+            Kind::Rate { burst, .. } => u64::from(burst),
+            Kind::Quota { limit, .. } | Kind::Bytes { limit, .. } => limit,
+        }
+    }
+
+    /// This policy's item of `RateLimit-Policy`.
+    pub fn header_item(&self) -> String {
+        let (window, unit) = match self.kind {
+            Kind::Rate { burst, interval } => (interval * burst, ""),
+            Kind::Quota { per, .. } => (per.nominal(), ""),
+            Kind::Bytes { per, .. } => (per.nominal(), ";qu=\"content-bytes\""),
+        };
+        format!("\"{}\";q={};w={}{unit}", self.name, self.quota(), super::ceil_secs(window).max(1))
+    }
+
+    /// The period of a quota for a caller with billing anchor `anchor_ms`.
+    pub fn period(&self, now_ms: i64, anchor_ms: Option<i64>) -> Option<(i64, i64)> {
+        match self.kind {
+            Kind::Rate { .. } => None,
+            Kind::Quota { per, anchored, .. } => {
+                Some(period::bounds(per, now_ms, if anchored { anchor_ms } else { None }))
+            }
+            Kind::Bytes { per, .. } => Some(period::bounds(per, now_ms, None)),
+        }
+    }
+}
+
+/// One policy's answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Admitted by this policy.
+    pub ok: bool,
+    /// What is left: requests (or bytes) that could be admitted now.
+    pub remaining: u64,
+    /// Admitted: time until the policy is back to full (`t` of `RateLimit`).
+    /// Refused: time until it would admit again.
+    pub wait: Duration,
+}
+
+/// Usage of one caller in one period: requests admitted, or bytes sent.
+#[derive(Debug)]
+pub struct Counter {
+    /// Start of the period counted, Unix ms.
+    start: AtomicI64,
+    /// End of the period, Unix ms; past it the counter can be dropped.
+    end: AtomicI64,
+    /// Requests or bytes counted so far.
+    pub used: AtomicU64,
+}
+
+impl Counter {
+    /// A counter for the period `[start, end)`.
+    pub fn new(start: i64, end: i64) -> Self {
+        Counter { start: AtomicI64::new(start), end: AtomicI64::new(end), used: AtomicU64::new(0) }
+    }
+
+    /// Starts over when the period has moved on.
+    fn roll(&self, start: i64, end: i64) {
+        let seen = self.start.load(Ordering::Relaxed);
+        if seen != start && self.start.compare_exchange(seen, start, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            self.end.store(end, Ordering::Relaxed);
+            self.used.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds `n` (bytes sent, requests served while Redis was away).
+    pub fn add(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+type GcraLimiter<C> = RateLimiter<LimitKey, DashMapStateStore<LimitKey>, C, StateInformationMiddleware>;
+
+/// A policy's in-process state.
+enum State<C: Clock> {
+    Rate(GcraLimiter<C>),
+    Counts(DashMap<LimitKey, Arc<Counter>>),
+}
+
+/// A policy with its in-process state, optionally holding `1/share` of the
+/// configured limit (the Redis backend's fallback while Redis is away).
+pub struct LocalPolicy<C: Clock = DefaultClock> {
+    /// The policy, its limits already divided by `share`.
+    pub policy: Policy,
+    state: State<C>,
+    clock: C,
+}
+
+impl LocalPolicy<DefaultClock> {
+    /// The policy on the real clock, holding `1/share` of its limit.
+    pub fn new(policy: &Policy, share: u32) -> Self {
+        Self::with_clock(policy, share, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> LocalPolicy<C> {
+    /// The policy on `clock` (tests use a fake one).
+    pub fn with_clock(policy: &Policy, share: u32, clock: C) -> Self {
+        let share = share.max(1);
+        let mut policy = policy.clone();
+        let state = match &mut policy.kind {
+            Kind::Rate { burst, interval } => {
+                // A share of the pace and of the burst: together the replicas
+                // admit no more than the whole.
+                *burst = (*burst / share).max(1);
+                *interval *= share;
+                let quota = Quota::with_period(*interval)
+                    .expect("interval is non-zero")
+                    .allow_burst(NonZeroU32::new(*burst).expect("burst is at least 1"));
+                State::Rate(
+                    RateLimiter::dashmap_with_clock(quota, clock.clone())
+                        .with_middleware::<StateInformationMiddleware>(),
+                )
+            }
+            Kind::Quota { limit, .. } | Kind::Bytes { limit, .. } => {
+                *limit = (*limit / u64::from(share)).max(1);
+                State::Counts(DashMap::new())
+            }
+        };
+        LocalPolicy { policy, state, clock }
+    }
+
+    /// The counter of `key` for the period `[start, end)`.
+    pub fn counter(&self, key: &LimitKey, (start, end): (i64, i64)) -> Option<Arc<Counter>> {
+        let State::Counts(counts) = &self.state else { return None };
+        let counter = match counts.get(key) {
+            Some(c) => c.clone(),
+            None => counts.entry(*key).or_insert_with(|| Arc::new(Counter::new(start, end))).clone(),
+        };
+        counter.roll(start, end);
+        Some(counter)
+    }
+
+    /// Checks one request of `key` at `now_ms` (quotas' clock) for a caller
+    /// with billing anchor `anchor_ms`; a request quota counts it when admitted.
+    pub fn check(&self, key: &LimitKey, now_ms: i64, anchor_ms: Option<i64>) -> Verdict {
+        match (&self.state, self.policy.kind) {
+            (State::Rate(limiter), Kind::Rate { burst, interval }) => match limiter.check_key(key) {
+                Ok(snapshot) => {
+                    let remaining = snapshot.remaining_burst_capacity();
+                    Verdict {
+                        ok: true,
+                        remaining: u64::from(remaining),
+                        wait: interval * (burst - remaining.min(burst)),
+                    }
+                }
+                Err(not_until) => {
+                    Verdict { ok: false, remaining: 0, wait: not_until.wait_time_from(limiter.clock().now()) }
+                }
+            },
+            (State::Counts(_), Kind::Quota { limit, .. } | Kind::Bytes { limit, .. }) => {
+                let bounds = self.policy.period(now_ms, anchor_ms).expect("quotas have periods");
+                let counter = self.counter(key, bounds).expect("quotas have counters");
+                let until_end = Duration::from_millis(bounds.1.saturating_sub(now_ms).max(0) as u64);
+                let taken = if matches!(self.policy.kind, Kind::Quota { .. }) {
+                    counter.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u < limit).then_some(u + 1))
+                } else {
+                    // Bytes are counted as they are sent; a request only needs some left.
+                    let used = counter.used.load(Ordering::Acquire);
+                    if used < limit { Ok(used.saturating_sub(1)) } else { Err(used) }
+                };
+                match taken {
+                    Ok(before) => Verdict { ok: true, remaining: limit.saturating_sub(before + 1), wait: until_end },
+                    Err(_) => Verdict { ok: false, remaining: 0, wait: until_end },
+                }
+            }
+            _ => unreachable!("state is built from the kind"),
+        }
+    }
+
+    /// Gives back a request a quota counted for a request that another policy refused.
+    pub fn refund(&self, key: &LimitKey) {
+        if let (State::Counts(counts), Kind::Quota { .. }) = (&self.state, self.policy.kind)
+            && let Some(c) = counts.get(key)
+        {
+            let _ = c.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
+        }
+    }
+
+    /// Drops the state of callers that are back to a full burst, or whose
+    /// period is over, so that memory follows the number of recent callers.
+    pub fn sweep(&self, now_ms: i64) {
+        match &self.state {
+            State::Rate(limiter) => {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+            State::Counts(counts) => {
+                // A counter still held by a download in flight stays.
+                counts.retain(|_, c| c.end.load(Ordering::Relaxed) > now_ms || Arc::strong_count(c) > 1);
+                counts.shrink_to_fit();
+            }
+        }
     }
 
     /// How many callers have state now.
     pub fn tracked(&self) -> usize {
-        self.limiter.len()
+        match &self.state {
+            State::Rate(limiter) => limiter.len(),
+            State::Counts(counts) => counts.len(),
+        }
+    }
+
+    /// The clock rates run on.
+    pub fn clock(&self) -> &C {
+        &self.clock
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LimitConfig;
     use governor::clock::FakeRelativeClock;
     use std::net::{IpAddr, Ipv4Addr};
 
@@ -111,38 +319,74 @@ mod tests {
         (CallerKey::Ip(IpAddr::V4(Ipv4Addr::from(n))), RouteKind::Api)
     }
 
-    fn policy(clock: &FakeRelativeClock) -> Policy<FakeRelativeClock> {
-        Policy::with_clock("burst", Arc::from("anonymous"), "60/min".parse().unwrap(), Some(3), None, clock.clone())
+    fn rate(clock: &FakeRelativeClock, share: u32) -> LocalPolicy<FakeRelativeClock> {
+        let config = LimitConfig::rate("burst", "60/min".parse().unwrap(), 3);
+        LocalPolicy::with_clock(&Policy::from_config(Arc::from("anonymous"), &config), share, clock.clone())
     }
+
+    fn quota(text: &str) -> LocalPolicy {
+        let config = LimitConfig::quota("monthly", text.parse().unwrap());
+        LocalPolicy::new(&Policy::from_config(Arc::from("registered"), &config), 1)
+    }
+
+    const NOW: i64 = 1_795_000_000_000;
 
     #[test]
     fn a_burst_is_admitted_then_the_steady_pace() {
         let clock = FakeRelativeClock::default();
-        let p = policy(&clock);
+        let p = rate(&clock, 1);
         for left in [2, 1, 0] {
-            assert!(matches!(p.check(&key(1)), Verdict::Allowed { remaining, .. } if remaining == left));
+            assert_eq!(p.check(&key(1), NOW, None).remaining, left);
         }
-        assert_eq!(p.check(&key(1)), Verdict::Limited { retry_after: Duration::from_secs(1) });
+        assert_eq!(p.check(&key(1), NOW, None), Verdict { ok: false, remaining: 0, wait: Duration::from_secs(1) });
         clock.advance(Duration::from_secs(1));
-        assert!(matches!(p.check(&key(1)), Verdict::Allowed { remaining: 0, .. }));
+        assert!(p.check(&key(1), NOW, None).ok);
         // Other callers and the other route kind are counted apart.
-        assert!(matches!(p.check(&key(2)), Verdict::Allowed { remaining: 2, .. }));
-        assert!(matches!(p.check(&(key(1).0, RouteKind::Bulk)), Verdict::Allowed { remaining: 2, .. }));
+        assert_eq!(p.check(&key(2), NOW, None).remaining, 2);
+        assert_eq!(p.check(&(key(1).0, RouteKind::Bulk), NOW, None).remaining, 2);
+    }
+
+    #[test]
+    fn a_share_of_a_rate_divides_burst_and_pace() {
+        let clock = FakeRelativeClock::default();
+        let p = rate(&clock, 3);
+        assert!(p.check(&key(1), NOW, None).ok);
+        assert_eq!(p.check(&key(1), NOW, None), Verdict { ok: false, remaining: 0, wait: Duration::from_secs(3) });
+    }
+
+    #[test]
+    fn a_quota_counts_admitted_requests_until_the_period_ends() {
+        let p = quota("2/month");
+        assert_eq!(p.check(&key(1), NOW, None).remaining, 1);
+        assert_eq!(p.check(&key(1), NOW, None).remaining, 0);
+        let refused = p.check(&key(1), NOW, None);
+        assert!(!refused.ok);
+        let (_, end) = period::bounds(Period::Month, NOW, None);
+        assert_eq!(refused.wait, Duration::from_millis((end - NOW) as u64));
+        // A refund (another policy refused) gives the request back.
+        p.refund(&key(1));
+        assert!(p.check(&key(1), NOW, None).ok);
+        // The next period starts over.
+        assert_eq!(p.check(&key(1), end, None).remaining, 1);
     }
 
     #[test]
     fn idle_callers_are_forgotten_by_a_sweep() {
         let clock = FakeRelativeClock::default();
-        let p = policy(&clock);
+        let p = rate(&clock, 1);
+        let q = quota("5/day");
         for n in 0..100_000 {
-            p.check(&key(n));
+            p.check(&key(n), NOW, None);
+            q.check(&key(n), NOW, None);
         }
-        assert_eq!(p.tracked(), 100_000);
-        p.sweep();
-        assert_eq!(p.tracked(), 100_000, "callers within their window are kept");
+        assert_eq!((p.tracked(), q.tracked()), (100_000, 100_000));
+        p.sweep(NOW);
+        q.sweep(NOW);
+        assert_eq!((p.tracked(), q.tracked()), (100_000, 100_000), "callers within their window are kept");
         // Back to a full burst after one interval; governor keeps one interval more.
         clock.advance(Duration::from_secs(2));
-        p.sweep();
-        assert_eq!(p.tracked(), 0);
+        p.sweep(NOW);
+        q.sweep(NOW + 86_400_000);
+        assert_eq!((p.tracked(), q.tracked()), (0, 0));
     }
 }

@@ -1,0 +1,85 @@
+-- Decides one request for every policy of a (tier, route) at once, or reserves
+-- a lease of up to `wanted` admissions, atomically: all policies admit the same
+-- number or none is charged, so no read-then-write race and no policy is used
+-- up by a request another refused.
+--
+-- KEYS[i]   the state of policy i for this caller and route kind
+-- ARGV[1]   wanted: admissions to reserve (0 only hands back)
+-- ARGV[2]   returned: admissions of an earlier lease that were not used
+-- ARGV[3]   '1' when refused requests use up request quotas
+-- then per policy three values: kind, a, b
+--   'r' rate   a = emission interval (us), b = burst
+--   'q' quota  a = limit, b = period end (Unix ms, the key's expiry)
+--   'b' bytes  a = limit, b unused (bytes are added as they are sent)
+--
+-- Returns { granted, then per policy: refused (0/1), remaining, wait (us) }:
+-- remaining after the grant; for rates, wait is the time until the bucket is
+-- full again or, when refused, until one more request conforms.
+local wanted = tonumber(ARGV[1])
+local returned = tonumber(ARGV[2])
+local count_rejected = ARGV[3] == '1'
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+local kinds, as, bs, held, room = {}, {}, {}, {}, {}
+local granted = wanted
+for i = 1, #KEYS do
+  local base = 4 + (i - 1) * 3
+  local kind, a, b = ARGV[base], tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  kinds[i], as[i], bs[i] = kind, a, b
+  local stored = tonumber(redis.call('GET', KEYS[i]))
+  if kind == 'r' then
+    -- GCRA: the theoretical arrival time of the next request.
+    local tat = (stored or now) - returned * a
+    if tat < now then tat = now end
+    held[i] = tat
+    room[i] = math.floor((now + b * a - tat) / a)
+  elseif kind == 'q' then
+    local used = (stored or 0) - returned
+    if used < 0 then used = 0 end
+    held[i] = used
+    room[i] = a - used
+  else
+    held[i] = stored or 0
+    if held[i] < a then room[i] = wanted else room[i] = 0 end
+  end
+  if room[i] < granted then granted = room[i] end
+end
+if granted < 0 then granted = 0 end
+
+local out = { granted }
+for i = 1, #KEYS do
+  local kind, a, b = kinds[i], as[i], bs[i]
+  local refused = 0
+  if room[i] < 1 then refused = 1 end
+  if kind == 'r' then
+    local tat = held[i] + granted * a
+    if granted > 0 or returned > 0 then
+      if tat > now then
+        redis.call('SET', KEYS[i], tat, 'PX', math.ceil((tat - now) / 1000) + 1)
+      else
+        redis.call('DEL', KEYS[i])
+      end
+    end
+    local wait = tat - now
+    if granted == 0 and wanted > 0 then wait = held[i] + a - (now + b * a) end
+    if wait < 0 then wait = 0 end
+    out[#out + 1] = refused
+    out[#out + 1] = math.max(0, math.floor((now + b * a - tat) / a))
+    out[#out + 1] = wait
+  elseif kind == 'q' then
+    local used = held[i] + granted
+    if granted == 0 and wanted > 0 and count_rejected then used = used + 1 end
+    if used ~= held[i] or returned > 0 then
+      redis.call('SET', KEYS[i], used, 'PXAT', b)
+    end
+    out[#out + 1] = refused
+    out[#out + 1] = math.max(0, a - used)
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = refused
+    out[#out + 1] = math.max(0, a - held[i])
+    out[#out + 1] = 0
+  end
+end
+return out

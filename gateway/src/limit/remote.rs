@@ -1,0 +1,515 @@
+//! The Redis backend: limits and quotas shared by every replica.
+//!
+//! Each decision is one call of one Lua script (`decide.lua`, loaded once and
+//! called by its SHA) that checks and charges every policy of the request at
+//! once. So that Redis is not asked on every request, a replica reserves a
+//! *lease* of a few admissions for a busy caller, serves them from memory for
+//! at most `limits.lease_ttl`, and hands back what it did not use: the total
+//! admitted never exceeds the limit, and a lease only shifts when, within its
+//! short life, admissions happen. Lease sizes adapt: they double while a caller
+//! uses them up and halve when they come back unused, up to `limits.lease_max`.
+//!
+//! Bytes sent on bulk routes and requests served while Redis was away are
+//! added to Redis in batches (`pending`), once a second, and kept until Redis
+//! takes them.
+//!
+//! When Redis fails or times out, a breaker opens: requests stop asking Redis
+//! and each policy does what its `on_redis_error` says, `local` meaning the
+//! limit divided by the live replicas (which every replica learns from the
+//! heartbeats all of them keep in Redis). The heartbeat is also the probe that
+//! closes the breaker again.
+
+use std::fmt::Display;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Script};
+
+use super::policy::{Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict};
+use crate::config::LimitsConfig;
+use crate::identify::CallerKey;
+use crate::metrics::Metrics;
+
+/// How often a replica says it is alive, and probes Redis while in fallback.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A replica that missed this long of heartbeats no longer counts as live.
+const LIVENESS: Duration = Duration::from_secs(3);
+
+/// Where replicas keep their heartbeats (a sorted set by last beat).
+const REPLICAS_KEY: &str = "coopgate:replicas";
+
+/// The heartbeat: records this replica, forgets silent ones, counts the rest.
+const HEARTBEAT_LUA: &str = "\
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])";
+
+/// Which lease a request draws from: one per caller, tier and route, because
+/// that fixes the set of policies the lease was granted under.
+pub type LeaseKey = (u16, u16, CallerKey);
+
+/// Admissions reserved in Redis for one caller, served from memory.
+struct Lease {
+    /// Admissions left.
+    tokens: u32,
+    /// When what is left must be handed back rather than used.
+    expires: Instant,
+    /// How many to reserve next time.
+    ask: u32,
+    /// Per policy of the plan, what Redis said at the grant: remaining after
+    /// it, and when the policy is full again (rates) or its period ends.
+    snapshot: Vec<(u64, Instant)>,
+    /// The keys the lease was granted on, to hand back to.
+    parts: Vec<Part>,
+}
+
+/// One policy's part of a Redis decision: its key and how the script reads it.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The policy's index in `Limits`.
+    pub policy: usize,
+    /// Its Redis key for this caller and route kind (and period).
+    pub key: String,
+    /// The period's end, Unix ms (quotas).
+    pub period_end: Option<i64>,
+}
+
+/// A counter waiting to be added to Redis.
+struct Pending {
+    counter: Arc<Counter>,
+    /// Unix ms at which the Redis key expires (the period's end, plus a day).
+    expire_at: i64,
+}
+
+/// The policies enforced in process while Redis is away, each holding a share.
+pub struct Fallback {
+    /// The divisor they were built with.
+    pub share: u32,
+    /// Indexed like the policies of `Limits`.
+    pub policies: Vec<LocalPolicy>,
+}
+
+/// The Redis side of the limiter.
+pub struct Remote {
+    client: Client,
+    /// The live connection; `None` while in fallback until the heartbeat reconnects.
+    conn: RwLock<Option<MultiplexedConnection>>,
+    decide: Script,
+    heartbeat: Script,
+    /// Breaker: open while Redis is considered away.
+    open: AtomicBool,
+    /// Whether the breaker has ever been closed (so the first connect is not a "recovery").
+    connected_once: AtomicBool,
+    /// This replica's name in the heartbeat set.
+    replica: String,
+    /// Replicas seen alive at the last heartbeat (at least 1).
+    live: AtomicU32,
+    leases: DashMap<LeaseKey, Lease>,
+    pending: DashMap<String, Pending>,
+    /// Every policy, to build the fallback from.
+    policies: Vec<Policy>,
+    fallback: RwLock<Arc<Fallback>>,
+    lease_max: u32,
+    lease_ttl: Duration,
+    timeout: Duration,
+    count_rejected: bool,
+    metrics: Arc<Metrics>,
+}
+
+impl Remote {
+    /// The backend for `policies`, with Redis at `url` (validated with the config).
+    pub fn new(url: &str, config: &LimitsConfig, policies: Vec<Policy>, metrics: Arc<Metrics>) -> Self {
+        let replica = format!("{:016x}", getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id())));
+        let fallback = Fallback { share: 1, policies: policies.iter().map(|p| LocalPolicy::new(p, 1)).collect() };
+        metrics.limits_fallback.set(1);
+        metrics.limits_live_replicas.set(1);
+        Remote {
+            client: Client::open(url).expect("limits.redis_url is validated with the config"),
+            conn: RwLock::new(None),
+            decide: Script::new(include_str!("decide.lua")),
+            heartbeat: Script::new(HEARTBEAT_LUA),
+            open: AtomicBool::new(true),
+            connected_once: AtomicBool::new(false),
+            replica,
+            live: AtomicU32::new(1),
+            leases: DashMap::new(),
+            pending: DashMap::new(),
+            policies,
+            fallback: RwLock::new(Arc::new(fallback)),
+            lease_max: config.lease_max.max(1),
+            lease_ttl: config.lease_ttl,
+            timeout: config.redis_timeout,
+            count_rejected: config.count_rejected,
+            metrics,
+        }
+    }
+
+    /// Whether requests must be decided without Redis now.
+    pub fn in_fallback(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// The policies to decide with while in fallback.
+    pub fn fallback(&self) -> Arc<Fallback> {
+        self.fallback.read().expect("fallback lock").clone()
+    }
+
+    /// Takes one admission from the caller's lease, if it holds a live one:
+    /// the verdict of each plan policy, `counts_requests[i]` saying which of
+    /// them count requests (the rest count bytes, shown without the lease).
+    pub fn take_leased(&self, key: &LeaseKey, counts_requests: impl Fn(usize) -> bool) -> Option<Vec<Verdict>> {
+        let mut lease = self.leases.get_mut(key)?;
+        let now = Instant::now();
+        if lease.tokens == 0 || now >= lease.expires {
+            return None;
+        }
+        lease.tokens -= 1;
+        let left = u64::from(lease.tokens);
+        Some(
+            lease
+                .snapshot
+                .iter()
+                .enumerate()
+                .map(|(i, &(remaining, until))| Verdict {
+                    ok: true,
+                    remaining: if counts_requests(i) { remaining + left } else { remaining },
+                    wait: until.saturating_duration_since(now),
+                })
+                .collect(),
+        )
+    }
+
+    /// Asks Redis for one admission (and a lease of more when the caller is
+    /// busy), handing back what an expired lease left; returns each plan
+    /// policy's verdict. `cap` bounds the lease
+    /// (a small burst must not sit in one replica). On failure the breaker
+    /// opens and the caller decides by the fallback.
+    pub async fn ask(&self, key: LeaseKey, parts: Vec<Part>, cap: u32, now_ms: i64) -> Option<Vec<Verdict>> {
+        let (returned, wanted) = self.prepare(&key, cap);
+        let conn = self.conn.read().expect("connection lock").clone()?;
+        match self.call(conn, &parts, wanted, returned).await {
+            Ok(reply) => Some(self.store(key, parts, wanted, &reply, now_ms)),
+            Err(e) => {
+                self.trip(&e);
+                None
+            }
+        }
+    }
+
+    /// What to hand back and how many to ask for, adapting the lease size.
+    fn prepare(&self, key: &LeaseKey, cap: u32) -> (u32, u32) {
+        let Some(mut lease) = self.leases.get_mut(key) else { return (0, 1) };
+        let now = Instant::now();
+        let returned = if now >= lease.expires { std::mem::take(&mut lease.tokens) } else { 0 };
+        if returned > 0 {
+            // Came back unused: the caller is slower than the lease.
+            lease.ask = (lease.ask / 2).max(1);
+        } else if lease.tokens == 0 {
+            // Used up: the caller is faster.
+            lease.ask = (lease.ask * 2).min(self.lease_max);
+        }
+        (returned, lease.ask.min(cap).max(1))
+    }
+
+    async fn call(
+        &self,
+        mut conn: MultiplexedConnection,
+        parts: &[Part],
+        wanted: u32,
+        returned: u32,
+    ) -> Result<Vec<i64>, redis::RedisError> {
+        let mut invocation = self.decide.prepare_invoke();
+        for part in parts {
+            invocation.key(&part.key);
+        }
+        invocation.arg(wanted).arg(returned).arg(u8::from(self.count_rejected));
+        for part in parts {
+            match self.policies[part.policy].kind {
+                Kind::Rate { burst, interval } => {
+                    invocation.arg("r").arg(interval.as_micros().clamp(1, u128::from(u64::MAX)) as u64).arg(burst)
+                }
+                Kind::Quota { limit, .. } => invocation.arg("q").arg(limit).arg(part.period_end.unwrap_or(0)),
+                Kind::Bytes { limit, .. } => invocation.arg("b").arg(limit).arg(0),
+            };
+        }
+        // The connection's response timeout bounds this; the outer one also
+        // covers a script load after a Redis restart.
+        match tokio::time::timeout(self.timeout * 3, invocation.invoke_async(&mut conn)).await {
+            Ok(reply) => reply,
+            Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "limiter call timed out"))),
+        }
+    }
+
+    /// Keeps the unused part of a grant as the caller's lease.
+    fn store(&self, key: LeaseKey, parts: Vec<Part>, wanted: u32, reply: &[i64], now_ms: i64) -> Vec<Verdict> {
+        let granted = reply.first().copied().unwrap_or(0).clamp(0, i64::from(wanted)) as u32;
+        let now = Instant::now();
+        let verdicts: Vec<Verdict> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let at = |j: usize| reply.get(1 + i * 3 + j).copied().unwrap_or(0).max(0) as u64;
+                let wait = match part.period_end {
+                    Some(end) => Duration::from_millis(end.saturating_sub(now_ms).max(0) as u64),
+                    None => Duration::from_micros(at(2)),
+                };
+                Verdict { ok: at(0) == 0 && granted > 0, remaining: at(1), wait }
+            })
+            .collect();
+        let snapshot: Vec<(u64, Instant)> = verdicts.iter().map(|v| (v.remaining, now + v.wait)).collect();
+        let mut lease = self.leases.entry(key).or_insert_with(|| Lease {
+            tokens: 0,
+            expires: now + self.lease_ttl,
+            ask: 1,
+            snapshot: Vec::new(),
+            parts: Vec::new(),
+        });
+        if lease.tokens == 0 || now >= lease.expires {
+            // A new lease. (An expired one's tokens were handed back in `prepare`.)
+            lease.tokens = 0;
+            lease.expires = now + self.lease_ttl;
+        }
+        // A grant racing another one of the same caller joins it, keeping the
+        // older expiry: tokens are never served later than their own lease allows.
+        lease.tokens += granted.saturating_sub(1);
+        lease.snapshot = snapshot;
+        // What the caller sees for this request: the lease's other tokens are its own.
+        let left = u64::from(lease.tokens);
+        let counts_requests: Vec<bool> =
+            parts.iter().map(|p| !matches!(self.policies[p.policy].kind, Kind::Bytes { .. })).collect();
+        lease.parts = parts;
+        drop(lease);
+        verdicts
+            .into_iter()
+            .zip(counts_requests)
+            .map(|(mut v, counts_requests)| {
+                if v.ok && counts_requests {
+                    v.remaining += left;
+                }
+                v
+            })
+            .collect()
+    }
+
+    /// A counter whose growth is added to the Redis key `key` by the next flush.
+    pub fn pending(&self, key: String, expire_at: i64) -> Arc<Counter> {
+        if let Some(p) = self.pending.get(&key) {
+            return p.counter.clone();
+        }
+        self.pending
+            .entry(key)
+            .or_insert_with(|| Pending { counter: Arc::new(Counter::new(0, expire_at)), expire_at })
+            .counter
+            .clone()
+    }
+
+    /// Opens the breaker: requests stop waiting on Redis until a heartbeat gets through.
+    fn trip(&self, error: &dyn Display) {
+        self.metrics.limits_redis_errors.inc();
+        *self.conn.write().expect("connection lock") = None;
+        if !self.open.swap(true, Ordering::AcqRel) {
+            let live = self.live.load(Ordering::Relaxed).max(1);
+            self.rebuild_fallback(live);
+            self.metrics.limits_fallback.set(1);
+            tracing::warn!(
+                error = %error,
+                replicas = live,
+                "limits: Redis is unreachable; this replica enforces limits on its own (each limit's \
+                 on_redis_error, `local` being the limit divided by {live} replicas) until Redis answers again"
+            );
+        }
+    }
+
+    fn rebuild_fallback(&self, share: u32) {
+        let mut fallback = self.fallback.write().expect("fallback lock");
+        if fallback.share != share {
+            *fallback = Arc::new(Fallback {
+                share,
+                policies: self.policies.iter().map(|p| LocalPolicy::new(p, share)).collect(),
+            });
+        }
+    }
+
+    /// Connects (when needed) and beats once; closes the breaker on success.
+    async fn beat(&self) -> Result<(), redis::RedisError> {
+        let existing = self.conn.read().expect("connection lock").clone();
+        let mut conn = match existing {
+            Some(c) => c,
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
+                    .set_response_timeout(Some(self.timeout));
+                self.client.get_multiplexed_async_connection_with_config(&config).await?
+            }
+        };
+        let mut invocation = self.heartbeat.prepare_invoke();
+        invocation.key(REPLICAS_KEY).arg(&self.replica).arg(LIVENESS.as_millis() as u64);
+        let beat = invocation.invoke_async::<u32>(&mut conn);
+        let live = match tokio::time::timeout(self.timeout * 3, beat).await {
+            Ok(live) => live?.max(1),
+            Err(_) => return Err(redis::RedisError::from((redis::ErrorKind::Io, "heartbeat timed out"))),
+        };
+        self.live.store(live, Ordering::Relaxed);
+        self.metrics.limits_live_replicas.set(i64::from(live));
+        *self.conn.write().expect("connection lock") = Some(conn);
+        if self.open.swap(false, Ordering::AcqRel) {
+            self.metrics.limits_fallback.set(0);
+            if self.connected_once.swap(true, Ordering::AcqRel) {
+                tracing::info!(replicas = live, "limits: Redis answers again; limits are shared across replicas again");
+            } else {
+                tracing::info!(replicas = live, "limits: shared through Redis");
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects and beats once, so that a gateway starting beside a working
+    /// Redis shares limits from its first request. A failure is logged; the
+    /// gateway starts in fallback and the heartbeat keeps trying.
+    pub async fn start(&self) {
+        if let Err(e) = self.beat().await {
+            self.metrics.limits_redis_errors.inc();
+            tracing::warn!(error = %e, "limits: cannot reach Redis at start; enforcing limits in this process until it answers");
+        }
+    }
+
+    /// Adds pending counts to Redis in one pipeline; on failure they stay for the next try.
+    async fn flush(&self) {
+        let batch: Vec<(String, u64, i64, Arc<Counter>)> = self
+            .pending
+            .iter()
+            .filter_map(|p| {
+                let n = p.counter.used.swap(0, Ordering::AcqRel);
+                (n > 0).then(|| (p.key().clone(), n, p.expire_at, p.counter.clone()))
+            })
+            .collect();
+        if !batch.is_empty() {
+            let conn = self.conn.read().expect("connection lock").clone();
+            let result = match conn {
+                Some(mut conn) => {
+                    let mut pipe = redis::pipe();
+                    for (key, n, expire_at, _) in &batch {
+                        pipe.cmd("INCRBY").arg(key).arg(*n).ignore();
+                        pipe.cmd("PEXPIREAT").arg(key).arg(*expire_at).ignore();
+                    }
+                    match tokio::time::timeout(self.timeout * 3, pipe.query_async::<()>(&mut conn)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "flush timed out"))),
+                    }
+                }
+                None => Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))),
+            };
+            if let Err(e) = result {
+                for (_, n, _, counter) in &batch {
+                    counter.add(*n);
+                }
+                if !self.in_fallback() {
+                    self.trip(&e);
+                }
+            }
+        }
+        self.pending.retain(|_, p| p.counter.used.load(Ordering::Relaxed) > 0 || Arc::strong_count(&p.counter) > 1);
+    }
+
+    /// Hands back what expired leases left and forgets them.
+    async fn reap(&self) {
+        let now = Instant::now();
+        let mut returns = Vec::new();
+        self.leases.retain(|_, lease| {
+            if now < lease.expires {
+                return true;
+            }
+            if lease.tokens > 0 {
+                returns.push((std::mem::take(&mut lease.parts), lease.tokens));
+            }
+            false
+        });
+        if returns.is_empty() || self.in_fallback() {
+            return;
+        }
+        let Some(conn) = self.conn.read().expect("connection lock").clone() else { return };
+        let calls = returns.iter().map(|(parts, tokens)| {
+            let conn = conn.clone();
+            async move {
+                // Best effort: a lost hand-back only delays admissions until the
+                // bucket refills; it never admits too many.
+                let _ = self.call(conn, parts, 0, *tokens).await;
+            }
+        });
+        futures_util::future::join_all(calls).await;
+    }
+
+    /// Runs heartbeats, flushes and lease hand-backs until dropped.
+    pub async fn run(&self) {
+        let beats = async {
+            let mut every = tokio::time::interval(HEARTBEAT);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = self.beat().await {
+                    if self.in_fallback() {
+                        // Still away; said once already.
+                        tracing::debug!(error = %e, "limits: Redis still unreachable");
+                    } else {
+                        self.trip(&e);
+                    }
+                }
+                self.flush().await;
+            }
+        };
+        let reaps = async {
+            let mut every = tokio::time::interval(self.lease_ttl.max(Duration::from_millis(10)));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                self.reap().await;
+            }
+        };
+        tokio::join!(beats, reaps);
+    }
+
+    /// Drops idle state; returns how many callers are tracked in memory.
+    pub fn sweep(&self, now_ms: i64) -> usize {
+        let fallback = self.fallback();
+        fallback.policies.iter().for_each(|p| p.sweep(now_ms));
+        self.leases.len() + self.pending.len() + fallback.policies.iter().map(LocalPolicy::tracked).sum::<usize>()
+    }
+
+    /// Flushes what is pending one last time (graceful stop).
+    pub async fn finish(&self) {
+        self.flush().await;
+    }
+}
+
+/// The Redis key of `policy` for `caller` on route kind `kind`: names the tier,
+/// the caller and the route kind, with the caller as the hash tag so that every
+/// key of one decision lives in one Redis Cluster slot; quotas add their period.
+pub fn redis_key(policy: &Policy, key: &LimitKey, period_start: Option<i64>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(64);
+    s.push_str("coopgate:{");
+    match key.0 {
+        CallerKey::Ip(ip) => {
+            let _ = write!(s, "ip:{ip}");
+        }
+        CallerKey::Key(id) => {
+            let _ = write!(s, "key:{id}");
+        }
+        CallerKey::Account(hash) => {
+            let _ = write!(s, "acct:{hash:016x}");
+        }
+    }
+    let _ = write!(s, "}}:{}:{}:{}", policy.tier, policy.name, key.1.as_str());
+    if let Some(start) = period_start {
+        s.push(':');
+        s.push_str(&super::period::label(start));
+    }
+    s
+}
