@@ -248,6 +248,9 @@ pub struct LimitsConfig {
     /// up on Redis and falls back (each limit's `on_redis_error`).
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
+    /// Redis backend: the start of every key, so that two deployments (staging
+    /// and production) can share one Redis without sharing limits.
+    pub redis_prefix: String,
 }
 
 /// What member-token holders are limited by.
@@ -285,6 +288,7 @@ impl Default for LimitsConfig {
             lease_max: 32,
             lease_ttl: Duration::from_millis(200),
             redis_timeout: Duration::from_millis(100),
+            redis_prefix: "coopgate".into(),
         }
     }
 }
@@ -635,6 +639,15 @@ impl Config {
                 path: "limits.lease_max".into(),
                 line: None,
                 message: "must be at least 1 (1 asks Redis on every request)".into(),
+            });
+        }
+        if self.limits.redis_prefix.is_empty()
+            || !self.limits.redis_prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            problems.push(Problem {
+                path: "limits.redis_prefix".into(),
+                line: None,
+                message: "use letters, digits and - _ . : only, for example \"coopgate-staging\"".into(),
             });
         }
         if self.limits.redis_timeout.is_zero() {

@@ -91,6 +91,8 @@ pub struct Limits {
     legacy_headers: bool,
     /// Refused requests use up request quotas.
     count_rejected: bool,
+    /// `limits.redis_prefix`.
+    redis_prefix: String,
     /// Decision counters.
     metrics: Arc<Metrics>,
 }
@@ -241,6 +243,7 @@ impl Limits {
             plans,
             legacy_headers: config.limits.legacy_headers,
             count_rejected: config.limits.count_rejected,
+            redis_prefix: config.limits.redis_prefix.clone(),
             metrics,
         }
     }
@@ -335,7 +338,7 @@ impl Limits {
                 let period = policy.period(now, anchor);
                 Part {
                     policy: i,
-                    key: remote::redis_key(policy, key, period.map(|p| p.0)),
+                    key: remote::redis_key(&self.redis_prefix, policy, key, period.map(|p| p.0)),
                     period_end: period.map(|p| p.1),
                 }
             })
@@ -359,7 +362,9 @@ impl Limits {
                 continue;
             }
             let Some((start, end)) = policy.period(now, None) else { continue };
-            counters.push(remote.pending(remote::redis_key(policy, key, Some(start)), end + PERIOD_SLACK_MS));
+            counters.push(
+                remote.pending(remote::redis_key(&self.redis_prefix, policy, key, Some(start)), end + PERIOD_SLACK_MS),
+            );
             if let Some(local) = fallback.and_then(|f| f.policies[i].counter(key, (start, end))) {
                 counters.push(local);
             }
@@ -387,7 +392,9 @@ impl Limits {
         for &i in &plan.policies {
             let policy = &self.policies[i];
             if let (Kind::Quota { .. }, Some((start, end))) = (policy.kind, policy.period(now, anchor)) {
-                remote.pending(remote::redis_key(policy, key, Some(start)), end + PERIOD_SLACK_MS).add(1);
+                remote
+                    .pending(remote::redis_key(&self.redis_prefix, policy, key, Some(start)), end + PERIOD_SLACK_MS)
+                    .add(1);
             }
         }
         admission.bytes = self.shared_byte_counters(plan, remote, key, now, Some(&fallback));

@@ -88,6 +88,41 @@ pub async fn echo_upstream() -> TestUpstream {
     .await
 }
 
+/// The byte at `i` of the files [`file_upstream`] serves.
+pub fn file_byte(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// An origin serving one file of `size` bytes at every path, honouring
+/// `Range: bytes=FIRST-[LAST]` with a 206, the way a static file server does.
+pub async fn file_upstream(size: usize) -> TestUpstream {
+    let file = Bytes::from((0..size).map(file_byte).collect::<Vec<u8>>());
+    upstream(move |req: Request<Incoming>| {
+        let file = file.clone();
+        async move {
+            let range = req.headers().get("range").and_then(|v| v.to_str().ok()).and_then(|r| {
+                let (first, last) = r.strip_prefix("bytes=")?.split_once('-')?;
+                let first: usize = first.parse().ok()?;
+                let last: usize = if last.is_empty() { file.len() - 1 } else { last.parse().ok()? };
+                (first <= last && last < file.len()).then_some((first, last))
+            });
+            let mut resp = match range {
+                Some((first, last)) => {
+                    let mut resp = Response::new(full(file.slice(first..=last)));
+                    *resp.status_mut() = http::StatusCode::PARTIAL_CONTENT;
+                    let value = format!("bytes {first}-{last}/{}", file.len());
+                    resp.headers_mut().insert("content-range", value.parse().expect("header value"));
+                    resp
+                }
+                None => Response::new(full(file)),
+            };
+            resp.headers_mut().insert("accept-ranges", "bytes".parse().expect("header value"));
+            resp
+        }
+    })
+    .await
+}
+
 /// A gateway running in-process on a loopback port; drains and stops when dropped.
 pub struct TestGateway {
     /// Where it listens.

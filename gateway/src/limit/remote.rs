@@ -39,9 +39,6 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A replica that missed this long of heartbeats no longer counts as live.
 const LIVENESS: Duration = Duration::from_secs(3);
 
-/// Where replicas keep their heartbeats (a sorted set by last beat).
-const REPLICAS_KEY: &str = "coopgate:replicas";
-
 /// The heartbeat: records this replica, forgets silent ones, counts the rest.
 const HEARTBEAT_LUA: &str = "\
 local t = redis.call('TIME')
@@ -109,6 +106,8 @@ pub struct Remote {
     connected_once: AtomicBool,
     /// This replica's name in the heartbeat set.
     replica: String,
+    /// Where replicas keep their heartbeats (a sorted set by last beat).
+    replicas_key: String,
     /// Replicas seen alive at the last heartbeat (at least 1).
     live: AtomicU32,
     leases: DashMap<LeaseKey, Lease>,
@@ -138,6 +137,7 @@ impl Remote {
             open: AtomicBool::new(true),
             connected_once: AtomicBool::new(false),
             replica,
+            replicas_key: format!("{}:replicas", config.redis_prefix),
             live: AtomicU32::new(1),
             leases: DashMap::new(),
             pending: DashMap::new(),
@@ -350,7 +350,7 @@ impl Remote {
             }
         };
         let mut invocation = self.heartbeat.prepare_invoke();
-        invocation.key(REPLICAS_KEY).arg(&self.replica).arg(LIVENESS.as_millis() as u64);
+        invocation.key(&self.replicas_key).arg(&self.replica).arg(LIVENESS.as_millis() as u64);
         let beat = invocation.invoke_async::<u32>(&mut conn);
         let live = match tokio::time::timeout(self.timeout * 3, beat).await {
             Ok(live) => live?.max(1),
@@ -488,13 +488,14 @@ impl Remote {
     }
 }
 
-/// The Redis key of `policy` for `caller` on route kind `kind`: names the tier,
+/// The Redis key of `policy` for the caller and route kind of `key`: names the tier,
 /// the caller and the route kind, with the caller as the hash tag so that every
 /// key of one decision lives in one Redis Cluster slot; quotas add their period.
-pub fn redis_key(policy: &Policy, key: &LimitKey, period_start: Option<i64>) -> String {
+pub fn redis_key(prefix: &str, policy: &Policy, key: &LimitKey, period_start: Option<i64>) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(64);
-    s.push_str("coopgate:{");
+    s.push_str(prefix);
+    s.push_str(":{");
     match key.0 {
         CallerKey::Ip(ip) => {
             let _ = write!(s, "ip:{ip}");

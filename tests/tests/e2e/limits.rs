@@ -1,7 +1,7 @@
 //! The free tier's rate limits: honest headers, consistent 429s, fair keys.
 
-use coopgate::config::TierConfig;
-use coopgate_tests::{assert_problem, config, echo_upstream, gateway, get, limit};
+use coopgate::config::{LimitConfig, RouteKind, TierConfig};
+use coopgate_tests::{assert_problem, config, echo_upstream, file_byte, file_upstream, gateway, get, limit, route};
 
 /// A config whose anonymous tier admits 3 at once, then one a minute.
 async fn tight() -> (coopgate_tests::TestUpstream, coopgate::Config) {
@@ -91,4 +91,130 @@ async fn legacy_headers_are_sent_when_asked_for() {
     let got = get(&gw.url("/api/x"), &[]).await;
     assert_eq!(got.header("x-ratelimit-limit"), "3");
     assert_eq!(got.header("x-ratelimit-remaining"), "2");
+}
+
+/// Seconds from now to the start of the next UTC month.
+fn secs_to_next_month() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let days = now.div_euclid(86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let month_len = match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    let next_month = (days - (day - 1) + month_len) * 86_400;
+    (next_month - now) as u64
+}
+
+#[tokio::test]
+async fn a_monthly_quota_is_listed_and_refuses_until_the_month_ends() {
+    let (_up, mut cfg) = tight().await;
+    cfg.tiers.get_mut("anonymous").unwrap().limits =
+        vec![limit("burst", "100/sec", 100), LimitConfig::quota("monthly", "3/month".parse().unwrap())];
+    let gw = gateway(cfg).await;
+    for left in [2, 1, 0] {
+        let got = get(&gw.url("/api/x"), &[]).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.header("ratelimit-policy"), r#""burst";q=100;w=1, "monthly";q=3;w=2592000"#);
+        // The quota is closer to exhaustion than the burst, so it is the one reported.
+        assert!(
+            got.header("ratelimit").starts_with(&format!(r#""monthly";r={left};t="#)),
+            "{}",
+            got.header("ratelimit")
+        );
+    }
+    let got = get(&gw.url("/api/x"), &[]).await;
+    let doc = assert_problem(&got, 429, "rate-limited");
+    assert_eq!(doc["violated_policies"][0]["name"], "monthly");
+    let retry: u64 = got.header("retry-after").parse().unwrap();
+    let expected = secs_to_next_month();
+    assert!(retry.abs_diff(expected) <= 2, "Retry-After {retry} is the start of next month ({expected} s)");
+    assert_eq!(got.header("ratelimit"), format!(r#""monthly";r=0;t={retry}"#));
+}
+
+/// Two api routes, a rate on the first only and a quota of 10 on both (one
+/// counter: same caller, same route kind): how much quota is left after two
+/// admitted and three rate-refused requests?
+async fn quota_left_after_refusals(count_rejected: bool) -> String {
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    cfg.limits.count_rejected = count_rejected;
+    cfg.routes.push(route("api2", "/api2/", up.addr, "/", RouteKind::Api));
+    let mut pace = limit("pace", "1/hour", 2);
+    pace.routes = Some(vec!["api".into()]);
+    cfg.tiers.get_mut("anonymous").unwrap().limits =
+        vec![pace, LimitConfig::quota("monthly", "10/month".parse().unwrap())];
+    let gw = gateway(cfg).await;
+    let url = gw.url("/api/x");
+    let statuses: Vec<u16> = futures_util::future::join_all((0..5).map(|_| get(&url, &[])))
+        .await
+        .iter()
+        .map(|g| g.status.as_u16())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 2, "{statuses:?}");
+    let got = get(&gw.url("/api2/x"), &[]).await;
+    assert_eq!(got.status, 200);
+    got.header("ratelimit").split(';').nth(1).unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn refused_requests_use_up_a_quota_only_when_configured_to() {
+    assert_eq!(quota_left_after_refusals(false).await, "r=7", "two admitted, then this one");
+    assert_eq!(quota_left_after_refusals(true).await, "r=4", "the three refused count too");
+}
+
+/// A gateway whose anonymous callers may download `quota` bytes a day from a
+/// file of `size` bytes.
+async fn downloads(size: usize, quota: &str) -> (coopgate_tests::TestUpstream, coopgate_tests::TestGateway) {
+    let up = file_upstream(size).await;
+    let mut cfg = config(up.addr);
+    cfg.tiers.get_mut("anonymous").unwrap().limits =
+        vec![limit("burst", "100/sec", 100), LimitConfig::bytes("bytes-daily", quota.parse().unwrap())];
+    (up, gateway(cfg).await)
+}
+
+#[tokio::test]
+async fn a_range_resumed_download_is_charged_once() {
+    const SIZE: usize = 300_000;
+    let (_up, gw) = downloads(SIZE, "600000B/day").await;
+    let first = get(&gw.url("/bulk/data.csv"), &[("range", "bytes=0-99999")]).await;
+    assert_eq!((first.status.as_u16(), first.body.len()), (206, 100_000));
+    assert_eq!(
+        first.header("ratelimit-policy"),
+        r#""burst";q=100;w=1, "bytes-daily";q=600000;w=86400;qu="content-bytes""#
+    );
+    let rest = get(&gw.url("/bulk/data.csv"), &[("range", "bytes=100000-")]).await;
+    assert_eq!((rest.status.as_u16(), rest.body.len()), (206, SIZE - 100_000));
+    assert_eq!(rest.body[0], file_byte(100_000));
+    // Only the bytes sent were charged: the whole file once.
+    let next = get(&gw.url("/bulk/data.csv"), &[("range", "bytes=0-0")]).await;
+    assert!(next.header("ratelimit").starts_with(r#""bytes-daily";r=300000;t="#), "{}", next.header("ratelimit"));
+    // Queries are not downloads: the byte quota does not apply to them.
+    assert_eq!(get(&gw.url("/api/x"), &[]).await.header("ratelimit-policy"), r#""burst";q=100;w=1"#);
+}
+
+#[tokio::test]
+async fn a_download_under_way_finishes_past_the_byte_quota_and_the_next_is_refused() {
+    const SIZE: usize = 1 << 20;
+    let (_up, gw) = downloads(SIZE, "64KiB/day").await;
+    let whole = get(&gw.url("/bulk/data.csv"), &[]).await;
+    assert_eq!((whole.status.as_u16(), whole.body.len()), (200, SIZE), "never cut off mid-download");
+    let got = get(&gw.url("/bulk/data.csv"), &[]).await;
+    let doc = assert_problem(&got, 429, "rate-limited");
+    assert_eq!(doc["violated_policies"][0]["name"], "bytes-daily");
+    let retry: u64 = got.header("retry-after").parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let to_midnight = 86_400 - now % 86_400;
+    assert!(retry.abs_diff(to_midnight) <= 2, "Retry-After {retry} is the next UTC midnight ({to_midnight} s)");
 }
