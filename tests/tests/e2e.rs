@@ -11,6 +11,7 @@ mod e2e {
     mod limits;
     mod proxy;
     mod replicas;
+    mod shared_limits;
     mod shutdown;
     mod streaming;
     mod support;

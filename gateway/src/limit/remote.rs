@@ -260,7 +260,7 @@ impl Remote {
                     Some(end) => Duration::from_millis(end.saturating_sub(now_ms).max(0) as u64),
                     None => Duration::from_micros(at(2)),
                 };
-                Verdict { ok: at(0) == 0 && granted > 0, remaining: at(1), wait }
+                Verdict { ok: at(0) == 0, remaining: at(1), wait }
             })
             .collect();
         let snapshot: Vec<(u64, Instant)> = verdicts.iter().map(|v| (v.remaining, now + v.wait)).collect();

@@ -12,21 +12,7 @@ use coopgate_tests::{assert_problem, config, echo_upstream, gateway_with, get, s
 use http::Request;
 use http_body_util::Full;
 
-/// `COOPGATE_TEST_REDIS_URL`, or `None` after saying so once (a failure when
-/// `COOPGATE_TEST_REQUIRE_SERVICES=1`).
-fn redis_url() -> Option<String> {
-    match std::env::var("COOPGATE_TEST_REDIS_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("COOPGATE_TEST_REDIS_URL is not set but COOPGATE_TEST_REQUIRE_SERVICES=1")
-        }
-        Err(_) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "Redis tests did not run: COOPGATE_TEST_REDIS_URL is not set");
-            None
-        }
-    }
-}
+use super::support::redis_url;
 
 const TOKEN: &str = "cgadm_replica-test";
 

@@ -102,3 +102,19 @@ pub fn serve(dir: &Path, config_text: &str) -> (Process, std::net::SocketAddr) {
         .unwrap_or_else(|| panic!("no addr in {line:?}"));
     (process, addr)
 }
+
+/// `COOPGATE_TEST_REDIS_URL`, or `None` after saying so once (a failure when
+/// `COOPGATE_TEST_REQUIRE_SERVICES=1`).
+pub fn redis_url() -> Option<String> {
+    match std::env::var("COOPGATE_TEST_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("COOPGATE_TEST_REDIS_URL is not set but COOPGATE_TEST_REQUIRE_SERVICES=1")
+        }
+        Err(_) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "Redis tests did not run: COOPGATE_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Limits shared by several real coopgate processes through one Redis, and
+//! what they do when Redis goes away and comes back.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use coopgate_tests::{file_upstream, get};
+
+use super::support::{Process, redis_url, serve};
+
+/// A name no other test run uses: caller addresses and Redis key prefixes.
+fn unique() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    u64::from(nanos) ^ (u64::from(std::process::id()) << 32) ^ NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A fresh anonymous caller, as the address a trusted proxy forwards.
+fn caller() -> String {
+    let n = unique();
+    format!("10.{}.{}.{}", (n >> 16) as u8, (n >> 8) as u8, n as u8)
+}
+
+/// The config of one replica sharing `redis` under `prefix`, whose anonymous tier has `limits`.
+fn replica_config(dir: &std::path::Path, upstream: SocketAddr, redis: &str, prefix: &str, limits: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+trusted_proxies = ["127.0.0.0/8"]
+
+[store]
+url = "sqlite://{db}"
+
+[limits]
+backend = "redis"
+redis_url = "{redis}"
+redis_prefix = "{prefix}"
+
+[tiers.anonymous]
+rank = 0
+limits = {limits}
+
+[[routes]]
+name = "api"
+path = "/api/"
+upstream = "http://{upstream}/"
+kind = "api"
+min_tier = "anonymous"
+
+[[routes]]
+name = "bulk"
+path = "/bulk/"
+upstream = "http://{upstream}/files/"
+kind = "bulk"
+min_tier = "anonymous"
+"#,
+        db = dir.join("coopgate.db").display()
+    )
+}
+
+/// `n` replicas of one deployment, each a real `coopgate serve` process.
+struct Replicas {
+    procs: Vec<(Process, SocketAddr)>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Replicas {
+    fn start(n: usize, upstream: SocketAddr, redis: &str, limits: &str) -> Replicas {
+        let prefix = format!("cgtest-{:x}", unique());
+        let mut procs = Vec::new();
+        let mut dirs = Vec::new();
+        for _ in 0..n {
+            let dir = tempfile::tempdir().unwrap();
+            procs.push(serve(dir.path(), &replica_config(dir.path(), upstream, redis, &prefix, limits)));
+            dirs.push(dir);
+        }
+        Replicas { procs, _dirs: dirs }
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.procs[i % self.procs.len()].1
+    }
+
+    /// Waits until every replica's `/metrics` shows `metric` at `value`: what
+    /// the replicas learn from Redis arrives with their heartbeats.
+    async fn wait_for_metric(&self, metric: &str, value: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for (_, addr) in &self.procs {
+            loop {
+                let text = get(&format!("http://{addr}/metrics"), &[]).await;
+                let body = String::from_utf8_lossy(&text.body).into_owned();
+                let line = body.lines().find(|l| l.starts_with(metric)).map(str::to_owned);
+                if line.as_deref().and_then(|l| l.split_whitespace().nth(1)) == Some(value) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{addr} never reported {metric} {value}; it says {line:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Status of a GET through replica `addr` as `ip`.
+async fn status(addr: SocketAddr, path: &str, ip: &str) -> u16 {
+    get(&format!("http://{addr}{path}"), &[("x-forwarded-for", ip)]).await.status.as_u16()
+}
+
+/// Sends requests as `ip` round-robin over the replicas until `n` have been
+/// admitted (leases not used within their short life are handed back, so the
+/// last admissions may come a moment later) or ten seconds pass; returns how
+/// many were admitted. No response may be a server error.
+async fn admit_all(replicas: &Replicas, ip: &str, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut admitted = 0;
+    let mut i = 0;
+    while admitted < n && Instant::now() < deadline {
+        let mut round = 0;
+        for _ in 0..replicas.procs.len() {
+            let s = status(replicas.addr(i), "/api/x", ip).await;
+            assert!(s == 200 || s == 429, "only 200 or 429, got {s}");
+            round += usize::from(s == 200);
+            i += 1;
+        }
+        admitted += round;
+        if round == 0 {
+            // Everything is held in leases right now; they come back within `lease_ttl`.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    admitted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_admit_a_shared_limit_of_n_and_no_more() {
+    let Some(redis) = redis_url() else { return };
+    let up = file_upstream(16).await;
+    let replicas = Replicas::start(3, up.addr, &redis, r#"[{ name = "burst", rate = "10/hour", burst = 10 }]"#);
+    let ip = caller();
+
+    // A rush at all three at once: never more than 10 between them.
+    let rush = (0..60).map(|i| status(replicas.addr(i), "/api/x", &ip));
+    let statuses = futures_util::future::join_all(rush).await;
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    let rushed = statuses.iter().filter(|s| **s == 200).count();
+    assert!((1..=10).contains(&rushed), "admitted {rushed} of a shared limit of 10");
+
+    // What the rush left in leases comes back; in all, exactly 10.
+    let total = rushed + admit_all(&replicas, &ip, 10 - rushed).await;
+    assert_eq!(total, 10);
+    for i in 0..30 {
+        assert_eq!(status(replicas.addr(i), "/api/x", &ip).await, 429, "request {i} past the limit");
+    }
+    let refused = get(&format!("http://{}/api/x", replicas.addr(0)), &[("x-forwarded-for", &ip)]).await;
+    let doc = coopgate_tests::assert_problem(&refused, 429, "rate-limited");
+    assert_eq!(doc["violated_policies"][0]["name"], "burst");
+    // Another caller is untouched.
+    assert_eq!(status(replicas.addr(1), "/api/x", &caller()).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_monthly_quota_is_shared_by_the_replicas() {
+    let Some(redis) = redis_url() else { return };
+    let up = file_upstream(16).await;
+    let limits = r#"[{ name = "burst", rate = "1000/sec", burst = 1000 }, { name = "monthly", quota = "7/month" }]"#;
+    let replicas = Replicas::start(3, up.addr, &redis, limits);
+    let ip = caller();
+    let mut admitted = 0;
+    for i in 0..30 {
+        let got = get(&format!("http://{}/api/x", replicas.addr(i)), &[("x-forwarded-for", &ip)]).await;
+        assert_eq!(
+            got.header("ratelimit-policy"),
+            r#""burst";q=1000;w=1, "monthly";q=7;w=2592000"#,
+            "every replica lists both policies"
+        );
+        match got.status.as_u16() {
+            200 => admitted += 1,
+            429 => {
+                let doc = got.json();
+                assert_eq!(doc["violated_policies"][0]["name"], "monthly");
+                let retry: u64 = got.header("retry-after").parse().unwrap();
+                assert!((1..=31 * 86_400).contains(&retry), "until the month ends: {retry}");
+            }
+            other => panic!("only 200 or 429, got {other}"),
+        }
+    }
+    assert_eq!(admitted, 7, "a quota of 7 admits 7 across three replicas");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_download_resumed_on_another_replica_is_charged_once() {
+    let Some(redis) = redis_url() else { return };
+    const SIZE: usize = 300_000;
+    let up = file_upstream(SIZE).await;
+    let limits = r#"[{ name = "burst", rate = "100/sec", burst = 100 }, { name = "bytes-daily", bytes = "1MiB/day" }]"#;
+    let replicas = Replicas::start(2, up.addr, &redis, limits);
+    let ip = caller();
+    let url = |i: usize| format!("http://{}/bulk/data.csv", replicas.addr(i));
+    let first = get(&url(0), &[("x-forwarded-for", &ip), ("range", "bytes=0-99999")]).await;
+    assert_eq!((first.status.as_u16(), first.body.len()), (206, 100_000));
+    let rest = get(&url(1), &[("x-forwarded-for", &ip), ("range", "bytes=100000-")]).await;
+    assert_eq!((rest.status.as_u16(), rest.body.len()), (206, SIZE - 100_000));
+
+    // Replicas add the bytes they sent to Redis about once a second.
+    let mut conn = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let prefix = format!("*{{ip:{ip}}}:anonymous:bytes-daily:bulk:*");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let charged = loop {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&prefix).query_async(&mut conn).await.unwrap();
+        let mut total = 0u64;
+        for key in &keys {
+            total += redis::cmd("GET").arg(key).query_async::<Option<u64>>(&mut conn).await.unwrap().unwrap_or(0);
+        }
+        if total >= SIZE as u64 || Instant::now() > deadline {
+            break total;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(charged, SIZE as u64, "the file once, though it came in two pieces from two replicas");
+}
+
+/// A Redis server of this test's own, so that it can be stopped and started.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    /// Starts `redis-server` on a free port, or says why it cannot.
+    fn start() -> Option<OwnRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut redis = OwnRedis { port, child: None };
+        if !redis.restart() {
+            if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("redis-server is not on PATH but COOPGATE_TEST_REQUIRE_SERVICES=1");
+            }
+            eprintln!("Redis outage test did not run: redis-server is not on PATH");
+            return None;
+        }
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server on its port and waits until it answers.
+    fn restart(&mut self) -> bool {
+        let Ok(child) = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(mut conn) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {} did not answer", self.port);
+    }
+
+    /// Kills the server outright, as a crash or a network cut would.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_each_replica_enforces_its_share_and_shared_limits_return_with_it() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(mut redis) = OwnRedis::start() else { return };
+    let up = file_upstream(16).await;
+    let replicas = Replicas::start(3, up.addr, &redis.url(), r#"[{ name = "burst", rate = "30/hour", burst = 30 }]"#);
+    replicas.wait_for_metric("coopgate_limits_live_replicas", "3").await;
+    replicas.wait_for_metric("coopgate_limits_fallback", "0").await;
+
+    // Load on all three while Redis dies under it: never a server error.
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaders: Vec<_> = (0..3)
+        .map(|r| {
+            let (addr, stop, ip) = (replicas.addr(r), stop.clone(), caller());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    seen.push(status(addr, "/api/x", &ip).await);
+                }
+                seen
+            })
+        })
+        .collect();
+    // Let the load reach every replica before the cut.
+    for r in 0..3 {
+        assert_eq!(status(replicas.addr(r), "/api/x", &caller()).await, 200);
+    }
+    redis.kill();
+    replicas.wait_for_metric("coopgate_limits_fallback", "1").await;
+    stop.store(true, Ordering::Relaxed);
+    for loader in loaders {
+        let seen = loader.await.unwrap();
+        assert!(!seen.is_empty());
+        assert!(seen.iter().all(|s| *s == 200 || *s == 429), "no 5xx while Redis goes away: {seen:?}");
+    }
+
+    // In fallback, each replica holds a third of the limit for each caller.
+    let ip = caller();
+    for r in 0..3 {
+        let mut admitted = 0;
+        for _ in 0..20 {
+            admitted += usize::from(status(replicas.addr(r), "/api/x", &ip).await == 200);
+        }
+        assert_eq!(admitted, 10, "replica {r} admits 30 / 3 replicas");
+    }
+
+    // Redis is back: the replicas notice on their own, and limits are shared again.
+    assert!(redis.restart());
+    replicas.wait_for_metric("coopgate_limits_fallback", "0").await;
+    let ip = caller();
+    assert_eq!(admit_all(&replicas, &ip, 30).await, 30);
+    for i in 0..9 {
+        assert_eq!(status(replicas.addr(i), "/api/x", &ip).await, 429, "request {i} past the shared limit");
+    }
+}
