@@ -61,6 +61,8 @@ pub struct Account {
     pub created_at: i64,
     /// Last change, Unix milliseconds.
     pub updated_at: i64,
+    /// Where monthly quotas that follow the subscription start over (Unix ms), if set.
+    pub billing_anchor: Option<i64>,
 }
 
 /// Normalises an email address for storage and lookup, or says why it is not one.
@@ -85,7 +87,7 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-const COLUMNS: &str = "id, email, tier, org, stripe_customer_id, created_at, updated_at";
+const COLUMNS: &str = "id, email, tier, org, stripe_customer_id, created_at, updated_at, billing_anchor";
 
 fn from_row(row: &AnyRow) -> Result<Account, Error> {
     Ok(Account {
@@ -96,6 +98,7 @@ fn from_row(row: &AnyRow) -> Result<Account, Error> {
         stripe_customer_id: row.try_get("stripe_customer_id")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        billing_anchor: row.try_get("billing_anchor")?,
     })
 }
 
@@ -123,6 +126,7 @@ impl Accounts {
             stripe_customer_id: None,
             created_at: now,
             updated_at: now,
+            billing_anchor: None,
         };
         let inserted = sqlx::query(
             "INSERT INTO accounts (id, email, tier, org, stripe_customer_id, created_at, updated_at) \
@@ -164,6 +168,20 @@ impl Accounts {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM accounts ORDER BY created_at, id"));
         let rows = sqlx::query(sql).fetch_all(self.store.pool()).await?;
         rows.iter().map(from_row).collect()
+    }
+
+    /// Sets (or, with `None`, clears) the account's billing anchor.
+    pub async fn set_billing_anchor(&self, id: &AccountId, anchor_ms: Option<i64>) -> Result<(), Error> {
+        let done = sqlx::query("UPDATE accounts SET billing_anchor = $1, updated_at = $2 WHERE id = $3")
+            .bind(anchor_ms)
+            .bind(now_ms())
+            .bind(id.as_str())
+            .execute(self.store.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::AccountNotFound(id.to_string()));
+        }
+        Ok(())
     }
 
     /// Moves an account to another tier.
@@ -236,6 +254,19 @@ mod tests {
             assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().tier, "sustaining");
             let missing = accounts.set_tier(&AccountId::from("acct_missing".to_owned()), "x").await;
             assert!(matches!(missing, Err(Error::AccountNotFound(_))));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_billing_anchor_is_stored_and_cleared() {
+        for (store, _cleanup) in stores().await {
+            let accounts = Accounts::new(store);
+            let a = accounts.create("ada@example.org", "sustaining", None).await.unwrap();
+            assert_eq!(a.billing_anchor, None);
+            accounts.set_billing_anchor(&a.id, Some(1_763_200_000_000)).await.unwrap();
+            assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().billing_anchor, Some(1_763_200_000_000));
+            accounts.set_billing_anchor(&a.id, None).await.unwrap();
+            assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().billing_anchor, None);
         }
     }
 

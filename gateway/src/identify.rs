@@ -32,7 +32,7 @@ use crate::config::{KeyScope, MemberScope};
 use crate::error::Error;
 use crate::keys::{Cheap, KeyId, Keys, PresentedKey, VerifiedKey};
 use crate::tier::{TierId, Tiers};
-use crate::tokens::{Claims, TokenRejection, Tokens};
+use crate::tokens::{Claims, Standing, TokenRejection, Tokens};
 
 /// What a limit is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -227,16 +227,16 @@ pub struct Identify<S> {
 impl<S> Identify<S> {
     /// A member: the token's tier, but never above the account's current tier,
     /// limited per account.
-    fn member_caller(&self, claims: &Claims, current: &str, ip: IpAddr) -> Caller {
+    fn member_caller(&self, claims: &Claims, current: &Standing, ip: IpAddr) -> Caller {
         let tiers = &self.layer.tiers;
         let claimed = tiers.id(&claims.tier).unwrap_or(tiers.anonymous());
-        let allowed = tiers.id(current).unwrap_or(tiers.anonymous());
+        let allowed = tiers.id(&current.tier).unwrap_or(tiers.anonymous());
         let key = match (self.layer.member_scope, &claims.org) {
             // Prefixed so that an organisation never shares a key with an account id.
             (MemberScope::Org, Some(org)) => CallerKey::Account(account_hash(&format!("org:{org}"))),
             _ => CallerKey::Account(account_hash(&claims.sub)),
         };
-        Caller { key, tier: claimed.min(allowed), ip, billing_anchor: None }
+        Caller { key, tier: claimed.min(allowed), ip, billing_anchor: current.billing_anchor }
     }
 
     fn key_caller(&self, v: &VerifiedKey, ip: IpAddr) -> Caller {
@@ -248,7 +248,7 @@ impl<S> Identify<S> {
             KeyScope::Key => CallerKey::Key(v.id),
             KeyScope::Account => CallerKey::Account(account_hash(&v.account_id)),
         };
-        Caller { key, tier, ip, billing_anchor: None }
+        Caller { key, tier, ip, billing_anchor: v.billing_anchor }
     }
 }
 
@@ -293,7 +293,7 @@ where
                 // Like keys, a member's token is for the gateway, not for the origin's logs.
                 req.headers_mut().remove(header::AUTHORIZATION);
                 if let Some(claims) = &claims {
-                    match tokens.cached_tier(&claims.sub) {
+                    match tokens.cached_standing(&claims.sub) {
                         Some(Some(current)) => {
                             req.extensions_mut().insert(self.member_caller(claims, &current, ip));
                             return IdentifyFuture::Inner { inner: self.inner.call(req) };
@@ -314,9 +314,9 @@ where
                                 tokens.verify(&token).map_err(Error::InvalidToken)?
                             }
                         };
-                        let current = match tokens.cached_tier(&claims.sub) {
+                        let current = match tokens.cached_standing(&claims.sub) {
                             Some(current) => current,
-                            None => tokens.fetch_tier(&claims.sub).await?,
+                            None => tokens.fetch_standing(&claims.sub).await?,
                         };
                         let Some(current) = current else {
                             return Err(Error::InvalidToken(TokenRejection::UnknownAccount));

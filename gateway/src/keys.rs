@@ -223,6 +223,8 @@ pub struct VerifiedKey {
     pub account_id: Arc<str>,
     /// The owner's tier name.
     pub tier: Arc<str>,
+    /// The owner's billing anchor (Unix ms), for monthly quotas that follow it.
+    pub billing_anchor: Option<i64>,
 }
 
 /// A cached store row, enough to verify a key without the store.
@@ -232,6 +234,7 @@ struct Cached {
     secret_sha256: [u8; 32],
     account_id: Arc<str>,
     tier: Arc<str>,
+    billing_anchor: Option<i64>,
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     grace_until: Option<i64>,
@@ -255,7 +258,12 @@ impl Cached {
             return Err(Rejection::Rolled);
         }
         self.unwritten_use.store(now, Ordering::Relaxed);
-        Ok(VerifiedKey { id, account_id: self.account_id.clone(), tier: self.tier.clone() })
+        Ok(VerifiedKey {
+            id,
+            account_id: self.account_id.clone(),
+            tier: self.tier.clone(),
+            billing_anchor: self.billing_anchor,
+        })
     }
 }
 
@@ -357,7 +365,7 @@ impl Keys {
     /// Checks `key` against the store, and caches what it finds.
     pub async fn check(&self, key: &PresentedKey) -> Result<Result<VerifiedKey, Rejection>, Error> {
         let row = sqlx::query(
-            "SELECT k.secret_sha256, k.account_id, a.tier, k.expires_at, k.revoked_at, k.grace_until \
+            "SELECT k.secret_sha256, k.account_id, a.tier, a.billing_anchor, k.expires_at, k.revoked_at, k.grace_until \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.id = $1",
         )
         .bind(key.id.as_str())
@@ -372,6 +380,7 @@ impl Keys {
                     secret_sha256: digest_from_hex(&hex).unwrap_or_default(),
                     account_id: Arc::from(r.try_get::<String, _>("account_id")?),
                     tier: Arc::from(r.try_get::<String, _>("tier")?),
+                    billing_anchor: r.try_get("billing_anchor")?,
                     expires_at: r.try_get("expires_at")?,
                     revoked_at: r.try_get("revoked_at")?,
                     grace_until: r.try_get("grace_until")?,

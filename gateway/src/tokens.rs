@@ -122,8 +122,8 @@ pub struct Tokens {
     max_ttl: Duration,
     /// Where accounts live.
     store: Store,
-    /// Account tiers by account id (`None`: no such account), with when they were read.
-    accounts: Mutex<HashMap<String, (SystemTime, Option<String>)>>,
+    /// Account standings by account id (`None`: no such account), with when they were read.
+    accounts: Mutex<HashMap<String, (SystemTime, Option<Standing>)>>,
     /// Keys fetched from `tokens.jwks_url`, by `kid`.
     remote: std::sync::RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
     /// Where `remote` comes from, and when it was last fetched.
@@ -337,26 +337,35 @@ impl Tokens {
         self.accounts.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
-    /// The account's current tier from the cache: `Some(None)` if it is gone, `None` on a miss.
-    pub fn cached_tier(&self, account: &str) -> Option<Option<String>> {
+    /// The account's current standing from the cache: `Some(None)` if it is gone, `None` on a miss.
+    pub fn cached_standing(&self, account: &str) -> Option<Option<Standing>> {
         let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, tier) = cache.get(account)?;
-        (at.elapsed().unwrap_or(ACCOUNT_TTL) < ACCOUNT_TTL).then(|| tier.clone())
+        let (at, standing) = cache.get(account)?;
+        (at.elapsed().unwrap_or(ACCOUNT_TTL) < ACCOUNT_TTL).then(|| standing.clone())
     }
 
-    /// The account's current tier from the store (and caches it).
-    pub async fn fetch_tier(&self, account: &str) -> Result<Option<String>, Error> {
+    /// The account's current standing from the store (and caches it).
+    pub async fn fetch_standing(&self, account: &str) -> Result<Option<Standing>, Error> {
         let found = Accounts::new(self.store.clone())
             .by_id(&AccountId::from(account.to_owned()))
             .await
             .map_err(Error::Store)?
-            .map(|a| a.tier);
+            .map(|a| Standing { tier: a.tier, billing_anchor: a.billing_anchor });
         self.accounts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(account.to_owned(), (SystemTime::now(), found.clone()));
         Ok(found)
     }
+}
+
+/// What a member's account currently is, whatever its token says.
+#[derive(Debug, Clone)]
+pub struct Standing {
+    /// The account's tier: a token's tier is capped by it.
+    pub tier: String,
+    /// The account's billing anchor (Unix ms), for monthly quotas that follow it.
+    pub billing_anchor: Option<i64>,
 }
 
 /// The usable keys of a JWKS document, by `kid`, each with its one algorithm.

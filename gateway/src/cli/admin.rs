@@ -107,6 +107,19 @@ pub enum AccountsCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Set the moment the account's billing cycle is anchored to: monthly quotas
+    /// with `reset = "billing-anchor"` start over on its day and time each month.
+    /// (Billing sets it from the Stripe subscription; this is for the rest.)
+    SetAnchor {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// An RFC 3339 UTC time such as 2026-11-15T09:30:00Z, or `none` for the calendar month.
+        #[arg(long)]
+        at: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List accounts.
     List {
         #[command(flatten)]
@@ -211,6 +224,32 @@ pub fn accounts(cmd: AccountsCommand, env: &HashMap<String, String>) -> anyhow::
                     inv.account_changed(account.id.as_str()).await;
                 }
                 println!("account {} <{}> is now at tier {tier}", account.id, account.email);
+            }
+            AccountsCommand::SetAnchor { email, at, target } => {
+                let anchor = match at.as_str() {
+                    "none" => None,
+                    text => {
+                        let when = humantime::parse_rfc3339(text).map_err(|e| {
+                            anyhow::anyhow!("--at {text}: {e}; write an RFC 3339 UTC time such as 2026-11-15T09:30:00Z, or none")
+                        })?;
+                        let ms = when.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                        Some(i64::try_from(ms)?)
+                    }
+                };
+                let (config, store) = target.store(env).await?;
+                let accounts = Accounts::new(store);
+                let account = accounts.by_email(&email).await?.ok_or_else(|| anyhow::anyhow!("no account {email}"))?;
+                accounts.set_billing_anchor(&account.id, anchor).await?;
+                if let Some(inv) = invalidations(&config) {
+                    inv.account_changed(account.id.as_str()).await;
+                }
+                match anchor {
+                    Some(_) => println!(
+                        "account {} <{}>: monthly quotas that follow the billing anchor start over on the day and time of {at} each month",
+                        account.id, account.email
+                    ),
+                    None => println!("account {} <{}>: monthly quotas follow the calendar month", account.id, account.email),
+                }
             }
             AccountsCommand::List { target, json } => {
                 let (_, store) = target.store(env).await?;

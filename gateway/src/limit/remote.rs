@@ -482,9 +482,19 @@ impl Remote {
         self.leases.len() + self.pending.len() + fallback.policies.iter().map(LocalPolicy::tracked).sum::<usize>()
     }
 
-    /// Flushes what is pending one last time (graceful stop).
+    /// On a graceful stop: hands back every lease, adds what is pending, and
+    /// leaves the heartbeat set, so the other replicas' shares grow at once.
     pub async fn finish(&self) {
+        let now = Instant::now();
+        self.leases.iter_mut().for_each(|mut lease| lease.expires = now);
+        self.reap().await;
         self.flush().await;
+        let conn = self.conn.read().expect("connection lock").clone();
+        if let Some(mut conn) = conn {
+            let mut leave = redis::cmd("ZREM");
+            leave.arg(&self.replicas_key).arg(&self.replica);
+            let _ = tokio::time::timeout(self.timeout * 3, leave.query_async::<()>(&mut conn)).await;
+        }
     }
 }
 

@@ -206,3 +206,40 @@ async fn an_accounts_keys_share_one_allowance_when_limits_are_per_account() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_quota_that_follows_the_billing_anchor_resets_on_the_accounts_day_and_time() {
+    for (store, _cleanup) in stores().await {
+        let up = echo_upstream().await;
+        let mut cfg = config(up.addr);
+        let mut monthly = coopgate::config::LimitConfig::quota("monthly", "5/month".parse().unwrap());
+        monthly.reset = coopgate::config::QuotaReset::BillingAnchor;
+        cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![monthly] });
+        let keys = Arc::new(Keys::new(store.clone()));
+        let gw = coopgate_tests::gateway_with(coopgate::Gateway::with_keys(cfg, keys.clone()).unwrap()).await;
+        let accounts = Accounts::new(store.clone());
+        account(&store, "ada@example.org").await;
+        account(&store, "grace@example.org").await;
+        // Ada's subscription started an hour ago; Grace has none (calendar month).
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let ada = accounts.by_email("ada@example.org").await.unwrap().unwrap();
+        accounts.set_billing_anchor(&ada.id, Some(now_ms - 3_600_000)).await.unwrap();
+        let ada_key = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
+        let grace_key = keys.create("grace@example.org", "laptop", None).await.unwrap().plaintext;
+
+        let reset = |got: &coopgate_tests::Got| -> i64 {
+            let value = got.header("ratelimit").to_owned();
+            value.rsplit("t=").next().unwrap().parse().unwrap()
+        };
+        let ada_reset = reset(&get(&gw.url("/api/x"), &[("x-api-key", &ada_key)]).await);
+        // A month after an hour ago: between 28 and 31 days, at the anchor's time of day.
+        assert!((28 * 86_400 - 3_600..=31 * 86_400).contains(&ada_reset), "{ada_reset}");
+        let off = (ada_reset + 3_600).rem_euclid(86_400);
+        assert!(off <= 5 || off >= 86_395, "ends at the anchor's time of day: {ada_reset}");
+        // Grace's period ends at a UTC midnight.
+        let grace_reset = reset(&get(&gw.url("/api/x"), &[("x-api-key", &grace_key)]).await);
+        let now_s = now_ms / 1000;
+        let grace_end = (now_s + grace_reset).rem_euclid(86_400);
+        assert!(grace_end <= 5 || grace_end >= 86_395, "the calendar month ends at midnight: {grace_reset}");
+    }
+}
