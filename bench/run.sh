@@ -14,11 +14,12 @@ ROOT=$(pwd)
 OUT="$ROOT/bench/out"
 DURATION="${BENCH_DURATION:-10s}"
 CONNS="${BENCH_CONNECTIONS:-64}"
-UP_PORT=19000 GW_PORT=19080 NGX_PORT=19081 FILES_PORT=19002
+UP_PORT=19000 GW_PORT=19080 NGX_PORT=19081 FILES_PORT=19002 REDIS_PORT=19379 GW2_PORT=19082
 mkdir -p "$OUT"
 
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)"; exit 1; }
 HAVE_NGINX=0; command -v nginx >/dev/null && HAVE_NGINX=1
+HAVE_REDIS=0; command -v redis-server >/dev/null && HAVE_REDIS=1
 
 cargo build --release -p coopgate -q
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/coopgate"
@@ -196,6 +197,58 @@ if [ "$HAVE_NGINX" = 1 ]; then
   N_RSS=$(( $(peak_rss_kib "$NGX_WORKER") / 1024 ))
 fi
 
+# --- Shared limits: the same gateway with limits in Redis (on the proxy's core,
+# as a small deployment would run it), against the in-process limiter above.
+R_RPS=- R_P50=- R_P99=- R_CALLS=- L_RPS=- L_P99=- L_CALLS=- C_ADMITTED=- C_IDEAL=- C_LIMIT_RPS=20000 C_BURST=1000
+redis_config() {  # FILE PORT LEASE_MAX LIMIT
+  sed -e "s/^listen = .*/listen = \"127.0.0.1:$2\"/" \
+      -e "s|^limits = \[{ name = \"burst\", rate = \"1000000/sec\", burst = 1000000 }\]|limits = [$4]|" \
+      "$OUT/coopgate.toml" > "$1"
+  printf '[limits]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:%s"\nlease_max = %s\n' "$REDIS_PORT" "$3" >> "$1"
+}
+redis_calls() { redis-cli -p $REDIS_PORT info commandstats | awk -F'[=,:]' '/cmdstat_evalsha/ {print $3}'; }
+kill "$GW_PID" 2>/dev/null || true; wait "$GW_PID" 2>/dev/null || true   # the download run's gateway
+if [ "$HAVE_REDIS" = 1 ]; then
+  taskset -c 0 redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+  PIDS+=("$!")
+  wait_port $REDIS_PORT
+  GENEROUS='{ name = "burst", rate = "1000000\/sec", burst = 1000000 }'
+  for lease in 32 1; do
+    redis_config "$OUT/coopgate-redis.toml" $GW_PORT $lease "$GENEROUS"
+    taskset -c 0 "$BIN" serve --config "$OUT/coopgate-redis.toml" 2>>"$OUT/coopgate.log" &
+    GW_PID=$!; PIDS+=("$GW_PID"); wait_port $GW_PORT
+    redis-cli -p $REDIS_PORT config resetstat >/dev/null
+    echo "bench: coopgate, limits in Redis, leases of up to $lease"
+    read -r rps p50 p99 reqs < <(load "http://127.0.0.1:$GW_PORT$SMALL")
+    calls=$(awk -v c="$(redis_calls)" -v n="$reqs" 'BEGIN {printf "%.3f", c / n}')
+    if [ "$lease" = 1 ]; then L_RPS=$rps L_P99=$p99 L_CALLS=$calls; else R_RPS=$rps R_P50=$p50 R_P99=$p99 R_CALLS=$calls; fi
+    kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true
+  done
+
+  # Two replicas hammered at once for one caller, under a limit they must share:
+  # how close do they get to what the limit allows, and never above it?
+  echo "bench: two replicas sharing one limit"
+  CONTENDED="{ name = \"burst\", rate = \"$C_LIMIT_RPS\/sec\", burst = $C_BURST }"
+  redis_config "$OUT/coopgate-r1.toml" $GW_PORT 32 "$CONTENDED"
+  redis_config "$OUT/coopgate-r2.toml" $GW2_PORT 32 "$CONTENDED"
+  for f in r1 r2; do
+    taskset -c 0 "$BIN" serve --config "$OUT/coopgate-$f.toml" 2>>"$OUT/coopgate.log" &
+    PIDS+=("$!")
+  done
+  wait_port $GW_PORT; wait_port $GW2_PORT
+  sleep 2   # both replicas have seen each other's heartbeat
+  half=$((CONNS / 2))
+  secs=${DURATION%s}
+  taskset -c 1 wrk -t1 -c"$half" -d"$DURATION" "http://127.0.0.1:$GW_PORT$SMALL" > "$OUT/contended-1.log" &
+  W1=$!
+  taskset -c 1 wrk -t1 -c"$half" -d"$DURATION" "http://127.0.0.1:$GW2_PORT$SMALL" > "$OUT/contended-2.log"
+  wait "$W1"
+  cat "$OUT/contended-1.log" "$OUT/contended-2.log" >> "$OUT/wrk.log"
+  admitted() { awk '/requests in/ {n=$1} /Non-2xx/ {r=$5} END {print n - r}' "$1"; }
+  C_ADMITTED=$(( $(admitted "$OUT/contended-1.log") + $(admitted "$OUT/contended-2.log") ))
+  C_IDEAL=$(( C_BURST + C_LIMIT_RPS * secs ))
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == "-" || b == 0) print "-"; else printf "%.2f×", a / b }'; }
 
 CPU=$(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/cpuinfo)
@@ -236,6 +289,27 @@ Origin of the file: $FILES_ORIGIN.
 
 coopgate / nginx: **$(ratio "$G_MBS" "$N_MBS")** (target ≥ 2×); coopgate peak RSS
 $G_RSS MiB (target ≤ 16 MiB).
+
+## Limits shared through Redis
+
+Redis $(redis-server --version 2>/dev/null | awk '{print $3}' | sed 's/v=//') on core 0 with the proxy.
+The same small-JSON load, one caller; "Redis calls" counts the decision
+script's calls per request (leases let one call admit several requests).
+
+| | requests/s | p50 ms | p99 ms | Redis calls/request |
+|---|---|---|---|---|
+| coopgate, in-process limits | $G_RPS | $G_P50 | $G_P99 | |
+| coopgate, limits in Redis (leases up to 32) | $R_RPS | $R_P50 | $R_P99 | $R_CALLS |
+| coopgate, limits in Redis (no leases: \`lease_max = 1\`) | $L_RPS | | $L_P99 | $L_CALLS |
+
+Redis / in-process throughput: **$(ratio "$R_RPS" "$G_RPS")** (target ≥ 0.90×);
+without leases: $(ratio "$L_RPS" "$G_RPS"). p99 Redis / in-process: $(ratio "$R_P99" "$G_P99").
+
+Two replicas, each loaded with half the connections for $DURATION, one caller,
+sharing \`rate = "$C_LIMIT_RPS/sec", burst = $C_BURST\`: admitted **$C_ADMITTED** of the
+$C_IDEAL the limit allows in that time ($(ratio "$C_ADMITTED" "$C_IDEAL")). Below 1× is the
+shortfall of leases under contention; above 1× would be a leak (a lease may
+stretch a burst by at most what the pace refills in \`lease_ttl\`, 200 ms).
 
 Raw wrk output of this run: \`bench/out/wrk.log\` (not committed).
 

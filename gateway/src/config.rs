@@ -480,6 +480,14 @@ impl RouteKind {
     }
 }
 
+/// Names of tiers, limits and routes appear in headers, metrics labels and
+/// Redis keys, so they are kept to characters that are safe in all three.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+const NAME_RULE: &str = "use 1 to 64 letters, digits, `-`, `_` or `.`, for example \"bytes-daily\"";
+
 /// The name of the tier every anonymous caller belongs to.
 pub const ANONYMOUS_TIER: &str = "anonymous";
 
@@ -497,6 +505,9 @@ impl Config {
         }
         let mut ranks: HashMap<u32, &str> = HashMap::new();
         for (name, tier) in &self.tiers {
+            if !plain_name(name) {
+                problem(format!("tiers.{name}"), NAME_RULE.into());
+            }
             if let Some(other) = ranks.insert(tier.rank, name) {
                 problem(
                     format!("tiers.{name}.rank"),
@@ -505,6 +516,9 @@ impl Config {
             }
             for (i, limit) in tier.limits.iter().enumerate() {
                 let at = format!("tiers.{name}.limits[{i}]");
+                if !plain_name(&limit.name) {
+                    problem(format!("{at}.name"), NAME_RULE.into());
+                }
                 let kinds = [limit.rate.is_some(), limit.quota.is_some(), limit.bytes.is_some()];
                 if kinds.iter().filter(|k| **k).count() != 1 {
                     problem(
@@ -548,6 +562,9 @@ impl Config {
         }
         for (i, route) in self.routes.iter_mut().enumerate() {
             let at = format!("routes[{i}]");
+            if !plain_name(&route.name) {
+                problem(format!("{at}.name"), NAME_RULE.into());
+            }
             if !route.path.starts_with('/') {
                 problem(format!("{at}.path"), format!("`{}` must start with `/`", route.path));
             }

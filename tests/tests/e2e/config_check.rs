@@ -105,3 +105,24 @@ fn the_example_config_in_deploy_passes() {
     let out = coopgate().args(["check", "--config", example]).env("ORIGIN_TOKEN", "Bearer x").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn limits_that_cannot_work_are_named() {
+    let text = GOOD
+        .replace(
+            r#"limits = [{ name = "burst", rate = "60/min", burst = 20 }]"#,
+            r#"limits = [
+  { name = "burst", rate = "60/min", quota = "100/month" },
+  { name = "bytes daily", bytes = "20GB/day" },
+  { name = "monthly", quota = "10/day", reset = "billing-anchor" },
+]"#,
+        )
+        .replace("[[routes]]", "[limits]\nbackend = \"redis\"\n\n[[routes]]");
+    let (ok, _, err) = check(&text, &[]);
+    assert!(!ok);
+    assert!(err.contains("tiers.anonymous.limits[0] (line 5): a limit has exactly one of"), "{err}");
+    assert!(err.contains("tiers.anonymous.limits[1].bytes (line 6): `20GB`"), "{err}");
+    assert!(err.contains("binary units"), "{err}");
+    assert!(err.contains("only a monthly `quota` can reset on the billing anchor"), "{err}");
+    assert!(err.contains("limits.redis_url: missing: `backend = \"redis\"` needs the Redis URL"), "{err}");
+}

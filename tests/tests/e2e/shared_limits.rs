@@ -24,8 +24,16 @@ fn caller() -> String {
     format!("10.{}.{}.{}", (n >> 16) as u8, (n >> 8) as u8, n as u8)
 }
 
-/// The config of one replica sharing `redis` under `prefix`, whose anonymous tier has `limits`.
-fn replica_config(dir: &std::path::Path, upstream: SocketAddr, redis: &str, prefix: &str, limits: &str) -> String {
+/// The config of one replica sharing `redis` under `prefix`, whose anonymous
+/// tier has `limits`; `more` adds lines to `[limits]`.
+fn replica_config(
+    dir: &std::path::Path,
+    upstream: SocketAddr,
+    redis: &str,
+    prefix: &str,
+    limits: &str,
+    more: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -40,6 +48,7 @@ url = "sqlite://{db}"
 backend = "redis"
 redis_url = "{redis}"
 redis_prefix = "{prefix}"
+{more}
 
 [tiers.anonymous]
 rank = 0
@@ -71,12 +80,16 @@ struct Replicas {
 
 impl Replicas {
     fn start(n: usize, upstream: SocketAddr, redis: &str, limits: &str) -> Replicas {
+        Self::start_with(n, upstream, redis, limits, "")
+    }
+
+    fn start_with(n: usize, upstream: SocketAddr, redis: &str, limits: &str, more: &str) -> Replicas {
         let prefix = format!("cgtest-{:x}", unique());
         let mut procs = Vec::new();
         let mut dirs = Vec::new();
         for _ in 0..n {
             let dir = tempfile::tempdir().unwrap();
-            procs.push(serve(dir.path(), &replica_config(dir.path(), upstream, redis, &prefix, limits)));
+            procs.push(serve(dir.path(), &replica_config(dir.path(), upstream, redis, &prefix, limits, more)));
             dirs.push(dir);
         }
         Replicas { procs, _dirs: dirs }
@@ -318,6 +331,10 @@ async fn without_redis_each_replica_enforces_its_share_and_shared_limits_return_
     }
     redis.kill();
     replicas.wait_for_metric("coopgate_limits_fallback", "1").await;
+    for (process, _) in &replicas.procs {
+        let said = process.wait_for_line("limits: Redis is unreachable");
+        assert!(said.contains("divided by 3 replicas"), "{said}");
+    }
     stop.store(true, Ordering::Relaxed);
     for loader in loaders {
         let seen = loader.await.unwrap();
@@ -338,9 +355,64 @@ async fn without_redis_each_replica_enforces_its_share_and_shared_limits_return_
     // Redis is back: the replicas notice on their own, and limits are shared again.
     assert!(redis.restart());
     replicas.wait_for_metric("coopgate_limits_fallback", "0").await;
+    for (process, _) in &replicas.procs {
+        process.wait_for_line("limits are shared across replicas again");
+    }
     let ip = caller();
     assert_eq!(admit_all(&replicas, &ip, 30).await, 30);
     for i in 0..9 {
         assert_eq!(status(replicas.addr(i), "/api/x", &ip).await, 429, "request {i} past the shared limit");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_cannot_reach_redis_starts_and_each_limit_does_what_it_says() {
+    // A port nothing listens on: Redis is down from the start.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let up = file_upstream(16).await;
+    let limits = r#"[
+        { name = "burst", rate = "5/hour", burst = 5 },
+        { name = "pace", rate = "1/hour", burst = 1, routes = ["api"], on_redis_error = "allow" },
+        { name = "downloads", quota = "100/day", routes = ["bulk"], on_redis_error = "deny" },
+    ]"#;
+    let replicas = Replicas::start(1, up.addr, &format!("redis://{closed}"), limits);
+    replicas.wait_for_metric("coopgate_limits_fallback", "1").await;
+    let ip = caller();
+    // `local`: the whole burst (one live replica as far as it knows); `allow`:
+    // the pace of one an hour is not enforced meanwhile.
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..8 {
+            v.push(status(replicas.addr(0), "/api/x", &ip).await);
+        }
+        v
+    };
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    // `deny`: downloads wait until Redis is back.
+    let got = get(&format!("http://{}/bulk/a.csv", replicas.addr(0)), &[("x-forwarded-for", &caller())]).await;
+    let doc = coopgate_tests::assert_problem(&got, 429, "rate-limited");
+    assert_eq!(doc["violated_policies"][0]["name"], "downloads");
+    assert_eq!(got.header("retry-after"), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousands_of_passing_callers_leave_no_state_behind_in_a_replica() {
+    let Some(redis) = redis_url() else { return };
+    let up = file_upstream(16).await;
+    let limits = r#"[{ name = "burst", rate = "60/min", burst = 10 }, { name = "bytes-daily", bytes = "1GiB/day" }]"#;
+    let replicas = Replicas::start_with(1, up.addr, &redis, limits, r#"sweep_interval = "100ms""#);
+    let addr = replicas.addr(0);
+    for chunk in 0..20 {
+        let batch = (0..100).map(|n| {
+            let ip = format!("10.{}.{chunk}.{n}", (unique() >> 8) as u8);
+            async move {
+                assert_eq!(status(addr, "/api/x", &ip).await, 200);
+                assert_eq!(status(addr, "/bulk/x.csv", &ip).await, 200);
+            }
+        });
+        futures_util::future::join_all(batch).await;
+    }
+    // Leases expire within lease_ttl, byte counts leave with the next flush, and
+    // the sweep reports what is left: nothing.
+    replicas.wait_for_metric("coopgate_limiter_keys", "0").await;
 }
