@@ -324,5 +324,10 @@ together; the limiter alone is about 3% of throughput. Things tried that did not
 move the figure: no header-read timer, an HTTP/1-only server builder. mimalloc
 (without transparent huge pages) gave about 10%. Upstream connections belong to
 the client connection (no shared pool), as measured best while planning.
+
+The Redis comparison is as noisy as the rest: three alternating 6 s runs of
+in-process and Redis limits right after the run above (2026-11-22) gave 0.93×,
+1.01× and 0.90×. A lease miss costs its request one round trip to Redis (about
+0.03 of requests here); p99 is where that shows.
 MD
 cat "$ROOT/bench/RESULTS.md"

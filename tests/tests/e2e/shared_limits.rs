@@ -416,3 +416,45 @@ async fn thousands_of_passing_callers_leave_no_state_behind_in_a_replica() {
     // the sweep reports what is left: nothing.
     replicas.wait_for_metric("coopgate_limiter_keys", "0").await;
 }
+
+/// The value of `metric` on replica `addr`.
+async fn metric(addr: SocketAddr, metric: &str) -> f64 {
+    let text = get(&format!("http://{addr}/metrics"), &[]).await;
+    let body = String::from_utf8_lossy(&text.body).into_owned();
+    body.lines()
+        .find(|l| l.starts_with(metric))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{addr} has no {metric}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_that_hangs_costs_one_timeout_not_one_per_request() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(redis) = OwnRedis::start() else { return };
+    let up = file_upstream(16).await;
+    let replicas =
+        Replicas::start(1, up.addr, &redis.url(), r#"[{ name = "burst", rate = "1000/sec", burst = 1000 }]"#);
+    let addr = replicas.addr(0);
+    assert_eq!(status(addr, "/api/x", &caller()).await, 200);
+    assert_eq!(metric(addr, "coopgate_limits_redis_errors_total").await, 0.0);
+
+    // Redis stops answering anyone for a while, without closing a connection:
+    // what a hung server or a network partition looks like.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CLIENT").arg("PAUSE").arg(4000).arg("ALL").query_async::<()>(&mut conn).await.unwrap();
+    let mut served = 0;
+    for _ in 0..200 {
+        let s = status(addr, "/api/x", &caller()).await;
+        assert!(s == 200 || s == 429, "never a server error: {s}");
+        served += 1;
+    }
+    assert_eq!(metric(addr, "coopgate_limits_fallback").await, 1.0);
+    let errors = metric(addr, "coopgate_limits_redis_errors_total").await;
+    assert!(errors <= 3.0, "{served} requests, {errors} calls waited on the hung Redis: the breaker stops the rest");
+    // When Redis answers again, so does the replica.
+    replicas.wait_for_metric("coopgate_limits_fallback", "0").await;
+}
