@@ -172,26 +172,23 @@ impl Accounts {
 
     /// Sets (or, with `None`, clears) the account's billing anchor.
     pub async fn set_billing_anchor(&self, id: &AccountId, anchor_ms: Option<i64>) -> Result<(), Error> {
-        let done = sqlx::query("UPDATE accounts SET billing_anchor = $1, updated_at = $2 WHERE id = $3")
-            .bind(anchor_ms)
-            .bind(now_ms())
-            .bind(id.as_str())
-            .execute(self.store.pool())
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::AccountNotFound(id.to_string()));
-        }
-        Ok(())
+        let query = sqlx::query("UPDATE accounts SET billing_anchor = $1, updated_at = $2 WHERE id = $3");
+        self.update(id, query.bind(anchor_ms)).await
     }
 
     /// Moves an account to another tier.
     pub async fn set_tier(&self, id: &AccountId, tier: &str) -> Result<(), Error> {
-        let done = sqlx::query("UPDATE accounts SET tier = $1, updated_at = $2 WHERE id = $3")
-            .bind(tier)
-            .bind(now_ms())
-            .bind(id.as_str())
-            .execute(self.store.pool())
-            .await?;
+        let query = sqlx::query("UPDATE accounts SET tier = $1, updated_at = $2 WHERE id = $3");
+        self.update(id, query.bind(tier)).await
+    }
+
+    /// Runs an `UPDATE … SET x = $1, updated_at = $2 WHERE id = $3` whose `$1` is bound.
+    async fn update<'q>(
+        &self,
+        id: &'q AccountId,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<(), Error> {
+        let done = query.bind(now_ms()).bind(id.as_str()).execute(self.store.pool()).await?;
         if done.rows_affected() == 0 {
             return Err(Error::AccountNotFound(id.to_string()));
         }

@@ -192,6 +192,12 @@ pub fn config(upstream: SocketAddr) -> Config {
 /// The TOML text of [`config`] for a gateway process listening on any free
 /// loopback port; `server_extra` adds lines to `[server]`.
 pub fn process_config(upstream: SocketAddr, server_extra: &str) -> String {
+    process_config_with(upstream, server_extra, r#"[{ name = "burst", rate = "100000/sec", burst = 100000 }]"#, "")
+}
+
+/// [`process_config`] with the anonymous tier's `limits` and more top-level
+/// sections (`[store]`, `[limits]`, …) in `sections`.
+pub fn process_config_with(upstream: SocketAddr, server_extra: &str, limits: &str, sections: &str) -> String {
     format!(
         r#"
 [server]
@@ -199,9 +205,11 @@ listen = "127.0.0.1:0"
 workers = 2
 {server_extra}
 
+{sections}
+
 [tiers.anonymous]
 rank = 0
-limits = [{{ name = "burst", rate = "100000/sec", burst = 100000 }}]
+limits = {limits}
 
 [[routes]]
 name = "api"

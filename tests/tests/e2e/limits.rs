@@ -95,26 +95,13 @@ async fn legacy_headers_are_sent_when_asked_for() {
 
 /// Seconds from now to the start of the next UTC month.
 fn secs_to_next_month() -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let days = now.div_euclid(86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let month_len = match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
+    let now = time::OffsetDateTime::now_utc();
+    let (year, month) = match now.month() {
+        time::Month::December => (now.year() + 1, time::Month::January),
+        m => (now.year(), m.next()),
     };
-    let next_month = (days - (day - 1) + month_len) * 86_400;
-    (next_month - now) as u64
+    let next = time::Date::from_calendar_date(year, month, 1).unwrap().midnight().assume_utc();
+    (next - now).whole_seconds() as u64
 }
 
 #[tokio::test]

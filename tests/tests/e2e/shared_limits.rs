@@ -34,13 +34,8 @@ fn replica_config(
     limits: &str,
     more: &str,
 ) -> String {
-    format!(
+    let sections = format!(
         r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-trusted_proxies = ["127.0.0.0/8"]
-
 [store]
 url = "sqlite://{db}"
 
@@ -49,27 +44,10 @@ backend = "redis"
 redis_url = "{redis}"
 redis_prefix = "{prefix}"
 {more}
-
-[tiers.anonymous]
-rank = 0
-limits = {limits}
-
-[[routes]]
-name = "api"
-path = "/api/"
-upstream = "http://{upstream}/"
-kind = "api"
-min_tier = "anonymous"
-
-[[routes]]
-name = "bulk"
-path = "/bulk/"
-upstream = "http://{upstream}/files/"
-kind = "bulk"
-min_tier = "anonymous"
 "#,
         db = dir.join("coopgate.db").display()
-    )
+    );
+    coopgate_tests::process_config_with(upstream, r#"trusted_proxies = ["127.0.0.0/8"]"#, limits, &sections)
 }
 
 /// `n` replicas of one deployment, each a real `coopgate serve` process.
