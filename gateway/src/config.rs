@@ -251,6 +251,10 @@ pub struct LimitsConfig {
     /// Redis backend: the start of every key, so that two deployments (staging
     /// and production) can share one Redis without sharing limits.
     pub redis_prefix: String,
+    /// In-process quota counters kept per limit (memory backend, and the Redis
+    /// backend's fallback); past it the least used are forgotten. About 100
+    /// bytes each.
+    pub max_callers: usize,
 }
 
 /// What member-token holders are limited by.
@@ -289,6 +293,7 @@ impl Default for LimitsConfig {
             lease_ttl: Duration::from_millis(200),
             redis_timeout: Duration::from_millis(100),
             redis_prefix: "coopgate".into(),
+            max_callers: 500_000,
         }
     }
 }
@@ -665,6 +670,13 @@ impl Config {
                 path: "limits.redis_prefix".into(),
                 line: None,
                 message: "use letters, digits and - _ . : only, for example \"coopgate-staging\"".into(),
+            });
+        }
+        if self.limits.max_callers < 1000 {
+            problems.push(Problem {
+                path: "limits.max_callers".into(),
+                line: None,
+                message: "must be at least 1000".into(),
             });
         }
         if self.limits.redis_timeout.is_zero() {

@@ -93,6 +93,8 @@ pub struct Limits {
     count_rejected: bool,
     /// `limits.redis_prefix`.
     redis_prefix: String,
+    /// `limits.max_callers`.
+    max_callers: usize,
     /// Decision counters.
     metrics: Arc<Metrics>,
 }
@@ -244,6 +246,7 @@ impl Limits {
             legacy_headers: config.limits.legacy_headers,
             count_rejected: config.limits.count_rejected,
             redis_prefix: config.limits.redis_prefix.clone(),
+            max_callers: config.limits.max_callers,
             metrics,
         }
     }
@@ -251,16 +254,25 @@ impl Limits {
     /// Drops idle callers' state; returns how many remain.
     pub fn sweep(&self) -> usize {
         let now = now_ms();
-        match &self.backend {
-            Backend::Memory(local) => local
-                .iter()
-                .map(|p| {
-                    p.sweep(now);
-                    p.tracked()
-                })
-                .sum(),
-            Backend::Redis(remote) => remote.sweep(now),
+        let fallback;
+        let (local, shared) = match &self.backend {
+            Backend::Memory(local) => (local.as_slice(), 0),
+            Backend::Redis(remote) => {
+                fallback = remote.fallback();
+                (fallback.policies.as_slice(), remote.tracked())
+            }
+        };
+        let forgotten: usize = local.iter().map(|p| p.sweep(now, self.max_callers)).sum();
+        if forgotten > 0 {
+            self.metrics.limiter_forgotten.inc_by(forgotten as u64);
+            tracing::warn!(
+                forgotten,
+                max_callers = self.max_callers,
+                "limits: forgot the smallest quota counts of {forgotten} callers to stay under limits.max_callers \
+                 (those callers get back what they had used; raise the setting or use the Redis backend)"
+            );
         }
+        shared + local.iter().map(LocalPolicy::tracked).sum::<usize>()
     }
 
     /// With the Redis backend: connects and registers this replica, so that

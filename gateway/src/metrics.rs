@@ -90,6 +90,8 @@ pub struct Metrics {
     pub unrouted: Counter,
     /// Keys currently held by in-process limiters.
     pub limiter_keys: Gauge,
+    /// Quota counters forgotten to stay under `limits.max_callers`.
+    pub limiter_forgotten: Counter,
     /// 1 while this replica cannot reach the limits' Redis and enforces limits on its own.
     pub limits_fallback: Gauge,
     /// Replicas sharing the limits' Redis, as their heartbeats say.
@@ -112,6 +114,7 @@ impl Metrics {
             limit_decisions: Family::default(),
             unrouted: Counter::default(),
             limiter_keys: Gauge::default(),
+            limiter_forgotten: Counter::default(),
             limits_fallback: Gauge::default(),
             limits_live_replicas: Gauge::default(),
             limits_redis_errors: Counter::default(),
@@ -133,6 +136,11 @@ impl Metrics {
         );
         registry.register("unrouted_requests", "Requests that matched no route (404)", m.unrouted.clone());
         registry.register("limiter_keys", "Caller keys held by in-process limiters", m.limiter_keys.clone());
+        registry.register(
+            "limiter_forgotten",
+            "Quota counters forgotten (least used first) to stay under limits.max_callers",
+            m.limiter_forgotten.clone(),
+        );
         registry.register(
             "limits_fallback",
             "1 while limits are enforced in this process because Redis is unreachable",

@@ -280,16 +280,37 @@ impl<C: Clock + Clone> LocalPolicy<C> {
 
     /// Drops the state of callers that are back to a full burst, or whose
     /// period is over, so that memory follows the number of recent callers.
-    pub fn sweep(&self, now_ms: i64) {
+    /// Quota counters live as long as their period, so past `max_callers` of
+    /// them the least used are forgotten (to 90% of the cap): memory stays
+    /// bounded, and a forgotten caller gets at most the few requests or bytes it
+    /// had used back. Returns how many were forgotten that way.
+    pub fn sweep(&self, now_ms: i64, max_callers: usize) -> usize {
         match &self.state {
             State::Rate(limiter) => {
                 limiter.retain_recent();
                 limiter.shrink_to_fit();
+                0
             }
             State::Counts(counts) => {
                 // A counter still held by a download in flight stays.
                 counts.retain(|_, c| c.end.load(Ordering::Relaxed) > now_ms || Arc::strong_count(c) > 1);
+                let mut forgotten = 0;
+                if counts.len() > max_callers {
+                    let mut used: Vec<u64> = counts.iter().map(|c| c.used.load(Ordering::Relaxed)).collect();
+                    let excess = used.len() - max_callers / 10 * 9;
+                    let (_, &mut threshold, _) = used.select_nth_unstable(excess - 1);
+                    let before = counts.len();
+                    let mut budget = excess;
+                    counts.retain(|_, c| {
+                        let drop =
+                            budget > 0 && c.used.load(Ordering::Relaxed) <= threshold && Arc::strong_count(c) == 1;
+                        budget -= usize::from(drop);
+                        !drop
+                    });
+                    forgotten = before - counts.len();
+                }
                 counts.shrink_to_fit();
+                forgotten
             }
         }
     }
@@ -380,13 +401,30 @@ mod tests {
             q.check(&key(n), NOW, None);
         }
         assert_eq!((p.tracked(), q.tracked()), (100_000, 100_000));
-        p.sweep(NOW);
-        q.sweep(NOW);
+        p.sweep(NOW, usize::MAX);
+        q.sweep(NOW, usize::MAX);
         assert_eq!((p.tracked(), q.tracked()), (100_000, 100_000), "callers within their window are kept");
         // Back to a full burst after one interval; governor keeps one interval more.
         clock.advance(Duration::from_secs(2));
-        p.sweep(NOW);
-        q.sweep(NOW + 86_400_000);
+        p.sweep(NOW, usize::MAX);
+        q.sweep(NOW + 86_400_000, usize::MAX);
         assert_eq!((p.tracked(), q.tracked()), (0, 0));
+    }
+
+    #[test]
+    fn past_the_cap_the_least_used_quota_counters_are_forgotten() {
+        let q = quota("5/month");
+        // 1,000 heavy callers (4 requests each), then 99,000 passing ones.
+        for n in 0..100_000 {
+            for _ in 0..if n < 1_000 { 4 } else { 1 } {
+                q.check(&key(n), NOW, None);
+            }
+        }
+        let forgotten = q.sweep(NOW, 10_000);
+        assert_eq!(forgotten, 91_000);
+        assert_eq!(q.tracked(), 9_000, "down to 90% of the cap");
+        // The heavy callers' counts were kept: one request left each.
+        assert_eq!(q.check(&key(7), NOW, None).remaining, 0);
+        assert!(!q.check(&key(7), NOW, None).ok);
     }
 }

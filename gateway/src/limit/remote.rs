@@ -475,11 +475,10 @@ impl Remote {
         tokio::join!(beats, reaps);
     }
 
-    /// Drops idle state; returns how many callers are tracked in memory.
-    pub fn sweep(&self, now_ms: i64) -> usize {
-        let fallback = self.fallback();
-        fallback.policies.iter().for_each(|p| p.sweep(now_ms));
-        self.leases.len() + self.pending.len() + fallback.policies.iter().map(LocalPolicy::tracked).sum::<usize>()
+    /// How many leases and pending counters are held in memory (the fallback's
+    /// policies are swept and counted by `Limits`).
+    pub fn tracked(&self) -> usize {
+        self.leases.len() + self.pending.len()
     }
 
     /// On a graceful stop: hands back every lease, adds what is pending, and
