@@ -21,7 +21,7 @@
 
 use std::fmt::Display;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -85,6 +85,50 @@ struct Pending {
     expire_at: i64,
 }
 
+/// Keeps a flapping Redis (answering heartbeats, failing decisions) from
+/// switching a replica back and forth every second: a breaker that opens again
+/// soon after closing waits for heartbeats to succeed for twice as long (up to
+/// [`MAX_DAMPING`]) before it closes the next time.
+#[derive(Debug, Default)]
+struct Damping {
+    /// When the breaker last closed.
+    closed_at: Option<Instant>,
+    /// Since when heartbeats have succeeded while open.
+    healthy_since: Option<Instant>,
+    /// Quick re-openings in a row.
+    flaps: u32,
+}
+
+impl Damping {
+    /// The breaker opened at `now`.
+    fn opened(&mut self, now: Instant) {
+        let quick = self.closed_at.is_some_and(|at| now.duration_since(at) < STABLE);
+        self.flaps = if quick { self.flaps.saturating_add(1) } else { 0 };
+        self.healthy_since = None;
+    }
+
+    /// A heartbeat succeeded at `now` while open: whether to close.
+    fn may_close(&mut self, now: Instant) -> bool {
+        let healthy_since = *self.healthy_since.get_or_insert(now);
+        let wait = match self.flaps {
+            0 => Duration::ZERO,
+            n => (HEARTBEAT * 2u32.saturating_pow(n.min(8))).min(MAX_DAMPING),
+        };
+        if now.duration_since(healthy_since) < wait {
+            return false;
+        }
+        self.closed_at = Some(now);
+        self.healthy_since = None;
+        true
+    }
+}
+
+/// A breaker that stayed closed this long was not flapping.
+const STABLE: Duration = Duration::from_secs(30);
+
+/// The longest a flapping Redis must answer heartbeats before it is used again.
+const MAX_DAMPING: Duration = Duration::from_secs(30);
+
 /// The policies enforced in process while Redis is away, each holding a share.
 pub struct Fallback {
     /// The divisor they were built with.
@@ -104,6 +148,8 @@ pub struct Remote {
     open: AtomicBool,
     /// Whether the breaker has ever been closed (so the first connect is not a "recovery").
     connected_once: AtomicBool,
+    /// When the breaker may close again (see [`Damping`]).
+    damping: Mutex<Damping>,
     /// This replica's name in the heartbeat set.
     replica: String,
     /// Where replicas keep their heartbeats (a sorted set by last beat).
@@ -136,6 +182,7 @@ impl Remote {
             heartbeat: Script::new(HEARTBEAT_LUA),
             open: AtomicBool::new(true),
             connected_once: AtomicBool::new(false),
+            damping: Mutex::new(Damping::default()),
             replica,
             replicas_key: format!("{}:replicas", config.redis_prefix),
             live: AtomicU32::new(1),
@@ -315,6 +362,7 @@ impl Remote {
         self.metrics.limits_redis_errors.inc();
         *self.conn.write().expect("connection lock") = None;
         if !self.open.swap(true, Ordering::AcqRel) {
+            self.damping.lock().unwrap_or_else(|p| p.into_inner()).opened(Instant::now());
             let live = self.live.load(Ordering::Relaxed).max(1);
             self.rebuild_fallback(live);
             self.metrics.limits_fallback.set(1);
@@ -359,15 +407,26 @@ impl Remote {
         self.live.store(live, Ordering::Relaxed);
         self.metrics.limits_live_replicas.set(i64::from(live));
         *self.conn.write().expect("connection lock") = Some(conn);
+        if self.in_fallback() && !self.may_close() {
+            return Ok(());
+        }
         if self.open.swap(false, Ordering::AcqRel) {
             self.metrics.limits_fallback.set(0);
             if self.connected_once.swap(true, Ordering::AcqRel) {
                 tracing::info!(replicas = live, "limits: Redis answers again; limits are shared across replicas again");
             } else {
+                // Connecting at start is not recovering from an outage: an outage
+                // soon after start is not a flap.
+                self.damping.lock().unwrap_or_else(|p| p.into_inner()).closed_at = None;
                 tracing::info!(replicas = live, "limits: shared through Redis");
             }
         }
         Ok(())
+    }
+
+    /// Whether a breaker whose heartbeat just succeeded may close now.
+    fn may_close(&self) -> bool {
+        self.damping.lock().unwrap_or_else(|p| p.into_inner()).may_close(Instant::now())
     }
 
     /// Connects and beats once, so that a gateway starting beside a working
@@ -455,7 +514,8 @@ impl Remote {
                 every.tick().await;
                 if let Err(e) = self.beat().await {
                     if self.in_fallback() {
-                        // Still away; said once already.
+                        // Still away; said once already. A damped breaker starts counting again.
+                        self.damping.lock().unwrap_or_else(|p| p.into_inner()).healthy_since = None;
                         tracing::debug!(error = %e, "limits: Redis still unreachable");
                     } else {
                         self.trip(&e);
@@ -522,4 +582,33 @@ pub fn redis_key(prefix: &str, policy: &Policy, key: &LimitKey, period_start: Op
         s.push_str(&super::period::label(start));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_breaker_that_flaps_waits_longer_each_time_before_closing() {
+        let mut d = Damping::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        // The first outage: closes on the first good heartbeat.
+        d.opened(t0);
+        assert!(d.may_close(t0 + s(1)));
+        // Open again 2 s later: now the heartbeat must hold for 2 s.
+        d.opened(t0 + s(3));
+        assert!(!d.may_close(t0 + s(4)));
+        assert!(!d.may_close(t0 + s(5)));
+        assert!(d.may_close(t0 + s(6)));
+        // And again: 4 s; a failed heartbeat starts the count over.
+        d.opened(t0 + s(7));
+        assert!(!d.may_close(t0 + s(8)));
+        d.healthy_since = None;
+        assert!(!d.may_close(t0 + s(11)));
+        assert!(d.may_close(t0 + s(15)));
+        // Stable for longer than STABLE: the next outage is a first one again.
+        d.opened(t0 + s(15) + STABLE);
+        assert!(d.may_close(t0 + s(16) + STABLE));
+    }
 }
