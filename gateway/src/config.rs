@@ -689,11 +689,20 @@ impl Config {
         if let Some(url) = &mut self.limits.redis_url {
             if let Err(e) = url.resolve(env) {
                 problems.push(Problem { path: "limits.redis_url".into(), line: None, message: e });
+            } else if url.expose().starts_with("rediss://") {
+                problems.push(Problem {
+                    path: "limits.redis_url".into(),
+                    line: None,
+                    message:
+                        "rediss:// (Redis over TLS) is not built in; reach Redis on a private network, or through \
+                              a TLS tunnel such as stunnel, as redis://HOST:PORT"
+                            .into(),
+                });
             } else if redis::Client::open(url.expose()).is_err() {
                 problems.push(Problem {
                     path: "limits.redis_url".into(),
                     line: None,
-                    message: "not a Redis URL; write redis://HOST:PORT or rediss://HOST:PORT".into(),
+                    message: "not a Redis URL; write redis://[:PASSWORD@]HOST:PORT[/DB]".into(),
                 });
             }
         }
