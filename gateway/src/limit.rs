@@ -184,7 +184,7 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -226,7 +226,8 @@ impl Limits {
                             Kind::Bytes { .. } => None,
                         })
                         .min()
-                        .unwrap_or(u32::MAX)
+                        // Byte quotas alone: no lease, so every download is checked.
+                        .unwrap_or(1)
                         .min(config.limits.lease_max);
                     Plan { policies: applying, policy_header, dated, lease_cap }
                 })

@@ -5,10 +5,13 @@
 --
 -- KEYS[i]   the state of policy i for this caller and route kind
 -- ARGV[1]   wanted: admissions to reserve (0 only hands back)
--- ARGV[2]   returned: admissions of an earlier lease that were not used
+-- ARGV[2]   returned: admissions of an earlier lease, granted on these same
+--           keys, that were not used
 -- ARGV[3]   '1' when refused requests use up request quotas
--- then per policy three values: kind, a, b
---   'r' rate   a = emission interval (us), b = burst
+-- then per policy four values: kind, a, b, c
+--   'r' rate   a = emission interval (us), b = burst, c = the most a hand-back
+--              may give back (us): what of the lease's reservation still lies
+--              ahead; time that has passed has refilled the bucket already
 --   'q' quota  a = limit, b = period end (Unix ms, the key's expiry)
 --   'b' bytes  a = limit, b unused (bytes are added as they are sent)
 --
@@ -24,13 +27,13 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local kinds, as, bs, held, room = {}, {}, {}, {}, {}
 local granted = wanted
 for i = 1, #KEYS do
-  local base = 4 + (i - 1) * 3
-  local kind, a, b = ARGV[base], tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
+  local base = 4 + (i - 1) * 4
+  local kind, a, b, c = ARGV[base], tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   kinds[i], as[i], bs[i] = kind, a, b
   local stored = tonumber(redis.call('GET', KEYS[i]))
   if kind == 'r' then
     -- GCRA: the theoretical arrival time of the next request.
-    local tat = (stored or now) - returned * a
+    local tat = (stored or now) - math.min(returned * a, c)
     if tat < now then tat = now end
     held[i] = tat
     room[i] = math.floor((now + b * a - tat) / a)

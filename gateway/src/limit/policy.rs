@@ -253,15 +253,18 @@ impl<C: Clock + Clone> LocalPolicy<C> {
                 let bounds = self.policy.period(now_ms, anchor_ms).expect("quotas have periods");
                 let counter = self.counter(key, bounds).expect("quotas have counters");
                 let until_end = Duration::from_millis(bounds.1.saturating_sub(now_ms).max(0) as u64);
-                let taken = if matches!(self.policy.kind, Kind::Quota { .. }) {
-                    counter.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u < limit).then_some(u + 1))
+                let used_after = if matches!(self.policy.kind, Kind::Quota { .. }) {
+                    counter
+                        .used
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u < limit).then_some(u + 1))
+                        .map(|before| before + 1)
                 } else {
                     // Bytes are counted as they are sent; a request only needs some left.
                     let used = counter.used.load(Ordering::Acquire);
-                    if used < limit { Ok(used.saturating_sub(1)) } else { Err(used) }
+                    if used < limit { Ok(used) } else { Err(used) }
                 };
-                match taken {
-                    Ok(before) => Verdict { ok: true, remaining: limit.saturating_sub(before + 1), wait: until_end },
+                match used_after {
+                    Ok(used) => Verdict { ok: true, remaining: limit.saturating_sub(used), wait: until_end },
                     Err(_) => Verdict { ok: false, remaining: 0, wait: until_end },
                 }
             }

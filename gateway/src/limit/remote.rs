@@ -67,6 +67,27 @@ struct Lease {
     parts: Vec<Part>,
 }
 
+/// What an expired lease leaves to hand back, on the keys it was granted on.
+struct HandBack {
+    parts: Vec<Part>,
+    tokens: u32,
+    /// Per policy, the most a rate may be given back (µs): the part of the
+    /// lease's reservation that still lies ahead.
+    caps_us: Vec<u64>,
+}
+
+impl Lease {
+    /// Takes what is left of the lease for handing back.
+    fn leftovers(&mut self, now: Instant) -> Option<HandBack> {
+        if self.tokens == 0 {
+            return None;
+        }
+        let caps_us =
+            self.snapshot.iter().map(|(_, until)| until.saturating_duration_since(now).as_micros() as u64).collect();
+        Some(HandBack { parts: std::mem::take(&mut self.parts), tokens: std::mem::take(&mut self.tokens), caps_us })
+    }
+}
+
 /// One policy's part of a Redis decision: its key and how the script reads it.
 #[derive(Debug, Clone)]
 pub struct Part {
@@ -163,6 +184,7 @@ pub struct Remote {
     fallback: RwLock<Arc<Fallback>>,
     lease_max: u32,
     lease_ttl: Duration,
+    max_callers: usize,
     timeout: Duration,
     count_rejected: bool,
     metrics: Arc<Metrics>,
@@ -192,6 +214,7 @@ impl Remote {
             fallback: RwLock::new(Arc::new(fallback)),
             lease_max: config.lease_max.max(1),
             lease_ttl: config.lease_ttl,
+            max_callers: config.max_callers,
             timeout: config.redis_timeout,
             count_rejected: config.count_rejected,
             metrics,
@@ -239,9 +262,17 @@ impl Remote {
     /// (a small burst must not sit in one replica). On failure the breaker
     /// opens and the caller decides by the fallback.
     pub async fn ask(&self, key: LeaseKey, parts: Vec<Part>, cap: u32, now_ms: i64) -> Option<Vec<Verdict>> {
-        let (returned, wanted) = self.prepare(&key, cap);
+        let (hand_back, wanted) = self.prepare(&key, cap);
         let conn = self.conn.read().expect("connection lock").clone()?;
-        match self.call(conn, &parts, wanted, returned).await {
+        // Both on one multiplexed connection: pipelined, one round trip.
+        let (decided, _) = tokio::join!(self.call(conn.clone(), &parts, wanted, None), async {
+            if let Some(h) = &hand_back {
+                // Best effort: a lost hand-back only delays admissions until the
+                // bucket refills; it never admits too many.
+                let _ = self.call(conn.clone(), &h.parts, 0, Some(h)).await;
+            }
+        });
+        match decided {
             Ok(reply) => Some(self.store(key, parts, wanted, &reply, now_ms)),
             Err(e) => {
                 self.trip(&e);
@@ -251,18 +282,18 @@ impl Remote {
     }
 
     /// What to hand back and how many to ask for, adapting the lease size.
-    fn prepare(&self, key: &LeaseKey, cap: u32) -> (u32, u32) {
-        let Some(mut lease) = self.leases.get_mut(key) else { return (0, 1) };
+    fn prepare(&self, key: &LeaseKey, cap: u32) -> (Option<HandBack>, u32) {
+        let Some(mut lease) = self.leases.get_mut(key) else { return (None, 1) };
         let now = Instant::now();
-        let returned = if now >= lease.expires { std::mem::take(&mut lease.tokens) } else { 0 };
-        if returned > 0 {
+        let hand_back = if now >= lease.expires { lease.leftovers(now) } else { None };
+        if hand_back.is_some() {
             // Came back unused: the caller is slower than the lease.
             lease.ask = (lease.ask / 2).max(1);
         } else if lease.tokens == 0 {
             // Used up: the caller is faster.
             lease.ask = (lease.ask * 2).min(self.lease_max);
         }
-        (returned, lease.ask.min(cap).max(1))
+        (hand_back, lease.ask.min(cap).max(1))
     }
 
     async fn call(
@@ -270,20 +301,23 @@ impl Remote {
         mut conn: MultiplexedConnection,
         parts: &[Part],
         wanted: u32,
-        returned: u32,
+        hand_back: Option<&HandBack>,
     ) -> Result<Vec<i64>, redis::RedisError> {
         let mut invocation = self.decide.prepare_invoke();
         for part in parts {
             invocation.key(&part.key);
         }
+        let returned = hand_back.map_or(0, |h| h.tokens);
         invocation.arg(wanted).arg(returned).arg(u8::from(self.count_rejected));
-        for part in parts {
+        for (i, part) in parts.iter().enumerate() {
             match self.policies[part.policy].kind {
                 Kind::Rate { burst, interval } => {
-                    invocation.arg("r").arg(interval.as_micros().clamp(1, u128::from(u64::MAX)) as u64).arg(burst)
+                    let cap = hand_back.and_then(|h| h.caps_us.get(i).copied()).unwrap_or(0);
+                    let interval = interval.as_micros().clamp(1, u128::from(u64::MAX)) as u64;
+                    invocation.arg("r").arg(interval).arg(burst).arg(cap)
                 }
-                Kind::Quota { limit, .. } => invocation.arg("q").arg(limit).arg(part.period_end.unwrap_or(0)),
-                Kind::Bytes { limit, .. } => invocation.arg("b").arg(limit).arg(0),
+                Kind::Quota { limit, .. } => invocation.arg("q").arg(limit).arg(part.period_end.unwrap_or(0)).arg(0),
+                Kind::Bytes { limit, .. } => invocation.arg("b").arg(limit).arg(0).arg(0),
             };
         }
         // The connection's response timeout bounds this; the outer one also
@@ -319,9 +353,18 @@ impl Remote {
             parts: Vec::new(),
         });
         if lease.tokens == 0 || now >= lease.expires {
-            // A new lease. (An expired one's tokens were handed back in `prepare`.)
+            // A new lease. (An expired one's tokens were handed back in `prepare`;
+            // any that expired since are dropped, which only errs on the strict side.)
             lease.tokens = 0;
-            lease.expires = now + self.lease_ttl;
+            // Never across the end of a quota's period: its admissions were
+            // charged to the period they were granted in.
+            let period_left = parts
+                .iter()
+                .filter_map(|p| p.period_end)
+                .map(|end| Duration::from_millis(end.saturating_sub(now_ms).max(0) as u64))
+                .min()
+                .unwrap_or(self.lease_ttl);
+            lease.expires = now + self.lease_ttl.min(period_left);
         }
         // A grant racing another one of the same caller joins it, keeping the
         // older expiry: tokens are never served later than their own lease allows.
@@ -439,13 +482,15 @@ impl Remote {
         }
     }
 
-    /// Adds pending counts to Redis in one pipeline; on failure they stay for the next try.
+    /// Adds pending counts to Redis in one pipeline; on failure they stay for
+    /// the next try. A count is taken off its counter only once Redis has it, so
+    /// a flush cut short (a stopping gateway) loses nothing.
     async fn flush(&self) {
         let batch: Vec<(String, u64, i64, Arc<Counter>)> = self
             .pending
             .iter()
             .filter_map(|p| {
-                let n = p.counter.used.swap(0, Ordering::AcqRel);
+                let n = p.counter.used.load(Ordering::Acquire);
                 (n > 0).then(|| (p.key().clone(), n, p.expire_at, p.counter.clone()))
             })
             .collect();
@@ -465,16 +510,43 @@ impl Remote {
                 }
                 None => Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))),
             };
-            if let Err(e) = result {
-                for (_, n, _, counter) in &batch {
-                    counter.add(*n);
+            match result {
+                Ok(()) => {
+                    for (_, n, _, counter) in &batch {
+                        counter.used.fetch_sub(*n, Ordering::AcqRel);
+                    }
                 }
-                if !self.in_fallback() {
-                    self.trip(&e);
-                }
+                Err(e) if !self.in_fallback() => self.trip(&e),
+                Err(_) => {}
             }
         }
-        self.pending.retain(|_, p| p.counter.used.load(Ordering::Relaxed) > 0 || Arc::strong_count(&p.counter) > 1);
+        let now_ms = super::now_ms();
+        self.pending.retain(|_, p| {
+            let held = Arc::strong_count(&p.counter) > 1;
+            held || (p.counter.used.load(Ordering::Relaxed) > 0 && p.expire_at > now_ms)
+        });
+        // A long outage must not grow memory without end: past the cap, the
+        // smallest waiting counts are dropped (and said so).
+        if self.pending.len() > self.max_callers {
+            let mut used: Vec<u64> = self.pending.iter().map(|p| p.counter.used.load(Ordering::Relaxed)).collect();
+            let excess = used.len() - self.max_callers / 10 * 9;
+            let (_, &mut threshold, _) = used.select_nth_unstable(excess - 1);
+            let mut budget = excess;
+            self.pending.retain(|_, p| {
+                let drop = budget > 0
+                    && Arc::strong_count(&p.counter) == 1
+                    && p.counter.used.load(Ordering::Relaxed) <= threshold;
+                budget -= usize::from(drop);
+                !drop
+            });
+            let dropped = excess - budget;
+            self.metrics.limiter_forgotten.inc_by(dropped as u64);
+            tracing::warn!(
+                dropped,
+                "limits: Redis has been away long enough that {dropped} callers' waiting counts were dropped to stay \
+                 under limits.max_callers"
+            );
+        }
     }
 
     /// Hands back what expired leases left and forgets them.
@@ -485,21 +557,19 @@ impl Remote {
             if now < lease.expires {
                 return true;
             }
-            if lease.tokens > 0 {
-                returns.push((std::mem::take(&mut lease.parts), lease.tokens));
-            }
+            returns.extend(lease.leftovers(now));
             false
         });
         if returns.is_empty() || self.in_fallback() {
             return;
         }
         let Some(conn) = self.conn.read().expect("connection lock").clone() else { return };
-        let calls = returns.iter().map(|(parts, tokens)| {
+        let calls = returns.iter().map(|h| {
             let conn = conn.clone();
             async move {
                 // Best effort: a lost hand-back only delays admissions until the
                 // bucket refills; it never admits too many.
-                let _ = self.call(conn, parts, 0, *tokens).await;
+                let _ = self.call(conn, &h.parts, 0, Some(h)).await;
             }
         });
         futures_util::future::join_all(calls).await;
@@ -514,7 +584,11 @@ impl Remote {
                 every.tick().await;
                 if let Err(e) = self.beat().await {
                     if self.in_fallback() {
-                        // Still away; said once already. A damped breaker starts counting again.
+                        // Still away; said once already. The connection may be the
+                        // broken one (a multiplexed connection never reconnects by
+                        // itself): the next beat connects anew. A damped breaker
+                        // starts counting again.
+                        *self.conn.write().expect("connection lock") = None;
                         self.damping.lock().unwrap_or_else(|p| p.into_inner()).healthy_since = None;
                         tracing::debug!(error = %e, "limits: Redis still unreachable");
                     } else {
