@@ -436,3 +436,35 @@ async fn a_redis_that_hangs_costs_one_timeout_not_one_per_request() {
     // When Redis answers again, so does the replica.
     replicas.wait_for_metric("coopgate_limits_fallback", "0").await;
 }
+
+/// The decision script itself, on the real Redis: `(granted, [refused, remaining, wait_us] per policy)`.
+async fn decide(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    wanted: u32,
+    returned: u32,
+    refund_cap_us: u64,
+) -> Vec<i64> {
+    let script = redis::Script::new(include_str!("../../../gateway/src/limit/decide.lua"));
+    let mut invocation = script.prepare_invoke();
+    // One rate policy: one a second (an emission interval of 1 s), burst 10.
+    invocation.key(key).arg(wanted).arg(returned).arg(0).arg("r").arg(1_000_000).arg(10).arg(refund_cap_us);
+    invocation.invoke_async(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_hand_back_never_returns_time_that_has_already_refilled_the_bucket() {
+    let Some(redis) = redis_url() else { return };
+    let mut conn = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = format!("cgtest-{:x}:{{script}}:anonymous:burst:api", unique());
+    // A lease of 8 of a burst of 10: 2 left for anyone else.
+    assert_eq!(decide(&mut conn, &key, 8, 0, 0).await[..3], [8, 0, 2]);
+    assert_eq!(decide(&mut conn, &key, 3, 0, 0).await[..3], [2, 0, 0]);
+    // 7 of the 8 come back unused, but their time has passed (cap 0): the
+    // bucket gains nothing from the hand-back, so no one gets 7 extra.
+    decide(&mut conn, &key, 0, 7, 0).await;
+    assert_eq!(decide(&mut conn, &key, 1, 0, 0).await[0], 0, "still empty");
+    // With all of the reservation still ahead, the 7 are really given back.
+    decide(&mut conn, &key, 0, 7, 7 * 1_000_000).await;
+    assert_eq!(decide(&mut conn, &key, 10, 0, 0).await[0], 7);
+}
