@@ -326,7 +326,7 @@ move the figure: no header-read timer, an HTTP/1-only server builder. mimalloc
 the client connection (no shared pool), as measured best while planning.
 
 The Redis comparison is as noisy as the rest: three alternating 6 s runs of
-in-process and Redis limits right after the run above (2026-11-22) gave 0.93×,
+in-process and Redis limits on this machine (2026-11-22) gave 0.93×,
 1.01× and 0.90×. A lease miss costs its request one round trip to Redis (about
 0.03 of requests here); p99 is where that shows.
 MD
