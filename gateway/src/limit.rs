@@ -331,7 +331,7 @@ impl Limits {
         Check::Ask(Box::pin(async move {
             let plan = &this.plans[tier as usize][route_id as usize];
             let parts = this.parts(plan, &key, now, anchor);
-            match remote.ask(lease, parts, plan.lease_cap, now).await {
+            match remote.ask(lease, key, parts, plan.lease_cap, now).await {
                 Some(verdicts) => this.conclude(plan, &verdicts).map(|headers| Admission {
                     headers,
                     bytes: this.shared_byte_counters(plan, &remote, &key, now, None),
@@ -349,11 +349,7 @@ impl Limits {
             .map(|&i| {
                 let policy = &self.policies[i];
                 let period = policy.period(now, anchor);
-                Part {
-                    policy: i,
-                    key: remote::redis_key(&self.redis_prefix, policy, key, period.map(|p| p.0)),
-                    period_end: period.map(|p| p.1),
-                }
+                Part { policy: i, key: remote::redis_key(&self.redis_prefix, policy, key, period.map(|p| p.0)), period }
             })
             .collect()
     }
@@ -397,6 +393,18 @@ impl Limits {
         anchor: Option<i64>,
     ) -> Result<Admission, Box<Denial>> {
         let fallback = remote.fallback();
+        // A caller's share of a quota starts from its share of what it had
+        // used when Redis went away, as far as this replica knows.
+        for &i in &plan.policies {
+            let policy = &self.policies[i];
+            if let (OnRedisError::Local, Kind::Quota { .. } | Kind::Bytes { .. }, Some(bounds)) =
+                (policy.on_redis_error, policy.kind, policy.period(now, anchor))
+            {
+                fallback.policies[i].counter_from(key, bounds, || {
+                    remote.known_used(i, key, bounds.0).div_ceil(u64::from(fallback.share))
+                });
+            }
+        }
         let mut admission = self.in_process(plan, key, now, anchor, |i| match self.policies[i].on_redis_error {
             OnRedisError::Local => Source::Local(&fallback.policies[i]),
             OnRedisError::Allow => Source::Allow,

@@ -22,6 +22,31 @@ use crate::identify::CallerKey;
 /// a bulk download does not use up a caller's query budget or the reverse.
 pub type LimitKey = (CallerKey, RouteKind);
 
+/// Past `cap` entries, forgets the least used of those `may_forget` allows,
+/// down to 90% of the cap (so that a full map is not trimmed on every pass):
+/// memory stays bounded, and a forgotten caller gets back at most the few
+/// requests or bytes it had used. Returns how many were forgotten.
+pub fn forget_least_used<K: Eq + std::hash::Hash + Clone, V>(
+    map: &DashMap<K, V>,
+    cap: usize,
+    used: impl Fn(&V) -> u64,
+    may_forget: impl Fn(&V) -> bool,
+) -> usize {
+    if map.len() <= cap {
+        return 0;
+    }
+    let mut all: Vec<u64> = map.iter().map(|e| used(e.value())).collect();
+    let excess = all.len() - cap / 10 * 9;
+    let (_, &mut threshold, _) = all.select_nth_unstable(excess - 1);
+    let mut budget = excess;
+    map.retain(|_, v| {
+        let forget = budget > 0 && may_forget(v) && used(v) <= threshold;
+        budget -= usize::from(forget);
+        !forget
+    });
+    excess - budget
+}
+
 /// What a policy limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -222,11 +247,30 @@ impl<C: Clock + Clone> LocalPolicy<C> {
     }
 
     /// The counter of `key` for the period `[start, end)`.
-    pub fn counter(&self, key: &LimitKey, (start, end): (i64, i64)) -> Option<Arc<Counter>> {
+    pub fn counter(&self, key: &LimitKey, bounds: (i64, i64)) -> Option<Arc<Counter>> {
+        self.counter_from(key, bounds, || 0)
+    }
+
+    /// The counter of `key` for the period `[start, end)`, starting from
+    /// `initial()` when this policy has none for it yet (a fallback starts
+    /// from what Redis last said the caller had used).
+    pub fn counter_from(
+        &self,
+        key: &LimitKey,
+        (start, end): (i64, i64),
+        initial: impl FnOnce() -> u64,
+    ) -> Option<Arc<Counter>> {
         let State::Counts(counts) = &self.state else { return None };
         let counter = match counts.get(key) {
             Some(c) => c.clone(),
-            None => counts.entry(*key).or_insert_with(|| Arc::new(Counter::new(start, end))).clone(),
+            None => counts
+                .entry(*key)
+                .or_insert_with(|| {
+                    let counter = Counter::new(start, end);
+                    counter.used.store(initial(), Ordering::Relaxed);
+                    Arc::new(counter)
+                })
+                .clone(),
         };
         counter.roll(start, end);
         Some(counter)
@@ -284,9 +328,8 @@ impl<C: Clock + Clone> LocalPolicy<C> {
     /// Drops the state of callers that are back to a full burst, or whose
     /// period is over, so that memory follows the number of recent callers.
     /// Quota counters live as long as their period, so past `max_callers` of
-    /// them the least used are forgotten (to 90% of the cap): memory stays
-    /// bounded, and a forgotten caller gets at most the few requests or bytes it
-    /// had used back. Returns how many were forgotten that way.
+    /// them the least used are forgotten (see [`forget_least_used`]). Returns
+    /// how many were forgotten that way.
     pub fn sweep(&self, now_ms: i64, max_callers: usize) -> usize {
         match &self.state {
             State::Rate(limiter) => {
@@ -297,21 +340,12 @@ impl<C: Clock + Clone> LocalPolicy<C> {
             State::Counts(counts) => {
                 // A counter still held by a download in flight stays.
                 counts.retain(|_, c| c.end.load(Ordering::Relaxed) > now_ms || Arc::strong_count(c) > 1);
-                let mut forgotten = 0;
-                if counts.len() > max_callers {
-                    let mut used: Vec<u64> = counts.iter().map(|c| c.used.load(Ordering::Relaxed)).collect();
-                    let excess = used.len() - max_callers / 10 * 9;
-                    let (_, &mut threshold, _) = used.select_nth_unstable(excess - 1);
-                    let before = counts.len();
-                    let mut budget = excess;
-                    counts.retain(|_, c| {
-                        let drop =
-                            budget > 0 && c.used.load(Ordering::Relaxed) <= threshold && Arc::strong_count(c) == 1;
-                        budget -= usize::from(drop);
-                        !drop
-                    });
-                    forgotten = before - counts.len();
-                }
+                let forgotten = forget_least_used(
+                    counts,
+                    max_callers,
+                    |c| c.used.load(Ordering::Relaxed),
+                    |c| Arc::strong_count(c) == 1,
+                );
                 counts.shrink_to_fit();
                 forgotten
             }

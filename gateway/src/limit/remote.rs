@@ -28,7 +28,7 @@ use dashmap::DashMap;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
-use super::policy::{Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict};
+use super::policy::{Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict, forget_least_used};
 use crate::config::LimitsConfig;
 use crate::identify::CallerKey;
 use crate::metrics::Metrics;
@@ -95,8 +95,16 @@ pub struct Part {
     pub policy: usize,
     /// Its Redis key for this caller and route kind (and period).
     pub key: String,
-    /// The period's end, Unix ms (quotas).
-    pub period_end: Option<i64>,
+    /// The period counted, `[start, end)` in Unix ms (quotas).
+    pub period: Option<(i64, i64)>,
+}
+
+/// What Redis last said one caller had used of one quota in one period, so
+/// that a fallback starts from it rather than granting the whole quota again.
+struct Known {
+    start: i64,
+    end: i64,
+    used: u64,
 }
 
 /// A counter waiting to be added to Redis.
@@ -179,6 +187,8 @@ pub struct Remote {
     live: AtomicU32,
     leases: DashMap<LeaseKey, Lease>,
     pending: DashMap<String, Pending>,
+    /// By policy index and caller; forgotten when the period ends (or past `max_callers`).
+    known: DashMap<(usize, LimitKey), Known>,
     /// Every policy, to build the fallback from.
     policies: Vec<Policy>,
     fallback: RwLock<Arc<Fallback>>,
@@ -210,6 +220,7 @@ impl Remote {
             live: AtomicU32::new(1),
             leases: DashMap::new(),
             pending: DashMap::new(),
+            known: DashMap::new(),
             policies,
             fallback: RwLock::new(Arc::new(fallback)),
             lease_max: config.lease_max.max(1),
@@ -261,7 +272,14 @@ impl Remote {
     /// policy's verdict. `cap` bounds the lease
     /// (a small burst must not sit in one replica). On failure the breaker
     /// opens and the caller decides by the fallback.
-    pub async fn ask(&self, key: LeaseKey, parts: Vec<Part>, cap: u32, now_ms: i64) -> Option<Vec<Verdict>> {
+    pub async fn ask(
+        &self,
+        key: LeaseKey,
+        caller: LimitKey,
+        parts: Vec<Part>,
+        cap: u32,
+        now_ms: i64,
+    ) -> Option<Vec<Verdict>> {
         let (hand_back, wanted) = self.prepare(&key, cap);
         let conn = self.conn.read().expect("connection lock").clone()?;
         // Both on one multiplexed connection: pipelined, one round trip.
@@ -273,7 +291,7 @@ impl Remote {
             }
         });
         match decided {
-            Ok(reply) => Some(self.store(key, parts, wanted, &reply, now_ms)),
+            Ok(reply) => Some(self.store(key, caller, parts, wanted, &reply, now_ms)),
             Err(e) => {
                 self.trip(&e);
                 None
@@ -316,7 +334,7 @@ impl Remote {
                     let interval = interval.as_micros().clamp(1, u128::from(u64::MAX)) as u64;
                     invocation.arg("r").arg(interval).arg(burst).arg(cap)
                 }
-                Kind::Quota { limit, .. } => invocation.arg("q").arg(limit).arg(part.period_end.unwrap_or(0)).arg(0),
+                Kind::Quota { limit, .. } => invocation.arg("q").arg(limit).arg(part.period.map_or(0, |p| p.1)).arg(0),
                 Kind::Bytes { limit, .. } => invocation.arg("b").arg(limit).arg(0).arg(0),
             };
         }
@@ -328,8 +346,17 @@ impl Remote {
         }
     }
 
-    /// Keeps the unused part of a grant as the caller's lease.
-    fn store(&self, key: LeaseKey, parts: Vec<Part>, wanted: u32, reply: &[i64], now_ms: i64) -> Vec<Verdict> {
+    /// Keeps the unused part of a grant as the caller's lease, and what the
+    /// caller has used of each quota.
+    fn store(
+        &self,
+        key: LeaseKey,
+        caller: LimitKey,
+        parts: Vec<Part>,
+        wanted: u32,
+        reply: &[i64],
+        now_ms: i64,
+    ) -> Vec<Verdict> {
         let granted = reply.first().copied().unwrap_or(0).clamp(0, i64::from(wanted)) as u32;
         let now = Instant::now();
         let verdicts: Vec<Verdict> = parts
@@ -337,13 +364,20 @@ impl Remote {
             .enumerate()
             .map(|(i, part)| {
                 let at = |j: usize| reply.get(1 + i * 3 + j).copied().unwrap_or(0).max(0) as u64;
-                let wait = match part.period_end {
-                    Some(end) => Duration::from_millis(end.saturating_sub(now_ms).max(0) as u64),
+                let wait = match part.period {
+                    Some((_, end)) => Duration::from_millis(end.saturating_sub(now_ms).max(0) as u64),
                     None => Duration::from_micros(at(2)),
                 };
                 Verdict { ok: at(0) == 0, remaining: at(1), wait }
             })
             .collect();
+        for (part, v) in parts.iter().zip(&verdicts) {
+            if let (Some((start, end)), Kind::Quota { limit, .. } | Kind::Bytes { limit, .. }) =
+                (part.period, self.policies[part.policy].kind)
+            {
+                self.known.insert((part.policy, caller), Known { start, end, used: limit.saturating_sub(v.remaining) });
+            }
+        }
         let snapshot: Vec<(u64, Instant)> = verdicts.iter().map(|v| (v.remaining, now + v.wait)).collect();
         let mut lease = self.leases.entry(key).or_insert_with(|| Lease {
             tokens: 0,
@@ -360,8 +394,8 @@ impl Remote {
             // charged to the period they were granted in.
             let period_left = parts
                 .iter()
-                .filter_map(|p| p.period_end)
-                .map(|end| Duration::from_millis(end.saturating_sub(now_ms).max(0) as u64))
+                .filter_map(|p| p.period)
+                .map(|(_, end)| Duration::from_millis(end.saturating_sub(now_ms).max(0) as u64))
                 .min()
                 .unwrap_or(self.lease_ttl);
             lease.expires = now + self.lease_ttl.min(period_left);
@@ -407,7 +441,7 @@ impl Remote {
         if !self.open.swap(true, Ordering::AcqRel) {
             self.damping.lock().unwrap_or_else(|p| p.into_inner()).opened(Instant::now());
             let live = self.live.load(Ordering::Relaxed).max(1);
-            self.rebuild_fallback(live);
+            self.fresh_fallback(live);
             self.metrics.limits_fallback.set(1);
             tracing::warn!(
                 error = %error,
@@ -418,14 +452,21 @@ impl Remote {
         }
     }
 
-    fn rebuild_fallback(&self, share: u32) {
-        let mut fallback = self.fallback.write().expect("fallback lock");
-        if fallback.share != share {
-            *fallback = Arc::new(Fallback {
-                share,
-                policies: self.policies.iter().map(|p| LocalPolicy::new(p, share)).collect(),
-            });
-        }
+    /// Builds the fallback for an outage afresh: what an earlier outage counted
+    /// has reached Redis since, and quotas start from what Redis last said
+    /// (see [`Remote::known_used`]).
+    fn fresh_fallback(&self, share: u32) {
+        *self.fallback.write().expect("fallback lock") =
+            Arc::new(Fallback { share, policies: self.policies.iter().map(|p| LocalPolicy::new(p, share)).collect() });
+    }
+
+    /// What Redis last said `caller` had used of quota `policy` in the period
+    /// starting at `start` (0 when this replica has not asked for it). A
+    /// fallback's share of a quota starts from this replica's share of it, so
+    /// that together the replicas grant no more than was left, rather than the
+    /// whole quota again.
+    pub fn known_used(&self, policy: usize, caller: &LimitKey, start: i64) -> u64 {
+        self.known.get(&(policy, *caller)).filter(|k| k.start == start).map_or(0, |k| k.used)
     }
 
     /// Connects (when needed) and beats once; closes the breaker on success.
@@ -527,24 +568,28 @@ impl Remote {
         });
         // A long outage must not grow memory without end: past the cap, the
         // smallest waiting counts are dropped (and said so).
-        if self.pending.len() > self.max_callers {
-            let mut used: Vec<u64> = self.pending.iter().map(|p| p.counter.used.load(Ordering::Relaxed)).collect();
-            let excess = used.len() - self.max_callers / 10 * 9;
-            let (_, &mut threshold, _) = used.select_nth_unstable(excess - 1);
-            let mut budget = excess;
-            self.pending.retain(|_, p| {
-                let drop = budget > 0
-                    && Arc::strong_count(&p.counter) == 1
-                    && p.counter.used.load(Ordering::Relaxed) <= threshold;
-                budget -= usize::from(drop);
-                !drop
-            });
-            let dropped = excess - budget;
+        let dropped = forget_least_used(
+            &self.pending,
+            self.max_callers,
+            |p| p.counter.used.load(Ordering::Relaxed),
+            |p| Arc::strong_count(&p.counter) == 1,
+        );
+        if dropped > 0 {
             self.metrics.limiter_forgotten.inc_by(dropped as u64);
             tracing::warn!(
                 dropped,
                 "limits: Redis has been away long enough that {dropped} callers' waiting counts were dropped to stay \
                  under limits.max_callers"
+            );
+        }
+        self.known.retain(|_, k| k.end > now_ms);
+        let forgotten = forget_least_used(&self.known, self.max_callers, |k| k.used, |_| true);
+        if forgotten > 0 {
+            self.metrics.limiter_forgotten.inc_by(forgotten as u64);
+            tracing::warn!(
+                forgotten,
+                "limits: forgot what {forgotten} callers had used of their quotas to stay under limits.max_callers \
+                 (should Redis go away, they would start their fallback share from zero; raise the setting)"
             );
         }
     }
@@ -609,10 +654,10 @@ impl Remote {
         tokio::join!(beats, reaps);
     }
 
-    /// How many leases and pending counters are held in memory (the fallback's
+    /// How many leases, pending counters and known quota uses are held in memory (the fallback's
     /// policies are swept and counted by `Limits`).
     pub fn tracked(&self) -> usize {
-        self.leases.len() + self.pending.len()
+        self.leases.len() + self.pending.len() + self.known.len()
     }
 
     /// On a graceful stop: hands back every lease, adds what is pending, and

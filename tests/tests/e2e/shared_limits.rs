@@ -344,6 +344,48 @@ async fn without_redis_each_replica_enforces_its_share_and_shared_limits_return_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quota_mostly_used_before_redis_went_away_is_not_granted_again_in_fallback() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(mut redis) = OwnRedis::start() else { return };
+    let up = file_upstream(16).await;
+    // One Redis call per request (no leases), so that what each replica last
+    // heard from Redis is exact.
+    let replicas = Replicas::start_with(
+        3,
+        up.addr,
+        &redis.url(),
+        r#"[{ name = "monthly", quota = "30/month" }]"#,
+        "lease_max = 1",
+    );
+    replicas.wait_for_metric("coopgate_limits_live_replicas", "3").await;
+    let ip = caller();
+    assert_eq!(admit_all(&replicas, &ip, 27).await, 27);
+
+    redis.kill();
+    replicas.wait_for_metric("coopgate_limits_fallback", "1").await;
+    // Three of thirty were left: each replica grants its third of those, not
+    // a third of the whole quota (ten each) as if nothing had been used.
+    let mut admitted = Vec::new();
+    for r in 0..3 {
+        let mut n = 0;
+        for _ in 0..5 {
+            n += usize::from(status(replicas.addr(r), "/api/x", &ip).await == 200);
+        }
+        admitted.push(n);
+    }
+    assert_eq!(admitted, [1, 1, 1]);
+    // A caller Redis never saw gets a third of the whole quota on each.
+    let fresh = caller();
+    let mut n = 0;
+    for _ in 0..12 {
+        n += usize::from(status(replicas.addr(0), "/api/x", &fresh).await == 200);
+    }
+    assert_eq!(n, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_that_cannot_reach_redis_starts_and_each_limit_does_what_it_says() {
     // A port nothing listens on: Redis is down from the start.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -374,11 +416,12 @@ async fn a_replica_that_cannot_reach_redis_starts_and_each_limit_does_what_it_sa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thousands_of_passing_callers_leave_no_state_behind_in_a_replica() {
+async fn thousands_of_passing_callers_leave_no_more_state_than_max_callers_in_a_replica() {
     let Some(redis) = redis_url() else { return };
     let up = file_upstream(16).await;
     let limits = r#"[{ name = "burst", rate = "60/min", burst = 10 }, { name = "bytes-daily", bytes = "1GiB/day" }]"#;
-    let replicas = Replicas::start_with(1, up.addr, &redis, limits, r#"sweep_interval = "100ms""#);
+    let more = "sweep_interval = \"100ms\"\nmax_callers = 1000";
+    let replicas = Replicas::start_with(1, up.addr, &redis, limits, more);
     let addr = replicas.addr(0);
     for chunk in 0..20 {
         let batch = (0..100).map(|n| {
@@ -390,9 +433,12 @@ async fn thousands_of_passing_callers_leave_no_state_behind_in_a_replica() {
         });
         futures_util::future::join_all(batch).await;
     }
-    // Leases expire within lease_ttl, byte counts leave with the next flush, and
-    // the sweep reports what is left: nothing.
-    replicas.wait_for_metric("coopgate_limiter_keys", "0").await;
+    // Leases expire within lease_ttl, rates are full again, byte counts leave
+    // with the next flush. What stays is what Redis said each caller had used
+    // of the daily byte quota (for a fallback to start from), and of that
+    // only the most used 90% of max_callers.
+    replicas.wait_for_metric("coopgate_limiter_keys", "900").await;
+    assert_eq!(metric(addr, "coopgate_limiter_forgotten_total").await, 1100.0);
 }
 
 /// The value of `metric` on replica `addr`.
