@@ -231,6 +231,10 @@ pub struct LimitsConfig {
     /// `backend = "redis"`, and key revocations between replicas at once
     /// (pub/sub; without it they still arrive within a second through the store).
     pub redis_url: Option<Secret>,
+    /// Redis over TLS (`rediss://`): a PEM file of the CA certificates that
+    /// signed the Redis server's certificate, in place of the system's roots
+    /// (for a Redis with a private CA).
+    pub redis_ca_file: Option<PathBuf>,
     /// What members (token holders) are limited by: their `account`, or their
     /// `org` (everyone of an institution shares one allowance; tokens without an
     /// `org` claim fall back to the account).
@@ -279,6 +283,37 @@ pub enum KeyScope {
     Account,
 }
 
+/// The CA certificates of a PEM file (`upstream_ca`, `redis_ca_file`), or
+/// what is wrong with it: a file without one certificate would make every
+/// TLS connection fail later, far from the cause.
+pub fn ca_certificates(path: &std::path::Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let not_pem = |e: rustls_pki_types::pem::Error| format!("`{}` is not a readable PEM file: {e}", path.display());
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(not_pem)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(not_pem)?;
+    if certs.is_empty() {
+        return Err(format!("`{}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()));
+    }
+    Ok(certs)
+}
+
+impl LimitsConfig {
+    /// The client for `redis_url` (over TLS for `rediss://`, trusting
+    /// `redis_ca_file` when given), or `None` without a URL. The one place a
+    /// Redis client is made, so that limits and invalidations reach Redis alike.
+    pub fn redis_client(&self) -> Option<redis::RedisResult<redis::Client>> {
+        let url = self.redis_url.as_ref()?.expose();
+        Some(match &self.redis_ca_file {
+            Some(path) => std::fs::read(path).map_err(redis::RedisError::from).and_then(|pem| {
+                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
+            }),
+            None => redis::Client::open(url),
+        })
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
@@ -287,6 +322,7 @@ impl Default for LimitsConfig {
             legacy_headers: false,
             key_scope: KeyScope::Key,
             redis_url: None,
+            redis_ca_file: None,
             member_scope: MemberScope::Account,
             count_rejected: false,
             lease_max: 32,
@@ -593,8 +629,12 @@ impl Config {
                     problem(format!("{at}.early_access.window"), "must be longer than zero".into());
                 }
             }
-            if route.upstream_ca.is_some() && route.upstream.scheme() != "https" {
-                problem(format!("{at}.upstream_ca"), "only an https upstream uses a CA file".into());
+            if let Some(path) = &route.upstream_ca {
+                if route.upstream.scheme() != "https" {
+                    problem(format!("{at}.upstream_ca"), "only an https upstream uses a CA file".into());
+                } else if let Err(e) = ca_certificates(path) {
+                    problem(format!("{at}.upstream_ca"), e);
+                }
             }
             for (header, value) in route.upstream_headers.iter_mut() {
                 let key = format!("{at}.upstream_headers.{header}");
@@ -689,21 +729,32 @@ impl Config {
         if let Some(url) = &mut self.limits.redis_url {
             if let Err(e) = url.resolve(env) {
                 problems.push(Problem { path: "limits.redis_url".into(), line: None, message: e });
-            } else if url.expose().starts_with("rediss://") {
-                problems.push(Problem {
-                    path: "limits.redis_url".into(),
-                    line: None,
-                    message:
-                        "rediss:// (Redis over TLS) is not built in; reach Redis on a private network, or through \
-                              a TLS tunnel such as stunnel, as redis://HOST:PORT"
-                            .into(),
-                });
             } else if redis::Client::open(url.expose()).is_err() {
                 problems.push(Problem {
                     path: "limits.redis_url".into(),
                     line: None,
-                    message: "not a Redis URL; write redis://[:PASSWORD@]HOST:PORT[/DB]".into(),
+                    message: "not a Redis URL; write redis://[:PASSWORD@]HOST:PORT[/DB], or rediss://… for TLS".into(),
                 });
+            } else if url.expose().contains("#insecure") {
+                problems.push(Problem {
+                    path: "limits.redis_url".into(),
+                    line: None,
+                    message: "#insecure would accept any certificate, so anyone on the path could pose as Redis; \
+                              give the Redis server's CA as limits.redis_ca_file instead"
+                        .into(),
+                });
+            } else if let Some(path) = &self.limits.redis_ca_file {
+                if !url.expose().starts_with("rediss://") {
+                    problems.push(Problem {
+                        path: "limits.redis_ca_file".into(),
+                        line: None,
+                        message: "only used over TLS; make limits.redis_url a rediss:// URL, or remove this".into(),
+                    });
+                } else if let Err(e) = ca_certificates(path) {
+                    problems.push(Problem { path: "limits.redis_ca_file".into(), line: None, message: e });
+                } else if let Some(Err(e)) = self.limits.redis_client() {
+                    problems.push(Problem { path: "limits.redis_ca_file".into(), line: None, message: e.to_string() });
+                }
             }
         }
         if let Some(url) = &self.tokens.jwks_url

@@ -31,9 +31,9 @@ impl std::fmt::Debug for Invalidations {
 }
 
 impl Invalidations {
-    /// Invalidations through the Redis at `url` (validated with the config).
-    pub fn new(url: &str) -> Result<Self, redis::RedisError> {
-        Ok(Invalidations { client: redis::Client::open(url)? })
+    /// Invalidations through the Redis of `client` ([`crate::config::LimitsConfig::redis_client`]).
+    pub fn new(client: redis::Client) -> Self {
+        Invalidations { client }
     }
 
     /// Tells every replica that key `id` changed. Best effort: a failure is

@@ -234,9 +234,10 @@ impl Limits {
                 .collect();
             plans.push(per_route);
         }
-        let backend = match (config.limits.backend, &config.limits.redis_url) {
-            (LimitsBackend::Redis, Some(url)) => {
-                Backend::Redis(Arc::new(Remote::new(url.expose(), &config.limits, policies.clone(), metrics.clone())))
+        let backend = match (config.limits.backend, config.limits.redis_client()) {
+            (LimitsBackend::Redis, Some(client)) => {
+                let client = client.expect("limits.redis_url and redis_ca_file are validated with the config");
+                Backend::Redis(Arc::new(Remote::new(client, &config.limits, policies.clone(), metrics.clone())))
             }
             _ => Backend::Memory(policies.iter().map(|p| LocalPolicy::new(p, 1)).collect()),
         };

@@ -53,13 +53,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Builds the shared state; fails only on unusable upstream TLS settings.
+    /// Builds the shared state; fails only on unusable TLS settings (upstreams, Redis).
     pub fn new(config: Config, keys: Option<Arc<Keys>>, tokens: Option<Arc<Tokens>>) -> Result<Self, Error> {
         let metrics = Arc::new(Metrics::new());
-        let invalidations = match &config.limits.redis_url {
-            Some(url) => Some(Invalidations::new(url.expose()).map_err(Error::internal)?),
-            None => None,
-        };
+        let invalidations = config.limits.redis_client().transpose().map_err(Error::internal)?.map(Invalidations::new);
         let tiers = Arc::new(Tiers::from_config(&config));
         let routes = Arc::new(RouteTable::from_config(&config, &tiers, &metrics)?);
         let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics.clone()));

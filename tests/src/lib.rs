@@ -317,3 +317,23 @@ pub fn assert_problem(got: &Got, status: u16, slug: &str) -> serde_json::Value {
     assert_eq!(doc["request_id"].as_str(), got.headers.get("x-request-id").and_then(|v| v.to_str().ok()));
     doc
 }
+
+/// A test CA and a certificate it signed, as PEM.
+pub struct Pki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A fresh CA and a server certificate it signed for `names` (host names or
+/// IP addresses).
+pub fn pki(names: &[&str]) -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let leaf = CertificateParams::new(names).unwrap().signed_by(&leaf_key, &ca).unwrap();
+    Pki { ca_pem: ca.as_ref().pem(), cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() }
+}

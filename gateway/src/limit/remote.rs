@@ -201,14 +201,14 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// The backend for `policies`, with Redis at `url` (validated with the config).
-    pub fn new(url: &str, config: &LimitsConfig, policies: Vec<Policy>, metrics: Arc<Metrics>) -> Self {
+    /// The backend for `policies`, with Redis through `client`.
+    pub fn new(client: Client, config: &LimitsConfig, policies: Vec<Policy>, metrics: Arc<Metrics>) -> Self {
         let replica = format!("{:016x}", getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id())));
         let fallback = Fallback { share: 1, policies: policies.iter().map(|p| LocalPolicy::new(p, 1)).collect() };
         metrics.limits_fallback.set(1);
         metrics.limits_live_replicas.set(1);
         Remote {
-            client: Client::open(url).expect("limits.redis_url is validated with the config"),
+            client,
             conn: RwLock::new(None),
             decide: Script::new(include_str!("decide.lua")),
             heartbeat: Script::new(HEARTBEAT_LUA),

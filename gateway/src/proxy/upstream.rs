@@ -170,12 +170,9 @@ fn client_tls(ca: Option<&std::path::Path>, route: &str) -> Result<rustls::Clien
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca {
-        use rustls_pki_types::pem::PemObject;
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| Error::TlsSetup(format!("route {route}: upstream_ca {}: {e}", path.display())))?;
+        let certs = crate::config::ca_certificates(path)
+            .map_err(|e| Error::TlsSetup(format!("route {route}: upstream_ca: {e}")))?;
         for cert in certs {
-            let cert =
-                cert.map_err(|e| Error::TlsSetup(format!("route {route}: upstream_ca {}: {e}", path.display())))?;
             roots
                 .add(cert)
                 .map_err(|e| Error::TlsSetup(format!("route {route}: upstream_ca {}: {e}", path.display())))?;

@@ -126,3 +126,36 @@ fn limits_that_cannot_work_are_named() {
     assert!(err.contains("only a monthly `quota` can reset on the billing anchor"), "{err}");
     assert!(err.contains("limits.redis_url: missing: `backend = \"redis\"` needs the Redis URL"), "{err}");
 }
+
+#[test]
+fn redis_over_tls_settings_that_cannot_work_are_named() {
+    let with = |limits: &str| check(&format!("[limits]\n{limits}\n{GOOD}"), &[]);
+
+    let (ok, _, err) = with("redis_url = \"rediss://redis.internal:6380/#insecure\"");
+    assert!(!ok);
+    assert!(err.contains("limits.redis_url (line 2): #insecure would accept any certificate"), "{err}");
+    assert!(err.contains("limits.redis_ca_file"), "says what to do instead: {err}");
+
+    let (ok, _, err) = with("redis_url = \"redis://redis.internal:6379\"\nredis_ca_file = \"ca.pem\"");
+    assert!(!ok);
+    assert!(
+        err.contains("limits.redis_ca_file (line 3): only used over TLS; make limits.redis_url a rediss:// URL"),
+        "{err}"
+    );
+
+    let (ok, _, err) = with("redis_url = \"rediss://redis.internal:6380\"\nredis_ca_file = \"/nonexistent/ca.pem\"");
+    assert!(!ok);
+    assert!(err.contains("limits.redis_ca_file (line 3): `/nonexistent/ca.pem` is not a readable PEM file"), "{err}");
+    assert!(err.contains("No such file"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+    let (ok, _, err) =
+        with(&format!("redis_url = \"rediss://redis.internal:6380\"\nredis_ca_file = \"{}\"", not_pem.display()));
+    assert!(!ok);
+    assert!(err.contains("holds no PEM certificate"), "{err}");
+
+    let (ok, _, err) = with("redis_url = \"rediss://redis.internal:6380\"");
+    assert!(ok, "TLS with the system's roots needs nothing more: {err}");
+}

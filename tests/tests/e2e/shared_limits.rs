@@ -217,14 +217,31 @@ async fn a_download_resumed_on_another_replica_is_charged_once() {
 /// A Redis server of this test's own, so that it can be stopped and started.
 struct OwnRedis {
     port: u16,
+    /// Over TLS: the directory of its certificate files, and the CA's PEM.
+    tls: Option<(tempfile::TempDir, String)>,
     child: Option<Child>,
 }
 
 impl OwnRedis {
     /// Starts `redis-server` on a free port, or says why it cannot.
     fn start() -> Option<OwnRedis> {
+        Self::start_with(None)
+    }
+
+    /// Starts `redis-server` speaking only TLS, with a certificate for
+    /// 127.0.0.1 from a CA of its own, at `dir/ca.pem`.
+    fn start_tls() -> Option<OwnRedis> {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = coopgate_tests::pki(&["127.0.0.1"]);
+        for (name, pem) in [("ca.pem", &pki.ca_pem), ("cert.pem", &pki.cert_pem), ("key.pem", &pki.key_pem)] {
+            std::fs::write(dir.path().join(name), pem).unwrap();
+        }
+        Self::start_with(Some((dir, pki.ca_pem)))
+    }
+
+    fn start_with(tls: Option<(tempfile::TempDir, String)>) -> Option<OwnRedis> {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = OwnRedis { port, child: None };
+        let mut redis = OwnRedis { port, tls, child: None };
         if !redis.restart() {
             if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
                 panic!("redis-server is not on PATH but COOPGATE_TEST_REQUIRE_SERVICES=1");
@@ -236,21 +253,33 @@ impl OwnRedis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts the server on its port and waits until it answers.
     fn restart(&mut self) -> bool {
-        let Ok(child) = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        else {
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        let client = match &self.tls {
+            None => {
+                command.args(["--port", &port]);
+                redis::Client::open(self.url()).unwrap()
+            }
+            Some((dir, ca_pem)) => {
+                let file = |name: &str| dir.path().join(name).display().to_string();
+                command.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"]);
+                command.args(["--tls-cert-file", &file("cert.pem"), "--tls-key-file", &file("key.pem")]);
+                command.args(["--tls-ca-cert-file", &file("ca.pem")]);
+                let roots = redis::TlsCertificates { client_tls: None, root_cert: Some(ca_pem.clone().into_bytes()) };
+                redis::Client::build_with_tls(self.url(), roots).unwrap()
+            }
+        };
+        let Ok(child) = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn() else {
             return false;
         };
         self.child = Some(child);
-        let client = redis::Client::open(self.url()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(mut conn) = client.get_connection()
@@ -383,6 +412,38 @@ async fn a_quota_mostly_used_before_redis_went_away_is_not_granted_again_in_fall
         n += usize::from(status(replicas.addr(0), "/api/x", &fresh).await == 200);
     }
     assert_eq!(n, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_share_limits_through_redis_over_tls_and_check_its_certificate() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(redis) = OwnRedis::start_tls() else { return };
+    let ca_file = redis.tls.as_ref().unwrap().0.path().join("ca.pem");
+    let up = file_upstream(16).await;
+    let limits = r#"[{ name = "burst", rate = "10/hour", burst = 10 }]"#;
+    let trusted = format!("redis_ca_file = \"{}\"", ca_file.display());
+    let replicas = Replicas::start_with(2, up.addr, &redis.url(), limits, &trusted);
+    replicas.wait_for_metric("coopgate_limits_live_replicas", "2").await;
+    replicas.wait_for_metric("coopgate_limits_fallback", "0").await;
+    let ip = caller();
+    assert_eq!(admit_all(&replicas, &ip, 10).await, 10);
+    for i in 0..4 {
+        assert_eq!(status(replicas.addr(i), "/api/x", &ip).await, 429, "request {i} past the shared limit");
+    }
+
+    // A replica that does not trust the server's CA (it has the system's
+    // roots) does not talk to it: it starts, enforcing limits on its own, and
+    // says why.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("coopgate.toml");
+    std::fs::write(&config, replica_config(dir.path(), up.addr, &redis.url(), "cgtest-untrusting", limits, ""))
+        .unwrap();
+    let untrusting = Process::start(&["serve", "--config", config.to_str().unwrap()]);
+    let said = untrusting.wait_for_line("cannot reach Redis at start");
+    assert!(said.contains("UnknownIssuer"), "{said}");
+    untrusting.wait_for_line("coopgate listening");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
