@@ -9,6 +9,9 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -32,11 +35,18 @@ pub enum Backend {
     Postgres,
 }
 
+/// How long a query waits for a connection before failing. sqlx's default
+/// (30 s) would hold a request that needs the store that long while the
+/// database is away; seconds are enough to ride out a busy pool.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A pool of connections to the store.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// The pool every query runs on.
     pool: AnyPool,
+    /// Whether the store was last seen failing (see [`Store::seems_away`]).
+    away: Arc<AtomicBool>,
     /// Which database it is.
     backend: Backend,
 }
@@ -62,8 +72,8 @@ impl Store {
         // SQLite allows one writer at a time; a single connection avoids "database
         // is locked" under concurrent writes, and SQLite is the small-co-op case.
         let max = if backend == Backend::Sqlite { 1 } else { 10 };
-        let pool = AnyPoolOptions::new().max_connections(max).connect(&url).await?;
-        Ok(Store { pool, backend })
+        let pool = AnyPoolOptions::new().max_connections(max).acquire_timeout(ACQUIRE_TIMEOUT).connect(&url).await?;
+        Ok(Store { pool, backend, away: Arc::default() })
     }
 
     /// Applies every migration not yet applied.
@@ -86,6 +96,18 @@ impl Store {
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether the store was last seen failing: a caller holding an older
+    /// answer uses it rather than wait for a connection that will not come.
+    pub fn seems_away(&self) -> bool {
+        self.away.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the store just failed or answered; shared by every
+    /// clone. Returns what it was before.
+    pub fn set_away(&self, away: bool) -> bool {
+        self.away.swap(away, Ordering::Relaxed)
     }
 }
 
@@ -154,8 +176,35 @@ pub mod testing {
         }
     }
 
+    /// The URL of a fresh, migrated PostgreSQL database when
+    /// `COOPGATE_TEST_DATABASE_URL` is set; `None` after saying so (a failure
+    /// when `COOPGATE_TEST_REQUIRE_SERVICES=1`).
+    pub async fn postgres_url() -> Option<(String, Cleanup)> {
+        match std::env::var("COOPGATE_TEST_DATABASE_URL") {
+            Ok(base) => {
+                let (store, url, cleanup) = fresh_postgres_at(&base).await;
+                drop(store);
+                Some((url, cleanup))
+            }
+            Err(_) if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+                panic!("COOPGATE_TEST_DATABASE_URL is not set but COOPGATE_TEST_REQUIRE_SERVICES=1")
+            }
+            Err(_) => {
+                eprintln!("PostgreSQL test did not run: COOPGATE_TEST_DATABASE_URL is not set");
+                None
+            }
+        }
+    }
+
     /// Creates a uniquely named database next to `base` and connects to it.
     async fn fresh_postgres(base: &str) -> (Store, Cleanup) {
+        let (store, _, cleanup) = fresh_postgres_at(base).await;
+        (store, cleanup)
+    }
+
+    /// Creates a uniquely named database next to `base`: the store, its URL,
+    /// and what drops it.
+    async fn fresh_postgres_at(base: &str) -> (Store, String, Cleanup) {
         let admin = Store::connect(base).await.expect("PostgreSQL at COOPGATE_TEST_DATABASE_URL answers");
         let name = format!("coopgate_test_{:016x}", getrandom::u64().expect("randomness"));
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -168,6 +217,6 @@ pub mod testing {
         };
         let store = Store::connect(&url).await.expect("connect fresh db");
         store.migrate().await.expect("migrate postgres");
-        (store, Cleanup::Postgres { admin_url: base.to_owned(), name })
+        (store, url, Cleanup::Postgres { admin_url: base.to_owned(), name })
     }
 }

@@ -113,11 +113,23 @@ pub struct TlsConfig {
 pub struct StoreConfig {
     /// `sqlite://PATH` (embedded, the default) or `postgres://USER@HOST/DB`; may be `env:NAME`.
     pub url: Secret,
+    /// How long a verified key or an account's tier is used from memory before
+    /// the store is asked again (changes arrive sooner by polling and Redis).
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// While the store is away, how old a remembered key or tier may be and
+    /// still be used, so that paying callers keep working through an outage.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { url: Secret::inline("sqlite://coopgate-data/coopgate.db") }
+        StoreConfig {
+            url: Secret::inline("sqlite://coopgate-data/coopgate.db"),
+            cache_ttl: Duration::from_secs(30),
+            stale_if_error: Duration::from_secs(3600),
+        }
     }
 }
 

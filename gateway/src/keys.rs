@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
+use crate::config::StoreConfig;
 use crate::error::Error;
 
 /// Lower-case RFC 4648 base32: no characters that need escaping, and no `_`.
@@ -33,9 +34,40 @@ const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 const ID_LEN: usize = 12;
 const SECRET_LEN: usize = 32;
 
-/// How long a cached verification is trusted without asking the store again,
-/// as a backstop to change polling.
-const CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long what the store said is used from memory (`store.cache_ttl`,
+/// `store.stale_if_error`); shared by keys and member tokens' accounts.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheTtl {
+    /// Used without asking the store again, as a backstop to change polling.
+    pub fresh: Duration,
+    /// Used while the store is away ([`Store::seems_away`]), rather than
+    /// refusing every caller the gateway knew a moment ago.
+    pub stale: Duration,
+}
+
+impl CacheTtl {
+    /// The times of `[store]`.
+    pub fn from_config(store: &StoreConfig) -> Self {
+        CacheTtl { fresh: store.cache_ttl, stale: store.stale_if_error.max(store.cache_ttl) }
+    }
+
+    /// Whether an answer read at `at` may be used now, the store being away or not.
+    pub fn usable(&self, at: SystemTime, store: &Store) -> bool {
+        let age = at.elapsed().unwrap_or(Duration::ZERO);
+        age < self.fresh || (age < self.stale && store.seems_away())
+    }
+
+    /// Whether an answer read at `at` may stand in for a store that just failed.
+    pub fn usable_stale(&self, at: SystemTime) -> bool {
+        at.elapsed().unwrap_or(Duration::ZERO) < self.stale
+    }
+}
+
+impl Default for CacheTtl {
+    fn default() -> Self {
+        CacheTtl::from_config(&StoreConfig::default())
+    }
+}
 
 /// How long "no such key" is remembered: short, so that a key created elsewhere
 /// works at once even on a gateway whose change polling is not running.
@@ -301,6 +333,8 @@ pub struct Keys {
     poll_failing: std::sync::atomic::AtomicBool,
     /// Where keys and accounts live.
     store: Store,
+    /// How long cached rows are used.
+    ttl: CacheTtl,
     /// Store rows by id, with when they were read (`None`: no such key).
     cache: Mutex<HashMap<KeyId, CacheEntry>>,
     /// The newest `updated_at` seen by [`Keys::refresh`].
@@ -317,10 +351,17 @@ impl Keys {
             lookups: governor::RateLimiter::dashmap(governor::Quota::per_minute(per_minute)),
             poll_failing: Default::default(),
             store,
+            ttl: CacheTtl::default(),
             cache: Mutex::default(),
             watermark: Mutex::new(now_ms()),
             seen: Mutex::default(),
         }
+    }
+
+    /// The same keys with cached rows used for `ttl`.
+    pub fn with_cache_ttl(mut self, ttl: CacheTtl) -> Self {
+        self.ttl = ttl;
+        self
     }
 
     /// Drops key `id` from the cache (an invalidation from another replica).
@@ -354,11 +395,25 @@ impl Keys {
     /// Checks `key` against the cache only.
     pub fn check_cached(&self, key: &PresentedKey) -> Cheap {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let fresh = |at: &SystemTime, ttl| at.elapsed().unwrap_or(ttl) < ttl;
         match cache.get(&key.id) {
-            Some((at, Some(c))) if fresh(at, CACHE_TTL) => Cheap::Decided(c.verify(key.id, &key.secret, now_ms())),
-            Some((at, None)) if fresh(at, NEGATIVE_TTL) => Cheap::Decided(Err(Rejection::Unknown)),
+            Some((at, Some(c))) if self.ttl.usable(*at, &self.store) => {
+                Cheap::Decided(c.verify(key.id, &key.secret, now_ms()))
+            }
+            Some((at, None)) if at.elapsed().unwrap_or(NEGATIVE_TTL) < NEGATIVE_TTL => {
+                Cheap::Decided(Err(Rejection::Unknown))
+            }
             _ => Cheap::Miss,
+        }
+    }
+
+    /// What a cached row, however old (up to `store.stale_if_error`), says of
+    /// `key`: the answer while the store is away. Revoked and rolled keys are
+    /// evicted by the change poll, so a stale row is one that was good.
+    fn stale(&self, key: &PresentedKey) -> Option<Result<VerifiedKey, Rejection>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(&key.id) {
+            Some((at, Some(c))) if self.ttl.usable_stale(*at) => Some(c.verify(key.id, &key.secret, now_ms())),
+            _ => None,
         }
     }
 
@@ -370,8 +425,14 @@ impl Keys {
         )
         .bind(key.id.as_str())
         .fetch_optional(self.store.pool())
-        .await
-        .map_err(store_down)?;
+        .await;
+        let row = match row {
+            Ok(row) => row,
+            Err(e) => {
+                self.store.set_away(true);
+                return self.stale(key).ok_or_else(|| store_down(e));
+            }
+        };
         let cached = row
             .map(|r| -> Result<Arc<Cached>, sqlx::Error> {
                 let hex: String = r.try_get("secret_sha256")?;
@@ -401,7 +462,29 @@ impl Keys {
     /// batched last-used times. Run every second by the gateway's upkeep, which
     /// logs a failing store once when it starts failing and once when it is back.
     pub async fn refresh(&self) -> Result<(), Error> {
-        let result = self.poll().await;
+        // Last uses ride on the cached rows (an atomic store per request, no lock);
+        // collect and clear them here, and put them back if they cannot be written.
+        let used: Vec<(KeyId, i64)> = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(id, (_, c))| Some((*id, c.as_ref()?.unwritten_use.swap(0, Ordering::Relaxed))))
+            .filter(|(_, at)| *at != 0)
+            .collect();
+        let result = match self.poll().await {
+            Ok(()) => self.write_uses(&used).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, at) in &used {
+                if let Some((_, Some(c))) = cache.get(id) {
+                    c.unwritten_use.fetch_max(*at, Ordering::Relaxed);
+                }
+            }
+        }
+        self.store.set_away(result.is_err());
         let was_failing = self.poll_failing.swap(result.is_err(), Ordering::Relaxed);
         match (&result, was_failing) {
             (Err(e), false) => {
@@ -414,17 +497,8 @@ impl Keys {
         result
     }
 
+    /// Evicts what changed in the store since the last poll.
     async fn poll(&self) -> Result<(), Error> {
-        // Last uses ride on the cached rows (an atomic store per request, no lock);
-        // collect and clear them here.
-        let used: Vec<(KeyId, i64)> = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter_map(|(id, (_, c))| Some((*id, c.as_ref()?.unwritten_use.swap(0, Ordering::Relaxed))))
-            .filter(|(_, at)| *at != 0)
-            .collect();
         let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
         let rows = sqlx::query("SELECT id, updated_at FROM api_keys WHERE updated_at >= $1")
             .bind(since - CLOCK_SKEW_MS)
@@ -450,8 +524,12 @@ impl Keys {
             cache.retain(|_, (_, v)| v.is_some());
         }
         *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = newest;
+        Ok(())
+    }
 
-        for (id, at) in used {
+    /// Writes the last uses collected by [`Keys::refresh`].
+    async fn write_uses(&self, used: &[(KeyId, i64)]) -> Result<(), Error> {
+        for &(id, at) in used {
             sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
                 .bind(at)
                 .bind(id.as_str())

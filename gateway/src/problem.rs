@@ -179,6 +179,9 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         Error::TooManyKeyLookups { retry_after } => Some(HeaderValue::from(*retry_after)),
         // Retry-After may be a date: when the release becomes public.
         Error::EarlyAccess { public_from: Some(at), .. } => HeaderValue::try_from(httpdate::fmt_http_date(*at)).ok(),
+        // The change poll probes the store each second; a few seconds keep
+        // clients from hammering a database that is coming back.
+        Error::Store(_) => Some(HeaderValue::from_static("5")),
         _ => None,
     };
     if let Error::RateLimited(denial) = err {

@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::TokensConfig;
 use crate::error::Error;
+use crate::keys::CacheTtl;
 
 /// Longest token accepted; anything longer is refused before parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -33,9 +34,6 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Verified tokens remembered at most; past this the memory is cleared and
 /// rebuilt, which costs a signature check per token once more.
 const VERIFIED_CACHE_MAX: usize = 10_000;
-
-/// How long an account's tier is trusted from the cache.
-const ACCOUNT_TTL: Duration = Duration::from_secs(30);
 
 /// Why a token is refused; every reason is a 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +122,8 @@ pub struct Tokens {
     store: Store,
     /// Account standings by account id (`None`: no such account), with when they were read.
     accounts: Mutex<HashMap<String, (SystemTime, Option<Standing>)>>,
+    /// How long standings are used from `accounts`.
+    ttl: CacheTtl,
     /// Keys fetched from `tokens.jwks_url`, by `kid`.
     remote: std::sync::RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
     /// Where `remote` comes from, and when it was last fetched.
@@ -196,6 +196,7 @@ impl Tokens {
             max_ttl: config.max_ttl,
             store,
             accounts: Mutex::default(),
+            ttl: CacheTtl::default(),
             remote: Default::default(),
             jwks_source: config
                 .jwks_url
@@ -341,16 +342,30 @@ impl Tokens {
     pub fn cached_standing(&self, account: &str) -> Option<Option<Standing>> {
         let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         let (at, standing) = cache.get(account)?;
-        (at.elapsed().unwrap_or(ACCOUNT_TTL) < ACCOUNT_TTL).then(|| standing.clone())
+        self.ttl.usable(*at, &self.store).then(|| standing.clone())
     }
 
-    /// The account's current standing from the store (and caches it).
+    /// The same tokens with account standings cached for `ttl`.
+    pub fn with_cache_ttl(mut self, ttl: CacheTtl) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The account's current standing from the store (and caches it). While
+    /// the store is away, a standing read up to `store.stale_if_error` ago
+    /// stands in for it.
     pub async fn fetch_standing(&self, account: &str) -> Result<Option<Standing>, Error> {
-        let found = Accounts::new(self.store.clone())
-            .by_id(&AccountId::from(account.to_owned()))
-            .await
-            .map_err(Error::Store)?
-            .map(|a| Standing { tier: a.tier, billing_anchor: a.billing_anchor });
+        let found = match Accounts::new(self.store.clone()).by_id(&AccountId::from(account.to_owned())).await {
+            Ok(found) => found.map(|a| Standing { tier: a.tier, billing_anchor: a.billing_anchor }),
+            Err(e) => {
+                self.store.set_away(true);
+                let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+                return match cache.get(account) {
+                    Some((at, standing)) if self.ttl.usable_stale(*at) => Ok(standing.clone()),
+                    _ => Err(Error::Store(e)),
+                };
+            }
+        };
         self.accounts
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -337,3 +337,58 @@ pub fn pki(names: &[&str]) -> Pki {
     let leaf = CertificateParams::new(names).unwrap().signed_by(&leaf_key, &ca).unwrap();
     Pki { ca_pem: ca.as_ref().pem(), cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() }
 }
+
+/// A TCP relay to a real service that a test can cut, as a network failure or
+/// a stopped server would, and restore on the same address.
+pub struct Relay {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    target: SocketAddr,
+    running: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Relays connections on a free loopback port to `target`.
+    pub async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        Relay { addr, target, running: Some(Self::serve(listener, target)) }
+    }
+
+    fn serve(listener: TcpListener, target: SocketAddr) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            // Every connection lives in this set: aborting the relay drops them all.
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { continue };
+                conns.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        })
+    }
+
+    /// Closes every relayed connection and refuses new ones.
+    pub async fn cut(&mut self) {
+        if let Some(task) = self.running.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Relays again, on the same address.
+    pub async fn restore(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.running = Some(Self::serve(listener, self.target));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(task) = self.running.take() {
+            task.abort();
+        }
+    }
+}

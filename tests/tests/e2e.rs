@@ -13,6 +13,7 @@ mod e2e {
     mod replicas;
     mod shared_limits;
     mod shutdown;
+    mod store_outage;
     mod streaming;
     mod support;
     mod tls;

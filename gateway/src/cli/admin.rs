@@ -363,10 +363,11 @@ fn describe(k: &KeyInfo) -> String {
 /// Opens the store of `config` and loads the token keys, for `serve` and `demo`.
 pub fn open_for_serve(runtime: &tokio::runtime::Runtime, config: &Config) -> anyhow::Result<(Arc<Keys>, Arc<Tokens>)> {
     let store = runtime.block_on(connect(config.store.url.expose()))?;
-    let tokens = Tokens::load(&config.tokens, store.clone())?;
+    let ttl = crate::keys::CacheTtl::from_config(&config.store);
+    let tokens = Tokens::load(&config.tokens, store.clone())?.with_cache_ttl(ttl);
     // Fetch the identity provider's keys now rather than on the first token.
     runtime.block_on(tokens.refetch());
-    Ok((Arc::new(Keys::new(store)), Arc::new(tokens)))
+    Ok((Arc::new(Keys::new(store).with_cache_ttl(ttl)), Arc::new(tokens)))
 }
 
 /// `coopgate token …`
