@@ -247,6 +247,9 @@ pub struct LimitsConfig {
     /// signed the Redis server's certificate, in place of the system's roots
     /// (for a Redis with a private CA).
     pub redis_ca_file: Option<PathBuf>,
+    /// Redis behind Sentinel, in place of `redis_url`: the master is asked of
+    /// the sentinels at every (re)connect, so a failover is followed.
+    pub redis_sentinel: Option<SentinelConfig>,
     /// What members (token holders) are limited by: their `account`, or their
     /// `org` (everyone of an institution shares one allowance; tokens without an
     /// `org` claim fall back to the account).
@@ -271,6 +274,22 @@ pub struct LimitsConfig {
     /// backend's fallback); past it the least used are forgotten. About 100
     /// bytes each.
     pub max_callers: usize,
+}
+
+/// `limits.redis_sentinel`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the master under (`sentinel monitor NAME …`).
+    pub master: String,
+    /// The sentinels, as `HOST:PORT`; any one that answers is enough.
+    pub nodes: Vec<String>,
+    /// The master's password, when it has one; may be `env:NAME`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The database number on the master.
+    #[serde(default)]
+    pub db: i64,
 }
 
 /// What member-token holders are limited by.
@@ -311,21 +330,6 @@ pub fn ca_certificates(path: &std::path::Path) -> Result<Vec<rustls_pki_types::C
     Ok(certs)
 }
 
-impl LimitsConfig {
-    /// The client for `redis_url` (over TLS for `rediss://`, trusting
-    /// `redis_ca_file` when given), or `None` without a URL. The one place a
-    /// Redis client is made, so that limits and invalidations reach Redis alike.
-    pub fn redis_client(&self) -> Option<redis::RedisResult<redis::Client>> {
-        let url = self.redis_url.as_ref()?.expose();
-        Some(match &self.redis_ca_file {
-            Some(path) => std::fs::read(path).map_err(redis::RedisError::from).and_then(|pem| {
-                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
-            }),
-            None => redis::Client::open(url),
-        })
-    }
-}
-
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
@@ -335,6 +339,7 @@ impl Default for LimitsConfig {
             key_scope: KeyScope::Key,
             redis_url: None,
             redis_ca_file: None,
+            redis_sentinel: None,
             member_scope: MemberScope::Account,
             count_rejected: false,
             lease_max: 32,
@@ -700,13 +705,60 @@ impl Config {
                 });
             }
         }
-        if self.limits.backend == LimitsBackend::Redis && self.limits.redis_url.is_none() {
+        if self.limits.backend == LimitsBackend::Redis
+            && self.limits.redis_url.is_none()
+            && self.limits.redis_sentinel.is_none()
+        {
             problems.push(Problem {
                 path: "limits.redis_url".into(),
                 line: None,
-                message: "missing: `backend = \"redis\"` needs the Redis URL, for example \"redis://127.0.0.1:6379\""
+                message: "missing: `backend = \"redis\"` needs the Redis URL, for example \"redis://127.0.0.1:6379\" \
+                          (or limits.redis_sentinel)"
                     .into(),
             });
+        }
+        if let Some(sentinel) = &mut self.limits.redis_sentinel {
+            if self.limits.redis_url.is_some() {
+                problems.push(Problem {
+                    path: "limits.redis_sentinel".into(),
+                    line: None,
+                    message: "give limits.redis_url (one server) or limits.redis_sentinel (a monitored master), \
+                              not both"
+                        .into(),
+                });
+            }
+            if sentinel.master.is_empty() {
+                problems.push(Problem {
+                    path: "limits.redis_sentinel.master".into(),
+                    line: None,
+                    message: "the name the sentinels monitor the master under, for example \"mymaster\"".into(),
+                });
+            }
+            if sentinel.nodes.is_empty() {
+                problems.push(Problem {
+                    path: "limits.redis_sentinel.nodes".into(),
+                    line: None,
+                    message: "list at least one sentinel, for example [\"10.0.0.5:26379\"]".into(),
+                });
+            }
+            for (i, node) in sentinel.nodes.iter().enumerate() {
+                let parsed = node
+                    .rsplit_once(':')
+                    .filter(|(host, _)| !host.is_empty() && !host.contains('/'))
+                    .and_then(|(_, port)| port.parse::<u16>().ok());
+                if parsed.is_none() {
+                    problems.push(Problem {
+                        path: format!("limits.redis_sentinel.nodes[{i}]"),
+                        line: None,
+                        message: format!("`{node}` is not HOST:PORT, for example \"10.0.0.5:26379\""),
+                    });
+                }
+            }
+            if let Some(password) = &mut sentinel.password
+                && let Err(e) = password.resolve(env)
+            {
+                problems.push(Problem { path: "limits.redis_sentinel.password".into(), line: None, message: e });
+            }
         }
         if self.limits.lease_max == 0 {
             problems.push(Problem {
@@ -764,7 +816,7 @@ impl Config {
                     });
                 } else if let Err(e) = ca_certificates(path) {
                     problems.push(Problem { path: "limits.redis_ca_file".into(), line: None, message: e });
-                } else if let Some(Err(e)) = self.limits.redis_client() {
+                } else if let Some(Err(e)) = crate::redis_target::RedisTarget::from_config(&self.limits) {
                     problems.push(Problem { path: "limits.redis_ca_file".into(), line: None, message: e.to_string() });
                 }
             }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::keys::Keys;
+use crate::redis_target::RedisTarget;
 use crate::tokens::Tokens;
 
 /// The channel invalidations travel on.
@@ -21,7 +22,7 @@ const CHANNEL: &str = "coopgate:invalidate";
 /// A Redis connection for publishing and subscribing to invalidations.
 #[derive(Clone)]
 pub struct Invalidations {
-    client: redis::Client,
+    target: RedisTarget,
 }
 
 impl std::fmt::Debug for Invalidations {
@@ -31,9 +32,9 @@ impl std::fmt::Debug for Invalidations {
 }
 
 impl Invalidations {
-    /// Invalidations through the Redis of `client` ([`crate::config::LimitsConfig::redis_client`]).
-    pub fn new(client: redis::Client) -> Self {
-        Invalidations { client }
+    /// Invalidations through the Redis at `target`.
+    pub fn new(target: RedisTarget) -> Self {
+        Invalidations { target }
     }
 
     /// Tells every replica that key `id` changed. Best effort: a failure is
@@ -50,7 +51,7 @@ impl Invalidations {
 
     async fn publish(&self, message: String) {
         let published = async {
-            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            let mut conn = self.target.client().await?.get_multiplexed_async_connection().await?;
             redis::cmd("PUBLISH").arg(CHANNEL).arg(message).query_async::<i64>(&mut conn).await
         };
         match tokio::time::timeout(Duration::from_secs(2), published).await {
@@ -76,7 +77,7 @@ impl Invalidations {
         let mut failing = false;
         loop {
             let outcome = async {
-                let mut pubsub = self.client.get_async_pubsub().await?;
+                let mut pubsub = self.target.client().await?.get_async_pubsub().await?;
                 pubsub.subscribe(CHANNEL).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             }

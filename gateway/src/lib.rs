@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod ops;
 pub mod problem;
 pub mod proxy;
+pub mod redis_target;
 pub mod request_id;
 pub mod route;
 pub mod server;

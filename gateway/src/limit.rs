@@ -42,6 +42,7 @@ use crate::config::{Config, LimitsBackend, OnRedisError};
 use crate::error::Error;
 use crate::identify::Caller;
 use crate::metrics::{LimitLabels, Metrics};
+use crate::redis_target::RedisTarget;
 use crate::route::{MatchedRoute, RouteTable};
 use crate::tier::Tiers;
 use remote::{Part, Remote};
@@ -234,10 +235,10 @@ impl Limits {
                 .collect();
             plans.push(per_route);
         }
-        let backend = match (config.limits.backend, config.limits.redis_client()) {
-            (LimitsBackend::Redis, Some(client)) => {
-                let client = client.expect("limits.redis_url and redis_ca_file are validated with the config");
-                Backend::Redis(Arc::new(Remote::new(client, &config.limits, policies.clone(), metrics.clone())))
+        let backend = match (config.limits.backend, RedisTarget::from_config(&config.limits)) {
+            (LimitsBackend::Redis, Some(target)) => {
+                let target = target.expect("limits.redis_* are validated with the config");
+                Backend::Redis(Arc::new(Remote::new(target, &config.limits, policies.clone(), metrics.clone())))
             }
             _ => Backend::Memory(policies.iter().map(|p| LocalPolicy::new(p, 1)).collect()),
         };

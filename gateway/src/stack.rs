@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::ops::{OpsLayer, OpsState};
 use crate::problem::ProblemLayer;
 use crate::proxy::{Proxy, Timeouts};
+use crate::redis_target::RedisTarget;
 use crate::request_id::{IdSource, RequestIdLayer};
 use crate::route::{RouteLayer, RouteTable};
 use crate::tier::Tiers;
@@ -56,7 +57,8 @@ impl Shared {
     /// Builds the shared state; fails only on unusable TLS settings (upstreams, Redis).
     pub fn new(config: Config, keys: Option<Arc<Keys>>, tokens: Option<Arc<Tokens>>) -> Result<Self, Error> {
         let metrics = Arc::new(Metrics::new());
-        let invalidations = config.limits.redis_client().transpose().map_err(Error::internal)?.map(Invalidations::new);
+        let invalidations =
+            RedisTarget::from_config(&config.limits).transpose().map_err(Error::internal)?.map(Invalidations::new);
         let tiers = Arc::new(Tiers::from_config(&config));
         let routes = Arc::new(RouteTable::from_config(&config, &tiers, &metrics)?);
         let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics.clone()));

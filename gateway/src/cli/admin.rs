@@ -318,7 +318,7 @@ pub fn keys(cmd: KeysCommand, env: &HashMap<String, String>) -> anyhow::Result<(
 
 /// The deployment's Redis invalidations, when `limits.redis_url` is set.
 fn invalidations(config: &Config) -> Option<crate::invalidate::Invalidations> {
-    config.limits.redis_client()?.ok().map(crate::invalidate::Invalidations::new)
+    crate::redis_target::RedisTarget::from_config(&config.limits)?.ok().map(crate::invalidate::Invalidations::new)
 }
 
 /// Tells running replicas about a key change at once, when Redis is configured.

@@ -26,12 +26,13 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script};
+use redis::{AsyncConnectionConfig, Script};
 
 use super::policy::{Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict, forget_least_used};
 use crate::config::LimitsConfig;
 use crate::identify::CallerKey;
 use crate::metrics::Metrics;
+use crate::redis_target::RedisTarget;
 
 /// How often a replica says it is alive, and probes Redis while in fallback.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -168,7 +169,8 @@ pub struct Fallback {
 
 /// The Redis side of the limiter.
 pub struct Remote {
-    client: Client,
+    /// Where Redis is; asked at every reconnect (a Sentinel failover moves it).
+    target: RedisTarget,
     /// The live connection; `None` while in fallback until the heartbeat reconnects.
     conn: RwLock<Option<MultiplexedConnection>>,
     decide: Script,
@@ -201,14 +203,14 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// The backend for `policies`, with Redis through `client`.
-    pub fn new(client: Client, config: &LimitsConfig, policies: Vec<Policy>, metrics: Arc<Metrics>) -> Self {
+    /// The backend for `policies`, with Redis at `target`.
+    pub fn new(target: RedisTarget, config: &LimitsConfig, policies: Vec<Policy>, metrics: Arc<Metrics>) -> Self {
         let replica = format!("{:016x}", getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id())));
         let fallback = Fallback { share: 1, policies: policies.iter().map(|p| LocalPolicy::new(p, 1)).collect() };
         metrics.limits_fallback.set(1);
         metrics.limits_live_replicas.set(1);
         Remote {
-            client,
+            target,
             conn: RwLock::new(None),
             decide: Script::new(include_str!("decide.lua")),
             heartbeat: Script::new(HEARTBEAT_LUA),
@@ -478,7 +480,7 @@ impl Remote {
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
                     .set_response_timeout(Some(self.timeout));
-                self.client.get_multiplexed_async_connection_with_config(&config).await?
+                self.target.client().await?.get_multiplexed_async_connection_with_config(&config).await?
             }
         };
         let mut invocation = self.heartbeat.prepare_invoke();

@@ -159,3 +159,22 @@ fn redis_over_tls_settings_that_cannot_work_are_named() {
     let (ok, _, err) = with("redis_url = \"rediss://redis.internal:6380\"");
     assert!(ok, "TLS with the system's roots needs nothing more: {err}");
 }
+
+#[test]
+fn redis_sentinel_settings_that_cannot_work_are_named() {
+    let text = format!(
+        "[limits]\nbackend = \"redis\"\nredis_url = \"redis://10.0.0.5:6379\"\n\n\
+         [limits.redis_sentinel]\nmaster = \"\"\nnodes = [\"10.0.0.6:26379\", \"10.0.0.7\"]\n{GOOD}"
+    );
+    let (ok, _, err) = check(&text, &[]);
+    assert!(!ok);
+    assert!(err.contains("limits.redis_sentinel (line 5): give limits.redis_url"), "{err}");
+    assert!(err.contains("limits.redis_sentinel.master (line 6): the name the sentinels monitor"), "{err}");
+    assert!(err.contains("limits.redis_sentinel.nodes[1] (line 7): `10.0.0.7` is not HOST:PORT"), "{err}");
+
+    let text = format!(
+        "[limits]\nbackend = \"redis\"\n\n[limits.redis_sentinel]\nmaster = \"cg\"\nnodes = [\"10.0.0.6:26379\"]\n{GOOD}"
+    );
+    let (ok, _, err) = check(&text, &[]);
+    assert!(ok, "a sentinel stands in for redis_url: {err}");
+}

@@ -84,7 +84,7 @@ async fn a_tier_change_reaches_a_replica_that_cached_the_old_tier() {
 
     // What `coopgate accounts set-tier` does: change the store, then tell the replicas.
     accounts.set_tier(&ada.id, "sustaining").await.unwrap();
-    coopgate::invalidate::Invalidations::new(redis::Client::open(redis.as_str()).unwrap())
+    coopgate::invalidate::Invalidations::new(redis::Client::open(redis.as_str()).unwrap().into())
         .account_changed(ada.id.as_str())
         .await;
 

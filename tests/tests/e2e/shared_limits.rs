@@ -24,8 +24,8 @@ fn caller() -> String {
     format!("10.{}.{}.{}", (n >> 16) as u8, (n >> 8) as u8, n as u8)
 }
 
-/// The config of one replica sharing `redis` under `prefix`, whose anonymous
-/// tier has `limits`; `more` adds lines to `[limits]`.
+/// The config of one replica sharing `redis` under `prefix` (no `redis_url`
+/// when empty), whose anonymous tier has `limits`; `more` adds lines to `[limits]`.
 fn replica_config(
     dir: &std::path::Path,
     upstream: SocketAddr,
@@ -41,11 +41,12 @@ url = "sqlite://{db}"
 
 [limits]
 backend = "redis"
-redis_url = "{redis}"
+{url}
 redis_prefix = "{prefix}"
 {more}
 "#,
-        db = dir.join("coopgate.db").display()
+        db = dir.join("coopgate.db").display(),
+        url = if redis.is_empty() { String::new() } else { format!("redis_url = \"{redis}\"") },
     );
     coopgate_tests::process_config_with(upstream, r#"trusted_proxies = ["127.0.0.0/8"]"#, limits, &sections)
 }
@@ -280,16 +281,8 @@ impl OwnRedis {
             return false;
         };
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut conn) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on port {} did not answer", self.port);
+        wait_until_it_answers(&client);
+        true
     }
 
     /// Kills the server outright, as a crash or a network cut would.
@@ -298,6 +291,90 @@ impl OwnRedis {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Waits until the Redis (or sentinel) of `client` answers PING.
+fn wait_until_it_answers(client: &redis::Client) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut conn) = client.get_connection()
+            && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{:?} did not answer", client.get_connection_info().addr());
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Redis master, a replica of it, and a sentinel watching them: processes
+/// of this test's own, so that the master can die and be replaced.
+struct SentinelSet {
+    master: OwnRedis,
+    replica: OwnRedis,
+    sentinel: OwnRedis,
+    _dir: tempfile::TempDir,
+}
+
+impl SentinelSet {
+    /// The sentinel monitors the master as `cg`, and calls it down after 300 ms.
+    fn start() -> Option<SentinelSet> {
+        let master = OwnRedis::start()?;
+        let replica_port = free_port();
+        let replica = Command::new("redis-server")
+            .args(["--port", &replica_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let replica = OwnRedis { port: replica_port, tls: None, child: Some(replica) };
+        let dir = tempfile::tempdir().unwrap();
+        let sentinel_port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\n\
+                 sentinel monitor cg 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds cg 300\n\
+                 sentinel failover-timeout cg 2000\n",
+                master.port
+            ),
+        )
+        .unwrap();
+        let sentinel = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let sentinel = OwnRedis { port: sentinel_port, tls: None, child: Some(sentinel) };
+        wait_until_it_answers(&redis::Client::open(sentinel.url()).unwrap());
+        // A failover needs the replica in sync and known to the sentinel.
+        let mut conn = redis::Client::open(sentinel.url()).unwrap().get_connection().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let replicas: Vec<Vec<String>> =
+                redis::cmd("SENTINEL").arg("REPLICAS").arg("cg").query(&mut conn).unwrap_or_default();
+            let in_sync = replicas.iter().any(|r| {
+                r.windows(2).any(|kv| kv[0] == "master-link-status" && kv[1] == "ok")
+                    && r.windows(2).any(|kv| kv[0] == "flags" && kv[1] == "slave")
+            });
+            if in_sync {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the sentinel never saw the replica in sync: {replicas:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(SentinelSet { master, replica, sentinel, _dir: dir })
     }
 }
 
@@ -444,6 +521,46 @@ async fn replicas_share_limits_through_redis_over_tls_and_check_its_certificate(
     let said = untrusting.wait_for_line("cannot reach Redis at start");
     assert!(said.contains("UnknownIssuer"), "{said}");
     untrusting.wait_for_line("coopgate listening");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn behind_sentinel_limits_stay_shared_across_a_failover() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(mut set) = SentinelSet::start() else { return };
+    let up = file_upstream(16).await;
+    let limits = r#"[{ name = "burst", rate = "10/hour", burst = 10 }]"#;
+    let sentinel = format!("[limits.redis_sentinel]\nmaster = \"cg\"\nnodes = [\"127.0.0.1:{}\"]", set.sentinel.port);
+    // No redis_url: the sentinel names the master.
+    let replicas = Replicas::start_with(2, up.addr, "", limits, &sentinel);
+    replicas.wait_for_metric("coopgate_limits_live_replicas", "2").await;
+    replicas.wait_for_metric("coopgate_limits_fallback", "0").await;
+    let ip = caller();
+    assert_eq!(admit_all(&replicas, &ip, 10).await, 10);
+    assert_eq!(status(replicas.addr(0), "/api/x", &ip).await, 429);
+
+    // The master dies; the sentinel promotes the replica; the gateways follow
+    // on their own, and limits are shared through the new master.
+    set.master.kill();
+    for (process, _) in &replicas.procs {
+        process.wait_for_line("limits: Redis is unreachable");
+        process.wait_for_line("limits are shared across replicas again");
+    }
+    let promoted: String = redis::cmd("ROLE")
+        .query::<Vec<redis::Value>>(&mut redis::Client::open(set.replica.url()).unwrap().get_connection().unwrap())
+        .ok()
+        .and_then(|role| match role.first() {
+            Some(redis::Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    assert_eq!(promoted, "master", "the sentinel promoted the replica");
+    let ip = caller();
+    assert_eq!(admit_all(&replicas, &ip, 10).await, 10);
+    for i in 0..4 {
+        assert_eq!(status(replicas.addr(i), "/api/x", &ip).await, 429, "request {i} past the shared limit");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
