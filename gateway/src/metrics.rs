@@ -98,6 +98,8 @@ pub struct Metrics {
     pub limits_live_replicas: Gauge,
     /// Limiter calls to Redis that failed or timed out.
     pub limits_redis_errors: Counter,
+    /// 1 while the store (accounts, keys) cannot be asked, as the key change poll finds.
+    pub store_unavailable: Gauge,
     /// Client connections open now.
     pub connections: Gauge,
 }
@@ -118,6 +120,7 @@ impl Metrics {
             limits_fallback: Gauge::default(),
             limits_live_replicas: Gauge::default(),
             limits_redis_errors: Counter::default(),
+            store_unavailable: Gauge::default(),
             connections: Gauge::default(),
             registry: Registry::default(),
         };
@@ -152,6 +155,11 @@ impl Metrics {
             m.limits_live_replicas.clone(),
         );
         registry.register("limits_redis_errors", "Limiter calls to Redis that failed", m.limits_redis_errors.clone());
+        registry.register(
+            "store_unavailable",
+            "1 while the store cannot be asked (known keys and members keep working from memory)",
+            m.store_unavailable.clone(),
+        );
         registry.register("open_connections", "Client connections open now", m.connections.clone());
         Metrics { registry, ..m }
     }

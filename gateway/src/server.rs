@@ -100,7 +100,8 @@ impl Gateway {
                 loop {
                     every.tick().await;
                     // A failure is logged by `refresh` itself, once per outage.
-                    let _ = keys.refresh().await;
+                    let polled = keys.refresh().await;
+                    shared.metrics.store_unavailable.set(i64::from(polled.is_err()));
                 }
             };
             let pubsub = async {

@@ -392,3 +392,25 @@ impl Drop for Relay {
         }
     }
 }
+
+/// The value of `metric` in the gateway at `addr`'s `/metrics`, as written.
+pub async fn metric(addr: SocketAddr, metric: &str) -> Option<String> {
+    let text = get(&format!("http://{addr}/metrics"), &[]).await;
+    let body = String::from_utf8_lossy(&text.body).into_owned();
+    let line = body.lines().find(|l| l.split_whitespace().next() == Some(metric))?;
+    line.split_whitespace().nth(1).map(str::to_owned)
+}
+
+/// Waits (up to 15 s) until the gateway at `addr` reports `metric` at
+/// `value`: what background work learns shows there first.
+pub async fn wait_for_metric(addr: SocketAddr, metric: &str, value: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let seen = self::metric(addr, metric).await;
+        if seen.as_deref() == Some(value) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{addr} never reported {metric} {value}; it says {seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

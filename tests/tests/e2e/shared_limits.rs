@@ -81,18 +81,8 @@ impl Replicas {
     /// Waits until every replica's `/metrics` shows `metric` at `value`: what
     /// the replicas learn from Redis arrives with their heartbeats.
     async fn wait_for_metric(&self, metric: &str, value: &str) {
-        let deadline = Instant::now() + Duration::from_secs(15);
         for (_, addr) in &self.procs {
-            loop {
-                let text = get(&format!("http://{addr}/metrics"), &[]).await;
-                let body = String::from_utf8_lossy(&text.body).into_owned();
-                let line = body.lines().find(|l| l.starts_with(metric)).map(str::to_owned);
-                if line.as_deref().and_then(|l| l.split_whitespace().nth(1)) == Some(value) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "{addr} never reported {metric} {value}; it says {line:?}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            coopgate_tests::wait_for_metric(*addr, metric, value).await;
         }
     }
 }
@@ -621,11 +611,8 @@ async fn thousands_of_passing_callers_leave_no_more_state_than_max_callers_in_a_
 
 /// The value of `metric` on replica `addr`.
 async fn metric(addr: SocketAddr, metric: &str) -> f64 {
-    let text = get(&format!("http://{addr}/metrics"), &[]).await;
-    let body = String::from_utf8_lossy(&text.body).into_owned();
-    body.lines()
-        .find(|l| l.starts_with(metric))
-        .and_then(|l| l.split_whitespace().nth(1))
+    coopgate_tests::metric(addr, metric)
+        .await
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{addr} has no {metric}"))
 }
