@@ -424,9 +424,8 @@ impl Keys {
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.id = $1",
         )
         .bind(key.id.as_str())
-        .fetch_optional(self.store.pool())
-        .await;
-        let row = match row {
+        .fetch_optional(self.store.pool());
+        let row = match timely(row).await {
             Ok(row) => row,
             Err(e) => {
                 self.store.set_away(true);
@@ -502,9 +501,8 @@ impl Keys {
         let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
         let rows = sqlx::query("SELECT id, updated_at FROM api_keys WHERE updated_at >= $1")
             .bind(since - CLOCK_SKEW_MS)
-            .fetch_all(self.store.pool())
-            .await
-            .map_err(store_down)?;
+            .fetch_all(self.store.pool());
+        let rows = timely(rows).await.map_err(store_down)?;
         let mut newest = since;
         {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -530,12 +528,11 @@ impl Keys {
     /// Writes the last uses collected by [`Keys::refresh`].
     async fn write_uses(&self, used: &[(KeyId, i64)]) -> Result<(), Error> {
         for &(id, at) in used {
-            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+            let update = sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
                 .bind(at)
                 .bind(id.as_str())
-                .execute(self.store.pool())
-                .await
-                .map_err(store_down)?;
+                .execute(self.store.pool());
+            timely(update).await.map_err(store_down)?;
         }
         Ok(())
     }
@@ -666,6 +663,20 @@ impl Keys {
         }
         Ok(new)
     }
+}
+
+/// How long a query on the request path or in the change poll may take. The
+/// pool's acquire timeout covers waiting for a connection (including the ping
+/// sqlx sends before handing one out); this covers a query already under way
+/// when the database went silent, which would otherwise wait until TCP gives up.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs `query` within [`QUERY_TIMEOUT`]; past it, the store counts as failing.
+pub(crate) async fn timely<T, E: From<sqlx::Error>>(query: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    tokio::time::timeout(QUERY_TIMEOUT, query).await.unwrap_or_else(|_| {
+        let late = std::io::Error::new(std::io::ErrorKind::TimedOut, "the store did not answer within 3 s");
+        Err(E::from(sqlx::Error::Io(late)))
+    })
 }
 
 fn store_down(e: sqlx::Error) -> Error {

@@ -355,7 +355,9 @@ impl Tokens {
     /// the store is away, a standing read up to `store.stale_if_error` ago
     /// stands in for it.
     pub async fn fetch_standing(&self, account: &str) -> Result<Option<Standing>, Error> {
-        let found = match Accounts::new(self.store.clone()).by_id(&AccountId::from(account.to_owned())).await {
+        let found = match crate::keys::timely(Accounts::new(self.store.clone()).by_id(&AccountId::from(account.to_owned())))
+            .await
+        {
             Ok(found) => found.map(|a| Standing { tier: a.tier, billing_anchor: a.billing_anchor }),
             Err(e) => {
                 self.store.set_away(true);

@@ -208,8 +208,11 @@ async fn a_download_resumed_on_another_replica_is_charged_once() {
 /// A Redis server of this test's own, so that it can be stopped and started.
 struct OwnRedis {
     port: u16,
-    /// Over TLS: the directory of its certificate files, and the CA's PEM.
-    tls: Option<(tempfile::TempDir, String)>,
+    /// Its working directory: certificate files, and whatever it writes (a
+    /// replica writes the RDB it syncs), never the test's own directory.
+    dir: tempfile::TempDir,
+    /// Over TLS: the CA's PEM (its files are in `dir`).
+    tls: Option<String>,
     child: Option<Child>,
 }
 
@@ -222,17 +225,18 @@ impl OwnRedis {
     /// Starts `redis-server` speaking only TLS, with a certificate for
     /// 127.0.0.1 from a CA of its own, at `dir/ca.pem`.
     fn start_tls() -> Option<OwnRedis> {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = coopgate_tests::pki(&["127.0.0.1"]);
-        for (name, pem) in [("ca.pem", &pki.ca_pem), ("cert.pem", &pki.cert_pem), ("key.pem", &pki.key_pem)] {
-            std::fs::write(dir.path().join(name), pem).unwrap();
-        }
-        Self::start_with(Some((dir, pki.ca_pem)))
+        Self::start_with(Some(coopgate_tests::pki(&["127.0.0.1"])))
     }
 
-    fn start_with(tls: Option<(tempfile::TempDir, String)>) -> Option<OwnRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = OwnRedis { port, tls, child: None };
+    fn start_with(pki: Option<coopgate_tests::Pki>) -> Option<OwnRedis> {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = pki.map(|pki| {
+            for (name, pem) in [("ca.pem", &pki.ca_pem), ("cert.pem", &pki.cert_pem), ("key.pem", &pki.key_pem)] {
+                std::fs::write(dir.path().join(name), pem).unwrap();
+            }
+            pki.ca_pem
+        });
+        let mut redis = OwnRedis { port: free_port(), dir, tls, child: None };
         if !redis.restart() {
             if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
                 panic!("redis-server is not on PATH but COOPGATE_TEST_REQUIRE_SERVICES=1");
@@ -251,15 +255,14 @@ impl OwnRedis {
     /// Starts the server on its port and waits until it answers.
     fn restart(&mut self) -> bool {
         let port = self.port.to_string();
-        let mut command = Command::new("redis-server");
-        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        let mut command = self.command();
         let client = match &self.tls {
             None => {
                 command.args(["--port", &port]);
                 redis::Client::open(self.url()).unwrap()
             }
-            Some((dir, ca_pem)) => {
-                let file = |name: &str| dir.path().join(name).display().to_string();
+            Some(ca_pem) => {
+                let file = |name: &str| self.dir.path().join(name).display().to_string();
                 command.args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"]);
                 command.args(["--tls-cert-file", &file("cert.pem"), "--tls-key-file", &file("key.pem")]);
                 command.args(["--tls-ca-cert-file", &file("ca.pem")]);
@@ -273,6 +276,14 @@ impl OwnRedis {
         self.child = Some(child);
         wait_until_it_answers(&client);
         true
+    }
+
+    /// `redis-server` keeping nothing on disk, working in its own directory.
+    fn command(&self) -> Command {
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        command.arg("--dir").arg(self.dir.path());
+        command
     }
 
     /// Kills the server outright, as a crash or a network cut would.
@@ -309,22 +320,22 @@ struct SentinelSet {
     master: OwnRedis,
     replica: OwnRedis,
     sentinel: OwnRedis,
-    _dir: tempfile::TempDir,
 }
 
 impl SentinelSet {
     /// The sentinel monitors the master as `cg`, and calls it down after 300 ms.
     fn start() -> Option<SentinelSet> {
         let master = OwnRedis::start()?;
-        let replica_port = free_port();
-        let replica = Command::new("redis-server")
-            .args(["--port", &replica_port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let replica = OwnRedis { port: replica_port, tls: None, child: Some(replica) };
+        let mut replica = OwnRedis { port: free_port(), dir: tempfile::tempdir().unwrap(), tls: None, child: None };
+        replica.child = Some(
+            replica
+                .command()
+                .args(["--port", &replica.port.to_string(), "--replicaof", "127.0.0.1", &master.port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let dir = tempfile::tempdir().unwrap();
         let sentinel_port = free_port();
         let conf = dir.path().join("sentinel.conf");
@@ -342,11 +353,12 @@ impl SentinelSet {
         let sentinel = Command::new("redis-server")
             .arg(&conf)
             .arg("--sentinel")
+            .current_dir(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let sentinel = OwnRedis { port: sentinel_port, tls: None, child: Some(sentinel) };
+        let sentinel = OwnRedis { port: sentinel_port, dir, tls: None, child: Some(sentinel) };
         wait_until_it_answers(&redis::Client::open(sentinel.url()).unwrap());
         // A failover needs the replica in sync and known to the sentinel.
         let mut conn = redis::Client::open(sentinel.url()).unwrap().get_connection().unwrap();
@@ -364,7 +376,7 @@ impl SentinelSet {
             assert!(Instant::now() < deadline, "the sentinel never saw the replica in sync: {replicas:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(SentinelSet { master, replica, sentinel, _dir: dir })
+        Some(SentinelSet { master, replica, sentinel })
     }
 }
 
@@ -487,7 +499,7 @@ async fn replicas_share_limits_through_redis_over_tls_and_check_its_certificate(
         return;
     }
     let Some(redis) = OwnRedis::start_tls() else { return };
-    let ca_file = redis.tls.as_ref().unwrap().0.path().join("ca.pem");
+    let ca_file = redis.dir.path().join("ca.pem");
     let up = file_upstream(16).await;
     let limits = r#"[{ name = "burst", rate = "10/hour", burst = 10 }]"#;
     let trusted = format!("redis_ca_file = \"{}\"", ca_file.display());
@@ -603,10 +615,18 @@ async fn thousands_of_passing_callers_leave_no_more_state_than_max_callers_in_a_
     }
     // Leases expire within lease_ttl, rates are full again, byte counts leave
     // with the next flush. What stays is what Redis said each caller had used
-    // of the daily byte quota (for a fallback to start from), and of that
-    // only the most used 90% of max_callers.
-    replicas.wait_for_metric("coopgate_limiter_keys", "900").await;
-    assert_eq!(metric(addr, "coopgate_limiter_forgotten_total").await, 1100.0);
+    // of the daily byte quota (for a fallback to start from): no more than
+    // max_callers of it, the rest forgotten and counted.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let kept = metric(addr, "coopgate_limiter_keys").await;
+        let forgotten = metric(addr, "coopgate_limiter_forgotten_total").await;
+        if kept <= 1000.0 && kept + forgotten == 2000.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {kept} keys held, {forgotten} forgotten");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The value of `metric` on replica `addr`.
