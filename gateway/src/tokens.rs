@@ -355,19 +355,20 @@ impl Tokens {
     /// the store is away, a standing read up to `store.stale_if_error` ago
     /// stands in for it.
     pub async fn fetch_standing(&self, account: &str) -> Result<Option<Standing>, Error> {
-        let found = match crate::keys::timely(Accounts::new(self.store.clone()).by_id(&AccountId::from(account.to_owned())))
-            .await
-        {
-            Ok(found) => found.map(|a| Standing { tier: a.tier, billing_anchor: a.billing_anchor }),
-            Err(e) => {
-                self.store.set_away(true);
-                let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-                return match cache.get(account) {
-                    Some((at, standing)) if self.ttl.usable_stale(*at) => Ok(standing.clone()),
-                    _ => Err(Error::Store(e)),
-                };
-            }
-        };
+        let found =
+            match crate::keys::timely(Accounts::new(self.store.clone()).by_id(&AccountId::from(account.to_owned())))
+                .await
+            {
+                Ok(found) => found.map(|a| Standing { tier: a.tier, billing_anchor: a.billing_anchor }),
+                Err(e) => {
+                    self.store.set_away(true);
+                    let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+                    return match cache.get(account) {
+                        Some((at, standing)) if self.ttl.usable_stale(*at) => Ok(standing.clone()),
+                        _ => Err(Error::Store(e)),
+                    };
+                }
+            };
         self.accounts
             .lock()
             .unwrap_or_else(|p| p.into_inner())

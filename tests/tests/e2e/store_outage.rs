@@ -65,8 +65,7 @@ impl Outage {
         let known = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
         let unseen = keys.create("bob@example.org", "laptop", None).await.unwrap().plaintext;
         let member = tokens.issue(&ada, Duration::from_secs(3600)).unwrap();
-        let outage =
-            Outage { relay, gw, keys, known, unseen, member, upkeep, _up: up, _dir: dir, _cleanup: cleanup };
+        let outage = Outage { relay, gw, keys, known, unseen, member, upkeep, _up: up, _dir: dir, _cleanup: cleanup };
         assert_eq!(outage.with_key(&outage.known).await.status, 200);
         assert_eq!(outage.as_member().await.status, 200);
         Some(outage)
