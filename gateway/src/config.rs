@@ -718,6 +718,15 @@ impl Config {
             });
         }
         if let Some(sentinel) = &mut self.limits.redis_sentinel {
+            if self.limits.redis_ca_file.is_some() {
+                problems.push(Problem {
+                    path: "limits.redis_ca_file".into(),
+                    line: None,
+                    message: "TLS is not supported behind Sentinel; reach the sentinels and the master on a private \
+                              network, and remove this"
+                        .into(),
+                });
+            }
             if self.limits.redis_url.is_some() {
                 problems.push(Problem {
                     path: "limits.redis_sentinel".into(),

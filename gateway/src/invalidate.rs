@@ -57,9 +57,13 @@ impl Invalidations {
         match tokio::time::timeout(Duration::from_secs(2), published).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
+                self.target.forget();
                 tracing::warn!(error = %e, "cannot publish a key change to Redis; replicas learn of it from the store")
             }
-            Err(_) => tracing::warn!("Redis did not take a key change in time; replicas learn of it from the store"),
+            Err(_) => {
+                self.target.forget();
+                tracing::warn!("Redis did not take a key change in time; replicas learn of it from the store")
+            }
         }
     }
 
@@ -111,6 +115,9 @@ impl Invalidations {
                 }
                 Err(_) => {}
             }
+            // The subscription ended or never began: behind Sentinel, ask for
+            // the master anew.
+            self.target.forget();
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }

@@ -395,16 +395,16 @@ impl Limits {
         anchor: Option<i64>,
     ) -> Result<Admission, Box<Denial>> {
         let fallback = remote.fallback();
-        // A caller's share of a quota starts from its share of what it had
-        // used when Redis went away, as far as this replica knows.
+        // A caller's share of a quota is at least its share of what it had
+        // used when Redis went away, as far as this replica knows (and what it
+        // admitted in an earlier outage stays counted too).
         for &i in &plan.policies {
             let policy = &self.policies[i];
             if let (OnRedisError::Local, Kind::Quota { .. } | Kind::Bytes { .. }, Some(bounds)) =
                 (policy.on_redis_error, policy.kind, policy.period(now, anchor))
             {
-                fallback.policies[i].counter_from(key, bounds, || {
-                    remote.known_used(i, key, bounds.0).div_ceil(u64::from(fallback.share))
-                });
+                let known = remote.known_used(i, key, bounds.0).div_ceil(u64::from(fallback.share));
+                fallback.policies[i].counter_from(key, bounds, known);
             }
         }
         let mut admission = self.in_process(plan, key, now, anchor, |i| match self.policies[i].on_redis_error {

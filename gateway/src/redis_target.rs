@@ -11,17 +11,28 @@ use redis::{Client, RedisConnectionInfo, RedisResult};
 
 use crate::config::LimitsConfig;
 
-/// How long asking the sentinels for the master may take.
-const SENTINEL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long asking one sentinel for the master may take (they are asked in
+/// turn until one answers).
+const PER_SENTINEL: Duration = Duration::from_millis(1500);
 
 /// The Redis every replica of a deployment shares.
 #[derive(Clone)]
 pub enum RedisTarget {
     /// One server, over TLS for `rediss://` (boxed: a client is large).
     Server(Box<Client>),
-    /// The current master of a Sentinel-monitored set; `SentinelClient` asks
-    /// with `&mut`, hence the lock (taken once per reconnect, not per request).
-    Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
+    /// The current master of a Sentinel-monitored set.
+    Sentinel(Arc<Sentinel>),
+}
+
+/// The sentinels, and the master they last named.
+pub struct Sentinel {
+    /// `SentinelClient` asks with `&mut`, hence the lock (taken only when no
+    /// master is known, never per request).
+    sentinels: tokio::sync::Mutex<SentinelClient>,
+    /// The master last named, until a user of it fails ([`RedisTarget::forget`]).
+    master: std::sync::Mutex<Option<Client>>,
+    /// How long asking may take in all.
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -57,7 +68,14 @@ impl RedisTarget {
                 Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(info)),
                 SentinelServerType::Master,
             );
-            return Some(client.map(|c| RedisTarget::Sentinel(Arc::new(tokio::sync::Mutex::new(c)))));
+            let timeout = PER_SENTINEL * u32::try_from(sentinel.nodes.len().max(1)).unwrap_or(u32::MAX);
+            return Some(client.map(|c| {
+                RedisTarget::Sentinel(Arc::new(Sentinel {
+                    sentinels: tokio::sync::Mutex::new(c),
+                    master: std::sync::Mutex::new(None),
+                    timeout,
+                }))
+            }));
         }
         let url = limits.redis_url.as_ref()?.expose();
         Some(
@@ -71,17 +89,31 @@ impl RedisTarget {
         )
     }
 
-    /// A client for the server to talk to now: the one server, or whichever
-    /// the sentinels say is master at this moment.
+    /// A client for the server to talk to now: the one server, or the master
+    /// the sentinels named (asked again after [`RedisTarget::forget`]).
     pub async fn client(&self) -> RedisResult<Client> {
         match self {
             RedisTarget::Server(client) => Ok((**client).clone()),
             RedisTarget::Sentinel(sentinel) => {
-                let asked = async { sentinel.lock().await.async_get_client().await };
-                tokio::time::timeout(SENTINEL_TIMEOUT, asked).await.unwrap_or_else(|_| {
+                if let Some(master) = sentinel.master.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                    return Ok(master);
+                }
+                let asked = async { sentinel.sentinels.lock().await.async_get_client().await };
+                let master = tokio::time::timeout(sentinel.timeout, asked).await.unwrap_or_else(|_| {
                     Err(redis::RedisError::from((redis::ErrorKind::Io, "no sentinel named a master in time")))
-                })
+                })?;
+                *sentinel.master.lock().unwrap_or_else(|p| p.into_inner()) = Some(master.clone());
+                Ok(master)
             }
+        }
+    }
+
+    /// Says that talking to the server failed: behind Sentinel, the next
+    /// [`RedisTarget::client`] asks the sentinels again, since the master may
+    /// have moved (or been demoted and answer READONLY).
+    pub fn forget(&self) {
+        if let RedisTarget::Sentinel(sentinel) = self {
+            *sentinel.master.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
     }
 }

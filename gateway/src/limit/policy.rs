@@ -248,31 +248,22 @@ impl<C: Clock + Clone> LocalPolicy<C> {
 
     /// The counter of `key` for the period `[start, end)`.
     pub fn counter(&self, key: &LimitKey, bounds: (i64, i64)) -> Option<Arc<Counter>> {
-        self.counter_from(key, bounds, || 0)
+        self.counter_from(key, bounds, 0)
     }
 
-    /// The counter of `key` for the period `[start, end)`, starting from
-    /// `initial()` when this policy has none for it yet (a fallback starts
-    /// from what Redis last said the caller had used).
-    pub fn counter_from(
-        &self,
-        key: &LimitKey,
-        (start, end): (i64, i64),
-        initial: impl FnOnce() -> u64,
-    ) -> Option<Arc<Counter>> {
+    /// The counter of `key` for the period `[start, end)`, raised to at least
+    /// `at_least` (a fallback's count starts from what Redis last said the
+    /// caller had used, and never goes below it).
+    pub fn counter_from(&self, key: &LimitKey, (start, end): (i64, i64), at_least: u64) -> Option<Arc<Counter>> {
         let State::Counts(counts) = &self.state else { return None };
         let counter = match counts.get(key) {
             Some(c) => c.clone(),
-            None => counts
-                .entry(*key)
-                .or_insert_with(|| {
-                    let counter = Counter::new(start, end);
-                    counter.used.store(initial(), Ordering::Relaxed);
-                    Arc::new(counter)
-                })
-                .clone(),
+            None => counts.entry(*key).or_insert_with(|| Arc::new(Counter::new(start, end))).clone(),
         };
         counter.roll(start, end);
+        if at_least > 0 {
+            counter.used.fetch_max(at_least, Ordering::AcqRel);
+        }
         Some(counter)
     }
 

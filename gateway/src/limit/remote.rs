@@ -440,10 +440,11 @@ impl Remote {
     fn trip(&self, error: &dyn Display) {
         self.metrics.limits_redis_errors.inc();
         *self.conn.write().expect("connection lock") = None;
+        self.target.forget();
         if !self.open.swap(true, Ordering::AcqRel) {
             self.damping.lock().unwrap_or_else(|p| p.into_inner()).opened(Instant::now());
             let live = self.live.load(Ordering::Relaxed).max(1);
-            self.fresh_fallback(live);
+            self.rebuild_fallback(live);
             self.metrics.limits_fallback.set(1);
             tracing::warn!(
                 error = %error,
@@ -454,12 +455,17 @@ impl Remote {
         }
     }
 
-    /// Builds the fallback for an outage afresh: what an earlier outage counted
-    /// has reached Redis since, and quotas start from what Redis last said
-    /// (see [`Remote::known_used`]).
-    fn fresh_fallback(&self, share: u32) {
-        *self.fallback.write().expect("fallback lock") =
-            Arc::new(Fallback { share, policies: self.policies.iter().map(|p| LocalPolicy::new(p, share)).collect() });
+    /// Divides the fallback's limits among `share` replicas. With the same
+    /// share it stays as it is: what an earlier outage admitted stays counted
+    /// (quota counts also rise to what Redis last said, see [`Remote::known_used`]).
+    fn rebuild_fallback(&self, share: u32) {
+        let mut fallback = self.fallback.write().expect("fallback lock");
+        if fallback.share != share {
+            *fallback = Arc::new(Fallback {
+                share,
+                policies: self.policies.iter().map(|p| LocalPolicy::new(p, share)).collect(),
+            });
+        }
     }
 
     /// What Redis last said `caller` had used of quota `policy` in the period
@@ -495,6 +501,11 @@ impl Remote {
         *self.conn.write().expect("connection lock") = Some(conn);
         if self.in_fallback() && !self.may_close() {
             return Ok(());
+        }
+        if self.in_fallback() {
+            // What was admitted meanwhile reaches Redis before requests ask it
+            // again, so that their answers (and `known`) include it.
+            self.flush().await;
         }
         if self.open.swap(false, Ordering::AcqRel) {
             self.metrics.limits_fallback.set(0);
@@ -636,6 +647,7 @@ impl Remote {
                         // itself): the next beat connects anew. A damped breaker
                         // starts counting again.
                         *self.conn.write().expect("connection lock") = None;
+                        self.target.forget();
                         self.damping.lock().unwrap_or_else(|p| p.into_inner()).healthy_since = None;
                         tracing::debug!(error = %e, "limits: Redis still unreachable");
                     } else {

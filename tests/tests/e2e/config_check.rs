@@ -177,4 +177,9 @@ fn redis_sentinel_settings_that_cannot_work_are_named() {
     );
     let (ok, _, err) = check(&text, &[]);
     assert!(ok, "a sentinel stands in for redis_url: {err}");
+
+    let (ok, _, err) =
+        check(&text.replace("backend = \"redis\"", "backend = \"redis\"\nredis_ca_file = \"ca.pem\""), &[]);
+    assert!(!ok);
+    assert!(err.contains("limits.redis_ca_file (line 3): TLS is not supported behind Sentinel"), "{err}");
 }

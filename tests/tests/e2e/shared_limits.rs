@@ -491,6 +491,18 @@ async fn a_quota_mostly_used_before_redis_went_away_is_not_granted_again_in_fall
         n += usize::from(status(replicas.addr(0), "/api/x", &fresh).await == 200);
     }
     assert_eq!(n, 10);
+
+    // Redis returns, and goes again before the caller is back: what the first
+    // outage admitted still counts, so nothing is granted twice.
+    assert!(redis.restart());
+    replicas.wait_for_metric("coopgate_limits_fallback", "0").await;
+    // (Each sees all three again, so each keeps its third.)
+    replicas.wait_for_metric("coopgate_limits_live_replicas", "3").await;
+    redis.kill();
+    replicas.wait_for_metric("coopgate_limits_fallback", "1").await;
+    for r in 0..3 {
+        assert_eq!(status(replicas.addr(r), "/api/x", &ip).await, 429, "replica {r} in the second outage");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
