@@ -63,6 +63,27 @@ async fn a_slow_upstream_is_a_504_problem() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_never_completes_its_connection_is_a_504_after_the_connect_timeout() {
+    // It accepts TCP and then says nothing, so the TLS handshake (part of
+    // connecting) never ends: as an origin behind a dead load balancer would.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let mut cfg = config(addr);
+    cfg.routes[0].upstream = format!("https://localhost:{}/", addr.port()).parse().unwrap();
+    cfg.proxy.connect_timeout = Duration::from_millis(200);
+    let gw = gateway(cfg).await;
+    let doc = assert_problem(&get(&gw.url("/api/x"), &[]).await, 504, "upstream-timeout");
+    assert!(doc["detail"].as_str().unwrap().contains("connect"), "{doc}");
+    held.abort();
+}
+
+#[tokio::test]
 async fn a_declared_oversized_body_is_a_413_problem() {
     let up = echo_upstream().await;
     let gw = gateway(config(up.addr)).await;
