@@ -250,6 +250,10 @@ pub struct LimitsConfig {
     /// Redis behind Sentinel, in place of `redis_url`: the master is asked of
     /// the sentinels at every (re)connect, so a failover is followed.
     pub redis_sentinel: Option<SentinelConfig>,
+    /// Redis Cluster, in place of `redis_url`: seed nodes as
+    /// `redis://[:PASSWORD@]HOST:PORT` (each may be `env:NAME`); the rest of
+    /// the cluster is learned from them.
+    pub redis_cluster: Option<Vec<Secret>>,
     /// What members (token holders) are limited by: their `account`, or their
     /// `org` (everyone of an institution shares one allowance; tokens without an
     /// `org` claim fall back to the account).
@@ -340,6 +344,7 @@ impl Default for LimitsConfig {
             redis_url: None,
             redis_ca_file: None,
             redis_sentinel: None,
+            redis_cluster: None,
             member_scope: MemberScope::Account,
             count_rejected: false,
             lease_max: 32,
@@ -705,17 +710,57 @@ impl Config {
                 });
             }
         }
-        if self.limits.backend == LimitsBackend::Redis
-            && self.limits.redis_url.is_none()
-            && self.limits.redis_sentinel.is_none()
-        {
+        let targets = [
+            self.limits.redis_url.is_some(),
+            self.limits.redis_sentinel.is_some(),
+            self.limits.redis_cluster.is_some(),
+        ];
+        if self.limits.backend == LimitsBackend::Redis && !targets.contains(&true) {
             problems.push(Problem {
                 path: "limits.redis_url".into(),
                 line: None,
                 message: "missing: `backend = \"redis\"` needs the Redis URL, for example \"redis://127.0.0.1:6379\" \
-                          (or limits.redis_sentinel)"
+                          (or limits.redis_sentinel, or limits.redis_cluster)"
                     .into(),
             });
+        }
+        if targets.iter().filter(|t| **t).count() > 1 {
+            problems.push(Problem {
+                path: "limits".into(),
+                line: None,
+                message: "give one of limits.redis_url (one server), limits.redis_sentinel (a monitored master) \
+                          and limits.redis_cluster (a cluster's seed nodes)"
+                    .into(),
+            });
+        }
+        if let Some(nodes) = &mut self.limits.redis_cluster {
+            if nodes.is_empty() {
+                problems.push(Problem {
+                    path: "limits.redis_cluster".into(),
+                    line: None,
+                    message: "list at least one seed node, for example [\"redis://10.0.0.5:6379\"]".into(),
+                });
+            }
+            for (i, node) in nodes.iter_mut().enumerate() {
+                let path = format!("limits.redis_cluster[{i}]");
+                if let Err(e) = node.resolve(env) {
+                    problems.push(Problem { path, line: None, message: e });
+                } else if !node.expose().starts_with("redis://") || redis::Client::open(node.expose()).is_err() {
+                    problems.push(Problem {
+                        path,
+                        line: None,
+                        message: "write redis://[:PASSWORD@]HOST:PORT (TLS is not supported for a cluster)".into(),
+                    });
+                }
+            }
+            if self.limits.redis_ca_file.is_some() {
+                problems.push(Problem {
+                    path: "limits.redis_ca_file".into(),
+                    line: None,
+                    message: "TLS is not supported for a cluster; reach it on a private network, and remove this"
+                        .into(),
+                });
+            }
         }
         if let Some(sentinel) = &mut self.limits.redis_sentinel {
             if self.limits.redis_ca_file.is_some() {
@@ -724,15 +769,6 @@ impl Config {
                     line: None,
                     message: "TLS is not supported behind Sentinel; reach the sentinels and the master on a private \
                               network, and remove this"
-                        .into(),
-                });
-            }
-            if self.limits.redis_url.is_some() {
-                problems.push(Problem {
-                    path: "limits.redis_sentinel".into(),
-                    line: None,
-                    message: "give limits.redis_url (one server) or limits.redis_sentinel (a monitored master), \
-                              not both"
                         .into(),
                 });
             }

@@ -1,13 +1,18 @@
-//! Where Redis is: one server (`limits.redis_url`), or the master that Redis
-//! Sentinel names (`limits.redis_sentinel`). Limits and invalidations ask for
-//! a client each time they (re)connect, so after a Sentinel failover the next
-//! reconnect reaches the new master without anyone restarting the gateway.
+//! Where Redis is: one server (`limits.redis_url`), the master that Redis
+//! Sentinel names (`limits.redis_sentinel`), or a Redis Cluster
+//! (`limits.redis_cluster`). Limits and invalidations ask for a connection each
+//! time they (re)connect, so after a Sentinel failover the next reconnect
+//! reaches the new master without anyone restarting the gateway.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{Client, RedisConnectionInfo, RedisResult};
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisConnectionInfo, RedisFuture, RedisResult, Value};
 
 use crate::config::LimitsConfig;
 
@@ -22,6 +27,56 @@ pub enum RedisTarget {
     Server(Box<Client>),
     /// The current master of a Sentinel-monitored set.
     Sentinel(Arc<Sentinel>),
+    /// A Redis Cluster, by its seed nodes.
+    Cluster(Arc<Cluster>),
+}
+
+/// A Redis Cluster: commands go to the node holding their key's slot. Every
+/// key of one limiter decision shares a hash tag (the caller), so a decision
+/// is one slot and one round trip.
+pub struct Cluster {
+    client: ClusterClient,
+    /// Each seed node alone, for pub/sub (a message published on any node
+    /// reaches subscribers on every node); the next is tried after a failure.
+    seeds: Vec<Client>,
+    next: AtomicUsize,
+}
+
+/// A connection for commands: to one server, or to a cluster.
+#[derive(Clone)]
+pub enum RedisConnection {
+    /// One server (or Sentinel's master).
+    Single(MultiplexedConnection),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisConnection::Single(c) => c.req_packed_command(cmd),
+            RedisConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisConnection::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisConnection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisConnection::Single(c) => c.get_db(),
+            RedisConnection::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// The sentinels, and the master they last named.
@@ -41,6 +96,7 @@ impl std::fmt::Debug for RedisTarget {
         f.write_str(match self {
             RedisTarget::Server(_) => "RedisTarget::Server",
             RedisTarget::Sentinel(_) => "RedisTarget::Sentinel",
+            RedisTarget::Cluster(_) => "RedisTarget::Cluster",
         })
     }
 }
@@ -56,6 +112,17 @@ impl RedisTarget {
     /// reported by the config check first, so here they only come from a file
     /// that changed since.
     pub fn from_config(limits: &LimitsConfig) -> Option<RedisResult<RedisTarget>> {
+        if let Some(nodes) = &limits.redis_cluster {
+            let seeds: RedisResult<Vec<Client>> = nodes.iter().map(|n| Client::open(n.expose())).collect();
+            let nodes: Vec<&str> = nodes.iter().map(|n| n.expose()).collect();
+            return Some(seeds.and_then(|seeds| {
+                Ok(RedisTarget::Cluster(Arc::new(Cluster {
+                    client: ClusterClient::new(nodes)?,
+                    seeds,
+                    next: AtomicUsize::new(0),
+                })))
+            }));
+        }
         if let Some(sentinel) = &limits.redis_sentinel {
             let mut info = RedisConnectionInfo::default().set_db(sentinel.db);
             if let Some(password) = &sentinel.password {
@@ -89,11 +156,34 @@ impl RedisTarget {
         )
     }
 
-    /// A client for the server to talk to now: the one server, or the master
-    /// the sentinels named (asked again after [`RedisTarget::forget`]).
+    /// A connection for commands, each bounded by `timeout` (connecting by
+    /// a little more).
+    pub async fn connect(&self, timeout: Duration) -> RedisResult<RedisConnection> {
+        let connect_timeout = timeout.max(Duration::from_millis(500));
+        match self {
+            RedisTarget::Cluster(cluster) => {
+                let config = ClusterConfig::new().set_connection_timeout(connect_timeout).set_response_timeout(timeout);
+                Ok(RedisConnection::Cluster(cluster.client.get_async_connection_with_config(config).await?))
+            }
+            _ => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(Some(timeout));
+                let client = self.client().await?;
+                Ok(RedisConnection::Single(client.get_multiplexed_async_connection_with_config(&config).await?))
+            }
+        }
+    }
+
+    /// A client of one server to talk to now (pub/sub): the one server, the
+    /// master the sentinels named, or a seed node of the cluster (the next
+    /// one after [`RedisTarget::forget`]).
     pub async fn client(&self) -> RedisResult<Client> {
         match self {
             RedisTarget::Server(client) => Ok((**client).clone()),
+            RedisTarget::Cluster(cluster) => {
+                Ok(cluster.seeds[cluster.next.load(Ordering::Relaxed) % cluster.seeds.len()].clone())
+            }
             RedisTarget::Sentinel(sentinel) => {
                 if let Some(master) = sentinel.master.lock().unwrap_or_else(|p| p.into_inner()).clone() {
                     return Ok(master);
@@ -112,8 +202,12 @@ impl RedisTarget {
     /// [`RedisTarget::client`] asks the sentinels again, since the master may
     /// have moved (or been demoted and answer READONLY).
     pub fn forget(&self) {
-        if let RedisTarget::Sentinel(sentinel) = self {
-            *sentinel.master.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        match self {
+            RedisTarget::Sentinel(sentinel) => *sentinel.master.lock().unwrap_or_else(|p| p.into_inner()) = None,
+            RedisTarget::Cluster(cluster) => {
+                cluster.next.fetch_add(1, Ordering::Relaxed);
+            }
+            RedisTarget::Server(_) => {}
         }
     }
 }

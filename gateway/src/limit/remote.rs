@@ -25,14 +25,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script};
+use redis::Script;
 
 use super::policy::{Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict, forget_least_used};
 use crate::config::LimitsConfig;
 use crate::identify::CallerKey;
 use crate::metrics::Metrics;
-use crate::redis_target::RedisTarget;
+use crate::redis_target::{RedisConnection, RedisTarget};
 
 /// How often a replica says it is alive, and probes Redis while in fallback.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -172,7 +171,7 @@ pub struct Remote {
     /// Where Redis is; asked at every reconnect (a Sentinel failover moves it).
     target: RedisTarget,
     /// The live connection; `None` while in fallback until the heartbeat reconnects.
-    conn: RwLock<Option<MultiplexedConnection>>,
+    conn: RwLock<Option<RedisConnection>>,
     decide: Script,
     heartbeat: Script,
     /// Breaker: open while Redis is considered away.
@@ -318,7 +317,7 @@ impl Remote {
 
     async fn call(
         &self,
-        mut conn: MultiplexedConnection,
+        mut conn: RedisConnection,
         parts: &[Part],
         wanted: u32,
         hand_back: Option<&HandBack>,
@@ -482,12 +481,7 @@ impl Remote {
         let existing = self.conn.read().expect("connection lock").clone();
         let mut conn = match existing {
             Some(c) => c,
-            None => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
-                    .set_response_timeout(Some(self.timeout));
-                self.target.client().await?.get_multiplexed_async_connection_with_config(&config).await?
-            }
+            None => self.target.connect(self.timeout).await?,
         };
         let mut invocation = self.heartbeat.prepare_invoke();
         invocation.key(&self.replicas_key).arg(&self.replica).arg(LIVENESS.as_millis() as u64);
@@ -551,27 +545,33 @@ impl Remote {
         if !batch.is_empty() {
             let conn = self.conn.read().expect("connection lock").clone();
             let result = match conn {
-                Some(mut conn) => {
-                    let mut pipe = redis::pipe();
-                    for (key, n, expire_at, _) in &batch {
-                        pipe.cmd("INCRBY").arg(key).arg(*n).ignore();
-                        pipe.cmd("PEXPIREAT").arg(key).arg(*expire_at).ignore();
-                    }
-                    match tokio::time::timeout(self.timeout * 3, pipe.query_async::<()>(&mut conn)).await {
-                        Ok(r) => r,
+                Some(conn) => {
+                    // A pipeline per key, all at once: a cluster sends each to the
+                    // node of its slot; one server gets them on one connection anyway.
+                    let adds = batch.iter().map(|(key, n, expire_at, counter)| {
+                        let mut conn = conn.clone();
+                        async move {
+                            let mut pipe = redis::pipe();
+                            pipe.cmd("INCRBY").arg(key).arg(*n).ignore();
+                            pipe.cmd("PEXPIREAT").arg(key).arg(*expire_at).ignore();
+                            let added = pipe.query_async::<()>(&mut conn).await;
+                            if added.is_ok() {
+                                counter.used.fetch_sub(*n, Ordering::AcqRel);
+                            }
+                            added
+                        }
+                    });
+                    match tokio::time::timeout(self.timeout * 3, futures_util::future::join_all(adds)).await {
+                        Ok(results) => results.into_iter().collect::<Result<Vec<()>, _>>().map(drop),
                         Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "flush timed out"))),
                     }
                 }
                 None => Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))),
             };
-            match result {
-                Ok(()) => {
-                    for (_, n, _, counter) in &batch {
-                        counter.used.fetch_sub(*n, Ordering::AcqRel);
-                    }
-                }
-                Err(e) if !self.in_fallback() => self.trip(&e),
-                Err(_) => {}
+            if let Err(e) = result
+                && !self.in_fallback()
+            {
+                self.trip(&e);
             }
         }
         let now_ms = super::now_ms();

@@ -168,7 +168,7 @@ fn redis_sentinel_settings_that_cannot_work_are_named() {
     );
     let (ok, _, err) = check(&text, &[]);
     assert!(!ok);
-    assert!(err.contains("limits.redis_sentinel (line 5): give limits.redis_url"), "{err}");
+    assert!(err.contains("give one of limits.redis_url (one server), limits.redis_sentinel"), "{err}");
     assert!(err.contains("limits.redis_sentinel.master (line 6): the name the sentinels monitor"), "{err}");
     assert!(err.contains("limits.redis_sentinel.nodes[1] (line 7): `10.0.0.7` is not HOST:PORT"), "{err}");
 
@@ -182,4 +182,23 @@ fn redis_sentinel_settings_that_cannot_work_are_named() {
         check(&text.replace("backend = \"redis\"", "backend = \"redis\"\nredis_ca_file = \"ca.pem\""), &[]);
     assert!(!ok);
     assert!(err.contains("limits.redis_ca_file (line 3): TLS is not supported behind Sentinel"), "{err}");
+}
+
+#[test]
+fn redis_cluster_settings_that_cannot_work_are_named() {
+    let text = format!(
+        "[limits]\nbackend = \"redis\"\nredis_cluster = [\"redis://10.0.0.5:6379\", \"rediss://10.0.0.6:6379\", \"10.0.0.7\"]\n{GOOD}"
+    );
+    let (ok, _, err) = check(&text, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("limits.redis_cluster[1] (line 3): write redis://[:PASSWORD@]HOST:PORT (TLS is not supported"),
+        "{err}"
+    );
+    assert!(err.contains("limits.redis_cluster[2] (line 3)"), "{err}");
+    assert!(!err.contains("redis_cluster[0]"), "{err}");
+
+    let (ok, _, err) = check(&format!("[limits]\nbackend = \"redis\"\nredis_cluster = []\n{GOOD}"), &[]);
+    assert!(!ok);
+    assert!(err.contains("limits.redis_cluster (line 3): list at least one seed node"), "{err}");
 }

@@ -380,6 +380,61 @@ impl SentinelSet {
     }
 }
 
+/// A Redis Cluster of three masters, processes of this test's own.
+struct OwnCluster {
+    nodes: Vec<OwnRedis>,
+}
+
+impl OwnCluster {
+    fn start() -> Option<OwnCluster> {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let mut node = OwnRedis { port: free_port(), dir: tempfile::tempdir().unwrap(), tls: None, child: None };
+            let spawned = node
+                .command()
+                .args(["--port", &node.port.to_string(), "--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            let Ok(child) = spawned else {
+                if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                    panic!("redis-server is not on PATH but COOPGATE_TEST_REQUIRE_SERVICES=1");
+                }
+                eprintln!("Redis Cluster test did not run: redis-server is not on PATH");
+                return None;
+            };
+            node.child = Some(child);
+            wait_until_it_answers(&redis::Client::open(node.url()).unwrap());
+            nodes.push(node);
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        // Every node must agree the cluster is up before it takes commands.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &nodes {
+            let mut conn = redis::Client::open(node.url()).unwrap().get_connection().unwrap();
+            loop {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).unwrap();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster never came up: {info}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Some(OwnCluster { nodes })
+    }
+}
+
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
@@ -575,6 +630,62 @@ async fn behind_sentinel_limits_stay_shared_across_a_failover() {
     for i in 0..4 {
         assert_eq!(status(replicas.addr(i), "/api/x", &ip).await, 429, "request {i} past the shared limit");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_and_quotas_are_shared_through_a_redis_cluster() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(cluster) = OwnCluster::start() else { return };
+    let up = file_upstream(16).await;
+    let limits = r#"[
+        { name = "burst", rate = "10/hour", burst = 10, routes = ["api"] },
+        { name = "bytes-daily", bytes = "64B/day", routes = ["bulk"] },
+    ]"#;
+    // One seed is enough; the rest of the cluster is learned from it.
+    let seeds = format!("redis_cluster = [\"{}\"]", cluster.nodes[0].url());
+    let replicas = Replicas::start_with(2, up.addr, "", limits, &seeds);
+    replicas.wait_for_metric("coopgate_limits_live_replicas", "2").await;
+    replicas.wait_for_metric("coopgate_limits_fallback", "0").await;
+    // Callers land on different slots, so on different nodes: each is held
+    // to its limit across both replicas.
+    for _ in 0..4 {
+        let ip = caller();
+        assert_eq!(admit_all(&replicas, &ip, 10).await, 10);
+        for i in 0..4 {
+            assert_eq!(status(replicas.addr(i), "/api/x", &ip).await, 429, "request {i} past the shared limit");
+        }
+    }
+    // Bytes sent through either replica are added on the nodes holding each
+    // caller's key (flushed each second): once four 16-byte downloads have
+    // reached the cluster, the 64-byte quota is spent on both replicas.
+    for _ in 0..3 {
+        let ip = caller();
+        for i in 0..4 {
+            assert_eq!(status(replicas.addr(i), "/bulk/a.csv", &ip).await, 200);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match status(replicas.addr(0), "/bulk/a.csv", &ip).await {
+                429 => break,
+                s => assert_eq!(s, 200, "a download still within the quota"),
+            }
+            assert!(Instant::now() < deadline, "the byte counts never reached the cluster");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(status(replicas.addr(1), "/bulk/a.csv", &ip).await, 429, "spent on the other replica too");
+    }
+    let keys: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut conn = redis::Client::open(n.url()).unwrap().get_connection().unwrap();
+            redis::cmd("DBSIZE").query::<usize>(&mut conn).unwrap()
+        })
+        .filter(|keys| *keys > 0)
+        .count();
+    assert!(keys >= 2, "callers' keys are spread over the cluster's nodes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
