@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use coopgate::config::{Secret, TierConfig};
+use coopgate::config::{LimitsConfig, Secret, TierConfig};
 use coopgate::keys::Keys;
 use coopgate_billing::Accounts;
 use coopgate_billing::store::testing::sqlite;
@@ -12,6 +12,7 @@ use coopgate_tests::{assert_problem, config, echo_upstream, gateway_with, get, s
 use http::Request;
 use http_body_util::Full;
 
+use super::own_redis::OwnCluster;
 use super::support::redis_url;
 
 const TOKEN: &str = "cgadm_replica-test";
@@ -19,12 +20,43 @@ const TOKEN: &str = "cgadm_replica-test";
 #[tokio::test]
 async fn a_key_revoked_on_one_replica_is_refused_by_another_at_once() {
     let Some(redis) = redis_url() else { return };
+    let (a, b) = (redis.clone(), redis);
+    revoked_on_a_is_refused_by_b(
+        move |l| l.redis_url = Some(Secret::inline(a)),
+        move |l| l.redis_url = Some(Secret::inline(b)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_revocation_crosses_a_redis_cluster_between_replicas_on_different_nodes() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(cluster) = OwnCluster::start() else { return };
+    // Each replica knows a different node: the message must cross the cluster.
+    let (a, b) = (cluster.nodes[0].url(), cluster.nodes[1].url());
+    revoked_on_a_is_refused_by_b(
+        move |l| l.redis_cluster = Some(vec![Secret::inline(a)]),
+        move |l| l.redis_cluster = Some(vec![Secret::inline(b)]),
+    )
+    .await;
+}
+
+/// A key revoked through replica A's admin API is refused by replica B,
+/// which learns of it only by Redis pub/sub; `redis_a` and `redis_b` say how
+/// each reaches Redis.
+async fn revoked_on_a_is_refused_by_b(
+    redis_a: impl FnOnce(&mut LimitsConfig),
+    redis_b: impl FnOnce(&mut LimitsConfig),
+) {
     let (store, _cleanup) = sqlite().await;
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
     cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![] });
-    cfg.limits.redis_url = Some(Secret::inline(redis));
     let mut cfg_a = cfg.clone();
+    redis_a(&mut cfg_a.limits);
+    redis_b(&mut cfg.limits);
     let digest = <sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes());
     cfg_a.admin.token_sha256 = Some(digest.iter().map(|b| format!("{b:02x}")).collect());
     // Two replicas: one store, one Redis, each with its own key cache.
