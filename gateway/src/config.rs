@@ -741,15 +741,39 @@ impl Config {
                     message: "list at least one seed node, for example [\"redis://10.0.0.5:6379\"]".into(),
                 });
             }
+            let mut credentials = None;
             for (i, node) in nodes.iter_mut().enumerate() {
                 let path = format!("limits.redis_cluster[{i}]");
                 if let Err(e) = node.resolve(env) {
                     problems.push(Problem { path, line: None, message: e });
-                } else if !node.expose().starts_with("redis://") || redis::Client::open(node.expose()).is_err() {
+                    continue;
+                }
+                let parsed = Url::parse(node.expose()).ok().filter(|u| {
+                    u.scheme() == "redis" && u.host_str().is_some() && redis::Client::open(node.expose()).is_ok()
+                });
+                let Some(url) = parsed else {
                     problems.push(Problem {
                         path,
                         line: None,
                         message: "write redis://[:PASSWORD@]HOST:PORT (TLS is not supported for a cluster)".into(),
+                    });
+                    continue;
+                };
+                if !matches!(url.path(), "" | "/") {
+                    problems.push(Problem {
+                        path,
+                        line: None,
+                        message: "a cluster has only database 0; write redis://[:PASSWORD@]HOST:PORT with no /DB"
+                            .into(),
+                    });
+                    continue;
+                }
+                let these = (url.username().to_owned(), url.password().map(str::to_owned));
+                if credentials.get_or_insert_with(|| these.clone()) != &these {
+                    problems.push(Problem {
+                        path,
+                        line: None,
+                        message: "every seed node of one cluster takes the same user and password".into(),
                     });
                 }
             }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisConnectionInfo, RedisFuture, RedisResult, Value};
@@ -35,7 +35,7 @@ pub enum RedisTarget {
 /// key of one limiter decision shares a hash tag (the caller), so a decision
 /// is one slot and one round trip.
 pub struct Cluster {
-    client: ClusterClient,
+    nodes: Vec<String>,
     /// Each seed node alone, for pub/sub (a message published on any node
     /// reaches subscribers on every node); the next is tried after a failure.
     seeds: Vec<Client>,
@@ -115,12 +115,12 @@ impl RedisTarget {
         if let Some(nodes) = &limits.redis_cluster {
             let seeds: RedisResult<Vec<Client>> = nodes.iter().map(|n| Client::open(n.expose())).collect();
             let nodes: Vec<&str> = nodes.iter().map(|n| n.expose()).collect();
-            return Some(seeds.and_then(|seeds| {
-                Ok(RedisTarget::Cluster(Arc::new(Cluster {
-                    client: ClusterClient::new(nodes)?,
+            return Some(seeds.map(|seeds| {
+                RedisTarget::Cluster(Arc::new(Cluster {
+                    nodes: nodes.iter().map(|n| (*n).to_owned()).collect(),
                     seeds,
                     next: AtomicUsize::new(0),
-                })))
+                }))
             }));
         }
         if let Some(sentinel) = &limits.redis_sentinel {
@@ -162,8 +162,15 @@ impl RedisTarget {
         let connect_timeout = timeout.max(Duration::from_millis(500));
         match self {
             RedisTarget::Cluster(cluster) => {
-                let config = ClusterConfig::new().set_connection_timeout(connect_timeout).set_response_timeout(timeout);
-                Ok(RedisConnection::Cluster(cluster.client.get_async_connection_with_config(config).await?))
+                // The builder's response timeout bounds a whole request, retries
+                // included: a decision that timed out is never sent again (Redis
+                // may have run it), and redirects during a resharding still are.
+                let client = ClusterClient::builder(cluster.nodes.clone())
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()?;
+                Ok(RedisConnection::Cluster(client.get_async_connection().await?))
             }
             _ => {
                 let config = AsyncConnectionConfig::new()
@@ -173,6 +180,11 @@ impl RedisTarget {
                 Ok(RedisConnection::Single(client.get_multiplexed_async_connection_with_config(&config).await?))
             }
         }
+    }
+
+    /// Whether commands go to a cluster (which refuses pipelines across slots).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisTarget::Cluster(_))
     }
 
     /// A client of one server to talk to now (pub/sub): the one server, the

@@ -36,6 +36,21 @@ use crate::redis_target::{RedisConnection, RedisTarget};
 /// How often a replica says it is alive, and probes Redis while in fallback.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// A count waiting for Redis: its key, how much, when the key expires (Unix
+/// ms), and the counter to take it off once Redis has it.
+type Waiting = (String, u64, i64, Arc<Counter>);
+
+/// Keys per pipeline when flushing pending counts to one server.
+const FLUSH_CHUNK: usize = 1000;
+
+/// Flush pipelines sent at once.
+const FLUSH_CONCURRENCY: usize = 16;
+
+/// The hash tag of a key (`{…}`, the caller), which picks its cluster slot.
+fn hash_tag(key: &str) -> &str {
+    key.split_once('{').and_then(|(_, rest)| rest.split_once('}')).map_or(key, |(tag, _)| tag)
+}
+
 /// A replica that missed this long of heartbeats no longer counts as live.
 const LIVENESS: Duration = Duration::from_secs(3);
 
@@ -496,10 +511,10 @@ impl Remote {
         if self.in_fallback() && !self.may_close() {
             return Ok(());
         }
-        if self.in_fallback() {
-            // What was admitted meanwhile reaches Redis before requests ask it
-            // again, so that their answers (and `known`) include it.
-            self.flush().await;
+        if self.in_fallback() && !self.flush().await {
+            // What was admitted meanwhile must reach Redis before requests ask
+            // it again, so that their answers (and `known`) include it.
+            return Ok(());
         }
         if self.open.swap(false, Ordering::AcqRel) {
             self.metrics.limits_fallback.set(0);
@@ -530,11 +545,12 @@ impl Remote {
         }
     }
 
-    /// Adds pending counts to Redis in one pipeline; on failure they stay for
-    /// the next try. A count is taken off its counter only once Redis has it, so
-    /// a flush cut short (a stopping gateway) loses nothing.
-    async fn flush(&self) {
-        let batch: Vec<(String, u64, i64, Arc<Counter>)> = self
+    /// Adds pending counts to Redis in pipelines; on failure they stay for the
+    /// next try. A count is taken off its counter only once Redis has it, so a
+    /// flush cut short (a stopping gateway) loses nothing. Returns whether
+    /// everything pending reached Redis.
+    async fn flush(&self) -> bool {
+        let mut batch: Vec<Waiting> = self
             .pending
             .iter()
             .filter_map(|p| {
@@ -542,36 +558,20 @@ impl Remote {
                 (n > 0).then(|| (p.key().clone(), n, p.expire_at, p.counter.clone()))
             })
             .collect();
+        // One caller's keys together (a cluster pipelines them by hash tag).
+        batch.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut flushed = true;
         if !batch.is_empty() {
             let conn = self.conn.read().expect("connection lock").clone();
             let result = match conn {
-                Some(conn) => {
-                    // A pipeline per key, all at once: a cluster sends each to the
-                    // node of its slot; one server gets them on one connection anyway.
-                    let adds = batch.iter().map(|(key, n, expire_at, counter)| {
-                        let mut conn = conn.clone();
-                        async move {
-                            let mut pipe = redis::pipe();
-                            pipe.cmd("INCRBY").arg(key).arg(*n).ignore();
-                            pipe.cmd("PEXPIREAT").arg(key).arg(*expire_at).ignore();
-                            let added = pipe.query_async::<()>(&mut conn).await;
-                            if added.is_ok() {
-                                counter.used.fetch_sub(*n, Ordering::AcqRel);
-                            }
-                            added
-                        }
-                    });
-                    match tokio::time::timeout(self.timeout * 3, futures_util::future::join_all(adds)).await {
-                        Ok(results) => results.into_iter().collect::<Result<Vec<()>, _>>().map(drop),
-                        Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "flush timed out"))),
-                    }
-                }
+                Some(conn) => self.add_counts(conn, &batch).await,
                 None => Err(redis::RedisError::from((redis::ErrorKind::Io, "not connected"))),
             };
-            if let Err(e) = result
-                && !self.in_fallback()
-            {
-                self.trip(&e);
+            if let Err(e) = result {
+                flushed = false;
+                if !self.in_fallback() {
+                    self.trip(&e);
+                }
             }
         }
         let now_ms = super::now_ms();
@@ -605,6 +605,44 @@ impl Remote {
                  (should Redis go away, they would start their fallback share from zero; raise the setting)"
             );
         }
+        flushed
+    }
+
+    /// Adds `batch` to Redis: in pipelines of up to [`FLUSH_CHUNK`] keys on one
+    /// server; on a cluster, one pipeline per caller (its keys share a hash
+    /// tag, so a slot; a cluster refuses pipelines across slots), sent
+    /// [`FLUSH_CONCURRENCY`] at a time, each with the limiter's timeout; the
+    /// first failure stops the rest.
+    async fn add_counts(&self, conn: RedisConnection, batch: &[Waiting]) -> Result<(), redis::RedisError> {
+        let groups: Vec<&[Waiting]> = if self.target.is_cluster() {
+            batch.chunk_by(|a, b| hash_tag(&a.0) == hash_tag(&b.0)).collect()
+        } else {
+            batch.chunks(FLUSH_CHUNK).collect()
+        };
+        for window in groups.chunks(FLUSH_CONCURRENCY) {
+            let adds = window.iter().map(|&group| {
+                let mut conn = conn.clone();
+                async move {
+                    let mut pipe = redis::pipe();
+                    for (key, n, expire_at, _) in group {
+                        pipe.cmd("INCRBY").arg(key).arg(*n).ignore();
+                        pipe.cmd("PEXPIREAT").arg(key).arg(*expire_at).ignore();
+                    }
+                    match tokio::time::timeout(self.timeout * 3, pipe.query_async::<()>(&mut conn)).await {
+                        Ok(Ok(())) => {
+                            for (_, n, _, counter) in group {
+                                counter.used.fetch_sub(*n, Ordering::AcqRel);
+                            }
+                            Ok(())
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "flush timed out"))),
+                    }
+                }
+            });
+            futures_util::future::try_join_all(adds).await?;
+        }
+        Ok(())
     }
 
     /// Hands back what expired leases left and forgets them.

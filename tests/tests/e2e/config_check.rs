@@ -201,4 +201,12 @@ fn redis_cluster_settings_that_cannot_work_are_named() {
     let (ok, _, err) = check(&format!("[limits]\nbackend = \"redis\"\nredis_cluster = []\n{GOOD}"), &[]);
     assert!(!ok);
     assert!(err.contains("limits.redis_cluster (line 3): list at least one seed node"), "{err}");
+
+    let text = format!(
+        "[limits]\nbackend = \"redis\"\nredis_cluster = [\"redis://:a@10.0.0.5:6379\", \"redis://:b@10.0.0.6:6379\", \"redis://:a@10.0.0.7:6379/2\"]\n{GOOD}"
+    );
+    let (ok, _, err) = check(&text, &[]);
+    assert!(!ok);
+    assert!(err.contains("limits.redis_cluster[1] (line 3): every seed node of one cluster takes the same"), "{err}");
+    assert!(err.contains("limits.redis_cluster[2] (line 3): a cluster has only database 0"), "{err}");
 }

@@ -188,7 +188,9 @@ impl OwnCluster {
     pub fn start() -> Option<OwnCluster> {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            let mut node = OwnRedis { port: free_port(), dir: tempfile::tempdir().unwrap(), tls: None, child: None };
+            // A cluster node also listens on its port + 10000, so the port must leave room.
+            let port = std::iter::repeat_with(free_port).find(|p| *p <= 55535).expect("a free port");
+            let mut node = OwnRedis { port, dir: tempfile::tempdir().unwrap(), tls: None, child: None };
             let spawned = node
                 .command()
                 .args(["--port", &node.port.to_string(), "--cluster-enabled", "yes"])
@@ -214,8 +216,14 @@ impl OwnCluster {
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-            .expect("redis-cli runs");
+            .status();
+        let Ok(created) = created else {
+            if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("redis-cli is not on PATH but COOPGATE_TEST_REQUIRE_SERVICES=1");
+            }
+            eprintln!("Redis Cluster test did not run: redis-cli is not on PATH");
+            return None;
+        };
         assert!(created.success(), "redis-cli --cluster create failed");
         // Every node must agree the cluster is up before it takes commands.
         let deadline = Instant::now() + Duration::from_secs(20);

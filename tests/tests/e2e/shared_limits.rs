@@ -450,6 +450,12 @@ async fn limits_and_quotas_are_shared_through_a_redis_cluster() {
         .filter(|keys| *keys > 0)
         .count();
     assert!(keys >= 2, "callers' keys are spread over the cluster's nodes");
+    // All of it through the cluster: a replica enforcing its own share would
+    // give the same answers, but not without saying so.
+    for (_, addr) in &replicas.procs {
+        assert_eq!(metric(*addr, "coopgate_limits_fallback").await, 0.0);
+        assert_eq!(metric(*addr, "coopgate_limits_redis_errors_total").await, 0.0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
