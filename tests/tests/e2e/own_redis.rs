@@ -4,6 +4,16 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Says that `program` is not on PATH: the test does not run (one line), or
+/// fails when `COOPGATE_TEST_REQUIRE_SERVICES=1`.
+fn missing<T>(program: &str) -> Option<T> {
+    if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{program} is not on PATH but COOPGATE_TEST_REQUIRE_SERVICES=1");
+    }
+    eprintln!("Redis test did not run: {program} is not on PATH");
+    None
+}
+
 /// A Redis server of this test's own, so that it can be stopped and started.
 pub struct OwnRedis {
     pub port: u16,
@@ -37,11 +47,7 @@ impl OwnRedis {
         });
         let mut redis = OwnRedis { port: free_port(), dir, tls, child: None };
         if !redis.restart() {
-            if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("redis-server is not on PATH but COOPGATE_TEST_REQUIRE_SERVICES=1");
-            }
-            eprintln!("Redis outage test did not run: redis-server is not on PATH");
-            return None;
+            return missing("redis-server");
         }
         Some(redis)
     }
@@ -198,13 +204,7 @@ impl OwnCluster {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn();
-            let Ok(child) = spawned else {
-                if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                    panic!("redis-server is not on PATH but COOPGATE_TEST_REQUIRE_SERVICES=1");
-                }
-                eprintln!("Redis Cluster test did not run: redis-server is not on PATH");
-                return None;
-            };
+            let Ok(child) = spawned else { return missing("redis-server") };
             node.child = Some(child);
             wait_until_it_answers(&redis::Client::open(node.url()).unwrap());
             nodes.push(node);
@@ -217,13 +217,7 @@ impl OwnCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let Ok(created) = created else {
-            if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("redis-cli is not on PATH but COOPGATE_TEST_REQUIRE_SERVICES=1");
-            }
-            eprintln!("Redis Cluster test did not run: redis-cli is not on PATH");
-            return None;
-        };
+        let Ok(created) = created else { return missing("redis-cli") };
         assert!(created.success(), "redis-cli --cluster create failed");
         // Every node must agree the cluster is up before it takes commands.
         let deadline = Instant::now() + Duration::from_secs(20);
