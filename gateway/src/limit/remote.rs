@@ -36,6 +36,44 @@ use crate::redis_target::{RedisConnection, RedisTarget};
 /// How often a replica says it is alive, and probes Redis while in fallback.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// A Lua script run by its SHA, or by its body on a server that does not have
+/// it yet (a restarted or failed-over one), which also caches it there. Unlike
+/// `SCRIPT LOAD`, which a cluster sends to every master, this goes only to the
+/// node of the keys' slot: a cluster with one node down still runs the script
+/// on every other.
+struct Lua {
+    hash: String,
+    body: &'static str,
+}
+
+impl Lua {
+    fn new(body: &'static str) -> Self {
+        Lua { hash: Script::new(body).get_hash().to_owned(), body }
+    }
+
+    /// Runs the script on `conn` with `keys` keys; `keys_and_args` writes the
+    /// keys, then the arguments.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut RedisConnection,
+        keys: usize,
+        keys_and_args: impl Fn(&mut redis::Cmd),
+    ) -> Result<T, redis::RedisError> {
+        let mut by_hash = redis::cmd("EVALSHA");
+        by_hash.arg(&self.hash).arg(keys);
+        keys_and_args(&mut by_hash);
+        match by_hash.query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut by_body = redis::cmd("EVAL");
+                by_body.arg(self.body).arg(keys);
+                keys_and_args(&mut by_body);
+                by_body.query_async(conn).await
+            }
+            other => other,
+        }
+    }
+}
+
 /// A count waiting for Redis: its key, how much, when the key expires (Unix
 /// ms), and the counter to take it off once Redis has it.
 type Waiting = (String, u64, i64, Arc<Counter>);
@@ -187,8 +225,8 @@ pub struct Remote {
     target: RedisTarget,
     /// The live connection; `None` while in fallback until the heartbeat reconnects.
     conn: RwLock<Option<RedisConnection>>,
-    decide: Script,
-    heartbeat: Script,
+    decide: Lua,
+    heartbeat: Lua,
     /// Breaker: open while Redis is considered away.
     open: AtomicBool,
     /// Whether the breaker has ever been closed (so the first connect is not a "recovery").
@@ -226,8 +264,8 @@ impl Remote {
         Remote {
             target,
             conn: RwLock::new(None),
-            decide: Script::new(include_str!("decide.lua")),
-            heartbeat: Script::new(HEARTBEAT_LUA),
+            decide: Lua::new(include_str!("decide.lua")),
+            heartbeat: Lua::new(HEARTBEAT_LUA),
             open: AtomicBool::new(true),
             connected_once: AtomicBool::new(false),
             damping: Mutex::new(Damping::default()),
@@ -337,26 +375,28 @@ impl Remote {
         wanted: u32,
         hand_back: Option<&HandBack>,
     ) -> Result<Vec<i64>, redis::RedisError> {
-        let mut invocation = self.decide.prepare_invoke();
-        for part in parts {
-            invocation.key(&part.key);
-        }
         let returned = hand_back.map_or(0, |h| h.tokens);
-        invocation.arg(wanted).arg(returned).arg(u8::from(self.count_rejected));
-        for (i, part) in parts.iter().enumerate() {
-            match self.policies[part.policy].kind {
-                Kind::Rate { burst, interval } => {
-                    let cap = hand_back.and_then(|h| h.caps_us.get(i).copied()).unwrap_or(0);
-                    let interval = interval.as_micros().clamp(1, u128::from(u64::MAX)) as u64;
-                    invocation.arg("r").arg(interval).arg(burst).arg(cap)
-                }
-                Kind::Quota { limit, .. } => invocation.arg("q").arg(limit).arg(part.period.map_or(0, |p| p.1)).arg(0),
-                Kind::Bytes { limit, .. } => invocation.arg("b").arg(limit).arg(0).arg(0),
-            };
-        }
-        // The connection's response timeout bounds this; the outer one also
-        // covers a script load after a Redis restart.
-        match tokio::time::timeout(self.timeout * 3, invocation.invoke_async(&mut conn)).await {
+        let keys_and_args = |cmd: &mut redis::Cmd| {
+            for part in parts {
+                cmd.arg(&part.key);
+            }
+            cmd.arg(wanted).arg(returned).arg(u8::from(self.count_rejected));
+            for (i, part) in parts.iter().enumerate() {
+                match self.policies[part.policy].kind {
+                    Kind::Rate { burst, interval } => {
+                        let cap = hand_back.and_then(|h| h.caps_us.get(i).copied()).unwrap_or(0);
+                        let interval = interval.as_micros().clamp(1, u128::from(u64::MAX)) as u64;
+                        cmd.arg("r").arg(interval).arg(burst).arg(cap)
+                    }
+                    Kind::Quota { limit, .. } => cmd.arg("q").arg(limit).arg(part.period.map_or(0, |p| p.1)).arg(0),
+                    Kind::Bytes { limit, .. } => cmd.arg("b").arg(limit).arg(0).arg(0),
+                };
+            }
+        };
+        // The connection's response timeout bounds each command; the outer one
+        // also covers the second one after a Redis restart.
+        let decided = self.decide.run(&mut conn, parts.len(), keys_and_args);
+        match tokio::time::timeout(self.timeout * 3, decided).await {
             Ok(reply) => reply,
             Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "limiter call timed out"))),
         }
@@ -498,9 +538,9 @@ impl Remote {
             Some(c) => c,
             None => self.target.connect(self.timeout).await?,
         };
-        let mut invocation = self.heartbeat.prepare_invoke();
-        invocation.key(&self.replicas_key).arg(&self.replica).arg(LIVENESS.as_millis() as u64);
-        let beat = invocation.invoke_async::<u32>(&mut conn);
+        let beat = self.heartbeat.run::<u32>(&mut conn, 1, |cmd| {
+            cmd.arg(&self.replicas_key).arg(&self.replica).arg(LIVENESS.as_millis() as u64);
+        });
         let live = match tokio::time::timeout(self.timeout * 3, beat).await {
             Ok(live) => live?.max(1),
             Err(_) => return Err(redis::RedisError::from((redis::ErrorKind::Io, "heartbeat timed out"))),
