@@ -275,8 +275,8 @@ pub struct LimitsConfig {
     /// and production) can share one Redis without sharing limits.
     pub redis_prefix: String,
     /// In-process quota counters kept per limit (memory backend, and the Redis
-    /// backend's fallback); past it the least used are forgotten. About 100
-    /// bytes each.
+    /// backend's fallback), and with Redis the last quota uses it reported (in
+    /// all); past it the least used are forgotten. About 100 bytes each.
     pub max_callers: usize,
 }
 
