@@ -1,8 +1,8 @@
 //! The Redis backend: limits and quotas shared by every replica.
 //!
-//! Each decision is one call of one Lua script (`decide.lua`, loaded once and
-//! called by its SHA) that checks and charges every policy of the request at
-//! once. So that Redis is not asked on every request, a replica reserves a
+//! Each decision is one call of one Lua script (`decide.lua`, called by its
+//! SHA, or by its body where the server lacks it: see [`Lua`]) that checks and
+//! charges every policy of the request at once. So that Redis is not asked on every request, a replica reserves a
 //! *lease* of a few admissions for a busy caller, serves them from memory for
 //! at most `limits.lease_ttl`, and hands back what it did not use: the total
 //! admitted never exceeds the limit, and a lease only shifts when, within its
