@@ -8,6 +8,7 @@
 
 pub mod accounts;
 mod money;
+pub mod sim;
 pub mod store;
 
 pub use accounts::{Account, AccountId, Accounts};
@@ -47,4 +48,7 @@ pub enum Error {
     /// A migration failed.
     #[error("database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The Stripe simulator could not start or was asked for something it cannot do.
+    #[error("Stripe simulator: {0}")]
+    Simulator(String),
 }
