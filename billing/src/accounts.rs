@@ -163,6 +163,40 @@ impl Accounts {
         row.as_ref().map(from_row).transpose()
     }
 
+    /// The account whose Stripe customer is `customer`, if any.
+    pub async fn by_stripe_customer(&self, customer: &str) -> Result<Option<Account>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM accounts WHERE stripe_customer_id = $1"));
+        let row = sqlx::query(sql).bind(customer).fetch_optional(self.store.pool()).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// Links the account to its Stripe customer, unless it has one already;
+    /// returns the customer the account is linked to afterwards (so that two
+    /// racing callers agree on the first one stored).
+    pub async fn link_stripe_customer(&self, id: &AccountId, customer: &str) -> Result<String, Error> {
+        sqlx::query(
+            "UPDATE accounts SET stripe_customer_id = $1, updated_at = $2 WHERE id = $3 AND stripe_customer_id IS NULL",
+        )
+        .bind(customer)
+        .bind(now_ms())
+        .bind(id.as_str())
+        .execute(self.store.pool())
+        .await?;
+        let account = self.by_id(id).await?.ok_or_else(|| Error::AccountNotFound(id.to_string()))?;
+        Ok(account.stripe_customer_id.unwrap_or_else(|| customer.to_owned()))
+    }
+
+    /// Unlinks every account from its Stripe customer (the demo's simulator is new at each start).
+    pub async fn unlink_all_stripe_customers(&self) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE accounts SET stripe_customer_id = NULL, updated_at = $1 WHERE stripe_customer_id IS NOT NULL",
+        )
+        .bind(now_ms())
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Every account, oldest first.
     pub async fn list(&self) -> Result<Vec<Account>, Error> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM accounts ORDER BY created_at, id"));

@@ -3,17 +3,34 @@
 //!
 //! So far: [`Money`], the type every later part posts and reports; the
 //! [`Store`] (SQLite embedded, PostgreSQL in production) that owns the schema;
-//! and [`accounts`]. This crate never depends on `coopgate` (the gateway) and
-//! never puts hyper, tower or axum types in its public API.
+//! [`accounts`]; memberships through Stripe ([`memberships`] to buy and
+//! manage one, [`webhook`] and [`events`] to receive what Stripe reports,
+//! [`worker`] to apply it, [`subscriptions`] for the tier it gives,
+//! [`balance_transactions`] kept for the ledger); the one Stripe client
+//! ([`stripe`]); and the Stripe simulator ([`sim`]). This crate never depends
+//! on `coopgate` (the gateway) and never puts hyper, tower or axum types in its public API.
+
+// serde_json's `json!` of a whole Stripe object (the simulator's shapes) nests deeper
+// than the default limit.
+#![recursion_limit = "256"]
 
 pub mod accounts;
+pub mod balance_transactions;
+pub mod events;
+pub mod memberships;
 mod money;
 pub mod sim;
 pub mod store;
+pub mod stripe;
+pub mod subscriptions;
+pub mod webhook;
+pub mod worker;
 
 pub use accounts::{Account, AccountId, Accounts};
+pub use memberships::{AccountChanged, Memberships, Settings as MembershipSettings};
 pub use money::{Currency, Money};
 pub use store::{Backend, Store};
+pub use subscriptions::Plans;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +65,26 @@ pub enum Error {
     /// A migration failed.
     #[error("database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// Stripe could not be reached or refused a request.
+    #[error(transparent)]
+    Stripe(#[from] stripe::StripeFailure),
+    /// Stripe sent something billing cannot use.
+    #[error("unexpected data from Stripe: {0}")]
+    StripeData(String),
+    /// A webhook whose signature does not verify.
+    #[error("webhook refused: {0}")]
+    WebhookSignature(#[from] webhook::SignatureError),
+    /// A price that no tier's `stripe_prices` names.
+    #[error("no tier is bought with price `{price}`; the membership prices are {}", .known.join(", "))]
+    UnknownPrice {
+        /// The price asked for.
+        price: String,
+        /// Every membership price.
+        known: Vec<String>,
+    },
+    /// The account has no Stripe customer yet (it never checked out).
+    #[error("{0} has no Stripe customer yet: check out a membership first")]
+    NoStripeCustomer(String),
     /// The Stripe simulator could not start or was asked for something it cannot do.
     #[error("Stripe simulator: {0}")]
     Simulator(String),

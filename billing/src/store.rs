@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "accounts", include_str!("../migrations/0001_accounts.sql")),
     (2, "api keys", include_str!("../migrations/0002_api_keys.sql")),
     (3, "billing anchor", include_str!("../migrations/0003_billing_anchor.sql")),
+    (4, "stripe", include_str!("../migrations/0004_stripe.sql")),
 ];
 
 /// Which database a store is.

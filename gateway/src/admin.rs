@@ -4,6 +4,9 @@
 //! - `GET /admin/accounts`, `POST /admin/accounts` `{email, tier, org?}`
 //! - `GET /admin/keys[?account=EMAIL]`, `POST /admin/keys` `{account, name, ttl_seconds?}`
 //! - `POST /admin/keys/{id}/revoke`, `POST /admin/keys/{id}/roll` `{grace_seconds?}`
+//! - with `[billing]`: `POST /admin/billing/checkout` `{account, price}` and
+//!   `POST /admin/billing/portal` `{account}` answer `{url}`;
+//!   `POST /admin/billing/sync` `{since_seconds?}` catches up with Stripe
 //!
 //! Off unless `admin.token_sha256` is set. A request needs `Authorization:
 //! Bearer <token>` whose SHA-256 is that digest (compared in constant time; the
@@ -20,7 +23,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use coopgate_billing::Accounts;
+use coopgate_billing::{Account, Accounts, Memberships};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -36,18 +39,28 @@ struct AdminState {
     invalidations: Option<crate::invalidate::Invalidations>,
     /// Tier names the config knows, for account creation.
     tiers: Arc<Vec<String>>,
+    /// Memberships, when `[billing]` is configured.
+    memberships: Option<Arc<Memberships>>,
 }
 
 /// The admin routes.
-pub fn router(keys: Arc<Keys>, tiers: Vec<String>, invalidations: Option<crate::invalidate::Invalidations>) -> Router {
+pub fn router(
+    keys: Arc<Keys>,
+    tiers: Vec<String>,
+    invalidations: Option<crate::invalidate::Invalidations>,
+    memberships: Option<Arc<Memberships>>,
+) -> Router {
     Router::new()
+        .route("/admin/billing/checkout", post(billing_checkout))
+        .route("/admin/billing/portal", post(billing_portal))
+        .route("/admin/billing/sync", post(billing_sync))
         .route("/admin/accounts", get(list_accounts).post(create_account))
         .route("/admin/keys", get(list_keys).post(create_key))
         .route("/admin/keys/{id}/revoke", post(revoke_key))
         .route("/admin/keys/{id}/roll", post(roll_key))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
         .method_not_allowed_fallback(|| async { Error::BadAdminRequest("that method is not allowed here".into()) })
-        .with_state(AdminState { keys, invalidations, tiers: Arc::new(tiers) })
+        .with_state(AdminState { keys, invalidations, tiers: Arc::new(tiers), memberships })
 }
 
 /// Whether `Authorization: Bearer …` carries the token whose digest is `expected`.
@@ -67,6 +80,16 @@ pub fn token_matches(headers: &http::HeaderMap, expected: &[u8; 32]) -> bool {
 /// layer needs the error, so the response carries it in its extensions.
 #[derive(Clone)]
 pub struct Failed(pub Arc<Mutex<Option<Error>>>);
+
+/// A router's response, or the handler error it carries back (see [`Failed`]),
+/// for the problem layer to answer.
+pub fn take_error(resp: Response) -> Result<Response, Error> {
+    if let Some(Failed(slot)) = resp.extensions().get::<Failed>() {
+        let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        return Err(taken.unwrap_or_else(|| Error::internal("a handler error was taken twice")));
+    }
+    Ok(resp)
+}
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
@@ -191,4 +214,66 @@ async fn roll_key(
         inv.key_changed(&id).await;
     }
     shown_once(made)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BillingRequest {
+    account: String,
+    price: Option<String>,
+}
+
+/// Memberships and the account a billing request names by email.
+async fn billing_target(
+    s: &AdminState,
+    body: Result<Json<BillingRequest>, JsonRejection>,
+) -> Result<(Arc<Memberships>, Account, BillingRequest), Error> {
+    let Json(body) = body.map_err(unreadable)?;
+    let memberships = s.memberships.clone().ok_or(Error::BillingOff)?;
+    let account = Accounts::new(s.keys.store().clone())
+        .by_email(&body.account)
+        .await
+        .map_err(Error::Billing)?
+        .ok_or_else(|| Error::Billing(coopgate_billing::Error::AccountNotFound(body.account.clone())))?;
+    Ok((memberships, account, body))
+}
+
+async fn billing_checkout(
+    State(s): State<AdminState>,
+    body: Result<Json<BillingRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let (memberships, account, body) = billing_target(&s, body).await?;
+    let price = body.price.ok_or_else(|| Error::BadAdminRequest("give the membership `price`".into()))?;
+    let url = memberships.checkout(&account, &price).await.map_err(Error::Billing)?;
+    Ok(Json(serde_json::json!({ "url": url })))
+}
+
+async fn billing_portal(
+    State(s): State<AdminState>,
+    body: Result<Json<BillingRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let (memberships, account, _) = billing_target(&s, body).await?;
+    let url = memberships.portal(&account).await.map_err(Error::Billing)?;
+    Ok(Json(serde_json::json!({ "url": url })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SyncRequest {
+    since_seconds: Option<u64>,
+}
+
+async fn billing_sync(
+    State(s): State<AdminState>,
+    body: Result<Json<SyncRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(JsonRejection::MissingJsonContentType(_)) => SyncRequest::default(),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let memberships = s.memberships.clone().ok_or(Error::BillingOff)?;
+    let since = Duration::from_secs(body.since_seconds.unwrap_or(3 * 86_400));
+    let report = memberships.sync(since).await.map_err(Error::Billing)?;
+    Ok(Json(serde_json::to_value(report).map_err(Error::internal)?))
 }

@@ -3,6 +3,7 @@
 //! keys, migrations) are in [`admin`].
 
 mod admin;
+mod billing;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -72,6 +73,12 @@ enum Command {
     /// Issue member tokens (JWT).
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// Memberships through Stripe: checkout and portal links, catching up on missed webhooks.
+    #[command(subcommand)]
+    Billing(billing::BillingCommand),
+    /// Run the Stripe simulator alone (the demo runs one inside): Stripe's API
+    /// for what coopgate uses, hosted checkout and portal pages, signed webhooks.
+    StripeSim(billing::StripeSimArgs),
     /// Make an admin API token: prints the token (give it to the admin) and the
     /// line for the config (only the token's SHA-256 is kept there).
     AdminToken,
@@ -101,6 +108,8 @@ pub fn main() -> ExitCode {
         Command::Token(cmd) => admin::token(cmd, &env),
         Command::Accounts(cmd) => admin::accounts(cmd, &env),
         Command::Keys(cmd) => admin::keys(cmd, &env),
+        Command::Billing(cmd) => billing::billing(cmd, &env),
+        Command::StripeSim(args) => billing::stripe_sim(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -141,7 +150,8 @@ fn serve(path: &Path, env: &HashMap<String, String>) -> anyhow::Result<()> {
     telemetry::init(&config.log);
     let runtime = main_runtime()?;
     let (keys, tokens) = admin::open_for_serve(&runtime, &config)?;
-    run_on(runtime, config, keys, tokens, |_| Ok(()))
+    let listener = bind(&config)?;
+    run_on(runtime, listener, config, keys, tokens, |_| Ok(()))
 }
 
 fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
@@ -157,16 +167,27 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot prepare the sample dataset in {}", data_dir.display()))?;
     let mut config = demo::config(listen, upstream);
     demo::use_data_dir(&mut config, data_dir);
+    // Bound first, so that the Stripe simulator knows where to send webhooks.
+    let listener = bind(&config)?;
+    let addr = listener.local_addr()?;
+    let sim = runtime.block_on(demo::stripe::start(addr)).context("cannot start the Stripe simulator")?;
+    let stripe = demo::stripe::StripeManifest::new(&sim, addr);
+    demo::stripe::configure(&mut config, &stripe.gateway, &stripe.api_base, &stripe.webhook_secret)?;
     let (keys, tokens) = admin::open_for_serve(&runtime, &config)?;
     let store = keys.store().clone();
+    runtime.block_on(demo::stripe::forget_earlier_run(&store))?;
     let demo_keys = runtime.block_on(demo::ensure_keys(&store, &keys, data_dir))?;
     let data_dir = data_dir.to_owned();
-    run_on(runtime, config, keys, tokens, move |addr| {
-        let manifest = demo::Manifest::new(addr, upstream, &demo::dataset::dir(&data_dir), demo_keys)?;
+    run_on(runtime, listener, config, keys, tokens, move |addr| {
+        let mut manifest = demo::Manifest::new(addr, upstream, &demo::dataset::dir(&data_dir), demo_keys)?;
+        manifest.stripe = Some(stripe);
         manifest.write(&data_dir)?;
         println!("{}", manifest.banner(&data_dir));
         Ok(())
-    })
+    })?;
+    // The simulator serves until the demo has drained.
+    drop(sim);
+    Ok(())
 }
 
 fn dataset_ready(data_dir: &Path) -> bool {
@@ -194,21 +215,26 @@ fn main_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }
 
-/// Binds, starts the workers, and waits for SIGTERM or SIGINT to drain them.
+/// Binds `server.listen`, with a message that says what to do when it is taken.
+fn bind(config: &Config) -> anyhow::Result<std::net::TcpListener> {
+    server::bind(config).map_err(|e| match e {
+        Error::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {addr}: the address is in use. Stop what is using it, or pick another address (for the demo: --listen 127.0.0.1:0 takes any free port)"
+        ),
+        other => other.into(),
+    })
+}
+
+/// Starts the workers on `listener`, and waits for SIGTERM or SIGINT to drain them.
 fn run_on(
     runtime: tokio::runtime::Runtime,
+    listener: std::net::TcpListener,
     config: Config,
     keys: Arc<crate::keys::Keys>,
     tokens: Arc<crate::tokens::Tokens>,
     on_listening: impl FnOnce(SocketAddr) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let workers = config.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let listener = server::bind(&config).map_err(|e| match e {
-        Error::Bind { addr, source } if source.kind() == std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
-            "cannot listen on {addr}: the address is in use. Stop what is using it, or pick another address (for the demo: --listen 127.0.0.1:0 takes any free port)"
-        ),
-        other => other.into(),
-    })?;
     let addr = listener.local_addr()?;
     let _guard = runtime.enter();
     let gateway = Arc::new(Gateway::with_credentials(config, keys, tokens)?);

@@ -6,6 +6,7 @@
 //! overrides, key paths and line numbers in errors) lives in [`load`]; the checks
 //! that span several keys live in [`Config::validate`].
 
+mod billing;
 mod load;
 mod secret;
 mod units;
@@ -19,6 +20,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use url::Url;
 
+pub use billing::{BillingConfig, StripeConfig};
 pub use load::{Problem, load_file, load_str};
 pub use secret::Secret;
 pub use units::{ByteQuota, ByteSize, Period, Rate, RequestQuota};
@@ -54,6 +56,9 @@ pub struct Config {
     /// Routes, matched by longest path prefix.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Memberships through Stripe; off without it.
+    #[serde(default)]
+    pub billing: Option<BillingConfig>,
 }
 
 /// `[server]`
@@ -425,6 +430,10 @@ pub struct TierConfig {
     /// The limits callers of this tier are held to.
     #[serde(default)]
     pub limits: Vec<LimitConfig>,
+    /// The Stripe prices that buy this tier as a membership; several make a
+    /// sliding scale (the same membership priced by ability to pay).
+    #[serde(default)]
+    pub stripe_prices: Option<Vec<String>>,
 }
 
 /// One entry of a tier's `limits`: exactly one of `rate`, `quota` or `bytes`.
@@ -890,6 +899,7 @@ impl Config {
                 }
             }
         }
+        problems.extend(billing::validate(self, env));
         if let Some(url) = &self.tokens.jwks_url
             && (!matches!(url.scheme(), "http" | "https") || url.host_str().is_none())
         {

@@ -9,6 +9,7 @@
 //! scripts and tests can find every URL (and, in the demo only, that key).
 
 pub mod dataset;
+pub mod stripe;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -46,14 +47,19 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     config.server.listen = listen;
     // The commons: a pace and a daily download allowance, counted on bytes sent.
     let bytes_daily = LimitConfig::bytes("bytes-daily", "5GiB/day".parse().expect("a demo byte quota"));
-    config
-        .tiers
-        .insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "60/min", 20), bytes_daily] });
+    config.tiers.insert(
+        "anonymous".into(),
+        TierConfig { rank: 0, limits: vec![limit("burst", "60/min", 20), bytes_daily], stripe_prices: None },
+    );
     let monthly = LimitConfig::quota("monthly", "10000/month".parse().expect("a demo quota"));
-    config
-        .tiers
-        .insert("registered".into(), TierConfig { rank: 10, limits: vec![limit("burst", "600/min", 100), monthly] });
-    config.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![limit("burst", "6000/min", 500)] });
+    config.tiers.insert(
+        "registered".into(),
+        TierConfig { rank: 10, limits: vec![limit("burst", "600/min", 100), monthly], stripe_prices: None },
+    );
+    config.tiers.insert(
+        "member".into(),
+        TierConfig { rank: 20, limits: vec![limit("burst", "6000/min", 500)], stripe_prices: None },
+    );
     let mut early = route("early", "/early/", "/early/", RouteKind::Bulk);
     early.early_access =
         Some(EarlyAccessConfig { window: Duration::from_secs(30 * 86_400), min_tier: "member".into() });
@@ -147,6 +153,8 @@ pub struct Manifest {
     pub early_release: String,
     /// The store the demo's accounts and keys live in.
     pub store: String,
+    /// The Stripe simulator the demo's memberships are sold through.
+    pub stripe: Option<stripe::StripeManifest>,
 }
 
 /// One downloadable file.
@@ -161,6 +169,29 @@ pub struct BulkFile {
 }
 
 impl Manifest {
+    /// The banner's lines that take the demo account to member and back, when
+    /// the simulator runs.
+    fn membership_lines(&self) -> String {
+        let Some(stripe) = &self.stripe else { return String::new() };
+        let price = stripe.prices.first().map_or("", String::as_str);
+        format!(
+            "Become a sustaining member (Stripe simulator, no network; prices {prices}):\n  \
+curl -s -X POST -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\\n    \
+-d '{{\"price\": \"{price}\"}}' {base}/billing/checkout\n  \
+# open the \"url\" it prints and pay with {card} ({declined} is declined);\n  \
+# within a second the same key opens the members-first release:\n  \
+curl -s -H 'X-API-Key: {key}' {early} | head -3\n  \
+# and back: the Customer Portal's page cancels the membership\n  \
+curl -s -X POST -H 'X-API-Key: {key}' {base}/billing/portal\n\n",
+            prices = stripe.prices.join(", "),
+            key = self.api_key,
+            base = self.base_url,
+            card = stripe.test_card,
+            declined = stripe.declined_card,
+            early = self.early_release,
+        )
+    }
+
     /// Describes a demo whose gateway listens on `gateway` and origin on `upstream`.
     pub fn new(gateway: SocketAddr, upstream: SocketAddr, dataset: &Path, keys: DemoKeys) -> std::io::Result<Self> {
         let base = format!("http://{gateway}");
@@ -182,6 +213,7 @@ impl Manifest {
             member_api_key: keys.member,
             early_release: format!("{base}/early/grid-daily-2025-q1.csv"),
             store: dataset.parent().map(store_url).unwrap_or_default(),
+            stripe: None,
             base_url: base,
         })
     }
@@ -211,6 +243,7 @@ curl -si -H 'X-API-Key: {key}' {regions} | grep -i ratelimit\n\
 The next release is for members first (30 days), then for everyone:\n  \
 curl -s {early}                       # 403, with the date it becomes free\n  \
 curl -s -H 'X-API-Key: {member_key}' {early} | head -3\n\n\
+{membership}\
 Make your own account and key (shown once):\n  \
 {exe} accounts create --email you@example.org --data-dir {data}\n  \
 {exe} keys create --account you@example.org --name laptop --data-dir {data}\n\n\
@@ -231,6 +264,7 @@ Stop with Ctrl-C (in-flight downloads finish first).\n",
             key = self.api_key,
             member_key = self.member_api_key,
             early = self.early_release,
+            membership = self.membership_lines(),
             exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "coopgate".into()),
         )
     }

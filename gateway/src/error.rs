@@ -133,6 +133,24 @@ pub enum Error {
         setting: &'static str,
     },
 
+    /// A billing endpoint for a caller's own account, called without a credential.
+    #[error("this endpoint needs your API key or member token")]
+    CredentialRequired,
+    /// A billing endpoint on a gateway without `[billing]`.
+    #[error("billing is not configured")]
+    BillingOff,
+    /// A request body larger than the endpoint reads (webhooks, billing requests).
+    #[error("the body is over {limit} bytes")]
+    BodyTooLarge {
+        /// The endpoint's limit.
+        limit: usize,
+    },
+
+    // --- Billing (400 bad input, 409, 502 Stripe, 503 store) -----------------------
+    /// Memberships: a refused webhook, an unknown price, Stripe or the store away.
+    #[error("billing: {0}")]
+    Billing(#[source] coopgate_billing::Error),
+
     // --- The upstream (502, 504) ---------------------------------------------------
     /// The upstream refused the connection or could not be reached.
     #[error("upstream of route {route} cannot be reached: {source}")]

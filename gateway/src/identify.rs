@@ -185,13 +185,17 @@ fn account_hash(account_id: &str) -> u64 {
 }
 
 /// Where a request's credential is, if it has one.
-enum Credential<'a> {
+pub(crate) enum Credential<'a> {
+    /// No credential: an anonymous caller.
     None,
+    /// An API key, and the header that carried it.
     ApiKey { raw: &'a str, header: http::HeaderName },
+    /// Any other bearer token: a member token.
     OtherBearer(&'a str),
 }
 
-fn credential(headers: &HeaderMap) -> Credential<'_> {
+/// The credential a request carries (the billing endpoints read it too).
+pub(crate) fn credential(headers: &HeaderMap) -> Credential<'_> {
     if let Some(v) = headers.get("x-api-key") {
         return Credential::ApiKey {
             raw: v.to_str().unwrap_or(""),

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod authorize;
+pub mod billing;
 pub mod body;
 pub mod cli;
 pub mod config;

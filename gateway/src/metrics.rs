@@ -102,6 +102,10 @@ pub struct Metrics {
     pub store_unavailable: Gauge,
     /// Client connections open now.
     pub connections: Gauge,
+    /// Stripe events received and not yet applied (memberships).
+    pub billing_events_waiting: Gauge,
+    /// Age in seconds of the oldest Stripe event not yet applied (0: none).
+    pub billing_oldest_waiting_seconds: Gauge,
 }
 
 impl Metrics {
@@ -122,6 +126,8 @@ impl Metrics {
             limits_redis_errors: Counter::default(),
             store_unavailable: Gauge::default(),
             connections: Gauge::default(),
+            billing_events_waiting: Gauge::default(),
+            billing_oldest_waiting_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Routed requests by route, status and tier", m.requests.clone());
@@ -161,6 +167,16 @@ impl Metrics {
             m.store_unavailable.clone(),
         );
         registry.register("open_connections", "Client connections open now", m.connections.clone());
+        registry.register(
+            "billing_events_waiting",
+            "Stripe events received and not yet applied (a growing number: Stripe or the store is failing)",
+            m.billing_events_waiting.clone(),
+        );
+        registry.register(
+            "billing_oldest_waiting_seconds",
+            "Age of the oldest Stripe event not yet applied",
+            m.billing_oldest_waiting_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 

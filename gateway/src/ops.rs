@@ -139,12 +139,7 @@ where
                     let router = admin.router.clone();
                     return Either::Right(Either::Right(Box::pin(async move {
                         let resp = tower::ServiceExt::oneshot(router, req).await.map_err(Error::internal)?;
-                        // A handler's error rides back in the extensions; hand it to the problem layer.
-                        if let Some(crate::admin::Failed(slot)) = resp.extensions().get::<crate::admin::Failed>() {
-                            let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-                            return Err(taken.unwrap_or_else(|| Error::internal("admin error taken twice")));
-                        }
-                        Ok(resp.map(body::boxed))
+                        crate::admin::take_error(resp).map(|r| r.map(body::boxed))
                     })));
                 }
             }

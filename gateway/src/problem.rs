@@ -46,6 +46,10 @@ impl Error {
             Error::PeerForbidden { .. } => StatusCode::FORBIDDEN,
             Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::CredentialRequired => StatusCode::UNAUTHORIZED,
+            Error::BillingOff => StatusCode::NOT_FOUND,
+            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Billing(e) => billing_status(e),
             Error::ConfigUnreadable { .. }
             | Error::ConfigInvalid(_)
             | Error::Bind { .. }
@@ -75,8 +79,40 @@ impl Error {
             Error::UpstreamUnreachable { .. } => "upstream-unreachable",
             Error::UpstreamFailed { .. } => "upstream-failed",
             Error::UpstreamTimeout { .. } => "upstream-timeout",
+            Error::CredentialRequired => "credential-required",
+            Error::BillingOff => "billing-off",
+            Error::BodyTooLarge { .. } => "payload-too-large",
+            Error::Billing(e) => billing_slug(e),
             _ => "internal",
         }
+    }
+}
+
+/// Billing's errors by who is at fault: the caller (400, 404, 409), Stripe
+/// (502: an upstream of ours), the store (503, retry), or us (500).
+fn billing_status(e: &coopgate_billing::Error) -> StatusCode {
+    use coopgate_billing::Error as B;
+    match e {
+        B::WebhookSignature(_) | B::UnknownPrice { .. } | B::InvalidEmail(_) => StatusCode::BAD_REQUEST,
+        B::AccountNotFound(_) => StatusCode::NOT_FOUND,
+        B::NoStripeCustomer(_) => StatusCode::CONFLICT,
+        B::Stripe(_) | B::StripeData(_) => StatusCode::BAD_GATEWAY,
+        B::Database(_) | B::Migration(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn billing_slug(e: &coopgate_billing::Error) -> &'static str {
+    use coopgate_billing::Error as B;
+    match e {
+        B::WebhookSignature(_) => "webhook-signature",
+        B::UnknownPrice { .. } => "unknown-price",
+        B::InvalidEmail(_) => "invalid-email",
+        B::AccountNotFound(_) => "no-such-account",
+        B::NoStripeCustomer(_) => "no-stripe-customer",
+        B::Stripe(_) | B::StripeData(_) => "stripe-unavailable",
+        B::Database(_) | B::Migration(_) => "store-unavailable",
+        _ => "internal",
     }
 }
 
@@ -144,6 +180,15 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         Error::UpstreamTimeout { route, phase } => {
             format!("The origin behind route {route} did not {phase} in time.")
         }
+        Error::CredentialRequired => {
+            "Send your API key (X-API-Key) or member token (Authorization: Bearer) to manage your own membership."
+                .to_owned()
+        }
+        Error::BillingOff => "This co-op does not sell memberships through this gateway.".to_owned(),
+        Error::BodyTooLarge { limit } => {
+            format!("The request body is larger than this endpoint reads ({limit} bytes).")
+        }
+        Error::Billing(e) => billing_detail(e, id),
         _ => format!("Something went wrong inside the gateway. Quote request id {id} when you report it."),
     };
     match &err {
@@ -182,6 +227,9 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         // The change poll probes the store each second; a few seconds keep
         // clients from hammering a database that is coming back.
         Error::Store(_) => Some(HeaderValue::from_static("5")),
+        Error::Billing(e) if billing_status(e) == StatusCode::SERVICE_UNAVAILABLE => {
+            Some(HeaderValue::from_static("5"))
+        }
         _ => None,
     };
     if let Error::RateLimited(denial) = err {
@@ -199,6 +247,23 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         headers.apply(resp.headers_mut());
     }
     resp
+}
+
+/// What a billing problem tells the caller; Stripe's and the store's own
+/// words stay in the log.
+fn billing_detail(e: &coopgate_billing::Error, id: &str) -> String {
+    use coopgate_billing::Error as B;
+    match e {
+        B::WebhookSignature(why) => format!("Webhook refused: {why}. Nothing was stored."),
+        B::UnknownPrice { .. } | B::InvalidEmail(_) | B::AccountNotFound(_) | B::NoStripeCustomer(_) => {
+            format!("{e}.")
+        }
+        B::Stripe(_) | B::StripeData(_) => {
+            format!("Stripe cannot be reached or refused the request; retry shortly (request id {id}).")
+        }
+        B::Database(_) | B::Migration(_) => "The store cannot be written right now; retry shortly.".to_owned(),
+        _ => format!("Something went wrong inside the gateway. Quote request id {id} when you report it."),
+    }
 }
 
 /// The error and its causes on one line, for logs.

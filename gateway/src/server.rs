@@ -109,7 +109,25 @@ impl Gateway {
                     let _ = listening.await;
                 }
             };
-            tokio::join!(sweeps, key_changes, pubsub, shared.limits.run());
+            // Stripe events are applied off the request path, and missed ones fetched.
+            let memberships = async {
+                let (Some(m), Some(billing)) = (&shared.memberships, &shared.config.billing) else { return };
+                let backlog = async {
+                    let mut every = tokio::time::interval(Duration::from_secs(5));
+                    loop {
+                        every.tick().await;
+                        if let Ok((waiting, oldest)) = m.backlog().await {
+                            shared.metrics.billing_events_waiting.set(waiting);
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as i64);
+                            shared.metrics.billing_oldest_waiting_seconds.set(oldest.map_or(0, |t| (now - t) / 1000));
+                        }
+                    }
+                };
+                tokio::join!(m.run(billing.sync_interval), backlog);
+            };
+            tokio::join!(sweeps, key_changes, pubsub, memberships, shared.limits.run());
         })
     }
 

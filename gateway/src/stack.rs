@@ -4,11 +4,13 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use coopgate_billing::Memberships;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 
 use crate::authorize::AuthorizeLayer;
+use crate::billing::BillingLayer;
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::Error;
@@ -49,6 +51,10 @@ pub struct Shared {
     pub tokens: Option<Arc<Tokens>>,
     /// Cross-replica invalidations, when `limits.redis_url` is set.
     pub invalidations: Option<Invalidations>,
+    /// Memberships through Stripe, when `[billing]` is set and there is a store.
+    pub memberships: Option<Arc<Memberships>>,
+    /// The `/billing/…` routes, when memberships are on.
+    pub billing: Option<axum::Router>,
     /// The config the rest was built from.
     pub config: Arc<Config>,
 }
@@ -62,6 +68,15 @@ impl Shared {
         let tiers = Arc::new(Tiers::from_config(&config));
         let routes = Arc::new(RouteTable::from_config(&config, &tiers, &metrics)?);
         let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics.clone()));
+        let memberships = crate::billing::memberships(&config, keys.as_ref(), tokens.as_ref(), invalidations.as_ref())?;
+        let billing = match (&memberships, &keys) {
+            (Some(m), Some(k)) => Some(crate::billing::router(crate::billing::BillingState {
+                memberships: m.clone(),
+                keys: k.clone(),
+                tokens: tokens.clone(),
+            })),
+            _ => None,
+        };
         Ok(Shared {
             ids: Arc::new(IdSource::new()),
             ops: Arc::new(OpsState {
@@ -75,6 +90,7 @@ impl Shared {
                             keys.clone(),
                             config.tiers.keys().cloned().collect(),
                             invalidations.clone(),
+                            memberships.clone(),
                         ),
                         token_sha256,
                         allow: config.admin.allow.clone(),
@@ -90,6 +106,8 @@ impl Shared {
             keys,
             tokens,
             invalidations: invalidations.clone(),
+            memberships,
+            billing,
             config: Arc::new(config),
         })
     }
@@ -110,6 +128,9 @@ pub fn stack(
         .layer(ProblemLayer)
         // Health, readiness and metrics answer before routing: never limited or proxied.
         .layer(OpsLayer::new(shared.ops.clone(), conn))
+        // Stripe's webhooks and a caller's own checkout and portal links, before
+        // routing: the webhook must never be limited or proxied.
+        .layer(BillingLayer::new(shared.billing.clone()))
         // Shape checks (431, 413 by Content-Length) and the route match (404).
         .layer(RouteLayer::new(shared.routes.clone(), server.max_header_bytes, shared.metrics.clone()))
         // Who is calling; a credential we cannot honour is a 401, never anonymous.

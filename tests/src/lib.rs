@@ -163,6 +163,12 @@ pub async fn gateway(config: Config) -> TestGateway {
 /// Serves an already built gateway on a loopback port.
 pub async fn gateway_with(gateway: coopgate::Gateway) -> TestGateway {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+    serve_on(listener, gateway).await
+}
+
+/// Serves a gateway on a listener bound beforehand (when something else,
+/// such as the Stripe simulator's webhooks, must know the address first).
+pub async fn serve_on(listener: TcpListener, gateway: coopgate::Gateway) -> TestGateway {
     let addr = listener.local_addr().expect("gateway addr");
     let gateway = Arc::new(gateway);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -181,7 +187,10 @@ pub async fn gateway_with(gateway: coopgate::Gateway) -> TestGateway {
 /// limits never meet one.
 pub fn config(upstream: SocketAddr) -> Config {
     let mut config = Config::default();
-    config.tiers.insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "100000/sec", 100000)] });
+    config.tiers.insert(
+        "anonymous".into(),
+        TierConfig { rank: 0, limits: vec![limit("burst", "100000/sec", 100000)], stripe_prices: None },
+    );
     config.routes = vec![
         route("api", "/api/", upstream, "/", RouteKind::Api),
         route("bulk", "/bulk/", upstream, "/files/", RouteKind::Bulk),

@@ -9,6 +9,7 @@ mod e2e {
     mod errors;
     mod keys;
     mod limits;
+    mod memberships;
     mod own_redis;
     mod proxy;
     mod replicas;

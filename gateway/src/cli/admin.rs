@@ -42,13 +42,17 @@ impl Target {
                 let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
                 let mut config = demo::config(addr, addr);
                 demo::use_data_dir(&mut config, &dir);
+                // A running (or the last) demo's Stripe simulator, for `billing …`.
+                if let Some(s) = demo::stripe::StripeManifest::read(&dir) {
+                    demo::stripe::configure(&mut config, &s.gateway, &s.api_base, &s.webhook_secret)?;
+                }
                 Ok((config, demo::store_url(&dir)))
             }
         }
     }
 
     /// Connects to the store and applies migrations.
-    async fn store(&self, env: &HashMap<String, String>) -> anyhow::Result<(Config, Store)> {
+    pub(super) async fn store(&self, env: &HashMap<String, String>) -> anyhow::Result<(Config, Store)> {
         let (config, url) = self.resolve(env)?;
         let store = connect(&url).await?;
         Ok((config, store))
@@ -186,7 +190,7 @@ pub enum KeysCommand {
     },
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
@@ -317,7 +321,7 @@ pub fn keys(cmd: KeysCommand, env: &HashMap<String, String>) -> anyhow::Result<(
 }
 
 /// The deployment's Redis invalidations, when `limits.redis_url` is set.
-fn invalidations(config: &Config) -> Option<crate::invalidate::Invalidations> {
+pub(super) fn invalidations(config: &Config) -> Option<crate::invalidate::Invalidations> {
     crate::redis_target::RedisTarget::from_config(&config.limits)?.ok().map(crate::invalidate::Invalidations::new)
 }
 

@@ -102,7 +102,13 @@ fn a_missing_file_says_so() {
 #[test]
 fn the_example_config_in_deploy_passes() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/coopgate.example.toml");
-    let out = coopgate().args(["check", "--config", example]).env("ORIGIN_TOKEN", "Bearer x").output().unwrap();
+    let out = coopgate()
+        .args(["check", "--config", example])
+        .env("ORIGIN_TOKEN", "Bearer x")
+        .env("STRIPE_SECRET_KEY", "sk_test_example")
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_example")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -209,4 +215,62 @@ fn redis_cluster_settings_that_cannot_work_are_named() {
     assert!(!ok);
     assert!(err.contains("limits.redis_cluster[1] (line 3): every seed node of one cluster takes the same"), "{err}");
     assert!(err.contains("limits.redis_cluster[2] (line 3): a cluster has only database 0"), "{err}");
+}
+
+const MEMBERSHIPS: &str = r#"
+[tiers.registered]
+rank = 10
+
+[tiers.sustaining]
+rank = 30
+stripe_prices = ["price_small_nonprofit", "price_university", "price_company"]
+
+[billing]
+success_url = "https://coop.example.org/thanks?session={CHECKOUT_SESSION_ID}"
+cancel_url = "https://coop.example.org/join"
+portal_return_url = "https://coop.example.org/account"
+
+[billing.stripe]
+secret_key = "env:STRIPE_SECRET_KEY"
+webhook_secrets = ["env:STRIPE_WEBHOOK_SECRET", "whsec_previous"]
+"#;
+
+#[test]
+fn a_sliding_scale_membership_passes() {
+    let text = format!("{GOOD}{MEMBERSHIPS}");
+    let (ok, out, err) = check(&text, &[("STRIPE_SECRET_KEY", "sk_test_1"), ("STRIPE_WEBHOOK_SECRET", "whsec_1")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 tier(s)"), "{out}");
+}
+
+#[test]
+fn membership_prices_missing_or_listed_twice_are_named() {
+    let text = format!("{GOOD}{MEMBERSHIPS}")
+        .replace("[tiers.registered]\nrank = 10", "[tiers.registered]\nrank = 10\nstripe_prices = []")
+        .replace("\"price_company\"]", "\"price_company\", \"price_university\"]")
+        + "\n[tiers.supporter]\nrank = 20\nstripe_prices = [\"price_company\"]\n";
+    let (ok, _, err) = check(&text, &[("STRIPE_SECRET_KEY", "sk_test_1"), ("STRIPE_WEBHOOK_SECRET", "whsec_1")]);
+    assert!(!ok);
+    assert!(err.contains("tiers.registered.stripe_prices") && err.contains("lists no price"), "{err}");
+    assert!(err.contains("`price_university` is listed again (also in this tier)"), "{err}");
+    assert!(err.contains("`price_company` is listed again (also in tier `"), "{err}");
+    assert!(err.contains("billing.fallback_tier") && err.contains("cannot itself be sold"), "{err}");
+}
+
+#[test]
+fn stripe_secrets_that_cannot_work_are_named() {
+    let text = format!("{GOOD}{MEMBERSHIPS}").replace("\"whsec_previous\"", "\"previous\"");
+    let (ok, _, err) = check(&text, &[("STRIPE_SECRET_KEY", "pk_live_1")]);
+    assert!(!ok);
+    assert!(err.contains("billing.stripe.secret_key") && err.contains("never the publishable"), "{err}");
+    assert!(
+        err.contains("billing.stripe.webhook_secrets[0]") && err.contains("STRIPE_WEBHOOK_SECRET is not set"),
+        "{err}"
+    );
+    assert!(err.contains("billing.stripe.webhook_secrets[1]") && err.contains("whsec_"), "{err}");
+    // A tier sold without [billing] cannot be bought.
+    let unsold = format!("{GOOD}\n[tiers.sustaining]\nrank = 30\nstripe_prices = [\"price_1\"]\n");
+    let (ok, _, err) = check(&unsold, &[]);
+    assert!(!ok);
+    assert!(err.contains("tiers.sustaining.stripe_prices") && err.contains("needs [billing]"), "{err}");
 }

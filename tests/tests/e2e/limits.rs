@@ -7,7 +7,10 @@ use coopgate_tests::{assert_problem, config, echo_upstream, file_byte, file_upst
 async fn tight() -> (coopgate_tests::TestUpstream, coopgate::Config) {
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
-    cfg.tiers.insert("anonymous".into(), TierConfig { rank: 0, limits: vec![limit("burst", "1/min", 3)] });
+    cfg.tiers.insert(
+        "anonymous".into(),
+        TierConfig { rank: 0, limits: vec![limit("burst", "1/min", 3)], stripe_prices: None },
+    );
     (up, cfg)
 }
 

@@ -47,8 +47,11 @@ impl Outage {
         let dir = tempfile::tempdir().unwrap();
         let up = echo_upstream().await;
         let mut cfg = config(up.addr);
-        cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 500)] });
-        cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![] });
+        cfg.tiers.insert(
+            "registered".into(),
+            TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 500)], stripe_prices: None },
+        );
+        cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None });
         cfg.tokens = TokensConfig {
             signing_key_file: dir.path().join("signing.der"),
             hmac_secret: Some(Secret::inline("0123456789abcdef0123456789abcdef")),

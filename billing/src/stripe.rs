@@ -1,0 +1,266 @@
+//! What coopgate asks of Stripe, in billing's own words.
+//!
+//! [`StripeApi`] is the small trait the rest of billing calls; its one real
+//! implementation, [`client::StripeClient`], is the only code that uses
+//! async-stripe (a release candidate: when it changes, only that file does).
+//! The same client talks to the real Stripe or to the simulator ([`crate::sim`]):
+//! only `billing.stripe.api_base` differs.
+//!
+//! Every write carries an idempotency key derived from what it does (the
+//! account and the purpose, see [`idempotency_key`]), so that a retried or
+//! repeated call never makes a second customer or session: Stripe answers a
+//! repeated key with the first answer for at least 24 hours.
+
+pub mod client;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+pub use client::StripeClient;
+
+/// A boxed future, so that [`StripeApi`] can be used as `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What went wrong talking to Stripe.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StripeFailure {
+    /// Stripe could not be reached, timed out, or answered 429 or 5xx: worth
+    /// retrying later with the same idempotency key.
+    #[error("Stripe is unavailable: {0}")]
+    Unavailable(String),
+    /// Stripe refused the request (4xx other than 429): retrying the same
+    /// request will not help.
+    #[error("Stripe refused the request ({status}{}): {message}", code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// Stripe's error code, such as `resource_missing`.
+        code: Option<String>,
+        /// Stripe's message.
+        message: String,
+    },
+    /// Stripe answered something this client cannot read.
+    #[error("Stripe's answer could not be read: {0}")]
+    Malformed(String),
+}
+
+impl StripeFailure {
+    /// Whether a later retry of the same call may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StripeFailure::Unavailable(_))
+    }
+}
+
+/// The idempotency key of a write: `coopgate:<purpose>:<parts…>`, built from
+/// ids only so that every replica and every release derives the same key for
+/// the same intent (Stripe allows up to 255 characters).
+pub fn idempotency_key(purpose: &str, parts: &[&str]) -> String {
+    let mut key = format!("coopgate:{purpose}");
+    for part in parts {
+        key.push(':');
+        key.push_str(part);
+    }
+    key.truncate(255);
+    key
+}
+
+/// A customer to create for an account.
+#[derive(Debug, Clone)]
+pub struct NewCustomer {
+    /// The account id, kept in the customer's metadata as `account_id`.
+    pub account_id: String,
+    /// The account's email.
+    pub email: String,
+    /// The write's idempotency key.
+    pub idempotency_key: String,
+}
+
+/// A Checkout Session to create, in subscription mode.
+#[derive(Debug, Clone)]
+pub struct NewCheckout {
+    /// The customer who pays.
+    pub customer: String,
+    /// The account, as `client_reference_id` and in the subscription's metadata.
+    pub account_id: String,
+    /// The price subscribed to.
+    pub price: String,
+    /// Where Stripe sends the payer afterwards; may hold `{CHECKOUT_SESSION_ID}`.
+    pub success_url: String,
+    /// Where Stripe sends a payer who gives up.
+    pub cancel_url: String,
+    /// The write's idempotency key.
+    pub idempotency_key: String,
+}
+
+/// A Customer Portal session to create.
+#[derive(Debug, Clone)]
+pub struct NewPortal {
+    /// The customer.
+    pub customer: String,
+    /// Where the portal's "return" link goes.
+    pub return_url: String,
+    /// The write's idempotency key.
+    pub idempotency_key: String,
+}
+
+/// A subscription's status, as Stripe names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionStatus {
+    /// Paid up.
+    Active,
+    /// In a free trial.
+    Trialing,
+    /// A renewal payment failed; Stripe is retrying.
+    PastDue,
+    /// Ended.
+    Canceled,
+    /// Retries failed; kept but not paid.
+    Unpaid,
+    /// The first payment has not gone through yet.
+    Incomplete,
+    /// The first payment never went through.
+    IncompleteExpired,
+    /// Paused (a trial ended without a payment method).
+    Paused,
+    /// A status this client does not know; treated as not paying.
+    Other(String),
+}
+
+impl SubscriptionStatus {
+    /// Parses Stripe's name.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "active" => Self::Active,
+            "trialing" => Self::Trialing,
+            "past_due" => Self::PastDue,
+            "canceled" => Self::Canceled,
+            "unpaid" => Self::Unpaid,
+            "incomplete" => Self::Incomplete,
+            "incomplete_expired" => Self::IncompleteExpired,
+            "paused" => Self::Paused,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// Stripe's name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Active => "active",
+            Self::Trialing => "trialing",
+            Self::PastDue => "past_due",
+            Self::Canceled => "canceled",
+            Self::Unpaid => "unpaid",
+            Self::Incomplete => "incomplete",
+            Self::IncompleteExpired => "incomplete_expired",
+            Self::Paused => "paused",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for SubscriptionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What billing needs of a subscription: Stripe's current state of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// `sub_…`
+    pub id: String,
+    /// `cus_…`
+    pub customer: String,
+    /// Its status.
+    pub status: SubscriptionStatus,
+    /// The prices of its items.
+    pub prices: Vec<String>,
+    /// `metadata.account_id`, set by coopgate's Checkout Sessions.
+    pub account_id: Option<String>,
+    /// The billing cycle anchor, Unix seconds.
+    pub billing_cycle_anchor: i64,
+    /// The end of the current period (of its first item), Unix seconds.
+    pub current_period_end: Option<i64>,
+    /// Whether it ends at the end of the period.
+    pub cancel_at_period_end: bool,
+    /// Created, Unix seconds.
+    pub created: i64,
+}
+
+/// What billing needs of a Checkout Session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutSession {
+    /// `cs_…`
+    pub id: String,
+    /// The customer, once known.
+    pub customer: Option<String>,
+    /// The account it was made for.
+    pub client_reference_id: Option<String>,
+    /// The subscription it created, once complete.
+    pub subscription: Option<String>,
+    /// `open`, `complete` or `expired`.
+    pub status: Option<String>,
+    /// Its hosted page.
+    pub url: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    /// The items, newest first.
+    pub data: Vec<T>,
+    /// Whether there are more after the last one.
+    pub has_more: bool,
+}
+
+/// An event as listed by Stripe: its raw JSON (as a webhook would carry it).
+#[derive(Debug, Clone)]
+pub struct ListedEvent {
+    /// `evt_…`
+    pub id: String,
+    /// The event's JSON.
+    pub json: Vec<u8>,
+}
+
+/// What coopgate asks of Stripe. Errors are [`StripeFailure`]; an object that
+/// does not exist is `Ok(None)`.
+pub trait StripeApi: Send + Sync {
+    /// Creates the account's customer (idempotent by its key).
+    fn create_customer<'a>(&'a self, new: &'a NewCustomer) -> BoxFuture<'a, Result<String, StripeFailure>>;
+
+    /// The customer whose `metadata.account_id` is `account_id`, if any (for a
+    /// customer made by an earlier attempt whose id was never stored).
+    fn find_customer<'a>(&'a self, account_id: &'a str) -> BoxFuture<'a, Result<Option<String>, StripeFailure>>;
+
+    /// Creates a Checkout Session; its hosted page's URL is in the answer.
+    fn create_checkout<'a>(&'a self, new: &'a NewCheckout) -> BoxFuture<'a, Result<CheckoutSession, StripeFailure>>;
+
+    /// Creates a Customer Portal session and returns its URL.
+    fn create_portal<'a>(&'a self, new: &'a NewPortal) -> BoxFuture<'a, Result<String, StripeFailure>>;
+
+    /// Stripe's current state of a Checkout Session.
+    fn checkout_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<CheckoutSession>, StripeFailure>>;
+
+    /// Stripe's current state of a subscription.
+    fn subscription<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Subscription>, StripeFailure>>;
+
+    /// Subscriptions in every status, newest first, a page at a time; only
+    /// `customer`'s when given.
+    fn subscriptions<'a>(
+        &'a self,
+        customer: Option<&'a str>,
+        starting_after: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Page<Subscription>, StripeFailure>>;
+
+    /// Events created at or after `created_gte` (Unix seconds), newest first, a
+    /// page at a time.
+    fn events<'a>(
+        &'a self,
+        created_gte: i64,
+        starting_after: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Page<ListedEvent>, StripeFailure>>;
+
+    /// A balance transaction's raw JSON, kept for the ledger.
+    fn balance_transaction<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StripeFailure>>;
+}

@@ -1,0 +1,312 @@
+//! Membership subscriptions and the tier they give.
+//!
+//! Owns the `stripe_subscriptions` table: Stripe's state of each subscription
+//! as last fetched (never as an event described it, so that a late or
+//! reordered event cannot roll a subscription back), and [`Plans`], which says
+//! which tier each price gives. An account's tier is the highest-ranked tier
+//! of its live subscriptions ([`account_tier`]):
+//!
+//! - active or trialing: the price's tier;
+//! - past_due: the price's tier until `past_due_since + past_due_grace`;
+//! - anything else (canceled, unpaid, incomplete, incomplete_expired, paused):
+//!   nothing. An account with no live subscription falls back to the plans'
+//!   fallback tier (`registered`).
+//!
+//! An account that has never had a subscription is not touched: its tier is
+//! whatever the operator set.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::stripe::{Subscription, SubscriptionStatus};
+use crate::{Error, Store};
+
+/// Which tier each Stripe price gives, and the tiers' order.
+#[derive(Debug, Clone, Default)]
+pub struct Plans {
+    /// Price id → tier name.
+    prices: HashMap<String, String>,
+    /// Tier name → rank.
+    ranks: HashMap<String, u32>,
+    /// The tier of an account whose memberships have all lapsed.
+    pub fallback: String,
+    /// How long a past_due subscription keeps its tier.
+    pub past_due_grace: Duration,
+}
+
+impl Plans {
+    /// Plans from `(tier, rank, prices)` triples.
+    pub fn new(
+        tiers: impl IntoIterator<Item = (String, u32, Vec<String>)>,
+        fallback: &str,
+        past_due_grace: Duration,
+    ) -> Self {
+        let mut plans = Plans { fallback: fallback.to_owned(), past_due_grace, ..Plans::default() };
+        for (tier, rank, prices) in tiers {
+            for price in prices {
+                plans.prices.insert(price, tier.clone());
+            }
+            plans.ranks.insert(tier, rank);
+        }
+        plans
+    }
+
+    /// The tier `price` gives, if it is a membership price.
+    pub fn tier_of(&self, price: &str) -> Option<&str> {
+        self.prices.get(price).map(String::as_str)
+    }
+
+    /// The tier's rank; an unknown tier ranks below everything (fail closed).
+    fn rank(&self, tier: &str) -> Option<u32> {
+        self.ranks.get(tier).copied()
+    }
+
+    /// Every membership price, sorted.
+    pub fn prices(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self.prices.keys().map(String::as_str).collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+/// One row of `stripe_subscriptions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRow {
+    /// `sub_…`
+    pub id: String,
+    /// The account it belongs to.
+    pub account_id: String,
+    /// `cus_…`
+    pub customer_id: String,
+    /// Stripe's status.
+    pub status: SubscriptionStatus,
+    /// The membership price (the first item's price with a tier, else the first).
+    pub price_id: Option<String>,
+    /// The tier the price gives, if any.
+    pub tier: Option<String>,
+    /// Billing cycle anchor, Unix seconds.
+    pub billing_cycle_anchor: i64,
+    /// End of the current period, Unix seconds.
+    pub current_period_end: Option<i64>,
+    /// Whether it ends at the period's end.
+    pub cancel_at_period_end: bool,
+    /// When it was first seen past_due (Unix ms), while it is.
+    pub past_due_since: Option<i64>,
+}
+
+/// The tier one subscription gives at `now_ms`, if any.
+pub fn effective_tier<'a>(row: &'a SubscriptionRow, plans: &Plans, now_ms: i64) -> Option<&'a str> {
+    match row.status {
+        SubscriptionStatus::Active | SubscriptionStatus::Trialing => row.tier.as_deref(),
+        SubscriptionStatus::PastDue => {
+            let since = row.past_due_since.unwrap_or(now_ms);
+            let grace = plans.past_due_grace.as_millis() as i64;
+            (now_ms < since.saturating_add(grace)).then_some(row.tier.as_deref()).flatten()
+        }
+        _ => None,
+    }
+}
+
+/// The tier an account with these subscriptions has at `now_ms`.
+pub fn account_tier(rows: &[SubscriptionRow], plans: &Plans, now_ms: i64) -> String {
+    rows.iter()
+        .filter_map(|r| effective_tier(r, plans, now_ms))
+        .filter_map(|t| Some((plans.rank(t)?, t)))
+        .max()
+        .map_or_else(|| plans.fallback.clone(), |(_, t)| t.to_owned())
+}
+
+/// The billing anchor (Unix ms) of the subscription that gives the account
+/// its tier, for monthly quotas that follow the subscription.
+pub fn account_anchor(rows: &[SubscriptionRow], plans: &Plans, now_ms: i64) -> Option<i64> {
+    let tier = account_tier(rows, plans, now_ms);
+    rows.iter()
+        .filter(|r| effective_tier(r, plans, now_ms) == Some(tier.as_str()))
+        .map(|r| r.billing_cycle_anchor * 1000)
+        .next()
+}
+
+const COLUMNS: &str = "id, account_id, customer_id, status, price_id, tier, billing_cycle_anchor, \
+                       current_period_end, cancel_at_period_end, past_due_since";
+
+fn from_row(r: &AnyRow) -> Result<SubscriptionRow, Error> {
+    Ok(SubscriptionRow {
+        id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        customer_id: r.try_get("customer_id")?,
+        status: SubscriptionStatus::parse(&r.try_get::<String, _>("status")?),
+        price_id: r.try_get("price_id")?,
+        tier: r.try_get("tier")?,
+        billing_cycle_anchor: r.try_get("billing_cycle_anchor")?,
+        current_period_end: r.try_get("current_period_end")?,
+        cancel_at_period_end: r.try_get::<i64, _>("cancel_at_period_end")? != 0,
+        past_due_since: r.try_get("past_due_since")?,
+    })
+}
+
+/// The subscriptions table of a store.
+#[derive(Debug, Clone)]
+pub struct Subscriptions {
+    store: Store,
+}
+
+impl Subscriptions {
+    /// The subscriptions of `store`.
+    pub fn new(store: Store) -> Self {
+        Subscriptions { store }
+    }
+
+    /// Stores Stripe's current state of `sub` for `account_id`. A subscription
+    /// that turns past_due starts its grace now; one already past_due keeps
+    /// its start.
+    pub async fn save(&self, sub: &Subscription, account_id: &str, plans: &Plans, now_ms: i64) -> Result<(), Error> {
+        let before = self.by_id(&sub.id).await?;
+        let past_due_since = match (&sub.status, before) {
+            (SubscriptionStatus::PastDue, Some(b)) if b.status == SubscriptionStatus::PastDue => {
+                b.past_due_since.or(Some(now_ms))
+            }
+            (SubscriptionStatus::PastDue, _) => Some(now_ms),
+            _ => None,
+        };
+        let price = sub.prices.iter().find(|p| plans.tier_of(p).is_some()).or(sub.prices.first());
+        let tier = price.and_then(|p| plans.tier_of(p));
+        sqlx::query(
+            "INSERT INTO stripe_subscriptions (id, account_id, customer_id, status, price_id, tier, \
+             billing_cycle_anchor, current_period_end, cancel_at_period_end, past_due_since, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, customer_id = excluded.customer_id, \
+             status = excluded.status, price_id = excluded.price_id, tier = excluded.tier, \
+             billing_cycle_anchor = excluded.billing_cycle_anchor, current_period_end = excluded.current_period_end, \
+             cancel_at_period_end = excluded.cancel_at_period_end, past_due_since = excluded.past_due_since, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&sub.id)
+        .bind(account_id)
+        .bind(&sub.customer)
+        .bind(sub.status.as_str())
+        .bind(price.map(String::as_str))
+        .bind(tier)
+        .bind(sub.billing_cycle_anchor)
+        .bind(sub.current_period_end)
+        .bind(i64::from(sub.cancel_at_period_end))
+        .bind(past_due_since)
+        .bind(now_ms)
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// One subscription, if stored.
+    pub async fn by_id(&self, id: &str) -> Result<Option<SubscriptionRow>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM stripe_subscriptions WHERE id = $1"));
+        let row = sqlx::query(sql).bind(id).fetch_optional(self.store.pool()).await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// An account's subscriptions, oldest first.
+    pub async fn of_account(&self, account_id: &str) -> Result<Vec<SubscriptionRow>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM stripe_subscriptions WHERE account_id = $1 ORDER BY billing_cycle_anchor, id"
+        ));
+        let rows = sqlx::query(sql).bind(account_id).fetch_all(self.store.pool()).await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Forgets every subscription; returns the accounts that had one.
+    pub async fn forget_all(&self) -> Result<Vec<String>, Error> {
+        let rows =
+            sqlx::query("SELECT DISTINCT account_id FROM stripe_subscriptions").fetch_all(self.store.pool()).await?;
+        let accounts = rows.iter().map(|r| r.try_get("account_id")).collect::<Result<Vec<String>, _>>()?;
+        sqlx::query("DELETE FROM stripe_subscriptions").execute(self.store.pool()).await?;
+        Ok(accounts)
+    }
+
+    /// Accounts with a subscription past_due since before `before_ms`: their
+    /// grace may have ended.
+    pub async fn past_due_since_before(&self, before_ms: i64) -> Result<Vec<String>, Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT account_id FROM stripe_subscriptions WHERE status = 'past_due' AND past_due_since <= $1",
+        )
+        .bind(before_ms)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("account_id")?)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plans() -> Plans {
+        Plans::new(
+            [
+                ("registered".to_owned(), 10, vec![]),
+                ("sustaining".to_owned(), 30, vec!["price_small".to_owned(), "price_large".to_owned()]),
+                ("supporter".to_owned(), 20, vec!["price_supporter".to_owned()]),
+            ],
+            "registered",
+            Duration::from_secs(7 * 86_400),
+        )
+    }
+
+    fn row(status: SubscriptionStatus, tier: &str, past_due_since: Option<i64>) -> SubscriptionRow {
+        SubscriptionRow {
+            id: "sub_1".into(),
+            account_id: "acct_1".into(),
+            customer_id: "cus_1".into(),
+            status,
+            price_id: Some("price_small".into()),
+            tier: Some(tier.into()),
+            billing_cycle_anchor: 1_700_000_000,
+            current_period_end: None,
+            cancel_at_period_end: false,
+            past_due_since,
+        }
+    }
+
+    #[test]
+    fn a_sliding_scale_is_one_tier_at_several_prices() {
+        let p = plans();
+        assert_eq!(p.tier_of("price_small"), Some("sustaining"));
+        assert_eq!(p.tier_of("price_large"), Some("sustaining"));
+        assert_eq!(p.tier_of("price_unknown"), None);
+    }
+
+    #[test]
+    fn status_decides_the_tier() {
+        let p = plans();
+        let day = 86_400_000;
+        for (status, expect) in [
+            (SubscriptionStatus::Active, "sustaining"),
+            (SubscriptionStatus::Trialing, "sustaining"),
+            (SubscriptionStatus::Canceled, "registered"),
+            (SubscriptionStatus::Unpaid, "registered"),
+            (SubscriptionStatus::IncompleteExpired, "registered"),
+            (SubscriptionStatus::Incomplete, "registered"),
+            (SubscriptionStatus::Other("new_status".into()), "registered"),
+        ] {
+            assert_eq!(account_tier(&[row(status.clone(), "sustaining", None)], &p, 0), expect, "{status}");
+        }
+        // past_due keeps the tier through the grace period, then loses it.
+        let late = [row(SubscriptionStatus::PastDue, "sustaining", Some(0))];
+        assert_eq!(account_tier(&late, &p, 7 * day - 1), "sustaining");
+        assert_eq!(account_tier(&late, &p, 7 * day), "registered");
+    }
+
+    #[test]
+    fn the_highest_live_membership_wins() {
+        let p = plans();
+        let rows = [
+            row(SubscriptionStatus::Active, "supporter", None),
+            row(SubscriptionStatus::Active, "sustaining", None),
+            row(SubscriptionStatus::Canceled, "sustaining", None),
+        ];
+        assert_eq!(account_tier(&rows, &p, 0), "sustaining");
+        assert_eq!(account_anchor(&rows, &p, 0), Some(1_700_000_000_000));
+        assert_eq!(account_tier(&[], &p, 0), "registered");
+    }
+}

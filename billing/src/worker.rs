@@ -1,0 +1,290 @@
+//! The membership worker: applies recorded Stripe events so that each
+//! account's tier follows its subscription, and catches up on what was missed.
+//!
+//! Events arrive duplicated, late and out of order, so an event is never
+//! applied as it describes the world: it only says *which* object changed.
+//! The worker takes the lease on that object (one holder across replicas),
+//! fetches Stripe's current state of it, stores that, and marks every event
+//! of the object it had claimed as processed. Whatever order the events come
+//! in, the last fetch wins and it is the newest state: processing converges.
+//!
+//! Money events (charges, refunds, disputes, payouts) keep their balance
+//! transactions for the ledger. A failure (Stripe or the store away) leaves the
+//! events for a retry after [`crate::events::backoff`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::accounts::AccountId;
+use crate::balance_transactions::{self, BalanceTransactions};
+use crate::events::{Events, Pending, Recorded, Via};
+use crate::memberships::{Memberships, now_ms};
+use crate::stripe::Subscription;
+use crate::subscriptions::{Subscriptions, account_anchor, account_tier};
+use crate::webhook::Envelope;
+use crate::{Accounts, Error};
+
+/// How long a worker may hold an object before another replica may take it.
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Events claimed per pass.
+const BATCH: i64 = 500;
+
+/// What `billing sync` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncReport {
+    /// Events listed by Stripe.
+    pub events_listed: usize,
+    /// Of those, the ones not received before (missed webhooks).
+    pub events_missed: usize,
+    /// Subscriptions listed and stored.
+    pub subscriptions: usize,
+    /// Accounts whose tier changed.
+    pub tiers_changed: usize,
+}
+
+impl Memberships {
+    /// Processes every event due now; returns how many were marked processed.
+    pub async fn process_due(&self) -> Result<u64, Error> {
+        let events = Events::new(self.store.clone());
+        let mut processed = 0;
+        loop {
+            let due = events.due(now_ms(), BATCH).await?;
+            if due.is_empty() {
+                return Ok(processed);
+            }
+            let mut by_object: BTreeMap<String, Vec<Pending>> = BTreeMap::new();
+            for e in due {
+                by_object.entry(e.object_id.clone()).or_default().push(e);
+            }
+            let mut progressed = false;
+            for (object, batch) in by_object {
+                let now = now_ms();
+                if !events.lock(&object, &self.holder, now, now + LEASE.as_millis() as i64).await? {
+                    continue; // another replica has it; its events come back if it fails
+                }
+                let ids: Vec<&str> = batch.iter().map(|e| e.id.as_str()).collect();
+                let outcome = self.apply(&batch).await;
+                let result = match outcome {
+                    Ok(()) => events.done(&ids, now_ms()).await.map(|n| {
+                        processed += n;
+                        progressed = true;
+                    }),
+                    Err(e) => {
+                        tracing::warn!(object = %object, events = ids.len(), error = %e, "cannot apply Stripe events yet; retrying later");
+                        events.failed(&ids, &e.to_string(), now_ms()).await
+                    }
+                };
+                events.unlock(&object, &self.holder).await?;
+                result?;
+            }
+            if !progressed {
+                return Ok(processed);
+            }
+        }
+    }
+
+    /// Applies one object's claimed events.
+    async fn apply(&self, batch: &[Pending]) -> Result<(), Error> {
+        let mut converge: Option<String> = None;
+        for event in batch {
+            let json: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
+            let object = json.pointer("/data/object").cloned().unwrap_or(Value::Null);
+            let kind = event.kind.as_str();
+            if kind.starts_with("checkout.session.") {
+                if let Some(sub) = self.link_checkout(&object).await? {
+                    converge = Some(sub);
+                }
+            } else if kind.starts_with("customer.subscription.") || kind.starts_with("invoice.") {
+                if event.object_id.starts_with("sub_") {
+                    converge = Some(event.object_id.clone());
+                }
+            } else if is_money(kind) {
+                self.keep_balance_transactions(&event.id, &object).await?;
+            }
+        }
+        if let Some(id) = converge {
+            match self.stripe.subscription(&id).await? {
+                Some(sub) => {
+                    self.save_subscription(&sub).await?;
+                }
+                None => tracing::warn!(subscription = %id, "Stripe does not know a subscription its events name"),
+            }
+        }
+        Ok(())
+    }
+
+    /// A completed checkout: links the customer to the account it was made
+    /// for (from Stripe's current state of the session), and names the
+    /// subscription to converge.
+    async fn link_checkout(&self, object: &Value) -> Result<Option<String>, Error> {
+        let Some(id) = object.get("id").and_then(Value::as_str) else { return Ok(None) };
+        let Some(session) = self.stripe.checkout_session(id).await? else { return Ok(None) };
+        let accounts = Accounts::new(self.store.clone());
+        if let (Some(account), Some(customer)) = (&session.client_reference_id, &session.customer) {
+            let account = AccountId::from(account.clone());
+            if accounts.by_id(&account).await?.is_some() {
+                accounts.link_stripe_customer(&account, customer).await?;
+            }
+        }
+        Ok(session.subscription)
+    }
+
+    /// Stores Stripe's state of a subscription and moves its account's tier;
+    /// returns whether the tier changed. A subscription of no account of ours
+    /// (made outside coopgate) is left alone.
+    pub async fn save_subscription(&self, sub: &Subscription) -> Result<bool, Error> {
+        let accounts = Accounts::new(self.store.clone());
+        let mut account = None;
+        if let Some(id) = &sub.account_id {
+            account = accounts.by_id(&AccountId::from(id.clone())).await?;
+        }
+        if account.is_none() {
+            account = accounts.by_stripe_customer(&sub.customer).await?;
+        }
+        let Some(account) = account else {
+            tracing::info!(subscription = %sub.id, customer = %sub.customer, "a subscription of no coopgate account; ignored");
+            return Ok(false);
+        };
+        if account.stripe_customer_id.is_none() {
+            accounts.link_stripe_customer(&account.id, &sub.customer).await?;
+        }
+        Subscriptions::new(self.store.clone()).save(sub, account.id.as_str(), &self.plans, now_ms()).await?;
+        self.retier(account.id.as_str()).await
+    }
+
+    /// Sets the account's tier (and billing anchor) from its subscriptions;
+    /// tells every replica when it changed.
+    async fn retier(&self, account_id: &str) -> Result<bool, Error> {
+        let rows = Subscriptions::new(self.store.clone()).of_account(account_id).await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let now = now_ms();
+        let tier = account_tier(&rows, &self.plans, now);
+        let anchor = account_anchor(&rows, &self.plans, now);
+        let accounts = Accounts::new(self.store.clone());
+        let id = AccountId::from(account_id.to_owned());
+        let Some(account) = accounts.by_id(&id).await? else { return Ok(false) };
+        if account.tier == tier && account.billing_anchor == anchor {
+            return Ok(false);
+        }
+        accounts.set_tier(&id, &tier).await?;
+        accounts.set_billing_anchor(&id, anchor).await?;
+        tracing::info!(account = %account_id, from = %account.tier, to = %tier, "membership changed the account's tier");
+        self.changed.account_changed(account_id).await;
+        Ok(true)
+    }
+
+    /// Keeps the balance transactions a money event's object refers to.
+    async fn keep_balance_transactions(&self, event_id: &str, object: &Value) -> Result<(), Error> {
+        let bts = BalanceTransactions::new(self.store.clone());
+        for id in balance_transactions::referenced(object) {
+            match self.stripe.balance_transaction(&id).await? {
+                Some(json) => {
+                    bts.record(&json, event_id, now_ms()).await?;
+                }
+                None => {
+                    tracing::warn!(balance_transaction = %id, "Stripe does not know a balance transaction its event names")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Accounts whose past_due grace ended lose their membership tier.
+    pub async fn expire_grace(&self) -> Result<usize, Error> {
+        let grace = self.plans.past_due_grace.as_millis() as i64;
+        let late = Subscriptions::new(self.store.clone()).past_due_since_before(now_ms() - grace).await?;
+        let mut changed = 0;
+        for account in late {
+            changed += usize::from(self.retier(&account).await?);
+        }
+        Ok(changed)
+    }
+
+    /// Catches up with Stripe: records the events of the last `since` that no
+    /// webhook brought (Stripe lists 30 days), stores every subscription's
+    /// current state, and processes what is due. Safe to run on every replica
+    /// at once and as often as wanted.
+    pub async fn sync(&self, since: Duration) -> Result<SyncReport, Error> {
+        let mut report = SyncReport::default();
+        let events = Events::new(self.store.clone());
+        let from = now_ms() / 1000 - since.as_secs() as i64;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.stripe.events(from, after.as_deref()).await?;
+            for listed in &page.data {
+                report.events_listed += 1;
+                let Some(env) = Envelope::parse(&listed.json) else { continue };
+                if events.record(&env, &listed.json, Via::Sync, now_ms()).await? == Recorded::New {
+                    report.events_missed += 1;
+                }
+            }
+            after = page.data.last().map(|e| e.id.clone());
+            if !page.has_more || after.is_none() {
+                break;
+            }
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.stripe.subscriptions(None, after.as_deref()).await?;
+            for sub in &page.data {
+                report.subscriptions += 1;
+                report.tiers_changed += usize::from(self.save_subscription(sub).await?);
+            }
+            after = page.data.last().map(|s| s.id.clone());
+            if !page.has_more || after.is_none() {
+                break;
+            }
+        }
+        self.process_due().await?;
+        report.tiers_changed += self.expire_grace().await?;
+        Ok(report)
+    }
+
+    /// Runs the worker until the future is dropped: processes events as they
+    /// arrive (and at least every second, for retries and for events another
+    /// replica recorded), ends lapsed grace periods, and syncs with Stripe
+    /// every `sync_interval` (never, if zero).
+    pub async fn run(&self, sync_interval: Duration) {
+        let mut last_sync = tokio::time::Instant::now();
+        let mut failing = false;
+        loop {
+            let pass = async {
+                self.process_due().await?;
+                self.expire_grace().await?;
+                Ok::<_, Error>(())
+            }
+            .await;
+            match (&pass, failing) {
+                (Err(e), false) => tracing::warn!(error = %e, "the membership worker cannot reach the store; retrying"),
+                (Ok(()), true) => tracing::info!("the membership worker reaches the store again"),
+                _ => {}
+            }
+            failing = pass.is_err();
+            if !sync_interval.is_zero() && last_sync.elapsed() >= sync_interval {
+                last_sync = tokio::time::Instant::now();
+                match self.sync(Duration::from_secs(3 * 86_400)).await {
+                    Ok(r) if r.events_missed > 0 || r.tiers_changed > 0 => {
+                        tracing::info!(
+                            missed = r.events_missed,
+                            tiers_changed = r.tiers_changed,
+                            "billing sync caught up with Stripe"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "billing sync failed; the next one retries"),
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+        }
+    }
+}
+
+/// Event kinds whose balance transactions the ledger posts.
+fn is_money(kind: &str) -> bool {
+    kind.starts_with("charge.") || kind.starts_with("refund.") || kind.starts_with("payout.")
+}

@@ -1,0 +1,267 @@
+//! The gateway's billing endpoints, answered by the gateway itself before
+//! routing (never limited, metered or proxied), when `[billing]` is set:
+//!
+//! - `POST /billing/stripe/webhook`: Stripe's deliveries. The signature is
+//!   checked before anything else is read (400 and nothing stored when it
+//!   fails); a verified event is stored once and answered 200 at once; a
+//!   store that cannot be written is a 503, so that Stripe retries.
+//! - `POST /billing/checkout` `{"price": "price_…"}` and `POST /billing/portal`,
+//!   with the caller's own API key or member token: `{"url": …}` of a Stripe
+//!   Checkout page for that membership price, or of the Customer Portal.
+//! - `GET /billing/checkout/done`, `/billing/checkout/canceled` and
+//!   `/billing/portal/return`: plain pages
+//!   to come back to, for deployments without pages of their own.
+//!
+//! The money logic is in `coopgate_billing::Memberships`; this module only
+//! reads HTTP and finds the caller's account. Errors travel up the stack as
+//! [`Error`] values (see [`crate::admin::Failed`]), so that `problem` makes
+//! every error document.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response as AxumResponse};
+use axum::routing::{get, post};
+use coopgate_billing::stripe::BoxFuture;
+use coopgate_billing::{Account, AccountChanged, AccountId, Accounts, Memberships};
+use futures_util::future::Either;
+use http::{Request, Response};
+use serde::Deserialize;
+use tower::{Layer, Service};
+
+use crate::body::{self, Body};
+use crate::error::Error;
+use crate::identify::{Credential, credential};
+use crate::invalidate::Invalidations;
+use crate::keys::{Keys, PresentedKey};
+use crate::tokens::Tokens;
+
+/// The largest webhook or billing request body read: Stripe's events are a
+/// few kilobytes, and nothing bigger is worth holding in memory.
+const MAX_BODY: usize = 1 << 20;
+
+/// What the billing endpoints need.
+#[derive(Clone)]
+pub struct BillingState {
+    /// Memberships (checkout, portal, webhooks).
+    pub memberships: Arc<Memberships>,
+    /// API keys, to find the caller's account.
+    pub keys: Arc<Keys>,
+    /// Member tokens, to find the caller's account.
+    pub tokens: Option<Arc<Tokens>>,
+}
+
+/// The billing routes.
+pub fn router(state: BillingState) -> Router {
+    Router::new()
+        .route("/billing/stripe/webhook", post(webhook))
+        .route("/billing/checkout", post(checkout))
+        .route("/billing/portal", post(portal))
+        .route(
+            "/billing/checkout/done",
+            get(|| async { page("Thank you. Your membership is being activated; it takes effect within a minute.") }),
+        )
+        .route("/billing/checkout/canceled", get(|| async { page("Checkout canceled; nothing was charged.") }))
+        .route(
+            "/billing/portal/return",
+            get(|| async { page("Back from billing. Changes to your membership take effect within a minute.") }),
+        )
+        .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
+        .method_not_allowed_fallback(|| async { Error::BadAdminRequest("that method is not allowed here".into()) })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+fn page(text: &'static str) -> AxumResponse {
+    ([(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{text}\n")).into_response()
+}
+
+/// A body axum could not read: too large, or cut off.
+fn unread(e: BytesRejection) -> Error {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::BodyTooLarge { limit: MAX_BODY }
+    } else {
+        Error::BadAdminRequest(e.body_text())
+    }
+}
+
+async fn webhook(
+    State(s): State<BillingState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<AxumResponse, Error> {
+    let body = body.map_err(unread)?;
+    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+    let recorded = s.memberships.receive(signature, &body).await.map_err(Error::Billing)?;
+    let duplicate = recorded == coopgate_billing::events::Recorded::Duplicate;
+    Ok(axum::Json(serde_json::json!({ "received": true, "duplicate": duplicate })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckoutRequest {
+    price: String,
+}
+
+async fn checkout(
+    State(s): State<BillingState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<AxumResponse, Error> {
+    let account = caller_account(&s, &headers).await?;
+    let body = body.map_err(unread)?;
+    let request: CheckoutRequest = serde_json::from_slice(&body)
+        .map_err(|e| Error::BadAdminRequest(format!("send JSON such as {{\"price\": \"price_…\"}}: {e}")))?;
+    let url = s.memberships.checkout(&account, &request.price).await.map_err(Error::Billing)?;
+    Ok(axum::Json(serde_json::json!({ "url": url })).into_response())
+}
+
+async fn portal(State(s): State<BillingState>, headers: HeaderMap) -> Result<AxumResponse, Error> {
+    let account = caller_account(&s, &headers).await?;
+    let url = s.memberships.portal(&account).await.map_err(Error::Billing)?;
+    Ok(axum::Json(serde_json::json!({ "url": url })).into_response())
+}
+
+/// The account behind the request's API key or member token; 401 without one
+/// or with one that does not verify, as everywhere else.
+async fn caller_account(s: &BillingState, headers: &HeaderMap) -> Result<Account, Error> {
+    let account_id = match credential(headers) {
+        Credential::None => return Err(Error::CredentialRequired),
+        Credential::ApiKey { raw, .. } => {
+            let presented = PresentedKey::parse(raw).map_err(Error::InvalidApiKey)?;
+            let verified = s.keys.check(&presented).await?.map_err(Error::InvalidApiKey)?;
+            verified.account_id.to_string()
+        }
+        Credential::OtherBearer(token) => {
+            let Some(tokens) = &s.tokens else { return Err(Error::UnknownCredential { header: "Authorization" }) };
+            tokens.verify(token).map_err(Error::InvalidToken)?.sub.clone()
+        }
+    };
+    let accounts = Accounts::new(s.keys.store().clone());
+    accounts
+        .by_id(&AccountId::from(account_id.clone()))
+        .await
+        .map_err(Error::Store)?
+        .ok_or(Error::Billing(coopgate_billing::Error::AccountNotFound(account_id)))
+}
+
+/// Memberships as `[billing]` configures them, on the keys' store; `None`
+/// without `[billing]` or without a store.
+pub fn memberships(
+    config: &crate::config::Config,
+    keys: Option<&Arc<Keys>>,
+    tokens: Option<&Arc<Tokens>>,
+    invalidations: Option<&Invalidations>,
+) -> Result<Option<Arc<Memberships>>, Error> {
+    let (Some(billing), Some(keys)) = (&config.billing, keys) else { return Ok(None) };
+    let stripe = &billing.stripe;
+    let client =
+        coopgate_billing::stripe::StripeClient::new(&stripe.api_base, stripe.secret_key.expose(), stripe.timeout)
+            .map_err(|e| Error::internal(format!("billing.stripe: {e}")))?;
+    let plans = coopgate_billing::Plans::new(
+        config.tiers.iter().map(|(name, t)| (name.clone(), t.rank, t.stripe_prices.clone().unwrap_or_default())),
+        &billing.fallback_tier,
+        billing.past_due_grace,
+    );
+    let settings = coopgate_billing::MembershipSettings {
+        success_url: billing.success_url.to_string(),
+        cancel_url: billing.cancel_url.to_string(),
+        portal_return_url: billing.portal_return_url.to_string(),
+        webhook_secrets: stripe.webhook_secrets.iter().map(|s| s.expose().to_owned()).collect(),
+        webhook_tolerance: stripe.webhook_tolerance,
+    };
+    let changes = TierChanges { keys: keys.clone(), tokens: tokens.cloned(), invalidations: invalidations.cloned() };
+    let memberships = Memberships::new(keys.store().clone(), Arc::new(client), plans, settings, Arc::new(changes))
+        .map_err(|e| Error::internal(e.to_string()))?;
+    Ok(Some(Arc::new(memberships)))
+}
+
+/// Tells this replica's caches and every other replica that an account's
+/// tier changed (the same `account:<id>` invalidation `accounts set-tier` sends).
+pub struct TierChanges {
+    /// This replica's key cache.
+    pub keys: Arc<Keys>,
+    /// This replica's member tier cache.
+    pub tokens: Option<Arc<Tokens>>,
+    /// Other replicas, when Redis is configured; without it their caches
+    /// expire within `store.cache_ttl`.
+    pub invalidations: Option<Invalidations>,
+}
+
+impl AccountChanged for TierChanges {
+    fn account_changed<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.keys.forget_account(id);
+            if let Some(tokens) = &self.tokens {
+                tokens.forget_account(id);
+            }
+            if let Some(inv) = &self.invalidations {
+                inv.account_changed(id).await;
+            }
+        })
+    }
+}
+
+/// Adds [`BillingEndpoints`].
+#[derive(Clone)]
+pub struct BillingLayer {
+    router: Option<Router>,
+}
+
+impl BillingLayer {
+    /// The layer; with `None` (no `[billing]`), `/billing/…` is a 404 problem.
+    pub fn new(router: Option<Router>) -> Self {
+        BillingLayer { router }
+    }
+}
+
+impl<S> Layer<S> for BillingLayer {
+    type Service = BillingEndpoints<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BillingEndpoints { inner, router: self.router.clone() }
+    }
+}
+
+/// Answers `/billing/…`; passes everything else on.
+#[derive(Clone)]
+pub struct BillingEndpoints<S> {
+    inner: S,
+    router: Option<Router>,
+}
+
+type Boxed = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
+
+impl<S> Service<Request<hyper::body::Incoming>> for BillingEndpoints<S>
+where
+    S: Service<Request<hyper::body::Incoming>, Response = Response<Body>, Error = Error>,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = Either<S::Future, Boxed>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<hyper::body::Incoming>) -> Self::Future {
+        if !req.uri().path().starts_with("/billing/") {
+            return Either::Left(self.inner.call(req));
+        }
+        let Some(router) = self.router.clone() else {
+            return Either::Right(Box::pin(std::future::ready(Err(Error::BillingOff))));
+        };
+        Either::Right(Box::pin(async move {
+            let resp = tower::ServiceExt::oneshot(router, req).await.map_err(|e: Infallible| match e {})?;
+            crate::admin::take_error(resp).map(|r| r.map(body::boxed))
+        }))
+    }
+}

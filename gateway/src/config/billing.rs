@@ -1,0 +1,164 @@
+//! `[billing]`: memberships through Stripe. Without this section the gateway
+//! sells nothing: `/billing/…` answers 404 and tiers' `stripe_prices` are refused.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::{Config, Problem, Secret};
+
+/// `[billing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingConfig {
+    /// How Stripe is reached and how its webhooks are checked.
+    pub stripe: StripeConfig,
+    /// Where Stripe's hosted checkout sends a member who paid; `{CHECKOUT_SESSION_ID}` is filled in.
+    pub success_url: Url,
+    /// Where it sends someone who gave up.
+    pub cancel_url: Url,
+    /// Where the Customer Portal's "return" link goes.
+    pub portal_return_url: Url,
+    /// The tier of an account whose memberships have all lapsed.
+    #[serde(default = "default_fallback")]
+    pub fallback_tier: String,
+    /// How long a past_due membership (a failed renewal Stripe is retrying) keeps its tier.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub past_due_grace: Duration,
+    /// How often every replica asks Stripe for events and subscriptions it may
+    /// have missed (webhooks that never arrived); `0s` turns it off.
+    #[serde(default = "default_sync", with = "humantime_serde")]
+    pub sync_interval: Duration,
+}
+
+/// `[billing.stripe]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeConfig {
+    /// Stripe's API (`https://api.stripe.com/`), or the simulator's URL in the demo and tests.
+    #[serde(default = "default_api_base")]
+    pub api_base: Url,
+    /// The secret API key (`sk_live_…`, `sk_test_…`, or a restricted `rk_…`); write `env:NAME`.
+    pub secret_key: Secret,
+    /// Webhook signing secrets (`whsec_…`); give two while rotating.
+    pub webhook_secrets: Vec<Secret>,
+    /// How far a webhook signature's time may be from now.
+    #[serde(default = "default_tolerance", with = "humantime_serde")]
+    pub webhook_tolerance: Duration,
+    /// How long one call to Stripe may take before it is retried.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_fallback() -> String {
+    "registered".into()
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+fn default_sync() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_api_base() -> Url {
+    Url::parse("https://api.stripe.com/").expect("a valid URL")
+}
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Checks `[billing]` and the tiers' `stripe_prices` against each other.
+pub(super) fn validate(config: &mut Config, env: &HashMap<String, String>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String| problems.push(Problem { path, line: None, message });
+
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (name, tier) in &config.tiers {
+        let Some(prices) = &tier.stripe_prices else { continue };
+        let at = format!("tiers.{name}.stripe_prices");
+        if config.billing.is_none() {
+            problem(at.clone(), "a tier sold through Stripe needs [billing] and [billing.stripe]".into());
+        }
+        if prices.is_empty() {
+            problem(
+                at.clone(),
+                "lists no price; name the Stripe price (price_…) or prices members pay, or remove the key".into(),
+            );
+        }
+        for (i, price) in prices.iter().enumerate() {
+            if price.trim().is_empty() || price.contains(char::is_whitespace) {
+                problem(format!("{at}[{i}]"), "is not a Stripe price id such as \"price_1Q2w3E\"".into());
+            } else if let Some(other) = seen.insert(price.clone(), name.clone()) {
+                let whose = if &other == name { "this tier".to_owned() } else { format!("tier `{other}`") };
+                problem(
+                    format!("{at}[{i}]"),
+                    format!("`{price}` is listed again (also in {whose}); a price buys exactly one tier"),
+                );
+            }
+        }
+    }
+    let Some(billing) = &mut config.billing else { return problems };
+    match config.tiers.get(&billing.fallback_tier) {
+        None => problem("billing.fallback_tier".into(), format!("no tier is named `{}`", billing.fallback_tier)),
+        Some(t) if t.stripe_prices.is_some() => problem(
+            "billing.fallback_tier".into(),
+            "the tier of lapsed members cannot itself be sold; pick a tier without stripe_prices".into(),
+        ),
+        Some(_) => {}
+    }
+    let stripe = &mut billing.stripe;
+    if !matches!(stripe.api_base.scheme(), "http" | "https") || stripe.api_base.host_str().is_none() {
+        problem(
+            "billing.stripe.api_base".into(),
+            "must be an http:// or https:// URL, such as \"https://api.stripe.com/\"".into(),
+        );
+    }
+    if let Err(e) = stripe.secret_key.resolve(env) {
+        problem("billing.stripe.secret_key".into(), e);
+    } else if !["sk_", "rk_"].iter().any(|p| stripe.secret_key.expose().starts_with(p)) {
+        problem(
+            "billing.stripe.secret_key".into(),
+            "is not a Stripe secret key (sk_… or rk_…); never the publishable pk_…".into(),
+        );
+    }
+    if stripe.webhook_secrets.is_empty() {
+        problem(
+            "billing.stripe.webhook_secrets".into(),
+            "list the endpoint's signing secret, for example [\"env:STRIPE_WEBHOOK_SECRET\"]".into(),
+        );
+    }
+    for (i, secret) in stripe.webhook_secrets.iter_mut().enumerate() {
+        let path = format!("billing.stripe.webhook_secrets[{i}]");
+        if let Err(e) = secret.resolve(env) {
+            problem(path, e);
+        } else if !secret.expose().starts_with("whsec_") {
+            problem(
+                path,
+                "is not a webhook signing secret (whsec_…, shown with the endpoint in Stripe's dashboard)".into(),
+            );
+        }
+    }
+    if stripe.webhook_tolerance.is_zero() {
+        problem(
+            "billing.stripe.webhook_tolerance".into(),
+            "must be longer than zero (Stripe's libraries use 300s)".into(),
+        );
+    }
+    if stripe.timeout.is_zero() {
+        problem("billing.stripe.timeout".into(), "must be longer than zero".into());
+    }
+    for (key, url) in [
+        ("success_url", &billing.success_url),
+        ("cancel_url", &billing.cancel_url),
+        ("portal_return_url", &billing.portal_return_url),
+    ] {
+        if !matches!(url.scheme(), "http" | "https") {
+            problem(format!("billing.{key}"), "must be an http:// or https:// URL people can open".into());
+        }
+    }
+    problems
+}
