@@ -1,1 +1,391 @@
-//! The Stripe simulator (being written).
+//! The Stripe simulator: an HTTP server that speaks Stripe's wire format for
+//! what coopgate uses, so the demo and the tests run offline and code written
+//! for the real Stripe (async-stripe) works against it unchanged; only the API
+//! base URL differs.
+//!
+//! # Picture
+//!
+//! ```text
+//! request ─► http (auth, idempotency, form parsing, expand) ─► api (route table, params)
+//!                                                                 │
+//! hosted pages (checkout, portal) ─► pages ───────────────────────┤
+//! /_sim/ control (clock, chaos, disputes, payouts) ─► control ────┤
+//!                                                                 ▼
+//!                                 engine (one Mutex: store + clocks + rules)
+//!                                                                 │ events
+//!                                                                 ▼
+//!                              webhooks::Outbox ─► delivery task ─► webhook_url
+//! ```
+//!
+//! # Invariants
+//!
+//! - Objects are stored as the JSON Stripe would send ([`store`]); the engine
+//!   acts on the same fields a client reads. The fidelity tests compare every
+//!   kind with Stripe's published examples and parse it with async-stripe.
+//! - All state sits behind one mutex that is never held across an await; every
+//!   engine call runs to completion, so requests, page actions and clock steps
+//!   each see a consistent world.
+//! - Hosted pages and control endpoints act through the same engine calls as
+//!   the API and record the same events.
+//! - Only `webhooks` sends anything out of the process.
+//!
+//! # Endpoints
+//!
+//! Stripe's (`/v1`, `Authorization: Bearer sk_test_…`): customers (create,
+//! retrieve, update, delete, list, search), payment methods (retrieve, a
+//! customer's list), products and prices (create, retrieve, list), Checkout
+//! Sessions (create, retrieve, list, line items, expire), portal sessions
+//! (create), subscriptions (create, retrieve, update, cancel, list),
+//! subscription items (retrieve, list), invoices (retrieve, list, lines),
+//! invoice payments (retrieve, list), payment intents and charges (retrieve,
+//! list), refunds (create, retrieve, list), disputes (retrieve, list, close),
+//! payouts (create, retrieve, list), balance, balance transactions (retrieve,
+//! list), Billing Meters (create, retrieve, list, event summaries), meter
+//! events (create), events (retrieve, list), test clocks (create, retrieve,
+//! list, advance, delete).
+//!
+//! Hosted pages: `GET/POST /c/pay/{session}` (Checkout), `GET /p/session/{id}`
+//! and its forms (portal).
+//!
+//! Simulator control (JSON, no key needed; `control` documents each):
+//! `GET /_sim/webhooks`, `GET /_sim/webhooks/idle`, `POST /_sim/webhooks`,
+//! `POST /_sim/webhooks/release`, `GET /_sim/clock`, `POST /_sim/clock/advance`,
+//! `POST /_sim/checkout/sessions/{id}/pay`, `POST /_sim/charges/{id}/dispute`,
+//! `POST /_sim/disputes/{id}/win`, `POST /_sim/payouts/{id}/fail`.
+//!
+//! # Where the simulator differs from Stripe
+//!
+//! - Any `sk_test_…`/`rk_test_…` key is accepted; live keys are refused.
+//! - Unknown parameters are refused (`parameter_unknown`) as Stripe does;
+//!   parameters Stripe knows that change money or collection but are not
+//!   modelled (discounts, tax, `price_data`, …) are refused with a message that
+//!   says so; a few that only change Stripe's page (`locale`, `custom_text`, …)
+//!   are accepted and ignored.
+//! - Nothing is prorated: a price change applies from now, the period stays.
+//! - Renewal invoices are charged when the period ends (Stripe waits about an hour).
+//! - Meter events for an unknown event name or customer are refused at once
+//!   (Stripe reports those asynchronously); a repeated `identifier` within 24
+//!   hours is a 400 with code `resource_already_exists`.
+//! - Test clocks advance before the answer, which is already `ready`.
+//! - Webhook signatures carry wall time, whatever the simulated clock says.
+//! - Checkout supports `subscription` and `payment` modes; a card that would
+//!   be declined (including 4000 0000 0000 0341 when something is due now) is
+//!   refused on the page and nothing is created.
+
+mod api;
+mod cards;
+mod control;
+mod engine;
+mod error;
+mod form;
+mod http;
+mod list;
+mod pages;
+mod random;
+mod shapes;
+mod store;
+mod webhooks;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+pub use webhooks::WebhookControl;
+
+use crate::Error;
+
+/// How the simulator is set up.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Where signed webhooks are POSTed (plain `http://`); `None`: events are
+    /// recorded and listed, none sent.
+    pub webhook_url: Option<url::Url>,
+    /// The `whsec_…` signing secret; `None`: a random one.
+    pub webhook_secret: Option<String>,
+    /// Card fee, basis points of the amount (290 = 2.9%).
+    pub fee_bps: u32,
+    /// Card fee, fixed part in minor units (30 = 30¢).
+    pub fee_fixed: i64,
+    /// Products and prices created at start, with the ids given (so configs can name them).
+    pub prices: Vec<SimPrice>,
+    /// What the simulator does to webhook deliveries.
+    pub chaos: Chaos,
+    /// Retries of failed renewal payments and what follows the last one.
+    pub dunning: Dunning,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            webhook_url: None,
+            webhook_secret: None,
+            fee_bps: 290,
+            fee_fixed: 30,
+            prices: Vec::new(),
+            chaos: Chaos::default(),
+            dunning: Dunning::default(),
+        }
+    }
+}
+
+/// A recurring price created at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimPrice {
+    /// The price's id (`price_university`): configs name prices by it.
+    pub id: String,
+    /// Its product's name; prices with the same name share one product.
+    pub product_name: String,
+    /// Minor units per period (or per unit of usage for a metered price).
+    pub unit_amount: i64,
+    /// Lower-case ISO currency code.
+    pub currency: String,
+    /// `month` or `year` (`day` and `week` work too).
+    pub interval: String,
+    /// For a metered price: the event name of the Billing Meter it bills
+    /// (created with the price if no meter has it).
+    pub meter_event: Option<String>,
+}
+
+/// What the simulator does to webhook deliveries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chaos {
+    /// Probability (0 to 1) that an event is delivered twice.
+    pub duplicate: f64,
+    /// Probability (0 to 1) that an event is never delivered.
+    pub drop: f64,
+    /// A delay before each delivery.
+    pub delay: Duration,
+    /// Deliver whatever is queued in a shuffled order.
+    pub reorder: bool,
+}
+
+/// Retries of a failed renewal payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dunning {
+    /// Days between a failed attempt and the next: `[3, 5]` retries 3 days
+    /// after the first failure and 5 days after the second.
+    pub retry_after_days: Vec<u32>,
+    /// What happens to the subscription when the last retry fails.
+    pub after_retries: AfterRetries,
+}
+
+impl Default for Dunning {
+    fn default() -> Self {
+        Dunning { retry_after_days: vec![3, 5], after_retries: AfterRetries::Cancel }
+    }
+}
+
+/// What a subscription becomes when every retry of a renewal failed (Stripe's
+/// "subscription status" setting for failed payments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AfterRetries {
+    /// `canceled`, with `customer.subscription.deleted` (Stripe's default).
+    #[default]
+    Cancel,
+    /// `unpaid`: kept, later invoices stay drafts.
+    MarkUnpaid,
+}
+
+/// Webhook delivery counts (also `GET /_sim/webhooks`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WebhookStats {
+    /// Delivered with a 2xx answer (duplicates count twice).
+    pub sent: u64,
+    /// Given up after every attempt failed.
+    pub failed: u64,
+    /// Never sent, by chaos.
+    pub dropped: u64,
+    /// Extra copies queued by chaos.
+    pub duplicated: u64,
+    /// Attempts that failed and were retried.
+    pub retried: u64,
+    /// Waiting to be sent.
+    pub queued: usize,
+    /// Being sent now (at most one).
+    pub in_flight: usize,
+    /// Whether deliveries are held.
+    pub held: bool,
+}
+
+impl WebhookStats {
+    /// Nothing queued and nothing being sent.
+    pub fn is_idle(&self) -> bool {
+        self.queued == 0 && self.in_flight == 0
+    }
+}
+
+/// A running simulator. Dropping it stops the server and the delivery task.
+#[derive(Debug)]
+pub struct Simulator {
+    /// Everything the handlers share.
+    shared: Arc<http::Shared>,
+    /// `http://127.0.0.1:PORT/`.
+    base_url: String,
+    /// The signing secret.
+    secret: String,
+    /// Asks the server to stop taking connections.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The server, the delivery task and the clock tick.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// How often the global clock's due steps run without a request asking.
+const TICK: Duration = Duration::from_secs(1);
+
+impl Simulator {
+    /// Serves on `listener` (bind `127.0.0.1:0` in tests) until shut down.
+    pub async fn start(listener: tokio::net::TcpListener, config: SimConfig) -> Result<Simulator, Error> {
+        let fail = |what: String| Error::Simulator(what);
+        if let Some(url) = &config.webhook_url
+            && url.scheme() != "http"
+        {
+            return Err(fail(format!("webhook_url {url}: the simulator delivers over plain http:// only")));
+        }
+        if config.fee_bps > 10_000 || config.fee_fixed < 0 {
+            return Err(fail("fee_bps must be at most 10000 and fee_fixed not negative".into()));
+        }
+        for (name, p) in [("duplicate", config.chaos.duplicate), ("drop", config.chaos.drop)] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(fail(format!("chaos.{name} must be a probability between 0 and 1, not {p}")));
+            }
+        }
+        let addr = listener.local_addr().map_err(|e| fail(format!("listener address: {e}")))?;
+        let ip = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let base_url = match ip {
+            IpAddr::V4(ip) => format!("http://{ip}:{}/", addr.port()),
+            IpAddr::V6(ip) => format!("http://[{ip}]:{}/", addr.port()),
+        };
+        let mut rng = random::Rng::from_os().map_err(|e| Error::Randomness(e))?;
+        let secret = config.webhook_secret.clone().unwrap_or_else(|| format!("whsec_{}", rng.base62(32)));
+        let outbox_rng = random::Rng::from_os().map_err(|e| Error::Randomness(e))?;
+        let outbox = Arc::new(webhooks::Outbox::new(config.webhook_url.is_some(), config.chaos.clone(), outbox_rng));
+        let settings = engine::Settings {
+            fee_bps: config.fee_bps,
+            fee_fixed: config.fee_fixed,
+            dunning: config.dunning.clone(),
+            base_url: base_url.clone(),
+        };
+        let mut world = engine::Engine::new(settings, rng, outbox.clone());
+        world.configure(&config.prices).map_err(|e| fail(format!("configured prices: {}", e.message)))?;
+        let engine = Arc::new(Mutex::new(world));
+        let pages = pages::Pages::new().map_err(|e| fail(format!("page templates: {e}")))?;
+        let shared = Arc::new(http::Shared { engine: engine.clone(), outbox: outbox.clone(), pages, secret: secret.clone() });
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = http::app(shared.clone());
+        let mut tasks = vec![tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = served.await {
+                tracing::error!(error = %e, "stripe simulator server stopped");
+            }
+        })];
+        if let Some(url) = config.webhook_url.clone() {
+            tasks.push(tokio::spawn(webhooks::deliver(outbox, url, secret.clone(), engine.clone())));
+        }
+        let ticking = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                http::lock(&ticking).catch_up();
+            }
+        }));
+        tracing::info!(%base_url, webhooks = ?config.webhook_url.as_ref().map(url::Url::as_str), "stripe simulator listening");
+        Ok(Simulator { shared, base_url, secret, stop: Some(stop), tasks })
+    }
+
+    /// `http://127.0.0.1:PORT/`, with the trailing slash async-stripe expects
+    /// (it sends to `{base}v1/…`).
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// The `whsec_…` secret webhooks are signed with.
+    pub fn webhook_secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// The global clock's time (Unix seconds): wall time plus what it was advanced.
+    pub fn now(&self) -> i64 {
+        http::lock(&self.shared.engine).global_now()
+    }
+
+    /// Moves the global clock forward (customers without a test clock),
+    /// applying renewals, retries, payouts and expiries in between, in time
+    /// order. Returns the new time.
+    pub fn advance_clock(&self, by: Duration) -> Result<i64, Error> {
+        let seconds = i64::try_from(by.as_secs()).map_err(|_| Error::Simulator("advance too large".into()))?;
+        http::lock(&self.shared.engine).advance_global(seconds).map_err(|e| Error::Simulator(e.message))
+    }
+
+    /// Webhook delivery counts.
+    pub fn webhook_stats(&self) -> WebhookStats {
+        self.shared.outbox.stats()
+    }
+
+    /// Resolves once no webhook is queued or being sent (immediately when no
+    /// webhook URL is set). While deliveries are held it waits for the release.
+    pub async fn deliveries_idle(&self) {
+        self.shared.outbox.idle().await;
+    }
+
+    /// Changes webhook chaos or holds deliveries, as `POST /_sim/webhooks` does.
+    pub fn control_webhooks(&self, control: &WebhookControl) {
+        self.shared.outbox.control(control);
+    }
+
+    /// Lets held webhook deliveries go.
+    pub fn release_webhooks(&self) {
+        self.shared.outbox.release();
+    }
+
+    /// Pays an open Checkout Session with a test card number, exactly as its
+    /// hosted page does. Returns the URL the payer would be sent to (the
+    /// session's `success_url`, if any). A declined card is an error and
+    /// leaves the session open.
+    pub fn pay_checkout(&self, session: &str, card_number: &str, email: Option<&str>) -> Result<Option<String>, Error> {
+        let mut engine = http::lock(&self.shared.engine);
+        engine.catch_up();
+        let payer = engine::Payer { card_number: card_number.to_owned(), email: email.map(str::to_owned), name: None };
+        engine.pay_checkout(session, &payer).map_err(|e| Error::Simulator(e.message().to_owned()))
+    }
+
+    /// A stored object as Stripe would answer it (any kind, by id).
+    pub fn object(&self, id: &str) -> Option<serde_json::Value> {
+        http::lock(&self.shared.engine).store.get(id).cloned()
+    }
+
+    /// Stops taking connections, lets open ones finish, and stops delivering.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let mut tasks = std::mem::take(&mut self.tasks).into_iter();
+        if let Some(server) = tasks.next() {
+            let _ = server.await;
+        }
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
