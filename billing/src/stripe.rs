@@ -25,12 +25,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What went wrong talking to Stripe.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StripeFailure {
-    /// Stripe could not be reached, timed out, or answered 429 or 5xx: worth
-    /// retrying later with the same idempotency key.
+    /// Stripe could not be reached, timed out, or answered 409, 429 or 5xx:
+    /// worth retrying later with the same idempotency key.
     #[error("Stripe is unavailable: {0}")]
     Unavailable(String),
-    /// Stripe refused the request (4xx other than 429): retrying the same
-    /// request will not help.
+    /// Stripe refused the request (4xx other than 409 and 429): retrying the
+    /// same request will not help.
     #[error("Stripe refused the request ({status}{}): {message}", code.as_deref().map(|c| format!(", {c}")).unwrap_or_default())]
     Rejected {
         /// The HTTP status.
@@ -43,6 +43,10 @@ pub enum StripeFailure {
     /// Stripe answered something this client cannot read.
     #[error("Stripe's answer could not be read: {0}")]
     Malformed(String),
+    /// The client refused to send the request (an id that is not one, a bad
+    /// idempotency key, an unusable API base): a bug or a config error here.
+    #[error("not sent to Stripe: {0}")]
+    NotSent(String),
 }
 
 impl StripeFailure {

@@ -153,3 +153,48 @@ async fn the_demo_serves_open_data_anonymously_with_honest_limits() {
     assert_eq!(get(m2["healthz"].as_str().unwrap(), &[]).await.status, 200);
     assert_eq!(m2["api_key"], m["api_key"], "the demo key survives a restart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_account_becomes_a_member_through_the_simulators_checkout_and_back_through_its_portal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = Process::start(&["demo", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()]);
+    demo.wait_for_line("coopgate listening");
+    let m = manifest(&data);
+    let (base, key, early) =
+        (m["base_url"].as_str().unwrap(), m["api_key"].as_str().unwrap(), m["early_release"].as_str().unwrap());
+    let stripe = &m["stripe"];
+    assert!(stripe["webhook_secret"].as_str().unwrap().starts_with("whsec_"), "{stripe}");
+    assert_eq!(get(early, &[("x-api-key", key)]).await.status, 403, "registered: members first");
+
+    // The banner's lines: a checkout link for the first price, paid on the page.
+    let price = stripe["prices"][0].as_str().unwrap();
+    let body = format!(r#"{{"price": "{price}"}}"#);
+    let checkout =
+        super::memberships::post_json(&format!("{base}/billing/checkout"), &[("x-api-key", key)], &body).await;
+    let url = checkout.json()["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(stripe["api_base"].as_str().unwrap()), "{url}");
+    let paid = super::memberships::pay(&url, stripe["test_card"].as_str().unwrap()).await;
+    assert_eq!(paid.status, 303, "{:?}", paid.body);
+    wait_for_status(early, key, 200).await;
+
+    // And back: the portal's page cancels, and the release is members-only again.
+    let portal = super::memberships::post_json(&format!("{base}/billing/portal"), &[("x-api-key", key)], "").await;
+    let portal_url = portal.json()["url"].as_str().unwrap().to_owned();
+    let canceled = super::memberships::submit(&portal_url, "Cancel now", &[]).await;
+    assert!(canceled.status.is_redirection() || canceled.status.is_success());
+    wait_for_status(early, key, 403).await;
+}
+
+/// Waits (up to 20 s) until `url` answers `status` to the key.
+async fn wait_for_status(url: &str, key: &str, status: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let got = get(url, &[("x-api-key", key)]).await.status.as_u16();
+        if got == status {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{url} still answers {got}, not {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -291,7 +291,9 @@ fn unescape(text: &str) -> String {
             "gt" => Some('>'),
             "quot" => Some('"'),
             "apos" => Some('\''),
-            n if n.starts_with("#x") || n.starts_with("#X") => u32::from_str_radix(&n[2..], 16).ok().and_then(char::from_u32),
+            n if n.starts_with("#x") || n.starts_with("#X") => {
+                u32::from_str_radix(&n[2..], 16).ok().and_then(char::from_u32)
+            }
             n if n.starts_with('#') => n[1..].parse().ok().and_then(char::from_u32),
             _ => None,
         };
@@ -737,4 +739,35 @@ async fn while_the_store_is_away_webhooks_are_refused_with_503_and_all_are_appli
     let expected = listed_event_ids(&b.sim).await.len() as i64;
     wait_until_applied(&store, expected, Duration::from_secs(60)).await;
     assert_eq!(b.tier(&ada).await, "member");
+}
+
+#[tokio::test]
+async fn the_admin_api_makes_checkout_and_portal_links_and_syncs() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let token = "cgadm_memberships-test";
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let b = Billed::start(store, |_| {}, |cfg| cfg.admin.token_sha256 = Some(hex)).await;
+    let (ada, _) = b.account("ada@example.org").await;
+    let auth = format!("Bearer {token}");
+    let body = format!(r#"{{"account": "ada@example.org", "price": "{}"}}"#, PRICES[0]);
+    let got = post_json(&b.gw.url("/admin/billing/checkout"), &[("authorization", &auth)], &body).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let url = got.json()["url"].as_str().unwrap().to_owned();
+    assert_eq!(pay(&url, "4242 4242 4242 4242").await.status, 303);
+    b.wait_for_tier(&ada, "member").await;
+    let got =
+        post_json(&b.gw.url("/admin/billing/portal"), &[("authorization", &auth)], r#"{"account": "ada@example.org"}"#)
+            .await;
+    assert!(got.json()["url"].as_str().unwrap().starts_with(&b.sim.base_url()));
+    let got = post_json(&b.gw.url("/admin/billing/sync"), &[("authorization", &auth)], "{}").await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(got.json()["tiers_changed"], 0, "nothing was missed");
+    let unknown = post_json(
+        &b.gw.url("/admin/billing/portal"),
+        &[("authorization", &auth)],
+        r#"{"account": "nobody@example.org"}"#,
+    )
+    .await;
+    assert_problem(&unknown, 404, "no-such-account");
 }
