@@ -139,17 +139,7 @@ pub struct StripeSimArgs {
 
 /// `coopgate stripe-sim`.
 pub fn stripe_sim(args: StripeSimArgs) -> anyhow::Result<()> {
-    let mut prices: Vec<SimPrice> = crate::demo::stripe::PRICES
-        .iter()
-        .map(|(id, name, cents)| SimPrice {
-            id: (*id).into(),
-            product_name: format!("Sustaining membership: {name}"),
-            unit_amount: *cents,
-            currency: "usd".into(),
-            interval: "month".into(),
-            meter_event: None,
-        })
-        .collect();
+    let mut prices: Vec<SimPrice> = crate::demo::stripe::sim_prices();
     if let Some(path) = &args.config {
         // Only the tiers are read: secrets named as env: need not be set here.
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

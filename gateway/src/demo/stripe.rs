@@ -30,23 +30,28 @@ pub const PRICES: [(&str, &str, i64); 3] = [
 /// The tier the demo's prices buy.
 pub const MEMBER_TIER: &str = "member";
 
+/// The demo's prices as the simulator creates them at start.
+pub fn sim_prices() -> Vec<SimPrice> {
+    PRICES
+        .iter()
+        .map(|(id, name, cents)| SimPrice {
+            id: (*id).into(),
+            product_name: format!("Sustaining membership: {name}"),
+            unit_amount: *cents,
+            currency: "usd".into(),
+            interval: "month".into(),
+            meter_event: None,
+        })
+        .collect()
+}
+
 /// Starts the simulator on a loopback port, sending webhooks to the gateway at `gateway`.
 pub async fn start(gateway: SocketAddr) -> Result<Simulator, Error> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(Error::internal)?;
     let webhook = format!("http://{gateway}/billing/stripe/webhook").parse().map_err(Error::internal)?;
     let config = SimConfig {
         webhook_url: Some(webhook),
-        prices: PRICES
-            .iter()
-            .map(|(id, name, cents)| SimPrice {
-                id: (*id).into(),
-                product_name: format!("Sustaining membership: {name}"),
-                unit_amount: *cents,
-                currency: "usd".into(),
-                interval: "month".into(),
-                meter_event: None,
-            })
-            .collect(),
+        prices: sim_prices(),
         chaos: Chaos::default(),
         ..SimConfig::default()
     };
