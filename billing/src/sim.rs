@@ -264,9 +264,9 @@ impl Simulator {
             IpAddr::V4(ip) => format!("http://{ip}:{}/", addr.port()),
             IpAddr::V6(ip) => format!("http://[{ip}]:{}/", addr.port()),
         };
-        let mut rng = random::Rng::from_os().map_err(|e| Error::Randomness(e))?;
+        let mut rng = random::Rng::from_os().map_err(Error::Randomness)?;
         let secret = config.webhook_secret.clone().unwrap_or_else(|| format!("whsec_{}", rng.base62(32)));
-        let outbox_rng = random::Rng::from_os().map_err(|e| Error::Randomness(e))?;
+        let outbox_rng = random::Rng::from_os().map_err(Error::Randomness)?;
         let outbox = Arc::new(webhooks::Outbox::new(config.webhook_url.is_some(), config.chaos.clone(), outbox_rng));
         let settings = engine::Settings {
             fee_bps: config.fee_bps,
@@ -278,7 +278,8 @@ impl Simulator {
         world.configure(&config.prices).map_err(|e| fail(format!("configured prices: {}", e.message)))?;
         let engine = Arc::new(Mutex::new(world));
         let pages = pages::Pages::new().map_err(|e| fail(format!("page templates: {e}")))?;
-        let shared = Arc::new(http::Shared { engine: engine.clone(), outbox: outbox.clone(), pages, secret: secret.clone() });
+        let shared =
+            Arc::new(http::Shared { engine: engine.clone(), outbox: outbox.clone(), pages, secret: secret.clone() });
 
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = http::app(shared.clone());

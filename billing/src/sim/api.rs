@@ -82,7 +82,9 @@ pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Param
         ("GET", ["events"]) => events::list(e, p),
         ("GET", ["events", id]) => retrieve(e, "event", id, p),
         ("POST", ["test_helpers", "test_clocks"]) => events::create_clock(e, p),
-        ("GET", ["test_helpers", "test_clocks"]) => listing(e, "test_helpers.test_clock", p, "/v1/test_helpers/test_clocks", |_| true),
+        ("GET", ["test_helpers", "test_clocks"]) => {
+            listing(e, "test_helpers.test_clock", p, "/v1/test_helpers/test_clocks", |_| true)
+        }
         ("GET", ["test_helpers", "test_clocks", id]) => retrieve(e, "test_helpers.test_clock", id, p),
         ("POST", ["test_helpers", "test_clocks", id, "advance"]) => events::advance_clock(e, id, p),
         ("DELETE", ["test_helpers", "test_clocks", id]) => {

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::engine::{Payer, PayError};
+use super::engine::{PayError, Payer};
 use super::error::{ApiError, ApiResult};
 use super::http::{Shared, lock, pretty};
 use super::webhooks::WebhookControl;

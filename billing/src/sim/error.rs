@@ -33,28 +33,27 @@ pub(crate) struct ApiError {
     /// Stripe's `type`.
     pub kind: ErrorType,
     /// Stripe's `code`, such as `resource_missing`.
-    pub code: Option<String>,
+    pub code: Option<&'static str>,
     /// A sentence for a person.
     pub message: String,
     /// The parameter at fault, in bracket form (`line_items[0][price]`).
     pub param: Option<String>,
-    /// A card decline's reason (`generic_decline`, `insufficient_funds`).
-    pub decline_code: Option<String>,
-    /// The failed charge of a card error.
+    /// What a card error adds (boxed: most errors have none, and results stay small).
+    pub card: Option<Box<CardDetails>>,
+}
+
+/// The details of a card error.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CardDetails {
+    /// The decline's reason (`generic_decline`, `insufficient_funds`).
+    pub decline_code: String,
+    /// The failed charge, if one was made.
     pub charge: Option<String>,
 }
 
 impl ApiError {
-    fn new(status: u16, kind: ErrorType, code: Option<&str>, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            kind,
-            code: code.map(str::to_owned),
-            message: message.into(),
-            param: None,
-            decline_code: None,
-            charge: None,
-        }
+    fn new(status: u16, kind: ErrorType, code: Option<&'static str>, message: impl Into<String>) -> Self {
+        ApiError { status, kind, code, message: message.into(), param: None, card: None }
     }
 
     /// Names the parameter at fault.
@@ -64,7 +63,7 @@ impl ApiError {
     }
 
     /// A 400 `invalid_request_error` with a code.
-    pub fn invalid(code: &str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(400, ErrorType::InvalidRequest, Some(code), message)
     }
 
@@ -114,7 +113,9 @@ impl ApiError {
             404,
             ErrorType::InvalidRequest,
             None,
-            format!("Unrecognized request URL ({method}: {path}). The Stripe simulator serves only what coopgate uses."),
+            format!(
+                "Unrecognized request URL ({method}: {path}). The Stripe simulator serves only what coopgate uses."
+            ),
         )
     }
 
@@ -127,8 +128,7 @@ impl ApiError {
     pub fn card_declined(decline_code: &str, message: &str, charge: Option<String>) -> Self {
         // Stripe's code is `card_declined` for every decline; the reason is in `decline_code`.
         let mut e = ApiError::new(402, ErrorType::Card, Some("card_declined"), message);
-        e.decline_code = Some(decline_code.to_owned());
-        e.charge = charge;
+        e.card = Some(Box::new(CardDetails { decline_code: decline_code.to_owned(), charge }));
         e
     }
 
@@ -141,19 +141,22 @@ impl ApiError {
     pub fn into_json(self) -> Value {
         let mut error = Map::new();
         error.insert("type".into(), json!(self.kind.as_str()));
-        if let Some(code) = &self.code {
+        if let Some(code) = self.code {
             error.insert("code".into(), json!(code));
-            error.insert("doc_url".into(), json!(format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-"))));
+            error.insert(
+                "doc_url".into(),
+                json!(format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-"))),
+            );
         }
         error.insert("message".into(), json!(self.message));
         if let Some(param) = self.param {
             error.insert("param".into(), json!(param));
         }
-        if let Some(decline) = self.decline_code {
-            error.insert("decline_code".into(), json!(decline));
-        }
-        if let Some(charge) = self.charge {
-            error.insert("charge".into(), json!(charge));
+        if let Some(card) = self.card {
+            error.insert("decline_code".into(), json!(card.decline_code));
+            if let Some(charge) = card.charge {
+                error.insert("charge".into(), json!(charge));
+            }
         }
         json!({ "error": error })
     }

@@ -46,11 +46,7 @@ pub(crate) fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
 
 /// The whole simulator as one router.
 pub(crate) fn app(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/v1/{*path}", any(v1))
-        .merge(control::routes())
-        .merge(pages::routes())
-        .with_state(shared)
+    Router::new().route("/v1/{*path}", any(v1)).merge(control::routes()).merge(pages::routes()).with_state(shared)
 }
 
 /// One `/v1` answer.
@@ -136,22 +132,16 @@ fn serve(engine: &mut Engine, method: &Method, uri: &Uri, headers: &HeaderMap, b
     engine.request = None;
     let (status, body) = match result {
         Ok(value) => (200, pretty(&value)),
-        Err(e) => {
-            if e.status >= 500 {
-                tracing::error!(message = %e.message, %route, "stripe simulator internal error");
-            }
-            (e.status, pretty(&e.into_json()))
-        }
+        Err(e) => (e.status, pretty(&e.into_json())),
     };
     // Stripe stores what an endpoint answered once it ran, errors included,
     // but not the refusal of invalid parameters (nothing ran).
     if let Some(k) = key
         && (status < 400 || status == 402)
     {
-        engine.replays.insert(
-            k,
-            Replay { route, params, status, body: body.clone(), request_id: request_id.clone(), at: now },
-        );
+        engine
+            .replays
+            .insert(k, Replay { route, params, status, body: body.clone(), request_id: request_id.clone(), at: now });
     }
     Answer { status, body, request_id, replayed: false }
 }

@@ -19,10 +19,7 @@ pub(crate) fn page(items: Vec<&Value>, params: &mut Params, url: &str) -> ApiRes
     let after = params.string("starting_after")?.filter(|s| !s.is_empty());
     let before = params.string("ending_before")?.filter(|s| !s.is_empty());
     let position = |cursor: &str, param: &str| {
-        items
-            .iter()
-            .position(|v| v["id"] == cursor)
-            .ok_or_else(|| ApiError::no_such("object", cursor, param))
+        items.iter().position(|v| v["id"] == cursor).ok_or_else(|| ApiError::no_such("object", cursor, param))
     };
     let (data, has_more): (Vec<Value>, bool) = match (after, before) {
         (Some(_), Some(_)) => {
@@ -132,8 +129,11 @@ impl Clause {
 /// allowed for the resource.
 pub(crate) fn parse_query(query: &str, fields: &[&str]) -> ApiResult<Vec<Clause>> {
     let invalid = |why: &str| {
-        ApiError::bad_request(format!("Invalid search query `{query}`: {why}. The simulator supports field:'value' \
-            and field~'value' clauses joined by AND over {}.", fields.join(", ")))
+        ApiError::bad_request(format!(
+            "Invalid search query `{query}`: {why}. The simulator supports field:'value' \
+            and field~'value' clauses joined by AND over {}.",
+            fields.join(", ")
+        ))
         .with_param("query")
     };
     let mut clauses = Vec::new();
@@ -206,8 +206,9 @@ mod tests {
         let first = page(all.iter().collect(), &mut Params::parse(b"limit=2").expect("q"), "/v1/x").expect("page");
         assert_eq!(ids(&first), ["obj_4", "obj_3"]);
         assert_eq!(first["has_more"], true);
-        let second = page(all.iter().collect(), &mut Params::parse(b"limit=2&starting_after=obj_3").expect("q"), "/v1/x")
-            .expect("page");
+        let second =
+            page(all.iter().collect(), &mut Params::parse(b"limit=2&starting_after=obj_3").expect("q"), "/v1/x")
+                .expect("page");
         assert_eq!(ids(&second), ["obj_2", "obj_1"]);
         let last = page(all.iter().collect(), &mut Params::parse(b"limit=2&starting_after=obj_1").expect("q"), "/v1/x")
             .expect("page");
@@ -230,7 +231,8 @@ mod tests {
             .expect("range")
             .expect("given");
         assert!(r.contains(10) && r.contains(19) && !r.contains(20) && !r.contains(9));
-        let exact = Range::read(&mut Params::parse(b"created=5").expect("q"), "created").expect("range").expect("given");
+        let exact =
+            Range::read(&mut Params::parse(b"created=5").expect("q"), "created").expect("range").expect("given");
         assert!(exact.contains(5) && !exact.contains(6));
     }
 

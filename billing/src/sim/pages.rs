@@ -112,10 +112,22 @@ fn render_checkout(shared: &Shared, engine: &Engine, id: &str, error: Option<&st
     match session["status"].as_str() {
         Some("complete") => {
             let link = session["success_url"].as_str().map(|u| u.replace("{CHECKOUT_SESSION_ID}", id));
-            return shared.pages.notice(StatusCode::OK, "Payment complete", "This Checkout Session is complete.", link.as_deref(), "Continue");
+            return shared.pages.notice(
+                StatusCode::OK,
+                "Payment complete",
+                "This Checkout Session is complete.",
+                link.as_deref(),
+                "Continue",
+            );
         }
         Some("expired") => {
-            return shared.pages.notice(StatusCode::GONE, "Session expired", "This Checkout Session has expired.", session["cancel_url"].as_str(), "Go back");
+            return shared.pages.notice(
+                StatusCode::GONE,
+                "Session expired",
+                "This Checkout Session has expired.",
+                session["cancel_url"].as_str(),
+                "Go back",
+            );
         }
         _ => {}
     }
@@ -128,7 +140,10 @@ fn render_checkout(shared: &Shared, engine: &Engine, id: &str, error: Option<&st
         .map(|l| {
             let metered = l["price"]["recurring"]["usage_type"] == "metered";
             let amount = if metered {
-                format!("{} per unit, billed by usage", format_amount(l["price"]["unit_amount"].as_i64().unwrap_or(0), currency))
+                format!(
+                    "{} per unit, billed by usage",
+                    format_amount(l["price"]["unit_amount"].as_i64().unwrap_or(0), currency)
+                )
             } else {
                 format_amount(l["amount_total"].as_i64().unwrap_or(0), currency)
             };
@@ -148,7 +163,7 @@ fn render_checkout(shared: &Shared, engine: &Engine, id: &str, error: Option<&st
     let cards: Vec<minijinja::Value> =
         CARDS.iter().map(|c| context! { number => spaced(c.number), summary => c.summary }).collect();
     let total = session["amount_total"].as_i64().unwrap_or(0);
-    let trial_days = (total == 0 && session["amount_subtotal"].as_i64().unwrap_or(0) > 0).then_some("the trial");
+    let trial_days = engine.session_trial_days(id);
     let ctx = context! {
         action => format!("/c/pay/{id}"),
         mode => session["mode"].as_str(),
@@ -178,15 +193,25 @@ async fn checkout_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>
 
 async fn checkout_pay(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
     let field = fields(&body);
-    let payer = Payer { card_number: field("card_number").unwrap_or_default(), email: field("email"), name: field("name").filter(|n| !n.is_empty()) };
+    let payer = Payer {
+        card_number: field("card_number").unwrap_or_default(),
+        email: field("email"),
+        name: field("name").filter(|n| !n.is_empty()),
+    };
     let mut engine = lock(&shared.engine);
     engine.catch_up();
     match engine.pay_checkout(&id, &payer) {
         Ok(Some(url)) => see_other(&url),
-        Ok(None) => shared.pages.notice(StatusCode::OK, "Payment complete", "Thank you: your payment went through.", None, ""),
+        Ok(None) => {
+            shared.pages.notice(StatusCode::OK, "Payment complete", "Thank you: your payment went through.", None, "")
+        }
         Err(PayError::Closed(_)) => render_checkout(&shared, &engine, &id, None, StatusCode::GONE),
-        Err(e @ PayError::Declined(_)) => render_checkout(&shared, &engine, &id, Some(e.message()), StatusCode::PAYMENT_REQUIRED),
-        Err(e @ PayError::Input(_)) => render_checkout(&shared, &engine, &id, Some(e.message()), StatusCode::BAD_REQUEST),
+        Err(e @ PayError::Declined(_)) => {
+            render_checkout(&shared, &engine, &id, Some(e.message()), StatusCode::PAYMENT_REQUIRED)
+        }
+        Err(e @ PayError::Input(_)) => {
+            render_checkout(&shared, &engine, &id, Some(e.message()), StatusCode::BAD_REQUEST)
+        }
     }
 }
 
@@ -207,7 +232,14 @@ fn done_message(done: &str) -> Option<&'static str> {
     }
 }
 
-fn render_portal(shared: &Shared, engine: &Engine, id: &str, notice: Option<&str>, error: Option<&str>, status: StatusCode) -> Response {
+fn render_portal(
+    shared: &Shared,
+    engine: &Engine,
+    id: &str,
+    notice: Option<&str>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let session = engine.get(id);
     if session["object"] != "billing_portal.session" {
         return shared.pages.notice(StatusCode::NOT_FOUND, "Not found", "There is no such portal session.", None, "");
@@ -221,10 +253,13 @@ fn render_portal(shared: &Shared, engine: &Engine, id: &str, notice: Option<&str
         .filter(|s| s["customer"] == customer_id)
         .map(|s| subscription_view(engine, s))
         .collect();
-    let card = customer["invoice_settings"]["default_payment_method"]
-        .as_str()
-        .map(|pm| engine.get(pm))
-        .map(|pm| format!("{} ending in {}", pm["card"]["brand"].as_str().unwrap_or("card"), pm["card"]["last4"].as_str().unwrap_or("????")));
+    let card = customer["invoice_settings"]["default_payment_method"].as_str().map(|pm| engine.get(pm)).map(|pm| {
+        format!(
+            "{} ending in {}",
+            pm["card"]["brand"].as_str().unwrap_or("card"),
+            pm["card"]["last4"].as_str().unwrap_or("????")
+        )
+    });
     let ctx = context! {
         base => format!("/p/session/{id}"),
         customer_name => customer["name"].as_str(),
@@ -246,7 +281,12 @@ fn subscription_view(engine: &Engine, s: &Value) -> minijinja::Value {
         .portal_plans(s)
         .iter()
         .map(|p| {
-            let label = format!("{} ({} / {})", engine.product_name(p), format_amount(p["unit_amount"].as_i64().unwrap_or(0), currency), p["recurring"]["interval"].as_str().unwrap_or(""));
+            let label = format!(
+                "{} ({} / {})",
+                engine.product_name(p),
+                format_amount(p["unit_amount"].as_i64().unwrap_or(0), currency),
+                p["recurring"]["interval"].as_str().unwrap_or("")
+            );
             context! { id => p["id"].as_str(), label }
         })
         .collect();
@@ -262,7 +302,11 @@ fn subscription_view(engine: &Engine, s: &Value) -> minijinja::Value {
     }
 }
 
-async fn portal_page(State(shared): State<Arc<Shared>>, Path(id): Path<String>, Query(q): Query<PortalQuery>) -> Response {
+async fn portal_page(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(q): Query<PortalQuery>,
+) -> Response {
     let mut engine = lock(&shared.engine);
     engine.catch_up();
     let notice = q.done.as_deref().and_then(done_message);
@@ -284,11 +328,26 @@ async fn portal_subscription_action(
             Some("now") => engine.portal_cancel(&id, &sub, false).map(|()| "cancel_now"),
             _ => engine.portal_cancel(&id, &sub, true).map(|()| "cancel_period_end"),
         },
-        _ => return shared.pages.notice(StatusCode::NOT_FOUND, "Not found", "There is no such portal action.", None, ""),
+        _ => {
+            return shared.pages.notice(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is no such portal action.",
+                None,
+                "",
+            );
+        }
     };
     match outcome {
         Ok(done) => see_other(&format!("/p/session/{id}?done={done}")),
-        Err(e) => render_portal(&shared, &engine, &id, None, Some(&e.message), StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST)),
+        Err(e) => render_portal(
+            &shared,
+            &engine,
+            &id,
+            None,
+            Some(&e.message),
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+        ),
     }
 }
 
@@ -298,6 +357,13 @@ async fn portal_card(State(shared): State<Arc<Shared>>, Path(id): Path<String>, 
     engine.catch_up();
     match engine.portal_update_card(&id, &field("card_number").unwrap_or_default()) {
         Ok(()) => see_other(&format!("/p/session/{id}?done=card")),
-        Err(e) => render_portal(&shared, &engine, &id, None, Some(&e.message), StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST)),
+        Err(e) => render_portal(
+            &shared,
+            &engine,
+            &id,
+            None,
+            Some(&e.message),
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+        ),
     }
 }

@@ -103,11 +103,12 @@ impl Store {
 
     fn expand_path(&self, value: &mut Value, segments: &[&str], path: &str) -> ApiResult<()> {
         let Some((head, rest)) = segments.split_first() else { return Ok(()) };
-        let cannot = || {
-            ApiError::bad_request(format!("This property cannot be expanded ({path}).")).with_param("expand")
-        };
+        let cannot =
+            || ApiError::bad_request(format!("This property cannot be expanded ({path}).")).with_param("expand");
         let Some(object) = value.as_object_mut() else { return Err(cannot()) };
-        if *head == "data" && object.get("object").and_then(Value::as_str).is_some_and(|o| o == "list" || o == "search_result") {
+        if *head == "data"
+            && object.get("object").and_then(Value::as_str).is_some_and(|o| o == "list" || o == "search_result")
+        {
             for item in object.get_mut("data").and_then(Value::as_array_mut).into_iter().flatten() {
                 self.expand_path(item, rest, path)?;
             }

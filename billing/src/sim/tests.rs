@@ -109,8 +109,13 @@ pub(super) async fn api(sim: &Simulator, method: &str, path: &str, form: &str, h
         let sep = if form.is_empty() { "" } else { "?" };
         send(method, &format!("{}v1{path}{sep}{form}", sim.base_url()), &all, None).await
     } else {
-        send(method, &format!("{}v1{path}", sim.base_url()), &all, Some(("application/x-www-form-urlencoded", form.to_owned())))
-            .await
+        send(
+            method,
+            &format!("{}v1{path}", sim.base_url()),
+            &all,
+            Some(("application/x-www-form-urlencoded", form.to_owned())),
+        )
+        .await
     }
 }
 
@@ -152,8 +157,12 @@ impl Receiver {
                     if refusals.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
                         return http::StatusCode::INTERNAL_SERVER_ERROR;
                     }
-                    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                    store.lock().expect("lock").push(Received { signature, body: String::from_utf8_lossy(&body).into_owned() });
+                    let signature =
+                        headers.get("stripe-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                    store
+                        .lock()
+                        .expect("lock")
+                        .push(Received { signature, body: String::from_utf8_lossy(&body).into_owned() });
                     http::StatusCode::OK
                 }
             }),
@@ -224,7 +233,11 @@ pub(super) fn latest_invoice(sub: &stripe_shared::Subscription) -> String {
 }
 
 /// An open subscription-mode Checkout Session for a price.
-pub(super) async fn checkout_session(t: &TestSim, customer: Option<&str>, price: &str) -> stripe_shared::CheckoutSession {
+pub(super) async fn checkout_session(
+    t: &TestSim,
+    customer: Option<&str>,
+    price: &str,
+) -> stripe_shared::CheckoutSession {
     use stripe_checkout::checkout_session::{
         CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
     };
@@ -258,8 +271,11 @@ pub(super) async fn list(t: &TestSim, path: &str, query: &str) -> Vec<Value> {
 
 /// The types of the events recorded so far, oldest first.
 pub(super) async fn event_types(t: &TestSim) -> Vec<String> {
-    let mut types: Vec<String> =
-        list(t, "/events", "limit=100").await.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect();
+    let mut types: Vec<String> = list(t, "/events", "limit=100")
+        .await
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
     types.reverse();
     types
 }

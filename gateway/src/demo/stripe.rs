@@ -49,12 +49,8 @@ pub fn sim_prices() -> Vec<SimPrice> {
 pub async fn start(gateway: SocketAddr) -> Result<Simulator, Error> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(Error::internal)?;
     let webhook = format!("http://{gateway}/billing/stripe/webhook").parse().map_err(Error::internal)?;
-    let config = SimConfig {
-        webhook_url: Some(webhook),
-        prices: sim_prices(),
-        chaos: Chaos::default(),
-        ..SimConfig::default()
-    };
+    let config =
+        SimConfig { webhook_url: Some(webhook), prices: sim_prices(), chaos: Chaos::default(), ..SimConfig::default() };
     Simulator::start(listener, config).await.map_err(|e| Error::internal(e.to_string()))
 }
 

@@ -25,7 +25,8 @@ const UNSUPPORTED: &[&str] = &[
     "schedule",
 ];
 /// Accepted and ignored.
-const IGNORED: &[&str] = &["off_session", "payment_settings", "trial_settings", "automatic_tax", "default_tax_rates", "invoice_settings"];
+const IGNORED: &[&str] =
+    &["off_session", "payment_settings", "trial_settings", "automatic_tax", "default_tax_rates", "invoice_settings"];
 
 fn proration(p: &mut Params) -> ApiResult<()> {
     // The simulator never prorates; the behaviour is still checked so a typo fails.
@@ -65,7 +66,9 @@ pub(super) fn create_subscription(e: &mut Engine, mut p: Params) -> ApiResult<Va
     let t = e.now_for(Some(&customer));
     let trial_end = match (p.integer("trial_period_days")?, p.string("trial_end")?) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("You may only specify one of these parameters: trial_end, trial_period_days."));
+            return Err(ApiError::bad_request(
+                "You may only specify one of these parameters: trial_end, trial_period_days.",
+            ));
         }
         (Some(days), None) if days > 0 => Some(t + days * 86_400),
         (None, Some(end)) if end != "now" => {

@@ -8,7 +8,16 @@ use crate::sim::shapes::Recurring;
 
 pub(super) fn create_product(e: &mut Engine, mut p: Params) -> ApiResult<Value> {
     p.unsupported(&["default_price_data", "tax_code", "package_dimensions"])?;
-    p.ignore(&["active", "images", "marketing_features", "shippable", "statement_descriptor", "unit_label", "url", "type"]);
+    p.ignore(&[
+        "active",
+        "images",
+        "marketing_features",
+        "shippable",
+        "statement_descriptor",
+        "unit_label",
+        "url",
+        "type",
+    ]);
     let id = p.string("id")?;
     let name = p.required_string("name")?;
     let description = p.string("description")?;
@@ -26,7 +35,15 @@ pub(super) fn list_products(e: &Engine, mut p: Params) -> ApiResult<Value> {
 }
 
 pub(super) fn create_price(e: &mut Engine, mut p: Params) -> ApiResult<Value> {
-    p.unsupported(&["product_data", "tiers", "tiers_mode", "transform_quantity", "custom_unit_amount", "currency_options", "unit_amount_decimal"])?;
+    p.unsupported(&[
+        "product_data",
+        "tiers",
+        "tiers_mode",
+        "transform_quantity",
+        "custom_unit_amount",
+        "currency_options",
+        "unit_amount_decimal",
+    ])?;
     p.ignore(&["active", "tax_behavior", "transfer_lookup_key"]);
     let billing_scheme = p.string("billing_scheme")?;
     if billing_scheme.as_deref().is_some_and(|b| b != "per_unit") {

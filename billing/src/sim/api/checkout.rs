@@ -70,7 +70,15 @@ pub(super) fn create(e: &mut Engine, mut p: Params) -> ApiResult<Value> {
         new.line_items.push((price, quantity));
     }
     if let Some(mut data) = p.object("subscription_data")? {
-        data.unsupported(&["billing_cycle_anchor", "default_tax_rates", "transfer_data", "application_fee_percent", "on_behalf_of", "invoice_settings", "billing_mode"])?;
+        data.unsupported(&[
+            "billing_cycle_anchor",
+            "default_tax_rates",
+            "transfer_data",
+            "application_fee_percent",
+            "on_behalf_of",
+            "invoice_settings",
+            "billing_mode",
+        ])?;
         data.ignore(&["description", "proration_behavior", "trial_settings"]);
         new.subscription_metadata = data.metadata("metadata")?;
         new.trial_period_days = data.integer("trial_period_days")?;

@@ -7,8 +7,17 @@ use crate::sim::engine::{CustomerChanges, Engine, NewCustomer};
 use crate::sim::list;
 
 /// Known to Stripe, not simulated on customers.
-const UNSUPPORTED: &[&str] =
-    &["balance", "cash_balance", "coupon", "promotion_code", "source", "tax", "tax_id_data", "invoice_prefix", "next_invoice_sequence"];
+const UNSUPPORTED: &[&str] = &[
+    "balance",
+    "cash_balance",
+    "coupon",
+    "promotion_code",
+    "source",
+    "tax",
+    "tax_id_data",
+    "invoice_prefix",
+    "next_invoice_sequence",
+];
 /// Accepted and ignored: display and tax details no simulated behaviour depends on.
 const IGNORED: &[&str] =
     &["address", "shipping", "preferred_locales", "tax_exempt", "business_name", "individual_name", "validate"];
@@ -74,7 +83,8 @@ pub(super) fn list(e: &Engine, mut p: Params) -> ApiResult<Value> {
 pub(super) fn search(e: &Engine, mut p: Params) -> ApiResult<Value> {
     let query = p.required_string("query")?;
     let clauses = list::parse_query(&query, &["email", "name", "phone", "description"])?;
-    let items: Vec<&Value> = e.store.of_type("customer").rev().filter(|c| clauses.iter().all(|q| q.matches(c))).collect();
+    let items: Vec<&Value> =
+        e.store.of_type("customer").rev().filter(|c| clauses.iter().all(|q| q.matches(c))).collect();
     let page = list::search_page(items, &mut p, "/v1/customers/search")?;
     p.finish()?;
     Ok(page)

@@ -17,7 +17,8 @@ pub(super) fn list_charges(e: &Engine, mut p: Params) -> ApiResult<Value> {
     let intent = p.string("payment_intent")?;
     p.ignore(&["transfer_group"]);
     listing(e, "charge", p, "/v1/charges", |c| {
-        customer.as_deref().is_none_or(|x| c["customer"] == x) && intent.as_deref().is_none_or(|x| c["payment_intent"] == x)
+        customer.as_deref().is_none_or(|x| c["customer"] == x)
+            && intent.as_deref().is_none_or(|x| c["payment_intent"] == x)
     })
 }
 

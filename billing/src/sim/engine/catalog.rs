@@ -40,8 +40,9 @@ impl Engine {
     ) -> ApiResult<Value> {
         let id = id.unwrap_or_else(|| self.id("prod"));
         if self.store.get(&id).is_some() {
-            return Err(ApiError::invalid("resource_already_exists", format!("Product already exists: {id}"))
-                .with_param("id"));
+            return Err(
+                ApiError::invalid("resource_already_exists", format!("Product already exists: {id}")).with_param("id")
+            );
         }
         let mut product = shapes::product(&id, self.global_now(), name);
         product["description"] = json!(description);
@@ -69,8 +70,9 @@ impl Engine {
         }
         let id = new.id.unwrap_or_else(|| self.id("price"));
         if self.store.get(&id).is_some() {
-            return Err(ApiError::invalid("resource_already_exists", format!("Price already exists: {id}"))
-                .with_param("id"));
+            return Err(
+                ApiError::invalid("resource_already_exists", format!("Price already exists: {id}")).with_param("id")
+            );
         }
         let mut price = shapes::price(
             &id,

@@ -81,7 +81,9 @@ impl Engine {
             return Err(ApiError::unsupported_param(&format!("mode={}", new.mode)).with_param("mode"));
         }
         if new.customer.is_some() && new.customer_email.is_some() {
-            return Err(ApiError::bad_request("You may only specify one of these parameters: customer, customer_email."));
+            return Err(ApiError::bad_request(
+                "You may only specify one of these parameters: customer, customer_email.",
+            ));
         }
         if let Some(c) = &new.customer {
             self.store.find("customer", c, "customer")?;
@@ -107,8 +109,11 @@ impl Engine {
             if recurring != (new.mode == "subscription") {
                 return Err(ApiError::invalid_param(
                     &param,
-                    format!("The price `{price_id}` is {} but the session's mode is `{}`.",
-                        if recurring { "recurring" } else { "one-time" }, new.mode),
+                    format!(
+                        "The price `{price_id}` is {} but the session's mode is `{}`.",
+                        if recurring { "recurring" } else { "one-time" },
+                        new.mode
+                    ),
                 ));
             }
             let price_currency = price["currency"].as_str().unwrap_or("usd").to_owned();
@@ -184,13 +189,21 @@ impl Engine {
             let code = card.charge_decline().unwrap_or("generic_decline");
             return Err(PayError::Declined(cards::decline_message(code).into()));
         }
-        let email = payer.email.clone().filter(|e| !e.trim().is_empty()).or_else(|| session["customer_email"].as_str().map(str::to_owned));
+        let email = payer
+            .email
+            .clone()
+            .filter(|e| !e.trim().is_empty())
+            .or_else(|| session["customer_email"].as_str().map(str::to_owned));
         let customer = match session["customer"].as_str() {
             Some(c) => c.to_owned(),
             None => {
                 let email = email.clone().ok_or_else(|| PayError::Input("Enter your email address.".into()))?;
                 let created = self
-                    .create_customer(super::NewCustomer { email: Some(email), name: payer.name.clone(), ..Default::default() })
+                    .create_customer(super::NewCustomer {
+                        email: Some(email),
+                        name: payer.name.clone(),
+                        ..Default::default()
+                    })
                     .map_err(|e| PayError::Input(e.message))?;
                 created["id"].as_str().unwrap_or_default().to_owned()
             }
@@ -206,7 +219,12 @@ impl Engine {
                         customer: customer.clone(),
                         items: lines
                             .iter()
-                            .map(|l| (l["price"]["id"].as_str().unwrap_or_default().to_owned(), l["quantity"].as_i64().unwrap_or(1)))
+                            .map(|l| {
+                                (
+                                    l["price"]["id"].as_str().unwrap_or_default().to_owned(),
+                                    l["quantity"].as_i64().unwrap_or(1),
+                                )
+                            })
                             .collect(),
                         metadata: subscription_metadata,
                         default_payment_method: Some(pm),
@@ -248,6 +266,11 @@ impl Engine {
         });
         self.emit("checkout.session.completed", id, None);
         Ok(session["success_url"].as_str().map(|u| u.replace("{CHECKOUT_SESSION_ID}", id)))
+    }
+
+    /// The free trial a session's subscription will have, in days.
+    pub fn session_trial_days(&self, id: &str) -> Option<i64> {
+        self.session_extras.get(id).and_then(|(_, days)| *days).filter(|d| *d > 0)
     }
 
     /// Expires an open session; `checkout.session.expired`.

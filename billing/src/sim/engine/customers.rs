@@ -174,10 +174,8 @@ impl Engine {
         let pm = self.store.find("payment_method", token, param)?;
         match pm["customer"].as_str() {
             Some(owner) if owner == customer => Ok(token.to_owned()),
-            Some(_) => Err(ApiError::bad_request(format!(
-                "The payment method {token} belongs to another customer."
-            ))
-            .with_param(param)),
+            Some(_) => Err(ApiError::bad_request(format!("The payment method {token} belongs to another customer."))
+                .with_param(param)),
             None => {
                 self.update("payment_method.attached", token, |p| p["customer"] = json!(customer));
                 Ok(token.to_owned())
@@ -205,7 +203,8 @@ impl Engine {
         }
         let id = self.id("pm");
         // One fingerprint per card number, as Stripe fingerprints the number.
-        let fingerprint: String = card.number.chars().rev().take(16).map(|c| (b'A' + (c as u8 - b'0')) as char).collect();
+        let fingerprint: String =
+            card.number.chars().rev().take(16).map(|c| (b'A' + (c as u8 - b'0')) as char).collect();
         let created = self.now_for(Some(customer));
         let mut pm = shapes::payment_method(&id, created, card, &fingerprint);
         pm["customer"] = json!(customer);

@@ -24,7 +24,13 @@ pub(crate) struct Billed {
 
 impl Engine {
     /// Makes a draft invoice of a subscription; `invoice.created`.
-    pub fn create_invoice(&mut self, subscription: &str, reason: &str, period: (i64, i64), billed: &[Billed]) -> String {
+    pub fn create_invoice(
+        &mut self,
+        subscription: &str,
+        reason: &str,
+        period: (i64, i64),
+        billed: &[Billed],
+    ) -> String {
         let sub = self.get(subscription);
         let customer_id = sub["customer"].as_str().unwrap_or_default().to_owned();
         let customer = self.get(&customer_id);
@@ -58,7 +64,10 @@ impl Engine {
         let customer = self.store.text(id, "customer");
         let t = self.now_for(Some(&customer));
         let (prefix, sequence) = match self.store.get(&customer) {
-            Some(c) => (c["invoice_prefix"].as_str().unwrap_or("SIM").to_owned(), c["next_invoice_sequence"].as_i64().unwrap_or(1)),
+            Some(c) => (
+                c["invoice_prefix"].as_str().unwrap_or("SIM").to_owned(),
+                c["next_invoice_sequence"].as_i64().unwrap_or(1),
+            ),
             None => ("SIM".to_owned(), 1),
         };
         self.change(&customer, |c| c["next_invoice_sequence"] = json!(sequence + 1));
@@ -91,11 +100,15 @@ impl Engine {
         let paid = match payment_method {
             None => false,
             Some(pm) => {
-                let earlier = self
-                    .store
-                    .of_type("invoice_payment")
-                    .find(|p| p["invoice"] == id && p["status"] == "open")
-                    .map(|p| (p["id"].as_str().unwrap_or_default().to_owned(), p["payment"]["payment_intent"].as_str().unwrap_or_default().to_owned()));
+                let earlier =
+                    self.store.of_type("invoice_payment").find(|p| p["invoice"] == id && p["status"] == "open").map(
+                        |p| {
+                            (
+                                p["id"].as_str().unwrap_or_default().to_owned(),
+                                p["payment"]["payment_intent"].as_str().unwrap_or_default().to_owned(),
+                            )
+                        },
+                    );
                 let description = match invoice["billing_reason"].as_str() {
                     Some("subscription_create") => "Subscription creation",
                     _ => "Subscription update",

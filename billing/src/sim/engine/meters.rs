@@ -57,7 +57,10 @@ impl Engine {
     /// Creates a meter.
     pub fn create_meter(&mut self, new: NewMeter) -> ApiResult<Value> {
         if !matches!(new.formula.as_str(), "sum" | "count" | "last") {
-            return Err(ApiError::invalid_param("default_aggregation[formula]", format!("Invalid formula: {}", new.formula)));
+            return Err(ApiError::invalid_param(
+                "default_aggregation[formula]",
+                format!("Invalid formula: {}", new.formula),
+            ));
         }
         if self.meter_for_event(&new.event_name).is_some() {
             return Err(ApiError::bad_request(format!(
@@ -125,8 +128,11 @@ impl Engine {
             .with_param("timestamp"));
         }
         if timestamp > now + MAX_AHEAD_SECONDS {
-            return Err(ApiError::invalid("timestamp_in_future", "Timestamp must not be more than 5 minutes in the future.")
-                .with_param("timestamp"));
+            return Err(ApiError::invalid(
+                "timestamp_in_future",
+                "Timestamp must not be more than 5 minutes in the future.",
+            )
+            .with_param("timestamp"));
         }
         let identifier = match usage.identifier {
             Some(i) => i,

@@ -97,7 +97,9 @@ impl Engine {
     pub fn open_dispute(&mut self, charge_id: &str) -> ApiResult<Value> {
         let charge = self.store.find("charge", charge_id, "charge")?.clone();
         if charge["status"] != "succeeded" || charge["disputed"] == true {
-            return Err(ApiError::bad_request(format!("Charge {charge_id} cannot be disputed: it did not succeed or is disputed already.")));
+            return Err(ApiError::bad_request(format!(
+                "Charge {charge_id} cannot be disputed: it did not succeed or is disputed already."
+            )));
         }
         let customer = charge["customer"].as_str().map(str::to_owned);
         let t = self.now_for(customer.as_deref());
@@ -208,7 +210,9 @@ impl Engine {
         if have < amount {
             return Err(ApiError::invalid(
                 "balance_insufficient",
-                format!("You have insufficient funds in your Stripe account for this transfer. Your card balance is too low ({have} {currency} available)."),
+                format!(
+                    "You have insufficient funds in your Stripe account for this transfer. Your card balance is too low ({have} {currency} available)."
+                ),
             ));
         }
         let t = self.global_now();
@@ -251,7 +255,10 @@ impl Engine {
     pub fn fail_payout(&mut self, id: &str) -> ApiResult<Value> {
         let payout = self.store.find("payout", id, "payout")?.clone();
         if !matches!(payout["status"].as_str(), Some("pending" | "in_transit")) {
-            return Err(ApiError::bad_request(format!("Payout {id} is {}; only pending payouts can fail.", payout["status"])));
+            return Err(ApiError::bad_request(format!(
+                "Payout {id} is {}; only pending payouts can fail.",
+                payout["status"]
+            )));
         }
         let t = self.global_now();
         let currency = payout["currency"].as_str().unwrap_or("usd").to_owned();

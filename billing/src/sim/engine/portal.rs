@@ -75,7 +75,10 @@ impl Engine {
     pub fn portal_cancel(&mut self, session: &str, subscription: &str, at_period_end: bool) -> ApiResult<()> {
         let id = self.portal_subscription(session, subscription)?;
         if at_period_end {
-            self.update_subscription(&id, SubscriptionChanges { cancel_at_period_end: Some(true), ..Default::default() })?;
+            self.update_subscription(
+                &id,
+                SubscriptionChanges { cancel_at_period_end: Some(true), ..Default::default() },
+            )?;
         } else {
             self.cancel_subscription(&id, "cancellation_requested")?;
         }
@@ -97,9 +100,8 @@ impl Engine {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let card = cards::by_number(card_number).ok_or_else(|| {
-            ApiError::invalid_param("card_number", "That card number is not one of the test cards.")
-        })?;
+        let card = cards::by_number(card_number)
+            .ok_or_else(|| ApiError::invalid_param("card_number", "That card number is not one of the test cards."))?;
         let pm = self.attach_card(&customer, card)?;
         self.update("customer.updated", &customer, |c| c["invoice_settings"]["default_payment_method"] = json!(pm));
         let subs: Vec<String> = self

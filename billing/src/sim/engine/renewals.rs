@@ -18,13 +18,19 @@ impl Engine {
         let customer = sub["customer"].as_str().unwrap_or_default().to_owned();
         let items: Vec<Value> = sub["items"]["data"].as_array().cloned().unwrap_or_default();
         let Some(first) = items.first() else { return };
-        let (start, end) = (first["current_period_start"].as_i64().unwrap_or(0), first["current_period_end"].as_i64().unwrap_or(0));
+        let (start, end) =
+            (first["current_period_start"].as_i64().unwrap_or(0), first["current_period_end"].as_i64().unwrap_or(0));
         let usage: Vec<Billed> = items
             .iter()
             .filter(|i| i["price"]["recurring"]["usage_type"] == "metered")
             .map(|i| Billed {
                 price: i["price"]["id"].as_str().unwrap_or_default().to_owned(),
-                quantity: self.usage_quantity(i["price"]["recurring"]["meter"].as_str().unwrap_or_default(), &customer, start, end),
+                quantity: self.usage_quantity(
+                    i["price"]["recurring"]["meter"].as_str().unwrap_or_default(),
+                    &customer,
+                    start,
+                    end,
+                ),
                 period: (start, end),
                 item: i["id"].as_str().unwrap_or_default().to_owned(),
                 trial: false,
@@ -85,7 +91,11 @@ impl Engine {
     /// A scheduled retry of a failed renewal.
     pub fn retry_invoice(&mut self, invoice: &str) {
         let paid = self.attempt_invoice(invoice);
-        let sub = self.store.get(invoice).and_then(|i| i["parent"]["subscription_details"]["subscription"].as_str()).map(str::to_owned);
+        let sub = self
+            .store
+            .get(invoice)
+            .and_then(|i| i["parent"]["subscription_details"]["subscription"].as_str())
+            .map(str::to_owned);
         if let Some(sub) = sub {
             self.after_attempt(&sub, invoice, paid);
         }
@@ -100,7 +110,10 @@ impl Engine {
             }
             return;
         }
-        let exhausted = self.store.get(invoice).is_some_and(|i| i["next_payment_attempt"].is_null() && i["billing_reason"] != "subscription_create");
+        let exhausted = self
+            .store
+            .get(invoice)
+            .is_some_and(|i| i["next_payment_attempt"].is_null() && i["billing_reason"] != "subscription_create");
         if exhausted {
             match self.after_retries() {
                 AfterRetries::Cancel => {

@@ -66,7 +66,9 @@ impl Engine {
             }
         }
         for sub in self.store.of_type("subscription") {
-            if is_ended(&sub["status"]) || self.domain_of_customer(sub["customer"].as_str().unwrap_or_default()) != *domain {
+            if is_ended(&sub["status"])
+                || self.domain_of_customer(sub["customer"].as_str().unwrap_or_default()) != *domain
+            {
                 continue;
             }
             let period_end = sub["items"]["data"][0]["current_period_end"].as_i64();
@@ -82,7 +84,9 @@ impl Engine {
                         }
                     }
                     match sub["cancel_at"].as_i64() {
-                        Some(at) if period_end.is_some_and(|end| at < end) => consider(Some(at), Due::CancelAt(id(sub))),
+                        Some(at) if period_end.is_some_and(|end| at < end) => {
+                            consider(Some(at), Due::CancelAt(id(sub)))
+                        }
                         _ => consider(period_end, Due::PeriodEnds(id(sub))),
                     }
                 }

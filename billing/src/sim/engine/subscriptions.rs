@@ -126,7 +126,10 @@ impl Engine {
         if let Some(end) = new.trial_end
             && end <= t
         {
-            return Err(ApiError::invalid_param("trial_end", "Invalid timestamp: must be an integer Unix timestamp in the future."));
+            return Err(ApiError::invalid_param(
+                "trial_end",
+                "Invalid timestamp: must be an integer Unix timestamp in the future.",
+            ));
         }
         let first_amount: i64 = if new.trial_end.is_some() {
             0
@@ -277,7 +280,9 @@ impl Engine {
         }
         Self::check_compatible(&items.iter().map(|i| &i["price"]).collect::<Vec<_>>())?;
         let pm = match changes.default_payment_method {
-            Some(Some(token)) => Some(Some(self.resolve_payment_method(&customer, &token, "default_payment_method")?)),
+            Some(Some(token)) => {
+                Some(Some(self.resolve_payment_method(&customer, &token, "default_payment_method")?))
+            }
             Some(None) => Some(None),
             None => None,
         };
@@ -295,7 +300,8 @@ impl Engine {
                 s["cancel_at_period_end"] = json!(at == Some(period.1));
                 s["cancel_at"] = json!(at);
                 s["canceled_at"] = if at.is_some() { json!(t) } else { Value::Null };
-                s["cancellation_details"]["reason"] = if at.is_some() { json!("cancellation_requested") } else { Value::Null };
+                s["cancellation_details"]["reason"] =
+                    if at.is_some() { json!("cancellation_requested") } else { Value::Null };
             }
             if let Some(pm) = pm {
                 s["default_payment_method"] = json!(pm);

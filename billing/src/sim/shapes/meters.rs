@@ -70,14 +70,14 @@ pub(crate) fn test_clock(id: &str, created: i64, frozen_time: i64, name: Option<
     })
 }
 
-/// An event (`evt_…`) about an object; `previous_attributes` only on updates.
+/// An event (`evt_…`) about an object; `previous_attributes` only on updates;
+/// `request` is the API request's id and idempotency key, if one caused it.
 pub(crate) fn event(
     id: &str,
     created: i64,
     kind: &str,
     object: Value,
     previous: Option<Value>,
-    api_version: &str,
     request: (Option<&str>, Option<&str>),
     pending_webhooks: i64,
 ) -> Value {
@@ -88,7 +88,8 @@ pub(crate) fn event(
     json!({
         "id": id,
         "object": "event",
-        "api_version": api_version,
+        // Events are rendered in the API version async-stripe speaks.
+        "api_version": stripe_shared::version::VERSION.as_str(),
         "created": created,
         "data": data,
         "livemode": false,

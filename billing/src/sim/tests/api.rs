@@ -13,10 +13,13 @@ async fn requests_without_a_test_key_are_refused_with_stripes_error_shape() {
     let none = send("GET", &format!("{}v1/customers", t.sim.base_url()), &[], None).await;
     assert_eq!(none.status, 401);
     assert_eq!(none.json()["error"]["type"], "invalid_request_error");
-    let live = send("GET", &format!("{}v1/customers", t.sim.base_url()), &[("authorization", "Bearer sk_live_x")], None).await;
+    let live =
+        send("GET", &format!("{}v1/customers", t.sim.base_url()), &[("authorization", "Bearer sk_live_x")], None).await;
     assert_eq!(live.status, 401);
     // `curl -u sk_test_…:` sends HTTP Basic, which Stripe accepts too.
-    let basic = send("GET", &format!("{}v1/customers", t.sim.base_url()), &[("authorization", "Basic c2tfdGVzdF94Og==")], None).await;
+    let basic =
+        send("GET", &format!("{}v1/customers", t.sim.base_url()), &[("authorization", "Basic c2tfdGVzdF94Og==")], None)
+            .await;
     assert_eq!(basic.status, 200, "{}", basic.body);
 }
 
@@ -27,7 +30,14 @@ async fn unknown_parameters_are_refused_before_anything_is_created() {
     assert_eq!(reply.status, 400);
     let error = &reply.json()["error"];
     assert_eq!((error["code"].as_str(), error["param"].as_str()), (Some("parameter_unknown"), Some("colour")));
-    let nested = api(&t.sim, "POST", "/checkout/sessions", "mode=subscription&line_items[0][price]=price_supporter&line_items[0][size]=L", &[]).await;
+    let nested = api(
+        &t.sim,
+        "POST",
+        "/checkout/sessions",
+        "mode=subscription&line_items[0][price]=price_supporter&line_items[0][size]=L",
+        &[],
+    )
+    .await;
     assert_eq!(nested.json()["error"]["param"], "line_items[0][size]");
     let unsupported = api(&t.sim, "POST", "/checkout/sessions", "mode=subscription&discounts[0][coupon]=X", &[]).await;
     assert_eq!(unsupported.status, 400);
@@ -78,7 +88,8 @@ async fn lists_page_newest_first_and_async_stripes_paginator_walks_them_all() {
     let page = ListCustomer::new().limit(10).send(&t.client).await.expect("page");
     assert_eq!((page.data.len(), page.has_more), (10, true));
     assert_eq!(page.data[0].id, ids[0], "newest first");
-    let next = ListCustomer::new().limit(10).starting_after(page.data[9].id.as_str()).send(&t.client).await.expect("page 2");
+    let next =
+        ListCustomer::new().limit(10).starting_after(page.data[9].id.as_str()).send(&t.client).await.expect("page 2");
     assert_eq!(next.data[0].id, ids[10]);
     let all: Vec<_> = ListCustomer::new().limit(5).paginate().stream(&t.client).try_collect().await.expect("all pages");
     assert_eq!(all.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), ids);
@@ -91,7 +102,14 @@ async fn expand_replaces_ids_with_the_objects_they_name() {
     let t = start(SimConfig::default()).await;
     let customer = customer_with_card(&t, "pm_card_visa").await;
     let sub = subscribe(&t, customer.id.as_str(), "price_supporter").await;
-    let reply = api(&t.sim, "GET", &format!("/subscriptions/{}", sub.id.as_str()), "expand[]=customer&expand[]=latest_invoice&expand[]=items.data.price.product", &[]).await;
+    let reply = api(
+        &t.sim,
+        "GET",
+        &format!("/subscriptions/{}", sub.id.as_str()),
+        "expand[]=customer&expand[]=latest_invoice&expand[]=items.data.price.product",
+        &[],
+    )
+    .await;
     let expanded = reply.json();
     assert_eq!(expanded["customer"]["email"], "ada@example.org");
     assert_eq!(expanded["latest_invoice"]["object"], "invoice");

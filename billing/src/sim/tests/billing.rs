@@ -2,8 +2,8 @@
 //! changes, cancellation, trials.
 
 use stripe_billing::subscription::{
-    CancelSubscription, CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior, ListSubscription,
-    ListSubscriptionStatus, UpdateSubscription, UpdateSubscriptionItems,
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
+    ListSubscription, ListSubscriptionStatus, UpdateSubscription, UpdateSubscriptionItems,
 };
 use stripe_shared::SubscriptionStatus;
 
@@ -31,7 +31,16 @@ async fn a_subscription_paid_by_card_is_active_with_its_invoice_payment_charge_a
     assert_eq!((txn["amount"].as_i64(), txn["fee"].as_i64(), txn["net"].as_i64()), (Some(500), Some(45), Some(455)));
     assert_eq!(txn["type"], "charge");
     let types = event_types(&t).await;
-    for expected in ["customer.created", "invoice.created", "invoice.finalized", "payment_intent.succeeded", "charge.succeeded", "invoice_payment.paid", "invoice.paid", "customer.subscription.created"] {
+    for expected in [
+        "customer.created",
+        "invoice.created",
+        "invoice.finalized",
+        "payment_intent.succeeded",
+        "charge.succeeded",
+        "invoice_payment.paid",
+        "invoice.paid",
+        "customer.subscription.created",
+    ] {
         assert!(types.iter().any(|x| x == expected), "{expected} missing from {types:?}");
     }
 }
@@ -46,7 +55,10 @@ async fn a_failing_first_payment_leaves_the_subscription_incomplete_or_refuses_i
     assert_eq!(invoice["status"], "open");
     let refused = CreateSubscription::new()
         .customer(customer.id.as_str())
-        .items(vec![CreateSubscriptionItems { price: Some("price_supporter".into()), ..CreateSubscriptionItems::new() }])
+        .items(vec![CreateSubscriptionItems {
+            price: Some("price_supporter".into()),
+            ..CreateSubscriptionItems::new()
+        }])
         .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete)
         .send(&t.client)
         .await
@@ -96,10 +108,19 @@ async fn subscription_lists_filter_by_status_customer_and_price() {
     let ended = subscribe(&t, ada.id.as_str(), "price_sustaining").await;
     CancelSubscription::new(ended.id.as_str()).send(&t.client).await.expect("canceled");
     let default = ListSubscription::new().customer(ada.id.as_str()).send(&t.client).await.expect("list");
-    assert_eq!(default.data.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![live.id.clone()], "canceled ones are left out by default");
+    assert_eq!(
+        default.data.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        vec![live.id.clone()],
+        "canceled ones are left out by default"
+    );
     let all = ListSubscription::new().status(ListSubscriptionStatus::All).send(&t.client).await.expect("list");
     assert_eq!(all.data.len(), 2);
-    let by_price = ListSubscription::new().price("price_sustaining").status(ListSubscriptionStatus::All).send(&t.client).await.expect("list");
+    let by_price = ListSubscription::new()
+        .price("price_sustaining")
+        .status(ListSubscriptionStatus::All)
+        .send(&t.client)
+        .await
+        .expect("list");
     assert_eq!(by_price.data[0].id, ended.id);
 }
 
@@ -109,7 +130,10 @@ async fn a_trial_bills_nothing_first_and_is_trialing() {
     let customer = customer_with_card(&t, "pm_card_visa").await;
     let sub = CreateSubscription::new()
         .customer(customer.id.as_str())
-        .items(vec![CreateSubscriptionItems { price: Some("price_sustaining".into()), ..CreateSubscriptionItems::new() }])
+        .items(vec![CreateSubscriptionItems {
+            price: Some("price_sustaining".into()),
+            ..CreateSubscriptionItems::new()
+        }])
         .trial_period_days(14u32)
         .send(&t.client)
         .await

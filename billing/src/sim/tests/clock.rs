@@ -31,7 +31,10 @@ async fn advancing_past_a_period_end_renews_and_charges_again() {
     assert_eq!(renewed["items"]["data"][0]["current_period_start"], first_end);
     let invoices = list(&t, "/invoices", &format!("subscription={}", sub.id.as_str())).await;
     assert_eq!(invoices.len(), 2);
-    assert_eq!((invoices[0]["billing_reason"].as_str(), invoices[0]["status"].as_str()), (Some("subscription_cycle"), Some("paid")));
+    assert_eq!(
+        (invoices[0]["billing_reason"].as_str(), invoices[0]["status"].as_str()),
+        (Some("subscription_cycle"), Some("paid"))
+    );
     assert_eq!(invoices[0]["created"], first_end, "invoiced when the period ended");
     assert_eq!(list(&t, "/charges", "").await.len(), 2);
 }
@@ -69,7 +72,11 @@ async fn with_mark_unpaid_the_subscription_is_kept_unpaid_after_the_retries() {
     let t = start(SimConfig { dunning, ..SimConfig::default() }).await;
     let customer = customer_with_card(&t, "pm_card_visa").await;
     let sub = subscribe(&t, customer.id.as_str(), "price_supporter").await;
-    UpdateSubscription::new(sub.id.as_str()).default_payment_method("pm_card_chargeCustomerFail").send(&t.client).await.expect("card");
+    UpdateSubscription::new(sub.id.as_str())
+        .default_payment_method("pm_card_chargeCustomerFail")
+        .send(&t.client)
+        .await
+        .expect("card");
     t.sim.advance_clock(days(31)).expect("advance");
     t.sim.advance_clock(days(2)).expect("advance");
     assert_eq!(status(&t, sub.id.as_str()).await, "unpaid");
@@ -95,11 +102,25 @@ async fn a_test_clock_moves_only_its_own_customers() {
     let t = start(SimConfig::default()).await;
     let now = t.sim.now();
     let clock = CreateTestHelpersTestClock::new(now).send(&t.client).await.expect("clock");
-    let on_clock = api(&t.sim, "POST", "/customers", &format!("test_clock={}&payment_method=pm_card_visa&invoice_settings[default_payment_method]=pm_card_visa", clock.id.as_str()), &[]).await.json();
+    let on_clock = api(
+        &t.sim,
+        "POST",
+        "/customers",
+        &format!(
+            "test_clock={}&payment_method=pm_card_visa&invoice_settings[default_payment_method]=pm_card_visa",
+            clock.id.as_str()
+        ),
+        &[],
+    )
+    .await
+    .json();
     let on_clock_sub = subscribe(&t, on_clock["id"].as_str().expect("id"), "price_supporter").await;
     let other = customer_with_card(&t, "pm_card_visa").await;
     let other_sub = subscribe(&t, other.id.as_str(), "price_supporter").await;
-    let advanced = AdvanceTestHelpersTestClock::new(clock.id.as_str(), now + 40 * DAY as i64).send(&t.client).await.expect("advanced");
+    let advanced = AdvanceTestHelpersTestClock::new(clock.id.as_str(), now + 40 * DAY as i64)
+        .send(&t.client)
+        .await
+        .expect("advanced");
     assert_eq!(advanced.frozen_time, now + 40 * DAY as i64);
     assert_eq!(list(&t, "/invoices", &format!("subscription={}", on_clock_sub.id.as_str())).await.len(), 2);
     assert_eq!(list(&t, "/invoices", &format!("subscription={}", other_sub.id.as_str())).await.len(), 1);
@@ -113,7 +134,15 @@ async fn a_test_clock_moves_only_its_own_customers() {
 async fn a_trial_ends_with_a_charge_after_a_warning_three_days_before() {
     let t = start(SimConfig::default()).await;
     let customer = customer_with_card(&t, "pm_card_visa").await;
-    let sub = api(&t.sim, "POST", "/subscriptions", &format!("customer={}&items[0][price]=price_sustaining&trial_period_days=7", customer.id.as_str()), &[]).await.json();
+    let sub = api(
+        &t.sim,
+        "POST",
+        "/subscriptions",
+        &format!("customer={}&items[0][price]=price_sustaining&trial_period_days=7", customer.id.as_str()),
+        &[],
+    )
+    .await
+    .json();
     let id = sub["id"].as_str().expect("id");
     t.sim.advance_clock(days(5)).expect("advance");
     assert!(event_types(&t).await.contains(&"customer.subscription.trial_will_end".to_owned()));

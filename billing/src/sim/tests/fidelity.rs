@@ -52,7 +52,8 @@ fn json_type(v: &Value) -> &'static str {
 fn shape_problems(kind: &str, ours: &Value, example: &Value, path: &str, problems: &mut Vec<String>) {
     match (ours, example) {
         (Value::Null, _) | (_, Value::Null) => {}
-        (Value::Object(_), Value::Object(_)) if FREE_FORM.iter().any(|f| path == *f || path.ends_with(&format!(".{f}"))) => {}
+        (Value::Object(_), Value::Object(_))
+            if FREE_FORM.iter().any(|f| path == *f || path.ends_with(&format!(".{f}"))) => {}
         (Value::Object(a), Value::Object(b)) => {
             for key in a.keys().filter(|k| !b.contains_key(*k)) {
                 let field = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
@@ -167,10 +168,16 @@ async fn every_object_kind_has_stripes_fields_and_types_and_parses_with_async_st
     objects.push(("line_item", invoice["lines"]["data"][0].clone()));
     let payments = raw(&t, &format!("/invoice_payments?invoice={}", id(&invoice))).await;
     let payment = payments["data"][0].clone();
-    let intent = raw(&t, &format!("/payment_intents/{}", payment["payment"]["payment_intent"].as_str().expect("pi"))).await;
+    let intent =
+        raw(&t, &format!("/payment_intents/{}", payment["payment"]["payment_intent"].as_str().expect("pi"))).await;
     let charge = raw(&t, &format!("/charges/{}", intent["latest_charge"].as_str().expect("charge"))).await;
     let txn = raw(&t, &format!("/balance_transactions/{}", charge["balance_transaction"].as_str().expect("txn"))).await;
-    objects.extend([("customer", customer.clone()), ("subscription", sub.clone()), ("invoice", invoice), ("invoice_payment", payment)]);
+    objects.extend([
+        ("customer", customer.clone()),
+        ("subscription", sub.clone()),
+        ("invoice", invoice),
+        ("invoice_payment", payment),
+    ]);
     objects.extend([("payment_intent", intent), ("charge", charge.clone()), ("balance_transaction", txn)]);
 
     // A failed payment intent (its last error).
@@ -198,18 +205,25 @@ async fn every_object_kind_has_stripes_fields_and_types_and_parses_with_async_st
     objects.push(("billing_portal.session", t.sim.object(portal.id.as_str()).expect("stored")));
 
     // Refund, dispute, payout, balance.
-    let refund = stripe_core::refund::CreateRefund::new().charge(id(&charge)).amount(100).send(&t.client).await.expect("refund");
+    let refund =
+        stripe_core::refund::CreateRefund::new().charge(id(&charge)).amount(100).send(&t.client).await.expect("refund");
     objects.push(("refund", raw(&t, &format!("/refunds/{}", refund.id.as_str())).await));
     let second = subscribe(&t, &id(&customer), "price_sustaining").await;
     let second_invoice = raw(&t, &format!("/invoices/{}", &super::latest_invoice(&second))).await;
     let second_payment = raw(&t, &format!("/invoice_payments?invoice={}", id(&second_invoice))).await;
-    let second_intent = raw(&t, &format!("/payment_intents/{}", second_payment["data"][0]["payment"]["payment_intent"].as_str().expect("pi"))).await;
+    let second_intent = raw(
+        &t,
+        &format!("/payment_intents/{}", second_payment["data"][0]["payment"]["payment_intent"].as_str().expect("pi")),
+    )
+    .await;
     let second_charge = second_intent["latest_charge"].as_str().expect("charge").to_owned();
-    let opened = super::send("POST", &format!("{}_sim/charges/{second_charge}/dispute", t.sim.base_url()), &[], None).await;
+    let opened =
+        super::send("POST", &format!("{}_sim/charges/{second_charge}/dispute", t.sim.base_url()), &[], None).await;
     assert_eq!(opened.status, 200, "{}", opened.body);
     objects.push(("dispute", raw(&t, &format!("/disputes/{}", id(&opened.json()))).await));
     t.sim.advance_clock(std::time::Duration::from_secs(3 * 86_400)).expect("clock moves");
-    let payout = stripe_core::payout::CreatePayout::new(100, stripe_types::Currency::USD).send(&t.client).await.expect("payout");
+    let payout =
+        stripe_core::payout::CreatePayout::new(100, stripe_types::Currency::USD).send(&t.client).await.expect("payout");
     objects.push(("payout", raw(&t, &format!("/payouts/{}", payout.id.as_str())).await));
     let balance = raw(&t, "/balance").await;
     stripe_core::balance::RetrieveForMyAccountBalance::new().send(&t.client).await.expect("balance parses");
@@ -227,35 +241,73 @@ async fn every_object_kind_has_stripes_fields_and_types_and_parses_with_async_st
     .await
     .expect("meter event");
     assert_eq!(recorded.identifier, "fidelity-1");
-    let event_reply = api(&t.sim, "POST", "/billing/meter_events", &format!("event_name=api_requests&payload[stripe_customer_id]={}&payload[value]=3", id(&customer)), &[]).await;
+    let event_reply = api(
+        &t.sim,
+        "POST",
+        "/billing/meter_events",
+        &format!("event_name=api_requests&payload[stripe_customer_id]={}&payload[value]=3", id(&customer)),
+        &[],
+    )
+    .await;
     objects.push(("billing.meter_event", event_reply.json()));
     let metered = raw(&t, "/prices/price_api_metered").await;
     let meter_id = metered["recurring"]["meter"].as_str().expect("meter").to_owned();
     let start_time = (now - 3600).div_euclid(60) * 60;
     let end_time = (now + 3600).div_euclid(60) * 60;
-    let summaries = stripe_billing::billing_meter_event_summary::ListIdBillingMeterEventSummary::new(meter_id.as_str(), id(&customer), end_time, start_time)
-        .send(&t.client)
-        .await
-        .expect("summaries");
+    let summaries = stripe_billing::billing_meter_event_summary::ListIdBillingMeterEventSummary::new(
+        meter_id.as_str(),
+        id(&customer),
+        end_time,
+        start_time,
+    )
+    .send(&t.client)
+    .await
+    .expect("summaries");
     assert_eq!(summaries.data[0].aggregated_value, 28.0);
-    let summaries = raw(&t, &format!("/billing/meters/{meter_id}/event_summaries?customer={}&start_time={start_time}&end_time={end_time}", id(&customer))).await;
+    let summaries = raw(
+        &t,
+        &format!(
+            "/billing/meters/{meter_id}/event_summaries?customer={}&start_time={start_time}&end_time={end_time}",
+            id(&customer)
+        ),
+    )
+    .await;
     objects.push(("billing.meter_event_summary", summaries["data"][0].clone()));
 
     // Test clocks, deletions.
-    let clock = stripe_billing::test_helpers_test_clock::CreateTestHelpersTestClock::new(now).name("fidelity").send(&t.client).await.expect("clock");
-    objects.push(("test_helpers.test_clock", raw(&t, &format!("/test_helpers/test_clocks/{}", clock.id.as_str())).await));
-    stripe_billing::test_helpers_test_clock::AdvanceTestHelpersTestClock::new(clock.id.as_str(), now + 86_400).send(&t.client).await.expect("advance");
-    let deleted_clock = api(&t.sim, "DELETE", &format!("/test_helpers/test_clocks/{}", clock.id.as_str()), "", &[]).await;
+    let clock = stripe_billing::test_helpers_test_clock::CreateTestHelpersTestClock::new(now)
+        .name("fidelity")
+        .send(&t.client)
+        .await
+        .expect("clock");
+    objects
+        .push(("test_helpers.test_clock", raw(&t, &format!("/test_helpers/test_clocks/{}", clock.id.as_str())).await));
+    stripe_billing::test_helpers_test_clock::AdvanceTestHelpersTestClock::new(clock.id.as_str(), now + 86_400)
+        .send(&t.client)
+        .await
+        .expect("advance");
+    let deleted_clock =
+        api(&t.sim, "DELETE", &format!("/test_helpers/test_clocks/{}", clock.id.as_str()), "", &[]).await;
     objects.push(("deleted_test_helpers.test_clock", deleted_clock.json()));
     let doomed = customer_with_card(&t, "pm_card_visa").await;
     stripe_core::customer::DeleteCustomer::new(doomed.id.as_str()).send(&t.client).await.expect("customer deleted");
     let doomed_again = customer_with_card(&t, "pm_card_visa").await;
-    objects.push(("deleted_customer", api(&t.sim, "DELETE", &format!("/customers/{}", doomed_again.id.as_str()), "", &[]).await.json()));
+    objects.push((
+        "deleted_customer",
+        api(&t.sim, "DELETE", &format!("/customers/{}", doomed_again.id.as_str()), "", &[]).await.json(),
+    ));
 
     // Events: a creation and an update, each object compared with its own kind.
     let events = raw(&t, "/events?limit=100").await;
-    for kind in ["customer.created", "customer.subscription.updated", "invoice.paid", "charge.refunded", "payout.created"] {
-        let event = events["data"].as_array().expect("events").iter().find(|e| e["type"] == kind).cloned()
+    for kind in
+        ["customer.created", "customer.subscription.updated", "invoice.paid", "charge.refunded", "payout.created"]
+    {
+        let event = events["data"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .find(|e| e["type"] == kind)
+            .cloned()
             .unwrap_or_else(|| panic!("no {kind} event"));
         let event = raw(&t, &format!("/events/{}", id(&event))).await;
         stripe_core::event::RetrieveEvent::new(id(&event)).send(&t.client).await.expect("event parses");
@@ -293,9 +345,13 @@ async fn every_object_kind_has_stripes_fields_and_types_and_parses_with_async_st
             "payout" => parses::<stripe_shared::Payout>(kind, object, &mut problems),
             "balance" => parses::<stripe_core::Balance>(kind, object, &mut problems),
             "billing.meter_event" => parses::<stripe_billing::BillingMeterEvent>(kind, object, &mut problems),
-            "billing.meter_event_summary" => parses::<stripe_billing::BillingMeterEventSummary>(kind, object, &mut problems),
+            "billing.meter_event_summary" => {
+                parses::<stripe_billing::BillingMeterEventSummary>(kind, object, &mut problems)
+            }
             "test_helpers.test_clock" => parses::<stripe_shared::TestHelpersTestClock>(kind, object, &mut problems),
-            "deleted_test_helpers.test_clock" => parses::<stripe_shared::DeletedTestHelpersTestClock>(kind, object, &mut problems),
+            "deleted_test_helpers.test_clock" => {
+                parses::<stripe_shared::DeletedTestHelpersTestClock>(kind, object, &mut problems)
+            }
             "deleted_customer" => parses::<stripe_shared::DeletedCustomer>(kind, object, &mut problems),
             "event" => {}
             other => problems.push(format!("{other}: no async-stripe type checked")),

@@ -29,11 +29,31 @@ async fn meter_events_are_summed_into_summaries() {
     let meter = meter_id(&t).await;
     let start_time = (now - 3600).div_euclid(3600) * 3600;
     let end_time = start_time + 3 * 3600;
-    let whole = list(&t, &format!("/billing/meters/{meter}/event_summaries"), &format!("customer={}&start_time={start_time}&end_time={end_time}", customer.id.as_str())).await;
+    let whole = list(
+        &t,
+        &format!("/billing/meters/{meter}/event_summaries"),
+        &format!("customer={}&start_time={start_time}&end_time={end_time}", customer.id.as_str()),
+    )
+    .await;
     assert_eq!(whole[0]["aggregated_value"], 12.0);
-    let hourly = list(&t, &format!("/billing/meters/{meter}/event_summaries"), &format!("customer={}&start_time={start_time}&end_time={end_time}&value_grouping_window=hour", customer.id.as_str())).await;
+    let hourly = list(
+        &t,
+        &format!("/billing/meters/{meter}/event_summaries"),
+        &format!(
+            "customer={}&start_time={start_time}&end_time={end_time}&value_grouping_window=hour",
+            customer.id.as_str()
+        ),
+    )
+    .await;
     assert_eq!(hourly.len(), 3);
-    let unaligned = api(&t.sim, "GET", &format!("/billing/meters/{meter}/event_summaries"), &format!("customer={}&start_time={}&end_time={end_time}", customer.id.as_str(), start_time + 7), &[]).await;
+    let unaligned = api(
+        &t.sim,
+        "GET",
+        &format!("/billing/meters/{meter}/event_summaries"),
+        &format!("customer={}&start_time={}&end_time={end_time}", customer.id.as_str(), start_time + 7),
+        &[],
+    )
+    .await;
     assert_eq!(unaligned.status, 400);
 }
 
@@ -43,13 +63,30 @@ async fn a_repeated_identifier_and_timestamps_out_of_range_are_refused() {
     let customer = customer_with_card(&t, "pm_card_visa").await;
     let now = t.sim.now();
     usage(customer.id.as_str(), "1").identifier("once").send(&t.client).await.expect("recorded");
-    let again = api(&t.sim, "POST", "/billing/meter_events", &format!("event_name=api_requests&payload[stripe_customer_id]={}&payload[value]=1&identifier=once", customer.id.as_str()), &[]).await;
+    let again = api(
+        &t.sim,
+        "POST",
+        "/billing/meter_events",
+        &format!(
+            "event_name=api_requests&payload[stripe_customer_id]={}&payload[value]=1&identifier=once",
+            customer.id.as_str()
+        ),
+        &[],
+    )
+    .await;
     assert_eq!((again.status, again.json()["error"]["code"].as_str()), (400, Some("resource_already_exists")));
     let old = usage(customer.id.as_str(), "1").timestamp(now - 36 * 86_400).send(&t.client).await;
     assert!(old.is_err(), "older than 35 days");
     let ahead = usage(customer.id.as_str(), "1").timestamp(now + 600).send(&t.client).await;
     assert!(ahead.is_err(), "more than 5 minutes ahead");
-    let unknown_meter = api(&t.sim, "POST", "/billing/meter_events", &format!("event_name=nope&payload[stripe_customer_id]={}&payload[value]=1", customer.id.as_str()), &[]).await;
+    let unknown_meter = api(
+        &t.sim,
+        "POST",
+        "/billing/meter_events",
+        &format!("event_name=nope&payload[stripe_customer_id]={}&payload[value]=1", customer.id.as_str()),
+        &[],
+    )
+    .await;
     assert_eq!(unknown_meter.status, 400);
     let unknown_customer = usage("cus_nobody", "1").send(&t.client).await;
     assert!(unknown_customer.is_err());

@@ -25,7 +25,10 @@ async fn refunds_return_the_amount_but_not_the_fee() {
     let charge = t.sim.object(id).expect("charge");
     assert_eq!((charge["amount_refunded"].as_i64(), charge["refunded"].as_bool()), (Some(500), Some(false)));
     let txn = t.sim.object(refund.balance_transaction.as_ref().expect("txn").id().as_str()).expect("txn");
-    assert_eq!((txn["amount"].as_i64(), txn["fee"].as_i64(), txn["type"].as_str()), (Some(-500), Some(0), Some("refund")));
+    assert_eq!(
+        (txn["amount"].as_i64(), txn["fee"].as_i64(), txn["type"].as_str()),
+        (Some(-500), Some(0), Some("refund"))
+    );
     let too_much = api(&t.sim, "POST", "/refunds", &format!("charge={id}&amount=1501"), &[]).await;
     assert_eq!(too_much.status, 400);
     let rest = api(&t.sim, "POST", "/refunds", &format!("charge={id}"), &[]).await.json();
@@ -49,13 +52,31 @@ async fn a_disputing_card_opens_a_dispute_that_can_be_lost_or_won() {
     assert_eq!(lost.status, stripe_shared::DisputeStatus::Lost);
 
     let other = first_charge(&t, "pm_card_visa", "price_supporter").await;
-    let opened = send("POST", &format!("{}_sim/charges/{}/dispute", t.sim.base_url(), other["id"].as_str().expect("id")), &[], None).await;
+    let opened = send(
+        "POST",
+        &format!("{}_sim/charges/{}/dispute", t.sim.base_url(), other["id"].as_str().expect("id")),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(opened.status, 200, "{}", opened.body);
-    let won = send("POST", &format!("{}_sim/disputes/{}/win", t.sim.base_url(), opened.json()["id"].as_str().expect("id")), &[], None).await.json();
+    let won = send(
+        "POST",
+        &format!("{}_sim/disputes/{}/win", t.sim.base_url(), opened.json()["id"].as_str().expect("id")),
+        &[],
+        None,
+    )
+    .await
+    .json();
     assert_eq!(won["status"], "won");
     assert_eq!(won["balance_transactions"][1]["amount"], 500);
     let types = event_types(&t).await;
-    for kind in ["charge.dispute.created", "charge.dispute.funds_withdrawn", "charge.dispute.funds_reinstated", "charge.dispute.closed"] {
+    for kind in [
+        "charge.dispute.created",
+        "charge.dispute.funds_withdrawn",
+        "charge.dispute.funds_reinstated",
+        "charge.dispute.closed",
+    ] {
         assert!(types.iter().any(|x| x == kind), "{kind}");
     }
 }
@@ -67,12 +88,16 @@ async fn payouts_need_available_funds_and_are_paid_two_days_later_or_fail() {
     let early = CreatePayout::new(1000, stripe_types::Currency::USD).send(&t.client).await;
     assert!(early.is_err(), "card money is pending for two days");
     let balance = api(&t.sim, "GET", "/balance", "", &[]).await.json();
-    assert_eq!((balance["pending"][0]["amount"].as_i64(), balance["available"][0]["amount"].as_i64()), (Some(1912), Some(0)));
+    assert_eq!(
+        (balance["pending"][0]["amount"].as_i64(), balance["available"][0]["amount"].as_i64()),
+        (Some(1912), Some(0))
+    );
     t.sim.advance_clock(Duration::from_secs(2 * 86_400)).expect("advance");
     let payout = CreatePayout::new(1000, stripe_types::Currency::USD).send(&t.client).await.expect("payout");
     assert_eq!(payout.status, "pending");
     let failing = CreatePayout::new(500, stripe_types::Currency::USD).send(&t.client).await.expect("payout");
-    let failed = send("POST", &format!("{}_sim/payouts/{}/fail", t.sim.base_url(), failing.id.as_str()), &[], None).await.json();
+    let failed =
+        send("POST", &format!("{}_sim/payouts/{}/fail", t.sim.base_url(), failing.id.as_str()), &[], None).await.json();
     assert_eq!(failed["status"], "failed");
     t.sim.advance_clock(Duration::from_secs(2 * 86_400)).expect("advance");
     assert_eq!(t.sim.object(payout.id.as_str()).expect("payout")["status"], "paid");

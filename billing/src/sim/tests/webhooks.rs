@@ -34,7 +34,15 @@ fn verify(secret: &str, header: &str, body: &str) -> bool {
 async fn customers(t: &TestSim, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
-        ids.push(CreateCustomer::new().email(format!("c{i}@example.org")).send(&t.client).await.expect("customer").id.to_string());
+        ids.push(
+            CreateCustomer::new()
+                .email(format!("c{i}@example.org"))
+                .send(&t.client)
+                .await
+                .expect("customer")
+                .id
+                .to_string(),
+        );
     }
     ids
 }
@@ -92,7 +100,13 @@ async fn chaos_duplicate_delivers_every_event_twice_and_drop_none() {
 #[tokio::test]
 async fn held_deliveries_wait_for_the_release_and_reorder_shuffles_them() {
     let (t, receiver) = with_receiver(0, Chaos::default()).await;
-    let control = send("POST", &format!("{}_sim/webhooks", t.sim.base_url()), &[], Some(("application/json", json!({"hold": true, "reorder": true}).to_string()))).await;
+    let control = send(
+        "POST",
+        &format!("{}_sim/webhooks", t.sim.base_url()),
+        &[],
+        Some(("application/json", json!({"hold": true, "reorder": true}).to_string())),
+    )
+    .await;
     assert_eq!(control.status, 200, "{}", control.body);
     let ids = customers(&t, 20).await;
     let stats = send("GET", &format!("{}_sim/webhooks", t.sim.base_url()), &[], None).await.json();
