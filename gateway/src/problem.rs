@@ -96,6 +96,8 @@ fn billing_status(e: &coopgate_billing::Error) -> StatusCode {
         B::WebhookSignature(_) | B::UnknownPrice { .. } | B::InvalidEmail(_) => StatusCode::BAD_REQUEST,
         B::AccountNotFound(_) => StatusCode::NOT_FOUND,
         B::NoStripeCustomer(_) => StatusCode::CONFLICT,
+        // A request the client refused to send is coopgate's own bug, not Stripe's.
+        B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         B::Stripe(_) | B::StripeData(_) => StatusCode::BAD_GATEWAY,
         B::Database(_) | B::Migration(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +112,7 @@ fn billing_slug(e: &coopgate_billing::Error) -> &'static str {
         B::InvalidEmail(_) => "invalid-email",
         B::AccountNotFound(_) => "no-such-account",
         B::NoStripeCustomer(_) => "no-stripe-customer",
+        B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => "internal",
         B::Stripe(_) | B::StripeData(_) => "stripe-unavailable",
         B::Database(_) | B::Migration(_) => "store-unavailable",
         _ => "internal",
@@ -257,6 +260,9 @@ fn billing_detail(e: &coopgate_billing::Error, id: &str) -> String {
         B::WebhookSignature(why) => format!("Webhook refused: {why}. Nothing was stored."),
         B::UnknownPrice { .. } | B::InvalidEmail(_) | B::AccountNotFound(_) | B::NoStripeCustomer(_) => {
             format!("{e}.")
+        }
+        B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => {
+            format!("Something went wrong inside the gateway. Quote request id {id} when you report it.")
         }
         B::Stripe(_) | B::StripeData(_) => {
             format!("Stripe cannot be reached or refused the request; retry shortly (request id {id}).")
