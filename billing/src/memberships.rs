@@ -89,6 +89,16 @@ impl Memberships {
         Events::new(self.store.clone()).backlog().await
     }
 
+    /// The store it keeps accounts, events and subscriptions in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The Stripe client (shared with the usage reporter).
+    pub fn stripe(&self) -> Arc<dyn StripeApi> {
+        self.stripe.clone()
+    }
+
     /// The plans (which price gives which tier).
     pub fn plans(&self) -> &Plans {
         &self.plans
@@ -134,6 +144,8 @@ impl Memberships {
             customer,
             account_id: account.id.to_string(),
             price: price.to_owned(),
+            // Stripe refuses a quantity on a metered price: usage decides the amount.
+            quantity: (!self.plans.is_metered(price)).then_some(1),
             success_url: self.settings.success_url.clone(),
             cancel_url: self.settings.cancel_url.clone(),
             idempotency_key: idempotency_key("checkout", &[account.id.as_str(), price, &minute]),

@@ -37,7 +37,7 @@
 //! Sessions (create, retrieve, list, line items, expire), portal sessions
 //! (create), subscriptions (create, retrieve, update, cancel, list),
 //! subscription items (retrieve, list), invoices (retrieve, list, lines),
-//! invoice payments (retrieve, list), payment intents and charges (retrieve,
+//! invoice items (create, retrieve, list), invoice payments (retrieve, list), payment intents and charges (retrieve,
 //! list), refunds (create, retrieve, list), disputes (retrieve, list, close),
 //! payouts (create, retrieve, list), balance, balance transactions (retrieve,
 //! list), Billing Meters (create, retrieve, list, event summaries), meter
@@ -65,7 +65,18 @@
 //! - Renewal invoices are charged when the period ends (Stripe waits about an hour).
 //! - Meter events for an unknown event name or customer are refused at once
 //!   (Stripe reports those asynchronously); a repeated `identifier` within 24
-//!   hours is a 400 with code `resource_already_exists`.
+//!   hours is a 400 with code `resource_already_exists`. Summaries count an
+//!   event as soon as it is recorded (Stripe's lag behind by minutes).
+//! - Meter events are limited to [`SimConfig::meter_event_rate`] calls per
+//!   second (Stripe's live-mode 1000 unless set), counted per second of the
+//!   global clock; beyond it the answer is Stripe's 429 (`rate_limit`) and
+//!   nothing is recorded. Stripe's other limits (100 requests a second in live
+//!   mode, 25 in test mode) are not enforced.
+//! - Invoice items are plain amounts (no `price_data`, quantity, tax or
+//!   discounts) and never negative (credits would need a customer balance).
+//!   A pending item goes on the customer's next subscription invoice in its
+//!   currency: a new subscription's first invoice, a renewal, or the final
+//!   invoice of one that ends at the period's end.
 //! - Test clocks advance before the answer, which is already `ready`.
 //! - Webhook signatures carry wall time, whatever the simulated clock says.
 //! - Checkout supports `subscription` and `payment` modes; a card that would
@@ -117,7 +128,19 @@ pub struct SimConfig {
     pub chaos: Chaos,
     /// Retries of failed renewal payments and what follows the last one.
     pub dunning: Dunning,
+    /// Meter events accepted per second; more in the same second are
+    /// answered 429 (`rate_limit`). `None`: Stripe's live-mode limit,
+    /// [`STRIPE_METER_EVENT_RATE`].
+    pub meter_event_rate: Option<u32>,
 }
+
+/// Stripe's limit on `POST /v1/billing/meter_events` in live mode: "1000 calls
+/// per second per Stripe account", separate from the basic limit of 100 per
+/// second (docs.stripe.com/rate-limits; docs.stripe.com/billing/subscriptions/
+/// usage-based/recording-usage-api). In test mode Stripe counts these calls
+/// against the basic limit instead; the simulator takes the live figure so
+/// that tests see what production will.
+pub const STRIPE_METER_EVENT_RATE: u32 = 1000;
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -129,6 +152,7 @@ impl Default for SimConfig {
             prices: Vec::new(),
             chaos: Chaos::default(),
             dunning: Dunning::default(),
+            meter_event_rate: None,
         }
     }
 }
@@ -254,6 +278,9 @@ impl Simulator {
                 return Err(fail(format!("chaos.{name} must be a probability between 0 and 1, not {p}")));
             }
         }
+        if config.meter_event_rate == Some(0) {
+            return Err(fail("meter_event_rate must be at least 1 (None for Stripe's own limit)".into()));
+        }
         let addr = listener.local_addr().map_err(|e| fail(format!("listener address: {e}")))?;
         let ip = match addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -273,6 +300,7 @@ impl Simulator {
             fee_fixed: config.fee_fixed,
             dunning: config.dunning.clone(),
             base_url: base_url.clone(),
+            meter_event_rate: config.meter_event_rate.unwrap_or(STRIPE_METER_EVENT_RATE),
         };
         let mut world = engine::Engine::new(settings, rng, outbox.clone());
         world.configure(&config.prices).map_err(|e| fail(format!("configured prices: {}", e.message)))?;

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "api keys", include_str!("../migrations/0002_api_keys.sql")),
     (3, "billing anchor", include_str!("../migrations/0003_billing_anchor.sql")),
     (4, "stripe", include_str!("../migrations/0004_stripe.sql")),
+    (5, "usage", include_str!("../migrations/0005_usage.sql")),
 ];
 
 /// Which database a store is.

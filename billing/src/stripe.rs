@@ -89,6 +89,10 @@ pub struct NewCheckout {
     pub account_id: String,
     /// The price subscribed to.
     pub price: String,
+    /// The line item's quantity: `Some(1)` for a licensed price (a
+    /// membership), `None` for a metered one, whose usage is what it bills
+    /// (Stripe refuses a quantity on a metered price's line item).
+    pub quantity: Option<u64>,
     /// Where Stripe sends the payer afterwards; may hold `{CHECKOUT_SESSION_ID}`.
     pub success_url: String,
     /// Where Stripe sends a payer who gives up.
@@ -184,6 +188,8 @@ pub struct Subscription {
     pub account_id: Option<String>,
     /// The billing cycle anchor, Unix seconds.
     pub billing_cycle_anchor: i64,
+    /// The start of the current period (of its first item), Unix seconds.
+    pub current_period_start: Option<i64>,
     /// The end of the current period (of its first item), Unix seconds.
     pub current_period_end: Option<i64>,
     /// Whether it ends at the end of the period.
@@ -227,6 +233,78 @@ pub struct ListedEvent {
     pub json: Vec<u8>,
 }
 
+/// A meter event to report: one customer's usage, recorded once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMeterEvent {
+    /// The `event_name` of the meter it counts towards.
+    pub event_name: String,
+    /// The customer (`cus_…`), sent as the payload's `stripe_customer_id`.
+    pub customer: String,
+    /// The units used, sent as the payload's `value` (Stripe takes whole
+    /// numbers, as a decimal string).
+    pub value: u64,
+    /// Unique per usage: Stripe refuses a second event with it for at least
+    /// 24 hours, which is what makes reporting safe to repeat.
+    pub identifier: String,
+    /// When the usage happened, Unix seconds: Stripe accepts up to 35 days
+    /// back and 5 minutes ahead.
+    pub timestamp: i64,
+}
+
+/// What became of a reported meter event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeterEventOutcome {
+    /// Stripe recorded it now.
+    Recorded,
+    /// Stripe already had an event with this identifier (an earlier attempt
+    /// whose answer was lost): the usage counts once, nothing is left to do.
+    AlreadyRecorded,
+}
+
+/// A Billing Meter: how Stripe adds up the events of one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meter {
+    /// `mtr_…`
+    pub id: String,
+    /// The `event_name` its events carry.
+    pub event_name: String,
+    /// How it aggregates: `sum`, `count` or `last`.
+    pub formula: String,
+}
+
+/// A pending invoice item to create: billed on the customer's next invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInvoiceItem {
+    /// The customer billed (`cus_…`).
+    pub customer: String,
+    /// The amount in minor units.
+    pub amount: i64,
+    /// Lower-case ISO currency code; the customer's invoices must be in it.
+    pub currency: String,
+    /// The invoice line's text.
+    pub description: String,
+    /// Kept on the item, for whoever reads it later.
+    pub metadata: Vec<(String, String)>,
+    /// The write's idempotency key.
+    pub idempotency_key: String,
+}
+
+/// What billing needs of a price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    /// `price_…`
+    pub id: String,
+    /// Lower-case ISO currency code.
+    pub currency: String,
+    /// Minor units per unit (or per period); `None` for prices without a
+    /// whole-unit amount (tiers, decimal or customer-chosen amounts).
+    pub unit_amount: Option<i64>,
+    /// Whether it bills metered usage (`recurring.usage_type` is `metered`).
+    pub metered: bool,
+    /// The Billing Meter a metered price bills (`recurring.meter`).
+    pub meter: Option<String>,
+}
+
 /// What coopgate asks of Stripe. Errors are [`StripeFailure`]; an object that
 /// does not exist is `Ok(None)`.
 pub trait StripeApi: Send + Sync {
@@ -267,4 +345,34 @@ pub trait StripeApi: Send + Sync {
 
     /// A balance transaction's raw JSON, kept for the ledger.
     fn balance_transaction<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StripeFailure>>;
+
+    /// Reports a meter event, with its identifier as the idempotency key. A
+    /// duplicate identifier is [`MeterEventOutcome::AlreadyRecorded`], not an
+    /// error; other refusals are `Rejected` with Stripe's code (an event older
+    /// than 35 days is `timestamp_too_far_in_past`).
+    fn report_meter_event<'a>(
+        &'a self,
+        event: &'a NewMeterEvent,
+    ) -> BoxFuture<'a, Result<MeterEventOutcome, StripeFailure>>;
+
+    /// The active meter whose events are named `event_name`, if any.
+    fn meter_for_event<'a>(&'a self, event_name: &'a str) -> BoxFuture<'a, Result<Option<Meter>, StripeFailure>>;
+
+    /// A meter's aggregated usage for a customer over `[start, end)` (Unix
+    /// seconds, which Stripe wants on whole minutes): the sum of its event
+    /// summaries. A total that is not a whole, non-negative number is `Malformed`.
+    fn meter_usage<'a>(
+        &'a self,
+        meter_id: &'a str,
+        customer: &'a str,
+        start: i64,
+        end: i64,
+    ) -> BoxFuture<'a, Result<u64, StripeFailure>>;
+
+    /// Creates a pending invoice item (idempotent by its key), billed on the
+    /// customer's next invoice; returns its id (`ii_…`).
+    fn create_invoice_item<'a>(&'a self, item: &'a NewInvoiceItem) -> BoxFuture<'a, Result<String, StripeFailure>>;
+
+    /// A price, if it exists.
+    fn price<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Price>, StripeFailure>>;
 }

@@ -35,6 +35,8 @@ pub struct Plans {
     pub fallback: String,
     /// How long a past_due subscription keeps its tier.
     pub past_due_grace: Duration,
+    /// The metered plan's price, bought without a quantity.
+    metered: Option<String>,
 }
 
 impl Plans {
@@ -52,6 +54,18 @@ impl Plans {
             plans.ranks.insert(tier, rank);
         }
         plans
+    }
+
+    /// Adds the metered plan: a subscription on `price` gives `tier` (a card on file).
+    pub fn with_metered(mut self, price: &str, tier: &str) -> Self {
+        self.prices.insert(price.to_owned(), tier.to_owned());
+        self.metered = Some(price.to_owned());
+        self
+    }
+
+    /// Whether `price` is the metered plan's (Stripe refuses a quantity on it).
+    pub fn is_metered(&self, price: &str) -> bool {
+        self.metered.as_deref() == Some(price)
     }
 
     /// The tier `price` gives, if it is a membership price.
@@ -89,6 +103,8 @@ pub struct SubscriptionRow {
     pub tier: Option<String>,
     /// Billing cycle anchor, Unix seconds.
     pub billing_cycle_anchor: i64,
+    /// Start of the current period, Unix seconds.
+    pub current_period_start: Option<i64>,
     /// End of the current period, Unix seconds.
     pub current_period_end: Option<i64>,
     /// Whether it ends at the period's end.
@@ -130,7 +146,7 @@ pub fn account_anchor(rows: &[SubscriptionRow], plans: &Plans, now_ms: i64) -> O
 }
 
 const COLUMNS: &str = "id, account_id, customer_id, status, price_id, tier, billing_cycle_anchor, \
-                       current_period_end, cancel_at_period_end, past_due_since";
+                       current_period_start, current_period_end, cancel_at_period_end, past_due_since";
 
 fn from_row(r: &AnyRow) -> Result<SubscriptionRow, Error> {
     Ok(SubscriptionRow {
@@ -141,6 +157,7 @@ fn from_row(r: &AnyRow) -> Result<SubscriptionRow, Error> {
         price_id: r.try_get("price_id")?,
         tier: r.try_get("tier")?,
         billing_cycle_anchor: r.try_get("billing_cycle_anchor")?,
+        current_period_start: r.try_get("current_period_start")?,
         current_period_end: r.try_get("current_period_end")?,
         cancel_at_period_end: r.try_get::<i64, _>("cancel_at_period_end")? != 0,
         past_due_since: r.try_get("past_due_since")?,
@@ -175,13 +192,14 @@ impl Subscriptions {
         let tier = price.and_then(|p| plans.tier_of(p));
         sqlx::query(
             "INSERT INTO stripe_subscriptions (id, account_id, customer_id, status, price_id, tier, \
-             billing_cycle_anchor, current_period_end, cancel_at_period_end, past_due_since, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             billing_cycle_anchor, current_period_end, cancel_at_period_end, past_due_since, updated_at, \
+             current_period_start) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, customer_id = excluded.customer_id, \
              status = excluded.status, price_id = excluded.price_id, tier = excluded.tier, \
              billing_cycle_anchor = excluded.billing_cycle_anchor, current_period_end = excluded.current_period_end, \
              cancel_at_period_end = excluded.cancel_at_period_end, past_due_since = excluded.past_due_since, \
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, current_period_start = excluded.current_period_start",
         )
         .bind(&sub.id)
         .bind(account_id)
@@ -194,6 +212,7 @@ impl Subscriptions {
         .bind(i64::from(sub.cancel_at_period_end))
         .bind(past_due_since)
         .bind(now_ms)
+        .bind(sub.current_period_start)
         .execute(self.store.pool())
         .await?;
         Ok(())
@@ -212,6 +231,16 @@ impl Subscriptions {
             "SELECT {COLUMNS} FROM stripe_subscriptions WHERE account_id = $1 ORDER BY billing_cycle_anchor, id"
         ));
         let rows = sqlx::query(sql).bind(account_id).fetch_all(self.store.pool()).await?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Subscriptions on `price` (the metered plan's), newest period first.
+    pub async fn on_price(&self, price: &str) -> Result<Vec<SubscriptionRow>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM stripe_subscriptions WHERE price_id = $1 \
+             ORDER BY account_id, current_period_start DESC, id"
+        ));
+        let rows = sqlx::query(sql).bind(price).fetch_all(self.store.pool()).await?;
         rows.iter().map(from_row).collect()
     }
 
@@ -262,6 +291,7 @@ mod tests {
             price_id: Some("price_small".into()),
             tier: Some(tier.into()),
             billing_cycle_anchor: 1_700_000_000,
+            current_period_start: None,
             current_period_end: None,
             cancel_at_period_end: false,
             past_due_since,

@@ -7,6 +7,7 @@ mod catalog;
 mod checkout;
 mod customers;
 mod events;
+mod invoice_items;
 mod meters;
 mod money;
 
@@ -53,6 +54,9 @@ pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Param
         ("GET", ["invoices"]) => billing::list_invoices(e, p),
         ("GET", ["invoices", id]) => retrieve(e, "invoice", id, p),
         ("GET", ["invoices", id, "lines"]) => billing::invoice_lines(e, id, p),
+        ("POST", ["invoiceitems"]) => invoice_items::create(e, p),
+        ("GET", ["invoiceitems"]) => invoice_items::list(e, p),
+        ("GET", ["invoiceitems", id]) => retrieve(e, "invoiceitem", id, p),
         ("GET", ["invoice_payments"]) => billing::list_invoice_payments(e, p),
         ("GET", ["invoice_payments", id]) => retrieve(e, "invoice_payment", id, p),
 

@@ -18,6 +18,7 @@ mod catalog;
 mod checkout;
 mod clocks;
 mod customers;
+mod invoice_items;
 mod invoices;
 mod meters;
 mod money;
@@ -31,6 +32,7 @@ pub(crate) use calendar::{add_interval, date};
 pub(crate) use catalog::NewPrice;
 pub(crate) use checkout::{NewCheckout, PayError, Payer};
 pub(crate) use customers::{CustomerChanges, NewCustomer};
+pub(crate) use invoice_items::NewInvoiceItem;
 pub(crate) use meters::{NewMeter, Usage};
 pub(crate) use subscriptions::{ItemChange, NewSubscription, PaymentBehavior, SubscriptionChanges};
 
@@ -67,6 +69,8 @@ pub(crate) struct Settings {
     pub dunning: Dunning,
     /// `http://127.0.0.1:PORT/`, for hosted page URLs.
     pub base_url: String,
+    /// Meter events accepted per second of the global clock.
+    pub meter_event_rate: u32,
 }
 
 /// The API request being served, named in the events it causes.
@@ -114,6 +118,9 @@ pub(crate) struct Engine {
     outbox: Arc<Outbox>,
     /// Meter events, which Stripe gives no id and never lists.
     meter_events: Vec<meters::Recorded>,
+    /// The second (global clock) meter event calls are being counted in, and
+    /// how many came in it: the rate limit's window.
+    meter_calls: (i64, u32),
     /// The line items of each Checkout Session (listed, or included with `expand[]=line_items`).
     pub session_lines: HashMap<String, Vec<Value>>,
     /// What a Checkout Session passes to the subscription it makes
@@ -153,6 +160,7 @@ impl Engine {
             request: None,
             outbox,
             meter_events: Vec::new(),
+            meter_calls: (i64::MIN, 0),
             session_lines: HashMap::new(),
             session_extras: HashMap::new(),
             trial_warned: HashSet::new(),

@@ -28,7 +28,7 @@ impl ErrorType {
 /// A refusal in Stripe's words.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ApiError {
-    /// The HTTP status: 400, 401, 402 or 404.
+    /// The HTTP status: 400, 401, 402, 404 or 429.
     pub status: u16,
     /// Stripe's `type`.
     pub kind: ErrorType,
@@ -130,6 +130,12 @@ impl ApiError {
         let mut e = ApiError::new(402, ErrorType::Card, Some("card_declined"), message);
         e.card = Some(Box::new(CardDetails { decline_code: decline_code.to_owned(), charge }));
         e
+    }
+
+    /// A 429: too many requests, in the body Stripe sends with it (its SDKs
+    /// read the status; the code names the reason).
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        ApiError::new(429, ErrorType::InvalidRequest, Some("rate_limit"), message)
     }
 
     /// A 400 `idempotency_error`.

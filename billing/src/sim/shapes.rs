@@ -10,6 +10,7 @@
 mod billing;
 mod catalog;
 mod customers;
+mod invoice_items;
 mod invoices;
 mod meters;
 mod money;
@@ -19,6 +20,7 @@ mod sessions;
 pub(crate) use billing::{subscription, subscription_item};
 pub(crate) use catalog::{Recurring, plan, price, product};
 pub(crate) use customers::{customer, payment_method};
+pub(crate) use invoice_items::{ItemSpec, invoice_item, invoice_item_line};
 pub(crate) use invoices::{LineSpec, invoice, invoice_line, invoice_payment};
 pub(crate) use meters::{event, meter, meter_event, meter_event_summary, test_clock};
 pub(crate) use money::{balance, dispute, payout, refund};

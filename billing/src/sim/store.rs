@@ -26,6 +26,7 @@ fn noun(kind: &str) -> &str {
     match kind {
         "checkout.session" => "checkout.session",
         "billing.meter" => "billing meter",
+        "invoiceitem" => "invoice item",
         "test_helpers.test_clock" => "test clock",
         other => other,
     }

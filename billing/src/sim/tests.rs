@@ -7,6 +7,7 @@ mod api;
 mod billing;
 mod clock;
 mod fidelity;
+mod invoice_items;
 mod meters;
 mod money;
 mod pages;

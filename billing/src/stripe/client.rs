@@ -19,11 +19,16 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::str::FromStr;
 use std::time::Duration;
 
 use miniserde::json::Value;
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_billing::billing_meter::ListBillingMeter;
+use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
+use stripe_billing::billing_meter_event_summary::ListIdBillingMeterEventSummary;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::invoice_item::CreateInvoiceItem;
 use stripe_billing::subscription::{ListSubscription, ListSubscriptionStatus, RetrieveSubscription};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
@@ -32,11 +37,12 @@ use stripe_checkout::checkout_session::{
 use stripe_core::balance_transaction::RetrieveBalanceTransaction;
 use stripe_core::customer::{CreateCustomer, SearchCustomer};
 use stripe_core::event::ListEvent;
-use stripe_types::{List, RangeQueryTs};
+use stripe_product::price::RetrievePrice;
+use stripe_types::{Currency, List, RangeQueryTs};
 
 use super::{
-    BoxFuture, CheckoutSession, ListedEvent, NewCheckout, NewCustomer, NewPortal, Page, StripeApi, StripeFailure,
-    Subscription, SubscriptionStatus,
+    BoxFuture, CheckoutSession, ListedEvent, Meter, MeterEventOutcome, NewCheckout, NewCustomer, NewInvoiceItem,
+    NewMeterEvent, NewPortal, Page, Price, StripeApi, StripeFailure, Subscription, SubscriptionStatus, idempotency_key,
 };
 
 /// The pauses before the second and the third attempt of a call.
@@ -145,7 +151,7 @@ impl StripeApi for StripeClient {
             let account = HashMap::from([("account_id".to_owned(), new.account_id.clone())]);
             let mut item = CreateCheckoutSessionLineItems::new();
             item.price = Some(new.price.clone());
-            item.quantity = Some(1);
+            item.quantity = new.quantity;
             // The subscription carries the account too: its events are what
             // billing applies, and they do not mention the session.
             let mut subscription = CreateCheckoutSessionSubscriptionData::new();
@@ -244,6 +250,111 @@ impl StripeApi for StripeClient {
                     .await,
             )?;
             Ok(json.map(|json| miniserde::json::to_string(&json).into_bytes()))
+        })
+    }
+
+    fn report_meter_event<'a>(
+        &'a self,
+        event: &'a NewMeterEvent,
+    ) -> BoxFuture<'a, Result<MeterEventOutcome, StripeFailure>> {
+        Box::pin(async move {
+            // The identifier is the key too: a retry after a lost answer gets
+            // the first answer back instead of a refusal.
+            let strategy = idempotent(&idempotency_key("meter-event", &[&event.identifier]))?;
+            let payload = HashMap::from([
+                ("stripe_customer_id".to_owned(), event.customer.clone()),
+                ("value".to_owned(), event.value.to_string()),
+            ]);
+            let request = CreateBillingMeterEvent::new(&event.event_name, payload)
+                .identifier(&event.identifier)
+                .timestamp(event.timestamp);
+            let answer = self
+                .call("report meter event", || request.customize().request_strategy(strategy.clone()).send(&self.inner))
+                .await;
+            match answer {
+                Ok(_) => Ok(MeterEventOutcome::Recorded),
+                // Once the key's stored answer has expired (24 hours), Stripe
+                // still remembers the identifier and refuses it.
+                Err(StripeFailure::Rejected { code: Some(code), .. }) if code == "resource_already_exists" => {
+                    Ok(MeterEventOutcome::AlreadyRecorded)
+                }
+                Err(other) => Err(other),
+            }
+        })
+    }
+
+    fn meter_for_event<'a>(&'a self, event_name: &'a str) -> BoxFuture<'a, Result<Option<Meter>, StripeFailure>> {
+        Box::pin(async move {
+            let mut after: Option<String> = None;
+            loop {
+                let mut request =
+                    ListBillingMeter::new().status(stripe_billing::BillingMeterStatus::Active).limit(PAGE_LIMIT);
+                if let Some(after) = &after {
+                    request = request.starting_after(after);
+                }
+                let page = self.call("list meters", || request.send(&self.inner)).await?;
+                if let Some(meter) = page.data.iter().find(|m| m.event_name == event_name) {
+                    return Ok(Some(meter_from(meter)));
+                }
+                match page.data.last() {
+                    Some(last) if page.has_more => after = Some(last.id.as_str().to_owned()),
+                    _ => return Ok(None),
+                }
+            }
+        })
+    }
+
+    fn meter_usage<'a>(
+        &'a self,
+        meter_id: &'a str,
+        customer: &'a str,
+        start: i64,
+        end: i64,
+    ) -> BoxFuture<'a, Result<u64, StripeFailure>> {
+        Box::pin(async move {
+            let meter_id = path_id(meter_id)?;
+            let mut values = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let mut request = ListIdBillingMeterEventSummary::new(meter_id, customer, end, start).limit(PAGE_LIMIT);
+                if let Some(after) = &after {
+                    request = request.starting_after(after);
+                }
+                let page = self.call("list meter event summaries", || request.send(&self.inner)).await?;
+                values.extend(page.data.iter().map(|summary| summary.aggregated_value));
+                match page.data.last() {
+                    Some(last) if page.has_more => after = Some(last.id.as_str().to_owned()),
+                    _ => break,
+                }
+            }
+            whole_units(&values)
+        })
+    }
+
+    fn create_invoice_item<'a>(&'a self, item: &'a NewInvoiceItem) -> BoxFuture<'a, Result<String, StripeFailure>> {
+        Box::pin(async move {
+            let strategy = idempotent(&item.idempotency_key)?;
+            let currency = Currency::from_str(&item.currency).unwrap_or_else(|never| match never {});
+            let request = CreateInvoiceItem::new()
+                .customer(&item.customer)
+                .amount(item.amount)
+                .currency(currency)
+                .description(&item.description)
+                .metadata(item.metadata.iter().cloned().collect::<HashMap<_, _>>());
+            let created = self
+                .call("create invoice item", || {
+                    request.customize().request_strategy(strategy.clone()).send(&self.inner)
+                })
+                .await?;
+            Ok(created.id.as_str().to_owned())
+        })
+    }
+
+    fn price<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Price>, StripeFailure>> {
+        Box::pin(async move {
+            let request = RetrievePrice::new(path_id(id)?);
+            let price = missing_as_none(self.call("retrieve price", || request.send(&self.inner)).await)?;
+            Ok(price.map(price_from))
         })
     }
 }
@@ -357,9 +468,45 @@ fn subscription_from(subscription: stripe_shared::Subscription) -> Subscription 
         prices: items.data.iter().map(|item| item.price.id.as_str().to_owned()).collect(),
         account_id: subscription.metadata.get("account_id").cloned(),
         billing_cycle_anchor: subscription.billing_cycle_anchor,
+        current_period_start: items.data.first().map(|item| item.current_period_start),
         current_period_end: items.data.first().map(|item| item.current_period_end),
         cancel_at_period_end: subscription.cancel_at_period_end,
         created: subscription.created,
+    }
+}
+
+/// billing's view of a meter.
+fn meter_from(meter: &stripe_billing::BillingMeter) -> Meter {
+    Meter {
+        id: meter.id.as_str().to_owned(),
+        event_name: meter.event_name.clone(),
+        formula: meter.default_aggregation.formula.as_str().to_owned(),
+    }
+}
+
+/// The sum of a meter's summaries as whole units. Stripe sends
+/// `aggregated_value` as a JSON number (a float); meter values are whole
+/// numbers, so anything else means the meter or the answer is not what
+/// billing expects, and must not be rounded into an invoice.
+fn whole_units(values: &[f64]) -> Result<u64, StripeFailure> {
+    let total: f64 = values.iter().sum();
+    // 2^53: beyond it an f64 no longer holds every whole number.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if !total.is_finite() || total < 0.0 || total.fract() != 0.0 || total > EXACT {
+        return Err(StripeFailure::Malformed(format!("a meter's usage is {total}, not a whole number of units")));
+    }
+    Ok(total as u64)
+}
+
+/// billing's view of a price.
+fn price_from(price: stripe_shared::Price) -> Price {
+    let recurring = price.recurring.as_ref();
+    Price {
+        id: price.id.as_str().to_owned(),
+        currency: price.currency.to_string(),
+        unit_amount: price.unit_amount,
+        metered: recurring.is_some_and(|r| r.usage_type == stripe_shared::RecurringUsageType::Metered),
+        meter: recurring.and_then(|r| r.meter.clone()),
     }
 }
 

@@ -65,7 +65,7 @@ pub(super) fn create(e: &mut Engine, mut p: Params) -> ApiResult<Value> {
     for mut item in p.objects("line_items")? {
         item.unsupported(&["price_data", "adjustable_quantity", "dynamic_tax_rates", "tax_rates"])?;
         let price = item.required_string("price")?;
-        let quantity = item.integer("quantity")?.unwrap_or(1);
+        let quantity = item.integer("quantity")?;
         item.finish()?;
         new.line_items.push((price, quantity));
     }

@@ -59,6 +59,8 @@ pub(super) fn summaries(e: &Engine, id: &str, mut p: Params) -> ApiResult<Value>
 }
 
 pub(super) fn record(e: &mut Engine, mut p: Params) -> ApiResult<Value> {
+    // Stripe's limiter answers before the request is looked at.
+    e.admit_meter_event()?;
     let event_name = p.required_string("event_name")?;
     let payload = match p.object("payload")? {
         Some(mut payload) => {

@@ -27,8 +27,8 @@ pub(crate) struct NewCheckout {
     pub customer_email: Option<String>,
     /// The caller's own reference.
     pub client_reference_id: Option<String>,
-    /// Prices and quantities.
-    pub line_items: Vec<(String, i64)>,
+    /// Prices and quantities (none for a metered price).
+    pub line_items: Vec<(String, Option<i64>)>,
     /// Where the payer goes after paying; `{CHECKOUT_SESSION_ID}` is replaced.
     pub success_url: Option<String>,
     /// Where the "back" link goes.
@@ -71,6 +71,27 @@ impl PayError {
         match self {
             PayError::Closed(m) | PayError::Input(m) | PayError::Declined(m) => m,
         }
+    }
+}
+
+/// The quantity of line item `i`, checked as Stripe checks it: a metered
+/// price bills its usage and takes none, any other price needs one of at least 1.
+fn line_quantity(i: usize, metered: bool, quantity: Option<i64>) -> ApiResult<Option<i64>> {
+    let line = format!("line_items[{i}]");
+    match (metered, quantity) {
+        (true, None) => Ok(None),
+        (true, Some(_)) => Err(ApiError::bad_request(format!(
+            "Quantity should not be specified where usage_type is `metered`. Remove quantity from `{line}`"
+        ))
+        .with_param(line)),
+        (false, None) => {
+            Err(ApiError::bad_request(format!("Quantity is required. Add `quantity` to `{line}`")).with_param(line))
+        }
+        (false, Some(q)) if q < 1 => {
+            Err(ApiError::invalid("parameter_invalid_integer", "This value must be greater than or equal to 1.")
+                .with_param(format!("{line}[quantity]")))
+        }
+        (false, Some(q)) => Ok(Some(q)),
     }
 }
 
@@ -121,7 +142,8 @@ impl Engine {
                 return Err(ApiError::invalid_param(&param, "All line items must have the same currency."));
             }
             let metered = price["recurring"]["usage_type"] == "metered";
-            let amount = if metered { 0 } else { price["unit_amount"].as_i64().unwrap_or(0) * quantity };
+            let quantity = line_quantity(i, metered, *quantity)?;
+            let amount = price["unit_amount"].as_i64().unwrap_or(0) * quantity.unwrap_or(0);
             total += amount;
             let line_id = self.id("li");
             lines.push(json!({
@@ -134,7 +156,7 @@ impl Engine {
                 "currency": price_currency,
                 "description": self.product_name(&price),
                 "price": price,
-                "quantity": if metered { Value::Null } else { json!(quantity) },
+                "quantity": quantity,
                 "metadata": null,
                 "adjustable_quantity": null,
             }));

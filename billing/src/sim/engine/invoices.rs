@@ -1,5 +1,6 @@
-//! Invoices of subscriptions: made, finalized, and paid (or not) by charging
-//! the customer's payment method, with Stripe's retry schedule for renewals.
+//! Invoices of subscriptions: made (with the customer's pending invoice
+//! items), finalized, and paid (or not) by charging the customer's payment
+//! method, with Stripe's retry schedule for renewals.
 
 use serde_json::{Value, json};
 
@@ -23,7 +24,8 @@ pub(crate) struct Billed {
 }
 
 impl Engine {
-    /// Makes a draft invoice of a subscription; `invoice.created`.
+    /// Makes a draft invoice of a subscription, with the customer's pending
+    /// invoice items in its currency; `invoice.created`.
     pub fn create_invoice(
         &mut self,
         subscription: &str,
@@ -52,8 +54,11 @@ impl Engine {
             };
             lines.push(shapes::invoice_line(&line_id, &id, &spec));
         }
+        // The customer's pending invoice items go on the next invoice made for them.
+        let currency = sub["currency"].as_str().unwrap_or("usd").to_owned();
+        lines.extend(self.take_pending_items(&customer_id, &currency, &id));
         let mut invoice = shapes::invoice(&id, t, &customer, Some(&sub), reason, period, lines);
-        invoice["currency"] = sub["currency"].clone();
+        invoice["currency"] = json!(currency);
         self.insert(invoice);
         self.emit("invoice.created", &id, None);
         id

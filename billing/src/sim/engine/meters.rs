@@ -54,6 +54,29 @@ pub(crate) struct Recorded {
 }
 
 impl Engine {
+    /// Counts a call to `POST /v1/billing/meter_events` against the rate
+    /// limit, or refuses it with Stripe's 429 before anything is read or
+    /// recorded. The window is a whole second of the global clock (wall time,
+    /// so real bursts are limited; advancing the clock moves past a window as
+    /// waiting would). Every call let through counts, refused or not, as
+    /// Stripe counts calls rather than recorded events.
+    pub fn admit_meter_event(&mut self) -> ApiResult<()> {
+        let second = self.global_now();
+        let (window, calls) = &mut self.meter_calls;
+        if *window != second {
+            (*window, *calls) = (second, 0);
+        }
+        if *calls >= self.settings.meter_event_rate {
+            return Err(ApiError::rate_limited(format!(
+                "Request rate limit exceeded: meter events are limited to {} per second. \
+                 Learn more about rate limits at https://stripe.com/docs/rate-limits.",
+                self.settings.meter_event_rate
+            )));
+        }
+        *calls += 1;
+        Ok(())
+    }
+
     /// Creates a meter.
     pub fn create_meter(&mut self, new: NewMeter) -> ApiResult<Value> {
         if !matches!(new.formula.as_str(), "sum" | "count" | "last") {

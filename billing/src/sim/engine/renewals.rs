@@ -1,6 +1,7 @@
 //! What a subscription's period end brings: renewal with an invoice charged
-//! at once, the end of a trial, cancellation at period end (billing the last
-//! period's metered usage), retries of failed payments on the dunning
+//! at once (the period's metered usage, the next period's licensed items, and
+//! the customer's pending invoice items), the end of a trial, cancellation at
+//! period end (billing the last period's metered usage), retries of failed payments on the dunning
 //! schedule, and what follows the last retry ([`AfterRetries`]).
 
 use serde_json::{Value, json};
@@ -38,8 +39,10 @@ impl Engine {
             .collect();
         let ending = sub["cancel_at_period_end"] == true || sub["cancel_at"].as_i64().is_some_and(|at| at <= end);
         if ending {
-            // The last period's usage is still billed, as Stripe's final invoice does.
-            if usage.iter().any(|b| b.quantity > 0) {
+            // The last period's usage (and anything pending) is still billed,
+            // as Stripe's final invoice does.
+            let currency = sub["currency"].as_str().unwrap_or("usd");
+            if usage.iter().any(|b| b.quantity > 0) || !self.pending_items(&customer, currency).is_empty() {
                 let invoice = self.create_invoice(id, "subscription_cycle", (start, end), &usage);
                 self.finalize_invoice(&invoice);
                 self.attempt_invoice(&invoice);

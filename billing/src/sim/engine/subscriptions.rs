@@ -131,7 +131,8 @@ impl Engine {
                 "Invalid timestamp: must be an integer Unix timestamp in the future.",
             ));
         }
-        let first_amount: i64 = if new.trial_end.is_some() {
+        let currency = prices[0]["currency"].as_str().unwrap_or("usd").to_owned();
+        let licensed: i64 = if new.trial_end.is_some() {
             0
         } else {
             new.items
@@ -141,6 +142,10 @@ impl Engine {
                 .map(|((_, q), p)| p["unit_amount"].as_i64().unwrap_or(0) * q)
                 .sum()
         };
+        // The first invoice takes the customer's pending invoice items too.
+        let pending: i64 =
+            self.pending_items(&new.customer, &currency).iter().filter_map(|i| i["amount"].as_i64()).sum();
+        let first_amount = licensed + pending;
         let pm = match &new.default_payment_method {
             Some(token) => Some(self.resolve_payment_method(&new.customer, token, "default_payment_method")?),
             None => None,
@@ -163,7 +168,6 @@ impl Engine {
         let interval = recurring["interval"].as_str().unwrap_or("month").to_owned();
         let count = recurring["interval_count"].as_i64().unwrap_or(1);
         let period_end = new.trial_end.unwrap_or_else(|| add_interval(t, &interval, count));
-        let currency = prices[0]["currency"].as_str().unwrap_or("usd").to_owned();
         let id = self.id("sub");
         let mut sub = shapes::subscription(&id, t, &new.customer, &currency, customer["test_clock"].as_str());
         let mut items = Vec::with_capacity(prices.len());

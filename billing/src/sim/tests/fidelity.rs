@@ -274,6 +274,17 @@ async fn every_object_kind_has_stripes_fields_and_types_and_parses_with_async_st
     .await;
     objects.push(("billing.meter_event_summary", summaries["data"][0].clone()));
 
+    // An invoice item, pending and then billed by the renewal with its own line.
+    let pending_item = stripe_billing::invoice_item::CreateInvoiceItem::new()
+        .customer(id(&customer))
+        .amount(300)
+        .currency(stripe_types::Currency::USD)
+        .description("Usage reported late")
+        .send(&t.client)
+        .await
+        .expect("invoice item");
+    objects.push(("invoiceitem", raw(&t, &format!("/invoiceitems/{}", pending_item.id.as_str())).await));
+
     // Test clocks, deletions.
     let clock = stripe_billing::test_helpers_test_clock::CreateTestHelpersTestClock::new(now)
         .name("fidelity")
@@ -299,9 +310,14 @@ async fn every_object_kind_has_stripes_fields_and_types_and_parses_with_async_st
 
     // Events: a creation and an update, each object compared with its own kind.
     let events = raw(&t, "/events?limit=100").await;
-    for kind in
-        ["customer.created", "customer.subscription.updated", "invoice.paid", "charge.refunded", "payout.created"]
-    {
+    for kind in [
+        "customer.created",
+        "customer.subscription.updated",
+        "invoice.paid",
+        "charge.refunded",
+        "payout.created",
+        "invoiceitem.created",
+    ] {
         let event = events["data"]
             .as_array()
             .expect("events")
@@ -319,6 +335,19 @@ async fn every_object_kind_has_stripes_fields_and_types_and_parses_with_async_st
         shape_problems(&inner_kind, &inner, &resources[inner_kind.as_str()], "", &mut problems);
     }
 
+    // The renewal takes the pending item (after the events: Stripe lists 30 days of them).
+    t.sim.advance_clock(std::time::Duration::from_secs(31 * 86_400)).expect("clock moves");
+    let billed_item = raw(&t, &format!("/invoiceitems/{}", pending_item.id.as_str())).await;
+    let renewal = raw(&t, &format!("/invoices/{}", billed_item["invoice"].as_str().expect("invoiced"))).await;
+    let item_line = renewal["lines"]["data"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .find(|l| l["parent"]["type"] == "invoice_item_details")
+        .cloned()
+        .expect("the item's line");
+    objects.extend([("invoiceitem", billed_item), ("line_item", item_line), ("invoice", renewal)]);
+
     for (kind, object) in &objects {
         let example = &resources[*kind];
         assert!(!example.is_null(), "the fixtures have no {kind}");
@@ -334,6 +363,7 @@ async fn every_object_kind_has_stripes_fields_and_types_and_parses_with_async_st
             "invoice" => parses::<stripe_shared::Invoice>(kind, object, &mut problems),
             "line_item" => parses::<stripe_shared::InvoiceLineItem>(kind, object, &mut problems),
             "invoice_payment" => parses::<stripe_shared::InvoicePayment>(kind, object, &mut problems),
+            "invoiceitem" => parses::<stripe_billing::InvoiceItem>(kind, object, &mut problems),
             "payment_intent" => parses::<stripe_shared::PaymentIntent>(kind, object, &mut problems),
             "charge" => parses::<stripe_shared::Charge>(kind, object, &mut problems),
             "balance_transaction" => parses::<stripe_shared::BalanceTransaction>(kind, object, &mut problems),

@@ -176,8 +176,9 @@ async fn a_payment_mode_session_charges_once_without_a_subscription() {
 #[tokio::test]
 async fn a_trial_checkout_accepts_a_card_that_only_fails_when_charged_later() {
     let t = start(SimConfig::default()).await;
-    let form = "mode=subscription&line_items[0][price]=price_supporter&customer_email=late%40example.org\
-                &subscription_data[trial_period_days]=7&success_url=https://coop.example/ok";
+    let form = "mode=subscription&line_items[0][price]=price_supporter&line_items[0][quantity]=1\
+                &customer_email=late%40example.org&subscription_data[trial_period_days]=7\
+                &success_url=https://coop.example/ok";
     let session = super::api(&t.sim, "POST", "/checkout/sessions", form, &[]).await.json();
     assert_eq!(session["amount_total"], 0, "nothing is due during the trial");
     let url = session["url"].as_str().expect("url");
