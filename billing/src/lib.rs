@@ -23,6 +23,7 @@ pub mod sim;
 pub mod store;
 pub mod stripe;
 pub mod subscriptions;
+pub mod usage;
 pub mod webhook;
 pub mod worker;
 

@@ -7,6 +7,10 @@
 //! - with `[billing]`: `POST /admin/billing/checkout` `{account, price}` and
 //!   `POST /admin/billing/portal` `{account}` answer `{url}`;
 //!   `POST /admin/billing/sync` `{since_seconds?}` catches up with Stripe
+//! - `GET /admin/usage[?account=EMAIL&from=YYYY-MM-DD&to=YYYY-MM-DD]`: usage by
+//!   day and route, and metered periods (what `coopgate usage --json` prints);
+//!   with `[billing.metered]`, `GET /admin/usage/reconcile?period=YYYY-MM`
+//!   compares the store with Stripe's meters (`agrees` says whether they do)
 //!
 //! Off unless `admin.token_sha256` is set. A request needs `Authorization:
 //! Bearer <token>` whose SHA-256 is that digest (compared in constant time; the
@@ -23,6 +27,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use coopgate_billing::usage::report::Reporter;
+use coopgate_billing::usage::{parse_day, parse_month, statement};
 use coopgate_billing::{Account, Accounts, Memberships};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -41,6 +47,8 @@ struct AdminState {
     tiers: Arc<Vec<String>>,
     /// Memberships, when `[billing]` is configured.
     memberships: Option<Arc<Memberships>>,
+    /// The usage reporter, when `[billing.metered]` is configured.
+    reporter: Option<Arc<Reporter>>,
 }
 
 /// The admin routes.
@@ -49,18 +57,21 @@ pub fn router(
     tiers: Vec<String>,
     invalidations: Option<crate::invalidate::Invalidations>,
     memberships: Option<Arc<Memberships>>,
+    reporter: Option<Arc<Reporter>>,
 ) -> Router {
     Router::new()
         .route("/admin/billing/checkout", post(billing_checkout))
         .route("/admin/billing/portal", post(billing_portal))
         .route("/admin/billing/sync", post(billing_sync))
+        .route("/admin/usage", get(usage))
+        .route("/admin/usage/reconcile", get(reconcile))
         .route("/admin/accounts", get(list_accounts).post(create_account))
         .route("/admin/keys", get(list_keys).post(create_key))
         .route("/admin/keys/{id}/revoke", post(revoke_key))
         .route("/admin/keys/{id}/roll", post(roll_key))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
         .method_not_allowed_fallback(|| async { Error::BadAdminRequest("that method is not allowed here".into()) })
-        .with_state(AdminState { keys, invalidations, tiers: Arc::new(tiers), memberships })
+        .with_state(AdminState { keys, invalidations, tiers: Arc::new(tiers), memberships, reporter })
 }
 
 /// Whether `Authorization: Bearer …` carries the token whose digest is `expected`.
@@ -276,4 +287,68 @@ async fn billing_sync(
     let since = Duration::from_secs(body.since_seconds.unwrap_or(3 * 86_400));
     let report = memberships.sync(since).await.map_err(Error::Billing)?;
     Ok(Json(serde_json::to_value(report).map_err(Error::internal)?))
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageQuery {
+    account: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn usage(
+    State(s): State<AdminState>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let Query(q) = query.map_err(unreadable)?;
+    let day = |v: &str, name: &str| {
+        parse_day(v).ok_or_else(|| Error::BadAdminRequest(format!("{name} `{v}` is not a day; write YYYY-MM-DD")))
+    };
+    let now = crate::limit::now_ms();
+    let today = now - now.rem_euclid(DAY_MS);
+    let from = match &q.from {
+        Some(v) => day(v, "from")?,
+        // The first of this month.
+        None => parse_month(&coopgate_billing::usage::day_text(today)[..7]).map_or(today, |m| m.0),
+    };
+    let to = match &q.to {
+        Some(v) => day(v, "to")?,
+        None => today,
+    } + DAY_MS;
+    let store = s.keys.store();
+    let account = match &q.account {
+        Some(email) => Some(
+            Accounts::new(store.clone())
+                .by_email(email)
+                .await
+                .map_err(Error::Store)?
+                .ok_or_else(|| Error::Billing(coopgate_billing::Error::AccountNotFound(email.clone())))?,
+        ),
+        None => None,
+    };
+    let st = statement::statement(store, s.reporter.as_deref(), account.as_ref().map(|a| a.id.as_str()), from, to)
+        .await
+        .map_err(Error::Store)?;
+    Ok(Json(serde_json::to_value(st).map_err(Error::internal)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileQuery {
+    period: String,
+}
+
+async fn reconcile(
+    State(s): State<AdminState>,
+    query: Result<Query<ReconcileQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let Query(q) = query.map_err(unreadable)?;
+    let (start, end) = parse_month(&q.period)
+        .ok_or_else(|| Error::BadAdminRequest(format!("period `{}` is not a month; write YYYY-MM", q.period)))?;
+    let reporter = s.reporter.clone().ok_or(Error::BillingOff)?;
+    let r = statement::reconcile(s.keys.store(), &reporter, start, end).await.map_err(Error::Billing)?;
+    Ok(Json(serde_json::to_value(r).map_err(Error::internal)?))
 }

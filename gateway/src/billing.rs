@@ -31,6 +31,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::{get, post};
 use coopgate_billing::stripe::BoxFuture;
+use coopgate_billing::usage::report::{MeteredPlan, Reporter};
 use coopgate_billing::{Account, AccountChanged, AccountId, Accounts, Memberships};
 use futures_util::future::Either;
 use http::{Request, Response};
@@ -38,6 +39,7 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 use crate::body::{self, Body};
+use crate::config::Config;
 use crate::error::Error;
 use crate::identify::{Credential, credential};
 use crate::invalidate::Invalidations;
@@ -166,11 +168,14 @@ pub fn memberships(
     let client =
         coopgate_billing::stripe::StripeClient::new(&stripe.api_base, stripe.secret_key.expose(), stripe.timeout)
             .map_err(|e| Error::internal(format!("billing.stripe: {e}")))?;
-    let plans = coopgate_billing::Plans::new(
+    let mut plans = coopgate_billing::Plans::new(
         config.tiers.iter().map(|(name, t)| (name.clone(), t.rank, t.stripe_prices.clone().unwrap_or_default())),
         &billing.fallback_tier,
         billing.past_due_grace,
     );
+    if let Some(metered) = &billing.metered {
+        plans = plans.with_metered(&metered.price, &metered.tier);
+    }
     let settings = coopgate_billing::MembershipSettings {
         success_url: billing.success_url.to_string(),
         cancel_url: billing.cancel_url.to_string(),
@@ -182,6 +187,20 @@ pub fn memberships(
     let memberships = Memberships::new(keys.store().clone(), Arc::new(client), plans, settings, Arc::new(changes))
         .map_err(|e| Error::internal(e.to_string()))?;
     Ok(Some(Arc::new(memberships)))
+}
+
+/// The usage reporter of `[billing.metered]`, on the memberships' Stripe client.
+pub fn reporter(config: &Config, memberships: Option<&Arc<Memberships>>) -> Result<Option<Arc<Reporter>>, Error> {
+    let (Some(metered), Some(m)) = (config.billing.as_ref().and_then(|b| b.metered.as_ref()), memberships) else {
+        return Ok(None);
+    };
+    let plan = MeteredPlan {
+        price: metered.price.clone(),
+        meter_event: metered.meter_event.clone(),
+        included: metered.included.count,
+    };
+    let reporter = Reporter::new(m.store().clone(), m.stripe(), plan).map_err(|e| Error::internal(e.to_string()))?;
+    Ok(Some(Arc::new(reporter)))
 }
 
 /// Tells this replica's caches and every other replica that an account's

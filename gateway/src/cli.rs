@@ -4,6 +4,7 @@
 
 mod admin;
 mod billing;
+mod usage;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -76,6 +77,10 @@ enum Command {
     /// Memberships through Stripe: checkout and portal links, catching up on missed webhooks.
     #[command(subcommand)]
     Billing(billing::BillingCommand),
+    /// What identified callers used (by day and route), what was reported to
+    /// Stripe, the projected charge; `usage reconcile` compares a month with
+    /// Stripe's meters and exits 1 on a difference.
+    Usage(usage::UsageArgs),
     /// Run the Stripe simulator alone (the demo runs one inside): Stripe's API
     /// for what coopgate uses, hosted checkout and portal pages, signed webhooks.
     StripeSim(billing::StripeSimArgs),
@@ -110,6 +115,11 @@ pub fn main() -> ExitCode {
         Command::Keys(cmd) => admin::keys(cmd, &env),
         Command::Billing(cmd) => billing::billing(cmd, &env),
         Command::StripeSim(args) => billing::stripe_sim(args),
+        Command::Usage(args) => match usage::usage(args, &env) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -210,6 +220,9 @@ fn demo_upstream(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// How long a stopping gateway waits for the store to take the last usage.
+const USAGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The small runtime that waits for signals and runs upkeep; traffic runs on the workers.
 fn main_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
@@ -255,8 +268,9 @@ fn run_on(
     tracing::info!(%addr, workers, "coopgate listening");
     server::run_workers(gateway.clone(), listener, workers, stopped)?;
     upkeep.abort();
-    // Bytes and requests counted since the last flush reach Redis before we go.
-    runtime.block_on(gateway.shared().limits.finish());
+    // Usage counted since the last flush reaches the store, and bytes and
+    // requests counted since the last limiter flush reach Redis, before we go.
+    runtime.block_on(gateway.finish(USAGE_PATIENCE));
     tracing::info!("stopped");
     Ok(())
 }

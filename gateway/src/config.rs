@@ -8,6 +8,7 @@
 
 mod billing;
 mod load;
+mod metering;
 mod secret;
 mod units;
 
@@ -20,8 +21,9 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use url::Url;
 
-pub use billing::{BillingConfig, StripeConfig};
+pub use billing::{BillingConfig, MeteredConfig, StripeConfig};
 pub use load::{Problem, load_file, load_str};
+pub use metering::{Billable, MeteringConfig, status_class};
 pub use secret::Secret;
 pub use units::{ByteQuota, ByteSize, Period, Rate, RequestQuota};
 
@@ -59,6 +61,9 @@ pub struct Config {
     /// Memberships through Stripe; off without it.
     #[serde(default)]
     pub billing: Option<BillingConfig>,
+    /// How identified callers' usage is recorded and what of it is billable.
+    #[serde(default)]
+    pub metering: MeteringConfig,
 }
 
 /// `[server]`
@@ -900,6 +905,7 @@ impl Config {
             }
         }
         problems.extend(billing::validate(self, env));
+        problems.extend(metering::validate(&self.metering));
         if let Some(url) = &self.tokens.jwks_url
             && (!matches!(url.scheme(), "http" | "https") || url.host_str().is_none())
         {

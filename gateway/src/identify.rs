@@ -14,7 +14,8 @@
 //! always a 401, never a silent downgrade to anonymous access; a store that
 //! cannot be asked is a 503.
 //!
-//! Puts a [`Caller`] into the request extensions.
+//! Puts a [`Caller`] into the request extensions, and for a key or token an
+//! [`Owner`] (the account and credential usage is recorded against).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -73,6 +74,35 @@ pub struct Caller {
     /// The account's billing anchor (Unix ms), where monthly quotas that
     /// follow it start over; `None` for anonymous callers and accounts without one.
     pub billing_anchor: Option<i64>,
+}
+
+/// Whose request it is: in the extensions of every request made with an API
+/// key or a member token, so that the meter can record usage per account.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// The account the credential belongs to.
+    pub account: Arc<str>,
+    /// Which credential was used.
+    pub credential: CredentialId,
+}
+
+/// The credential a request was made with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredentialId {
+    /// An API key, by id.
+    Key(KeyId),
+    /// A member token (they carry no id of their own).
+    Token,
+}
+
+impl CredentialId {
+    /// The key id, or `token`: how usage names the credential.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CredentialId::Key(id) => id.as_str(),
+            CredentialId::Token => "token",
+        }
+    }
 }
 
 /// What is known about a client connection before any request.
@@ -243,6 +273,22 @@ impl<S> Identify<S> {
         Caller { key, tier: claimed.min(allowed), ip, billing_anchor: current.billing_anchor }
     }
 
+    /// Puts the member's caller and owner into `req`.
+    fn insert_member<B>(&self, req: &mut Request<B>, claims: &Claims, current: &Standing, ip: IpAddr) {
+        let caller = self.member_caller(claims, current, ip);
+        let ext = req.extensions_mut();
+        ext.insert(caller);
+        ext.insert(Owner { account: Arc::from(claims.sub.as_str()), credential: CredentialId::Token });
+    }
+
+    /// Puts the key holder's caller and owner into `req`.
+    fn insert_key<B>(&self, req: &mut Request<B>, v: &VerifiedKey, ip: IpAddr) {
+        let caller = self.key_caller(v, ip);
+        let ext = req.extensions_mut();
+        ext.insert(caller);
+        ext.insert(Owner { account: v.account_id.clone(), credential: CredentialId::Key(v.id) });
+    }
+
     fn key_caller(&self, v: &VerifiedKey, ip: IpAddr) -> Caller {
         let tier = self.layer.tiers.id(&v.tier).unwrap_or_else(|| {
             tracing::warn!(tier = %v.tier, key = %v.id, "the key's account has a tier the config does not name; treating it as anonymous");
@@ -299,7 +345,7 @@ where
                 if let Some(claims) = &claims {
                     match tokens.cached_standing(&claims.sub) {
                         Some(Some(current)) => {
-                            req.extensions_mut().insert(self.member_caller(claims, &current, ip));
+                            self.insert_member(&mut req, claims, &current, ip);
                             return IdentifyFuture::Inner { inner: self.inner.call(req) };
                         }
                         Some(None) => return reject(Error::InvalidToken(TokenRejection::UnknownAccount)),
@@ -325,7 +371,7 @@ where
                         let Some(current) = current else {
                             return Err(Error::InvalidToken(TokenRejection::UnknownAccount));
                         };
-                        req.extensions_mut().insert(this.member_caller(&claims, &current, ip));
+                        this.insert_member(&mut req, &claims, &current, ip);
                         inner.call(req).await
                     }),
                 };
@@ -345,7 +391,7 @@ where
         req.headers_mut().remove(&header);
         match keys.check_cached(&key) {
             Cheap::Decided(Ok(v)) => {
-                req.extensions_mut().insert(self.key_caller(&v, ip));
+                self.insert_key(&mut req, &v, ip);
                 IdentifyFuture::Inner { inner: self.inner.call(req) }
             }
             Cheap::Decided(Err(why)) => reject(Error::InvalidApiKey(why)),
@@ -361,7 +407,7 @@ where
                     fut: Box::pin(async move {
                         match keys.check(&key).await? {
                             Ok(v) => {
-                                req.extensions_mut().insert(this.key_caller(&v, ip));
+                                this.insert_key(&mut req, &v, ip);
                                 inner.call(req).await
                             }
                             Err(why) => Err(Error::InvalidApiKey(why)),

@@ -5,6 +5,13 @@
 //! (counted as the body streams, so an aborted or ranged download counts what
 //! left the gateway, not what the file holds). Reads [`Caller`] and
 //! [`MatchedRoute`]; never answers by itself and never waits on anything.
+//!
+//! For a request with an [`Owner`] (an API key or member token), also records
+//! its use for billing ([`usage`]): account, credential, route, status class,
+//! bytes sent and minute, summed in memory and written to the store by a
+//! background task.
+
+pub mod usage;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,9 +25,9 @@ use tower::{Layer, Service};
 
 use crate::body::{self, Body};
 use crate::error::Error;
-use crate::identify::Caller;
+use crate::identify::{Caller, Owner};
 use crate::metrics::{Metrics, RequestLabels, RouteMetrics, UpstreamErrorLabels};
-use crate::route::MatchedRoute;
+use crate::route::{MatchedRoute, Route};
 use crate::tier::Tiers;
 
 /// Adds [`Meter`].
@@ -28,12 +35,14 @@ use crate::tier::Tiers;
 pub struct MeterLayer {
     metrics: Arc<Metrics>,
     tiers: Arc<Tiers>,
+    /// Usage counts of identified callers, when the gateway has a store.
+    usage: Option<Arc<usage::Recorder>>,
 }
 
 impl MeterLayer {
-    /// A layer recording into `metrics`.
-    pub fn new(metrics: Arc<Metrics>, tiers: Arc<Tiers>) -> Self {
-        MeterLayer { metrics, tiers }
+    /// A layer recording into `metrics`, and identified callers' use into `usage`.
+    pub fn new(metrics: Arc<Metrics>, tiers: Arc<Tiers>, usage: Option<Arc<usage::Recorder>>) -> Self {
+        MeterLayer { metrics, tiers, usage }
     }
 }
 
@@ -65,11 +74,22 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let labels = match (req.extensions().get::<Caller>(), req.extensions().get::<MatchedRoute>()) {
-            (Some(caller), Some(route)) => Some((route.0.metrics.clone(), self.layer.tiers.name(caller.tier).clone())),
+        let ext = req.extensions();
+        let labels = match (ext.get::<Caller>(), ext.get::<MatchedRoute>()) {
+            (Some(caller), Some(route)) => Some((route.0.clone(), self.layer.tiers.name(caller.tier).clone())),
             _ => None,
         };
-        MeterFuture { inner: self.inner.call(req), metrics: self.layer.metrics.clone(), labels, start: Instant::now() }
+        let owner = match (&self.layer.usage, ext.get::<Owner>()) {
+            (Some(recorder), Some(owner)) => Some((recorder.clone(), owner.clone())),
+            _ => None,
+        };
+        MeterFuture {
+            inner: self.inner.call(req),
+            metrics: self.layer.metrics.clone(),
+            labels,
+            owner,
+            start: Instant::now(),
+        }
     }
 }
 
@@ -79,7 +99,8 @@ pin_project! {
         #[pin]
         inner: F,
         metrics: Arc<Metrics>,
-        labels: Option<(RouteMetrics, Arc<str>)>,
+        labels: Option<(Arc<Route>, Arc<str>)>,
+        owner: Option<(Arc<usage::Recorder>, Owner)>,
         start: Instant,
     }
 }
@@ -101,18 +122,25 @@ where
             Err(e) => e.status(),
         };
         let m = &**this.metrics;
+        let metrics: &RouteMetrics = &route.metrics;
         m.requests.get_or_create(&RequestLabels { route: route.name.clone(), status: status.as_u16(), tier }).inc();
-        route.latency.observe(this.start.elapsed().as_secs_f64());
+        metrics.latency.observe(this.start.elapsed().as_secs_f64());
         if let Err(kind) = result.as_ref().map_err(Error::upstream_kind)
             && let Some(kind) = kind
         {
             m.upstream_errors.get_or_create(&UpstreamErrorLabels { route: route.name.clone(), kind }).inc();
         }
-        let sent = route.bytes_sent;
+        // A refusal or failure is recorded now (its problem body is ours, not
+        // the caller's data); a response when its body is done.
+        let mut usage = this.owner.take().map(|(recorder, owner)| recorder.start(&owner, &route, status.as_u16()));
+        let sent = metrics.bytes_sent.clone();
         Poll::Ready(result.map(|resp| {
             resp.map(|b| {
                 body::counted(b, move |n| {
                     sent.inc_by(n);
+                    if let Some(usage) = &mut usage {
+                        usage.sent(n);
+                    }
                 })
             })
         }))

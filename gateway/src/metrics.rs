@@ -106,6 +106,12 @@ pub struct Metrics {
     pub billing_events_waiting: Gauge,
     /// Age in seconds of the oldest Stripe event not yet applied (0: none).
     pub billing_oldest_waiting_seconds: Gauge,
+    /// Requests counted for usage and not yet written to the store.
+    pub usage_waiting_requests: Gauge,
+    /// Usage lines (account, credential, route, status class, minute) held in memory.
+    pub usage_lines: Gauge,
+    /// Usage flushes the store refused or did not answer (each is retried).
+    pub usage_flush_failures: Counter,
 }
 
 impl Metrics {
@@ -128,6 +134,9 @@ impl Metrics {
             connections: Gauge::default(),
             billing_events_waiting: Gauge::default(),
             billing_oldest_waiting_seconds: Gauge::default(),
+            usage_waiting_requests: Gauge::default(),
+            usage_lines: Gauge::default(),
+            usage_flush_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Routed requests by route, status and tier", m.requests.clone());
@@ -176,6 +185,17 @@ impl Metrics {
             "billing_oldest_waiting_seconds",
             "Age of the oldest Stripe event not yet applied",
             m.billing_oldest_waiting_seconds.clone(),
+        );
+        registry.register(
+            "usage_waiting_requests",
+            "Requests counted for usage and not yet in the store (growing: the store is away; nothing is lost while the process runs)",
+            m.usage_waiting_requests.clone(),
+        );
+        registry.register("usage_lines", "Usage lines held in memory until written", m.usage_lines.clone());
+        registry.register(
+            "usage_flush_failures",
+            "Usage writes to the store that failed (retried with the same batch id)",
+            m.usage_flush_failures.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -127,7 +127,22 @@ impl Gateway {
                 };
                 tokio::join!(m.run(billing.sync_interval), backlog);
             };
-            tokio::join!(sweeps, key_changes, pubsub, memberships, shared.limits.run());
+            // Usage counted in memory reaches the store every flush interval.
+            let usage = async {
+                if let Some(flusher) = &shared.usage_flusher {
+                    flusher.run(shared.config.metering.flush_interval).await;
+                }
+            };
+            // One replica at a time (a lease) reports usage beyond the allowance to Stripe.
+            let reporting = async {
+                let (Some(reporter), Some(metered)) =
+                    (&shared.reporter, shared.config.billing.as_ref().and_then(|b| b.metered.as_ref()))
+                else {
+                    return;
+                };
+                reporter.run(metered.report_interval).await;
+            };
+            tokio::join!(sweeps, key_changes, pubsub, memberships, usage, reporting, shared.limits.run());
         })
     }
 
@@ -138,6 +153,15 @@ impl Gateway {
     ) -> Option<(tokio::task::JoinHandle<()>, tokio::sync::oneshot::Receiver<()>)> {
         let (fut, ready) = shared_listener(&self.shared)?;
         Some((tokio::spawn(fut), ready))
+    }
+
+    /// Writes every usage count still in memory, waiting up to `patience` for
+    /// a store that is away; run after the last request was served.
+    pub async fn finish(&self, patience: Duration) {
+        if let Some(flusher) = &self.shared.usage_flusher {
+            flusher.finish(patience).await;
+        }
+        self.shared.limits.finish().await;
     }
 
     /// Serves `listener` on the current runtime until `shutdown` resolves, then

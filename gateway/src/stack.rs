@@ -19,6 +19,7 @@ use crate::invalidate::Invalidations;
 use crate::keys::Keys;
 use crate::limit::{LimitLayer, Limits};
 use crate::meter::MeterLayer;
+use crate::meter::usage::{Flusher, Recorder};
 use crate::metrics::Metrics;
 use crate::ops::{OpsLayer, OpsState};
 use crate::problem::ProblemLayer;
@@ -55,6 +56,12 @@ pub struct Shared {
     pub memberships: Option<Arc<Memberships>>,
     /// The `/billing/…` routes, when memberships are on.
     pub billing: Option<axum::Router>,
+    /// Reports usage beyond the metered allowance to Stripe, with `[billing.metered]`.
+    pub reporter: Option<Arc<coopgate_billing::usage::report::Reporter>>,
+    /// Identified callers' usage counts, when the gateway has a store.
+    pub usage: Option<Arc<Recorder>>,
+    /// What writes those counts to the store (upkeep runs it; a stop flushes it last).
+    pub usage_flusher: Option<Arc<Flusher>>,
     /// The config the rest was built from.
     pub config: Arc<Config>,
 }
@@ -69,6 +76,7 @@ impl Shared {
         let routes = Arc::new(RouteTable::from_config(&config, &tiers, &metrics)?);
         let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics.clone()));
         let memberships = crate::billing::memberships(&config, keys.as_ref(), tokens.as_ref(), invalidations.as_ref())?;
+        let reporter = crate::billing::reporter(&config, memberships.as_ref())?;
         let billing = match (&memberships, &keys) {
             (Some(m), Some(k)) => Some(crate::billing::router(crate::billing::BillingState {
                 memberships: m.clone(),
@@ -77,7 +85,19 @@ impl Shared {
             })),
             _ => None,
         };
+        let usage = keys.as_ref().map(|_| Arc::new(Recorder::new(&routes, &config.metering.billable)));
+        let usage_flusher = match (&usage, &keys) {
+            (Some(recorder), Some(keys)) => Some(Arc::new(Flusher::new(
+                recorder.clone(),
+                Arc::new(coopgate_billing::usage::Usage::new(keys.store().clone())),
+                metrics.clone(),
+            )?)),
+            _ => None,
+        };
         Ok(Shared {
+            reporter: reporter.clone(),
+            usage,
+            usage_flusher,
             ids: Arc::new(IdSource::new()),
             ops: Arc::new(OpsState {
                 draining: Default::default(),
@@ -91,6 +111,7 @@ impl Shared {
                             config.tiers.keys().cloned().collect(),
                             invalidations.clone(),
                             memberships.clone(),
+                            reporter.clone(),
                         ),
                         token_sha256,
                         allow: config.admin.allow.clone(),
@@ -146,7 +167,7 @@ pub fn stack(
         // Whether the caller's tier may use the route (403).
         .layer(AuthorizeLayer::new(shared.tiers.clone(), upgrade.clone()))
         // Above the limiter, so that 429s are counted per route and tier too.
-        .layer(MeterLayer::new(shared.metrics.clone(), shared.tiers.clone()))
+        .layer(MeterLayer::new(shared.metrics.clone(), shared.tiers.clone(), shared.usage.clone()))
         // Rate limits per caller, tier and route kind; headers on every limited response.
         .layer(LimitLayer::new(shared.limits.clone()))
         .service(Proxy::new(conn, Timeouts::from(&shared.config.proxy), shared.tiers.clone(), upgrade))

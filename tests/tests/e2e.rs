@@ -10,6 +10,7 @@ mod e2e {
     mod keys;
     mod limits;
     mod memberships;
+    mod metering;
     mod own_redis;
     mod proxy;
     mod replicas;
@@ -20,4 +21,5 @@ mod e2e {
     mod support;
     mod tls;
     mod tokens;
+    mod usage;
 }

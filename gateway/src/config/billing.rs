@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use super::{Config, Problem, Secret};
+use super::{Config, Period, Problem, RequestQuota, Secret};
 
 /// `[billing]`
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +31,29 @@ pub struct BillingConfig {
     /// have missed (webhooks that never arrived); `0s` turns it off.
     #[serde(default = "default_sync", with = "humantime_serde")]
     pub sync_interval: Duration,
+    /// The metered plan: a card on file, a free allowance, usage beyond it billed.
+    #[serde(default)]
+    pub metered: Option<MeteredConfig>,
+}
+
+/// `[billing.metered]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeteredConfig {
+    /// The Stripe price (recurring, `usage_type = metered`, on a Billing Meter)
+    /// that usage beyond the allowance is billed at.
+    pub price: String,
+    /// The meter's `event_name`: what usage is reported as.
+    pub meter_event: String,
+    /// Billable requests included in every billing period before any is charged
+    /// (`N/month`: the period is the subscription's).
+    pub included: RequestQuota,
+    /// The tier a card on file gives.
+    #[serde(default = "default_metered_tier")]
+    pub tier: String,
+    /// How often usage beyond the allowance is reported to Stripe.
+    #[serde(default = "default_report_interval", with = "humantime_serde")]
+    pub report_interval: Duration,
 }
 
 /// `[billing.stripe]`
@@ -52,6 +75,12 @@ pub struct StripeConfig {
     pub timeout: Duration,
 }
 
+fn default_metered_tier() -> String {
+    "metered".into()
+}
+fn default_report_interval() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_fallback() -> String {
     "registered".into()
 }
@@ -110,6 +139,9 @@ pub(super) fn validate(config: &mut Config, env: &HashMap<String, String>) -> Ve
         ),
         Some(_) => {}
     }
+    if let Some(metered) = &billing.metered {
+        validate_metered(metered, config_tiers(&config.tiers), &seen, &mut problem);
+    }
     let stripe = &mut billing.stripe;
     if !matches!(stripe.api_base.scheme(), "http" | "https") || stripe.api_base.host_str().is_none() {
         problem(
@@ -161,4 +193,56 @@ pub(super) fn validate(config: &mut Config, env: &HashMap<String, String>) -> Ve
         }
     }
     problems
+}
+
+/// Names and prices of the tiers, for `[billing.metered]`'s checks.
+fn config_tiers(tiers: &std::collections::BTreeMap<String, super::TierConfig>) -> Vec<(&str, bool)> {
+    tiers.iter().map(|(name, t)| (name.as_str(), t.stripe_prices.is_some())).collect()
+}
+
+/// Checks `[billing.metered]`: a real tier that no membership price also sells,
+/// a price no tier lists, a monthly allowance.
+fn validate_metered(
+    metered: &MeteredConfig,
+    tiers: Vec<(&str, bool)>,
+    membership_prices: &HashMap<String, String>,
+    problem: &mut impl FnMut(String, String),
+) {
+    match tiers.iter().find(|(name, _)| *name == metered.tier) {
+        None => problem(
+            "billing.metered.tier".into(),
+            format!(
+                "no tier is named `{}`; add [tiers.{}] for callers with a card on file",
+                metered.tier, metered.tier
+            ),
+        ),
+        Some((_, true)) => problem(
+            "billing.metered.tier".into(),
+            "this tier is also sold as a membership (stripe_prices); the metered plan needs a tier of its own".into(),
+        ),
+        Some(_) => {}
+    }
+    if metered.price.trim().is_empty() || metered.price.contains(char::is_whitespace) {
+        problem("billing.metered.price".into(), "is not a Stripe price id such as \"price_api_metered\"".into());
+    } else if let Some(tier) = membership_prices.get(&metered.price) {
+        problem(
+            "billing.metered.price".into(),
+            format!("`{}` is also a membership price of tier `{tier}`; a price buys exactly one plan", metered.price),
+        );
+    }
+    if metered.meter_event.trim().is_empty() || metered.meter_event.len() > 100 {
+        problem(
+            "billing.metered.meter_event".into(),
+            "name the Billing Meter's event_name, such as \"api_requests\"".into(),
+        );
+    }
+    if metered.included.per != Period::Month {
+        problem(
+            "billing.metered.included".into(),
+            "is per billing period: write it as N/month, for example \"10000/month\"".into(),
+        );
+    }
+    if metered.report_interval < std::time::Duration::from_secs(1) {
+        problem("billing.metered.report_interval".into(), "must be at least 1s".into());
+    }
 }

@@ -75,6 +75,7 @@ pub fn configure(config: &mut Config, base: &str, api_base: &str, webhook_secret
         fallback_tier: "registered".into(),
         past_due_grace: Duration::from_secs(7 * 86_400),
         sync_interval: Duration::from_secs(60),
+        metered: None,
     });
     Ok(())
 }

@@ -34,6 +34,8 @@ pub struct Billed {
     pub tokens: Arc<Tokens>,
     /// The gateway's config, for more replicas.
     cfg: Config,
+    /// Between the gateways and Stripe's API, when started through one.
+    pub stripe_relay: Option<coopgate_tests::Relay>,
     upkeep: tokio::task::JoinHandle<()>,
     _up: TestUpstream,
     _dir: tempfile::TempDir,
@@ -110,6 +112,7 @@ pub fn billed_config(
         fallback_tier: "registered".into(),
         past_due_grace: Duration::from_secs(7 * 86_400),
         sync_interval: Duration::ZERO,
+        metered: None,
     });
     cfg
 }
@@ -121,6 +124,25 @@ impl Billed {
         tweak_sim: impl FnOnce(&mut SimConfig),
         tweak: impl FnOnce(&mut Config),
     ) -> Billed {
+        Self::start_inner(store, tweak_sim, tweak, false).await
+    }
+
+    /// [`Billed::start`], with the gateways reaching Stripe's API through a
+    /// relay the test can cut (Stripe unreachable) and restore.
+    pub async fn start_through_relay(
+        store: Store,
+        tweak_sim: impl FnOnce(&mut SimConfig),
+        tweak: impl FnOnce(&mut Config),
+    ) -> Billed {
+        Self::start_inner(store, tweak_sim, tweak, true).await
+    }
+
+    async fn start_inner(
+        store: Store,
+        tweak_sim: impl FnOnce(&mut SimConfig),
+        tweak: impl FnOnce(&mut Config),
+        relayed: bool,
+    ) -> Billed {
         let dir = tempfile::tempdir().unwrap();
         let up = echo_upstream().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -130,8 +152,14 @@ impl Billed {
         tweak_sim(&mut sim_cfg);
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim = Simulator::start(sim_listener, sim_cfg).await.unwrap();
-        let mut cfg =
-            billed_config(up.addr, &format!("http://{addr}"), &sim.base_url(), sim.webhook_secret(), dir.path());
+        let (api_base, stripe_relay) = if relayed {
+            let target = url::Url::parse(&sim.base_url()).unwrap().socket_addrs(|| None).unwrap()[0];
+            let relay = coopgate_tests::Relay::start(target).await;
+            (format!("http://{}/", relay.addr), Some(relay))
+        } else {
+            (sim.base_url(), None)
+        };
+        let mut cfg = billed_config(up.addr, &format!("http://{addr}"), &api_base, sim.webhook_secret(), dir.path());
         tweak(&mut cfg);
         let ttl = CacheTtl::from_config(&cfg.store);
         let keys = Arc::new(Keys::new(store.clone()).with_cache_ttl(ttl));
@@ -139,7 +167,7 @@ impl Billed {
         let gateway = coopgate::Gateway::with_credentials(cfg.clone(), keys, tokens.clone()).unwrap();
         let upkeep = gateway.spawn_upkeep();
         let gw = serve_on(listener, gateway).await;
-        Billed { sim, gw, store, tokens, cfg, upkeep, _up: up, _dir: dir }
+        Billed { sim, gw, store, tokens, cfg, stripe_relay, upkeep, _up: up, _dir: dir }
     }
 
     /// Another replica of the same deployment (store, Redis, signing key), with

@@ -1,0 +1,322 @@
+//! Metered use: what identified callers used, per minute, as every replica's
+//! meter flush wrote it; the units each account may be billed for in a period.
+//!
+//! This module owns `usage_minutes` and `usage_batches`. A flush is one
+//! transaction that first claims its batch id, so a flush whose answer was lost
+//! (the store went away after committing) is retried with the same id and adds
+//! nothing twice: what the store holds is exactly what replicas counted.
+//! Reporting to Stripe reads these rows ([`report`]); nothing here talks to
+//! Stripe.
+
+pub mod report;
+pub mod statement;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{Error, Store};
+
+/// Rows per `INSERT`: 8 parameters each stays far below both databases' limits.
+const LINES_PER_STATEMENT: usize = 200;
+
+/// One line of a flush: what one credential used on one route, in one status
+/// class, in one minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageLine {
+    /// The account the credential belongs to.
+    pub account_id: Arc<str>,
+    /// The API key id, or `token` for member tokens.
+    pub credential: Arc<str>,
+    /// The route's name.
+    pub route: Arc<str>,
+    /// `2xx`, `4xx`, …
+    pub status_class: &'static str,
+    /// The minute's start, Unix milliseconds.
+    pub minute: i64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Of those, the ones `metering.billable` names.
+    pub billable: u64,
+    /// Response body bytes actually sent.
+    pub bytes: u64,
+}
+
+/// Usage of one day on one route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayUsage {
+    /// The account.
+    pub account_id: String,
+    /// The day's start (UTC), Unix milliseconds.
+    pub day: i64,
+    /// The route's name.
+    pub route: String,
+    /// Requests answered.
+    pub requests: u64,
+    /// Billable requests.
+    pub billable: u64,
+    /// Response bytes sent.
+    pub bytes: u64,
+}
+
+/// The usage tables.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    store: Store,
+}
+
+impl Usage {
+    /// Usage in `store`.
+    pub fn new(store: Store) -> Self {
+        Usage { store }
+    }
+
+    /// The store it is kept in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Adds a flush's lines, once: `Ok(false)` when a batch with this id was
+    /// written before (a retry whose first attempt committed), and nothing is added.
+    pub async fn write_batch(&self, batch_id: &str, lines: &[UsageLine], now_ms: i64) -> Result<bool, Error> {
+        let mut tx = self.store.pool().begin().await?;
+        let claimed =
+            sqlx::query("INSERT INTO usage_batches (id, written_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+                .bind(batch_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for chunk in lines.chunks(LINES_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO usage_minutes \
+                 (account_id, credential, route, status_class, minute, requests, billable, bytes) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 8;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8
+                ));
+            }
+            sql.push_str(
+                " ON CONFLICT (account_id, credential, route, status_class, minute) DO UPDATE SET \
+                 requests = usage_minutes.requests + excluded.requests, \
+                 billable = usage_minutes.billable + excluded.billable, \
+                 bytes = usage_minutes.bytes + excluded.bytes",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for l in chunk {
+                q = q
+                    .bind(&*l.account_id)
+                    .bind(&*l.credential)
+                    .bind(&*l.route)
+                    .bind(l.status_class)
+                    .bind(l.minute)
+                    .bind(to_i64(l.requests))
+                    .bind(to_i64(l.billable))
+                    .bind(to_i64(l.bytes));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Forgets batch ids written before `before_ms`. An id is only needed while
+    /// the replica that made it may still retry it (seconds); a day is ample.
+    pub async fn forget_batches(&self, before_ms: i64) -> Result<u64, Error> {
+        Ok(sqlx::query("DELETE FROM usage_batches WHERE written_at < $1")
+            .bind(before_ms)
+            .execute(self.store.pool())
+            .await?
+            .rows_affected())
+    }
+
+    /// The account's billable requests in minutes `[start_ms, end_ms)`.
+    pub async fn billable(&self, account_id: &str, start_ms: i64, end_ms: i64) -> Result<u64, Error> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(billable), 0) AS BIGINT) AS n FROM usage_minutes \
+             WHERE account_id = $1 AND minute >= $2 AND minute < $3",
+        )
+        .bind(account_id)
+        .bind(start_ms)
+        .bind(end_ms)
+        .fetch_one(self.store.pool())
+        .await?;
+        read_u64(&row, "n")
+    }
+
+    /// The account's billable requests in a billing period `[start_ms, end_ms)`.
+    /// Usage is kept per minute, so a period owns the minutes that start in
+    /// it once both ends are floored to the minute: consecutive periods split
+    /// every minute between them, and a minute is never billed twice.
+    pub async fn billable_in_period(&self, account_id: &str, start_ms: i64, end_ms: i64) -> Result<u64, Error> {
+        let floor = |ms: i64| ms - ms.rem_euclid(60_000);
+        self.billable(account_id, floor(start_ms), floor(end_ms)).await
+    }
+
+    /// Usage by account, day (UTC) and route in minutes `[from_ms, to_ms)`, of
+    /// one account or of all; oldest day first.
+    pub async fn daily(&self, account_id: Option<&str>, from_ms: i64, to_ms: i64) -> Result<Vec<DayUsage>, Error> {
+        // Integer division is the same on both databases; days are UTC.
+        let rows = sqlx::query(
+            "SELECT account_id, (minute / 86400000) * 86400000 AS day, route, \
+             CAST(SUM(requests) AS BIGINT) AS requests, CAST(SUM(billable) AS BIGINT) AS billable, \
+             CAST(SUM(bytes) AS BIGINT) AS bytes \
+             FROM usage_minutes WHERE minute >= $1 AND minute < $2 AND ($3 = '' OR account_id = $3) \
+             GROUP BY account_id, (minute / 86400000) * 86400000, route \
+             ORDER BY day, account_id, route",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(account_id.unwrap_or(""))
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DayUsage {
+                    account_id: r.try_get("account_id")?,
+                    day: r.try_get("day")?,
+                    route: r.try_get("route")?,
+                    requests: read_u64(r, "requests")?,
+                    billable: read_u64(r, "billable")?,
+                    bytes: read_u64(r, "bytes")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every account with usage in minutes `[from_ms, to_ms)`.
+    pub async fn accounts_with_usage(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT account_id FROM usage_minutes WHERE minute >= $1 AND minute < $2 ORDER BY account_id",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("account_id")?)).collect()
+    }
+}
+
+/// Counts are `u64` in Rust and `BIGINT` in the store; no count comes near 2^63.
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Reads a count (sums are cast to BIGINT in SQL: PostgreSQL's SUM of BIGINT
+/// is NUMERIC, which the database-neutral driver does not read).
+fn read_u64(row: &sqlx::any::AnyRow, column: &str) -> Result<u64, Error> {
+    let n: i64 = row.try_get(column)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// The start (Unix ms) of the UTC day `YYYY-MM-DD`.
+pub fn parse_day(s: &str) -> Option<i64> {
+    let mut parts = s.trim().splitn(3, '-');
+    let (y, m, d) = (parts.next()?.parse().ok()?, parts.next()?.parse::<u8>().ok()?, parts.next()?.parse().ok()?);
+    let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
+    Some(date.midnight().assume_utc().unix_timestamp() * 1000)
+}
+
+/// The starts (Unix ms) of the UTC month `YYYY-MM` and of the month after.
+pub fn parse_month(s: &str) -> Option<(i64, i64)> {
+    let (y, m) = s.trim().split_once('-')?;
+    let (y, m): (i32, u8) = (y.parse().ok()?, m.parse().ok()?);
+    let month = time::Month::try_from(m).ok()?;
+    let start = time::Date::from_calendar_date(y, month, 1).ok()?;
+    let (ny, nm) = if month == time::Month::December { (y + 1, time::Month::January) } else { (y, month.next()) };
+    let end = time::Date::from_calendar_date(ny, nm, 1).ok()?;
+    let ms = |d: time::Date| d.midnight().assume_utc().unix_timestamp() * 1000;
+    Some((ms(start), ms(end)))
+}
+
+/// The UTC day of `ms` (Unix milliseconds) as `YYYY-MM-DD`.
+pub fn day_text(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
+        Ok(t) => format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
+        Err(_) => ms.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::stores;
+
+    fn line(account: &str, route: &str, class: &'static str, minute: i64, requests: u64, billable: u64) -> UsageLine {
+        UsageLine {
+            account_id: Arc::from(account),
+            credential: Arc::from("key1"),
+            route: Arc::from(route),
+            status_class: class,
+            minute,
+            requests,
+            billable,
+            bytes: requests * 10,
+        }
+    }
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn days_and_months_are_read_as_utc() {
+        assert_eq!(parse_day("2026-12-01"), Some(1_796_083_200_000));
+        assert_eq!(day_text(1_796_083_200_000), "2026-12-01");
+        assert_eq!(parse_day("2026-02-30"), None);
+        assert_eq!(parse_month("2026-12"), Some((1_796_083_200_000, 1_798_761_600_000)));
+        assert_eq!(parse_month("2026-13"), None);
+    }
+
+    #[tokio::test]
+    async fn flushes_add_up_and_a_repeated_batch_adds_nothing() {
+        for (store, _cleanup) in stores().await {
+            let usage = Usage::new(store);
+            let t = 20 * DAY;
+            let first = [line("acct_a", "api", "2xx", t, 3, 3), line("acct_a", "api", "4xx", t, 1, 0)];
+            assert!(usage.write_batch("r1-1", &first, t).await.unwrap());
+            assert!(!usage.write_batch("r1-1", &first, t).await.unwrap(), "the same batch again is refused");
+            // Another replica's batch for the same minute adds to the same lines.
+            assert!(usage.write_batch("r2-1", &[line("acct_a", "api", "2xx", t, 2, 2)], t).await.unwrap());
+            assert_eq!(usage.billable("acct_a", t, t + 60_000).await.unwrap(), 5);
+            assert_eq!(usage.billable("acct_a", t + 60_000, t + DAY).await.unwrap(), 0);
+            let days = usage.daily(Some("acct_a"), 0, 100 * DAY).await.unwrap();
+            assert_eq!(days.len(), 1);
+            assert_eq!((days[0].day, days[0].requests, days[0].billable, days[0].bytes), (t, 6, 5, 60));
+        }
+    }
+
+    #[tokio::test]
+    async fn daily_usage_is_grouped_by_utc_day_and_route() {
+        for (store, _cleanup) in stores().await {
+            let usage = Usage::new(store);
+            let t = 20 * DAY;
+            let lines: Vec<UsageLine> = (0..450)
+                .map(|i| line("acct_b", if i % 2 == 0 { "api" } else { "bulk" }, "2xx", t + i * 600_000, 1, 1))
+                .collect();
+            assert!(usage.write_batch("r1-1", &lines, t).await.unwrap(), "more lines than one statement holds");
+            let days = usage.daily(None, 0, 100 * DAY).await.unwrap();
+            let total: u64 = days.iter().map(|d| d.requests).sum();
+            assert_eq!(total, 450);
+            assert!(days.iter().all(|d| d.day % DAY == 0));
+            assert_eq!(days.iter().filter(|d| d.day == t).count(), 2, "api and bulk on the first day");
+            assert_eq!(usage.accounts_with_usage(0, 100 * DAY).await.unwrap(), ["acct_b"]);
+        }
+    }
+}

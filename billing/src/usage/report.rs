@@ -1,0 +1,558 @@
+//! Reporting metered use to Stripe: usage beyond a period's allowance becomes
+//! Billing Meter Events, one per account and round (never one per request:
+//! Stripe rate-limits the endpoint), so that Stripe's invoice for the period
+//! bills exactly what the store recorded.
+//!
+//! A round ([`Reporter::round`]), on the one replica holding the reporter's
+//! lease:
+//!
+//! 1. notes the current period of every subscription on the metered price
+//!    (`usage_periods`);
+//! 2. plans: for each open period, units billable so far beyond the allowance,
+//!    minus the units already planned, become a new `usage_reports` row with a
+//!    deterministic identifier (account, period, sequence). The row is written
+//!    before anything is sent, so a crash resends the same identifier and
+//!    Stripe (which refuses a repeated identifier) bills it once;
+//! 3. sends every row not yet acknowledged, oldest first. A period that ended
+//!    gets its last units as an invoice item (its invoice is made), as does a
+//!    meter event Stripe refuses as too old; nothing is dropped. Stripe
+//!    unreachable or rate-limiting: the row waits with a backoff, and the
+//!    next rounds send it with the same identifier.
+//!
+//! This module owns `usage_periods` and `usage_reports`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::Usage;
+use crate::events::{Events, backoff};
+use crate::stripe::{
+    MeterEventOutcome, NewInvoiceItem, NewMeterEvent, Price, StripeApi, StripeFailure, SubscriptionStatus,
+    idempotency_key,
+};
+use crate::subscriptions::Subscriptions;
+use crate::{Error, Store};
+
+/// The lease row in `stripe_object_locks` that makes one replica the reporter.
+const LEASE: &str = "coopgate:usage-reporter";
+
+/// A period is closed this long after its end, so that the last flush of
+/// every replica (at most `metering.flush_interval`, 60 s at most) is in.
+const CLOSE_AFTER_MS: i64 = 120_000;
+
+/// `via` of a report sent as a meter event.
+const VIA_METER: &str = "meter_event";
+/// `via` of a report sent as an invoice item.
+const VIA_ITEM: &str = "invoice_item";
+
+/// What the metered plan bills, from `[billing.metered]`.
+#[derive(Debug, Clone)]
+pub struct MeteredPlan {
+    /// The metered price.
+    pub price: String,
+    /// The meter's event name.
+    pub meter_event: String,
+    /// Billable requests included in each period.
+    pub included: u64,
+}
+
+/// One billing period of a metered account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Period {
+    /// The account.
+    pub account_id: String,
+    /// Its Stripe customer.
+    pub customer_id: String,
+    /// The subscription.
+    pub subscription_id: String,
+    /// Start, Unix milliseconds.
+    pub start: i64,
+    /// End (exclusive), Unix milliseconds.
+    pub end: i64,
+    /// Billable requests included.
+    pub included: u64,
+    /// When its last units were planned, once it ended.
+    pub closed_at: Option<i64>,
+}
+
+/// What Stripe has been told of a period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Reported {
+    /// Units Stripe acknowledged as meter events.
+    pub metered: u64,
+    /// Units Stripe acknowledged as invoice items.
+    pub invoiced: u64,
+    /// Units planned and not yet acknowledged.
+    pub pending: u64,
+    /// The last error Stripe gave for a pending one.
+    pub last_error: Option<String>,
+}
+
+impl Reported {
+    /// Every unit planned for the period.
+    pub fn planned(&self) -> u64 {
+        self.metered + self.invoiced + self.pending
+    }
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Whether this replica held the lease (only then does it report).
+    pub leader: bool,
+    /// Reports planned.
+    pub planned: u64,
+    /// Reports Stripe acknowledged.
+    pub sent: u64,
+    /// Reports still waiting (Stripe unavailable or refusing).
+    pub waiting: u64,
+}
+
+/// Reports usage beyond the allowance to Stripe.
+pub struct Reporter {
+    store: Store,
+    usage: Usage,
+    events: Events,
+    subscriptions: Subscriptions,
+    stripe: Arc<dyn StripeApi>,
+    plan: MeteredPlan,
+    /// This process, as the lease holder.
+    holder: String,
+    /// The metered price as Stripe has it (amount, currency), once fetched.
+    price: tokio::sync::Mutex<Option<Price>>,
+    /// One round at a time in this process (the lease covers other processes).
+    rounds: tokio::sync::Mutex<()>,
+}
+
+impl Reporter {
+    /// A reporter for `plan`, through `stripe`.
+    pub fn new(store: Store, stripe: Arc<dyn StripeApi>, plan: MeteredPlan) -> Result<Self, Error> {
+        let holder = format!("reporter-{:016x}", getrandom::u64().map_err(|e| Error::Randomness(e.to_string()))?);
+        Ok(Reporter {
+            usage: Usage::new(store.clone()),
+            events: Events::new(store.clone()),
+            subscriptions: Subscriptions::new(store.clone()),
+            store,
+            stripe,
+            plan,
+            holder,
+            price: tokio::sync::Mutex::default(),
+            rounds: tokio::sync::Mutex::default(),
+        })
+    }
+
+    /// The Stripe client it reports through.
+    pub fn stripe(&self) -> &dyn StripeApi {
+        &*self.stripe
+    }
+
+    /// The id of the active Billing Meter with the plan's event name.
+    pub async fn meter(&self) -> Result<String, Error> {
+        let meter = self.stripe.meter_for_event(&self.plan.meter_event).await?.ok_or_else(|| {
+            Error::StripeData(format!(
+                "no active Billing Meter has event_name `{}` (billing.metered.meter_event)",
+                self.plan.meter_event
+            ))
+        })?;
+        Ok(meter.id)
+    }
+
+    /// The plan it reports for.
+    pub fn plan(&self) -> &MeteredPlan {
+        &self.plan
+    }
+
+    /// The metered price as Stripe has it (fetched once).
+    pub async fn price(&self) -> Result<Price, Error> {
+        let mut cached = self.price.lock().await;
+        if let Some(p) = &*cached {
+            return Ok(p.clone());
+        }
+        let price = self.stripe.price(&self.plan.price).await?.ok_or_else(|| {
+            Error::StripeData(format!("billing.metered.price `{}` does not exist in Stripe", self.plan.price))
+        })?;
+        if !price.metered || price.unit_amount.is_none() {
+            return Err(Error::StripeData(format!(
+                "billing.metered.price `{}` must be a recurring metered price with a per-unit amount",
+                self.plan.price
+            )));
+        }
+        *cached = Some(price.clone());
+        Ok(price)
+    }
+
+    /// One round: take the lease, note periods, plan, send. `lease` is how long
+    /// the lease lasts without renewal (a few rounds).
+    pub async fn round(&self, now_ms: i64, lease: Duration) -> Result<Round, Error> {
+        let _one = self.rounds.lock().await;
+        let until = now_ms + lease.as_millis() as i64;
+        if !self.events.lock(LEASE, &self.holder, now_ms, until).await? {
+            return Ok(Round::default());
+        }
+        let price = self.price().await?;
+        self.note_periods().await?;
+        let planned = self.plan_reports(now_ms).await?;
+        let (sent, waiting) = self.send_due(now_ms, &price).await?;
+        Ok(Round { leader: true, planned, sent, waiting })
+    }
+
+    /// Runs a round every `interval` until dropped; failures are logged.
+    pub async fn run(&self, interval: Duration) {
+        let mut every = tokio::time::interval(interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            every.tick().await;
+            match self.round(now_ms(), interval * 3).await {
+                Ok(r) => {
+                    if failing {
+                        tracing::info!("usage reporter: working again");
+                        failing = false;
+                    }
+                    if r.waiting > 0 {
+                        tracing::debug!(waiting = r.waiting, "usage reports wait for Stripe");
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "usage reporter: a round failed; retrying every interval");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
+
+    /// Notes the current period of every live subscription on the metered
+    /// price; the newest per account wins, so periods never overlap.
+    async fn note_periods(&self) -> Result<(), Error> {
+        let mut seen = std::collections::HashSet::new();
+        for sub in self.subscriptions.on_price(&self.plan.price).await? {
+            let live = matches!(
+                sub.status,
+                SubscriptionStatus::Active | SubscriptionStatus::Trialing | SubscriptionStatus::PastDue
+            );
+            let (Some(start), Some(end)) = (sub.current_period_start, sub.current_period_end) else { continue };
+            if !live || !seen.insert(sub.account_id.clone()) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO usage_periods \
+                 (account_id, period_start, period_end, customer_id, subscription_id, included, closed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL) ON CONFLICT (account_id, period_start) DO NOTHING",
+            )
+            .bind(&sub.account_id)
+            .bind(start * 1000)
+            .bind(end * 1000)
+            .bind(&sub.customer_id)
+            .bind(&sub.id)
+            .bind(to_i64(self.plan.included))
+            .execute(self.store.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Plans a report for every open period with unplanned billable units,
+    /// and closes periods that ended. Returns the reports planned.
+    async fn plan_reports(&self, now_ms: i64) -> Result<u64, Error> {
+        let mut planned = 0;
+        for period in self.open_periods().await? {
+            // A later period of the account means this one ended, whatever our clock says.
+            let superseded = self.has_later_period(&period).await?;
+            let ended = now_ms >= period.end || superseded;
+            let billable = self.usage.billable_in_period(&period.account_id, period.start, period.end).await?;
+            let due = billable.saturating_sub(period.included);
+            let reported = self.reported(&period.account_id, period.start).await?;
+            let missing = due.saturating_sub(reported.planned());
+            if missing > 0 {
+                let via = if ended { VIA_ITEM } else { VIA_METER };
+                self.insert_report(&period, missing, via, now_ms).await?;
+                planned += 1;
+            }
+            if ended && (now_ms >= period.end + CLOSE_AFTER_MS || superseded) {
+                sqlx::query("UPDATE usage_periods SET closed_at = $1 WHERE account_id = $2 AND period_start = $3")
+                    .bind(now_ms)
+                    .bind(&period.account_id)
+                    .bind(period.start)
+                    .execute(self.store.pool())
+                    .await?;
+            }
+        }
+        Ok(planned)
+    }
+
+    async fn has_later_period(&self, period: &Period) -> Result<bool, Error> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM usage_periods WHERE account_id = $1 AND period_start >= $2 AND period_start > $3",
+        )
+        .bind(&period.account_id)
+        .bind(period.end)
+        .bind(period.start)
+        .fetch_one(self.store.pool())
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    async fn insert_report(&self, period: &Period, units: u64, via: &str, now_ms: i64) -> Result<(), Error> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS seq FROM usage_reports \
+             WHERE account_id = $1 AND period_start = $2",
+        )
+        .bind(&period.account_id)
+        .bind(period.start)
+        .fetch_one(self.store.pool())
+        .await?;
+        let seq = row.try_get::<i64, _>("seq")? + 1;
+        // Built from ids only: every replica and release names the same report alike.
+        let identifier = format!("coopgate-{}-{}-{seq}", period.account_id, period.start / 1000);
+        // Inside the period, so that Stripe bills it on the period's invoice;
+        // fixed now, so that every resend carries the same fields (Stripe
+        // refuses a reused idempotency key with different ones).
+        let event_time = (now_ms / 1000).clamp(period.start / 1000, period.end / 1000 - 1);
+        sqlx::query(
+            "INSERT INTO usage_reports (identifier, account_id, customer_id, period_start, period_end, seq, units, \
+             via, created_at, attempts, next_attempt_at, event_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $9, $10)",
+        )
+        .bind(&identifier)
+        .bind(&period.account_id)
+        .bind(&period.customer_id)
+        .bind(period.start)
+        .bind(period.end)
+        .bind(seq)
+        .bind(to_i64(units))
+        .bind(via)
+        .bind(now_ms)
+        .bind(event_time)
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Sends due reports, oldest first; stops at the first one Stripe cannot
+    /// take now. Returns (sent, still waiting).
+    async fn send_due(&self, now_ms: i64, price: &Price) -> Result<(u64, u64), Error> {
+        let rows = sqlx::query(
+            "SELECT identifier, account_id, customer_id, period_start, period_end, units, via, attempts, \
+             next_attempt_at, event_time FROM usage_reports WHERE sent_at IS NULL ORDER BY created_at, identifier",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut sent = 0;
+        let mut stalled = false;
+        for r in &rows {
+            let report = PendingReport::from_row(r)?;
+            if stalled || report.next_attempt_at > now_ms {
+                continue;
+            }
+            match self.send(&report, price).await {
+                Ok(stripe_id) => {
+                    sqlx::query(
+                        "UPDATE usage_reports SET sent_at = $1, stripe_id = $2, last_error = NULL WHERE identifier = $3",
+                    )
+                    .bind(now_ms)
+                    .bind(stripe_id)
+                    .bind(&report.identifier)
+                    .execute(self.store.pool())
+                    .await?;
+                    sent += 1;
+                }
+                Err(failure) => {
+                    let attempts = report.attempts + 1;
+                    let wait = backoff(attempts).as_millis() as i64;
+                    sqlx::query(
+                        "UPDATE usage_reports SET attempts = $1, next_attempt_at = $2, last_error = $3 \
+                         WHERE identifier = $4",
+                    )
+                    .bind(attempts)
+                    .bind(now_ms + wait)
+                    .bind(failure.to_string())
+                    .bind(&report.identifier)
+                    .execute(self.store.pool())
+                    .await?;
+                    if failure.is_transient() {
+                        // Stripe is away or rate-limiting: the rest waits for the next round.
+                        stalled = true;
+                    } else {
+                        tracing::error!(
+                            identifier = %report.identifier,
+                            error = %failure,
+                            "usage report refused by Stripe; it is retried with a backoff until fixed"
+                        );
+                    }
+                }
+            }
+        }
+        Ok((sent, rows.len() as u64 - sent))
+    }
+
+    /// Sends one report; `Ok` with the invoice item's id, if it became one.
+    async fn send(&self, report: &PendingReport, price: &Price) -> Result<Option<String>, StripeFailure> {
+        if report.via == VIA_METER {
+            let event = NewMeterEvent {
+                event_name: self.plan.meter_event.clone(),
+                customer: report.customer_id.clone(),
+                value: report.units,
+                identifier: report.identifier.clone(),
+                timestamp: report.event_time,
+            };
+            match self.stripe.report_meter_event(&event).await {
+                Ok(MeterEventOutcome::Recorded | MeterEventOutcome::AlreadyRecorded) => return Ok(None),
+                // Refused, so certainly not billed: an invoice item bills it instead.
+                Err(StripeFailure::Rejected { code: Some(code), .. }) if code == "timestamp_too_far_in_past" => {
+                    self.switch_to_item(report).await.map_err(|e| StripeFailure::NotSent(e.to_string()))?;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        let unit = price.unit_amount.unwrap_or(0);
+        let amount =
+            unit.checked_mul(to_i64(report.units)).ok_or_else(|| StripeFailure::NotSent("amount overflow".into()))?;
+        let item = NewInvoiceItem {
+            customer: report.customer_id.clone(),
+            amount,
+            currency: price.currency.clone(),
+            description: format!(
+                "API usage beyond the included allowance, {} requests (period from {})",
+                report.units,
+                crate::usage::day_text(report.period_start)
+            ),
+            metadata: vec![
+                ("account_id".into(), report.account_id.clone()),
+                ("usage_report".into(), report.identifier.clone()),
+            ],
+            idempotency_key: idempotency_key("usage-item", &[&report.identifier]),
+        };
+        let id = self.stripe.create_invoice_item(&item).await?;
+        sqlx::query("UPDATE usage_reports SET amount = $1, currency = $2 WHERE identifier = $3")
+            .bind(amount)
+            .bind(&price.currency)
+            .bind(&report.identifier)
+            .execute(self.store.pool())
+            .await
+            .map_err(|e| StripeFailure::NotSent(e.to_string()))?;
+        Ok(Some(id))
+    }
+
+    async fn switch_to_item(&self, report: &PendingReport) -> Result<(), Error> {
+        tracing::warn!(
+            identifier = %report.identifier,
+            "Stripe refused a meter event as too old; billing its units as an invoice item instead"
+        );
+        sqlx::query("UPDATE usage_reports SET via = $1 WHERE identifier = $2")
+            .bind(VIA_ITEM)
+            .bind(&report.identifier)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn open_periods(&self) -> Result<Vec<Period>, Error> {
+        let sql = format!("SELECT {PERIOD_COLUMNS} FROM usage_periods WHERE closed_at IS NULL");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.store.pool()).await?;
+        rows.iter().map(period_from).collect()
+    }
+
+    /// What Stripe has been told of an account's period starting at `start_ms`.
+    pub async fn reported(&self, account_id: &str, start_ms: i64) -> Result<Reported, Error> {
+        reported(&self.store, account_id, start_ms).await
+    }
+}
+
+const PERIOD_COLUMNS: &str = "account_id, period_start, period_end, customer_id, subscription_id, included, closed_at";
+
+fn period_from(r: &AnyRow) -> Result<Period, Error> {
+    Ok(Period {
+        account_id: r.try_get("account_id")?,
+        customer_id: r.try_get("customer_id")?,
+        subscription_id: r.try_get("subscription_id")?,
+        start: r.try_get("period_start")?,
+        end: r.try_get("period_end")?,
+        included: u64::try_from(r.try_get::<i64, _>("included")?).unwrap_or(0),
+        closed_at: r.try_get("closed_at")?,
+    })
+}
+
+/// Metered periods of one account or of all, overlapping `[from_ms, to_ms)`, oldest first.
+pub async fn periods(store: &Store, account_id: Option<&str>, from_ms: i64, to_ms: i64) -> Result<Vec<Period>, Error> {
+    let sql = format!(
+        "SELECT {PERIOD_COLUMNS} FROM usage_periods WHERE period_end > $1 AND period_start < $2 \
+         AND ($3 = '' OR account_id = $3) ORDER BY period_start, account_id"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(account_id.unwrap_or(""))
+        .fetch_all(store.pool())
+        .await?;
+    rows.iter().map(period_from).collect()
+}
+
+/// What Stripe has been told of an account's period starting at `start_ms`.
+pub async fn reported(store: &Store, account_id: &str, start_ms: i64) -> Result<Reported, Error> {
+    let rows = sqlx::query(
+        "SELECT units, via, sent_at, last_error FROM usage_reports WHERE account_id = $1 AND period_start = $2 \
+         ORDER BY seq",
+    )
+    .bind(account_id)
+    .bind(start_ms)
+    .fetch_all(store.pool())
+    .await?;
+    let mut out = Reported::default();
+    for r in &rows {
+        let units = u64::try_from(r.try_get::<i64, _>("units")?).unwrap_or(0);
+        let sent: Option<i64> = r.try_get("sent_at")?;
+        let via: String = r.try_get("via")?;
+        match (sent, via.as_str()) {
+            (None, _) => {
+                out.pending += units;
+                out.last_error = r.try_get("last_error")?;
+            }
+            (Some(_), VIA_METER) => out.metered += units,
+            (Some(_), _) => out.invoiced += units,
+        }
+    }
+    Ok(out)
+}
+
+/// A report row not yet acknowledged.
+struct PendingReport {
+    identifier: String,
+    account_id: String,
+    customer_id: String,
+    period_start: i64,
+    units: u64,
+    via: String,
+    attempts: i64,
+    next_attempt_at: i64,
+    event_time: i64,
+}
+
+impl PendingReport {
+    fn from_row(r: &AnyRow) -> Result<Self, Error> {
+        Ok(PendingReport {
+            identifier: r.try_get("identifier")?,
+            account_id: r.try_get("account_id")?,
+            customer_id: r.try_get("customer_id")?,
+            period_start: r.try_get("period_start")?,
+            units: u64::try_from(r.try_get::<i64, _>("units")?).unwrap_or(0),
+            via: r.try_get("via")?,
+            attempts: r.try_get("attempts")?,
+            next_attempt_at: r.try_get("next_attempt_at")?,
+            event_time: r.try_get("event_time")?,
+        })
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,148 @@
+//! What `coopgate usage` and the admin API show: usage by day and route, and
+//! per metered period the allowance used, the units reported to Stripe and the
+//! projected charge; and the reconciliation of a month with Stripe's meters.
+
+use serde::Serialize;
+
+use super::Usage;
+use super::report::{Period, Reported, Reporter, periods, reported};
+use crate::{Error, Store};
+
+/// One metered period of an account, as a statement shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeriodStatement {
+    /// The period.
+    #[serde(flatten)]
+    pub period: Period,
+    /// Billable requests so far.
+    pub billable: u64,
+    /// Of those, beyond the allowance: what is billed.
+    pub beyond_allowance: u64,
+    /// What Stripe was told.
+    pub reported: Reported,
+    /// `beyond_allowance × unit price`, in minor units of `currency`, when the
+    /// price is known.
+    pub projected_charge: Option<i64>,
+    /// The price's currency.
+    pub currency: Option<String>,
+}
+
+/// Usage of `[from_ms, to_ms)`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Statement {
+    /// By account, day and route.
+    pub days: Vec<super::DayUsage>,
+    /// Metered periods overlapping the range.
+    pub periods: Vec<PeriodStatement>,
+    /// Why the charge is not projected, when it is not (Stripe unreachable).
+    pub price_unknown: Option<String>,
+}
+
+/// The statement of one account (or all) over `[from_ms, to_ms)`. The price is
+/// asked of Stripe through `reporter` when there is one; without it (or with
+/// Stripe away) the charge is left out and `price_unknown` says why.
+pub async fn statement(
+    store: &Store,
+    reporter: Option<&Reporter>,
+    account_id: Option<&str>,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Statement, Error> {
+    let usage = Usage::new(store.clone());
+    let days = usage.daily(account_id, from_ms, to_ms).await?;
+    let (price, price_unknown) = match reporter {
+        None => (None, Some("no metered plan is configured ([billing.metered])".to_owned())),
+        Some(r) => match r.price().await {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
+    let mut out = Vec::new();
+    for period in periods(store, account_id, from_ms, to_ms).await? {
+        let billable = usage.billable_in_period(&period.account_id, period.start, period.end).await?;
+        let beyond_allowance = billable.saturating_sub(period.included);
+        let reported = reported(store, &period.account_id, period.start).await?;
+        let projected_charge =
+            price.as_ref().and_then(|p| p.unit_amount?.checked_mul(i64::try_from(beyond_allowance).ok()?));
+        out.push(PeriodStatement {
+            period,
+            billable,
+            beyond_allowance,
+            reported,
+            projected_charge,
+            currency: price.as_ref().map(|p| p.currency.clone()),
+        });
+    }
+    Ok(Statement { days, periods: out, price_unknown })
+}
+
+/// One period compared with Stripe.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeriodCheck {
+    /// The account.
+    pub account_id: String,
+    /// The customer.
+    pub customer_id: String,
+    /// Period start and end, Unix ms.
+    pub start: i64,
+    /// End, Unix ms.
+    pub end: i64,
+    /// Units the store says are billable beyond the allowance.
+    pub store_units: u64,
+    /// Units acknowledged by Stripe as meter events (by our records).
+    pub reported_metered: u64,
+    /// Units acknowledged as invoice items.
+    pub reported_invoiced: u64,
+    /// Units planned and not yet acknowledged.
+    pub pending: u64,
+    /// Stripe's meter event summaries for the customer over the period.
+    pub stripe_metered: u64,
+    /// Whether all of it agrees.
+    pub agrees: bool,
+}
+
+/// Every metered period that starts in `[from_ms, to_ms)` compared with
+/// Stripe's meter event summaries.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reconciliation {
+    /// The periods.
+    pub periods: Vec<PeriodCheck>,
+    /// Whether every period agrees.
+    pub agrees: bool,
+}
+
+/// Compares the store with Stripe: the billable units beyond the allowance
+/// must equal what was reported (meter events plus invoice items, none
+/// pending), and Stripe's meter summaries must equal the meter events sent.
+pub async fn reconcile(store: &Store, reporter: &Reporter, from_ms: i64, to_ms: i64) -> Result<Reconciliation, Error> {
+    let usage = Usage::new(store.clone());
+    let meter = reporter.meter().await?;
+    let mut checks = Vec::new();
+    for period in periods(store, None, from_ms, to_ms).await? {
+        if period.start < from_ms || period.start >= to_ms {
+            continue;
+        }
+        let billable = usage.billable_in_period(&period.account_id, period.start, period.end).await?;
+        let store_units = billable.saturating_sub(period.included);
+        let r = reported(store, &period.account_id, period.start).await?;
+        // Summaries are asked for whole minutes; events are stamped inside the period.
+        let (start_s, end_s) = (period.start / 1000, period.end / 1000);
+        let (start_s, end_s) = (start_s - start_s.rem_euclid(60), end_s + (60 - end_s.rem_euclid(60)) % 60);
+        let stripe_metered = reporter.stripe().meter_usage(&meter, &period.customer_id, start_s, end_s).await?;
+        let agrees = r.pending == 0 && store_units == r.metered + r.invoiced && stripe_metered == r.metered;
+        checks.push(PeriodCheck {
+            account_id: period.account_id,
+            customer_id: period.customer_id,
+            start: period.start,
+            end: period.end,
+            store_units,
+            reported_metered: r.metered,
+            reported_invoiced: r.invoiced,
+            pending: r.pending,
+            stripe_metered,
+            agrees,
+        });
+    }
+    let agrees = checks.iter().all(|c| c.agrees);
+    Ok(Reconciliation { periods: checks, agrees })
+}

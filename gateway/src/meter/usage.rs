@@ -1,0 +1,345 @@
+//! Usage recording: what each identified caller used, summed in memory and
+//! written to the store off the request path.
+//!
+//! A request is recorded when its response body is done (or dropped, for a
+//! client that went away), so the bytes are those actually sent. Counts go into
+//! one of a few shards, chosen by the worker thread (each worker is its own
+//! runtime, so a shard's lock is almost never contended), keyed by account,
+//! credential, route, status class and minute. [`Flusher`] swaps the shards out
+//! every `metering.flush_interval` and writes them through a [`UsageSink`] as
+//! one batch with an id of its own: a write whose answer is lost is retried with
+//! the same id, and the store adds it once. While the store is away the failed
+//! batch waits (and what comes after it is summed beside it), with a metric and
+//! a log line saying how much waits; nothing is dropped while the process runs.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coopgate_billing::usage::{Usage, UsageLine};
+
+use crate::config::{Billable, status_class};
+use crate::error::Error;
+use crate::identify::{CredentialId, Owner};
+use crate::metrics::Metrics;
+use crate::route::{Route, RouteTable};
+
+/// Shards of the in-memory counts; more than the workers a machine usually has.
+const SHARDS: usize = 16;
+
+/// Where flushed usage goes: the store, or memory in tests.
+pub trait UsageSink: Send + Sync {
+    /// Adds `lines` as batch `batch_id`, once: `Ok(false)` when that batch was
+    /// written before (a retry after a lost answer).
+    fn write<'a>(
+        &'a self,
+        batch_id: &'a str,
+        lines: &'a [UsageLine],
+    ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>>;
+}
+
+impl UsageSink for Usage {
+    fn write<'a>(
+        &'a self,
+        batch_id: &'a str,
+        lines: &'a [UsageLine],
+    ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>> {
+        Box::pin(async move {
+            let now = crate::limit::now_ms();
+            self.write_batch(batch_id, lines, now).await.map_err(Error::Store)
+        })
+    }
+}
+
+/// What one line counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LineKey {
+    account: Arc<str>,
+    credential: CredentialId,
+    route: Arc<str>,
+    status_class: &'static str,
+    minute: i64,
+}
+
+/// The sums of one line.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    requests: u64,
+    billable: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.billable += other.billable;
+        self.bytes += other.bytes;
+    }
+}
+
+type Lines = HashMap<LineKey, Tally>;
+
+/// The in-memory counts, shared by every worker.
+pub struct Recorder {
+    shards: Box<[Mutex<Lines>]>,
+    /// Billable status classes per route (by `RouteId`), indexed by class digit.
+    billable: Vec<[bool; 6]>,
+}
+
+impl Recorder {
+    /// A recorder for `routes`, billing what `billable` names.
+    pub fn new(routes: &RouteTable, billable: &Billable) -> Self {
+        let per_route = routes
+            .iter()
+            .map(|route| {
+                let mut classes = [false; 6];
+                for (digit, class) in classes.iter_mut().enumerate() {
+                    *class = digit > 0 && billable.bills(route.kind, (digit * 100) as u16);
+                }
+                classes
+            })
+            .collect();
+        Recorder { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), billable: per_route }
+    }
+
+    /// A request of `owner` on `route` that was answered `status`: the use to
+    /// record once its body is done (see [`Use`]).
+    pub fn start(self: &Arc<Self>, owner: &Owner, route: &Route, status: u16) -> Use {
+        let digit = usize::from(status / 100).min(5);
+        let billable = self.billable.get(usize::from(route.id.0)).is_some_and(|c| c[digit]);
+        Use {
+            recorder: self.clone(),
+            key: Some(LineKey {
+                account: owner.account.clone(),
+                credential: owner.credential,
+                route: route.name.clone(),
+                status_class: status_class(status),
+                minute: minute_of(crate::limit::now_ms()),
+            }),
+            billable,
+            bytes: 0,
+        }
+    }
+
+    fn record(&self, key: LineKey, tally: Tally) {
+        let shard = &self.shards[shard_index()];
+        let mut lines = shard.lock().unwrap_or_else(|p| p.into_inner());
+        lines.entry(key).or_default().add(tally);
+    }
+
+    /// Takes every count out, leaving empty shards (their memory is given back).
+    fn drain(&self, into: &mut Lines) {
+        for shard in self.shards.iter() {
+            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
+            for (key, tally) in taken {
+                into.entry(key).or_default().add(tally);
+            }
+        }
+    }
+
+    /// Lines held in the shards now.
+    pub fn lines(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len()).sum()
+    }
+}
+
+/// The shard of the calling thread: each thread keeps its own, so workers
+/// rarely meet on a lock.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
+fn minute_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(60_000)
+}
+
+/// One request's use, recorded when this is dropped: with the response body
+/// when it ends or the client goes away, at once for a response without one.
+pub struct Use {
+    recorder: Arc<Recorder>,
+    key: Option<LineKey>,
+    billable: bool,
+    bytes: u64,
+}
+
+impl Use {
+    /// Counts `n` more body bytes sent.
+    pub fn sent(&mut self, n: u64) {
+        self.bytes += n;
+    }
+}
+
+impl Drop for Use {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let tally = Tally { requests: 1, billable: u64::from(self.billable), bytes: self.bytes };
+            self.recorder.record(key, tally);
+        }
+    }
+}
+
+/// A batch that was sent and not acknowledged: retried as it is, same id.
+struct Waiting {
+    id: String,
+    lines: Vec<UsageLine>,
+    requests: u64,
+    since: Instant,
+}
+
+/// What the flusher keeps between flushes.
+#[derive(Default)]
+struct FlushState {
+    /// Counter of batches made by this process.
+    seq: u64,
+    /// The batch the store has not acknowledged.
+    waiting: Option<Waiting>,
+    /// Counts taken out of the shards while a batch waits, summed.
+    next: Lines,
+    /// When the last "usage is waiting" line was logged.
+    last_said: Option<Instant>,
+}
+
+/// Writes the recorder's counts to the store.
+pub struct Flusher {
+    recorder: Arc<Recorder>,
+    sink: Arc<dyn UsageSink>,
+    /// Names this process's batches: random per start, so that no two
+    /// processes (or two starts of one) ever claim the same batch id.
+    replica: String,
+    state: tokio::sync::Mutex<FlushState>,
+    metrics: Arc<Metrics>,
+}
+
+impl Flusher {
+    /// A flusher of `recorder` into `sink`.
+    pub fn new(recorder: Arc<Recorder>, sink: Arc<dyn UsageSink>, metrics: Arc<Metrics>) -> Result<Self, Error> {
+        let replica = getrandom::u64().map_err(|e| Error::internal(format!("no randomness for a batch id: {e}")))?;
+        Ok(Flusher {
+            recorder,
+            sink,
+            replica: format!("{replica:016x}"),
+            state: tokio::sync::Mutex::default(),
+            metrics,
+        })
+    }
+
+    /// Writes what was counted so far. On failure the batch waits and is
+    /// retried by the next call; counts keep being summed meanwhile.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let mut state = self.state.lock().await;
+        let state = &mut *state;
+        self.recorder.drain(&mut state.next);
+        if state.waiting.is_none() && !state.next.is_empty() {
+            state.seq += 1;
+            let taken = std::mem::take(&mut state.next);
+            let requests = taken.values().map(|t| t.requests).sum();
+            state.waiting = Some(Waiting {
+                id: format!("{}-{}", self.replica, state.seq),
+                lines: taken.into_iter().map(line).collect(),
+                requests,
+                since: Instant::now(),
+            });
+        }
+        let result = match &state.waiting {
+            None => Ok(()),
+            // The batch stays in `state` while it is written: if this future is
+            // dropped mid-write, the next flush retries it under the same id.
+            Some(batch) => self.sink.write(&batch.id, &batch.lines).await.map(|_| ()),
+        };
+        match &result {
+            Ok(()) => {
+                if let (Some(batch), Some(_)) = (&state.waiting, state.last_said) {
+                    tracing::info!(
+                        requests = batch.requests,
+                        waited = ?batch.since.elapsed(),
+                        "usage: the store is back; waiting usage written"
+                    );
+                    state.last_said = None;
+                }
+                state.waiting = None;
+            }
+            Err(e) => {
+                self.metrics.usage_flush_failures.inc();
+                let waiting = state.waiting.as_ref().map_or(0, |b| b.requests)
+                    + state.next.values().map(|t| t.requests).sum::<u64>();
+                if state.last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(
+                        error = %e,
+                        waiting_requests = waiting,
+                        "usage: cannot write to the store; counts wait in memory and are written when it answers"
+                    );
+                    state.last_said = Some(Instant::now());
+                }
+            }
+        }
+        let waiting =
+            state.waiting.as_ref().map_or(0, |b| b.requests) + state.next.values().map(|t| t.requests).sum::<u64>();
+        self.metrics.usage_waiting_requests.set(waiting as i64);
+        let held = self.recorder.lines() + state.next.len() + state.waiting.as_ref().map_or(0, |b| b.lines.len());
+        self.metrics.usage_lines.set(held as i64);
+        result
+    }
+
+    /// Flushes every `interval`, forever.
+    pub async fn run(&self, interval: Duration) {
+        let mut every = tokio::time::interval(interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            // Failures are counted and logged by `flush`.
+            let _ = self.flush().await;
+        }
+    }
+
+    /// The last flush before the process stops: retried for up to `patience`
+    /// while the store is away. Returns the requests that could not be written.
+    pub async fn finish(&self, patience: Duration) -> u64 {
+        let deadline = Instant::now() + patience;
+        loop {
+            if self.flush().await.is_ok() {
+                let state = self.state.lock().await;
+                if state.waiting.is_none() && state.next.is_empty() && self.recorder.lines() == 0 {
+                    return 0;
+                }
+                continue;
+            }
+            if Instant::now() >= deadline {
+                let state = self.state.lock().await;
+                let lost = state.waiting.as_ref().map_or(0, |b| b.requests)
+                    + state.next.values().map(|t| t.requests).sum::<u64>();
+                tracing::error!(
+                    requests = lost,
+                    "usage: the store did not answer before the stop; these requests' usage is lost"
+                );
+                return lost;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn line((key, tally): (LineKey, Tally)) -> UsageLine {
+    UsageLine {
+        account_id: key.account,
+        credential: match key.credential {
+            CredentialId::Key(id) => Arc::from(id.as_str()),
+            CredentialId::Token => Arc::from("token"),
+        },
+        route: key.route,
+        status_class: key.status_class,
+        minute: key.minute,
+        requests: tally.requests,
+        billable: tally.billable,
+        bytes: tally.bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests;

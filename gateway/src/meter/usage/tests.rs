@@ -1,0 +1,213 @@
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+use crate::config::{Config, load_str};
+use crate::tier::Tiers;
+
+/// (account, route, status class) → (requests, billable, bytes)
+type Totals = HashMap<(String, String, String), (u64, u64, u64)>;
+
+/// A store in memory that claims batch ids like the real one, and can be told
+/// to fail the next writes, before or after "committing".
+#[derive(Default)]
+struct MemorySink {
+    batches: Mutex<HashSet<String>>,
+    totals: Mutex<Totals>,
+    fail_before: AtomicU32,
+    fail_after_commit: AtomicU32,
+    hang: AtomicU32,
+}
+
+impl MemorySink {
+    fn total(&self, account: &str, route: &str, class: &str) -> (u64, u64, u64) {
+        let key = (account.to_owned(), route.to_owned(), class.to_owned());
+        self.totals.lock().unwrap().get(&key).copied().unwrap_or_default()
+    }
+}
+
+fn take_one(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1)).is_ok()
+}
+
+impl UsageSink for MemorySink {
+    fn write<'a>(
+        &'a self,
+        batch_id: &'a str,
+        lines: &'a [UsageLine],
+    ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>> {
+        Box::pin(async move {
+            if take_one(&self.hang) {
+                std::future::pending::<()>().await;
+            }
+            if take_one(&self.fail_before) {
+                return Err(Error::internal("the store is away"));
+            }
+            if !self.batches.lock().unwrap().insert(batch_id.to_owned()) {
+                return Ok(false);
+            }
+            let mut totals = self.totals.lock().unwrap();
+            for l in lines {
+                let t =
+                    totals.entry((l.account_id.to_string(), l.route.to_string(), l.status_class.into())).or_default();
+                t.0 += l.requests;
+                t.1 += l.billable;
+                t.2 += l.bytes;
+            }
+            if take_one(&self.fail_after_commit) {
+                return Err(Error::internal("the answer was lost"));
+            }
+            Ok(true)
+        })
+    }
+}
+
+fn config() -> Config {
+    load_str(
+        r#"
+[tiers.anonymous]
+rank = 0
+[[routes]]
+name = "api"
+path = "/api/"
+upstream = "http://127.0.0.1:9/"
+kind = "api"
+min_tier = "anonymous"
+[[routes]]
+name = "bulk"
+path = "/bulk/"
+upstream = "http://127.0.0.1:9/"
+kind = "bulk"
+min_tier = "anonymous"
+"#,
+        &HashMap::new(),
+    )
+    .expect("config")
+}
+
+struct Fixture {
+    recorder: Arc<Recorder>,
+    flusher: Flusher,
+    sink: Arc<MemorySink>,
+    routes: Arc<RouteTable>,
+}
+
+fn fixture(billable: Billable) -> Fixture {
+    let config = config();
+    let metrics = Arc::new(Metrics::new());
+    let tiers = Tiers::from_config(&config);
+    let routes = Arc::new(RouteTable::from_config(&config, &tiers, &metrics).expect("routes"));
+    let recorder = Arc::new(Recorder::new(&routes, &billable));
+    let sink = Arc::new(MemorySink::default());
+    let flusher = Flusher::new(recorder.clone(), sink.clone(), metrics).expect("flusher");
+    Fixture { recorder, flusher, sink, routes }
+}
+
+fn owner(account: &str) -> Owner {
+    Owner { account: Arc::from(account), credential: CredentialId::Token }
+}
+
+impl Fixture {
+    fn route(&self, name: &str) -> Arc<Route> {
+        self.routes.iter().find(|r| &*r.name == name).expect("route").clone()
+    }
+
+    fn serve(&self, account: &str, route: &str, status: u16, bytes: u64) {
+        let mut u = self.recorder.start(&owner(account), &self.route(route), status);
+        u.sent(bytes);
+    }
+}
+
+#[tokio::test]
+async fn requests_bytes_and_billable_counts_reach_the_store_summed() {
+    let f = fixture(Billable::default());
+    for _ in 0..3 {
+        f.serve("acct_a", "api", 200, 100);
+    }
+    f.serve("acct_a", "api", 429, 0);
+    f.serve("acct_a", "api", 502, 0);
+    f.serve("acct_b", "bulk", 206, 5000);
+    f.flusher.flush().await.expect("flush");
+    assert_eq!(f.sink.total("acct_a", "api", "2xx"), (3, 3, 300));
+    assert_eq!(f.sink.total("acct_a", "api", "4xx"), (1, 0, 0), "a refused request is counted, not billed");
+    assert_eq!(f.sink.total("acct_a", "api", "5xx"), (1, 0, 0), "a failed request is counted, not billed");
+    assert_eq!(f.sink.total("acct_b", "bulk", "2xx"), (1, 1, 5000));
+}
+
+#[tokio::test]
+async fn billable_classes_follow_the_route_kind() {
+    let f = fixture(Billable::PerKind { api: vec!["2xx".into()], bulk: vec![] });
+    f.serve("acct_a", "api", 200, 1);
+    f.serve("acct_a", "bulk", 200, 1);
+    f.flusher.flush().await.expect("flush");
+    assert_eq!(f.sink.total("acct_a", "api", "2xx").1, 1);
+    assert_eq!(f.sink.total("acct_a", "bulk", "2xx").1, 0);
+}
+
+#[tokio::test]
+async fn usage_waits_while_the_store_is_away_and_is_written_once_when_it_returns() {
+    let f = fixture(Billable::default());
+    f.sink.fail_before.store(3, Ordering::SeqCst);
+    f.serve("acct_a", "api", 200, 10);
+    assert!(f.flusher.flush().await.is_err());
+    f.serve("acct_a", "api", 200, 10);
+    assert!(f.flusher.flush().await.is_err());
+    f.serve("acct_a", "api", 200, 10);
+    assert!(f.flusher.flush().await.is_err());
+    assert_eq!(f.sink.total("acct_a", "api", "2xx"), (0, 0, 0));
+    // The waiting batch goes first, then what was counted meanwhile.
+    f.flusher.flush().await.expect("store back");
+    f.flusher.flush().await.expect("second batch");
+    assert_eq!(f.sink.total("acct_a", "api", "2xx"), (3, 3, 30));
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_not_added_twice() {
+    let f = fixture(Billable::default());
+    f.sink.fail_after_commit.store(1, Ordering::SeqCst);
+    f.serve("acct_a", "api", 200, 10);
+    assert!(f.flusher.flush().await.is_err(), "the write committed but its answer was lost");
+    f.flusher.flush().await.expect("the retry is told the batch is there");
+    assert_eq!(f.sink.total("acct_a", "api", "2xx"), (1, 1, 10));
+}
+
+#[tokio::test]
+async fn a_write_cut_off_midway_is_retried_under_the_same_id() {
+    let f = fixture(Billable::default());
+    f.sink.hang.store(1, Ordering::SeqCst);
+    f.serve("acct_a", "api", 200, 10);
+    // The upkeep task is aborted while its write waits on the store.
+    tokio::select! {
+        biased;
+        _ = f.flusher.flush() => panic!("the write hangs"),
+        () = std::future::ready(()) => {}
+    }
+    f.serve("acct_a", "api", 200, 10);
+    f.flusher.flush().await.expect("the waiting batch");
+    f.flusher.flush().await.expect("the next one");
+    assert_eq!(f.sink.total("acct_a", "api", "2xx"), (2, 2, 20));
+    assert_eq!(f.sink.batches.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn memory_is_given_back_after_a_flush_of_many_keys() {
+    let f = fixture(Billable::default());
+    for i in 0..20_000 {
+        f.serve(&format!("acct_{i:05}"), "api", 200, 1);
+    }
+    assert_eq!(f.recorder.lines(), 20_000);
+    f.flusher.flush().await.expect("flush");
+    assert_eq!(f.recorder.lines(), 0);
+    let state = f.flusher.state.lock().await;
+    assert!(state.waiting.is_none() && state.next.capacity() == 0, "nothing is held after a flush");
+}
+
+#[tokio::test]
+async fn a_stop_writes_everything_counted() {
+    let f = fixture(Billable::default());
+    f.sink.fail_before.store(2, Ordering::SeqCst);
+    f.serve("acct_a", "api", 200, 10);
+    assert_eq!(f.flusher.finish(Duration::from_secs(30)).await, 0);
+    assert_eq!(f.sink.total("acct_a", "api", "2xx"), (1, 1, 10));
+}

@@ -1,0 +1,179 @@
+//! Metered API keys billed through Stripe Billing Meters, end to end against
+//! the simulator: a card on file through Checkout gives the metered tier, use
+//! beyond the included allowance becomes meter events, and the period's
+//! invoice bills exactly (used − included) × price; two replicas report it
+//! once; Stripe unreachable for a while loses nothing and bills nothing twice.
+
+use std::time::{Duration, Instant};
+
+use coopgate::config::{Config, MeteredConfig, RouteKind, TierConfig};
+use coopgate_billing::sim::{SimConfig, SimPrice};
+use coopgate_billing::usage::report::{self, Reported};
+use coopgate_billing::usage::statement;
+use coopgate_billing::{Account, Store};
+use coopgate_tests::{TestGateway, get, route};
+
+use super::memberships::{Billed, pay, stripe};
+
+/// The metered price: 3 cents a request beyond the allowance.
+const METERED: &str = "price_api_metered";
+const CENTS: i64 = 3;
+const INCLUDED: u64 = 10;
+
+fn with_metered_price(sim: &mut SimConfig) {
+    sim.prices.push(SimPrice {
+        id: METERED.into(),
+        product_name: "API requests".into(),
+        unit_amount: CENTS,
+        currency: "usd".into(),
+        interval: "month".into(),
+        meter_event: Some("api_requests".into()),
+    });
+}
+
+fn with_metered_plan(cfg: &mut Config) {
+    cfg.tiers.insert("metered".into(), TierConfig { rank: 15, limits: vec![], stripe_prices: None });
+    // Nothing listens on port 9: requests there fail (502) and are not billed.
+    cfg.routes.push(route("dead", "/dead/", "127.0.0.1:9".parse().unwrap(), "/", RouteKind::Api));
+    cfg.billing.as_mut().unwrap().metered = Some(MeteredConfig {
+        price: METERED.into(),
+        meter_event: "api_requests".into(),
+        included: format!("{INCLUDED}/month").parse().unwrap(),
+        tier: "metered".into(),
+        report_interval: Duration::from_secs(1),
+    });
+}
+
+/// Ada with a key and a card on file: the metered tier.
+async fn metered_account(b: &Billed) -> (Account, String) {
+    let (ada, key) = b.account("ada@example.org").await;
+    let url = b.checkout_url(&key, METERED).await;
+    let paid = pay(&url, "4242 4242 4242 4242").await;
+    assert_eq!(paid.status, 303, "{:?}", paid.body);
+    b.wait_for_tier(&ada, "metered").await;
+    (ada, key)
+}
+
+async fn calls(gw: &TestGateway, key: &str, path: &str, n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(get(&gw.url(&format!("{path}{i}")), &[("x-api-key", key)]).await.status.as_u16());
+    }
+    out
+}
+
+async fn flush(gw: &TestGateway) {
+    gw.gateway.shared().usage_flusher.as_ref().unwrap().flush().await.unwrap();
+}
+
+/// The account's one metered period.
+async fn period(store: &Store, account: &Account) -> report::Period {
+    let periods = report::periods(store, Some(account.id.as_str()), 0, i64::MAX / 2).await.unwrap();
+    assert_eq!(periods.len(), 1, "{periods:?}");
+    periods.into_iter().next().unwrap()
+}
+
+/// Waits (up to 30 s) until Stripe has acknowledged `units` of the account's
+/// period; the replicas' reporters run every second.
+async fn wait_reported(gw: &TestGateway, store: &Store, account: &Account, units: u64) -> Reported {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reporter = gw.gateway.shared().reporter.clone().unwrap();
+    loop {
+        // A round of this replica's reporter now (it reports if it holds the
+        // lease); a refusal of Stripe's or the store's is worth seeing.
+        if let Err(e) = reporter.round(now_ms(), Duration::from_secs(3)).await {
+            eprintln!("a reporter round failed: {e}");
+        }
+        let periods = report::periods(store, Some(account.id.as_str()), 0, i64::MAX / 2).await.unwrap();
+        if let Some(p) = periods.first() {
+            let r = report::reported(store, account.id.as_str(), p.start).await.unwrap();
+            if r.metered + r.invoiced == units && r.pending == 0 {
+                return r;
+            }
+            assert!(r.planned() <= units, "more planned than used beyond the allowance: {r:?}");
+            assert!(Instant::now() < deadline, "Stripe was never told of {units} units: {r:?}");
+        }
+        assert!(Instant::now() < deadline, "no metered period was noted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test]
+async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let b = Billed::start(store.clone(), with_metered_price, with_metered_plan).await;
+    let (ada, key) = metered_account(&b).await;
+
+    assert!(calls(&b.gw, &key, "/api/q", 25).await.iter().all(|s| *s == 200));
+    assert!(calls(&b.gw, &key, "/dead/q", 3).await.iter().all(|s| *s == 502));
+    flush(&b.gw).await;
+    let r = wait_reported(&b.gw, &store, &ada, 25 - INCLUDED).await;
+    assert_eq!(r.metered, 15, "reported as meter events while the period is open: {r:?}");
+
+    // What `coopgate usage` shows: the allowance used, what Stripe was told, the charge.
+    let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
+    let st = statement::statement(&store, Some(&reporter), Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap();
+    let p = &st.periods[0];
+    assert_eq!((p.billable, p.beyond_allowance, p.projected_charge), (25, 15, Some(15 * CENTS)));
+    assert_eq!(st.days.iter().map(|d| d.requests).sum::<u64>(), 28, "the failed ones are shown, not billed");
+
+    // The period ends: Stripe's renewal invoice bills (used − included) × price.
+    let customer = period(&store, &ada).await.customer_id;
+    b.sim.advance_clock(Duration::from_secs(32 * 86_400)).unwrap();
+    let invoices = stripe(&b.sim, http::Method::GET, "/invoices", &[("customer", &customer)]).await;
+    let cycle: Vec<&serde_json::Value> =
+        invoices["data"].as_array().unwrap().iter().filter(|i| i["billing_reason"] == "subscription_cycle").collect();
+    assert_eq!(cycle.len(), 1, "{invoices}");
+    assert_eq!(cycle[0]["total"], 15 * CENTS, "{}", cycle[0]);
+
+    let start = period(&store, &ada).await.start;
+    let month = coopgate_billing::usage::parse_month(&coopgate_billing::usage::day_text(start)[..7]).unwrap();
+    let rec = statement::reconcile(&store, &reporter, month.0, month.1).await.unwrap();
+    assert!(rec.agrees, "{rec:?}");
+    assert_eq!(rec.periods[0].stripe_metered, 15);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_report_once_and_stripe_away_for_a_while_loses_nothing() {
+    let Some((url, _cleanup)) = coopgate_billing::store::testing::postgres_url().await else { return };
+    let store = Store::connect(&url).await.unwrap();
+    let mut b = Billed::start_through_relay(store.clone(), with_metered_price, with_metered_plan).await;
+    let other = b.replica().await;
+    let (ada, key) = metered_account(&b).await;
+
+    // The same key on both replicas; both count, one reports.
+    assert!(calls(&b.gw, &key, "/api/a", 15).await.iter().all(|s| *s == 200));
+    assert!(calls(&other.gw, &key, "/api/b", 15).await.iter().all(|s| *s == 200));
+    flush(&b.gw).await;
+    flush(&other.gw).await;
+    wait_reported(&b.gw, &store, &ada, 30 - INCLUDED).await;
+
+    // Stripe unreachable: the next report waits with its error, nothing is lost.
+    let relay = b.stripe_relay.as_mut().unwrap();
+    relay.cut().await;
+    assert!(calls(&other.gw, &key, "/api/c", 20).await.iter().all(|s| *s == 200));
+    flush(&other.gw).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = report::reported(&store, ada.id.as_str(), period(&store, &ada).await.start).await.unwrap();
+        if r.pending == 20 && r.last_error.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the report never failed while Stripe was away: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.stripe_relay.as_mut().unwrap().restore().await;
+    let r = wait_reported(&b.gw, &store, &ada, 40).await;
+    assert_eq!(r.metered, 40);
+
+    let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
+    let start = period(&store, &ada).await.start;
+    let month = coopgate_billing::usage::parse_month(&coopgate_billing::usage::day_text(start)[..7]).unwrap();
+    let rec = statement::reconcile(&store, &reporter, month.0, month.1).await.unwrap();
+    assert!(rec.agrees, "{rec:?}");
+    assert_eq!(rec.periods[0].stripe_metered, 40, "Stripe's meter holds every unit once");
+}
