@@ -56,6 +56,11 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
         "registered".into(),
         TierConfig { rank: 10, limits: vec![limit("burst", "600/min", 100), monthly], stripe_prices: None },
     );
+    // A card on file: a higher pace, no monthly cap; use beyond the allowance is billed.
+    config.tiers.insert(
+        "metered".into(),
+        TierConfig { rank: 15, limits: vec![limit("burst", "3000/min", 300)], stripe_prices: None },
+    );
     config.tiers.insert(
         "member".into(),
         TierConfig { rank: 20, limits: vec![limit("burst", "6000/min", 500)], stripe_prices: None },
@@ -171,7 +176,7 @@ pub struct BulkFile {
 impl Manifest {
     /// The banner's lines that take the demo account to member and back, when
     /// the simulator runs.
-    fn membership_lines(&self) -> String {
+    fn membership_lines(&self, data_dir: &Path, exe: &str) -> String {
         let Some(stripe) = &self.stripe else { return String::new() };
         let price = stripe.prices.first().map_or("", String::as_str);
         format!(
@@ -182,8 +187,16 @@ curl -s -X POST -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\\n  
 # within a second the same key opens the members-first release:\n  \
 curl -s -H 'X-API-Key: {key}' {early} | head -3\n  \
 # and back: the Customer Portal's page cancels the membership\n  \
-curl -s -X POST -H 'X-API-Key: {key}' {base}/billing/portal\n\n",
+curl -s -X POST -H 'X-API-Key: {key}' {base}/billing/portal\n\n\
+Or pay for what you use (a card on file; {included} requests a month included, then {cents} cent each):\n  \
+curl -s -X POST -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\\n    \
+-d '{{\"price\": \"{metered}\"}}' {base}/billing/checkout\n  \
+{exe} usage --data-dir {data_dir}   # use by day and route, what Stripe was told\n\n",
             prices = stripe.prices.join(", "),
+            metered = stripe::METERED.0,
+            included = stripe::METERED.2,
+            cents = stripe::METERED.1,
+            data_dir = data_dir.display(),
             key = self.api_key,
             base = self.base_url,
             card = stripe.test_card,
@@ -228,6 +241,7 @@ curl -s -X POST -H 'X-API-Key: {key}' {base}/billing/portal\n\n",
     /// What the demo prints: the URLs and commands to copy.
     pub fn banner(&self, data_dir: &Path) -> String {
         let big = &self.bulk_files[0];
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "coopgate".into());
         format!(
             "\ncoopgate demo is running at {base}\n  \
 data folder: {data} (demo.json lists every URL)\n\n\
@@ -264,8 +278,7 @@ Stop with Ctrl-C (in-flight downloads finish first).\n",
             key = self.api_key,
             member_key = self.member_api_key,
             early = self.early_release,
-            membership = self.membership_lines(),
-            exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "coopgate".into()),
+            membership = self.membership_lines(data_dir, &exe),
         )
     }
 }

@@ -274,7 +274,9 @@ impl Reporter {
                 self.insert_report(&period, missing, via, now_ms).await?;
                 planned += 1;
             }
-            if ended && (now_ms >= period.end + CLOSE_AFTER_MS || superseded) {
+            // Closed only once every replica's last flush for it is in; a
+            // period superseded early (clocks apart) stays open until then.
+            if now_ms >= period.end + CLOSE_AFTER_MS {
                 sqlx::query("UPDATE usage_periods SET closed_at = $1 WHERE account_id = $2 AND period_start = $3")
                     .bind(now_ms)
                     .bind(&period.account_id)

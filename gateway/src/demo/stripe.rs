@@ -14,7 +14,7 @@ use std::time::Duration;
 use coopgate_billing::sim::{Chaos, SimConfig, SimPrice, Simulator};
 use serde::Serialize;
 
-use crate::config::{BillingConfig, Config, Secret, StripeConfig};
+use crate::config::{BillingConfig, Config, MeteredConfig, Period, RequestQuota, Secret, StripeConfig};
 use crate::error::Error;
 
 /// The demo's secret key: the simulator accepts any `sk_test_` key.
@@ -30,6 +30,13 @@ pub const PRICES: [(&str, &str, i64); 3] = [
 /// The tier the demo's prices buy.
 pub const MEMBER_TIER: &str = "member";
 
+/// The demo's metered plan: (price id, US cents per request beyond the
+/// allowance, requests included a month, the meter's event name).
+pub const METERED: (&str, i64, u64, &str) = ("price_api_metered", 1, 1_000, "api_requests");
+
+/// The tier a card on file gives.
+pub const METERED_TIER: &str = "metered";
+
 /// The demo's prices as the simulator creates them at start.
 pub fn sim_prices() -> Vec<SimPrice> {
     PRICES
@@ -42,6 +49,14 @@ pub fn sim_prices() -> Vec<SimPrice> {
             interval: "month".into(),
             meter_event: None,
         })
+        .chain(std::iter::once(SimPrice {
+            id: METERED.0.into(),
+            product_name: "API requests beyond the included allowance".into(),
+            unit_amount: METERED.1,
+            currency: "usd".into(),
+            interval: "month".into(),
+            meter_event: Some(METERED.3.into()),
+        }))
         .collect()
 }
 
@@ -75,7 +90,13 @@ pub fn configure(config: &mut Config, base: &str, api_base: &str, webhook_secret
         fallback_tier: "registered".into(),
         past_due_grace: Duration::from_secs(7 * 86_400),
         sync_interval: Duration::from_secs(60),
-        metered: None,
+        metered: Some(MeteredConfig {
+            price: METERED.0.into(),
+            meter_event: METERED.3.into(),
+            included: RequestQuota { count: METERED.2, per: Period::Month },
+            tier: METERED_TIER.into(),
+            report_interval: Duration::from_secs(5),
+        }),
     });
     Ok(())
 }

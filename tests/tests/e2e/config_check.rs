@@ -274,3 +274,29 @@ fn stripe_secrets_that_cannot_work_are_named() {
     assert!(!ok);
     assert!(err.contains("tiers.sustaining.stripe_prices") && err.contains("needs [billing]"), "{err}");
 }
+
+#[test]
+fn a_metered_plan_that_cannot_work_is_named() {
+    let secrets = [("STRIPE_SECRET_KEY", "sk_test_1"), ("STRIPE_WEBHOOK_SECRET", "whsec_1")];
+    let good = format!(
+        "{GOOD}{MEMBERSHIPS}\n[tiers.metered]\nrank = 15\n\n[billing.metered]\nprice = \"price_api\"\n\
+         meter_event = \"api_requests\"\nincluded = \"10000/month\"\n\n[metering]\nflush_interval = \"2s\"\n\
+         billable = {{ api = [\"2xx\"], bulk = [] }}\n"
+    );
+    let (ok, _, err) = check(&good, &secrets);
+    assert!(ok, "{err}");
+
+    let bad = good
+        .replace("price = \"price_api\"", "price = \"price_university\"")
+        .replace("included = \"10000/month\"", "included = \"500/day\"")
+        .replace("[tiers.metered]", "[tiers.paying]")
+        .replace("flush_interval = \"2s\"", "flush_interval = \"0s\"")
+        .replace("api = [\"2xx\"]", "api = [\"200\"]");
+    let (ok, _, err) = check(&bad, &secrets);
+    assert!(!ok);
+    assert!(err.contains("billing.metered.tier") && err.contains("no tier is named `metered`"), "{err}");
+    assert!(err.contains("billing.metered.price") && err.contains("also a membership price"), "{err}");
+    assert!(err.contains("billing.metered.included") && err.contains("N/month"), "{err}");
+    assert!(err.contains("metering.flush_interval") && err.contains("more than zero"), "{err}");
+    assert!(err.contains("metering.billable.api[0]") && err.contains("not a status class"), "{err}");
+}

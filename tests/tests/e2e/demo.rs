@@ -198,3 +198,54 @@ async fn wait_for_status(url: &str, key: &str, status: u16) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// `coopgate usage --json` on the demo's data folder.
+async fn demo_usage(dir_arg: &str) -> serde_json::Value {
+    let dir = dir_arg.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        coopgate().args(["usage", "--account", "demo@example.org", "--json", "--data-dir", &dir]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_account_adds_a_card_for_metered_use_and_coopgate_usage_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dir_arg = data.to_str().unwrap();
+    let demo = Process::start(&["demo", "--listen", "127.0.0.1:0", "--data-dir", dir_arg]);
+    demo.wait_for_line("coopgate listening");
+    let m = manifest(&data);
+    let (base, key, regions) =
+        (m["base_url"].as_str().unwrap(), m["api_key"].as_str().unwrap(), m["regions"].as_str().unwrap());
+    let body = r#"{"price": "price_api_metered"}"#;
+    let checkout =
+        super::memberships::post_json(&format!("{base}/billing/checkout"), &[("x-api-key", key)], body).await;
+    assert_eq!(checkout.status, 200, "{:?}", checkout.body);
+    let url = checkout.json()["url"].as_str().unwrap().to_owned();
+    let paid = super::memberships::pay(&url, m["stripe"]["test_card"].as_str().unwrap()).await;
+    assert_eq!(paid.status, 303, "{:?}", paid.body);
+
+    for _ in 0..3 {
+        assert_eq!(get(regions, &[("x-api-key", key)]).await.status, 200);
+    }
+    // Usage is flushed every second and the period noted by the reporter's next round.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let usage = demo_usage(dir_arg).await;
+        let requests: u64 = usage["days"].as_array().unwrap().iter().map(|d| d["requests"].as_u64().unwrap()).sum();
+        if let Some(period) = usage["periods"].as_array().unwrap().first() {
+            assert!(requests >= 3, "{usage}");
+            assert_eq!(period["included"], 1000, "{usage}");
+            assert_eq!(period["projected_charge"], 0, "within the allowance: {usage}");
+            assert_eq!(period["currency"], "usd");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no metered period shown: {usage}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(demo);
+}
