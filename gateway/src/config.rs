@@ -23,7 +23,7 @@ use url::Url;
 
 pub use billing::{BillingConfig, MeteredConfig, StripeConfig};
 pub use load::{Problem, load_file, load_str};
-pub use metering::{Billable, MeteringConfig, status_class};
+pub use metering::{Billable, MeteringConfig, PerKind, status_class};
 pub use secret::Secret;
 pub use units::{ByteQuota, ByteSize, Period, Rate, RequestQuota};
 

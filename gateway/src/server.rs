@@ -127,11 +127,21 @@ impl Gateway {
                 };
                 tokio::join!(m.run(billing.sync_interval), backlog);
             };
-            // Usage counted in memory reaches the store every flush interval.
+            // Usage counted in memory reaches the store every flush interval;
+            // the ids of flushes a day old are no longer needed (only the
+            // replica that made one retries it, within seconds).
             let usage = async {
-                if let Some(flusher) = &shared.usage_flusher {
-                    flusher.run(shared.config.metering.flush_interval).await;
-                }
+                let (Some(flusher), Some(keys)) = (&shared.usage_flusher, &shared.keys) else { return };
+                let forget = async {
+                    let usage = coopgate_billing::usage::Usage::new(keys.store().clone());
+                    let mut every = tokio::time::interval(Duration::from_secs(3600));
+                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        every.tick().await;
+                        let _ = usage.forget_batches(crate::limit::now_ms() - 86_400_000).await;
+                    }
+                };
+                tokio::join!(flusher.run(shared.config.metering.flush_interval), forget);
             };
             // One replica at a time (a lease) reports usage beyond the allowance to Stripe.
             let reporting = async {

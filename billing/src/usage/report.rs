@@ -181,6 +181,21 @@ impl Reporter {
                 self.plan.price
             )));
         }
+        // What is reported must be what the price bills: its meter must be the
+        // one of the event name, summing values.
+        let meter = self.stripe.meter_for_event(&self.plan.meter_event).await?.ok_or_else(|| {
+            Error::StripeData(format!(
+                "no active Billing Meter has event_name `{}` (billing.metered.meter_event)",
+                self.plan.meter_event
+            ))
+        })?;
+        if price.meter.as_deref().is_some_and(|m| m != meter.id) || meter.formula != "sum" {
+            return Err(Error::StripeData(format!(
+                "billing.metered.price `{}` is on meter {:?}, but `{}` is meter {} with formula `{}`: the price must \
+                 bill the meter of billing.metered.meter_event, and that meter must sum",
+                self.plan.price, price.meter, self.plan.meter_event, meter.id, meter.formula
+            )));
+        }
         *cached = Some(price.clone());
         Ok(price)
     }
@@ -205,6 +220,7 @@ impl Reporter {
         let mut every = tokio::time::interval(interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut waiting = 0;
         loop {
             every.tick().await;
             match self.round(now_ms(), interval * 3).await {
@@ -213,8 +229,16 @@ impl Reporter {
                         tracing::info!("usage reporter: working again");
                         failing = false;
                     }
-                    if r.waiting > 0 {
-                        tracing::debug!(waiting = r.waiting, "usage reports wait for Stripe");
+                    if r.waiting > 0 && waiting == 0 {
+                        tracing::warn!(
+                            waiting = r.waiting,
+                            "usage reports wait for Stripe (unreachable or refusing); `coopgate usage` shows the error"
+                        );
+                    } else if r.waiting == 0 && waiting > 0 {
+                        tracing::info!("usage reports: Stripe took every waiting report");
+                    }
+                    if r.leader {
+                        waiting = r.waiting;
                     }
                 }
                 Err(e) => {
@@ -253,6 +277,16 @@ impl Reporter {
             .bind(to_i64(self.plan.included))
             .execute(self.store.pool())
             .await?;
+            // A newer period (a resubscription, a moved anchor) ends any older
+            // one that overlaps it, so no minute is counted in two periods.
+            sqlx::query(
+                "UPDATE usage_periods SET period_end = $1 \
+                 WHERE account_id = $2 AND period_start < $1 AND period_end > $1",
+            )
+            .bind(start * 1000)
+            .bind(&sub.account_id)
+            .execute(self.store.pool())
+            .await?;
         }
         Ok(())
     }
@@ -269,10 +303,12 @@ impl Reporter {
             let due = billable.saturating_sub(period.included);
             let reported = self.reported(&period.account_id, period.start).await?;
             let missing = due.saturating_sub(reported.planned());
-            if missing > 0 {
+            // While a report waits for Stripe, its period gets no new one: the
+            // next report after it carries everything since, so an outage of
+            // hours leaves one row per account, not one per round.
+            if missing > 0 && reported.pending == 0 {
                 let via = if ended { VIA_ITEM } else { VIA_METER };
-                self.insert_report(&period, missing, via, now_ms).await?;
-                planned += 1;
+                planned += self.insert_report(&period, reported.planned(), missing, via, now_ms).await?;
             }
             // Closed only once every replica's last flush for it is in; a
             // period superseded early (clocks apart) stays open until then.
@@ -300,26 +336,30 @@ impl Reporter {
         Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
-    async fn insert_report(&self, period: &Period, units: u64, via: &str, now_ms: i64) -> Result<(), Error> {
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS seq FROM usage_reports \
-             WHERE account_id = $1 AND period_start = $2",
-        )
-        .bind(&period.account_id)
-        .bind(period.start)
-        .fetch_one(self.store.pool())
-        .await?;
-        let seq = row.try_get::<i64, _>("seq")? + 1;
+    /// Plans `units` more for `period`, after the `before` already planned.
+    /// The report is named by where it starts in the period's count (`seq` is
+    /// `before`), so two planners that saw the same state (a lease that ran out
+    /// mid-round) make the same row, and the second insert adds nothing.
+    /// Returns the rows added (0 or 1).
+    async fn insert_report(
+        &self,
+        period: &Period,
+        before: u64,
+        units: u64,
+        via: &str,
+        now_ms: i64,
+    ) -> Result<u64, Error> {
+        let seq = to_i64(before);
         // Built from ids only: every replica and release names the same report alike.
         let identifier = format!("coopgate-{}-{}-{seq}", period.account_id, period.start / 1000);
         // Inside the period, so that Stripe bills it on the period's invoice;
         // fixed now, so that every resend carries the same fields (Stripe
         // refuses a reused idempotency key with different ones).
         let event_time = (now_ms / 1000).clamp(period.start / 1000, period.end / 1000 - 1);
-        sqlx::query(
+        let added = sqlx::query(
             "INSERT INTO usage_reports (identifier, account_id, customer_id, period_start, period_end, seq, units, \
              via, created_at, attempts, next_attempt_at, event_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $9, $10)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $9, $10) ON CONFLICT DO NOTHING",
         )
         .bind(&identifier)
         .bind(&period.account_id)
@@ -332,8 +372,9 @@ impl Reporter {
         .bind(now_ms)
         .bind(event_time)
         .execute(self.store.pool())
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(added)
     }
 
     /// Sends due reports, oldest first; stops at the first one Stripe cannot
@@ -558,3 +599,6 @@ fn to_i64(n: u64) -> i64 {
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
+
+#[cfg(test)]
+mod tests;

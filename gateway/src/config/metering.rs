@@ -29,19 +29,28 @@ impl Default for MeteringConfig {
 
 /// `metering.billable`, as written.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a list of status classes such as [\"2xx\", \"3xx\"], or one per route kind: { api = [\"2xx\"], bulk = [] }"
+)]
 pub enum Billable {
     /// The same classes on every route kind.
     Every(Vec<String>),
     /// Classes per route kind; a kind not named bills nothing.
-    PerKind {
-        /// `api` routes.
-        #[serde(default)]
-        api: Vec<String>,
-        /// `bulk` routes.
-        #[serde(default)]
-        bulk: Vec<String>,
-    },
+    PerKind(PerKind),
+}
+
+/// `metering.billable` per route kind. A key that is no kind is refused, not
+/// ignored: a typo must not bill nothing silently.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerKind {
+    /// `api` routes.
+    #[serde(default)]
+    pub api: Vec<String>,
+    /// `bulk` routes.
+    #[serde(default)]
+    pub bulk: Vec<String>,
 }
 
 impl Default for Billable {
@@ -55,8 +64,8 @@ impl Billable {
     pub fn classes(&self, kind: RouteKind) -> &[String] {
         match (self, kind) {
             (Billable::Every(all), _) => all,
-            (Billable::PerKind { api, .. }, RouteKind::Api) => api,
-            (Billable::PerKind { bulk, .. }, RouteKind::Bulk) => bulk,
+            (Billable::PerKind(k), RouteKind::Api) => &k.api,
+            (Billable::PerKind(k), RouteKind::Bulk) => &k.bulk,
         }
     }
 
@@ -94,9 +103,10 @@ pub(super) fn validate(metering: &MeteringConfig) -> Vec<Problem> {
     }
     let lists: Vec<(String, &[String])> = match &metering.billable {
         Billable::Every(all) => vec![("metering.billable".into(), all.as_slice())],
-        Billable::PerKind { api, bulk } => {
-            vec![("metering.billable.api".into(), api.as_slice()), ("metering.billable.bulk".into(), bulk.as_slice())]
-        }
+        Billable::PerKind(k) => vec![
+            ("metering.billable.api".into(), k.api.as_slice()),
+            ("metering.billable.bulk".into(), k.bulk.as_slice()),
+        ],
     };
     for (at, classes) in lists {
         for (i, class) in classes.iter().enumerate() {
@@ -126,7 +136,7 @@ mod tests {
 
     #[test]
     fn billable_classes_can_differ_by_route_kind() {
-        let b = Billable::PerKind { api: vec!["2xx".into()], bulk: vec![] };
+        let b = Billable::PerKind(PerKind { api: vec!["2xx".into()], bulk: vec![] });
         assert!(b.bills(RouteKind::Api, 200));
         assert!(!b.bills(RouteKind::Bulk, 200));
     }

@@ -240,12 +240,20 @@ impl Flusher {
             state.seq += 1;
             let taken = std::mem::take(&mut state.next);
             let requests = taken.values().map(|t| t.requests).sum();
-            state.waiting = Some(Waiting {
-                id: format!("{}-{}", self.replica, state.seq),
-                lines: taken.into_iter().map(line).collect(),
-                requests,
-                since: Instant::now(),
+            let mut lines: Vec<UsageLine> = taken.into_iter().map(line).collect();
+            // Rows in one order on every replica: two flushes touching the same
+            // rows then wait for each other instead of deadlocking (PostgreSQL).
+            lines.sort_unstable_by(|a, b| {
+                (&a.account_id, &a.credential, &a.route, a.status_class, a.minute).cmp(&(
+                    &b.account_id,
+                    &b.credential,
+                    &b.route,
+                    b.status_class,
+                    b.minute,
+                ))
             });
+            state.waiting =
+                Some(Waiting { id: format!("{}-{}", self.replica, state.seq), lines, requests, since: Instant::now() });
         }
         let result = match &state.waiting {
             None => Ok(()),

@@ -299,4 +299,10 @@ fn a_metered_plan_that_cannot_work_is_named() {
     assert!(err.contains("billing.metered.included") && err.contains("N/month"), "{err}");
     assert!(err.contains("metering.flush_interval") && err.contains("more than zero"), "{err}");
     assert!(err.contains("metering.billable.api[0]") && err.contains("not a status class"), "{err}");
+
+    // A kind that is no kind is refused, not silently billed as nothing.
+    let typo = good.replace("api = [\"2xx\"]", "API = [\"2xx\"]");
+    let (ok, _, err) = check(&typo, &secrets);
+    assert!(!ok);
+    assert!(err.contains("metering.billable") && err.contains("one per route kind"), "{err}");
 }

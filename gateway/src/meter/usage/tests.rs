@@ -137,7 +137,7 @@ async fn requests_bytes_and_billable_counts_reach_the_store_summed() {
 
 #[tokio::test]
 async fn billable_classes_follow_the_route_kind() {
-    let f = fixture(Billable::PerKind { api: vec!["2xx".into()], bulk: vec![] });
+    let f = fixture(Billable::PerKind(crate::config::PerKind { api: vec!["2xx".into()], bulk: vec![] }));
     f.serve("acct_a", "api", 200, 1);
     f.serve("acct_a", "bulk", 200, 1);
     f.flusher.flush().await.expect("flush");

@@ -1,0 +1,106 @@
+//! Planning, without Stripe: which reports a round would make.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::Accounts;
+use crate::store::testing::stores;
+use crate::stripe::{StripeClient, Subscription};
+use crate::subscriptions::Plans;
+use crate::usage::UsageLine;
+
+const DAY_S: i64 = 86_400;
+const JAN_1: i64 = 1_798_761_600; // 2027-01-01T00:00:00Z, Unix seconds
+
+/// A reporter whose Stripe is nowhere: planning never calls it.
+fn reporter(store: &Store) -> Reporter {
+    let nowhere = StripeClient::new(&"http://127.0.0.1:9/".parse().unwrap(), "sk_test_x", Duration::from_secs(1))
+        .expect("a client");
+    let plan = MeteredPlan { price: "price_metered".into(), meter_event: "api_requests".into(), included: 10 };
+    Reporter::new(store.clone(), Arc::new(nowhere), plan).expect("a reporter")
+}
+
+async fn subscribe(store: &Store, account: &str, sub: &str, start: i64, end: i64) {
+    let plans = Plans::new([("metered".to_owned(), 15, vec![])], "registered", Duration::ZERO)
+        .with_metered("price_metered", "metered");
+    let s = Subscription {
+        id: sub.into(),
+        customer: "cus_1".into(),
+        status: SubscriptionStatus::Active,
+        prices: vec!["price_metered".into()],
+        account_id: Some(account.into()),
+        billing_cycle_anchor: start,
+        current_period_start: Some(start),
+        current_period_end: Some(end),
+        cancel_at_period_end: false,
+        created: start,
+    };
+    Subscriptions::new(store.clone()).save(&s, account, &plans, start * 1000).await.unwrap();
+}
+
+async fn use_api(store: &Store, account: &str, at_s: i64, n: u64, batch: &str) {
+    let line = UsageLine {
+        account_id: Arc::from(account),
+        credential: Arc::from("key1"),
+        route: Arc::from("api"),
+        status_class: "2xx",
+        minute: at_s * 1000,
+        requests: n,
+        billable: n,
+        bytes: 0,
+    };
+    assert!(Usage::new(store.clone()).write_batch(batch, &[line], at_s * 1000).await.unwrap());
+}
+
+#[tokio::test]
+async fn two_planners_with_the_same_view_make_one_report() {
+    for (store, _cleanup) in stores().await {
+        let ada = Accounts::new(store.clone()).create("ada@example.org", "registered", None).await.unwrap();
+        subscribe(&store, ada.id.as_str(), "sub_1", JAN_1, JAN_1 + 31 * DAY_S).await;
+        use_api(&store, ada.id.as_str(), JAN_1 + 3600, 25, "b1").await;
+        let (one, two) = (reporter(&store), reporter(&store));
+        one.note_periods().await.unwrap();
+        let period = one.open_periods().await.unwrap().remove(0);
+        // Both saw nothing planned (the second's lease view was stale): the
+        // same row, added once.
+        let now = (JAN_1 + 7200) * 1000;
+        assert_eq!(one.insert_report(&period, 0, 15, VIA_METER, now).await.unwrap(), 1);
+        assert_eq!(two.insert_report(&period, 0, 15, VIA_METER, now).await.unwrap(), 0);
+        let r = one.reported(ada.id.as_str(), period.start).await.unwrap();
+        assert_eq!((r.pending, r.planned()), (15, 15));
+    }
+}
+
+#[tokio::test]
+async fn while_a_report_waits_its_period_gets_no_new_one() {
+    for (store, _cleanup) in stores().await {
+        let ada = Accounts::new(store.clone()).create("ada@example.org", "registered", None).await.unwrap();
+        subscribe(&store, ada.id.as_str(), "sub_1", JAN_1, JAN_1 + 31 * DAY_S).await;
+        use_api(&store, ada.id.as_str(), JAN_1 + 3600, 25, "b1").await;
+        let r = reporter(&store);
+        r.note_periods().await.unwrap();
+        let now = (JAN_1 + 7200) * 1000;
+        assert_eq!(r.plan_reports(now).await.unwrap(), 1);
+        use_api(&store, ada.id.as_str(), JAN_1 + 7200, 5, "b2").await;
+        assert_eq!(r.plan_reports(now + 1000).await.unwrap(), 0, "Stripe has not taken the first yet");
+        let start = JAN_1 * 1000;
+        assert_eq!(r.reported(ada.id.as_str(), start).await.unwrap().pending, 15);
+    }
+}
+
+#[tokio::test]
+async fn a_newer_period_ends_an_overlapping_older_one() {
+    for (store, _cleanup) in stores().await {
+        let ada = Accounts::new(store.clone()).create("ada@example.org", "registered", None).await.unwrap();
+        subscribe(&store, ada.id.as_str(), "sub_1", JAN_1, JAN_1 + 31 * DAY_S).await;
+        let r = reporter(&store);
+        r.note_periods().await.unwrap();
+        // Canceled and subscribed again on the 20th: a new subscription, a new period.
+        let resubscribed = JAN_1 + 19 * DAY_S;
+        subscribe(&store, ada.id.as_str(), "sub_2", resubscribed, resubscribed + 31 * DAY_S).await;
+        r.note_periods().await.unwrap();
+        let periods = periods(&store, Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap();
+        let bounds: Vec<(i64, i64)> = periods.iter().map(|p| (p.start / 1000, p.end / 1000)).collect();
+        assert_eq!(bounds, [(JAN_1, resubscribed), (resubscribed, resubscribed + 31 * DAY_S)]);
+    }
+}
