@@ -81,6 +81,11 @@ limits = [{ name = "burst", rate = "1000000/sec", burst = 1000000 }]
 [tiers.registered]
 rank = 10
 limits = [{ name = "burst", rate = "1000000/sec", burst = 1000000 }]
+[tiers.metered]
+rank = 15
+limits = [{ name = "burst", rate = "1000000/sec", burst = 1000000 }]
+[metering]
+flush_interval = "1s"
 [[routes]]
 name = "api"
 path = "/api/"
@@ -99,6 +104,9 @@ rm -f "$OUT/coopgate.db"*
 "$BIN" accounts create --email bench@example.org --config "$OUT/coopgate.toml" >/dev/null
 API_KEY=$("$BIN" keys create --account bench@example.org --name bench --json --config "$OUT/coopgate.toml" | awk -F'"' '/"key"/ {print $4}')
 TOKEN=$("$BIN" token issue --account bench@example.org --ttl 1h --config "$OUT/coopgate.toml")
+# A metered key (the tier a card on file gives; no Stripe needed to count use).
+"$BIN" accounts create --email metered@example.org --tier metered --config "$OUT/coopgate.toml" >/dev/null
+METERED_KEY=$("$BIN" keys create --account metered@example.org --name bench --json --config "$OUT/coopgate.toml" | awk -F'"' '/"key"/ {print $4}')
 
 start_coopgate() {
   taskset -c 0 "$BIN" serve --config "$OUT/coopgate.toml" 2>>"$OUT/coopgate.log" &
@@ -179,8 +187,13 @@ echo "bench: coopgate with an API key"
 read -r K_RPS K_P50 K_P99 _ < <(load "http://127.0.0.1:$GW_PORT$SMALL" -H "X-API-Key: $API_KEY")
 echo "bench: coopgate with a member token"
 read -r J_RPS J_P50 J_P99 _ < <(load "http://127.0.0.1:$GW_PORT$SMALL" -H "Authorization: Bearer $TOKEN")
+echo "bench: coopgate with a metered API key (usage recorded)"
+read -r M_RPS M_P50 M_P99 M_REQS < <(load "http://127.0.0.1:$GW_PORT$SMALL" -H "X-API-Key: $METERED_KEY")
 G_CPU_US=$(awk -v t="$((T1 - T0))" -v n="$G_REQS" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
 kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true
+# A graceful stop writes the last counts: the store holds every request the metered run served.
+M_RECORDED=$("$BIN" usage --account metered@example.org --from 2000-01-01 --json --config "$OUT/coopgate.toml" \
+  | awk -F'[:,]' '/"requests"/ {n += $2} END {print n + 0}')
 start_coopgate   # a fresh process, so that its peak RSS is the download's
 G_MBS=$(download "http://127.0.0.1:$GW_PORT$BIG")
 G_RSS=$(( $(peak_rss_kib "$GW_PID") / 1024 ))
@@ -269,6 +282,7 @@ $(nginx -v 2>&1 | sed 's/.*nginx\///') runs one worker with \`limit_req\` and up
 | coopgate | $G_RPS | $G_P50 | $G_P99 | $G_CPU_US |
 | coopgate, API key | $K_RPS | $K_P50 | $K_P99 | |
 | coopgate, member token (JWT) | $J_RPS | $J_P50 | $J_P99 | |
+| coopgate, metered API key (usage recorded) | $M_RPS | $M_P50 | $M_P99 | |
 | nginx + limit_req | $N_RPS | $N_P50 | $N_P99 | $N_CPU_US |
 
 coopgate / nginx throughput: **$(ratio "$G_RPS" "$N_RPS")** (target ≥ 1.05×);
@@ -276,6 +290,11 @@ p99 coopgate / nginx: **$(ratio "$G_P99" "$N_P99")** (target ≤ 1.00×).
 With an API key (cached after the first request) / anonymous: **$(ratio "$K_RPS" "$G_RPS")**;
 with a member token (signature checked once, then cached by hash) / anonymous:
 **$(ratio "$J_RPS" "$G_RPS")** (target for both ≥ 0.95×: auth costs at most 5%).
+With a metered API key, every request's use counted and flushed to the store
+each second / anonymous: **$(ratio "$M_RPS" "$G_RPS")** (target ≥ 0.95×). The
+store holds $M_RECORDED requests of that run; wrk counted $M_REQS completed
+(the store may hold a few more: requests in flight when wrk stopped). Every
+keyed and token run records usage too.
 
 ## 1 GiB download (\`GET $BIG\`)
 
