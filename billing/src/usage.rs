@@ -216,7 +216,7 @@ impl Usage {
 }
 
 /// Counts are `u64` in Rust and `BIGINT` in the store; no count comes near 2^63.
-fn to_i64(n: u64) -> i64 {
+pub(crate) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 

@@ -112,6 +112,10 @@ pub struct Metrics {
     pub usage_lines: Gauge,
     /// Usage flushes the store refused or did not answer (each is retried).
     pub usage_flush_failures: Counter,
+    /// Usage reports planned and not yet acknowledged by Stripe.
+    pub usage_reports_waiting: Gauge,
+    /// Age in seconds of the oldest of those (0: none).
+    pub usage_oldest_report_waiting_seconds: Gauge,
 }
 
 impl Metrics {
@@ -137,6 +141,8 @@ impl Metrics {
             usage_waiting_requests: Gauge::default(),
             usage_lines: Gauge::default(),
             usage_flush_failures: Counter::default(),
+            usage_reports_waiting: Gauge::default(),
+            usage_oldest_report_waiting_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Routed requests by route, status and tier", m.requests.clone());
@@ -196,6 +202,16 @@ impl Metrics {
             "usage_flush_failures",
             "Usage writes to the store that failed (retried with the same batch id)",
             m.usage_flush_failures.clone(),
+        );
+        registry.register(
+            "usage_reports_waiting",
+            "Usage reports to Stripe not yet acknowledged (growing: Stripe unreachable or refusing; `coopgate usage` shows why)",
+            m.usage_reports_waiting.clone(),
+        );
+        registry.register(
+            "usage_oldest_report_waiting_seconds",
+            "Age of the oldest usage report Stripe has not acknowledged",
+            m.usage_oldest_report_waiting_seconds.clone(),
         );
         Metrics { registry, ..m }
     }

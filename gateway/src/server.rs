@@ -150,7 +150,22 @@ impl Gateway {
                 else {
                     return;
                 };
-                reporter.run(metered.report_interval).await;
+                let backlog = async {
+                    let mut every = tokio::time::interval(Duration::from_secs(5));
+                    loop {
+                        every.tick().await;
+                        if let Ok((waiting, oldest)) = coopgate_billing::usage::report::backlog(reporter.store()).await
+                        {
+                            let now = crate::limit::now_ms();
+                            shared.metrics.usage_reports_waiting.set(waiting);
+                            shared
+                                .metrics
+                                .usage_oldest_report_waiting_seconds
+                                .set(oldest.map_or(0, |t| (now - t) / 1000));
+                        }
+                    }
+                };
+                tokio::join!(reporter.run(metered.report_interval), backlog);
             };
             tokio::join!(sweeps, key_changes, pubsub, memberships, usage, reporting, shared.limits.run());
         })

@@ -28,12 +28,11 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::Usage;
-use crate::events::{Events, backoff};
-use crate::stripe::{
-    MeterEventOutcome, NewInvoiceItem, NewMeterEvent, Price, StripeApi, StripeFailure, SubscriptionStatus,
-    idempotency_key,
-};
+mod send;
+
+use super::{Usage, to_i64};
+use crate::events::Events;
+use crate::stripe::{Price, StripeApi, SubscriptionStatus};
 use crate::subscriptions::Subscriptions;
 use crate::{Error, Store};
 
@@ -43,6 +42,9 @@ const LEASE: &str = "coopgate:usage-reporter";
 /// A period is closed this long after its end, so that the last flush of
 /// every replica (at most `metering.flush_interval`, 60 s at most) is in.
 const CLOSE_AFTER_MS: i64 = 120_000;
+
+/// How long after closing a period late usage of it is still billed.
+const REOPEN_MS: i64 = 7 * 86_400_000;
 
 /// `via` of a report sent as a meter event.
 const VIA_METER: &str = "meter_event";
@@ -143,6 +145,11 @@ impl Reporter {
             price: tokio::sync::Mutex::default(),
             rounds: tokio::sync::Mutex::default(),
         })
+    }
+
+    /// The store it plans in.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The Stripe client it reports through.
@@ -312,7 +319,7 @@ impl Reporter {
             }
             // Closed only once every replica's last flush for it is in; a
             // period superseded early (clocks apart) stays open until then.
-            if now_ms >= period.end + CLOSE_AFTER_MS {
+            if period.closed_at.is_none() && now_ms >= period.end + CLOSE_AFTER_MS {
                 sqlx::query("UPDATE usage_periods SET closed_at = $1 WHERE account_id = $2 AND period_start = $3")
                     .bind(now_ms)
                     .bind(&period.account_id)
@@ -377,127 +384,13 @@ impl Reporter {
         Ok(added)
     }
 
-    /// Sends due reports, oldest first; stops at the first one Stripe cannot
-    /// take now. Returns (sent, still waiting).
-    async fn send_due(&self, now_ms: i64, price: &Price) -> Result<(u64, u64), Error> {
-        let rows = sqlx::query(
-            "SELECT identifier, account_id, customer_id, period_start, period_end, units, via, attempts, \
-             next_attempt_at, event_time FROM usage_reports WHERE sent_at IS NULL ORDER BY created_at, identifier",
-        )
-        .fetch_all(self.store.pool())
-        .await?;
-        let mut sent = 0;
-        let mut stalled = false;
-        for r in &rows {
-            let report = PendingReport::from_row(r)?;
-            if stalled || report.next_attempt_at > now_ms {
-                continue;
-            }
-            match self.send(&report, price).await {
-                Ok(stripe_id) => {
-                    sqlx::query(
-                        "UPDATE usage_reports SET sent_at = $1, stripe_id = $2, last_error = NULL WHERE identifier = $3",
-                    )
-                    .bind(now_ms)
-                    .bind(stripe_id)
-                    .bind(&report.identifier)
-                    .execute(self.store.pool())
-                    .await?;
-                    sent += 1;
-                }
-                Err(failure) => {
-                    let attempts = report.attempts + 1;
-                    let wait = backoff(attempts).as_millis() as i64;
-                    sqlx::query(
-                        "UPDATE usage_reports SET attempts = $1, next_attempt_at = $2, last_error = $3 \
-                         WHERE identifier = $4",
-                    )
-                    .bind(attempts)
-                    .bind(now_ms + wait)
-                    .bind(failure.to_string())
-                    .bind(&report.identifier)
-                    .execute(self.store.pool())
-                    .await?;
-                    if failure.is_transient() {
-                        // Stripe is away or rate-limiting: the rest waits for the next round.
-                        stalled = true;
-                    } else {
-                        tracing::error!(
-                            identifier = %report.identifier,
-                            error = %failure,
-                            "usage report refused by Stripe; it is retried with a backoff until fixed"
-                        );
-                    }
-                }
-            }
-        }
-        Ok((sent, rows.len() as u64 - sent))
-    }
-
-    /// Sends one report; `Ok` with the invoice item's id, if it became one.
-    async fn send(&self, report: &PendingReport, price: &Price) -> Result<Option<String>, StripeFailure> {
-        if report.via == VIA_METER {
-            let event = NewMeterEvent {
-                event_name: self.plan.meter_event.clone(),
-                customer: report.customer_id.clone(),
-                value: report.units,
-                identifier: report.identifier.clone(),
-                timestamp: report.event_time,
-            };
-            match self.stripe.report_meter_event(&event).await {
-                Ok(MeterEventOutcome::Recorded | MeterEventOutcome::AlreadyRecorded) => return Ok(None),
-                // Refused, so certainly not billed: an invoice item bills it instead.
-                Err(StripeFailure::Rejected { code: Some(code), .. }) if code == "timestamp_too_far_in_past" => {
-                    self.switch_to_item(report).await.map_err(|e| StripeFailure::NotSent(e.to_string()))?;
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        let unit = price.unit_amount.unwrap_or(0);
-        let amount =
-            unit.checked_mul(to_i64(report.units)).ok_or_else(|| StripeFailure::NotSent("amount overflow".into()))?;
-        let item = NewInvoiceItem {
-            customer: report.customer_id.clone(),
-            amount,
-            currency: price.currency.clone(),
-            description: format!(
-                "API usage beyond the included allowance, {} requests (period from {})",
-                report.units,
-                crate::usage::day_text(report.period_start)
-            ),
-            metadata: vec![
-                ("account_id".into(), report.account_id.clone()),
-                ("usage_report".into(), report.identifier.clone()),
-            ],
-            idempotency_key: idempotency_key("usage-item", &[&report.identifier]),
-        };
-        let id = self.stripe.create_invoice_item(&item).await?;
-        sqlx::query("UPDATE usage_reports SET amount = $1, currency = $2 WHERE identifier = $3")
-            .bind(amount)
-            .bind(&price.currency)
-            .bind(&report.identifier)
-            .execute(self.store.pool())
-            .await
-            .map_err(|e| StripeFailure::NotSent(e.to_string()))?;
-        Ok(Some(id))
-    }
-
-    async fn switch_to_item(&self, report: &PendingReport) -> Result<(), Error> {
-        tracing::warn!(
-            identifier = %report.identifier,
-            "Stripe refused a meter event as too old; billing its units as an invoice item instead"
-        );
-        sqlx::query("UPDATE usage_reports SET via = $1 WHERE identifier = $2")
-            .bind(VIA_ITEM)
-            .bind(&report.identifier)
-            .execute(self.store.pool())
-            .await?;
-        Ok(())
-    }
-
     async fn open_periods(&self) -> Result<Vec<Period>, Error> {
-        let sql = format!("SELECT {PERIOD_COLUMNS} FROM usage_periods WHERE closed_at IS NULL");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(self.store.pool()).await?;
+        // Recently closed periods are looked at too: usage a replica could
+        // only write late (its store away for a while) is billed, as an
+        // invoice item, rather than forgotten.
+        let sql = format!("SELECT {PERIOD_COLUMNS} FROM usage_periods WHERE closed_at IS NULL OR closed_at > $1");
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms() - REOPEN_MS).fetch_all(self.store.pool()).await?;
         rows.iter().map(period_from).collect()
     }
 
@@ -519,6 +412,14 @@ fn period_from(r: &AnyRow) -> Result<Period, Error> {
         included: u64::try_from(r.try_get::<i64, _>("included")?).unwrap_or(0),
         closed_at: r.try_get("closed_at")?,
     })
+}
+
+/// Reports waiting for Stripe, and when the oldest was planned (Unix ms).
+pub async fn backlog(store: &Store) -> Result<(i64, Option<i64>), Error> {
+    let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM usage_reports WHERE sent_at IS NULL")
+        .fetch_one(store.pool())
+        .await?;
+    Ok((row.try_get("n")?, row.try_get("oldest")?))
 }
 
 /// Metered periods of one account or of all, overlapping `[from_ms, to_ms)`, oldest first.
@@ -561,39 +462,6 @@ pub async fn reported(store: &Store, account_id: &str, start_ms: i64) -> Result<
         }
     }
     Ok(out)
-}
-
-/// A report row not yet acknowledged.
-struct PendingReport {
-    identifier: String,
-    account_id: String,
-    customer_id: String,
-    period_start: i64,
-    units: u64,
-    via: String,
-    attempts: i64,
-    next_attempt_at: i64,
-    event_time: i64,
-}
-
-impl PendingReport {
-    fn from_row(r: &AnyRow) -> Result<Self, Error> {
-        Ok(PendingReport {
-            identifier: r.try_get("identifier")?,
-            account_id: r.try_get("account_id")?,
-            customer_id: r.try_get("customer_id")?,
-            period_start: r.try_get("period_start")?,
-            units: u64::try_from(r.try_get::<i64, _>("units")?).unwrap_or(0),
-            via: r.try_get("via")?,
-            attempts: r.try_get("attempts")?,
-            next_attempt_at: r.try_get("next_attempt_at")?,
-            event_time: r.try_get("event_time")?,
-        })
-    }
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn now_ms() -> i64 {

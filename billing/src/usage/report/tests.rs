@@ -104,3 +104,31 @@ async fn a_newer_period_ends_an_overlapping_older_one() {
         assert_eq!(bounds, [(JAN_1, resubscribed), (resubscribed, resubscribed + 31 * DAY_S)]);
     }
 }
+
+#[tokio::test]
+async fn usage_written_after_its_period_closed_is_still_billed_as_an_invoice_item() {
+    for (store, _cleanup) in stores().await {
+        let ada = Accounts::new(store.clone()).create("ada@example.org", "registered", None).await.unwrap();
+        let end = JAN_1 + 31 * DAY_S;
+        subscribe(&store, ada.id.as_str(), "sub_1", JAN_1, end).await;
+        use_api(&store, ada.id.as_str(), JAN_1 + 3600, 12, "b1").await;
+        let r = reporter(&store);
+        r.note_periods().await.unwrap();
+        // Planned while open, then closed once its end is minutes past.
+        assert_eq!(r.plan_reports((JAN_1 + 7200) * 1000).await.unwrap(), 1);
+        sqlx::query("UPDATE usage_reports SET sent_at = 1").execute(store.pool()).await.unwrap();
+        let after = (end + 600) * 1000;
+        r.plan_reports(after).await.unwrap();
+        assert!(r.open_periods().await.unwrap()[0].closed_at.is_some(), "closed");
+        // A replica whose store was away writes the period's last minutes late.
+        use_api(&store, ada.id.as_str(), end - 60, 3, "late").await;
+        assert_eq!(r.plan_reports(after + 60_000).await.unwrap(), 1);
+        let rows = sqlx::query("SELECT units, via FROM usage_reports WHERE sent_at IS NULL")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].try_get::<i64, _>("units").unwrap(), 3);
+        assert_eq!(rows[0].try_get::<String, _>("via").unwrap(), VIA_ITEM);
+    }
+}
