@@ -212,3 +212,95 @@ async fn two_replicas_report_once_and_stripe_away_for_a_while_loses_nothing() {
     assert!(rec.agrees, "{rec:?}");
     assert_eq!(rec.periods[0].stripe_metered, 40, "Stripe's meter holds every unit once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_reconcile_exits_1_when_the_store_and_stripe_differ() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("coopgate.db");
+    let store = Store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    store.migrate().await.unwrap();
+    // Rounds only when the test asks, so that nothing reports behind its back.
+    let b = Billed::start(store.clone(), with_metered_price, |cfg| {
+        with_metered_plan(cfg);
+        cfg.billing.as_mut().unwrap().metered.as_mut().unwrap().report_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let (ada, key) = metered_account(&b).await;
+    assert!(calls(&b.gw, &key, "/api/q", 15).await.iter().all(|s| *s == 200));
+    flush(&b.gw).await;
+    wait_reported(&b.gw, &store, &ada, 5).await;
+
+    let config = dir.path().join("coopgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[store]
+url = "sqlite://{db}"
+[tiers.anonymous]
+rank = 0
+[tiers.registered]
+rank = 10
+[tiers.metered]
+rank = 15
+[billing]
+success_url = "http://127.0.0.1/done"
+cancel_url = "http://127.0.0.1/canceled"
+portal_return_url = "http://127.0.0.1/return"
+[billing.stripe]
+api_base = "{api}"
+secret_key = "{secret}"
+webhook_secrets = ["{whsec}"]
+[billing.metered]
+price = "{METERED}"
+meter_event = "api_requests"
+included = "{INCLUDED}/month"
+[[routes]]
+name = "api"
+path = "/api/"
+upstream = "http://127.0.0.1:9/"
+kind = "api"
+min_tier = "anonymous"
+"#,
+            db = db.display(),
+            api = b.sim.base_url(),
+            secret = super::memberships::SECRET,
+            whsec = b.sim.webhook_secret(),
+        ),
+    )
+    .unwrap();
+    let start = period(&store, &ada).await.start;
+    let month = coopgate_billing::usage::day_text(start)[..7].to_owned();
+    let cli = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || super::support::coopgate().args(&args).output().unwrap())
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        v.extend(["--config".to_owned(), config.display().to_string()]);
+        v
+    };
+    let agreed = cli(args(&["usage", "reconcile", "--period", &month])).await.unwrap();
+    let text = String::from_utf8_lossy(&agreed.stdout);
+    assert!(agreed.status.success(), "{text}{}", String::from_utf8_lossy(&agreed.stderr));
+    assert!(text.contains("agree"), "{text}");
+    let shown = cli(args(&["usage", "--account", "ada@example.org", "--from", "2000-01-01"])).await.unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("10 of 10 included used, 5 beyond") && text.contains("USD 0.15"), "{text}");
+
+    // Usage Stripe was never told of: the store and Stripe now differ.
+    let line = coopgate_billing::usage::UsageLine {
+        account_id: std::sync::Arc::from(ada.id.as_str()),
+        credential: std::sync::Arc::from("token"),
+        route: std::sync::Arc::from("api"),
+        status_class: "2xx",
+        minute: start + 60_000,
+        requests: 7,
+        billable: 7,
+        bytes: 0,
+    };
+    coopgate_billing::usage::Usage::new(store.clone()).write_batch("unreported", &[line], start).await.unwrap();
+    let differs = cli(args(&["usage", "reconcile", "--period", &month])).await.unwrap();
+    let text = String::from_utf8_lossy(&differs.stdout);
+    assert_eq!(differs.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&differs.stderr));
+    assert!(text.contains("DIFF") && text.contains("store 12 beyond the allowance"), "{text}");
+}
