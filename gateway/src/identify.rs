@@ -35,6 +35,11 @@ use crate::keys::{Cheap, KeyId, Keys, PresentedKey, VerifiedKey};
 use crate::tier::{TierId, Tiers};
 use crate::tokens::{Claims, Standing, TokenRejection, Tokens};
 
+mod credential;
+
+pub(crate) use credential::{Credential, credential};
+pub use credential::{CredentialId, Owner};
+
 /// What a limit is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallerKey {
@@ -74,35 +79,6 @@ pub struct Caller {
     /// The account's billing anchor (Unix ms), where monthly quotas that
     /// follow it start over; `None` for anonymous callers and accounts without one.
     pub billing_anchor: Option<i64>,
-}
-
-/// Whose request it is: in the extensions of every request made with an API
-/// key or a member token, so that the meter can record usage per account.
-#[derive(Debug, Clone)]
-pub struct Owner {
-    /// The account the credential belongs to.
-    pub account: Arc<str>,
-    /// Which credential was used.
-    pub credential: CredentialId,
-}
-
-/// The credential a request was made with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CredentialId {
-    /// An API key, by id.
-    Key(KeyId),
-    /// A member token (they carry no id of their own).
-    Token,
-}
-
-impl CredentialId {
-    /// The key id, or `token`: how usage names the credential.
-    pub fn as_str(&self) -> &str {
-        match self {
-            CredentialId::Key(id) => id.as_str(),
-            CredentialId::Token => "token",
-        }
-    }
 }
 
 /// What is known about a client connection before any request.
@@ -212,35 +188,6 @@ fn account_hash(account_id: &str) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     account_id.hash(&mut h);
     h.finish()
-}
-
-/// Where a request's credential is, if it has one.
-pub(crate) enum Credential<'a> {
-    /// No credential: an anonymous caller.
-    None,
-    /// An API key, and the header that carried it.
-    ApiKey { raw: &'a str, header: http::HeaderName },
-    /// Any other bearer token: a member token.
-    OtherBearer(&'a str),
-}
-
-/// The credential a request carries (the billing endpoints read it too).
-pub(crate) fn credential(headers: &HeaderMap) -> Credential<'_> {
-    if let Some(v) = headers.get("x-api-key") {
-        return Credential::ApiKey {
-            raw: v.to_str().unwrap_or(""),
-            header: http::HeaderName::from_static("x-api-key"),
-        };
-    }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| (v.len() >= 7 && v[..7].eq_ignore_ascii_case("bearer ")).then(|| v[7..].trim()));
-    match bearer {
-        Some(token) if token.starts_with("cg_") => Credential::ApiKey { raw: token, header: header::AUTHORIZATION },
-        Some(token) => Credential::OtherBearer(token),
-        None => Credential::None,
-    }
 }
 
 impl<S> Layer<S> for IdentifyLayer {
