@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use serde_json::json;
 
 use super::*;
+use crate::stripe::SubscriptionStatus;
 
 /// Parses `json` the way async-stripe parses an answer.
 fn parse<T: miniserde::Deserialize>(json: &serde_json::Value) -> T {
