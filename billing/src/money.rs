@@ -25,6 +25,18 @@ impl Currency {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("validated ASCII")
     }
+
+    /// Digits after the decimal point of one major unit: 0 for the currencies
+    /// Stripe counts in whole units (its "zero-decimal" list), else 2. (Stripe's
+    /// three-decimal currencies are charged in multiples of 10 and written with
+    /// 2 here, as Stripe's dashboard does.)
+    pub fn decimals(&self) -> u32 {
+        const ZERO_DECIMAL: [&str; 16] = [
+            "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof",
+            "xpf",
+        ];
+        if ZERO_DECIMAL.contains(&self.as_str()) { 0 } else { 2 }
+    }
 }
 
 impl fmt::Display for Currency {
@@ -71,6 +83,22 @@ impl Money {
     }
 }
 
+/// `USD 12.34`, `JPY 1234`: the amount in major units with its code.
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let code = self.currency.as_str().to_ascii_uppercase();
+        let sign = if self.minor < 0 { "-" } else { "" };
+        let abs = self.minor.unsigned_abs();
+        match self.currency.decimals() {
+            0 => write!(f, "{code} {sign}{abs}"),
+            d => {
+                let unit = 10u64.pow(d);
+                write!(f, "{code} {sign}{}.{:0width$}", abs / unit, abs % unit, width = d as usize)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +107,13 @@ mod tests {
     fn currencies_are_three_letters_in_lower_case() {
         assert_eq!(Currency::new("EUR").unwrap().as_str(), "eur");
         assert!(matches!(Currency::new("euro"), Err(Error::InvalidCurrency(_))));
+    }
+
+    #[test]
+    fn amounts_are_written_in_major_units_of_their_currency() {
+        assert_eq!(Money::new(1234, Currency::new("usd").unwrap()).to_string(), "USD 12.34");
+        assert_eq!(Money::new(-5, Currency::new("eur").unwrap()).to_string(), "EUR -0.05");
+        assert_eq!(Money::new(1234, Currency::new("jpy").unwrap()).to_string(), "JPY 1234");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use coopgate_billing::usage::report::Reporter;
 use coopgate_billing::usage::statement::{self, Statement};
 use coopgate_billing::usage::{day_text, parse_day, parse_month};
-use coopgate_billing::{AccountId, Accounts, Store};
+use coopgate_billing::{AccountId, Accounts, Currency, Money, Store};
 
 use super::admin::{Target, invalidations, runtime};
 use crate::keys::Keys;
@@ -148,8 +148,8 @@ async fn print_statement(s: &Statement, accounts: &Accounts, from_ms: i64, last_
     if !s.periods.is_empty() {
         println!("metered periods");
         for p in &s.periods {
-            let charge = match (p.projected_charge, &p.currency) {
-                (Some(c), Some(cur)) => format!("{} {}.{:02}", cur.to_uppercase(), c / 100, c % 100),
+            let charge = match (p.projected_charge, p.currency.as_deref().map(Currency::new)) {
+                (Some(c), Some(Ok(cur))) => Money::new(c, cur).to_string(),
                 _ => "unknown".into(),
             };
             let r = &p.reported;
