@@ -208,6 +208,13 @@ impl Limits {
             let tier_arc = Arc::<str>::from(tier_name);
             let first = policies.len();
             policies.extend(tier.limits.iter().map(|l| Policy::from_config(tier_arc.clone(), l)));
+            // The metered plan's allowance: counted like a quota, never refusing,
+            // so that every response tells the caller how much is left free.
+            if let Some(metered) = config.billing.as_ref().and_then(|b| b.metered.as_ref())
+                && metered.tier == tier_name
+            {
+                policies.push(Policy::included(tier_arc.clone(), metered.included.count));
+            }
             let tier_policies = first..policies.len();
             let per_route = routes
                 .iter()
@@ -223,6 +230,8 @@ impl Limits {
                         .iter()
                         .filter_map(|&i| match policies[i].kind {
                             Kind::Rate { burst, .. } => Some((burst / 4).max(1)),
+                            // An allowance never refuses, so it never needs to bound a lease.
+                            Kind::Quota { .. } if policies[i].soft => None,
                             Kind::Quota { limit, .. } => Some((limit / 16).clamp(1, u64::from(u32::MAX)) as u32),
                             Kind::Bytes { .. } => None,
                         })
@@ -480,6 +489,8 @@ impl Limits {
         // bytes and requests compare), and every refusing one.
         let mut tightest: Option<(&Policy, u64, Duration)> = None;
         let mut violated: Vec<(&Policy, Duration)> = Vec::new();
+        // The metered allowance never refuses; it is shown beside the tightest.
+        let mut allowance: Option<(&Policy, u64, Duration)> = None;
         for (&i, v) in plan.policies.iter().zip(verdicts) {
             let p = &self.policies[i];
             let decision = if v.ok { "allowed" } else { "limited" };
@@ -487,7 +498,9 @@ impl Limits {
                 .limit_decisions
                 .get_or_create(&LimitLabels { tier: p.tier.clone(), policy: p.name.clone(), decision })
                 .inc();
-            if !v.ok {
+            if p.soft {
+                allowance = Some((p, v.remaining, v.wait));
+            } else if !v.ok {
                 violated.push((p, v.wait));
             } else if tightest.is_none_or(|(t, r, _)| {
                 u128::from(v.remaining) * u128::from(t.quota()) < u128::from(r) * u128::from(p.quota())
@@ -496,15 +509,17 @@ impl Limits {
             }
         }
 
+        let also = allowance.filter(|_| tightest.is_some() || !violated.is_empty());
+        let also = also.map(|(p, remaining, reset)| (p, remaining, ceil_secs(reset)));
         if violated.is_empty() {
-            let (p, remaining, reset) = tightest.expect("a plan with a header has policies");
-            return Ok(Some(self.describe(policy_header, p, remaining, ceil_secs(reset))));
+            let (p, remaining, reset) = tightest.or(allowance).expect("a plan with a header has policies");
+            return Ok(Some(self.describe(policy_header, p, remaining, ceil_secs(reset), also)));
         }
         let (worst, wait) = *violated.iter().max_by_key(|(_, w)| *w).expect("not empty");
         // Retry-After and the RateLimit reset are the same number, so clients that
         // read either one wait exactly as long as they must.
         let retry_after = ceil_secs(wait).max(1);
-        let mut headers = self.describe(policy_header, worst, 0, retry_after);
+        let mut headers = self.describe(policy_header, worst, 0, retry_after, also);
         headers.retry_after = Some(HeaderValue::from(retry_after));
         Err(Box::new(Denial {
             violated: violated.iter().map(|(p, w)| (p.name.clone(), *w)).collect(),
@@ -513,10 +528,21 @@ impl Limits {
         }))
     }
 
-    /// The headers that describe policy `p` with `remaining` left.
-    fn describe(&self, policy: &HeaderValue, p: &Policy, remaining: u64, reset_secs: u64) -> LimitHeaders {
+    /// The headers that describe policy `p` with `remaining` left, and `also`
+    /// (the metered allowance) as a second item of `RateLimit`.
+    fn describe(
+        &self,
+        policy: &HeaderValue,
+        p: &Policy,
+        remaining: u64,
+        reset_secs: u64,
+        also: Option<(&Policy, u64, u64)>,
+    ) -> LimitHeaders {
         let mut value = String::with_capacity(32);
         let _ = write!(value, "\"{}\";r={remaining};t={reset_secs}", p.name);
+        if let Some((a, left, reset)) = also {
+            let _ = write!(value, ", \"{}\";r={left};t={reset}", a.name);
+        }
         LimitHeaders {
             policy: policy.clone(),
             current: HeaderValue::try_from(value).expect("policy names are plain text"),

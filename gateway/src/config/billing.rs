@@ -141,6 +141,15 @@ pub(super) fn validate(config: &mut Config, env: &HashMap<String, String>) -> Ve
     }
     if let Some(metered) = &billing.metered {
         validate_metered(metered, config_tiers(&config.tiers), &seen, &mut problem);
+        if let Some(tier) = config.tiers.get(&metered.tier)
+            && let Some(i) = tier.limits.iter().position(|l| l.name == "included")
+        {
+            problem(
+                format!("tiers.{}.limits[{i}].name", metered.tier),
+                "`included` is the metered plan's allowance, shown in RateLimit headers; name this limit otherwise"
+                    .into(),
+            );
+        }
     }
     let stripe = &mut billing.stripe;
     if !matches!(stripe.api_base.scheme(), "http" | "https") || stripe.api_base.host_str().is_none() {

@@ -13,6 +13,8 @@
 --              may give back (us): what of the lease's reservation still lies
 --              ahead; time that has passed has refilled the bucket already
 --   'q' quota  a = limit, b = period end (Unix ms, the key's expiry)
+--   's' soft quota, as 'q' but never refusing: it only counts (an allowance
+--              a caller pays beyond)
 --   'b' bytes  a = limit, b unused (bytes are added as they are sent)
 --
 -- Returns { granted, then per policy: refused (0/1), remaining, wait (us) }:
@@ -37,11 +39,11 @@ for i = 1, #KEYS do
     if tat < now then tat = now end
     held[i] = tat
     room[i] = math.floor((now + b * a - tat) / a)
-  elseif kind == 'q' then
+  elseif kind == 'q' or kind == 's' then
     local used = (stored or 0) - returned
     if used < 0 then used = 0 end
     held[i] = used
-    room[i] = a - used
+    if kind == 'q' then room[i] = a - used else room[i] = wanted end
   else
     held[i] = stored or 0
     if held[i] < a then room[i] = wanted else room[i] = 0 end
@@ -54,7 +56,7 @@ local out = { granted }
 for i = 1, #KEYS do
   local kind, a, b = kinds[i], as[i], bs[i]
   local refused = 0
-  if room[i] < 1 then refused = 1 end
+  if room[i] < 1 and kind ~= 's' then refused = 1 end
   if kind == 'r' then
     local tat = held[i] + granted * a
     if granted > 0 or returned > 0 then
@@ -70,9 +72,9 @@ for i = 1, #KEYS do
     out[#out + 1] = refused
     out[#out + 1] = math.max(0, math.floor((now + b * a - tat) / a))
     out[#out + 1] = wait
-  elseif kind == 'q' then
+  elseif kind == 'q' or kind == 's' then
     local used = held[i] + granted
-    if granted == 0 and wanted > 0 and count_rejected then used = used + 1 end
+    if kind == 'q' and granted == 0 and wanted > 0 and count_rejected then used = used + 1 end
     if used ~= held[i] or returned > 0 then
       redis.call('SET', KEYS[i], used, 'PXAT', b)
     end

@@ -88,6 +88,10 @@ pub struct Policy {
     pub on_redis_error: OnRedisError,
     /// Route names this policy is restricted to, if any.
     pub routes: Option<Vec<String>>,
+    /// A request quota that counts and never refuses: the metered plan's
+    /// `included` allowance, shown in the headers so that a client sees when
+    /// it starts paying.
+    pub soft: bool,
 }
 
 impl Policy {
@@ -111,6 +115,21 @@ impl Policy {
             kind,
             on_redis_error: l.on_redis_error,
             routes: l.routes.clone(),
+            soft: false,
+        }
+    }
+
+    /// The metered plan's allowance of `included` requests per billing month,
+    /// as a soft quota of `tier` named `included`.
+    pub fn included(tier: Arc<str>, included: u64) -> Self {
+        Policy {
+            name: Arc::from("included"),
+            tier,
+            kind: Kind::Quota { limit: included, per: crate::config::Period::Month, anchored: true },
+            // Nothing is refused by it, so nothing is denied when Redis is away.
+            on_redis_error: OnRedisError::Local,
+            routes: None,
+            soft: true,
         }
     }
 
@@ -288,7 +307,10 @@ impl<C: Clock + Clone> LocalPolicy<C> {
                 let bounds = self.policy.period(now_ms, anchor_ms).expect("quotas have periods");
                 let counter = self.counter(key, bounds).expect("quotas have counters");
                 let until_end = Duration::from_millis(bounds.1.saturating_sub(now_ms).max(0) as u64);
-                let used_after = if matches!(self.policy.kind, Kind::Quota { .. }) {
+                let used_after = if self.policy.soft {
+                    // Counted, never refused: past the allowance the caller pays.
+                    Ok(counter.used.fetch_add(1, Ordering::AcqRel) + 1)
+                } else if matches!(self.policy.kind, Kind::Quota { .. }) {
                     counter
                         .used
                         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u < limit).then_some(u + 1))

@@ -388,7 +388,10 @@ impl Remote {
                         let interval = interval.as_micros().clamp(1, u128::from(u64::MAX)) as u64;
                         cmd.arg("r").arg(interval).arg(burst).arg(cap)
                     }
-                    Kind::Quota { limit, .. } => cmd.arg("q").arg(limit).arg(part.period.map_or(0, |p| p.1)).arg(0),
+                    Kind::Quota { limit, .. } => {
+                        let kind = if self.policies[part.policy].soft { "s" } else { "q" };
+                        cmd.arg(kind).arg(limit).arg(part.period.map_or(0, |p| p.1)).arg(0)
+                    }
                     Kind::Bytes { limit, .. } => cmd.arg("b").arg(limit).arg(0).arg(0),
                 };
             }

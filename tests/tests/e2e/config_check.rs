@@ -300,6 +300,15 @@ fn a_metered_plan_that_cannot_work_is_named() {
     assert!(err.contains("metering.flush_interval") && err.contains("more than zero"), "{err}");
     assert!(err.contains("metering.billable.api[0]") && err.contains("not a status class"), "{err}");
 
+    // The allowance's name is taken.
+    let clash = good.replace(
+        "[tiers.metered]\nrank = 15\n",
+        "[tiers.metered]\nrank = 15\nlimits = [{ name = \"included\", quota = \"5/day\" }]\n",
+    );
+    let (ok, _, err) = check(&clash, &secrets);
+    assert!(!ok);
+    assert!(err.contains("tiers.metered.limits[0].name") && err.contains("name this limit otherwise"), "{err}");
+
     // A kind that is no kind is refused, not silently billed as nothing.
     let typo = good.replace("api = [\"2xx\"]", "API = [\"2xx\"]");
     let (ok, _, err) = check(&typo, &secrets);

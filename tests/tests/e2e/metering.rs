@@ -32,7 +32,10 @@ fn with_metered_price(sim: &mut SimConfig) {
 }
 
 fn with_metered_plan(cfg: &mut Config) {
-    cfg.tiers.insert("metered".into(), TierConfig { rank: 15, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert(
+        "metered".into(),
+        TierConfig { rank: 15, limits: vec![coopgate_tests::limit("burst", "1000/sec", 1000)], stripe_prices: None },
+    );
     // Nothing listens on port 9: requests there fail (502) and are not billed.
     cfg.routes.push(route("dead", "/dead/", "127.0.0.1:9".parse().unwrap(), "/", RouteKind::Api));
     cfg.billing.as_mut().unwrap().metered = Some(MeteredConfig {
@@ -108,18 +111,26 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
     let b = Billed::start(store.clone(), with_metered_price, with_metered_plan).await;
     let (ada, key) = metered_account(&b).await;
 
-    assert!(calls(&b.gw, &key, "/api/q", 25).await.iter().all(|s| *s == 200));
+    // Every response says how much of the allowance is left; past it, calls
+    // still succeed (they are billed).
+    let first = get(&b.gw.url("/api/first"), &[("x-api-key", &key)]).await;
+    assert!(first.header("ratelimit-policy").contains(&format!("\"included\";q={INCLUDED};")), "{first:?}");
+    assert!(first.header("ratelimit").contains(&format!("\"included\";r={}", INCLUDED - 1)), "{first:?}");
+    assert!(calls(&b.gw, &key, "/api/q", 24).await.iter().all(|s| *s == 200));
+    let past = get(&b.gw.url("/api/past"), &[("x-api-key", &key)]).await;
+    assert_eq!(past.status, 200);
+    assert!(past.header("ratelimit").contains("\"included\";r=0"), "{past:?}");
     assert!(calls(&b.gw, &key, "/dead/q", 3).await.iter().all(|s| *s == 502));
     flush(&b.gw).await;
-    let r = wait_reported(&b.gw, &store, &ada, 25 - INCLUDED).await;
-    assert_eq!(r.metered, 15, "reported as meter events while the period is open: {r:?}");
+    let r = wait_reported(&b.gw, &store, &ada, 26 - INCLUDED).await;
+    assert_eq!(r.metered, 16, "reported as meter events while the period is open: {r:?}");
 
     // What `coopgate usage` shows: the allowance used, what Stripe was told, the charge.
     let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
     let st = statement::statement(&store, Some(&reporter), Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap();
     let p = &st.periods[0];
-    assert_eq!((p.billable, p.beyond_allowance, p.projected_charge), (25, 15, Some(15 * CENTS)));
-    assert_eq!(st.days.iter().map(|d| d.requests).sum::<u64>(), 28, "the failed ones are shown, not billed");
+    assert_eq!((p.billable, p.beyond_allowance, p.projected_charge), (26, 16, Some(16 * CENTS)));
+    assert_eq!(st.days.iter().map(|d| d.requests).sum::<u64>(), 29, "the failed ones are shown, not billed");
 
     // The period ends: Stripe's renewal invoice bills (used − included) × price.
     let customer = period(&store, &ada).await.customer_id;
@@ -128,13 +139,13 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
     let cycle: Vec<&serde_json::Value> =
         invoices["data"].as_array().unwrap().iter().filter(|i| i["billing_reason"] == "subscription_cycle").collect();
     assert_eq!(cycle.len(), 1, "{invoices}");
-    assert_eq!(cycle[0]["total"], 15 * CENTS, "{}", cycle[0]);
+    assert_eq!(cycle[0]["total"], 16 * CENTS, "{}", cycle[0]);
 
     let first = period(&store, &ada).await;
     let month = coopgate_billing::usage::parse_month(&coopgate_billing::usage::day_text(first.start)[..7]).unwrap();
     let rec = statement::reconcile(&store, &reporter, month.0, month.1).await.unwrap();
     assert!(rec.agrees, "{rec:?}");
-    assert_eq!(rec.periods[0].stripe_metered, 15);
+    assert_eq!(rec.periods[0].stripe_metered, 16);
 
     // Once the reporter knows the next period, use counted for the first one
     // (here: our clock is still in it; in life, the last seconds' flush) is
@@ -152,7 +163,7 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
         reporter.round(now_ms(), Duration::from_secs(3)).await.unwrap();
         let r = report::reported(&store, ada.id.as_str(), first.start).await.unwrap();
         if r.invoiced == 5 {
-            assert_eq!(r.metered, 15, "the meter events stand");
+            assert_eq!(r.metered, 16, "the meter events stand");
             break;
         }
         assert!(Instant::now() < deadline, "the late units were never billed: {r:?}");
@@ -167,7 +178,7 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
         .filter(|i| i["billing_reason"] == "subscription_cycle")
         .map(|i| i["total"].as_i64().unwrap())
         .collect();
-    assert_eq!(totals, [5 * CENTS, 15 * CENTS], "newest first: the late units, then the first period");
+    assert_eq!(totals, [5 * CENTS, 16 * CENTS], "newest first: the late units, then the first period");
     let rec = statement::reconcile(&store, &reporter, month.0, month.1).await.unwrap();
     assert!(rec.agrees, "meter events and the invoice item together: {rec:?}");
 }
@@ -176,16 +187,36 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
 async fn two_replicas_report_once_and_stripe_away_for_a_while_loses_nothing() {
     let Some((url, _cleanup)) = coopgate_billing::store::testing::postgres_url().await else { return };
     let store = Store::connect(&url).await.unwrap();
-    let mut b = Billed::start_through_relay(store.clone(), with_metered_price, with_metered_plan).await;
+    let Some(redis) = super::support::redis_url() else { return };
+    let with_redis = |cfg: &mut Config| {
+        with_metered_plan(cfg);
+        cfg.limits.backend = coopgate::config::LimitsBackend::Redis;
+        cfg.limits.redis_url = Some(coopgate::config::Secret::inline(redis.clone()));
+        cfg.limits.redis_prefix = format!("cg-metering-{}", now_ms());
+    };
+    let mut b = Billed::start_through_relay(store.clone(), with_metered_price, with_redis).await;
     let other = b.replica().await;
     let (ada, key) = metered_account(&b).await;
+
+    // The allowance is one count for both replicas (Redis): after 3 calls on
+    // one, the other has at most 10 − 4 left at its first call.
+    assert!(calls(&b.gw, &key, "/api/shared", 3).await.iter().all(|s| *s == 200));
+    let seen = get(&other.gw.url("/api/shared"), &[("x-api-key", &key)]).await;
+    let left: u64 = seen
+        .header("ratelimit")
+        .split("\"included\";r=")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no included allowance in {seen:?}"));
+    assert!(left <= INCLUDED - 4, "the replicas count the allowance apart: {left} left");
 
     // The same key on both replicas; both count, one reports.
     assert!(calls(&b.gw, &key, "/api/a", 15).await.iter().all(|s| *s == 200));
     assert!(calls(&other.gw, &key, "/api/b", 15).await.iter().all(|s| *s == 200));
     flush(&b.gw).await;
     flush(&other.gw).await;
-    wait_reported(&b.gw, &store, &ada, 30 - INCLUDED).await;
+    wait_reported(&b.gw, &store, &ada, 34 - INCLUDED).await;
 
     // Stripe unreachable: the next report waits with its error, nothing is lost.
     let relay = b.stripe_relay.as_mut().unwrap();
@@ -202,15 +233,15 @@ async fn two_replicas_report_once_and_stripe_away_for_a_while_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     b.stripe_relay.as_mut().unwrap().restore().await;
-    let r = wait_reported(&b.gw, &store, &ada, 40).await;
-    assert_eq!(r.metered, 40);
+    let r = wait_reported(&b.gw, &store, &ada, 44).await;
+    assert_eq!(r.metered, 44);
 
     let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
     let start = period(&store, &ada).await.start;
     let month = coopgate_billing::usage::parse_month(&coopgate_billing::usage::day_text(start)[..7]).unwrap();
     let rec = statement::reconcile(&store, &reporter, month.0, month.1).await.unwrap();
     assert!(rec.agrees, "{rec:?}");
-    assert_eq!(rec.periods[0].stripe_metered, 40, "Stripe's meter holds every unit once");
+    assert_eq!(rec.periods[0].stripe_metered, 44, "Stripe's meter holds every unit once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
