@@ -10,7 +10,9 @@
 //!    (`usage_periods`);
 //! 2. plans: for each open period, units billable so far beyond the allowance,
 //!    minus the units already planned, become a new `usage_reports` row with a
-//!    deterministic identifier (account, period, sequence). The row is written
+//!    deterministic identifier (account, period, and the units planned before
+//!    it, so two planners with the same view make the same row); none while
+//!    an earlier one still waits. The row is written
 //!    before anything is sent, so a crash resends the same identifier and
 //!    Stripe (which refuses a repeated identifier) bills it once;
 //! 3. sends every row not yet acknowledged, oldest first. A period that ended
