@@ -39,6 +39,17 @@ pub enum Error {
     /// A currency code that is not three ASCII letters.
     #[error("`{0}` is not a currency code; write three letters such as usd or eur")]
     InvalidCurrency(String),
+    /// An amount that is not a number of the currency's major units.
+    #[error("`{0}` is not an amount; write it in major units with the currency, such as `50.00 eur` or `5000 jpy`")]
+    InvalidAmount(String),
+    /// A spend cap in another currency than the metered price it caps.
+    #[error("the spend cap is in {cap}, but the metered price bills in {price}: set the cap in {price}")]
+    CapCurrency {
+        /// The cap's currency.
+        cap: Currency,
+        /// The price's.
+        price: Currency,
+    },
     /// Adding two amounts of different currencies.
     #[error("cannot combine {0} with {1}")]
     CurrencyMismatch(Currency, Currency),
@@ -83,6 +94,9 @@ pub enum Error {
         /// Every membership price.
         known: Vec<String>,
     },
+    /// A spend cap was asked for where nothing is metered.
+    #[error("this deployment has no metered plan ([billing.metered]), so there is nothing to cap")]
+    NoMeteredPlan,
     /// The account has no Stripe customer yet (it never checked out).
     #[error("{0} has no Stripe customer yet: check out a membership first")]
     NoStripeCustomer(String),

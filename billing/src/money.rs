@@ -26,16 +26,23 @@ impl Currency {
         std::str::from_utf8(&self.0).expect("validated ASCII")
     }
 
-    /// Digits after the decimal point of one major unit: 0 for the currencies
-    /// Stripe counts in whole units (its "zero-decimal" list), else 2. (Stripe's
-    /// three-decimal currencies are charged in multiples of 10 and written with
-    /// 2 here, as Stripe's dashboard does.)
+    /// Digits after the decimal point of one major unit, as Stripe counts
+    /// minor units: 0 for its "zero-decimal" currencies, 3 for its
+    /// three-decimal ones (1230 is KWD 1.230), else 2.
     pub fn decimals(&self) -> u32 {
         const ZERO_DECIMAL: [&str; 16] = [
             "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof",
             "xpf",
         ];
-        if ZERO_DECIMAL.contains(&self.as_str()) { 0 } else { 2 }
+        // Stripe's three-decimal currencies (it wants their last digit 0).
+        const THREE_DECIMAL: [&str; 5] = ["bhd", "jod", "kwd", "omr", "tnd"];
+        if ZERO_DECIMAL.contains(&self.as_str()) {
+            0
+        } else if THREE_DECIMAL.contains(&self.as_str()) {
+            3
+        } else {
+            2
+        }
     }
 }
 
@@ -71,6 +78,32 @@ impl Money {
     /// `minor` units of `currency`.
     pub fn new(minor: i64, currency: Currency) -> Self {
         Money { minor, currency }
+    }
+
+    /// Parses an amount in major units with its currency, as people write it:
+    /// `50.00 eur`, `EUR 50`, `5000 jpy`. More decimals than the currency has,
+    /// a sign, or anything else is refused (a cap is never rounded for you).
+    pub fn parse_major(text: &str) -> Result<Money, Error> {
+        let invalid = || Error::InvalidAmount(text.to_owned());
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let (number, code) = match words.as_slice() {
+            [a, b] if a.chars().all(|c| c.is_ascii_alphabetic()) => (*b, *a),
+            [a, b] => (*a, *b),
+            _ => return Err(invalid()),
+        };
+        let currency = Currency::new(code)?;
+        let decimals = currency.decimals() as usize;
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > decimals {
+            return Err(invalid());
+        }
+        if number.contains('.') && fraction.is_empty() {
+            return Err(invalid());
+        }
+        let padded = format!("{whole}{fraction:0<decimals$}");
+        let minor = padded.parse::<i64>().map_err(|_| invalid())?;
+        Ok(Money { minor, currency })
     }
 
     /// The sum, refusing to mix currencies or overflow.
@@ -114,6 +147,20 @@ mod tests {
         assert_eq!(Money::new(1234, Currency::new("usd").unwrap()).to_string(), "USD 12.34");
         assert_eq!(Money::new(-5, Currency::new("eur").unwrap()).to_string(), "EUR -0.05");
         assert_eq!(Money::new(1234, Currency::new("jpy").unwrap()).to_string(), "JPY 1234");
+        assert_eq!(Money::new(1230, Currency::new("kwd").unwrap()).to_string(), "KWD 1.230");
+    }
+
+    #[test]
+    fn amounts_are_read_in_major_units_of_their_currency() {
+        let eur = Currency::new("eur").unwrap();
+        assert_eq!(Money::parse_major("50.00 eur").unwrap(), Money::new(5000, eur));
+        assert_eq!(Money::parse_major("EUR 50").unwrap(), Money::new(5000, eur));
+        assert_eq!(Money::parse_major("0.5 eur").unwrap(), Money::new(50, eur));
+        assert_eq!(Money::parse_major("5000 JPY").unwrap().minor, 5000);
+        assert_eq!(Money::parse_major("1.234 kwd").unwrap().minor, 1234);
+        for bad in ["50.001 eur", "50 euro", "-5 eur", "5", "1.5 jpy", "50. eur", ".5 eur", "1e3 eur", "5 eur extra"] {
+            assert!(Money::parse_major(bad).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]
