@@ -12,6 +12,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::money::{Currency, Money};
 use crate::{Error, Store};
 
 /// An account's identifier, `acct_` and 16 random hex digits.
@@ -63,6 +64,8 @@ pub struct Account {
     pub updated_at: i64,
     /// Where monthly quotas that follow the subscription start over (Unix ms), if set.
     pub billing_anchor: Option<i64>,
+    /// The most metered use may cost per billing period, if capped.
+    pub spend_cap: Option<Money>,
 }
 
 /// Normalises an email address for storage and lookup, or says why it is not one.
@@ -87,7 +90,17 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-const COLUMNS: &str = "id, email, tier, org, stripe_customer_id, created_at, updated_at, billing_anchor";
+const COLUMNS: &str =
+    "id, email, tier, org, stripe_customer_id, created_at, updated_at, billing_anchor, spend_cap, spend_cap_currency";
+
+/// A spend cap as its two columns of `accounts` hold it (also read by the
+/// gateway's key lookup, which joins the account).
+pub fn spend_cap_from_columns(minor: Option<i64>, currency: Option<String>) -> Result<Option<Money>, Error> {
+    match (minor, currency) {
+        (Some(minor), Some(code)) => Ok(Some(Money::new(minor, Currency::new(&code)?))),
+        _ => Ok(None),
+    }
+}
 
 fn from_row(row: &AnyRow) -> Result<Account, Error> {
     Ok(Account {
@@ -99,6 +112,7 @@ fn from_row(row: &AnyRow) -> Result<Account, Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         billing_anchor: row.try_get("billing_anchor")?,
+        spend_cap: spend_cap_from_columns(row.try_get("spend_cap")?, row.try_get("spend_cap_currency")?)?,
     })
 }
 
@@ -127,6 +141,7 @@ impl Accounts {
             created_at: now,
             updated_at: now,
             billing_anchor: None,
+            spend_cap: None,
         };
         let inserted = sqlx::query(
             "INSERT INTO accounts (id, email, tier, org, stripe_customer_id, created_at, updated_at) \
@@ -208,6 +223,28 @@ impl Accounts {
     pub async fn set_billing_anchor(&self, id: &AccountId, anchor_ms: Option<i64>) -> Result<(), Error> {
         let query = sqlx::query("UPDATE accounts SET billing_anchor = $1, updated_at = $2 WHERE id = $3");
         self.update(id, query.bind(anchor_ms)).await
+    }
+
+    /// Sets (or, with `None`, removes) the account's monthly spend cap on
+    /// metered use. A negative cap is refused: it would mean "pay us".
+    pub async fn set_spend_cap(&self, id: &AccountId, cap: Option<Money>) -> Result<(), Error> {
+        if let Some(cap) = cap
+            && cap.minor < 0
+        {
+            return Err(Error::InvalidAmount(cap.to_string()));
+        }
+        let done =
+            sqlx::query("UPDATE accounts SET spend_cap = $1, spend_cap_currency = $2, updated_at = $3 WHERE id = $4")
+                .bind(cap.map(|c| c.minor))
+                .bind(cap.map(|c| c.currency.as_str().to_owned()))
+                .bind(now_ms())
+                .bind(id.as_str())
+                .execute(self.store.pool())
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::AccountNotFound(id.to_string()));
+        }
+        Ok(())
     }
 
     /// Moves an account to another tier.
@@ -298,6 +335,22 @@ mod tests {
             assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().billing_anchor, Some(1_763_200_000_000));
             accounts.set_billing_anchor(&a.id, None).await.unwrap();
             assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().billing_anchor, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_spend_cap_is_stored_and_removed() {
+        for (store, _cleanup) in stores().await {
+            let accounts = Accounts::new(store);
+            let a = accounts.create("lin@example.org", "metered", None).await.unwrap();
+            assert_eq!(a.spend_cap, None);
+            let cap = Money::parse_major("25.50 eur").unwrap();
+            accounts.set_spend_cap(&a.id, Some(cap)).await.unwrap();
+            assert_eq!(accounts.by_email("lin@example.org").await.unwrap().unwrap().spend_cap, Some(cap));
+            let negative = accounts.set_spend_cap(&a.id, Some(Money::new(-1, cap.currency))).await;
+            assert!(matches!(negative, Err(Error::InvalidAmount(_))));
+            accounts.set_spend_cap(&a.id, None).await.unwrap();
+            assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().spend_cap, None);
         }
     }
 

@@ -19,7 +19,7 @@ use crate::events::{Events, Recorded, Via};
 use crate::stripe::{BoxFuture, NewCheckout, NewCustomer, NewPortal, StripeApi, idempotency_key};
 use crate::subscriptions::Plans;
 use crate::webhook::{self, Envelope};
-use crate::{Accounts, Error, Store};
+use crate::{Accounts, Currency, Error, Money, Store};
 
 /// Where Stripe sends people back to, and how webhooks are checked.
 #[derive(Debug, Clone)]
@@ -167,6 +167,27 @@ impl Memberships {
             return_url: self.settings.portal_return_url.clone(),
         };
         Ok(self.stripe.create_portal(&new).await?)
+    }
+
+    /// Sets (or, with `None`, removes) the account's monthly spend cap on
+    /// metered use, and tells every replica. The cap must be in the metered
+    /// price's currency (asked of Stripe), since it is counted in units of it.
+    pub async fn set_spend_cap(&self, account: &Account, cap: Option<Money>) -> Result<(), Error> {
+        if let Some(cap) = cap {
+            let Some(price) = self.plans.metered_price() else { return Err(Error::NoMeteredPlan) };
+            let price = self
+                .stripe
+                .price(price)
+                .await?
+                .ok_or_else(|| Error::StripeData(format!("the metered price {price} does not exist in Stripe")))?;
+            let currency = Currency::new(&price.currency)?;
+            if currency != cap.currency {
+                return Err(Error::CapCurrency { cap: cap.currency, price: currency });
+            }
+        }
+        Accounts::new(self.store.clone()).set_spend_cap(&account.id, cap).await?;
+        self.changed.account_changed(account.id.as_str()).await;
+        Ok(())
     }
 
     /// Receives a webhook delivery: checks its signature before reading it,

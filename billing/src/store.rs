@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "billing anchor", include_str!("../migrations/0003_billing_anchor.sql")),
     (4, "stripe", include_str!("../migrations/0004_stripe.sql")),
     (5, "usage", include_str!("../migrations/0005_usage.sql")),
+    (6, "spend cap", include_str!("../migrations/0006_spend_cap.sql")),
 ];
 
 /// Which database a store is.

@@ -63,6 +63,11 @@ impl Plans {
         self
     }
 
+    /// The metered plan's price, if there is one.
+    pub fn metered_price(&self) -> Option<&str> {
+        self.metered.as_deref()
+    }
+
     /// Whether `price` is the metered plan's (Stripe refuses a quantity on it).
     pub fn is_metered(&self, price: &str) -> bool {
         self.metered.as_deref() == Some(price)

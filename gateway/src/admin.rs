@@ -6,7 +6,9 @@
 //! - `POST /admin/keys/{id}/revoke`, `POST /admin/keys/{id}/roll` `{grace_seconds?}`
 //! - with `[billing]`: `POST /admin/billing/checkout` `{account, price}` and
 //!   `POST /admin/billing/portal` `{account}` answer `{url}`;
-//!   `POST /admin/billing/sync` `{since_seconds?}` catches up with Stripe
+//!   `POST /admin/billing/sync` `{since_seconds?}` catches up with Stripe;
+//!   `PUT /admin/billing/spend-cap` `{account, spend_cap: {amount, currency} | null}`
+//!   sets an account's monthly cap on metered use
 //! - `GET /admin/usage[?account=EMAIL&from=YYYY-MM-DD&to=YYYY-MM-DD]`: usage by
 //!   day and route, and metered periods (what `coopgate usage --json` prints);
 //!   with `[billing.metered]`, `GET /admin/usage/reconcile?period=YYYY-MM`
@@ -63,6 +65,7 @@ pub fn router(
         .route("/admin/billing/checkout", post(billing_checkout))
         .route("/admin/billing/portal", post(billing_portal))
         .route("/admin/billing/sync", post(billing_sync))
+        .route("/admin/billing/spend-cap", axum::routing::put(billing_spend_cap))
         .route("/admin/usage", get(usage))
         .route("/admin/usage/reconcile", get(reconcile))
         .route("/admin/accounts", get(list_accounts).post(create_account))
@@ -272,6 +275,26 @@ async fn billing_portal(
 #[serde(deny_unknown_fields)]
 struct SyncRequest {
     since_seconds: Option<u64>,
+}
+
+async fn billing_spend_cap(
+    State(s): State<AdminState>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let body = body.map_err(|e| Error::BadAdminRequest(e.body_text()))?;
+    let email = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("account").and_then(|a| a.as_str()).map(str::to_owned))
+        .ok_or_else(|| Error::BadAdminRequest("name the `account` by email".into()))?;
+    let cap = crate::billing::cap_from_json(&body)?;
+    let memberships = s.memberships.clone().ok_or(Error::BillingOff)?;
+    let account = Accounts::new(s.keys.store().clone())
+        .by_email(&email)
+        .await
+        .map_err(Error::Billing)?
+        .ok_or_else(|| Error::Billing(coopgate_billing::Error::AccountNotFound(email.clone())))?;
+    memberships.set_spend_cap(&account, cap).await.map_err(Error::Billing)?;
+    Ok(Json(crate::billing::cap_json(cap)))
 }
 
 async fn billing_sync(

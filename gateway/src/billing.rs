@@ -8,6 +8,11 @@
 //! - `POST /billing/checkout` `{"price": "price_…"}` and `POST /billing/portal`,
 //!   with the caller's own API key or member token: `{"url": …}` of a Stripe
 //!   Checkout page for that membership price, or of the Customer Portal.
+//! - `GET /billing/spend-cap` and `PUT /billing/spend-cap`
+//!   `{"spend_cap": {"amount": 5000, "currency": "eur"}}` (minor units, as
+//!   Stripe writes amounts; `null` removes the cap), with the caller's own
+//!   key or token: the monthly cap on its metered use, which the 402 of a
+//!   capped call links to.
 //! - `GET /billing/checkout/done`, `/billing/checkout/canceled` and
 //!   `/billing/portal/return`: plain pages
 //!   to come back to, for deployments without pages of their own.
@@ -30,6 +35,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::{get, post};
+use coopgate_billing::Money;
 use coopgate_billing::stripe::BoxFuture;
 use coopgate_billing::usage::report::{MeteredPlan, Reporter};
 use coopgate_billing::{Account, AccountChanged, AccountId, Accounts, Memberships};
@@ -67,6 +73,7 @@ pub fn router(state: BillingState) -> Router {
         .route("/billing/stripe/webhook", post(webhook))
         .route("/billing/checkout", post(checkout))
         .route("/billing/portal", post(portal))
+        .route(crate::config::SPEND_CAP_PATH, get(spend_cap).put(set_spend_cap))
         .route(
             "/billing/checkout/done",
             get(|| async { page("Thank you. Your membership is being activated; it takes effect within a minute.") }),
@@ -130,6 +137,61 @@ async fn portal(State(s): State<BillingState>, headers: HeaderMap) -> Result<Axu
     let account = caller_account(&s, &headers).await?;
     let url = s.memberships.portal(&account).await.map_err(Error::Billing)?;
     Ok(axum::Json(serde_json::json!({ "url": url })).into_response())
+}
+
+async fn spend_cap(State(s): State<BillingState>, headers: HeaderMap) -> Result<AxumResponse, Error> {
+    let account = caller_account(&s, &headers).await?;
+    Ok(axum::Json(cap_json(account.spend_cap)).into_response())
+}
+
+async fn set_spend_cap(
+    State(s): State<BillingState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<AxumResponse, Error> {
+    let account = caller_account(&s, &headers).await?;
+    let cap = cap_from_json(&body.map_err(unread)?)?;
+    s.memberships.set_spend_cap(&account, cap).await.map_err(Error::Billing)?;
+    Ok(axum::Json(cap_json(cap)).into_response())
+}
+
+/// A spend cap as the API shows it: `{"spend_cap": {"amount", "currency"}, "display"}`.
+pub(crate) fn cap_json(cap: Option<Money>) -> serde_json::Value {
+    match cap {
+        Some(cap) => serde_json::json!({
+            "spend_cap": { "amount": cap.minor, "currency": cap.currency },
+            "display": cap.to_string(),
+        }),
+        None => serde_json::json!({ "spend_cap": null, "display": "no cap" }),
+    }
+}
+
+/// The cap a request body sets: `spend_cap` must be there (a body that
+/// forgot it must not remove a cap), as `{"amount", "currency"}` or `null`.
+pub(crate) fn cap_from_json(body: &[u8]) -> Result<Option<Money>, Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Amount {
+        amount: i64,
+        currency: String,
+    }
+    let how = "send JSON such as {\"spend_cap\": {\"amount\": 5000, \"currency\": \"eur\"}} (minor units), or \
+               {\"spend_cap\": null} to remove the cap";
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Error::BadAdminRequest(format!("{how}: {e}")))?;
+    let Some(cap) = value.get("spend_cap") else {
+        return Err(Error::BadAdminRequest(format!("{how}: the body has no spend_cap")));
+    };
+    if cap.is_null() {
+        return Ok(None);
+    }
+    let amount: Amount =
+        serde_json::from_value(cap.clone()).map_err(|e| Error::BadAdminRequest(format!("{how}: {e}")))?;
+    let currency = coopgate_billing::Currency::new(&amount.currency).map_err(Error::Billing)?;
+    if amount.amount < 0 {
+        return Err(Error::BadAdminRequest(format!("{how}: a cap cannot be negative")));
+    }
+    Ok(Some(Money::new(amount.amount, currency)))
 }
 
 /// The account behind the request's API key or member token; 401 without one

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use url::Url;
 
-pub use billing::{BillingConfig, MeteredConfig, StripeConfig};
+pub use billing::{BillingConfig, MeteredConfig, SPEND_CAP_PATH, SpendCapAction, StripeConfig};
 pub use load::{Problem, load_file, load_str};
 pub use metering::{Billable, MeteringConfig, PerKind, status_class};
 pub use secret::Secret;

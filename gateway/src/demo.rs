@@ -191,7 +191,10 @@ curl -s -X POST -H 'X-API-Key: {key}' {base}/billing/portal\n\n\
 Or pay for what you use (a card on file; {included} requests a month included, then {cents} cent each):\n  \
 curl -s -X POST -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\\n    \
 -d '{{\"price\": \"{metered}\"}}' {base}/billing/checkout\n  \
-{exe} usage --data-dir {data_dir}   # use by day and route, what Stripe was told\n\n",
+{exe} usage --data-dir {data_dir}   # use by day and route, what Stripe was told\n  \
+# at most 0.50 a month, then 402 (a cap in the price's currency):\n  \
+curl -s -X PUT -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\\n    \
+-d '{{\"spend_cap\": {{\"amount\": 50, \"currency\": \"usd\"}}}}' {base}/billing/spend-cap\n\n",
             prices = stripe.prices.join(", "),
             metered = stripe::METERED.0,
             included = stripe::METERED.2,

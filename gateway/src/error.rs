@@ -124,6 +124,9 @@ pub enum Error {
     /// One or more rate limits are exhausted.
     #[error("rate limited by {}", .0.policy_names())]
     RateLimited(Box<Denial>),
+    /// The account's metered use this period has reached its spend cap.
+    #[error("spend cap reached")]
+    SpendCapReached(Box<Denial>),
     /// An operator endpoint was asked for by a peer outside its allow-list.
     #[error("{setting} does not allow {peer}")]
     PeerForbidden {

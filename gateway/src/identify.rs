@@ -28,6 +28,8 @@ use http::{HeaderMap, Request, Response, header};
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
+use coopgate_billing::Money;
+
 use crate::body::Body;
 use crate::config::{KeyScope, MemberScope};
 use crate::error::Error;
@@ -79,6 +81,12 @@ pub struct Caller {
     /// The account's billing anchor (Unix ms), where monthly quotas that
     /// follow it start over; `None` for anonymous callers and accounts without one.
     pub billing_anchor: Option<i64>,
+    /// The account, hashed like [`CallerKey::Account`], whatever `key` counts
+    /// per: the metered allowance and the spend cap are the account's, shared
+    /// by all its keys. `None` for anonymous callers.
+    pub account: Option<u64>,
+    /// The account's monthly spend cap on metered use, if any.
+    pub spend_cap: Option<Money>,
 }
 
 /// What is known about a client connection before any request.
@@ -217,7 +225,14 @@ impl<S> Identify<S> {
             (MemberScope::Org, Some(org)) => CallerKey::Account(account_hash(&format!("org:{org}"))),
             _ => CallerKey::Account(account_hash(&claims.sub)),
         };
-        Caller { key, tier: claimed.min(allowed), ip, billing_anchor: current.billing_anchor }
+        Caller {
+            key,
+            tier: claimed.min(allowed),
+            ip,
+            billing_anchor: current.billing_anchor,
+            account: Some(account_hash(&claims.sub)),
+            spend_cap: current.spend_cap,
+        }
     }
 
     /// Puts the member's caller and owner into `req`.
@@ -245,7 +260,14 @@ impl<S> Identify<S> {
             KeyScope::Key => CallerKey::Key(v.id),
             KeyScope::Account => CallerKey::Account(account_hash(&v.account_id)),
         };
-        Caller { key, tier, ip, billing_anchor: v.billing_anchor }
+        Caller {
+            key,
+            tier,
+            ip,
+            billing_anchor: v.billing_anchor,
+            account: Some(account_hash(&v.account_id)),
+            spend_cap: v.spend_cap,
+        }
     }
 }
 
@@ -273,6 +295,8 @@ where
                     tier: self.layer.tiers.anonymous(),
                     ip,
                     billing_anchor: None,
+                    account: None,
+                    spend_cap: None,
                 });
                 return IdentifyFuture::Inner { inner: self.inner.call(req) };
             }

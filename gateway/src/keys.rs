@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use coopgate_billing::{AccountId, Accounts, Store};
+use coopgate_billing::accounts::spend_cap_from_columns;
+use coopgate_billing::{AccountId, Accounts, Money, Store};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -257,6 +258,8 @@ pub struct VerifiedKey {
     pub tier: Arc<str>,
     /// The owner's billing anchor (Unix ms), for monthly quotas that follow it.
     pub billing_anchor: Option<i64>,
+    /// The owner's monthly spend cap on metered use, if any.
+    pub spend_cap: Option<Money>,
 }
 
 /// A cached store row, enough to verify a key without the store.
@@ -267,6 +270,7 @@ struct Cached {
     account_id: Arc<str>,
     tier: Arc<str>,
     billing_anchor: Option<i64>,
+    spend_cap: Option<Money>,
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     grace_until: Option<i64>,
@@ -295,6 +299,7 @@ impl Cached {
             account_id: self.account_id.clone(),
             tier: self.tier.clone(),
             billing_anchor: self.billing_anchor,
+            spend_cap: self.spend_cap,
         })
     }
 }
@@ -420,7 +425,8 @@ impl Keys {
     /// Checks `key` against the store, and caches what it finds.
     pub async fn check(&self, key: &PresentedKey) -> Result<Result<VerifiedKey, Rejection>, Error> {
         let row = sqlx::query(
-            "SELECT k.secret_sha256, k.account_id, a.tier, a.billing_anchor, k.expires_at, k.revoked_at, k.grace_until \
+            "SELECT k.secret_sha256, k.account_id, a.tier, a.billing_anchor, a.spend_cap, a.spend_cap_currency, \
+             k.expires_at, k.revoked_at, k.grace_until \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.id = $1",
         )
         .bind(key.id.as_str())
@@ -441,6 +447,8 @@ impl Keys {
                     account_id: Arc::from(r.try_get::<String, _>("account_id")?),
                     tier: Arc::from(r.try_get::<String, _>("tier")?),
                     billing_anchor: r.try_get("billing_anchor")?,
+                    spend_cap: spend_cap_from_columns(r.try_get("spend_cap")?, r.try_get("spend_cap_currency")?)
+                        .map_err(|e| sqlx::Error::Decode(e.into()))?,
                     expires_at: r.try_get("expires_at")?,
                     revoked_at: r.try_get("revoked_at")?,
                     grace_until: r.try_get("grace_until")?,

@@ -35,12 +35,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-pub use policy::{Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict};
+pub use policy::{Ceiling, Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict};
 
 use crate::body::{self, Body};
-use crate::config::{Config, LimitsBackend, OnRedisError};
+use crate::config::{Config, LimitsBackend, OnRedisError, RouteKind, SpendCapAction};
 use crate::error::Error;
-use crate::identify::Caller;
+use crate::identify::{Caller, CallerKey};
 use crate::metrics::{LimitLabels, Metrics};
 use crate::redis_target::RedisTarget;
 use crate::route::{MatchedRoute, RouteTable};
@@ -70,6 +70,67 @@ struct Plan {
     dated: bool,
     /// The largest lease worth taking: a small burst must not sit in one replica.
     lease_cap: u32,
+    /// Whether the metered allowance is among the policies: they are then
+    /// decided in the account's Redis slot.
+    metered: bool,
+}
+
+/// How the metered plan turns an account's spend cap into a ceiling on its
+/// allowance counter: the requests its cap pays for, beyond the allowance.
+struct SpendCaps {
+    /// Requests free every period.
+    included: u64,
+    /// What a call past the cap gets.
+    action: SpendCapAction,
+    /// Where a capped caller raises its cap (in the 402).
+    raise_at: Arc<str>,
+    /// The metered price of one request, once Stripe has said. A Stripe price's
+    /// amount and currency never change, so it is learnt once.
+    unit: std::sync::OnceLock<coopgate_billing::Money>,
+}
+
+impl SpendCaps {
+    /// The ceiling of a caller with a spend cap.
+    fn ceiling(&self, cap: coopgate_billing::Money) -> Ceiling {
+        let paid = match self.unit.get() {
+            Some(unit) if unit.currency == cap.currency && unit.minor > 0 => {
+                cap.minor.max(0) as u64 / unit.minor as u64
+            }
+            // The price is not known yet, or in another currency than the cap:
+            // nothing beyond the allowance, so that a cap is never exceeded.
+            _ => 0,
+        };
+        Ceiling { requests: self.included.saturating_add(paid), refuse: self.action == SpendCapAction::Refuse }
+    }
+}
+
+/// Whom one request's policies count against.
+struct Subject {
+    /// The caller, per route kind.
+    key: LimitKey,
+    /// The account behind the caller, if any.
+    account: Option<u64>,
+    /// Where its monthly quotas start over.
+    anchor: Option<i64>,
+    /// Its spend cap in requests, on the metered allowance.
+    ceiling: Option<Ceiling>,
+}
+
+impl Subject {
+    /// The key `policy` counts against: the metered allowance is the
+    /// account's, whichever of its keys calls and on whatever route kind.
+    fn key_for(&self, policy: &Policy) -> LimitKey {
+        match (policy.soft, self.account) {
+            (true, Some(account)) => (CallerKey::Account(account), RouteKind::Api),
+            _ => self.key,
+        }
+    }
+
+    /// The ceiling on `policy`, scaled to a fallback's `share`.
+    fn ceiling_for(&self, policy: &Policy, share: u32) -> Option<Ceiling> {
+        let c = self.ceiling.filter(|_| policy.soft)?;
+        Some(Ceiling { requests: c.requests / u64::from(share.max(1)), ..c })
+    }
 }
 
 /// Where limiter state lives.
@@ -96,6 +157,8 @@ pub struct Limits {
     redis_prefix: String,
     /// `limits.max_callers`.
     max_callers: usize,
+    /// The metered plan's spend caps, with `[billing.metered]`.
+    spend_caps: Option<SpendCaps>,
     /// Decision counters.
     metrics: Arc<Metrics>,
 }
@@ -125,6 +188,9 @@ pub enum Check {
 pub struct Denial {
     /// Violated policies with their wait.
     violated: Vec<(Arc<str>, Duration)>,
+    /// Refused for the account's spend cap rather than a limit: where to raise
+    /// it, and the cap.
+    pub spend_cap: Option<(Arc<str>, coopgate_billing::Money)>,
     /// Whole seconds until a retry is admitted (at least 1).
     retry_after: u64,
     /// `Retry-After`, `RateLimit-Policy`, `RateLimit` (and legacy) headers for the 429.
@@ -143,6 +209,8 @@ pub struct LimitHeaders {
     legacy: Option<[HeaderValue; 3]>,
     /// `Retry-After`, on a refusal.
     retry_after: Option<HeaderValue>,
+    /// `Warning`, past a spend cap that only warns.
+    warning: Option<HeaderValue>,
 }
 
 impl LimitHeaders {
@@ -158,6 +226,9 @@ impl LimitHeaders {
         if let Some(retry_after) = self.retry_after {
             headers.insert(http::header::RETRY_AFTER, retry_after);
         }
+        if let Some(warning) = self.warning {
+            headers.insert(http::header::WARNING, warning);
+        }
     }
 }
 
@@ -165,6 +236,11 @@ impl Denial {
     /// The violated policies' names, quoted and comma-separated.
     pub fn policy_names(&self) -> String {
         self.violated.iter().map(|(n, _)| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The error a refusal is: 402 for the spend cap, 429 for a limit.
+    pub fn into_error(self: Box<Self>) -> Error {
+        if self.spend_cap.is_some() { Error::SpendCapReached(self) } else { Error::RateLimited(self) }
     }
 
     /// Seconds until a retry is admitted.
@@ -230,7 +306,8 @@ impl Limits {
                         .iter()
                         .filter_map(|&i| match policies[i].kind {
                             Kind::Rate { burst, .. } => Some((burst / 4).max(1)),
-                            // An allowance never refuses, so it never needs to bound a lease.
+                            // An allowance refuses only at a spend cap, and a grant never
+                            // reaches past the cap, so it needs no bound of its own.
                             Kind::Quota { .. } if policies[i].soft => None,
                             Kind::Quota { limit, .. } => Some((limit / 16).clamp(1, u64::from(u32::MAX)) as u32),
                             Kind::Bytes { .. } => None,
@@ -239,7 +316,8 @@ impl Limits {
                         // Byte quotas alone: no lease, so every download is checked.
                         .unwrap_or(1)
                         .min(config.limits.lease_max);
-                    Plan { policies: applying, policy_header, dated, lease_cap }
+                    let metered = applying.iter().any(|&i| policies[i].soft);
+                    Plan { policies: applying, policy_header, dated, lease_cap, metered }
                 })
                 .collect();
             plans.push(per_route);
@@ -259,6 +337,12 @@ impl Limits {
             count_rejected: config.limits.count_rejected,
             redis_prefix: config.limits.redis_prefix.clone(),
             max_callers: config.limits.max_callers,
+            spend_caps: config.billing.as_ref().and_then(|b| b.metered.as_ref()).map(|m| SpendCaps {
+                included: m.included.count,
+                action: m.spend_cap_action,
+                raise_at: Arc::from(m.spend_cap_url.as_str()),
+                unit: std::sync::OnceLock::new(),
+            }),
             metrics,
         }
     }
@@ -311,6 +395,22 @@ impl Limits {
         }
     }
 
+    /// Learns the metered price of one request (from Stripe, once), which
+    /// turns spend caps into requests; until then a capped account gets no
+    /// more than its allowance.
+    pub fn learn_unit_price(&self, unit: coopgate_billing::Money) {
+        if let Some(caps) = &self.spend_caps
+            && caps.unit.set(unit).is_ok()
+        {
+            tracing::info!(%unit, "limits: spend caps are counted at {unit} per metered request beyond the allowance");
+        }
+    }
+
+    /// The metered price of one request, once learnt.
+    pub fn unit_price(&self) -> Option<coopgate_billing::Money> {
+        self.spend_caps.as_ref().and_then(|c| c.unit.get().copied())
+    }
+
     /// Checks one request.
     pub fn check(self: &Arc<Self>, caller: &Caller, route: &MatchedRoute) -> Check {
         let (tier, route_id) = (caller.tier.0, route.0.id.0);
@@ -318,49 +418,86 @@ impl Limits {
         if plan.policies.is_empty() {
             return Check::Ready(Ok(Admission::default()));
         }
-        let key: LimitKey = (caller.key, route.0.kind);
         let now = if plan.dated { now_ms() } else { 0 };
-        let anchor = caller.billing_anchor;
+        let caps = self.spend_caps.as_ref().filter(|_| plan.metered);
+        let who = Subject {
+            key: (caller.key, route.0.kind),
+            account: caller.account,
+            anchor: caller.billing_anchor,
+            ceiling: caps.zip(caller.spend_cap).map(|(caps, cap)| caps.ceiling(cap)),
+        };
+        let capped = caller.spend_cap.filter(|_| caps.is_some());
         let remote = match &self.backend {
             Backend::Memory(local) => {
-                return Check::Ready(self.in_process(plan, &key, now, anchor, |i| Source::Local(&local[i])));
+                let decided = self.in_process(plan, &who, now, 1, |i| Source::Local(&local[i]));
+                return Check::Ready(self.with_cap(decided, capped));
             }
             Backend::Redis(remote) => remote,
         };
         if remote.in_fallback() {
-            return Check::Ready(self.in_fallback(plan, remote, &key, now, anchor));
+            return Check::Ready(self.with_cap(self.in_fallback(plan, remote, &who, now), capped));
         }
         let lease = (tier, route_id, caller.key);
         let counts_requests = |j: usize| !matches!(self.policies[plan.policies[j]].kind, Kind::Bytes { .. });
         if let Some(verdicts) = remote.take_leased(&lease, counts_requests) {
-            return Check::Ready(self.conclude(plan, &verdicts).map(|headers| Admission {
-                headers,
-                bytes: self.shared_byte_counters(plan, remote, &key, now, None),
-            }));
+            let decided = self
+                .conclude(plan, &verdicts)
+                .map(|headers| Admission { headers, bytes: self.shared_byte_counters(plan, remote, &who, now, None) });
+            return Check::Ready(self.with_cap(decided, capped));
         }
         let (this, remote) = (self.clone(), remote.clone());
         Check::Ask(Box::pin(async move {
             let plan = &this.plans[tier as usize][route_id as usize];
-            let parts = this.parts(plan, &key, now, anchor);
-            match remote.ask(lease, key, parts, plan.lease_cap, now).await {
+            let parts = this.parts(plan, &who, now);
+            let decided = match remote.ask(lease, parts, plan.lease_cap, now).await {
                 Some(verdicts) => this.conclude(plan, &verdicts).map(|headers| Admission {
                     headers,
-                    bytes: this.shared_byte_counters(plan, &remote, &key, now, None),
+                    bytes: this.shared_byte_counters(plan, &remote, &who, now, None),
                 }),
                 // Redis failed: the breaker is open now; decide as it says.
-                None => this.in_fallback(plan, &remote, &key, now, anchor),
-            }
+                None => this.in_fallback(plan, &remote, &who, now),
+            };
+            this.with_cap(decided, capped)
         }))
     }
 
+    /// Names the cap in a refusal by it.
+    fn with_cap(
+        &self,
+        decided: Result<Admission, Box<Denial>>,
+        cap: Option<coopgate_billing::Money>,
+    ) -> Result<Admission, Box<Denial>> {
+        decided.map_err(|mut denial| {
+            if denial.violated.is_empty()
+                && let (Some(caps), Some(cap)) = (&self.spend_caps, cap)
+            {
+                denial.spend_cap = Some((caps.raise_at.clone(), cap));
+            }
+            denial
+        })
+    }
+
+    /// The Redis key of policy `i` for `who` in the period starting at `start`.
+    fn redis_key(&self, plan: &Plan, i: usize, who: &Subject, start: Option<i64>) -> String {
+        let policy = &self.policies[i];
+        let slot = who.account.filter(|_| plan.metered);
+        remote::redis_key(&self.redis_prefix, policy, &who.key_for(policy), start, slot)
+    }
+
     /// The Redis keys of a plan's policies for one caller.
-    fn parts(&self, plan: &Plan, key: &LimitKey, now: i64, anchor: Option<i64>) -> Vec<Part> {
+    fn parts(&self, plan: &Plan, who: &Subject, now: i64) -> Vec<Part> {
         plan.policies
             .iter()
             .map(|&i| {
                 let policy = &self.policies[i];
-                let period = policy.period(now, anchor);
-                Part { policy: i, key: remote::redis_key(&self.redis_prefix, policy, key, period.map(|p| p.0)), period }
+                let period = policy.period(now, who.anchor);
+                Part {
+                    policy: i,
+                    key: self.redis_key(plan, i, who, period.map(|p| p.0)),
+                    period,
+                    counted: who.key_for(policy),
+                    ceiling: who.ceiling_for(policy, 1),
+                }
             })
             .collect()
     }
@@ -371,7 +508,7 @@ impl Limits {
         &self,
         plan: &Plan,
         remote: &Remote,
-        key: &LimitKey,
+        who: &Subject,
         now: i64,
         fallback: Option<&remote::Fallback>,
     ) -> Vec<Arc<Counter>> {
@@ -382,10 +519,8 @@ impl Limits {
                 continue;
             }
             let Some((start, end)) = policy.period(now, None) else { continue };
-            counters.push(
-                remote.pending(remote::redis_key(&self.redis_prefix, policy, key, Some(start)), end + PERIOD_SLACK_MS),
-            );
-            if let Some(local) = fallback.and_then(|f| f.policies[i].counter(key, (start, end))) {
+            counters.push(remote.pending(self.redis_key(plan, i, who, Some(start)), end + PERIOD_SLACK_MS));
+            if let Some(local) = fallback.and_then(|f| f.policies[i].counter(&who.key, (start, end))) {
                 counters.push(local);
             }
         }
@@ -395,14 +530,7 @@ impl Limits {
     /// Decides while Redis is away: each policy as its `on_redis_error` says.
     /// Requests admitted against a quota are queued for Redis, so the shared
     /// count catches up when it is back.
-    fn in_fallback(
-        &self,
-        plan: &Plan,
-        remote: &Remote,
-        key: &LimitKey,
-        now: i64,
-        anchor: Option<i64>,
-    ) -> Result<Admission, Box<Denial>> {
+    fn in_fallback(&self, plan: &Plan, remote: &Remote, who: &Subject, now: i64) -> Result<Admission, Box<Denial>> {
         let fallback = remote.fallback();
         // A caller's share of a quota is at least its share of what it had
         // used when Redis went away, as far as this replica knows (and what it
@@ -410,59 +538,77 @@ impl Limits {
         for &i in &plan.policies {
             let policy = &self.policies[i];
             if let (OnRedisError::Local, Kind::Quota { .. } | Kind::Bytes { .. }, Some(bounds)) =
-                (policy.on_redis_error, policy.kind, policy.period(now, anchor))
+                (policy.on_redis_error, policy.kind, policy.period(now, who.anchor))
             {
-                let known = remote.known_used(i, key, bounds.0).div_ceil(u64::from(fallback.share));
-                fallback.policies[i].counter_from(key, bounds, known);
+                let counted = who.key_for(policy);
+                let known = remote.known_used(i, &counted, bounds.0).div_ceil(u64::from(fallback.share));
+                fallback.policies[i].counter_from(&counted, bounds, known);
             }
         }
-        let mut admission = self.in_process(plan, key, now, anchor, |i| match self.policies[i].on_redis_error {
-            OnRedisError::Local => Source::Local(&fallback.policies[i]),
-            OnRedisError::Allow => Source::Allow,
-            OnRedisError::Deny => Source::Deny,
-        })?;
+        let mut admission =
+            self.in_process(plan, who, now, fallback.share, |i| match self.policies[i].on_redis_error {
+                OnRedisError::Local => Source::Local(&fallback.policies[i]),
+                OnRedisError::Allow => Source::Allow,
+                OnRedisError::Deny => Source::Deny,
+            })?;
         for &i in &plan.policies {
             let policy = &self.policies[i];
-            if let (Kind::Quota { .. }, Some((start, end))) = (policy.kind, policy.period(now, anchor)) {
-                remote
-                    .pending(remote::redis_key(&self.redis_prefix, policy, key, Some(start)), end + PERIOD_SLACK_MS)
-                    .add(1);
+            if let (Kind::Quota { .. }, Some((start, end))) = (policy.kind, policy.period(now, who.anchor)) {
+                remote.pending(self.redis_key(plan, i, who, Some(start)), end + PERIOD_SLACK_MS).add(1);
             }
         }
-        admission.bytes = self.shared_byte_counters(plan, remote, key, now, Some(&fallback));
+        admission.bytes = self.shared_byte_counters(plan, remote, who, now, Some(&fallback));
         Ok(admission)
     }
 
-    /// Decides in this process. Quotas are charged first and rates last, so a
-    /// quota that refuses costs the caller no rate; a rate that refuses hands
-    /// the quotas back (unless refused requests count).
+    /// Whether a verdict stops the request: any refusal, except a spend cap
+    /// that only warns.
+    fn blocks(&self, policy: &Policy, v: &Verdict) -> bool {
+        let only_warns = policy.soft && self.spend_caps.as_ref().is_some_and(|c| c.action == SpendCapAction::Warn);
+        !v.ok && !only_warns
+    }
+
+    /// Decides in this process, on state holding `1/share` of each limit.
+    /// Quotas are charged first and rates last, so a quota that refuses costs
+    /// the caller no rate; a rate that refuses hands the quotas back (unless
+    /// refused requests count).
     fn in_process<'a>(
         &self,
         plan: &Plan,
-        key: &LimitKey,
+        who: &Subject,
         now: i64,
-        anchor: Option<i64>,
+        share: u32,
         source: impl Fn(usize) -> Source<'a>,
     ) -> Result<Admission, Box<Denial>> {
         let n = plan.policies.len();
         let mut verdicts = vec![Verdict { ok: true, remaining: 0, wait: Duration::ZERO }; n];
-        let verdict = |i: usize| match source(i) {
-            Source::Local(local) => local.check(key, now, anchor),
-            Source::Allow => Verdict { ok: true, remaining: self.policies[i].quota(), wait: Duration::ZERO },
-            Source::Deny => Verdict { ok: false, remaining: 0, wait: DENY_RETRY },
+        let verdict = |i: usize| {
+            let policy = &self.policies[i];
+            match source(i) {
+                Source::Local(local) => {
+                    local.check_capped(&who.key_for(policy), now, who.anchor, who.ceiling_for(policy, share))
+                }
+                Source::Allow => Verdict { ok: true, remaining: policy.quota(), wait: Duration::ZERO },
+                Source::Deny => Verdict { ok: false, remaining: 0, wait: DENY_RETRY },
+            }
         };
         let is_rate = |i: usize| matches!(self.policies[i].kind, Kind::Rate { .. });
+        let blocked =
+            |verdicts: &[Verdict]| plan.policies.iter().zip(verdicts).any(|(&i, v)| self.blocks(&self.policies[i], v));
         for (j, &i) in plan.policies.iter().enumerate().filter(|(_, i)| !is_rate(**i)) {
             verdicts[j] = verdict(i);
         }
-        if verdicts.iter().all(|v| v.ok) {
+        if !blocked(&verdicts) {
             for (j, &i) in plan.policies.iter().enumerate().filter(|(_, i)| is_rate(**i)) {
                 verdicts[j] = verdict(i);
             }
-            if !verdicts.iter().all(|v| v.ok) && !self.count_rejected {
+            if blocked(&verdicts) && !self.count_rejected {
                 for (j, &i) in plan.policies.iter().enumerate() {
-                    if let (Source::Local(local), true) = (source(i), verdicts[j].ok) {
-                        local.refund(key);
+                    // What was counted goes back: every admitting quota, and
+                    // an allowance past a cap that only warns.
+                    let counted = verdicts[j].ok || !self.blocks(&self.policies[i], &verdicts[j]);
+                    if let (Source::Local(local), true) = (source(i), counted) {
+                        local.refund(&who.key_for(&self.policies[i]));
                     }
                 }
             }
@@ -472,7 +618,7 @@ impl Limits {
         for &i in &plan.policies {
             let policy = &self.policies[i];
             if let (Kind::Bytes { .. }, Source::Local(local)) = (policy.kind, source(i))
-                && let Some(counter) = policy.period(now, None).and_then(|b| local.counter(key, b))
+                && let Some(counter) = policy.period(now, None).and_then(|b| local.counter(&who.key, b))
             {
                 bytes.push(counter);
             }
@@ -480,7 +626,8 @@ impl Limits {
         Ok(Admission { headers, bytes })
     }
 
-    /// Turns the plan's verdicts into headers, or a denial naming every violated policy.
+    /// Turns the plan's verdicts into headers, or a denial naming every violated
+    /// policy (none when the spend cap refused: see [`Denial::spend_cap`]).
     fn conclude(&self, plan: &Plan, verdicts: &[Verdict]) -> Result<Option<LimitHeaders>, Box<Denial>> {
         let Some(policy_header) = &plan.policy_header else {
             return Ok(None);
@@ -489,17 +636,26 @@ impl Limits {
         // bytes and requests compare), and every refusing one.
         let mut tightest: Option<(&Policy, u64, Duration)> = None;
         let mut violated: Vec<(&Policy, Duration)> = Vec::new();
-        // The metered allowance never refuses; it is shown beside the tightest.
+        // The metered allowance is shown beside the tightest; past the spend
+        // cap it refuses (402) or warns.
         let mut allowance: Option<(&Policy, u64, Duration)> = None;
+        let mut past_cap = false;
         for (&i, v) in plan.policies.iter().zip(verdicts) {
             let p = &self.policies[i];
-            let decision = if v.ok { "allowed" } else { "limited" };
+            let decision = if v.ok {
+                "allowed"
+            } else if p.soft {
+                "spend-cap"
+            } else {
+                "limited"
+            };
             self.metrics
                 .limit_decisions
                 .get_or_create(&LimitLabels { tier: p.tier.clone(), policy: p.name.clone(), decision })
                 .inc();
             if p.soft {
                 allowance = Some((p, v.remaining, v.wait));
+                past_cap = !v.ok;
             } else if !v.ok {
                 violated.push((p, v.wait));
             } else if tightest.is_none_or(|(t, r, _)| {
@@ -511,9 +667,29 @@ impl Limits {
 
         let also = allowance.filter(|_| tightest.is_some() || !violated.is_empty());
         let also = also.map(|(p, remaining, reset)| (p, remaining, ceil_secs(reset)));
-        if violated.is_empty() {
+        let refused_by_cap = past_cap && self.spend_caps.as_ref().is_some_and(|c| c.action == SpendCapAction::Refuse);
+        if violated.is_empty() && !refused_by_cap {
             let (p, remaining, reset) = tightest.or(allowance).expect("a plan with a header has policies");
-            return Ok(Some(self.describe(policy_header, p, remaining, ceil_secs(reset), also)));
+            let mut headers = self.describe(policy_header, p, remaining, ceil_secs(reset), also);
+            if past_cap {
+                // RFC 9111's Warning is obsolete for caches, but it is the one
+                // header clients already log: "299" is a persistent warning.
+                headers.warning = Some(HeaderValue::from_static(
+                    "299 coopgate \"spend cap reached: this period's metered use is past the account's cap\"",
+                ));
+            }
+            return Ok(Some(headers));
+        }
+        if violated.is_empty() {
+            // The spend cap: nothing is admitted until it is raised or the period ends.
+            let (p, _, reset) = allowance.expect("a refusal by the cap has an allowance");
+            let retry_after = ceil_secs(reset).max(1);
+            return Err(Box::new(Denial {
+                violated: Vec::new(),
+                spend_cap: None,
+                retry_after,
+                headers: self.describe(policy_header, p, 0, retry_after, None),
+            }));
         }
         let (worst, wait) = *violated.iter().max_by_key(|(_, w)| *w).expect("not empty");
         // Retry-After and the RateLimit reset are the same number, so clients that
@@ -523,6 +699,7 @@ impl Limits {
         headers.retry_after = Some(HeaderValue::from(retry_after));
         Err(Box::new(Denial {
             violated: violated.iter().map(|(p, w)| (p.name.clone(), *w)).collect(),
+            spend_cap: None,
             retry_after,
             headers,
         }))
@@ -550,6 +727,7 @@ impl Limits {
                 .legacy_headers
                 .then(|| [HeaderValue::from(p.quota()), HeaderValue::from(remaining), HeaderValue::from(reset_secs)]),
             retry_after: None,
+            warning: None,
         }
     }
 }
@@ -603,14 +781,14 @@ where
         };
         match self.limits.check(caller, route) {
             Check::Ready(Ok(admission)) => LimitFuture::Admitted { inner: self.inner.call(req), admission },
-            Check::Ready(Err(denial)) => LimitFuture::Refused { error: Some(Error::RateLimited(denial)) },
+            Check::Ready(Err(denial)) => LimitFuture::Refused { error: Some(denial.into_error()) },
             Check::Ask(decision) => {
                 // The service that was made ready goes into the future; a clone stays.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 LimitFuture::Asking {
                     fut: Box::pin(async move {
-                        let admission = decision.await.map_err(Error::RateLimited)?;
+                        let admission = decision.await.map_err(Denial::into_error)?;
                         admitted(inner.call(req).await, admission)
                     }),
                 }

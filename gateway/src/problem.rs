@@ -43,6 +43,7 @@ impl Error {
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::TierTooLow { .. } | Error::EarlyAccess { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited(_) | Error::TooManyKeyLookups { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::SpendCapReached(_) => StatusCode::PAYMENT_REQUIRED,
             Error::PeerForbidden { .. } => StatusCode::FORBIDDEN,
             Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -74,6 +75,7 @@ impl Error {
             Error::TierTooLow { .. } => "tier-too-low",
             Error::EarlyAccess { .. } => "early-access",
             Error::RateLimited(_) => "rate-limited",
+            Error::SpendCapReached(_) => "spend-cap-reached",
             Error::TooManyKeyLookups { .. } => "too-many-key-lookups",
             Error::PeerForbidden { .. } => "forbidden",
             Error::UpstreamUnreachable { .. } => "upstream-unreachable",
@@ -93,7 +95,13 @@ impl Error {
 fn billing_status(e: &coopgate_billing::Error) -> StatusCode {
     use coopgate_billing::Error as B;
     match e {
-        B::WebhookSignature(_) | B::UnknownPrice { .. } | B::InvalidEmail(_) => StatusCode::BAD_REQUEST,
+        B::WebhookSignature(_)
+        | B::UnknownPrice { .. }
+        | B::InvalidEmail(_)
+        | B::InvalidAmount(_)
+        | B::InvalidCurrency(_)
+        | B::CapCurrency { .. } => StatusCode::BAD_REQUEST,
+        B::NoMeteredPlan => StatusCode::NOT_FOUND,
         B::AccountNotFound(_) => StatusCode::NOT_FOUND,
         B::NoStripeCustomer(_) => StatusCode::CONFLICT,
         // A request the client refused to send is coopgate's own bug, not Stripe's.
@@ -112,6 +120,9 @@ fn billing_slug(e: &coopgate_billing::Error) -> &'static str {
         B::InvalidEmail(_) => "invalid-email",
         B::AccountNotFound(_) => "no-such-account",
         B::NoStripeCustomer(_) => "no-stripe-customer",
+        B::InvalidAmount(_) | B::InvalidCurrency(_) => "invalid-amount",
+        B::CapCurrency { .. } => "cap-currency",
+        B::NoMeteredPlan => "no-metered-plan",
         B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => "internal",
         B::Stripe(_) | B::StripeData(_) => "stripe-unavailable",
         B::Database(_) | B::Migration(_) => "store-unavailable",
@@ -171,6 +182,14 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
             denial.policy_names(),
             denial.retry_after_secs()
         ),
+        Error::SpendCapReached(denial) => match &denial.spend_cap {
+            Some((raise_at, cap)) => format!(
+                "This account's metered use this billing period has reached its spend cap of {cap}, so nothing \
+                 more is billed. Raise the cap at {raise_at}, or wait {} s for the next period.",
+                denial.retry_after_secs()
+            ),
+            None => "This account's metered use has reached its spend cap.".to_owned(),
+        },
         Error::PeerForbidden { setting, .. } => {
             format!("This endpoint is served only to the addresses in {setting}.")
         }
@@ -235,9 +254,21 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         }
         _ => None,
     };
-    if let Error::RateLimited(denial) = err {
-        problem = problem.value("violated_policies", &denial.violated_json());
-        extra_headers = Some(denial.headers);
+    match err {
+        Error::RateLimited(denial) => {
+            problem = problem.value("violated_policies", &denial.violated_json());
+            extra_headers = Some(denial.headers);
+        }
+        Error::SpendCapReached(denial) => {
+            if let Some((raise_at, cap)) = &denial.spend_cap {
+                problem = problem
+                    .value("spend_cap", &serde_json::json!({ "amount": cap.minor, "currency": cap.currency }))
+                    .value("raise_cap", &serde_json::json!(&**raise_at))
+                    .value("resets_in", &serde_json::json!(denial.retry_after_secs()));
+            }
+            extra_headers = Some(denial.headers);
+        }
+        _ => {}
     }
     let mut resp = Response::new(body::full(problem.json_bytes()));
     *resp.status_mut() = status;
@@ -258,9 +289,14 @@ fn billing_detail(e: &coopgate_billing::Error, id: &str) -> String {
     use coopgate_billing::Error as B;
     match e {
         B::WebhookSignature(why) => format!("Webhook refused: {why}. Nothing was stored."),
-        B::UnknownPrice { .. } | B::InvalidEmail(_) | B::AccountNotFound(_) | B::NoStripeCustomer(_) => {
-            format!("{e}.")
-        }
+        B::UnknownPrice { .. }
+        | B::InvalidEmail(_)
+        | B::AccountNotFound(_)
+        | B::NoStripeCustomer(_)
+        | B::InvalidAmount(_)
+        | B::InvalidCurrency(_)
+        | B::CapCurrency { .. }
+        | B::NoMeteredPlan => format!("{e}."),
         B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => {
             format!("Something went wrong inside the gateway. Quote request id {id} when you report it.")
         }

@@ -165,7 +165,26 @@ impl Gateway {
                         }
                     }
                 };
-                tokio::join!(reporter.run(metered.report_interval), backlog);
+                // Spend caps are counted in requests at the metered price, which
+                // only Stripe knows: until it has said, a capped account gets
+                // its allowance and no more.
+                let unit_price = async {
+                    let mut wait = Duration::from_secs(1);
+                    loop {
+                        match reporter.unit_price().await {
+                            Ok(unit) => return shared.limits.learn_unit_price(unit),
+                            Err(e) => tracing::warn!(
+                                error = %e,
+                                "billing.metered: the metered price cannot be read yet, so accounts with a spend cap \
+                                 get only their included allowance; retrying in {}s",
+                                wait.as_secs()
+                            ),
+                        }
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(60));
+                    }
+                };
+                tokio::join!(reporter.run(metered.report_interval), backlog, unit_price);
             };
             tokio::join!(sweeps, key_changes, pubsub, memberships, usage, reporting, shared.limits.run());
         })

@@ -359,7 +359,9 @@ impl Tokens {
             match crate::keys::timely(Accounts::new(self.store.clone()).by_id(&AccountId::from(account.to_owned())))
                 .await
             {
-                Ok(found) => found.map(|a| Standing { tier: a.tier, billing_anchor: a.billing_anchor }),
+                Ok(found) => {
+                    found.map(|a| Standing { tier: a.tier, billing_anchor: a.billing_anchor, spend_cap: a.spend_cap })
+                }
                 Err(e) => {
                     self.store.set_away(true);
                     let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
@@ -384,6 +386,8 @@ pub struct Standing {
     pub tier: String,
     /// The account's billing anchor (Unix ms), for monthly quotas that follow it.
     pub billing_anchor: Option<i64>,
+    /// The account's monthly spend cap on metered use, if any.
+    pub spend_cap: Option<coopgate_billing::Money>,
 }
 
 /// The usable keys of a JWKS document, by `kid`, each with its one algorithm.

@@ -16,6 +16,7 @@ mod e2e {
     mod replicas;
     mod shared_limits;
     mod shutdown;
+    mod spend_cap;
     mod store_outage;
     mod streaming;
     mod support;

@@ -30,13 +30,14 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+mod caps;
 mod send;
 
 use super::{Usage, to_i64};
 use crate::events::Events;
 use crate::stripe::{Price, StripeApi, SubscriptionStatus};
 use crate::subscriptions::Subscriptions;
-use crate::{Error, Store};
+use crate::{Currency, Error, Money, Store};
 
 /// The lease row in `stripe_object_locks` that makes one replica the reporter.
 const LEASE: &str = "coopgate:usage-reporter";
@@ -114,6 +115,8 @@ pub struct Round {
     pub sent: u64,
     /// Reports still waiting (Stripe unavailable or refusing).
     pub waiting: u64,
+    /// Periods whose account's spend cap was newly reached (each logged once).
+    pub caps_reached: usize,
 }
 
 /// Reports usage beyond the allowance to Stripe.
@@ -175,6 +178,14 @@ impl Reporter {
         &self.plan
     }
 
+    /// What one unit costs at the metered price.
+    pub async fn unit_price(&self) -> Result<Money, Error> {
+        let price = self.price().await?;
+        let minor =
+            price.unit_amount.ok_or_else(|| Error::StripeData(format!("price {} has no unit amount", price.id)))?;
+        Ok(Money::new(minor, Currency::new(&price.currency)?))
+    }
+
     /// The metered price as Stripe has it (fetched once).
     pub async fn price(&self) -> Result<Price, Error> {
         let mut cached = self.price.lock().await;
@@ -221,7 +232,8 @@ impl Reporter {
         self.note_periods().await?;
         let planned = self.plan_reports(now_ms).await?;
         let (sent, waiting) = self.send_due(now_ms, &price).await?;
-        Ok(Round { leader: true, planned, sent, waiting })
+        let caps_reached = self.notice_caps(now_ms, &price).await?;
+        Ok(Round { leader: true, planned, sent, waiting, caps_reached })
     }
 
     /// Runs a round every `interval` until dropped; failures are logged.

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::Usage;
 use super::report::{Period, Reported, Reporter, periods, reported};
-use crate::{Error, Store};
+use crate::{AccountId, Accounts, Error, Money, Store};
 
 /// One metered period of an account, as a statement shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +25,11 @@ pub struct PeriodStatement {
     pub projected_charge: Option<i64>,
     /// The price's currency.
     pub currency: Option<String>,
+    /// The account's monthly spend cap, if it has one.
+    pub spend_cap: Option<Money>,
+    /// Whether the charge has reached the cap (one more unit would pass it),
+    /// when both are known.
+    pub cap_reached: Option<bool>,
 }
 
 /// Usage of `[from_ms, to_ms)`.
@@ -58,12 +63,27 @@ pub async fn statement(
         },
     };
     let mut out = Vec::new();
+    let accounts = Accounts::new(store.clone());
+    let mut caps: std::collections::HashMap<String, Option<Money>> = std::collections::HashMap::new();
     for period in periods(store, account_id, from_ms, to_ms).await? {
+        if !caps.contains_key(&period.account_id) {
+            let account = accounts.by_id(&AccountId::from(period.account_id.clone())).await?;
+            caps.insert(period.account_id.clone(), account.and_then(|a| a.spend_cap));
+        }
+        let spend_cap = caps[&period.account_id];
         let billable = usage.billable_in_period(&period.account_id, period.start, period.end).await?;
         let beyond_allowance = billable.saturating_sub(period.included);
         let reported = reported(store, &period.account_id, period.start).await?;
         let projected_charge =
             price.as_ref().and_then(|p| p.unit_amount?.checked_mul(i64::try_from(beyond_allowance).ok()?));
+        let cap_reached = match (spend_cap, projected_charge, price.as_ref().and_then(|p| p.unit_amount)) {
+            (Some(cap), Some(charge), Some(unit))
+                if Some(cap.currency.as_str()) == price.as_ref().map(|p| &*p.currency) =>
+            {
+                Some(charge.saturating_add(unit) > cap.minor)
+            }
+            _ => None,
+        };
         out.push(PeriodStatement {
             period,
             billable,
@@ -71,6 +91,8 @@ pub async fn statement(
             reported,
             projected_charge,
             currency: price.as_ref().map(|p| p.currency.clone()),
+            spend_cap,
+            cap_reached,
         });
     }
     Ok(Statement { days, periods: out, price_unknown })

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use coopgate_billing::sim::{SimConfig, SimPrice, Simulator};
-use coopgate_billing::{Accounts, Memberships};
+use coopgate_billing::{Accounts, Memberships, Money};
 
 use super::admin::{Target, invalidations, runtime};
 use crate::keys::Keys;
@@ -37,6 +37,23 @@ pub enum BillingCommand {
         /// The account's email.
         #[arg(long)]
         account: String,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set or remove the account's monthly spend cap on metered use: once this
+    /// period's metered charge would pass it, its metered calls get a 402 (or
+    /// a Warning, with billing.metered.spend_cap_action = "warn").
+    SpendCap {
+        /// The account's email.
+        #[arg(long)]
+        account: String,
+        /// The cap in major units with the metered price's currency, such as
+        /// "50.00 eur"; or `none` to remove it.
+        #[arg(long)]
+        cap: String,
         #[command(flatten)]
         target: Target,
         /// Print JSON instead of text.
@@ -101,6 +118,21 @@ pub fn billing(cmd: BillingCommand, env: &HashMap<String, String>) -> anyhow::Re
                 let (m, store) = memberships(&target, env).await?;
                 let account = account(&store, &email).await?;
                 print_url(&m.portal(&account).await?, json);
+            }
+            BillingCommand::SpendCap { account: email, cap, target, json } => {
+                let cap = match cap.trim() {
+                    "none" => None,
+                    text => Some(Money::parse_major(text).map_err(|e| anyhow::anyhow!("--cap: {e}"))?),
+                };
+                let (m, store) = memberships(&target, env).await?;
+                let account = account(&store, &email).await?;
+                m.set_spend_cap(&account, cap).await?;
+                if json {
+                    println!("{}", crate::billing::cap_json(cap));
+                } else {
+                    let shown = cap.map_or_else(|| "no cap".to_owned(), |c| format!("a cap of {c} a month"));
+                    println!("{} <{}> has {shown} on metered use", account.id, account.email);
+                }
             }
             BillingCommand::Sync { since, target, json } => {
                 let (m, _) = memberships(&target, env).await?;

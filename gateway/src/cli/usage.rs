@@ -153,8 +153,13 @@ async fn print_statement(s: &Statement, accounts: &Accounts, from_ms: i64, last_
                 _ => "unknown".into(),
             };
             let r = &p.reported;
+            let cap = match (p.spend_cap, p.cap_reached) {
+                (None, _) => "no spend cap".to_owned(),
+                (Some(cap), Some(true)) => format!("spend cap {cap}, reached"),
+                (Some(cap), _) => format!("spend cap {cap}"),
+            };
             println!(
-                "  {}  {} to {}: {} of {} included used, {} beyond; reported to Stripe {} ({} as meter events, {} as invoice items, {} waiting{}); projected charge {}",
+                "  {}  {} to {}: {} of {} included used, {} beyond; reported to Stripe {} ({} as meter events, {} as invoice items, {} waiting{}); projected charge {}; {}",
                 emails[&p.period.account_id],
                 day_text(p.period.start),
                 day_text(p.period.end),
@@ -166,7 +171,8 @@ async fn print_statement(s: &Statement, accounts: &Accounts, from_ms: i64, last_
                 r.invoiced,
                 r.pending,
                 r.last_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
-                charge
+                charge,
+                cap
             );
         }
     }

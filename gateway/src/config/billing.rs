@@ -54,6 +54,26 @@ pub struct MeteredConfig {
     /// How often usage beyond the allowance is reported to Stripe.
     #[serde(default = "default_report_interval", with = "humantime_serde")]
     pub report_interval: Duration,
+    /// What a metered call gets once its account's use this period would cost
+    /// more than the account's spend cap.
+    #[serde(default)]
+    pub spend_cap_action: SpendCapAction,
+    /// Where a capped caller raises its cap, named in the 402 problem: the
+    /// gateway's own `PUT /billing/spend-cap` unless the co-op has a page for it.
+    #[serde(default = "default_spend_cap_url")]
+    pub spend_cap_url: String,
+}
+
+/// `billing.metered.spend_cap_action`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpendCapAction {
+    /// 402, with a link to raise the cap: nothing is billed beyond it.
+    #[default]
+    Refuse,
+    /// Served anyway, with a `Warning` header and a log line the operator can
+    /// turn into an email: the cap is a budget alarm, not a stop.
+    Warn,
 }
 
 /// `[billing.stripe]`
@@ -77,6 +97,12 @@ pub struct StripeConfig {
 
 fn default_metered_tier() -> String {
     "metered".into()
+}
+/// The gateway's own endpoint for a caller's spend cap.
+pub const SPEND_CAP_PATH: &str = "/billing/spend-cap";
+
+fn default_spend_cap_url() -> String {
+    SPEND_CAP_PATH.into()
 }
 fn default_report_interval() -> Duration {
     Duration::from_secs(60)

@@ -14,7 +14,9 @@ use std::time::Duration;
 use coopgate_billing::sim::{Chaos, SimConfig, SimPrice, Simulator};
 use serde::Serialize;
 
-use crate::config::{BillingConfig, Config, MeteredConfig, Period, RequestQuota, Secret, StripeConfig};
+use crate::config::{
+    BillingConfig, Config, MeteredConfig, Period, RequestQuota, SPEND_CAP_PATH, Secret, SpendCapAction, StripeConfig,
+};
 use crate::error::Error;
 
 /// The demo's secret key: the simulator accepts any `sk_test_` key.
@@ -95,6 +97,8 @@ pub fn configure(config: &mut Config, base: &str, api_base: &str, webhook_secret
             meter_event: METERED.3.into(),
             included: RequestQuota { count: METERED.2, per: Period::Month },
             tier: METERED_TIER.into(),
+            spend_cap_action: SpendCapAction::Refuse,
+            spend_cap_url: SPEND_CAP_PATH.into(),
             report_interval: Duration::from_secs(5),
         }),
     });

@@ -13,25 +13,31 @@
 --              may give back (us): what of the lease's reservation still lies
 --              ahead; time that has passed has refilled the bucket already
 --   'q' quota  a = limit, b = period end (Unix ms, the key's expiry)
---   's' soft quota, as 'q' but never refusing: it only counts (an allowance
---              a caller pays beyond)
+--   's' soft quota: an allowance a caller pays beyond, counted like 'q'
+--              but refusing only past its ceiling: a = the allowance, b =
+--              period end, c = the ceiling (the requests the account's spend
+--              cap pays for, allowance included), -1 for none
+--   'w' as 's', but past the ceiling only flagged, never refused
+--              (spend_cap_action = "warn")
 --   'b' bytes  a = limit, b unused (bytes are added as they are sent)
 --
 -- Returns { granted, then per policy: refused (0/1), remaining, wait (us) }:
 -- remaining after the grant; for rates, wait is the time until the bucket is
--- full again or, when refused, until one more request conforms.
+-- full again or, when refused, until one more request conforms. For 's' and
+-- 'w', refused means past the ceiling, and the third value is the count after
+-- the grant instead (what the caller has used, beyond the allowance too).
 local wanted = tonumber(ARGV[1])
 local returned = tonumber(ARGV[2])
 local count_rejected = ARGV[3] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
-local kinds, as, bs, held, room = {}, {}, {}, {}, {}
+local kinds, as, bs, cs, held, room = {}, {}, {}, {}, {}, {}
 local granted = wanted
 for i = 1, #KEYS do
   local base = 4 + (i - 1) * 4
   local kind, a, b, c = ARGV[base], tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-  kinds[i], as[i], bs[i] = kind, a, b
+  kinds[i], as[i], bs[i], cs[i] = kind, a, b, c
   local stored = tonumber(redis.call('GET', KEYS[i]))
   if kind == 'r' then
     -- GCRA: the theoretical arrival time of the next request.
@@ -39,11 +45,17 @@ for i = 1, #KEYS do
     if tat < now then tat = now end
     held[i] = tat
     room[i] = math.floor((now + b * a - tat) / a)
-  elseif kind == 'q' or kind == 's' then
+  elseif kind == 'q' or kind == 's' or kind == 'w' then
     local used = (stored or 0) - returned
     if used < 0 then used = 0 end
     held[i] = used
-    if kind == 'q' then room[i] = a - used else room[i] = wanted end
+    if kind == 'q' then
+      room[i] = a - used
+    elseif kind == 's' and c >= 0 then
+      room[i] = c - used
+    else
+      room[i] = wanted
+    end
   else
     held[i] = stored or 0
     if held[i] < a then room[i] = wanted else room[i] = 0 end
@@ -56,7 +68,7 @@ local out = { granted }
 for i = 1, #KEYS do
   local kind, a, b = kinds[i], as[i], bs[i]
   local refused = 0
-  if room[i] < 1 and kind ~= 's' then refused = 1 end
+  if room[i] < 1 and kind ~= 'w' then refused = 1 end
   if kind == 'r' then
     local tat = held[i] + granted * a
     if granted > 0 or returned > 0 then
@@ -72,15 +84,16 @@ for i = 1, #KEYS do
     out[#out + 1] = refused
     out[#out + 1] = math.max(0, math.floor((now + b * a - tat) / a))
     out[#out + 1] = wait
-  elseif kind == 'q' or kind == 's' then
+  elseif kind == 'q' or kind == 's' or kind == 'w' then
     local used = held[i] + granted
     if kind == 'q' and granted == 0 and wanted > 0 and count_rejected then used = used + 1 end
     if used ~= held[i] or returned > 0 then
       redis.call('SET', KEYS[i], used, 'PXAT', b)
     end
+    if kind == 'w' and cs[i] >= 0 and used > cs[i] then refused = 1 end
     out[#out + 1] = refused
     out[#out + 1] = math.max(0, a - used)
-    out[#out + 1] = 0
+    if kind == 'q' then out[#out + 1] = 0 else out[#out + 1] = used end
   else
     out[#out + 1] = refused
     out[#out + 1] = math.max(0, a - held[i])

@@ -170,10 +170,21 @@ impl Policy {
     }
 }
 
+/// The most requests a caller's soft quota (the metered allowance) may count
+/// this period: its spend cap turned into requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ceiling {
+    /// Requests, the allowance included.
+    pub requests: u64,
+    /// Refuse past it (`spend_cap_action = "refuse"`), rather than only say so.
+    pub refuse: bool,
+}
+
 /// One policy's answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
-    /// Admitted by this policy.
+    /// Admitted by this policy. For a soft quota: within the caller's ceiling
+    /// (past it, the request was counted unless the ceiling refuses).
     pub ok: bool,
     /// What is left: requests (or bytes) that could be admitted now.
     pub remaining: u64,
@@ -289,6 +300,19 @@ impl<C: Clock + Clone> LocalPolicy<C> {
     /// Checks one request of `key` at `now_ms` (quotas' clock) for a caller
     /// with billing anchor `anchor_ms`; a request quota counts it when admitted.
     pub fn check(&self, key: &LimitKey, now_ms: i64, anchor_ms: Option<i64>) -> Verdict {
+        self.check_capped(key, now_ms, anchor_ms, None)
+    }
+
+    /// As [`LocalPolicy::check`], with the caller's spend cap as a ceiling on
+    /// a soft quota: past it the verdict is not `ok` (and, when the ceiling
+    /// refuses, the request is not counted).
+    pub fn check_capped(
+        &self,
+        key: &LimitKey,
+        now_ms: i64,
+        anchor_ms: Option<i64>,
+        ceiling: Option<Ceiling>,
+    ) -> Verdict {
         match (&self.state, self.policy.kind) {
             (State::Rate(limiter), Kind::Rate { burst, interval }) => match limiter.check_key(key) {
                 Ok(snapshot) => {
@@ -308,8 +332,18 @@ impl<C: Clock + Clone> LocalPolicy<C> {
                 let counter = self.counter(key, bounds).expect("quotas have counters");
                 let until_end = Duration::from_millis(bounds.1.saturating_sub(now_ms).max(0) as u64);
                 let used_after = if self.policy.soft {
-                    // Counted, never refused: past the allowance the caller pays.
-                    Ok(counter.used.fetch_add(1, Ordering::AcqRel) + 1)
+                    // Past the allowance the caller pays, up to its spend cap.
+                    match ceiling {
+                        Some(Ceiling { requests, refuse: true }) => counter
+                            .used
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u < requests).then_some(u + 1))
+                            .map(|before| before + 1),
+                        Some(Ceiling { requests, refuse: false }) => {
+                            let used = counter.used.fetch_add(1, Ordering::AcqRel) + 1;
+                            if used <= requests { Ok(used) } else { Err(used) }
+                        }
+                        None => Ok(counter.used.fetch_add(1, Ordering::AcqRel) + 1),
+                    }
                 } else if matches!(self.policy.kind, Kind::Quota { .. }) {
                     counter
                         .used
@@ -439,6 +473,21 @@ mod tests {
         assert!(p.check(&key(1), NOW, None).ok);
         // The next period starts over.
         assert_eq!(p.check(&key(1), end, None).remaining, 1);
+    }
+
+    #[test]
+    fn an_allowance_counts_past_its_end_and_a_ceiling_stops_or_flags_it() {
+        let allowance = LocalPolicy::new(&Policy::included(Arc::from("metered"), 2), 1);
+        let refuse = Some(Ceiling { requests: 3, refuse: true });
+        let seen: Vec<(bool, u64)> =
+            (0..5).map(|_| allowance.check_capped(&key(1), NOW, None, refuse)).map(|v| (v.ok, v.remaining)).collect();
+        assert_eq!(seen, [(true, 1), (true, 0), (true, 0), (false, 0), (false, 0)]);
+        // Without a ceiling it never says no; refused requests were not counted,
+        // so the caller is at 3 and the next one is the fourth.
+        assert!(allowance.check(&key(1), NOW, None).ok);
+        let warn = Some(Ceiling { requests: 4, refuse: false });
+        assert!(!allowance.check_capped(&key(1), NOW, None, warn).ok, "the fifth is past 4, flagged");
+        assert!(allowance.check_capped(&key(2), NOW, None, warn).ok, "another account is apart");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use redis::Script;
 
-use super::policy::{Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict, forget_least_used};
+use super::policy::{Ceiling, Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict, forget_least_used};
 use crate::config::LimitsConfig;
 use crate::identify::CallerKey;
 use crate::metrics::Metrics;
@@ -114,8 +114,9 @@ struct Lease {
     /// How many to reserve next time.
     ask: u32,
     /// Per policy of the plan, what Redis said at the grant: remaining after
-    /// it, and when the policy is full again (rates) or its period ends.
-    snapshot: Vec<(u64, Instant)>,
+    /// it, when the policy is full again (rates) or its period ends, and
+    /// whether it was within its ceiling (a warned spend cap stays warned).
+    snapshot: Vec<(u64, Instant, bool)>,
     /// The keys the lease was granted on, to hand back to.
     parts: Vec<Part>,
 }
@@ -136,7 +137,7 @@ impl Lease {
             return None;
         }
         let caps_us =
-            self.snapshot.iter().map(|(_, until)| until.saturating_duration_since(now).as_micros() as u64).collect();
+            self.snapshot.iter().map(|(_, until, _)| until.saturating_duration_since(now).as_micros() as u64).collect();
         Some(HandBack { parts: std::mem::take(&mut self.parts), tokens: std::mem::take(&mut self.tokens), caps_us })
     }
 }
@@ -150,6 +151,10 @@ pub struct Part {
     pub key: String,
     /// The period counted, `[start, end)` in Unix ms (quotas).
     pub period: Option<(i64, i64)>,
+    /// Whom it counts against (a soft quota: the account, whichever key calls).
+    pub counted: LimitKey,
+    /// A soft quota's ceiling: the caller's spend cap in requests.
+    pub ceiling: Option<Ceiling>,
 }
 
 /// What Redis last said one caller had used of one quota in one period, so
@@ -312,8 +317,8 @@ impl Remote {
                 .snapshot
                 .iter()
                 .enumerate()
-                .map(|(i, &(remaining, until))| Verdict {
-                    ok: true,
+                .map(|(i, &(remaining, until, ok))| Verdict {
+                    ok,
                     remaining: if counts_requests(i) { remaining + left } else { remaining },
                     wait: until.saturating_duration_since(now),
                 })
@@ -326,14 +331,7 @@ impl Remote {
     /// policy's verdict. `cap` bounds the lease
     /// (a small burst must not sit in one replica). On failure the breaker
     /// opens and the caller decides by the fallback.
-    pub async fn ask(
-        &self,
-        key: LeaseKey,
-        caller: LimitKey,
-        parts: Vec<Part>,
-        cap: u32,
-        now_ms: i64,
-    ) -> Option<Vec<Verdict>> {
+    pub async fn ask(&self, key: LeaseKey, parts: Vec<Part>, cap: u32, now_ms: i64) -> Option<Vec<Verdict>> {
         let (hand_back, wanted) = self.prepare(&key, cap);
         let conn = self.conn.read().expect("connection lock").clone()?;
         // Both on one multiplexed connection: pipelined, one round trip.
@@ -345,7 +343,7 @@ impl Remote {
             }
         });
         match decided {
-            Ok(reply) => Some(self.store(key, caller, parts, wanted, &reply, now_ms)),
+            Ok(reply) => Some(self.store(key, parts, wanted, &reply, now_ms)),
             Err(e) => {
                 self.trip(&e);
                 None
@@ -389,8 +387,14 @@ impl Remote {
                         cmd.arg("r").arg(interval).arg(burst).arg(cap)
                     }
                     Kind::Quota { limit, .. } => {
-                        let kind = if self.policies[part.policy].soft { "s" } else { "q" };
-                        cmd.arg(kind).arg(limit).arg(part.period.map_or(0, |p| p.1)).arg(0)
+                        let end = part.period.map_or(0, |p| p.1);
+                        match (self.policies[part.policy].soft, part.ceiling) {
+                            (false, _) => cmd.arg("q").arg(limit).arg(end).arg(0),
+                            (true, None) => cmd.arg("s").arg(limit).arg(end).arg(-1),
+                            (true, Some(c)) => {
+                                cmd.arg(if c.refuse { "s" } else { "w" }).arg(limit).arg(end).arg(c.requests)
+                            }
+                        }
                     }
                     Kind::Bytes { limit, .. } => cmd.arg("b").arg(limit).arg(0).arg(0),
                 };
@@ -407,15 +411,7 @@ impl Remote {
 
     /// Keeps the unused part of a grant as the caller's lease, and what the
     /// caller has used of each quota.
-    fn store(
-        &self,
-        key: LeaseKey,
-        caller: LimitKey,
-        parts: Vec<Part>,
-        wanted: u32,
-        reply: &[i64],
-        now_ms: i64,
-    ) -> Vec<Verdict> {
+    fn store(&self, key: LeaseKey, parts: Vec<Part>, wanted: u32, reply: &[i64], now_ms: i64) -> Vec<Verdict> {
         let granted = reply.first().copied().unwrap_or(0).clamp(0, i64::from(wanted)) as u32;
         let now = Instant::now();
         let verdicts: Vec<Verdict> = parts
@@ -430,14 +426,20 @@ impl Remote {
                 Verdict { ok: at(0) == 0, remaining: at(1), wait }
             })
             .collect();
-        for (part, v) in parts.iter().zip(&verdicts) {
+        for (i, (part, v)) in parts.iter().zip(&verdicts).enumerate() {
             if let (Some((start, end)), Kind::Quota { limit, .. } | Kind::Bytes { limit, .. }) =
                 (part.period, self.policies[part.policy].kind)
             {
-                self.known.insert((part.policy, caller), Known { start, end, used: limit.saturating_sub(v.remaining) });
+                // A soft quota says what was used, which may be past its allowance.
+                let used = if self.policies[part.policy].soft {
+                    reply.get(3 + i * 3).copied().unwrap_or(0).max(0) as u64
+                } else {
+                    limit.saturating_sub(v.remaining)
+                };
+                self.known.insert((part.policy, part.counted), Known { start, end, used });
             }
         }
-        let snapshot: Vec<(u64, Instant)> = verdicts.iter().map(|v| (v.remaining, now + v.wait)).collect();
+        let snapshot: Vec<(u64, Instant, bool)> = verdicts.iter().map(|v| (v.remaining, now + v.wait, v.ok)).collect();
         let mut lease = self.leases.entry(key).or_insert_with(|| Lease {
             tokens: 0,
             expires: now + self.lease_ttl,
@@ -774,12 +776,19 @@ impl Remote {
 /// The Redis key of `policy` for the caller and route kind of `key`: names the tier,
 /// the caller and the route kind, with the caller as the hash tag so that every
 /// key of one decision lives in one Redis Cluster slot; quotas add their period.
-pub fn redis_key(prefix: &str, policy: &Policy, key: &LimitKey, period_start: Option<i64>) -> String {
+/// With `slot`, the hash tag is that account instead (a plan with the metered
+/// allowance, which the account's keys share, decides in the account's slot).
+pub fn redis_key(
+    prefix: &str,
+    policy: &Policy,
+    key: &LimitKey,
+    period_start: Option<i64>,
+    slot: Option<u64>,
+) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(64);
     s.push_str(prefix);
-    s.push_str(":{");
-    match key.0 {
+    let caller = |s: &mut String| match key.0 {
         CallerKey::Ip(ip) => {
             let _ = write!(s, "ip:{ip}");
         }
@@ -789,8 +798,21 @@ pub fn redis_key(prefix: &str, policy: &Policy, key: &LimitKey, period_start: Op
         CallerKey::Account(hash) => {
             let _ = write!(s, "acct:{hash:016x}");
         }
+    };
+    match slot {
+        // The account's slot, so that one script can read its key's policies
+        // and the account's allowance together on a Cluster.
+        Some(account) if key.0 != CallerKey::Account(account) => {
+            let _ = write!(s, ":{{acct:{account:016x}}}:");
+            caller(&mut s);
+        }
+        _ => {
+            s.push_str(":{");
+            caller(&mut s);
+            s.push('}');
+        }
     }
-    let _ = write!(s, "}}:{}:{}:{}", policy.tier, policy.name, key.1.as_str());
+    let _ = write!(s, ":{}:{}:{}", policy.tier, policy.name, key.1.as_str());
     if let Some(start) = period_start {
         s.push(':');
         s.push_str(&super::period::label(start));

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use coopgate::config::{Config, MeteredConfig, RouteKind, TierConfig};
+use coopgate::config::{Config, MeteredConfig, RouteKind, SPEND_CAP_PATH, SpendCapAction, TierConfig};
 use coopgate_billing::sim::{SimConfig, SimPrice};
 use coopgate_billing::usage::report::{self, Reported};
 use coopgate_billing::usage::statement;
@@ -16,11 +16,11 @@ use coopgate_tests::{TestGateway, get, route};
 use super::memberships::{Billed, pay, stripe};
 
 /// The metered price: 3 cents a request beyond the allowance.
-const METERED: &str = "price_api_metered";
-const CENTS: i64 = 3;
-const INCLUDED: u64 = 10;
+pub(super) const METERED: &str = "price_api_metered";
+pub(super) const CENTS: i64 = 3;
+pub(super) const INCLUDED: u64 = 10;
 
-fn with_metered_price(sim: &mut SimConfig) {
+pub(super) fn with_metered_price(sim: &mut SimConfig) {
     sim.prices.push(SimPrice {
         id: METERED.into(),
         product_name: "API requests".into(),
@@ -31,7 +31,7 @@ fn with_metered_price(sim: &mut SimConfig) {
     });
 }
 
-fn with_metered_plan(cfg: &mut Config) {
+pub(super) fn with_metered_plan(cfg: &mut Config) {
     cfg.tiers.insert(
         "metered".into(),
         TierConfig { rank: 15, limits: vec![coopgate_tests::limit("burst", "1000/sec", 1000)], stripe_prices: None },
@@ -43,12 +43,22 @@ fn with_metered_plan(cfg: &mut Config) {
         meter_event: "api_requests".into(),
         included: format!("{INCLUDED}/month").parse().unwrap(),
         tier: "metered".into(),
+        spend_cap_action: SpendCapAction::Refuse,
+        spend_cap_url: SPEND_CAP_PATH.into(),
         report_interval: Duration::from_secs(1),
     });
 }
 
+/// The metered plan, limits shared through Redis at `redis` (a fresh prefix).
+pub(super) fn metered_on_redis(cfg: &mut Config, redis: &str) {
+    with_metered_plan(cfg);
+    cfg.limits.backend = coopgate::config::LimitsBackend::Redis;
+    cfg.limits.redis_url = Some(coopgate::config::Secret::inline(redis.to_owned()));
+    cfg.limits.redis_prefix = format!("cg-metering-{}", now_ms());
+}
+
 /// Ada with a key and a card on file: the metered tier.
-async fn metered_account(b: &Billed) -> (Account, String) {
+pub(super) async fn metered_account(b: &Billed) -> (Account, String) {
     let (ada, key) = b.account("ada@example.org").await;
     let url = b.checkout_url(&key, METERED).await;
     let paid = pay(&url, "4242 4242 4242 4242").await;
@@ -57,7 +67,7 @@ async fn metered_account(b: &Billed) -> (Account, String) {
     (ada, key)
 }
 
-async fn calls(gw: &TestGateway, key: &str, path: &str, n: usize) -> Vec<u16> {
+pub(super) async fn calls(gw: &TestGateway, key: &str, path: &str, n: usize) -> Vec<u16> {
     let mut out = Vec::new();
     for i in 0..n {
         out.push(get(&gw.url(&format!("{path}{i}")), &[("x-api-key", key)]).await.status.as_u16());
@@ -65,7 +75,7 @@ async fn calls(gw: &TestGateway, key: &str, path: &str, n: usize) -> Vec<u16> {
     out
 }
 
-async fn flush(gw: &TestGateway) {
+pub(super) async fn flush(gw: &TestGateway) {
     gw.gateway.shared().usage_flusher.as_ref().unwrap().flush().await.unwrap();
 }
 
@@ -78,7 +88,7 @@ async fn period(store: &Store, account: &Account) -> report::Period {
 
 /// Waits (up to 30 s) until Stripe has acknowledged `units` of the account's
 /// period; the replicas' reporters run every second.
-async fn wait_reported(gw: &TestGateway, store: &Store, account: &Account, units: u64) -> Reported {
+pub(super) async fn wait_reported(gw: &TestGateway, store: &Store, account: &Account, units: u64) -> Reported {
     let deadline = Instant::now() + Duration::from_secs(30);
     let reporter = gw.gateway.shared().reporter.clone().unwrap();
     loop {
@@ -101,7 +111,7 @@ async fn wait_reported(gw: &TestGateway, store: &Store, account: &Account, units
     }
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
@@ -188,13 +198,8 @@ async fn two_replicas_report_once_and_stripe_away_for_a_while_loses_nothing() {
     let Some((url, _cleanup)) = coopgate_billing::store::testing::postgres_url().await else { return };
     let store = Store::connect(&url).await.unwrap();
     let Some(redis) = super::support::redis_url() else { return };
-    let with_redis = |cfg: &mut Config| {
-        with_metered_plan(cfg);
-        cfg.limits.backend = coopgate::config::LimitsBackend::Redis;
-        cfg.limits.redis_url = Some(coopgate::config::Secret::inline(redis.clone()));
-        cfg.limits.redis_prefix = format!("cg-metering-{}", now_ms());
-    };
-    let mut b = Billed::start_through_relay(store.clone(), with_metered_price, with_redis).await;
+    let mut b =
+        Billed::start_through_relay(store.clone(), with_metered_price, |cfg| metered_on_redis(cfg, &redis)).await;
     let other = b.replica().await;
     let (ada, key) = metered_account(&b).await;
 
@@ -317,6 +322,22 @@ min_tier = "anonymous"
     let shown = cli(args(&["usage", "--account", "ada@example.org", "--from", "2000-01-01"])).await.unwrap();
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("10 of 10 included used, 5 beyond") && text.contains("USD 0.15"), "{text}");
+    assert!(text.contains("no spend cap"), "{text}");
+
+    // A cap from the command line, in the price's currency; `usage` shows it reached.
+    let capped =
+        cli(args(&["billing", "spend-cap", "--account", "ada@example.org", "--cap", "0.15 usd"])).await.unwrap();
+    let text = String::from_utf8_lossy(&capped.stdout);
+    assert!(capped.status.success(), "{text}{}", String::from_utf8_lossy(&capped.stderr));
+    assert!(text.contains("a cap of USD 0.15 a month"), "{text}");
+    let shown = cli(args(&["usage", "--account", "ada@example.org", "--from", "2000-01-01"])).await.unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("spend cap USD 0.15, reached"), "{text}");
+    for (cap, says) in [("1 eur", "set the cap in usd"), ("1.005 usd", "is not an amount")] {
+        let refused = cli(args(&["billing", "spend-cap", "--account", "ada@example.org", "--cap", cap])).await.unwrap();
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && err.contains(says), "--cap {cap}: {err}");
+    }
 
     // Usage Stripe was never told of: the store and Stripe now differ.
     let line = coopgate_billing::usage::UsageLine {
