@@ -146,6 +146,7 @@ impl Memberships {
             price: price.to_owned(),
             // Stripe refuses a quantity on a metered price: usage decides the amount.
             quantity: (!self.plans.is_metered(price)).then_some(1),
+            metered: self.plans.metered_beside(price).map(str::to_owned),
             success_url: self.settings.success_url.clone(),
             cancel_url: self.settings.cancel_url.clone(),
             idempotency_key: idempotency_key("checkout", &[account.id.as_str(), price, &minute]),

@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "stripe", include_str!("../migrations/0004_stripe.sql")),
     (5, "usage", include_str!("../migrations/0005_usage.sql")),
     (6, "spend cap", include_str!("../migrations/0006_spend_cap.sql")),
+    (7, "metered memberships", include_str!("../migrations/0007_metered_memberships.sql")),
 ];
 
 /// Which database a store is.

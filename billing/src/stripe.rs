@@ -93,6 +93,9 @@ pub struct NewCheckout {
     /// membership), `None` for a metered one, whose usage is what it bills
     /// (Stripe refuses a quantity on a metered price's line item).
     pub quantity: Option<u64>,
+    /// A metered price as a second line item (without a quantity): a
+    /// membership that includes metered use.
+    pub metered: Option<String>,
     /// Where Stripe sends the payer afterwards; may hold `{CHECKOUT_SESSION_ID}`.
     pub success_url: String,
     /// Where Stripe sends a payer who gives up.

@@ -37,6 +37,8 @@ pub struct Plans {
     pub past_due_grace: Duration,
     /// The metered plan's price, bought without a quantity.
     metered: Option<String>,
+    /// Membership tiers that include metered use.
+    metered_members: Vec<String>,
 }
 
 impl Plans {
@@ -66,6 +68,20 @@ impl Plans {
     /// The metered plan's price, if there is one.
     pub fn metered_price(&self) -> Option<&str> {
         self.metered.as_deref()
+    }
+
+    /// Adds membership tiers that include metered use: their Checkout carries
+    /// the metered price too.
+    pub fn with_metered_members(mut self, tiers: impl IntoIterator<Item = String>) -> Self {
+        self.metered_members.extend(tiers);
+        self
+    }
+
+    /// The metered price to add beside a membership price of a tier that
+    /// includes metered use.
+    pub fn metered_beside(&self, price: &str) -> Option<&str> {
+        let tier = self.tier_of(price)?;
+        self.metered_members.iter().any(|t| t == tier).then_some(self.metered.as_deref()).flatten()
     }
 
     /// Whether `price` is the metered plan's (Stripe refuses a quantity on it).
@@ -193,18 +209,27 @@ impl Subscriptions {
             (SubscriptionStatus::PastDue, _) => Some(now_ms),
             _ => None,
         };
-        let price = sub.prices.iter().find(|p| plans.tier_of(p).is_some()).or(sub.prices.first());
+        // A membership that includes metered use has the metered price too:
+        // the membership's price decides the tier.
+        let price = sub
+            .prices
+            .iter()
+            .find(|p| plans.tier_of(p).is_some() && !plans.is_metered(p))
+            .or_else(|| sub.prices.iter().find(|p| plans.tier_of(p).is_some()))
+            .or(sub.prices.first());
         let tier = price.and_then(|p| plans.tier_of(p));
+        let metered = sub.prices.iter().find(|p| plans.is_metered(p));
         sqlx::query(
             "INSERT INTO stripe_subscriptions (id, account_id, customer_id, status, price_id, tier, \
              billing_cycle_anchor, current_period_end, cancel_at_period_end, past_due_since, updated_at, \
-             current_period_start) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             current_period_start, metered_price_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, customer_id = excluded.customer_id, \
              status = excluded.status, price_id = excluded.price_id, tier = excluded.tier, \
              billing_cycle_anchor = excluded.billing_cycle_anchor, current_period_end = excluded.current_period_end, \
              cancel_at_period_end = excluded.cancel_at_period_end, past_due_since = excluded.past_due_since, \
-             updated_at = excluded.updated_at, current_period_start = excluded.current_period_start",
+             updated_at = excluded.updated_at, current_period_start = excluded.current_period_start, \
+             metered_price_id = excluded.metered_price_id",
         )
         .bind(&sub.id)
         .bind(account_id)
@@ -218,6 +243,7 @@ impl Subscriptions {
         .bind(past_due_since)
         .bind(now_ms)
         .bind(sub.current_period_start)
+        .bind(metered.map(String::as_str))
         .execute(self.store.pool())
         .await?;
         Ok(())
@@ -239,10 +265,11 @@ impl Subscriptions {
         rows.iter().map(from_row).collect()
     }
 
-    /// Subscriptions on `price` (the metered plan's), newest period first.
+    /// Subscriptions on `price` (the metered plan's), alone or beside a
+    /// membership's, newest period first.
     pub async fn on_price(&self, price: &str) -> Result<Vec<SubscriptionRow>, Error> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM stripe_subscriptions WHERE price_id = $1 \
+            "SELECT {COLUMNS} FROM stripe_subscriptions WHERE (price_id = $1 OR metered_price_id = $1) \
              ORDER BY account_id, current_period_start DESC, id"
         ));
         let rows = sqlx::query(sql).bind(price).fetch_all(self.store.pool()).await?;

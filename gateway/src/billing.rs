@@ -236,7 +236,7 @@ pub fn memberships(
         billing.past_due_grace,
     );
     if let Some(metered) = &billing.metered {
-        plans = plans.with_metered(&metered.price, &metered.tier);
+        plans = plans.with_metered(&metered.price, &metered.tier).with_metered_members(metered.member_tiers.clone());
     }
     let settings = coopgate_billing::MembershipSettings {
         success_url: billing.success_url.to_string(),

@@ -287,7 +287,7 @@ impl Limits {
             // The metered plan's allowance: counted like a quota, never refusing,
             // so that every response tells the caller how much is left free.
             if let Some(metered) = config.billing.as_ref().and_then(|b| b.metered.as_ref())
-                && metered.tier == tier_name
+                && metered.metered_tiers().any(|t| t == tier_name)
             {
                 policies.push(Policy::included(tier_arc.clone(), metered.included.count));
             }

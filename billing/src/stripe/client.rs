@@ -156,6 +156,12 @@ impl StripeApi for StripeClient {
             let mut item = CreateCheckoutSessionLineItems::new();
             item.price = Some(new.price.clone());
             item.quantity = new.quantity;
+            let mut items = vec![item];
+            if let Some(metered) = &new.metered {
+                let mut usage = CreateCheckoutSessionLineItems::new();
+                usage.price = Some(metered.clone());
+                items.push(usage);
+            }
             // The subscription carries the account too: its events are what
             // billing applies, and they do not mention the session.
             let mut subscription = CreateCheckoutSessionSubscriptionData::new();
@@ -164,7 +170,7 @@ impl StripeApi for StripeClient {
                 .mode(stripe_shared::CheckoutSessionMode::Subscription)
                 .customer(&new.customer)
                 .client_reference_id(&new.account_id)
-                .line_items(vec![item])
+                .line_items(items)
                 .success_url(&new.success_url)
                 .cancel_url(&new.cancel_url)
                 .metadata(account)

@@ -51,6 +51,11 @@ pub struct MeteredConfig {
     /// The tier a card on file gives.
     #[serde(default = "default_metered_tier")]
     pub tier: String,
+    /// Membership tiers whose memberships include metered use: their Checkout
+    /// adds the metered price beside the membership's, so members get the
+    /// allowance too and pay for use beyond it on the membership's invoice.
+    #[serde(default)]
+    pub member_tiers: Vec<String>,
     /// How often usage beyond the allowance is reported to Stripe.
     #[serde(default = "default_report_interval", with = "humantime_serde")]
     pub report_interval: Duration,
@@ -62,6 +67,14 @@ pub struct MeteredConfig {
     /// gateway's own `PUT /billing/spend-cap` unless the co-op has a page for it.
     #[serde(default = "default_spend_cap_url")]
     pub spend_cap_url: String,
+}
+
+impl MeteredConfig {
+    /// Every tier whose callers are metered: the card-on-file tier and the
+    /// memberships that include metered use.
+    pub fn metered_tiers(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.tier.as_str()).chain(self.member_tiers.iter().map(String::as_str))
+    }
 }
 
 /// `billing.metered.spend_cap_action`.
@@ -167,14 +180,16 @@ pub(super) fn validate(config: &mut Config, env: &HashMap<String, String>) -> Ve
     }
     if let Some(metered) = &billing.metered {
         validate_metered(metered, config_tiers(&config.tiers), &seen, &mut problem);
-        if let Some(tier) = config.tiers.get(&metered.tier)
-            && let Some(i) = tier.limits.iter().position(|l| l.name == "included")
-        {
-            problem(
-                format!("tiers.{}.limits[{i}].name", metered.tier),
-                "`included` is the metered plan's allowance, shown in RateLimit headers; name this limit otherwise"
-                    .into(),
-            );
+        for name in metered.metered_tiers() {
+            if let Some(tier) = config.tiers.get(name)
+                && let Some(i) = tier.limits.iter().position(|l| l.name == "included")
+            {
+                problem(
+                    format!("tiers.{name}.limits[{i}].name"),
+                    "`included` is the metered plan's allowance, shown in RateLimit headers; name this limit otherwise"
+                        .into(),
+                );
+            }
         }
     }
     let stripe = &mut billing.stripe;
@@ -276,6 +291,15 @@ fn validate_metered(
             "billing.metered.included".into(),
             "is per billing period: write it as N/month, for example \"10000/month\"".into(),
         );
+    }
+    for (i, name) in metered.member_tiers.iter().enumerate() {
+        match tiers.iter().find(|(tier, _)| tier == name) {
+            Some((_, true)) => {}
+            _ => problem(
+                format!("billing.metered.member_tiers[{i}]"),
+                format!("`{name}` is not a tier sold as a membership (a tier with stripe_prices)"),
+            ),
+        }
     }
     if metered.report_interval < std::time::Duration::from_secs(1) {
         problem("billing.metered.report_interval".into(), "must be at least 1s".into());

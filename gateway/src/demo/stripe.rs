@@ -97,6 +97,7 @@ pub fn configure(config: &mut Config, base: &str, api_base: &str, webhook_secret
             meter_event: METERED.3.into(),
             included: RequestQuota { count: METERED.2, per: Period::Month },
             tier: METERED_TIER.into(),
+            member_tiers: Vec::new(),
             spend_cap_action: SpendCapAction::Refuse,
             spend_cap_url: SPEND_CAP_PATH.into(),
             report_interval: Duration::from_secs(5),

@@ -115,7 +115,8 @@ struct Lease {
     ask: u32,
     /// Per policy of the plan, what Redis said at the grant: remaining after
     /// it, when the policy is full again (rates) or its period ends, and
-    /// whether it was within its ceiling (a warned spend cap stays warned).
+    /// whether a leased admission is within it (false only past a spend cap
+    /// that warns).
     snapshot: Vec<(u64, Instant, bool)>,
     /// The keys the lease was granted on, to hand back to.
     parts: Vec<Part>,
@@ -439,7 +440,18 @@ impl Remote {
                 self.known.insert((part.policy, part.counted), Known { start, end, used });
             }
         }
-        let snapshot: Vec<(u64, Instant, bool)> = verdicts.iter().map(|v| (v.remaining, now + v.wait, v.ok)).collect();
+        // What a leased admission says of each policy: admitted (its tokens
+        // were granted), except that an allowance past a ceiling that only
+        // warns keeps saying so. A refused grant racing an earlier one must
+        // not turn the earlier one's tokens into refusals.
+        let snapshot: Vec<(u64, Instant, bool)> = parts
+            .iter()
+            .zip(&verdicts)
+            .map(|(part, v)| {
+                let warned = self.policies[part.policy].soft && part.ceiling.is_some_and(|c| !c.refuse) && !v.ok;
+                (v.remaining, now + v.wait, !warned)
+            })
+            .collect();
         let mut lease = self.leases.entry(key).or_insert_with(|| Lease {
             tokens: 0,
             expires: now + self.lease_ttl,

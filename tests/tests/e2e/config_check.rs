@@ -309,6 +309,22 @@ fn a_metered_plan_that_cannot_work_is_named() {
     assert!(!ok);
     assert!(err.contains("tiers.metered.limits[0].name") && err.contains("name this limit otherwise"), "{err}");
 
+    // Memberships that include metered use must be memberships; a cap must do something.
+    let members = good.replace(
+        "included = \"10000/month\"\n",
+        "included = \"10000/month\"\nmember_tiers = [\"registered\"]\nspend_cap_action = \"stop\"\n",
+    );
+    let (ok, _, err) = check(&members, &secrets);
+    assert!(!ok);
+    assert!(err.contains("spend_cap_action") && err.contains("refuse"), "{err}");
+    let members = members.replace("spend_cap_action = \"stop\"\n", "spend_cap_action = \"warn\"\n");
+    let (ok, _, err) = check(&members, &secrets);
+    assert!(!ok);
+    assert!(
+        err.contains("billing.metered.member_tiers[0]") && err.contains("not a tier sold as a membership"),
+        "{err}"
+    );
+
     // A kind that is no kind is refused, not silently billed as nothing.
     let typo = good.replace("api = [\"2xx\"]", "API = [\"2xx\"]");
     let (ok, _, err) = check(&typo, &secrets);

@@ -43,6 +43,7 @@ pub(super) fn with_metered_plan(cfg: &mut Config) {
         meter_event: "api_requests".into(),
         included: format!("{INCLUDED}/month").parse().unwrap(),
         tier: "metered".into(),
+        member_tiers: Vec::new(),
         spend_cap_action: SpendCapAction::Refuse,
         spend_cap_url: SPEND_CAP_PATH.into(),
         report_interval: Duration::from_secs(1),
@@ -355,4 +356,39 @@ min_tier = "anonymous"
     let text = String::from_utf8_lossy(&differs.stdout);
     assert_eq!(differs.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&differs.stderr));
     assert!(text.contains("DIFF") && text.contains("store 12 beyond the allowance"), "{text}");
+}
+
+#[tokio::test]
+async fn a_membership_that_includes_metered_use_bills_use_beyond_the_allowance_beside_the_membership() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let b = Billed::start(store.clone(), with_metered_price, |cfg| {
+        with_metered_plan(cfg);
+        cfg.billing.as_mut().unwrap().metered.as_mut().unwrap().member_tiers = vec!["member".into()];
+    })
+    .await;
+    let (ada, key) = b.account("ada@example.org").await;
+    let paid = pay(&b.checkout_url(&key, super::memberships::PRICES[0]).await, "4242 4242 4242 4242").await;
+    assert_eq!(paid.status, 303, "{:?}", paid.body);
+    b.wait_for_tier(&ada, "member").await;
+
+    // A member sees the allowance too, and its use beyond it is reported.
+    let first = get(&b.gw.url("/api/first"), &[("x-api-key", &key)]).await;
+    assert!(first.header("ratelimit-policy").contains(&format!("\"included\";q={INCLUDED};")), "{first:?}");
+    assert!(calls(&b.gw, &key, "/api/m", 13).await.iter().all(|s| *s == 200));
+    flush(&b.gw).await;
+    let r = wait_reported(&b.gw, &store, &ada, 14 - INCLUDED).await;
+    assert_eq!(r.metered, 4);
+
+    // The renewal bills the membership (5.00) and the use beyond the allowance.
+    let customer = period(&store, &ada).await.customer_id;
+    b.sim.advance_clock(Duration::from_secs(32 * 86_400)).unwrap();
+    let invoices = stripe(&b.sim, http::Method::GET, "/invoices", &[("customer", &customer)]).await;
+    let cycle: Vec<&serde_json::Value> =
+        invoices["data"].as_array().unwrap().iter().filter(|i| i["billing_reason"] == "subscription_cycle").collect();
+    assert_eq!(cycle.len(), 1, "{invoices}");
+    assert_eq!(cycle[0]["total"], 500 + 4 * CENTS, "{}", cycle[0]);
+    let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
+    let p = period(&store, &ada).await;
+    let month = coopgate_billing::usage::parse_month(&coopgate_billing::usage::day_text(p.start)[..7]).unwrap();
+    assert!(statement::reconcile(&store, &reporter, month.0, month.1).await.unwrap().agrees);
 }

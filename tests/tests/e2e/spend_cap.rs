@@ -141,8 +141,21 @@ async fn a_spend_cap_refuses_metered_calls_on_every_replica_until_it_is_raised()
 #[tokio::test]
 async fn a_spend_cap_that_warns_serves_on_with_a_warning_and_tells_the_operator_once() {
     let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    warns(store, with_metered_plan).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spend_cap_that_warns_through_redis_serves_on_with_a_warning() {
+    let Some(redis) = super::support::redis_url() else { return };
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    warns(store, move |cfg| metered_on_redis(cfg, &redis)).await;
+}
+
+/// Past a cap that warns: served, with a Warning on every call; the reporter
+/// logs it once.
+async fn warns(store: Store, plan: impl FnOnce(&mut Config)) {
     let warn = |cfg: &mut Config| {
-        with_metered_plan(cfg);
+        plan(cfg);
         cfg.billing.as_mut().unwrap().metered.as_mut().unwrap().spend_cap_action = SpendCapAction::Warn;
     };
     let token = "cgadm_spend-cap-test";

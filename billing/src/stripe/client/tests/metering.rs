@@ -222,6 +222,7 @@ async fn a_checkout_for_a_metered_price_sends_no_quantity() {
         account_id: "acct_00ff".to_owned(),
         price: "price_api".to_owned(),
         quantity: None,
+        metered: None,
         success_url: "https://coopgate.example/ok".to_owned(),
         cancel_url: "https://coopgate.example/cancel".to_owned(),
         idempotency_key: "coopgate:checkout:acct_00ff:api".to_owned(),

@@ -41,6 +41,7 @@ fn checkout(customer: &str, price: &str, quantity: Option<u64>) -> NewCheckout {
         account_id: "acct_00ff".to_owned(),
         price: price.to_owned(),
         quantity,
+        metered: None,
         success_url: "https://coopgate.example/ok?session={CHECKOUT_SESSION_ID}".to_owned(),
         cancel_url: "https://coopgate.example/cancel".to_owned(),
         idempotency_key: format!("coopgate:checkout:acct_00ff:{price}:{quantity:?}"),
