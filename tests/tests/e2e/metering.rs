@@ -87,6 +87,15 @@ async fn period(store: &Store, account: &Account) -> report::Period {
     periods.into_iter().next().unwrap()
 }
 
+/// Moves the simulator's clock past the period's end and returns the
+/// customer's renewal invoices, newest first.
+async fn renew(b: &Billed, customer: &str) -> Vec<serde_json::Value> {
+    b.sim.advance_clock(Duration::from_secs(32 * 86_400)).unwrap();
+    let invoices = stripe(&b.sim, http::Method::GET, "/invoices", &[("customer", customer)]).await;
+    let all = invoices["data"].as_array().unwrap();
+    all.iter().filter(|i| i["billing_reason"] == "subscription_cycle").cloned().collect()
+}
+
 /// Waits (up to 30 s) until Stripe has acknowledged `units` of the account's
 /// period; the replicas' reporters run every second.
 pub(super) async fn wait_reported(gw: &TestGateway, store: &Store, account: &Account, units: u64) -> Reported {
@@ -145,11 +154,8 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
 
     // The period ends: Stripe's renewal invoice bills (used − included) × price.
     let customer = period(&store, &ada).await.customer_id;
-    b.sim.advance_clock(Duration::from_secs(32 * 86_400)).unwrap();
-    let invoices = stripe(&b.sim, http::Method::GET, "/invoices", &[("customer", &customer)]).await;
-    let cycle: Vec<&serde_json::Value> =
-        invoices["data"].as_array().unwrap().iter().filter(|i| i["billing_reason"] == "subscription_cycle").collect();
-    assert_eq!(cycle.len(), 1, "{invoices}");
+    let cycle = renew(&b, &customer).await;
+    assert_eq!(cycle.len(), 1, "{cycle:?}");
     assert_eq!(cycle[0]["total"], 16 * CENTS, "{}", cycle[0]);
 
     let first = period(&store, &ada).await;
@@ -180,15 +186,7 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
         assert!(Instant::now() < deadline, "the late units were never billed: {r:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    b.sim.advance_clock(Duration::from_secs(32 * 86_400)).unwrap();
-    let invoices = stripe(&b.sim, http::Method::GET, "/invoices", &[("customer", &customer)]).await;
-    let totals: Vec<i64> = invoices["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["billing_reason"] == "subscription_cycle")
-        .map(|i| i["total"].as_i64().unwrap())
-        .collect();
+    let totals: Vec<i64> = renew(&b, &customer).await.iter().map(|i| i["total"].as_i64().unwrap()).collect();
     assert_eq!(totals, [5 * CENTS, 16 * CENTS], "newest first: the late units, then the first period");
     let rec = statement::reconcile(&store, &reporter, month.0, month.1).await.unwrap();
     assert!(rec.agrees, "meter events and the invoice item together: {rec:?}");
@@ -381,11 +379,8 @@ async fn a_membership_that_includes_metered_use_bills_use_beyond_the_allowance_b
 
     // The renewal bills the membership (5.00) and the use beyond the allowance.
     let customer = period(&store, &ada).await.customer_id;
-    b.sim.advance_clock(Duration::from_secs(32 * 86_400)).unwrap();
-    let invoices = stripe(&b.sim, http::Method::GET, "/invoices", &[("customer", &customer)]).await;
-    let cycle: Vec<&serde_json::Value> =
-        invoices["data"].as_array().unwrap().iter().filter(|i| i["billing_reason"] == "subscription_cycle").collect();
-    assert_eq!(cycle.len(), 1, "{invoices}");
+    let cycle = renew(&b, &customer).await;
+    assert_eq!(cycle.len(), 1, "{cycle:?}");
     assert_eq!(cycle[0]["total"], 500 + 4 * CENTS, "{}", cycle[0]);
     let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
     let p = period(&store, &ada).await;
