@@ -30,6 +30,7 @@ use tower::{Layer, Service};
 
 use coopgate_billing::Money;
 
+use crate::account_key::account_key;
 use crate::body::Body;
 use crate::config::{KeyScope, MemberScope};
 use crate::error::Error;
@@ -189,15 +190,6 @@ impl IdentifyLayer {
     }
 }
 
-/// The limiter key of an account. Account ids are random, so a plain fixed hash
-/// cannot be steered into collisions.
-fn account_hash(account_id: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    account_id.hash(&mut h);
-    h.finish()
-}
-
 impl<S> Layer<S> for IdentifyLayer {
     type Service = Identify<S>;
 
@@ -222,15 +214,15 @@ impl<S> Identify<S> {
         let allowed = tiers.id(&current.tier).unwrap_or(tiers.anonymous());
         let key = match (self.layer.member_scope, &claims.org) {
             // Prefixed so that an organisation never shares a key with an account id.
-            (MemberScope::Org, Some(org)) => CallerKey::Account(account_hash(&format!("org:{org}"))),
-            _ => CallerKey::Account(account_hash(&claims.sub)),
+            (MemberScope::Org, Some(org)) => CallerKey::Account(account_key(&format!("org:{org}"))),
+            _ => CallerKey::Account(account_key(&claims.sub)),
         };
         Caller {
             key,
             tier: claimed.min(allowed),
             ip,
             billing_anchor: current.billing_anchor,
-            account: Some(account_hash(&claims.sub)),
+            account: Some(account_key(&claims.sub)),
             spend_cap: current.spend_cap,
         }
     }
@@ -258,16 +250,9 @@ impl<S> Identify<S> {
         });
         let key = match self.layer.key_scope {
             KeyScope::Key => CallerKey::Key(v.id),
-            KeyScope::Account => CallerKey::Account(account_hash(&v.account_id)),
+            KeyScope::Account => CallerKey::Account(v.account_key),
         };
-        Caller {
-            key,
-            tier,
-            ip,
-            billing_anchor: v.billing_anchor,
-            account: Some(account_hash(&v.account_id)),
-            spend_cap: v.spend_cap,
-        }
+        Caller { key, tier, ip, billing_anchor: v.billing_anchor, account: Some(v.account_key), spend_cap: v.spend_cap }
     }
 }
 

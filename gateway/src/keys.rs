@@ -22,11 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use coopgate_billing::accounts::spend_cap_from_columns;
 use coopgate_billing::{AccountId, Accounts, Money, Store};
+use dashmap::DashMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
+use crate::account_key::account_key;
 use crate::config::StoreConfig;
 use crate::error::Error;
 
@@ -254,6 +256,8 @@ pub struct VerifiedKey {
     pub id: KeyId,
     /// The owner's account.
     pub account_id: Arc<str>,
+    /// Its limiter key ([`crate::account_key`]), worked out once per cached row.
+    pub account_key: u64,
     /// The owner's tier name.
     pub tier: Arc<str>,
     /// The owner's billing anchor (Unix ms), for monthly quotas that follow it.
@@ -268,6 +272,7 @@ struct Cached {
     /// SHA-256 of the secret.
     secret_sha256: [u8; 32],
     account_id: Arc<str>,
+    account_key: u64,
     tier: Arc<str>,
     billing_anchor: Option<i64>,
     spend_cap: Option<Money>,
@@ -297,6 +302,7 @@ impl Cached {
         Ok(VerifiedKey {
             id,
             account_id: self.account_id.clone(),
+            account_key: self.account_key,
             tier: self.tier.clone(),
             billing_anchor: self.billing_anchor,
             spend_cap: self.spend_cap,
@@ -341,7 +347,8 @@ pub struct Keys {
     /// How long cached rows are used.
     ttl: CacheTtl,
     /// Store rows by id, with when they were read (`None`: no such key).
-    cache: Mutex<HashMap<KeyId, CacheEntry>>,
+    /// Sharded, so that worker threads checking keys never wait on one lock.
+    cache: DashMap<KeyId, CacheEntry>,
     /// The newest `updated_at` seen by [`Keys::refresh`].
     watermark: Mutex<i64>,
     /// Changes already acted on within the skew window, so each evicts once.
@@ -357,7 +364,7 @@ impl Keys {
             poll_failing: Default::default(),
             store,
             ttl: CacheTtl::default(),
-            cache: Mutex::default(),
+            cache: DashMap::new(),
             watermark: Mutex::new(now_ms()),
             seen: Mutex::default(),
         }
@@ -372,16 +379,13 @@ impl Keys {
     /// Drops key `id` from the cache (an invalidation from another replica).
     pub fn forget(&self, id: &str) {
         if let Some(id) = KeyId::parse(id) {
-            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.cache.remove(&id);
         }
     }
 
     /// Drops every cached key of account `id` (its tier changed).
     pub fn forget_account(&self, id: &str) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (_, row)| row.as_ref().is_none_or(|c| &*c.account_id != id));
+        self.cache.retain(|_, (_, row)| row.as_ref().is_none_or(|c| &*c.account_id != id));
     }
 
     /// The store the keys live in.
@@ -399,8 +403,8 @@ impl Keys {
 
     /// Checks `key` against the cache only.
     pub fn check_cached(&self, key: &PresentedKey) -> Cheap {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        match cache.get(&key.id) {
+        let entry = self.cache.get(&key.id);
+        match entry.as_deref() {
             Some((at, Some(c))) if self.ttl.usable(*at, &self.store) => {
                 Cheap::Decided(c.verify(key.id, &key.secret, now_ms()))
             }
@@ -415,8 +419,8 @@ impl Keys {
     /// `key`: the answer while the store is away. Revoked and rolled keys are
     /// evicted by the change poll, so a stale row is one that was good.
     fn stale(&self, key: &PresentedKey) -> Option<Result<VerifiedKey, Rejection>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        match cache.get(&key.id) {
+        let entry = self.cache.get(&key.id);
+        match entry.as_deref() {
             Some((at, Some(c))) if self.ttl.usable_stale(*at) => Some(c.verify(key.id, &key.secret, now_ms())),
             _ => None,
         }
@@ -444,6 +448,7 @@ impl Keys {
                 Ok(Arc::new(Cached {
                     // A digest that does not decode matches no secret.
                     secret_sha256: digest_from_hex(&hex).unwrap_or_default(),
+                    account_key: account_key(&r.try_get::<String, _>("account_id")?),
                     account_id: Arc::from(r.try_get::<String, _>("account_id")?),
                     tier: Arc::from(r.try_get::<String, _>("tier")?),
                     billing_anchor: r.try_get("billing_anchor")?,
@@ -461,7 +466,7 @@ impl Keys {
             Some(c) => c.verify(key.id, &key.secret, now_ms()),
             None => Err(Rejection::Unknown),
         };
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key.id, (SystemTime::now(), cached));
+        self.cache.insert(key.id, (SystemTime::now(), cached));
         Ok(verdict)
     }
 
@@ -473,10 +478,8 @@ impl Keys {
         // collect and clear them here, and put them back if they cannot be written.
         let used: Vec<(KeyId, i64)> = self
             .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter_map(|(id, (_, c))| Some((*id, c.as_ref()?.unwritten_use.swap(0, Ordering::Relaxed))))
+            .filter_map(|e| Some((*e.key(), e.value().1.as_ref()?.unwritten_use.swap(0, Ordering::Relaxed))))
             .filter(|(_, at)| *at != 0)
             .collect();
         let result = match self.poll().await {
@@ -484,9 +487,8 @@ impl Keys {
             Err(e) => Err(e),
         };
         if result.is_err() {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             for (id, at) in &used {
-                if let Some((_, Some(c))) = cache.get(id) {
+                if let Some((_, Some(c))) = self.cache.get(id).as_deref() {
                     c.unwritten_use.fetch_max(*at, Ordering::Relaxed);
                 }
             }
@@ -513,7 +515,7 @@ impl Keys {
         let rows = timely(rows).await.map_err(store_down)?;
         let mut newest = since;
         {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = &self.cache;
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             for row in &rows {
                 let id: String = row.try_get("id").map_err(store_down)?;
@@ -644,7 +646,7 @@ impl Keys {
             return Err(Error::NoSuchKey { id: id.to_owned() });
         }
         if let Some(id) = KeyId::parse(id) {
-            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.cache.remove(&id);
         }
         Ok(())
     }
@@ -667,7 +669,7 @@ impl Keys {
             .await
             .map_err(store_down)?;
         if let Some(old) = KeyId::parse(id) {
-            self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&old);
+            self.cache.remove(&old);
         }
         Ok(new)
     }

@@ -4,6 +4,7 @@
 //! [`server`]; configuration in [`config`]; errors become problem documents in
 //! [`problem`] only. `ARCHITECTURE.md` at the repository root has the map.
 
+pub mod account_key;
 pub mod admin;
 pub mod authorize;
 pub mod billing;

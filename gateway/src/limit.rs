@@ -145,6 +145,9 @@ enum Backend {
 pub struct Limits {
     /// All policies.
     policies: Vec<Policy>,
+    /// Each policy's decision counters, `[admitted, refused]`, resolved at
+    /// start so that no request looks a metric up.
+    decisions: Vec<[prometheus_client::metrics::counter::Counter; 2]>,
     /// Their state.
     backend: Backend,
     /// `plans[tier][route]`.
@@ -329,8 +332,19 @@ impl Limits {
             }
             _ => Backend::Memory(policies.iter().map(|p| LocalPolicy::new(p, 1)).collect()),
         };
+        let decisions = policies
+            .iter()
+            .map(|p| {
+                let counter = |decision| {
+                    let labels = LimitLabels { tier: p.tier.clone(), policy: p.name.clone(), decision };
+                    metrics.limit_decisions.get_or_create_owned(&labels)
+                };
+                [counter("allowed"), counter(if p.soft { "spend-cap" } else { "limited" })]
+            })
+            .collect();
         Limits {
             policies,
+            decisions,
             backend,
             plans,
             legacy_headers: config.limits.legacy_headers,
@@ -642,17 +656,7 @@ impl Limits {
         let mut past_cap = false;
         for (&i, v) in plan.policies.iter().zip(verdicts) {
             let p = &self.policies[i];
-            let decision = if v.ok {
-                "allowed"
-            } else if p.soft {
-                "spend-cap"
-            } else {
-                "limited"
-            };
-            self.metrics
-                .limit_decisions
-                .get_or_create(&LimitLabels { tier: p.tier.clone(), policy: p.name.clone(), decision })
-                .inc();
+            self.decisions[i][usize::from(!v.ok)].inc();
             if p.soft {
                 allowance = Some((p, v.remaining, v.wait));
                 past_cap = !v.ok;

@@ -26,9 +26,9 @@ use tower::{Layer, Service};
 use crate::body::{self, Body};
 use crate::error::Error;
 use crate::identify::{Caller, Owner};
-use crate::metrics::{Metrics, RequestLabels, RouteMetrics, UpstreamErrorLabels};
+use crate::metrics::{Metrics, RouteMetrics, UpstreamErrorLabels};
 use crate::route::{MatchedRoute, Route};
-use crate::tier::Tiers;
+use crate::tier::{TierId, Tiers};
 
 /// Adds [`Meter`].
 #[derive(Clone)]
@@ -76,7 +76,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let ext = req.extensions();
         let labels = match (ext.get::<Caller>(), ext.get::<MatchedRoute>()) {
-            (Some(caller), Some(route)) => Some((route.0.clone(), self.layer.tiers.name(caller.tier).clone())),
+            (Some(caller), Some(route)) => Some((route.0.clone(), caller.tier)),
             _ => None,
         };
         let owner = match (&self.layer.usage, ext.get::<Owner>()) {
@@ -86,6 +86,7 @@ where
         MeterFuture {
             inner: self.inner.call(req),
             metrics: self.layer.metrics.clone(),
+            tiers: self.layer.tiers.clone(),
             labels,
             owner,
             start: Instant::now(),
@@ -99,7 +100,8 @@ pin_project! {
         #[pin]
         inner: F,
         metrics: Arc<Metrics>,
-        labels: Option<(Arc<Route>, Arc<str>)>,
+        tiers: Arc<Tiers>,
+        labels: Option<(Arc<Route>, TierId)>,
         owner: Option<(Arc<usage::Recorder>, Owner)>,
         start: Instant,
     }
@@ -123,7 +125,7 @@ where
         };
         let m = &**this.metrics;
         let metrics: &RouteMetrics = &route.metrics;
-        m.requests.get_or_create(&RequestLabels { route: route.name.clone(), status: status.as_u16(), tier }).inc();
+        metrics.requests(&m.requests, (tier.0, this.tiers.name(tier)), status.as_u16()).inc();
         metrics.latency.observe(this.start.elapsed().as_secs_f64());
         if let Err(kind) = result.as_ref().map_err(Error::upstream_kind)
             && let Some(kind) = kind

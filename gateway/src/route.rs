@@ -62,24 +62,36 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table; fails only if an upstream's TLS settings cannot be used.
+    /// Builds the table; fails if an upstream's TLS settings cannot be used,
+    /// or if a route's `min_tier` names no tier (validation catches that
+    /// first; a table built without it must still never open a route to
+    /// everyone by mistake).
     pub fn from_config(config: &Config, tiers: &Tiers, metrics: &Metrics) -> Result<Self, Error> {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, rc) in config.routes.iter().enumerate() {
             let id = RouteId(i as u16);
             let name: Arc<str> = Arc::from(rc.name.as_str());
+            let tier = |key: &str, tier: &str| {
+                tiers.id(tier).ok_or_else(|| {
+                    Error::ConfigInvalid(vec![crate::config::Problem {
+                        path: format!("routes[{i}].{key}"),
+                        line: None,
+                        message: format!("no tier is named `{tier}`"),
+                    }])
+                })
+            };
             routes.push(Arc::new(Route {
                 id,
                 prefix: rc.path.trim_end_matches('/').to_owned(),
                 kind: rc.kind,
-                min_tier: tiers.id(&rc.min_tier).unwrap_or(tiers.anonymous()),
-                early_access: rc
-                    .early_access
-                    .as_ref()
-                    .map(|e| (e.window, tiers.id(&e.min_tier).unwrap_or(tiers.anonymous()))),
+                min_tier: tier("min_tier", &rc.min_tier)?,
+                early_access: match &rc.early_access {
+                    Some(e) => Some((e.window, tier("early_access.min_tier", &e.min_tier)?)),
+                    None => None,
+                },
                 max_body: rc.max_body,
                 upstream: Upstream::from_config(name.clone(), rc, &config.proxy)?,
-                metrics: metrics.route(name.clone()),
+                metrics: metrics.route(name.clone(), tiers.len()),
                 name,
             }));
         }
@@ -215,5 +227,19 @@ mod tests {
         for good in ["/bulk/x.csv", "/bulk/..hidden", "/bulk/a..b", "/"] {
             assert!(!has_dot_segments(good), "{good}");
         }
+    }
+
+    #[test]
+    fn a_route_for_a_tier_that_does_not_exist_is_refused_not_opened_to_everyone() {
+        let text = "[tiers.anonymous]\nrank = 0\n[tiers.member]\nrank = 20\n[[routes]]\nname = \"members\"\n\
+                    path = \"/members/\"\nupstream = \"http://127.0.0.1:9/\"\nkind = \"api\"\nmin_tier = \"member\"\n";
+        let mut config = crate::config::load_str(text, &std::collections::HashMap::new()).expect("valid");
+        let metrics = Metrics::new();
+        let tiers = Tiers::from_config(&config);
+        assert!(RouteTable::from_config(&config, &tiers, &metrics).is_ok());
+        // The tier goes away after validation (a config edited in code, say).
+        config.routes[0].min_tier = "memebr".into();
+        let err = RouteTable::from_config(&config, &tiers, &metrics).unwrap_err().to_string();
+        assert!(err.contains("routes[0].min_tier") && err.contains("no tier is named `memebr`"), "{err}");
     }
 }

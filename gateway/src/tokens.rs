@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coopgate_billing::{Account, AccountId, Accounts, Store};
+use dashmap::DashMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -121,7 +122,8 @@ pub struct Tokens {
     /// Where accounts live.
     store: Store,
     /// Account standings by account id (`None`: no such account), with when they were read.
-    accounts: Mutex<HashMap<String, (SystemTime, Option<Standing>)>>,
+    /// Sharded, like `verified`: worker threads never wait on one lock.
+    accounts: DashMap<String, (SystemTime, Option<Standing>)>,
     /// How long standings are used from `accounts`.
     ttl: CacheTtl,
     /// Keys fetched from `tokens.jwks_url`, by `kid`.
@@ -132,7 +134,7 @@ pub struct Tokens {
     refetch_interval: Duration,
     /// Tokens whose signature and claims verified, by SHA-256 of the token: a
     /// signature check costs tens of microseconds, a hash about one.
-    verified: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
+    verified: DashMap<[u8; 32], Arc<Claims>>,
 }
 
 fn valid_kid(kid: &str) -> bool {
@@ -195,7 +197,7 @@ impl Tokens {
             audience: config.audience.clone(),
             max_ttl: config.max_ttl,
             store,
-            accounts: Mutex::default(),
+            accounts: DashMap::new(),
             ttl: CacheTtl::default(),
             remote: Default::default(),
             jwks_source: config
@@ -213,7 +215,7 @@ impl Tokens {
                 })
                 .transpose()?,
             refetch_interval: config.jwks_refetch_interval,
-            verified: Mutex::default(),
+            verified: DashMap::new(),
         })
     }
 
@@ -252,16 +254,15 @@ impl Tokens {
             return Err(TokenRejection::TooLarge);
         }
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(claims) = self.verified.lock().unwrap_or_else(|p| p.into_inner()).get(&fingerprint) {
+        if let Some(claims) = self.verified.get(&fingerprint) {
             // The same leeway as a full check, so a token does not expire earlier from the cache.
             return if claims.exp + 30 < now_secs() { Err(TokenRejection::Expired) } else { Ok(claims.clone()) };
         }
         let claims = Arc::new(self.verify_signature(token)?);
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if verified.len() >= VERIFIED_CACHE_MAX {
-            verified.clear();
+        if self.verified.len() >= VERIFIED_CACHE_MAX {
+            self.verified.clear();
         }
-        verified.insert(fingerprint, claims.clone());
+        self.verified.insert(fingerprint, claims.clone());
         Ok(claims)
     }
 
@@ -335,13 +336,13 @@ impl Tokens {
 
     /// Drops the cached tier of account `id` (it changed).
     pub fn forget_account(&self, id: &str) {
-        self.accounts.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.accounts.remove(id);
     }
 
     /// The account's current standing from the cache: `Some(None)` if it is gone, `None` on a miss.
     pub fn cached_standing(&self, account: &str) -> Option<Option<Standing>> {
-        let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        let (at, standing) = cache.get(account)?;
+        let entry = self.accounts.get(account)?;
+        let (at, standing) = entry.value();
         self.ttl.usable(*at, &self.store).then(|| standing.clone())
     }
 
@@ -364,17 +365,13 @@ impl Tokens {
                 }
                 Err(e) => {
                     self.store.set_away(true);
-                    let cache = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-                    return match cache.get(account) {
+                    return match self.accounts.get(account).as_deref() {
                         Some((at, standing)) if self.ttl.usable_stale(*at) => Ok(standing.clone()),
                         _ => Err(Error::Store(e)),
                     };
                 }
             };
-        self.accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(account.to_owned(), (SystemTime::now(), found.clone()));
+        self.accounts.insert(account.to_owned(), (SystemTime::now(), found.clone()));
         Ok(found)
     }
 }
