@@ -14,15 +14,16 @@ ROOT=$(pwd)
 OUT="$ROOT/bench/out"
 DURATION="${BENCH_DURATION:-10s}"
 CONNS="${BENCH_CONNECTIONS:-64}"
-UP_PORT=19000 GW_PORT=19080 NGX_PORT=19081 FILES_PORT=19002 REDIS_PORT=19379 GW2_PORT=19082
+UP_PORT=19000 GW_PORT=19080 NGX_PORT=19081 FILES_PORT=19002 REDIS_PORT=19379 GW2_PORT=19082 BARE_PORT=19083
 mkdir -p "$OUT"
 
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)"; exit 1; }
 HAVE_NGINX=0; command -v nginx >/dev/null && HAVE_NGINX=1
 HAVE_REDIS=0; command -v redis-server >/dev/null && HAVE_REDIS=1
 
-cargo build --release -p coopgate -q
+cargo build --release -p coopgate -p coopgate-bare-proxy -q
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/coopgate"
+BARE="${CARGO_TARGET_DIR:-$ROOT/target}/release/coopgate-bare-proxy"
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -198,6 +199,26 @@ start_coopgate   # a fresh process, so that its peak RSS is the download's
 G_MBS=$(download "http://127.0.0.1:$GW_PORT$BIG")
 G_RSS=$(( $(peak_rss_kib "$GW_PID") / 1024 ))
 
+# --- The bare hyper proxy (bench/bare-proxy): coopgate's runtime shape and none
+# of its work, so that coopgate's own cost is its CPU per request above this.
+echo "bench: bare hyper proxy"
+taskset -c 0 "$BARE" 127.0.0.1:$BARE_PORT 127.0.0.1:$UP_PORT &
+BARE_PID=$!; PIDS+=("$BARE_PID")
+wait_port $BARE_PORT
+T0=$(cpu_ticks "$BARE_PID")
+read -r B_RPS B_P50 B_P99 B_REQS < <(load "http://127.0.0.1:$BARE_PORT$SMALL")
+T1=$(cpu_ticks "$BARE_PID")
+B_CPU_US=$(awk -v t="$((T1 - T0))" -v n="$B_REQS" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+kill "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true
+# A fresh one in front of the file's origin: its peak RSS is the download's.
+taskset -c 0 "$BARE" 127.0.0.1:$BARE_PORT "$FILES_HOSTPORT" &
+BARE_PID=$!; PIDS+=("$BARE_PID")
+wait_port $BARE_PORT
+B_MBS=$(download "http://127.0.0.1:$BARE_PORT/files/big-1g.bin")
+B_RSS=$(( $(peak_rss_kib "$BARE_PID") / 1024 ))
+kill "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true
+G_OVER_BARE=$(awk -v g="$G_CPU_US" -v b="$B_CPU_US" 'BEGIN {printf "%.1f", g - b}')
+
 N_RPS=- N_P50=- N_P99=- N_MBS=- N_RSS=- N_CPU_US=-
 if [ "$HAVE_NGINX" = 1 ]; then
   echo "bench: nginx"
@@ -270,7 +291,8 @@ cat > "$ROOT/bench/RESULTS.md" <<MD
 
 Latest run of \`bench/run.sh\`: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($CPU),
 $(uname -r). Upstream and proxy share core 0; wrk and curl run on core 1.
-coopgate runs one worker with the free-tier limiter and metrics on; nginx
+coopgate runs one worker with the free-tier limiter, metrics and usage recording on; the bare hyper
+proxy (\`bench/bare-proxy\`) has coopgate's runtime shape and does nothing else; nginx
 $(nginx -v 2>&1 | sed 's/.*nginx\///') runs one worker with \`limit_req\` and upstream keep-alive
 (default buffering). $CONNS connections, $DURATION per run.
 
@@ -283,7 +305,11 @@ $(nginx -v 2>&1 | sed 's/.*nginx\///') runs one worker with \`limit_req\` and up
 | coopgate, API key | $K_RPS | $K_P50 | $K_P99 | |
 | coopgate, member token (JWT) | $J_RPS | $J_P50 | $J_P99 | |
 | coopgate, metered API key (usage recorded) | $M_RPS | $M_P50 | $M_P99 | |
+| bare hyper proxy (\`bench/bare-proxy\`) | $B_RPS | $B_P50 | $B_P99 | $B_CPU_US |
 | nginx + limit_req | $N_RPS | $N_P50 | $N_P99 | $N_CPU_US |
+
+coopgate's own work: **$G_OVER_BARE µs** of CPU per request above the bare proxy
+(target ≤ 1 µs); bare proxy / nginx throughput: $(ratio "$B_RPS" "$N_RPS").
 
 coopgate / nginx throughput: **$(ratio "$G_RPS" "$N_RPS")** (target ≥ 1.05×);
 p99 coopgate / nginx: **$(ratio "$G_P99" "$N_P99")** (target ≤ 1.00×).
@@ -304,6 +330,7 @@ Origin of the file: $FILES_ORIGIN.
 |---|---|---|
 | direct upstream | $D_MBS | |
 | coopgate | $G_MBS | $G_RSS |
+| bare hyper proxy | $B_MBS | $B_RSS |
 | nginx | $N_MBS | $N_RSS |
 
 coopgate / nginx: **$(ratio "$G_MBS" "$N_MBS")** (target ≥ 2×); coopgate peak RSS
@@ -331,6 +358,7 @@ shortfall of leases under contention; above 1× would be a leak (a lease may
 stretch a burst by at most what the pace refills in \`lease_ttl\`, 200 ms).
 
 Raw wrk output of this run: \`bench/out/wrk.log\` (not committed).
+Earlier runs, other hosts and how far one run moves: \`bench/HISTORY.md\`.
 
 ## Reading these figures
 
