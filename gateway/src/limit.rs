@@ -847,3 +847,73 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use tower::{ServiceExt, service_fn};
+
+    use super::*;
+
+    const CONFIG: &str = "[tiers.anonymous]\nrank = 0\nlimits = [{ name = \"burst\", rate = \"2/hour\", burst = 2 }]\n\
+                          [[routes]]\nname = \"api\"\npath = \"/api/\"\nupstream = \"http://127.0.0.1:9/\"\n\
+                          kind = \"api\"\nmin_tier = \"anonymous\"\n";
+
+    /// The layer over an origin that answers 200, in memory, and a request of
+    /// an anonymous caller at `ip`.
+    type Origin = tower::util::BoxCloneService<Request<()>, Response<Body>, Error>;
+
+    fn fixture() -> (Limit<Origin>, impl Fn(u8) -> Request<()>) {
+        let config = crate::config::load_str(CONFIG, &HashMap::new()).expect("config");
+        let tiers = Tiers::from_config(&config);
+        let metrics = Arc::new(Metrics::new());
+        let routes = RouteTable::from_config(&config, &tiers, &metrics).expect("routes");
+        let route = routes.iter().next().expect("a route").clone();
+        let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics));
+        let origin =
+            Origin::new(service_fn(|_req: Request<()>| async { Ok::<_, Error>(Response::new(body::empty())) }));
+        let anonymous = tiers.anonymous();
+        let request = move |last: u8| {
+            let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, last));
+            let mut req = Request::new(());
+            req.extensions_mut().insert(MatchedRoute(route.clone()));
+            req.extensions_mut().insert(Caller {
+                key: crate::identify::CallerKey::for_ip(ip),
+                tier: anonymous,
+                ip,
+                billing_anchor: None,
+                account: None,
+                spend_cap: None,
+            });
+            req
+        };
+        (LimitLayer::new(limits).layer(origin), request)
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_admitted_with_its_headers_and_the_next_request_is_refused() {
+        let (svc, request) = fixture();
+        let first = svc.clone().oneshot(request(1)).await.unwrap();
+        assert_eq!(first.headers()["ratelimit-policy"], "\"burst\";q=2;w=3600");
+        assert!(first.headers()["ratelimit"].to_str().unwrap().starts_with("\"burst\";r=1;"));
+        assert_eq!(svc.clone().oneshot(request(1)).await.unwrap().status(), 200);
+        match svc.clone().oneshot(request(1)).await {
+            Err(Error::RateLimited(denial)) => {
+                assert_eq!(denial.policy_names(), "\"burst\"");
+                assert!(denial.retry_after_secs() >= 1);
+            }
+            other => panic!("expected 429, got {other:?}"),
+        }
+        // Another caller has its own burst.
+        assert_eq!(svc.oneshot(request(2)).await.unwrap().status(), 200);
+    }
+
+    #[tokio::test]
+    async fn without_a_caller_the_layer_refuses_rather_than_lets_through() {
+        let (svc, _) = fixture();
+        let err = svc.oneshot(Request::new(())).await.unwrap_err();
+        assert_eq!(err.status(), 500, "{err}");
+    }
+}

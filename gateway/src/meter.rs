@@ -148,3 +148,51 @@ where
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use http_body_util::BodyExt;
+    use tower::{ServiceExt, service_fn};
+
+    use super::*;
+    use crate::config::Billable;
+    use crate::identify::{CallerKey, CredentialId};
+    use crate::route::RouteTable;
+
+    const CONFIG: &str = "[tiers.anonymous]\nrank = 0\n[[routes]]\nname = \"api\"\npath = \"/api/\"\n\
+                          upstream = \"http://127.0.0.1:9/\"\nkind = \"api\"\nmin_tier = \"anonymous\"\n";
+
+    #[tokio::test]
+    async fn a_request_is_counted_by_route_status_and_tier_and_its_use_recorded_when_its_body_ends() {
+        let config = crate::config::load_str(CONFIG, &HashMap::new()).expect("config");
+        let tiers = Arc::new(Tiers::from_config(&config));
+        let metrics = Arc::new(Metrics::new());
+        let routes = RouteTable::from_config(&config, &tiers, &metrics).expect("routes");
+        let recorder = Arc::new(usage::Recorder::new(&routes, &Billable::default()));
+        let origin = service_fn(|_req: Request<()>| async { Ok::<_, Error>(Response::new(body::full("seven b"))) });
+        let svc = MeterLayer::new(metrics.clone(), tiers.clone(), Some(recorder.clone())).layer(origin);
+
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut req = Request::new(());
+        req.extensions_mut().insert(MatchedRoute(routes.iter().next().expect("a route").clone()));
+        req.extensions_mut().insert(Caller {
+            key: CallerKey::for_ip(ip),
+            tier: tiers.anonymous(),
+            ip,
+            billing_anchor: None,
+            account: None,
+            spend_cap: None,
+        });
+        req.extensions_mut().insert(Owner { account: Arc::from("acct_1"), credential: CredentialId::Token });
+        let resp = svc.oneshot(req).await.expect("admitted");
+        assert!(metrics.encode().contains(r#"requests_total{route="api",status="200",tier="anonymous"} 1"#));
+        assert_eq!(recorder.lines(), 0, "use is recorded when the body is done, not before");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"seven b");
+        assert_eq!(recorder.lines(), 1);
+        assert!(metrics.encode().contains(r#"response_bytes_total{route="api"} 7"#), "{}", metrics.encode());
+    }
+}
