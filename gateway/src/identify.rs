@@ -457,4 +457,115 @@ mod tests {
         let trusted = TrustedProxies::new(vec!["127.0.0.0/8".parse().unwrap()]);
         assert!(trusted.contains("::ffff:127.0.0.1".parse().unwrap()));
     }
+
+    mod layer {
+        use std::collections::HashMap;
+
+        use tower::{ServiceExt, service_fn};
+
+        use super::*;
+
+        type Origin = tower::util::BoxCloneService<Request<()>, Response<Body>, Error>;
+
+        /// The origin answers with what identify put in: the caller's tier and
+        /// key kind, whether an owner was set, and whether the key header went on.
+        fn origin() -> Origin {
+            Origin::new(service_fn(|req: Request<()>| async move {
+                let caller = req.extensions().get::<Caller>().copied().expect("a caller");
+                let kind = match caller.key {
+                    CallerKey::Ip(_) => "ip",
+                    CallerKey::Key(_) => "key",
+                    CallerKey::Account(_) => "account",
+                };
+                let resp = Response::builder()
+                    .header("x-tier", caller.tier.0)
+                    .header("x-kind", kind)
+                    .header("x-owner", u16::from(req.extensions().get::<Owner>().is_some()))
+                    .header("x-key-forwarded", u16::from(req.headers().contains_key("x-api-key")))
+                    .body(crate::body::empty())
+                    .expect("response");
+                Ok(resp)
+            }))
+        }
+
+        /// A store with one registered account and its key, and the layer over it.
+        async fn fixture(dir: &std::path::Path) -> (Identify<Origin>, String) {
+            let config = crate::config::load_str(
+                "[tiers.anonymous]\nrank = 0\n[tiers.registered]\nrank = 10\n[[routes]]\nname = \"api\"\n\
+                 path = \"/api/\"\nupstream = \"http://127.0.0.1:9/\"\nkind = \"api\"\nmin_tier = \"anonymous\"\n",
+                &HashMap::new(),
+            )
+            .expect("config");
+            let store = coopgate_billing::Store::connect(&format!("sqlite://{}", dir.join("t.db").display()))
+                .await
+                .expect("store");
+            store.migrate().await.expect("migrate");
+            coopgate_billing::Accounts::new(store.clone())
+                .create("ada@example.org", "registered", None)
+                .await
+                .expect("account");
+            let keys = Arc::new(Keys::new(store));
+            let key = keys.create("ada@example.org", "laptop", None).await.expect("key").plaintext;
+            let conn = ConnInfo { peer: "192.0.2.7:5000".parse().unwrap(), peer_trusted: false, tls: false };
+            let layer = IdentifyLayer::new(
+                Arc::new(TrustedProxies::default()),
+                conn,
+                Arc::new(Tiers::from_config(&config)),
+                Some(keys),
+                KeyScope::Key,
+                None,
+                MemberScope::Account,
+            );
+            (layer.layer(origin()), key)
+        }
+
+        fn get(header: Option<(&str, &str)>) -> Request<()> {
+            let mut req = Request::builder();
+            if let Some((k, v)) = header {
+                req = req.header(k, v);
+            }
+            req.body(()).unwrap()
+        }
+
+        #[tokio::test]
+        async fn no_credential_is_an_anonymous_caller_by_address() {
+            let dir = tempfile::tempdir().unwrap();
+            let (svc, _) = fixture(dir.path()).await;
+            let resp = svc.oneshot(get(None)).await.unwrap();
+            assert_eq!(
+                (&resp.headers()["x-tier"], &resp.headers()["x-kind"]),
+                (&"0".parse().unwrap(), &"ip".parse().unwrap())
+            );
+            assert_eq!(resp.headers()["x-owner"], "0");
+        }
+
+        #[tokio::test]
+        async fn a_valid_key_is_its_accounts_tier_with_an_owner_and_never_goes_upstream() {
+            let dir = tempfile::tempdir().unwrap();
+            let (svc, key) = fixture(dir.path()).await;
+            let resp = svc.clone().oneshot(get(Some(("x-api-key", &key)))).await.unwrap();
+            assert_eq!(resp.headers()["x-tier"], "1");
+            assert_eq!(resp.headers()["x-kind"], "key");
+            assert_eq!(resp.headers()["x-owner"], "1");
+            assert_eq!(resp.headers()["x-key-forwarded"], "0");
+            // The second time from the cache: the same answer.
+            let again = svc.oneshot(get(Some(("authorization", &format!("Bearer {key}"))))).await.unwrap();
+            assert_eq!(again.headers()["x-tier"], "1");
+        }
+
+        #[tokio::test]
+        async fn a_bad_credential_is_refused_never_downgraded_to_anonymous() {
+            let dir = tempfile::tempdir().unwrap();
+            let (svc, key) = fixture(dir.path()).await;
+            let mut forged = key.clone();
+            forged.pop();
+            forged.push(if key.ends_with('a') { 'b' } else { 'a' });
+            for header in
+                [("x-api-key", forged.as_str()), ("x-api-key", "cg_short"), ("authorization", "Bearer eyJ.not.a-token")]
+            {
+                let err = svc.clone().oneshot(get(Some(header))).await.unwrap_err();
+                assert_eq!(err.status(), 401, "{header:?}: {err}");
+            }
+        }
+    }
 }
