@@ -616,14 +616,16 @@ impl Limits {
             for (j, &i) in plan.policies.iter().enumerate().filter(|(_, i)| is_rate(**i)) {
                 verdicts[j] = verdict(i);
             }
-            if blocked(&verdicts) && !self.count_rejected {
-                for (j, &i) in plan.policies.iter().enumerate() {
-                    // What was counted goes back: every admitting quota, and
-                    // an allowance past a cap that only warns.
-                    let counted = verdicts[j].ok || !self.blocks(&self.policies[i], &verdicts[j]);
-                    if let (Source::Local(local), true) = (source(i), counted) {
-                        local.refund(&who.key_for(&self.policies[i]));
-                    }
+        }
+        // Refused by a quota, the spend cap or a rate: what was counted goes
+        // back (every admitting quota, and an allowance past a cap that only
+        // warns), so that a refusal charges no other policy. Rates that were
+        // not asked hold their placeholder, and a refund does not touch rates.
+        if blocked(&verdicts) && !self.count_rejected {
+            for (j, &i) in plan.policies.iter().enumerate() {
+                let counted = verdicts[j].ok || !self.blocks(&self.policies[i], &verdicts[j]);
+                if let (Source::Local(local), true) = (source(i), counted) {
+                    local.refund(&who.key_for(&self.policies[i]));
                 }
             }
         }
@@ -908,6 +910,41 @@ mod tests {
         }
         // Another caller has its own burst.
         assert_eq!(svc.oneshot(request(2)).await.unwrap().status(), 200);
+    }
+
+    #[test]
+    fn a_quota_that_refuses_leaves_the_other_quotas_uncharged() {
+        let text = CONFIG.replace(
+            "limits = [{ name = \"burst\", rate = \"2/hour\", burst = 2 }]",
+            "limits = [{ name = \"daily\", quota = \"5/day\" }, { name = \"tiny\", quota = \"1/day\" }]",
+        );
+        let config = crate::config::load_str(&text, &HashMap::new()).expect("config");
+        let tiers = Tiers::from_config(&config);
+        let metrics = Arc::new(Metrics::new());
+        let routes = RouteTable::from_config(&config, &tiers, &metrics).expect("routes");
+        let route = MatchedRoute(routes.iter().next().expect("a route").clone());
+        let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics));
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let caller = Caller {
+            key: crate::identify::CallerKey::for_ip(ip),
+            tier: tiers.anonymous(),
+            ip,
+            billing_anchor: None,
+            account: None,
+            spend_cap: None,
+        };
+        let decide = || match limits.check(&caller, &route) {
+            Check::Ready(decided) => decided.is_ok(),
+            Check::Ask(_) => unreachable!("the memory backend decides at once"),
+        };
+        assert!(decide());
+        for _ in 0..3 {
+            assert!(!decide(), "tiny is used up");
+        }
+        // The refusals charged nothing: "daily" has used 1 of 5.
+        let Backend::Memory(local) = &limits.backend else { unreachable!("memory backend") };
+        let daily = local.iter().position(|p| &*p.policy.name == "daily").expect("daily");
+        assert_eq!(local[daily].check(&(caller.key, RouteKind::Api), now_ms(), None).remaining, 3);
     }
 
     #[tokio::test]
