@@ -20,13 +20,12 @@
 //! Errors go back up the stack as [`Error`] values, so they become problem
 //! documents in the one place that makes them.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use coopgate_billing::usage::report::Reporter;
@@ -88,29 +87,6 @@ pub fn token_matches(headers: &http::HeaderMap, expected: &[u8; 32]) -> bool {
     };
     let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
     digest.ct_eq(expected).into()
-}
-
-/// An error on its way back up the stack: axum needs a response, the problem
-/// layer needs the error, so the response carries it in its extensions.
-#[derive(Clone)]
-pub struct Failed(pub Arc<Mutex<Option<Error>>>);
-
-/// A router's response, or the handler error it carries back (see [`Failed`]),
-/// for the problem layer to answer.
-pub fn take_error(resp: Response) -> Result<Response, Error> {
-    if let Some(Failed(slot)) = resp.extensions().get::<Failed>() {
-        let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        return Err(taken.unwrap_or_else(|| Error::internal("a handler error was taken twice")));
-    }
-    Ok(resp)
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let mut resp = StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        resp.extensions_mut().insert(Failed(Arc::new(Mutex::new(Some(self)))));
-        resp
-    }
 }
 
 async fn list_accounts(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, Error> {

@@ -12,8 +12,8 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::body::Body;
+use crate::caller::Caller;
 use crate::error::Error;
-use crate::identify::Caller;
 use crate::route::MatchedRoute;
 use crate::tier::Tiers;
 
@@ -88,7 +88,7 @@ mod tests {
     use tower::{ServiceExt, service_fn};
 
     use super::*;
-    use crate::identify::CallerKey;
+    use crate::caller::CallerKey;
     use crate::metrics::Metrics;
     use crate::route::RouteTable;
     use crate::tier::TierId;

@@ -19,7 +19,7 @@
 //!
 //! The money logic is in `coopgate_billing::Memberships`; this module only
 //! reads HTTP and finds the caller's account. Errors travel up the stack as
-//! [`Error`] values (see [`crate::admin::Failed`]), so that `problem` makes
+//! [`Error`] values (see [`crate::handler_error::Failed`]), so that `problem` makes
 //! every error document.
 
 use std::convert::Infallible;
@@ -35,7 +35,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::{get, post};
-use coopgate_billing::Money;
 use coopgate_billing::stripe::BoxFuture;
 use coopgate_billing::usage::report::{MeteredPlan, Reporter};
 use coopgate_billing::{Account, AccountChanged, AccountId, Accounts, Memberships};
@@ -51,6 +50,10 @@ use crate::identify::{Credential, credential};
 use crate::invalidate::Invalidations;
 use crate::keys::{Keys, PresentedKey};
 use crate::tokens::Tokens;
+
+mod spend_cap;
+
+pub use spend_cap::{cap_from_json, cap_json};
 
 /// The largest webhook or billing request body read: Stripe's events are a
 /// few kilobytes, and nothing bigger is worth holding in memory.
@@ -153,45 +156,6 @@ async fn set_spend_cap(
     let cap = cap_from_json(&body.map_err(unread)?)?;
     s.memberships.set_spend_cap(&account, cap).await.map_err(Error::Billing)?;
     Ok(axum::Json(cap_json(cap)).into_response())
-}
-
-/// A spend cap as the API shows it: `{"spend_cap": {"amount", "currency"}, "display"}`.
-pub(crate) fn cap_json(cap: Option<Money>) -> serde_json::Value {
-    match cap {
-        Some(cap) => serde_json::json!({
-            "spend_cap": { "amount": cap.minor, "currency": cap.currency },
-            "display": cap.to_string(),
-        }),
-        None => serde_json::json!({ "spend_cap": null, "display": "no cap" }),
-    }
-}
-
-/// The cap a request body sets: `spend_cap` must be there (a body that
-/// forgot it must not remove a cap), as `{"amount", "currency"}` or `null`.
-pub(crate) fn cap_from_json(body: &[u8]) -> Result<Option<Money>, Error> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Amount {
-        amount: i64,
-        currency: String,
-    }
-    let how = "send JSON such as {\"spend_cap\": {\"amount\": 5000, \"currency\": \"eur\"}} (minor units), or \
-               {\"spend_cap\": null} to remove the cap";
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| Error::BadAdminRequest(format!("{how}: {e}")))?;
-    let Some(cap) = value.get("spend_cap") else {
-        return Err(Error::BadAdminRequest(format!("{how}: the body has no spend_cap")));
-    };
-    if cap.is_null() {
-        return Ok(None);
-    }
-    let amount: Amount =
-        serde_json::from_value(cap.clone()).map_err(|e| Error::BadAdminRequest(format!("{how}: {e}")))?;
-    let currency = coopgate_billing::Currency::new(&amount.currency).map_err(Error::Billing)?;
-    if amount.amount < 0 {
-        return Err(Error::BadAdminRequest(format!("{how}: a cap cannot be negative")));
-    }
-    Ok(Some(Money::new(amount.amount, currency)))
 }
 
 /// The account behind the request's API key or member token; 401 without one
@@ -341,8 +305,9 @@ where
             return Either::Right(Box::pin(std::future::ready(Err(Error::BillingOff))));
         };
         Either::Right(Box::pin(async move {
-            let resp = tower::ServiceExt::oneshot(router, req).await.map_err(|e: Infallible| match e {})?;
-            crate::admin::take_error(resp).map(|r| r.map(body::boxed))
+            let resp =
+                tower::ServiceExt::oneshot(router, req).await.map_err(|e: Infallible| -> Error { match e {} })?;
+            crate::handler_error::take_error(resp).map(|r| r.map(body::boxed))
         }))
     }
 }

@@ -10,7 +10,9 @@ use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full};
 use pin_project_lite::pin_project;
 
-use crate::error::BoxError;
+// tower's alias, the same type as `crate::error::BoxError`, so that the body
+// imports nothing of the gateway.
+use tower::BoxError;
 
 /// A streaming HTTP body.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;

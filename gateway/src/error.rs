@@ -9,8 +9,9 @@ use std::sync::Arc;
 use crate::config::{ByteSize, Problem};
 use crate::limit::Denial;
 
-/// A boxed error from a body or a library, carried as a cause.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A boxed error from a body or a library, carried as a cause (tower's alias,
+/// which the body type uses too).
+pub use tower::BoxError;
 
 /// Everything that can go wrong in coopgate's own code.
 #[derive(Debug, thiserror::Error)]
@@ -205,5 +206,12 @@ impl Error {
     /// Wraps anything unexpected as an internal error.
     pub fn internal(e: impl Into<BoxError>) -> Self {
         Error::Internal(e.into())
+    }
+}
+
+impl From<Box<Denial>> for Error {
+    /// The error a refusal is: 402 for the spend cap, 429 for a limit.
+    fn from(denial: Box<Denial>) -> Self {
+        if denial.spend_cap.is_some() { Error::SpendCapReached(denial) } else { Error::RateLimited(denial) }
     }
 }

@@ -28,78 +28,19 @@ use http::{HeaderMap, Request, Response, header};
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
-use coopgate_billing::Money;
-
 use crate::account_key::account_key;
 use crate::body::Body;
 use crate::config::{KeyScope, MemberScope};
 use crate::error::Error;
-use crate::keys::{Cheap, KeyId, Keys, PresentedKey, VerifiedKey};
-use crate::tier::{TierId, Tiers};
+use crate::keys::{Cheap, Keys, PresentedKey, VerifiedKey};
+use crate::tier::Tiers;
 use crate::tokens::{Claims, Standing, TokenRejection, Tokens};
 
 mod credential;
 
 pub(crate) use credential::{Credential, credential};
-pub use credential::{CredentialId, Owner};
-
-/// What a limit is counted against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CallerKey {
-    /// An anonymous caller, by client IP; IPv6 addresses by their /64 (see [`CallerKey::for_ip`]).
-    Ip(IpAddr),
-    /// A caller with an API key, by key.
-    Key(KeyId),
-    /// A caller with an API key, by account (`limits.key_scope = "account"`): a
-    /// hash of the account id, which keeps the key small and `Copy`.
-    Account(u64),
-}
-
-impl CallerKey {
-    /// The key of an anonymous caller at `ip`. An IPv6 host is usually handed a
-    /// whole /64, so limiting single IPv6 addresses would limit nobody (and let
-    /// one host fill the limiter with keys); the /64 is the unit instead.
-    pub fn for_ip(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V6(v6) => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                CallerKey::Ip(IpAddr::V6(prefix.into()))
-            }
-            v4 => CallerKey::Ip(v4),
-        }
-    }
-}
-
-/// The identified caller, in the request extensions.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller {
-    /// What limits count against.
-    pub key: CallerKey,
-    /// The caller's tier.
-    pub tier: TierId,
-    /// The client's address (after trusted proxies).
-    pub ip: IpAddr,
-    /// The account's billing anchor (Unix ms), where monthly quotas that
-    /// follow it start over; `None` for anonymous callers and accounts without one.
-    pub billing_anchor: Option<i64>,
-    /// The account, hashed like [`CallerKey::Account`], whatever `key` counts
-    /// per: the metered allowance and the spend cap are the account's, shared
-    /// by all its keys. `None` for anonymous callers.
-    pub account: Option<u64>,
-    /// The account's monthly spend cap on metered use, if any.
-    pub spend_cap: Option<Money>,
-}
-
-/// What is known about a client connection before any request.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    /// The socket peer.
-    pub peer: SocketAddr,
-    /// Whether the peer is a trusted proxy whose forwarding headers are believed.
-    pub peer_trusted: bool,
-    /// Whether the client connection is TLS.
-    pub tls: bool,
-}
+// Where they were first defined; they now live in `caller`, a leaf module.
+pub use crate::caller::{Caller, CallerKey, ConnInfo, CredentialId, Owner};
 
 /// The trusted proxy list.
 #[derive(Debug, Default)]

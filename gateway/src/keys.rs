@@ -15,7 +15,6 @@
 //! are gathered in memory and written in batches, off the request path.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,18 +23,17 @@ use coopgate_billing::accounts::spend_cap_from_columns;
 use coopgate_billing::{AccountId, Accounts, Money, Store};
 use dashmap::DashMap;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
-use crate::account_key::account_key;
-use crate::config::StoreConfig;
-use crate::error::Error;
+mod format;
 
-/// Lower-case RFC 4648 base32: no characters that need escaping, and no `_`.
-const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-const ID_LEN: usize = 12;
-const SECRET_LEN: usize = 32;
+pub use format::{KeyId, PresentedKey, Rejection};
+
+use crate::account_key::account_key;
+use crate::config::{StoreConfig, digest_from_hex};
+use crate::error::Error;
+use format::{digest, digest_hex};
 
 /// How long what the store said is used from memory (`store.cache_ttl`,
 /// `store.stale_if_error`); shared by keys and member tokens' accounts.
@@ -80,134 +78,6 @@ const NEGATIVE_TTL: Duration = Duration::from_secs(1);
 /// change stamped by a writer whose clock runs a little behind is still noticed.
 const CLOCK_SKEW_MS: i64 = 30_000;
 
-/// A key's public identifier (the `<id>` part).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyId([u8; ID_LEN]);
-
-impl KeyId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("base32 is ASCII")
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        let bytes: [u8; ID_LEN] = s.as_bytes().try_into().ok()?;
-        bytes.iter().all(|b| ALPHABET.contains(b)).then_some(KeyId(bytes))
-    }
-}
-
-impl fmt::Debug for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyId({})", self.as_str())
-    }
-}
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Serialize for KeyId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-/// Why a presented key is refused; every reason is a 401.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// Not of the `cg_<id>_<secret>_<checksum>` shape.
-    Malformed,
-    /// The checksum does not match: mistyped or made up.
-    BadChecksum,
-    /// No key has this id, or the secret does not match it.
-    Unknown,
-    /// Revoked by its owner or an operator.
-    Revoked,
-    /// Past its expiry.
-    Expired,
-    /// Replaced by a roll, and the grace period is over.
-    Rolled,
-}
-
-impl Rejection {
-    /// What the 401 problem says.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Rejection::Malformed => "is not an API key (keys look like cg_<id>_<secret>_<checksum>)",
-            Rejection::BadChecksum => "has a wrong checksum: it was mistyped or truncated",
-            Rejection::Unknown => "is not known here",
-            Rejection::Revoked => "was revoked",
-            Rejection::Expired => "has expired",
-            Rejection::Rolled => "was replaced by a newer key and its grace period is over",
-        }
-    }
-}
-
-/// A key as presented by a client, with a valid shape and checksum.
-pub struct PresentedKey {
-    /// The public part.
-    pub id: KeyId,
-    /// The secret part; never logged.
-    secret: String,
-}
-
-impl PresentedKey {
-    /// Parses and checks the checksum; no lookup.
-    pub fn parse(raw: &str) -> Result<Self, Rejection> {
-        let rest = raw.strip_prefix("cg_").ok_or(Rejection::Malformed)?;
-        let mut parts = rest.split('_');
-        let (Some(id), Some(secret), Some(checksum), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Rejection::Malformed);
-        };
-        let id = KeyId::parse(id).ok_or(Rejection::Malformed)?;
-        if secret.len() != SECRET_LEN || !secret.bytes().all(|b| ALPHABET.contains(&b)) || checksum.len() != 8 {
-            return Err(Rejection::Malformed);
-        }
-        if checksum != checksum_of(&raw[..raw.len() - 9]) {
-            return Err(Rejection::BadChecksum);
-        }
-        Ok(PresentedKey { id, secret: secret.to_owned() })
-    }
-}
-
-fn checksum_of(body: &str) -> String {
-    format!("{:08x}", crc32fast::hash(body.as_bytes()))
-}
-
-fn digest(secret: &str) -> [u8; 32] {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-/// The digest as stored: lower-case hex.
-fn digest_hex(secret: &str) -> String {
-    use std::fmt::Write as _;
-    digest(secret).iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// A SHA-256 digest from its 64 hex digits.
-pub(crate) fn digest_from_hex(hex: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-fn random_base32(n: usize) -> Result<String, Error> {
-    let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes).map_err(|e| Error::internal(format!("no randomness: {e}")))?;
-    Ok(bytes.iter().map(|b| ALPHABET[(b & 31) as usize] as char).collect())
-}
-
 /// A freshly made key: the only time its full text exists.
 pub struct NewKey {
     /// Its record.
@@ -216,12 +86,9 @@ pub struct NewKey {
     pub plaintext: String,
 }
 
+/// A new key's id, secret and full text.
 fn make_key() -> Result<(KeyId, String, String), Error> {
-    let id = random_base32(ID_LEN)?;
-    let secret = random_base32(SECRET_LEN)?;
-    let body = format!("cg_{id}_{secret}");
-    let plaintext = format!("{body}_{}", checksum_of(&body));
-    Ok((KeyId::parse(&id).expect("generated from the alphabet"), secret, plaintext))
+    format::make_key().map_err(|e| Error::internal(format!("no randomness: {e}")))
 }
 
 /// What is known about a key (never its secret).
@@ -691,31 +558,4 @@ pub(crate) async fn timely<T, E: From<sqlx::Error>>(query: impl Future<Output = 
 
 fn store_down(e: sqlx::Error) -> Error {
     Error::Store(coopgate_billing::Error::Database(e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_made_key_parses_and_a_changed_one_does_not() {
-        let (id, _, plaintext) = make_key().unwrap();
-        assert!(plaintext.starts_with("cg_"));
-        assert_eq!(PresentedKey::parse(&plaintext).unwrap().id, id);
-        // One changed character in the secret: the checksum catches it.
-        let mut typo = plaintext.clone().into_bytes();
-        let at = 3 + ID_LEN + 1 + 5;
-        typo[at] = if typo[at] == b'a' { b'b' } else { b'a' };
-        assert_eq!(PresentedKey::parse(std::str::from_utf8(&typo).unwrap()).err(), Some(Rejection::BadChecksum));
-        for junk in [
-            "",
-            "cg_",
-            "sk_live_abc",
-            "cg_abc_def_01234567",
-            &plaintext[..plaintext.len() - 1],
-            &format!("{plaintext}_x"),
-        ] {
-            assert_eq!(PresentedKey::parse(junk).err(), Some(Rejection::Malformed), "{junk}");
-        }
-    }
 }

@@ -20,38 +20,37 @@
 //! Redis, shared by every replica ([`remote`]); either way a sweep keeps memory
 //! to the callers seen recently.
 
+mod denial;
 mod period;
+mod plan;
 mod policy;
 mod remote;
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+pub use denial::{Denial, LimitHeaders};
+pub(crate) use period::now_ms;
 pub use policy::{Ceiling, Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict};
 
 use crate::body::{self, Body};
-use crate::config::{Config, LimitsBackend, OnRedisError, RouteKind, SpendCapAction};
+use crate::caller::Caller;
+use crate::config::{Config, LimitsBackend, OnRedisError, SpendCapAction};
 use crate::error::Error;
-use crate::identify::{Caller, CallerKey};
 use crate::metrics::{LimitLabels, Metrics};
 use crate::redis_target::RedisTarget;
 use crate::route::{MatchedRoute, RouteTable};
 use crate::tier::Tiers;
+use denial::ceil_secs;
+use plan::{Plan, SpendCaps, Subject};
 use remote::{Part, Remote};
-
-static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// Redis keys of a period outlive it by this much, so that a late flush still
 /// lands on a key that expires.
@@ -59,79 +58,6 @@ const PERIOD_SLACK_MS: i64 = 86_400_000;
 
 /// How long a `deny` policy tells callers to wait while Redis is away.
 const DENY_RETRY: Duration = Duration::from_secs(1);
-
-/// The policies that apply to one (tier, route) pair, worked out at start-up.
-struct Plan {
-    /// Indexes into `Limits::policies`.
-    policies: Vec<usize>,
-    /// The `RateLimit-Policy` value, the same for every response of the pair.
-    policy_header: Option<HeaderValue>,
-    /// Whether a quota or byte policy needs today's date.
-    dated: bool,
-    /// The largest lease worth taking: a small burst must not sit in one replica.
-    lease_cap: u32,
-    /// Whether the metered allowance is among the policies: they are then
-    /// decided in the account's Redis slot.
-    metered: bool,
-}
-
-/// How the metered plan turns an account's spend cap into a ceiling on its
-/// allowance counter: the requests its cap pays for, beyond the allowance.
-struct SpendCaps {
-    /// Requests free every period.
-    included: u64,
-    /// What a call past the cap gets.
-    action: SpendCapAction,
-    /// Where a capped caller raises its cap (in the 402).
-    raise_at: Arc<str>,
-    /// The metered price of one request, once Stripe has said. A Stripe price's
-    /// amount and currency never change, so it is learnt once.
-    unit: std::sync::OnceLock<coopgate_billing::Money>,
-}
-
-impl SpendCaps {
-    /// The ceiling of a caller with a spend cap.
-    fn ceiling(&self, cap: coopgate_billing::Money) -> Ceiling {
-        let paid = match self.unit.get() {
-            Some(unit) if unit.currency == cap.currency && unit.minor > 0 => {
-                cap.minor.max(0) as u64 / unit.minor as u64
-            }
-            // The price is not known yet, or in another currency than the cap:
-            // nothing beyond the allowance, so that a cap is never exceeded.
-            _ => 0,
-        };
-        Ceiling { requests: self.included.saturating_add(paid), refuse: self.action == SpendCapAction::Refuse }
-    }
-}
-
-/// Whom one request's policies count against.
-struct Subject {
-    /// The caller, per route kind.
-    key: LimitKey,
-    /// The account behind the caller, if any.
-    account: Option<u64>,
-    /// Where its monthly quotas start over.
-    anchor: Option<i64>,
-    /// Its spend cap in requests, on the metered allowance.
-    ceiling: Option<Ceiling>,
-}
-
-impl Subject {
-    /// The key `policy` counts against: the metered allowance is the
-    /// account's, whichever of its keys calls and on whatever route kind.
-    fn key_for(&self, policy: &Policy) -> LimitKey {
-        match (policy.soft, self.account) {
-            (true, Some(account)) => (CallerKey::Account(account), RouteKind::Api),
-            _ => self.key,
-        }
-    }
-
-    /// The ceiling on `policy`, scaled to a fallback's `share`.
-    fn ceiling_for(&self, policy: &Policy, share: u32) -> Option<Ceiling> {
-        let c = self.ceiling.filter(|_| policy.soft)?;
-        Some(Ceiling { requests: c.requests / u64::from(share.max(1)), ..c })
-    }
-}
 
 /// Where limiter state lives.
 enum Backend {
@@ -184,88 +110,6 @@ pub enum Check {
     Ready(Result<Admission, Box<Denial>>),
     /// Asks Redis.
     Ask(Pin<Box<dyn Future<Output = Result<Admission, Box<Denial>>> + Send>>),
-}
-
-/// A refusal: which policies said no, and the headers that explain it.
-#[derive(Debug)]
-pub struct Denial {
-    /// Violated policies with their wait.
-    violated: Vec<(Arc<str>, Duration)>,
-    /// Refused for the account's spend cap rather than a limit: where to raise
-    /// it, and the cap.
-    pub spend_cap: Option<(Arc<str>, coopgate_billing::Money)>,
-    /// Whole seconds until a retry is admitted (at least 1).
-    retry_after: u64,
-    /// `Retry-After`, `RateLimit-Policy`, `RateLimit` (and legacy) headers for the 429.
-    pub headers: LimitHeaders,
-}
-
-/// The rate-limit headers of one response, kept as values rather than a
-/// `HeaderMap` so that an admitted request allocates no map of its own.
-#[derive(Debug)]
-pub struct LimitHeaders {
-    /// `RateLimit-Policy`.
-    policy: HeaderValue,
-    /// `RateLimit`.
-    current: HeaderValue,
-    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`, when asked for.
-    legacy: Option<[HeaderValue; 3]>,
-    /// `Retry-After`, on a refusal.
-    retry_after: Option<HeaderValue>,
-    /// `Warning`, past a spend cap that only warns.
-    warning: Option<HeaderValue>,
-}
-
-impl LimitHeaders {
-    /// Adds the headers to a response.
-    pub fn apply(self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_POLICY.clone(), self.policy);
-        headers.insert(RATELIMIT.clone(), self.current);
-        if let Some([limit, remaining, reset]) = self.legacy {
-            headers.insert(X_RATELIMIT_LIMIT.clone(), limit);
-            headers.insert(X_RATELIMIT_REMAINING.clone(), remaining);
-            headers.insert(X_RATELIMIT_RESET.clone(), reset);
-        }
-        if let Some(retry_after) = self.retry_after {
-            headers.insert(http::header::RETRY_AFTER, retry_after);
-        }
-        if let Some(warning) = self.warning {
-            headers.insert(http::header::WARNING, warning);
-        }
-    }
-}
-
-impl Denial {
-    /// The violated policies' names, quoted and comma-separated.
-    pub fn policy_names(&self) -> String {
-        self.violated.iter().map(|(n, _)| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
-    }
-
-    /// The error a refusal is: 402 for the spend cap, 429 for a limit.
-    pub fn into_error(self: Box<Self>) -> Error {
-        if self.spend_cap.is_some() { Error::SpendCapReached(self) } else { Error::RateLimited(self) }
-    }
-
-    /// Seconds until a retry is admitted.
-    pub fn retry_after_secs(&self) -> u64 {
-        self.retry_after
-    }
-
-    /// The violated policies for the problem document.
-    pub fn violated_json(&self) -> serde_json::Value {
-        self.violated
-            .iter()
-            .map(|(name, wait)| serde_json::json!({ "name": &**name, "retry_after": ceil_secs(*wait).max(1) }))
-            .collect()
-    }
-}
-
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Where one policy's verdict comes from when deciding in this process.
@@ -721,10 +565,22 @@ impl Limits {
         reset_secs: u64,
         also: Option<(&Policy, u64, u64)>,
     ) -> LimitHeaders {
-        let mut value = String::with_capacity(32);
-        let _ = write!(value, "\"{}\";r={remaining};t={reset_secs}", p.name);
+        // Written piece by piece: `write!` costs about a thousand instructions
+        // per request here (bench/HISTORY.md).
+        let mut value = String::with_capacity(64);
+        let item = |value: &mut String, name: &str, r: u64, t: u64| {
+            let mut n = itoa::Buffer::new();
+            value.push('"');
+            value.push_str(name);
+            value.push_str("\";r=");
+            value.push_str(n.format(r));
+            value.push_str(";t=");
+            value.push_str(n.format(t));
+        };
+        item(&mut value, &p.name, remaining, reset_secs);
         if let Some((a, left, reset)) = also {
-            let _ = write!(value, ", \"{}\";r={left};t={reset}", a.name);
+            value.push_str(", ");
+            item(&mut value, &a.name, left, reset);
         }
         LimitHeaders {
             policy: policy.clone(),
@@ -787,14 +643,14 @@ where
         };
         match self.limits.check(caller, route) {
             Check::Ready(Ok(admission)) => LimitFuture::Admitted { inner: self.inner.call(req), admission },
-            Check::Ready(Err(denial)) => LimitFuture::Refused { error: Some(denial.into_error()) },
+            Check::Ready(Err(denial)) => LimitFuture::Refused { error: Some(Error::from(denial)) },
             Check::Ask(decision) => {
                 // The service that was made ready goes into the future; a clone stays.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 LimitFuture::Asking {
                     fut: Box::pin(async move {
-                        let admission = decision.await.map_err(Denial::into_error)?;
+                        let admission = decision.await.map_err(Error::from)?;
                         admitted(inner.call(req).await, admission)
                     }),
                 }
@@ -858,6 +714,7 @@ mod tests {
     use tower::{ServiceExt, service_fn};
 
     use super::*;
+    use crate::config::RouteKind;
 
     const CONFIG: &str = "[tiers.anonymous]\nrank = 0\nlimits = [{ name = \"burst\", rate = \"2/hour\", burst = 2 }]\n\
                           [[routes]]\nname = \"api\"\npath = \"/api/\"\nupstream = \"http://127.0.0.1:9/\"\n\
@@ -882,7 +739,7 @@ mod tests {
             let mut req = Request::new(());
             req.extensions_mut().insert(MatchedRoute(route.clone()));
             req.extensions_mut().insert(Caller {
-                key: crate::identify::CallerKey::for_ip(ip),
+                key: crate::caller::CallerKey::for_ip(ip),
                 tier: anonymous,
                 ip,
                 billing_anchor: None,
@@ -926,7 +783,7 @@ mod tests {
         let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics));
         let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let caller = Caller {
-            key: crate::identify::CallerKey::for_ip(ip),
+            key: crate::caller::CallerKey::for_ip(ip),
             tier: tiers.anonymous(),
             ip,
             billing_anchor: None,

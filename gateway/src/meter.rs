@@ -24,8 +24,8 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::body::{self, Body};
+use crate::caller::{Caller, Owner};
 use crate::error::Error;
-use crate::identify::{Caller, Owner};
 use crate::metrics::{Metrics, RouteMetrics, UpstreamErrorLabels};
 use crate::route::{MatchedRoute, Route};
 use crate::tier::{TierId, Tiers};
@@ -158,8 +158,8 @@ mod tests {
     use tower::{ServiceExt, service_fn};
 
     use super::*;
+    use crate::caller::{CallerKey, CredentialId};
     use crate::config::Billable;
-    use crate::identify::{CallerKey, CredentialId};
     use crate::route::RouteTable;
 
     const CONFIG: &str = "[tiers.anonymous]\nrank = 0\n[[routes]]\nname = \"api\"\npath = \"/api/\"\n\

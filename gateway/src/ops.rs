@@ -22,8 +22,8 @@ use ipnet::IpNet;
 use tower::{Layer, Service};
 
 use crate::body::{self, Body};
+use crate::caller::ConnInfo;
 use crate::error::Error;
-use crate::identify::ConnInfo;
 use crate::metrics::Metrics;
 
 /// Shared state the ops endpoints report.
@@ -139,7 +139,7 @@ where
                     let router = admin.router.clone();
                     return Either::Right(Either::Right(Box::pin(async move {
                         let resp = tower::ServiceExt::oneshot(router, req).await.map_err(Error::internal)?;
-                        crate::admin::take_error(resp).map(|r| r.map(body::boxed))
+                        crate::handler_error::take_error(resp).map(|r| r.map(body::boxed))
                     })));
                 }
             }

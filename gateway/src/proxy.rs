@@ -19,7 +19,6 @@
 
 mod headers;
 mod idle;
-mod upstream;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,13 +36,13 @@ use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
 use tower::Service;
 
+pub use crate::upstream::{ConnPool, Upstream};
 pub use idle::{IdleTimeout, Stalled};
-pub use upstream::{ConnPool, Upstream};
 
 use crate::body::{self, Body};
+use crate::caller::{Caller, ConnInfo};
 use crate::config::ProxyConfig;
 use crate::error::{BoxError, Error};
-use crate::identify::{Caller, ConnInfo};
 use crate::route::MatchedRoute;
 use crate::tier::Tiers;
 

@@ -16,8 +16,8 @@ use crate::body::Body;
 use crate::config::{ByteSize, Config, RouteKind};
 use crate::error::Error;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::proxy::Upstream;
 use crate::tier::{TierId, Tiers};
+use crate::upstream::Upstream;
 
 /// A route's position in the config's `routes` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,9 +17,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::caller::ConnInfo;
 use crate::config::{Config, TlsConfig};
 use crate::error::Error;
-use crate::identify::ConnInfo;
 use crate::keys::Keys;
 use crate::stack::{Shared, stack};
 use crate::tokens::Tokens;

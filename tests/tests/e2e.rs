@@ -19,6 +19,7 @@ mod e2e {
     mod spend_cap;
     mod store_outage;
     mod streaming;
+    mod structure;
     mod support;
     mod tls;
     mod tokens;

@@ -4,12 +4,11 @@
 //! `coopgate check` can list them all at once instead of one per run.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 
 use toml::{Table, Value};
 
-use super::Config;
+use super::{Config, Problem};
 use crate::Error;
 
 /// The prefix of environment variables that override config keys.
@@ -17,26 +16,6 @@ const ENV_PREFIX: &str = "COOPGATE__";
 
 /// The most problems reported for one file; past that, fixing the first ones is the next step.
 const MAX_PROBLEMS: usize = 50;
-
-/// One thing wrong with a config, located by key path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key path, for example `tiers.anonymous.limits[0].rate`.
-    pub path: String,
-    /// The 1-based line in the file, when the key is written there.
-    pub line: Option<usize>,
-    /// What is wrong and, where it helps, how to write it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{} (line {line}): {}", self.path, self.message),
-            None => write!(f, "{}: {}", self.path, self.message),
-        }
-    }
-}
 
 /// Loads a config file; `env` is the process environment, captured once in `main`.
 pub fn load_file(path: &Path, env: &HashMap<String, String>) -> Result<Config, Error> {

@@ -67,6 +67,18 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// A SHA-256 digest from its 64 hex digits (`admin.token_sha256`, stored key digests).
+pub fn digest_from_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

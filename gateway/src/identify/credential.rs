@@ -1,39 +1,6 @@
-//! Which credential a request carries, and whose it is once checked.
-
-use std::sync::Arc;
+//! Which credential a request carries.
 
 use http::{HeaderMap, header};
-
-use crate::keys::KeyId;
-
-/// Whose request it is: in the extensions of every request made with an API
-/// key or a member token, so that the meter can record usage per account.
-#[derive(Debug, Clone)]
-pub struct Owner {
-    /// The account the credential belongs to.
-    pub account: Arc<str>,
-    /// Which credential was used.
-    pub credential: CredentialId,
-}
-
-/// The credential a request was made with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CredentialId {
-    /// An API key, by id.
-    Key(KeyId),
-    /// A member token (they carry no id of their own).
-    Token,
-}
-
-impl CredentialId {
-    /// The key id, or `token`: how usage names the credential.
-    pub fn as_str(&self) -> &str {
-        match self {
-            CredentialId::Key(id) => id.as_str(),
-            CredentialId::Token => "token",
-        }
-    }
-}
 
 /// Where a request's credential is, if it has one.
 pub(crate) enum Credential<'a> {

@@ -2,6 +2,8 @@
 //! shifted to an account's billing anchor the way Stripe bills (an anchor on
 //! the 31st falls on the last day of shorter months).
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use time::{Date, Month, OffsetDateTime};
 
 use crate::config::Period;
@@ -77,6 +79,11 @@ fn previous(year: i32, month: Month) -> (i32, Month) {
 
 fn next(year: i32, month: Month) -> (i32, Month) {
     if month == Month::December { (year + 1, Month::January) } else { (year, month.next()) }
+}
+
+/// Now, in Unix milliseconds: the clock every limiter period is read on.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::period;
+use crate::caller::CallerKey;
 use crate::config::{LimitConfig, OnRedisError, Period, QuotaReset, RouteKind};
-use crate::identify::CallerKey;
 
 /// What a policy counts against: the caller, separately per route kind, so that
 /// a bulk download does not use up a caller's query budget or the reverse.
@@ -155,7 +155,7 @@ impl Policy {
             Kind::Quota { per, .. } => (per.nominal(), ""),
             Kind::Bytes { per, .. } => (per.nominal(), ";qu=\"content-bytes\""),
         };
-        format!("\"{}\";q={};w={}{unit}", self.name, self.quota(), super::ceil_secs(window).max(1))
+        format!("\"{}\";q={};w={}{unit}", self.name, self.quota(), super::denial::ceil_secs(window).max(1))
     }
 
     /// The period of a quota for a caller with billing anchor `anchor_ms`.

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use coopgate_billing::usage::{Usage, UsageLine};
 
+use crate::caller::{CredentialId, Owner};
 use crate::config::{Billable, status_class};
 use crate::error::Error;
-use crate::identify::{CredentialId, Owner};
 use crate::metrics::Metrics;
 use crate::route::{Route, RouteTable};
 

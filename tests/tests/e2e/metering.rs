@@ -368,6 +368,17 @@ async fn a_membership_that_includes_metered_use_bills_use_beyond_the_allowance_b
     let paid = pay(&b.checkout_url(&key, super::memberships::PRICES[0]).await, "4242 4242 4242 4242").await;
     assert_eq!(paid.status, 303, "{:?}", paid.body);
     b.wait_for_tier(&ada, "member").await;
+    // The store has the tier a moment before the worker evicts the gateway's
+    // cached key row (the eviction follows the write): wait for that too.
+    let presented = coopgate::keys::PresentedKey::parse(&key).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let coopgate::keys::Cheap::Decided(Ok(cached)) =
+        b.gw.gateway.shared().keys.as_ref().unwrap().check_cached(&presented)
+        && &*cached.tier != "member"
+    {
+        assert!(Instant::now() < deadline, "the gateway kept tier {} cached", cached.tier);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A member sees the allowance too, and its use beyond it is reported.
     let first = get(&b.gw.url("/api/first"), &[("x-api-key", &key)]).await;
