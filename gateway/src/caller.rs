@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use coopgate_billing::Money;
 
-use crate::keys::KeyId;
+use crate::keys::format::KeyId;
 use crate::tier::TierId;
 
 /// What a limit is counted against.

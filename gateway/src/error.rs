@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::{ByteSize, Problem};
-use crate::limit::Denial;
+use crate::limit::denial::Denial;
 
 /// A boxed error from a body or a library, carried as a cause (tower's alias,
 /// which the body type uses too).
@@ -75,7 +75,7 @@ pub enum Error {
     },
     /// The request carries an API key that is malformed, unknown, revoked or expired.
     #[error("the API key {}", .0.reason())]
-    InvalidApiKey(crate::keys::Rejection),
+    InvalidApiKey(crate::keys::format::Rejection),
     /// Too many unknown keys from one address: each costs a store lookup.
     #[error("too many key lookups; retry in {retry_after} s")]
     TooManyKeyLookups {
@@ -84,7 +84,7 @@ pub enum Error {
     },
     /// The request carries a member token that does not verify.
     #[error("the member token {}", .0.reason())]
-    InvalidToken(crate::tokens::TokenRejection),
+    InvalidToken(crate::tokens::claims::TokenRejection),
     /// The token keys could not be loaded, or a token could not be issued.
     #[error("member tokens: {0}")]
     TokenSetup(String),

@@ -26,7 +26,7 @@ use serde::Serialize;
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
-mod format;
+pub mod format;
 
 pub use format::{KeyId, PresentedKey, Rejection};
 

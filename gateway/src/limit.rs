@@ -20,7 +20,7 @@
 //! Redis, shared by every replica ([`remote`]); either way a sweep keeps memory
 //! to the callers seen recently.
 
-mod denial;
+pub mod denial;
 mod period;
 mod plan;
 mod policy;

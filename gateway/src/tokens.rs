@@ -24,7 +24,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sha2::{Digest, Sha256};
 
-mod claims;
+pub mod claims;
 
 pub use claims::{Claims, MAX_TOKEN_BYTES, Standing, TokenRejection};
 
