@@ -219,6 +219,15 @@ impl Accounts {
         rows.iter().map(from_row).collect()
     }
 
+    /// Every account with a spend cap, oldest first.
+    pub async fn with_spend_cap(&self) -> Result<Vec<Account>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM accounts WHERE spend_cap IS NOT NULL ORDER BY created_at, id"
+        ));
+        let rows = sqlx::query(sql).fetch_all(self.store.pool()).await?;
+        rows.iter().map(from_row).collect()
+    }
+
     /// Sets (or, with `None`, clears) the account's billing anchor.
     pub async fn set_billing_anchor(&self, id: &AccountId, anchor_ms: Option<i64>) -> Result<(), Error> {
         let query = sqlx::query("UPDATE accounts SET billing_anchor = $1, updated_at = $2 WHERE id = $3");
@@ -351,6 +360,28 @@ mod tests {
             assert!(matches!(negative, Err(Error::InvalidAmount(_))));
             accounts.set_spend_cap(&a.id, None).await.unwrap();
             assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().spend_cap, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn accounts_with_a_spend_cap_are_listed() {
+        for (store, _cleanup) in stores().await {
+            let accounts = Accounts::new(store);
+            let lin = accounts.create("lin@example.org", "metered", None).await.unwrap();
+            let kai = accounts.create("kai@example.org", "metered", None).await.unwrap();
+            accounts.create("ada@example.org", "metered", None).await.unwrap();
+            assert!(accounts.with_spend_cap().await.unwrap().is_empty());
+            let cap = Money::parse_major("10.00 eur").unwrap();
+            accounts.set_spend_cap(&kai.id, Some(cap)).await.unwrap();
+            accounts.set_spend_cap(&lin.id, Some(Money::parse_major("0 eur").unwrap())).await.unwrap();
+            let capped = accounts.with_spend_cap().await.unwrap();
+            let found: Vec<(&str, Option<Money>)> = capped.iter().map(|a| (a.email.as_str(), a.spend_cap)).collect();
+            assert_eq!(
+                found,
+                [("lin@example.org", Some(Money::parse_major("0 eur").unwrap())), ("kai@example.org", Some(cap))]
+            );
+            accounts.set_spend_cap(&kai.id, None).await.unwrap();
+            assert_eq!(accounts.with_spend_cap().await.unwrap().len(), 1, "a removed cap is not listed");
         }
     }
 
