@@ -94,7 +94,9 @@ mod list;
 mod pages;
 mod random;
 mod shapes;
+mod shared;
 mod store;
+mod templates;
 mod webhooks;
 
 #[cfg(test)]
@@ -247,7 +249,7 @@ impl WebhookStats {
 #[derive(Debug)]
 pub struct Simulator {
     /// Everything the handlers share.
-    shared: Arc<http::Shared>,
+    shared: Arc<shared::Shared>,
     /// `http://127.0.0.1:PORT/`.
     base_url: String,
     /// The signing secret.
@@ -305,9 +307,9 @@ impl Simulator {
         let mut world = engine::Engine::new(settings, rng, outbox.clone());
         world.configure(&config.prices).map_err(|e| fail(format!("configured prices: {}", e.message)))?;
         let engine = Arc::new(Mutex::new(world));
-        let pages = pages::Pages::new().map_err(|e| fail(format!("page templates: {e}")))?;
+        let pages = templates::Templates::new().map_err(|e| fail(format!("page templates: {e}")))?;
         let shared =
-            Arc::new(http::Shared { engine: engine.clone(), outbox: outbox.clone(), pages, secret: secret.clone() });
+            Arc::new(shared::Shared { engine: engine.clone(), outbox: outbox.clone(), pages, secret: secret.clone() });
 
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = http::app(shared.clone());
@@ -328,7 +330,7 @@ impl Simulator {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                http::lock(&ticking).catch_up();
+                shared::lock(&ticking).catch_up();
             }
         }));
         tracing::info!(%base_url, webhooks = ?config.webhook_url.as_ref().map(url::Url::as_str), "stripe simulator listening");
@@ -348,7 +350,7 @@ impl Simulator {
 
     /// The global clock's time (Unix seconds): wall time plus what it was advanced.
     pub fn now(&self) -> i64 {
-        http::lock(&self.shared.engine).global_now()
+        shared::lock(&self.shared.engine).global_now()
     }
 
     /// Moves the global clock forward (customers without a test clock),
@@ -356,7 +358,7 @@ impl Simulator {
     /// order. Returns the new time.
     pub fn advance_clock(&self, by: Duration) -> Result<i64, Error> {
         let seconds = i64::try_from(by.as_secs()).map_err(|_| Error::Simulator("advance too large".into()))?;
-        http::lock(&self.shared.engine).advance_global(seconds).map_err(|e| Error::Simulator(e.message))
+        shared::lock(&self.shared.engine).advance_global(seconds).map_err(|e| Error::Simulator(e.message))
     }
 
     /// Webhook delivery counts.
@@ -385,7 +387,7 @@ impl Simulator {
     /// session's `success_url`, if any). A declined card is an error and
     /// leaves the session open.
     pub fn pay_checkout(&self, session: &str, card_number: &str, email: Option<&str>) -> Result<Option<String>, Error> {
-        let mut engine = http::lock(&self.shared.engine);
+        let mut engine = shared::lock(&self.shared.engine);
         engine.catch_up();
         let payer = engine::Payer { card_number: card_number.to_owned(), email: email.map(str::to_owned), name: None };
         engine.pay_checkout(session, &payer).map_err(|e| Error::Simulator(e.message().to_owned()))
@@ -393,7 +395,7 @@ impl Simulator {
 
     /// A stored object as Stripe would answer it (any kind, by id).
     pub fn object(&self, id: &str) -> Option<serde_json::Value> {
-        http::lock(&self.shared.engine).store.get(id).cloned()
+        shared::lock(&self.shared.engine).store.get(id).cloned()
     }
 
     /// Stops taking connections, lets open ones finish, and stops delivering.
