@@ -4,46 +4,25 @@
 //! config), an optional organisation and an optional Stripe customer id. Emails
 //! are normalised (trimmed, lower-cased) before they are stored or looked up, so
 //! `Ada@Example.org ` and `ada@example.org` are one account.
+//!
+//! This module owns the `accounts` table and, in [`ApiKeys`], `api_keys` (a
+//! key belongs to its account): nothing else writes SQL on either. Other
+//! modules and the gateway call these functions.
 
-use std::fmt;
+mod id;
+mod keys;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::money::{Currency, Money};
+pub use id::{AccountId, normalize_email};
+pub use keys::{ApiKey, ApiKeyChange, ApiKeyCheck, ApiKeys, NewApiKey};
+
+use crate::money::Money;
 use crate::{Error, Store};
-
-/// An account's identifier, `acct_` and 16 random hex digits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct AccountId(String);
-
-impl AccountId {
-    /// A new random id.
-    fn generate() -> Result<Self, Error> {
-        let n = getrandom::u64().map_err(|e| Error::Randomness(e.to_string()))?;
-        Ok(AccountId(format!("acct_{n:016x}")))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<String> for AccountId {
-    fn from(s: String) -> Self {
-        AccountId(s)
-    }
-}
 
 /// One account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,24 +47,6 @@ pub struct Account {
     pub spend_cap: Option<Money>,
 }
 
-/// Normalises an email address for storage and lookup, or says why it is not one.
-pub fn normalize_email(raw: &str) -> Result<String, Error> {
-    let email = raw.trim().to_lowercase();
-    let valid = match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !domain.contains('@')
-                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-                && email.len() <= 254
-        }
-        None => false,
-    };
-    if valid { Ok(email) } else { Err(Error::InvalidEmail(raw.to_owned())) }
-}
-
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -93,18 +54,9 @@ fn now_ms() -> i64 {
 const COLUMNS: &str =
     "id, email, tier, org, stripe_customer_id, created_at, updated_at, billing_anchor, spend_cap, spend_cap_currency";
 
-/// A spend cap as its two columns of `accounts` hold it (also read by the
-/// gateway's key lookup, which joins the account).
-pub fn spend_cap_from_columns(minor: Option<i64>, currency: Option<String>) -> Result<Option<Money>, Error> {
-    match (minor, currency) {
-        (Some(minor), Some(code)) => Ok(Some(Money::new(minor, Currency::new(&code)?))),
-        _ => Ok(None),
-    }
-}
-
 fn from_row(row: &AnyRow) -> Result<Account, Error> {
     Ok(Account {
-        id: AccountId(row.try_get("id")?),
+        id: AccountId::from(row.try_get::<String, _>("id")?),
         email: row.try_get("email")?,
         tier: row.try_get("tier")?,
         org: row.try_get("org")?,
@@ -112,7 +64,7 @@ fn from_row(row: &AnyRow) -> Result<Account, Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         billing_anchor: row.try_get("billing_anchor")?,
-        spend_cap: spend_cap_from_columns(row.try_get("spend_cap")?, row.try_get("spend_cap_currency")?)?,
+        spend_cap: Money::from_columns(row.try_get("spend_cap")?, row.try_get("spend_cap_currency")?)?,
     })
 }
 
@@ -219,6 +171,15 @@ impl Accounts {
         rows.iter().map(from_row).collect()
     }
 
+    /// Every account with a spend cap, oldest first.
+    pub async fn with_spend_cap(&self) -> Result<Vec<Account>, Error> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM accounts WHERE spend_cap IS NOT NULL ORDER BY created_at, id"
+        ));
+        let rows = sqlx::query(sql).fetch_all(self.store.pool()).await?;
+        rows.iter().map(from_row).collect()
+    }
+
     /// Sets (or, with `None`, clears) the account's billing anchor.
     pub async fn set_billing_anchor(&self, id: &AccountId, anchor_ms: Option<i64>) -> Result<(), Error> {
         let query = sqlx::query("UPDATE accounts SET billing_anchor = $1, updated_at = $2 WHERE id = $3");
@@ -271,23 +232,6 @@ impl Accounts {
 mod tests {
     use super::*;
     use crate::store::testing::stores;
-
-    #[test]
-    fn emails_are_normalised_and_checked() {
-        assert_eq!(normalize_email("  Ada@Example.ORG ").unwrap(), "ada@example.org");
-        for bad in [
-            "",
-            "ada",
-            "@example.org",
-            "ada@",
-            "ada@example",
-            "a da@example.org",
-            "ada@@example.org",
-            "ada@example.org.",
-        ] {
-            assert!(matches!(normalize_email(bad), Err(Error::InvalidEmail(_))), "{bad}");
-        }
-    }
 
     #[tokio::test]
     async fn an_account_is_found_by_any_spelling_of_its_email() {
@@ -351,6 +295,28 @@ mod tests {
             assert!(matches!(negative, Err(Error::InvalidAmount(_))));
             accounts.set_spend_cap(&a.id, None).await.unwrap();
             assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().spend_cap, None);
+        }
+    }
+
+    #[tokio::test]
+    async fn accounts_with_a_spend_cap_are_listed() {
+        for (store, _cleanup) in stores().await {
+            let accounts = Accounts::new(store);
+            let lin = accounts.create("lin@example.org", "metered", None).await.unwrap();
+            let kai = accounts.create("kai@example.org", "metered", None).await.unwrap();
+            accounts.create("ada@example.org", "metered", None).await.unwrap();
+            assert!(accounts.with_spend_cap().await.unwrap().is_empty());
+            let cap = Money::parse_major("10.00 eur").unwrap();
+            accounts.set_spend_cap(&kai.id, Some(cap)).await.unwrap();
+            accounts.set_spend_cap(&lin.id, Some(Money::parse_major("0 eur").unwrap())).await.unwrap();
+            let capped = accounts.with_spend_cap().await.unwrap();
+            let found: Vec<(&str, Option<Money>)> = capped.iter().map(|a| (a.email.as_str(), a.spend_cap)).collect();
+            assert_eq!(
+                found,
+                [("lin@example.org", Some(Money::parse_major("0 eur").unwrap())), ("kai@example.org", Some(cap))]
+            );
+            accounts.set_spend_cap(&kai.id, None).await.unwrap();
+            assert_eq!(accounts.with_spend_cap().await.unwrap().len(), 1, "a removed cap is not listed");
         }
     }
 

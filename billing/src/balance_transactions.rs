@@ -1,9 +1,9 @@
 //! Stripe balance transactions of money events, kept for the ledger.
 //!
-//! Owns the `stripe_balance_transactions` table. What Stripe really moved
-//! (gross, fee, net, in minor units of a currency) is in the balance
-//! transaction, not in the invoice or the charge, so that is what is kept:
-//! once by its id, as Stripe sent it.
+//! Owns the `stripe_balance_transactions` table: nothing else writes SQL on
+//! it. What Stripe really moved (gross, fee, net, in minor units of a
+//! currency) is in the balance transaction, not in the invoice or the charge,
+//! so that is what is kept: once by its id, as Stripe sent it.
 
 use serde_json::Value;
 use sqlx::Row;

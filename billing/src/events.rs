@@ -1,11 +1,13 @@
 //! The Stripe events received, once each, and who is processing what.
 //!
-//! Owns the `stripe_events` and `stripe_object_locks` tables. An event is
-//! recorded once by its id (a primary key, so a duplicate delivery or a
-//! second replica's insert is refused by the database, not by a read before
-//! the write). Processing claims an event's object with a lease
-//! ([`Events::lock`]) so that the events of one subscription are applied one at
-//! a time across replicas; a failed attempt is retried after [`backoff`].
+//! Owns the `stripe_events` and `stripe_object_locks` tables: nothing else
+//! writes SQL on them (the usage reporter takes its lease through
+//! [`Events::lock`] too). An event is recorded once by its id (a primary key,
+//! so a duplicate delivery or a second replica's insert is refused by the
+//! database, not by a read before the write). Processing claims an event's
+//! object with a lease ([`Events::lock`]) so that the events of one
+//! subscription are applied one at a time across replicas; a failed attempt is
+//! retried after [`backoff`].
 
 use std::time::Duration;
 

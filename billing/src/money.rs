@@ -106,6 +106,15 @@ impl Money {
         Ok(Money { minor, currency })
     }
 
+    /// An optional amount as the store keeps it, in two nullable columns
+    /// (minor units, currency code): `None` unless both are set.
+    pub(crate) fn from_columns(minor: Option<i64>, currency: Option<String>) -> Result<Option<Money>, Error> {
+        match (minor, currency) {
+            (Some(minor), Some(code)) => Ok(Some(Money::new(minor, Currency::new(&code)?))),
+            _ => Ok(None),
+        }
+    }
+
     /// The sum, refusing to mix currencies or overflow.
     pub fn checked_add(self, other: Money) -> Result<Money, Error> {
         if self.currency != other.currency {
@@ -161,6 +170,15 @@ mod tests {
         for bad in ["50.001 eur", "50 euro", "-5 eur", "5", "1.5 jpy", "50. eur", ".5 eur", "1e3 eur", "5 eur extra"] {
             assert!(Money::parse_major(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn an_amount_in_columns_needs_both_of_them() {
+        let eur = Currency::new("eur").unwrap();
+        assert_eq!(Money::from_columns(Some(2550), Some("EUR".into())).unwrap(), Some(Money::new(2550, eur)));
+        assert_eq!(Money::from_columns(Some(2550), None).unwrap(), None);
+        assert_eq!(Money::from_columns(None, Some("eur".into())).unwrap(), None);
+        assert!(matches!(Money::from_columns(Some(1), Some("euro".into())), Err(Error::InvalidCurrency(_))));
     }
 
     #[test]

@@ -85,6 +85,7 @@
 
 mod api;
 mod cards;
+mod config;
 mod control;
 mod engine;
 mod error;
@@ -94,7 +95,9 @@ mod list;
 mod pages;
 mod random;
 mod shapes;
+mod shared;
 mod store;
+mod templates;
 mod webhooks;
 
 #[cfg(test)]
@@ -106,148 +109,16 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-pub use webhooks::WebhookControl;
+pub use config::{AfterRetries, Chaos, Dunning, STRIPE_METER_EVENT_RATE, SimConfig, SimPrice};
+pub use webhooks::{WebhookControl, WebhookStats};
 
 use crate::Error;
-
-/// How the simulator is set up.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    /// Where signed webhooks are POSTed (plain `http://`); `None`: events are
-    /// recorded and listed, none sent.
-    pub webhook_url: Option<url::Url>,
-    /// The `whsec_…` signing secret; `None`: a random one.
-    pub webhook_secret: Option<String>,
-    /// Card fee, basis points of the amount (290 = 2.9%).
-    pub fee_bps: u32,
-    /// Card fee, fixed part in minor units (30 = 30¢).
-    pub fee_fixed: i64,
-    /// Products and prices created at start, with the ids given (so configs can name them).
-    pub prices: Vec<SimPrice>,
-    /// What the simulator does to webhook deliveries.
-    pub chaos: Chaos,
-    /// Retries of failed renewal payments and what follows the last one.
-    pub dunning: Dunning,
-    /// Meter events accepted per second; more in the same second are
-    /// answered 429 (`rate_limit`). `None`: Stripe's live-mode limit,
-    /// [`STRIPE_METER_EVENT_RATE`].
-    pub meter_event_rate: Option<u32>,
-}
-
-/// Stripe's limit on `POST /v1/billing/meter_events` in live mode: "1000 calls
-/// per second per Stripe account", separate from the basic limit of 100 per
-/// second (docs.stripe.com/rate-limits; docs.stripe.com/billing/subscriptions/
-/// usage-based/recording-usage-api). In test mode Stripe counts these calls
-/// against the basic limit instead; the simulator takes the live figure so
-/// that tests see what production will.
-pub const STRIPE_METER_EVENT_RATE: u32 = 1000;
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            webhook_url: None,
-            webhook_secret: None,
-            fee_bps: 290,
-            fee_fixed: 30,
-            prices: Vec::new(),
-            chaos: Chaos::default(),
-            dunning: Dunning::default(),
-            meter_event_rate: None,
-        }
-    }
-}
-
-/// A recurring price created at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimPrice {
-    /// The price's id (`price_university`): configs name prices by it.
-    pub id: String,
-    /// Its product's name; prices with the same name share one product.
-    pub product_name: String,
-    /// Minor units per period (or per unit of usage for a metered price).
-    pub unit_amount: i64,
-    /// Lower-case ISO currency code.
-    pub currency: String,
-    /// `month` or `year` (`day` and `week` work too).
-    pub interval: String,
-    /// For a metered price: the event name of the Billing Meter it bills
-    /// (created with the price if no meter has it).
-    pub meter_event: Option<String>,
-}
-
-/// What the simulator does to webhook deliveries.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Chaos {
-    /// Probability (0 to 1) that an event is delivered twice.
-    pub duplicate: f64,
-    /// Probability (0 to 1) that an event is never delivered.
-    pub drop: f64,
-    /// A delay before each delivery.
-    pub delay: Duration,
-    /// Deliver whatever is queued in a shuffled order.
-    pub reorder: bool,
-}
-
-/// Retries of a failed renewal payment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dunning {
-    /// Days between a failed attempt and the next: `[3, 5]` retries 3 days
-    /// after the first failure and 5 days after the second.
-    pub retry_after_days: Vec<u32>,
-    /// What happens to the subscription when the last retry fails.
-    pub after_retries: AfterRetries,
-}
-
-impl Default for Dunning {
-    fn default() -> Self {
-        Dunning { retry_after_days: vec![3, 5], after_retries: AfterRetries::Cancel }
-    }
-}
-
-/// What a subscription becomes when every retry of a renewal failed (Stripe's
-/// "subscription status" setting for failed payments).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AfterRetries {
-    /// `canceled`, with `customer.subscription.deleted` (Stripe's default).
-    #[default]
-    Cancel,
-    /// `unpaid`: kept, later invoices stay drafts.
-    MarkUnpaid,
-}
-
-/// Webhook delivery counts (also `GET /_sim/webhooks`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct WebhookStats {
-    /// Delivered with a 2xx answer (duplicates count twice).
-    pub sent: u64,
-    /// Given up after every attempt failed.
-    pub failed: u64,
-    /// Never sent, by chaos.
-    pub dropped: u64,
-    /// Extra copies queued by chaos.
-    pub duplicated: u64,
-    /// Attempts that failed and were retried.
-    pub retried: u64,
-    /// Waiting to be sent.
-    pub queued: usize,
-    /// Being sent now (at most one).
-    pub in_flight: usize,
-    /// Whether deliveries are held.
-    pub held: bool,
-}
-
-impl WebhookStats {
-    /// Nothing queued and nothing being sent.
-    pub fn is_idle(&self) -> bool {
-        self.queued == 0 && self.in_flight == 0
-    }
-}
 
 /// A running simulator. Dropping it stops the server and the delivery task.
 #[derive(Debug)]
 pub struct Simulator {
     /// Everything the handlers share.
-    shared: Arc<http::Shared>,
+    shared: Arc<shared::Shared>,
     /// `http://127.0.0.1:PORT/`.
     base_url: String,
     /// The signing secret.
@@ -305,9 +176,9 @@ impl Simulator {
         let mut world = engine::Engine::new(settings, rng, outbox.clone());
         world.configure(&config.prices).map_err(|e| fail(format!("configured prices: {}", e.message)))?;
         let engine = Arc::new(Mutex::new(world));
-        let pages = pages::Pages::new().map_err(|e| fail(format!("page templates: {e}")))?;
+        let pages = templates::Templates::new().map_err(|e| fail(format!("page templates: {e}")))?;
         let shared =
-            Arc::new(http::Shared { engine: engine.clone(), outbox: outbox.clone(), pages, secret: secret.clone() });
+            Arc::new(shared::Shared { engine: engine.clone(), outbox: outbox.clone(), pages, secret: secret.clone() });
 
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let app = http::app(shared.clone());
@@ -320,7 +191,9 @@ impl Simulator {
             }
         })];
         if let Some(url) = config.webhook_url.clone() {
-            tasks.push(tokio::spawn(webhooks::deliver(outbox, url, secret.clone(), engine.clone())));
+            let delivering = engine.clone();
+            let delivered = move |event: &str| shared::lock(&delivering).delivered(event);
+            tasks.push(tokio::spawn(webhooks::deliver(outbox, url, secret.clone(), delivered)));
         }
         let ticking = engine.clone();
         tasks.push(tokio::spawn(async move {
@@ -328,7 +201,7 @@ impl Simulator {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                http::lock(&ticking).catch_up();
+                shared::lock(&ticking).catch_up();
             }
         }));
         tracing::info!(%base_url, webhooks = ?config.webhook_url.as_ref().map(url::Url::as_str), "stripe simulator listening");
@@ -348,7 +221,7 @@ impl Simulator {
 
     /// The global clock's time (Unix seconds): wall time plus what it was advanced.
     pub fn now(&self) -> i64 {
-        http::lock(&self.shared.engine).global_now()
+        shared::lock(&self.shared.engine).global_now()
     }
 
     /// Moves the global clock forward (customers without a test clock),
@@ -356,7 +229,7 @@ impl Simulator {
     /// order. Returns the new time.
     pub fn advance_clock(&self, by: Duration) -> Result<i64, Error> {
         let seconds = i64::try_from(by.as_secs()).map_err(|_| Error::Simulator("advance too large".into()))?;
-        http::lock(&self.shared.engine).advance_global(seconds).map_err(|e| Error::Simulator(e.message))
+        shared::lock(&self.shared.engine).advance_global(seconds).map_err(|e| Error::Simulator(e.message))
     }
 
     /// Webhook delivery counts.
@@ -385,7 +258,7 @@ impl Simulator {
     /// session's `success_url`, if any). A declined card is an error and
     /// leaves the session open.
     pub fn pay_checkout(&self, session: &str, card_number: &str, email: Option<&str>) -> Result<Option<String>, Error> {
-        let mut engine = http::lock(&self.shared.engine);
+        let mut engine = shared::lock(&self.shared.engine);
         engine.catch_up();
         let payer = engine::Payer { card_number: card_number.to_owned(), email: email.map(str::to_owned), name: None };
         engine.pay_checkout(session, &payer).map_err(|e| Error::Simulator(e.message().to_owned()))
@@ -393,7 +266,7 @@ impl Simulator {
 
     /// A stored object as Stripe would answer it (any kind, by id).
     pub fn object(&self, id: &str) -> Option<serde_json::Value> {
-        http::lock(&self.shared.engine).store.get(id).cloned()
+        shared::lock(&self.shared.engine).store.get(id).cloned()
     }
 
     /// Stops taking connections, lets open ones finish, and stops delivering.

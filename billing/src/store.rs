@@ -6,6 +6,9 @@
 //! embedded in the binary and applied by [`Store::migrate`] (at start and by
 //! `coopgate migrate`). They are written in SQL both databases accept, with
 //! times as Unix milliseconds.
+//!
+//! The schema, not the rows: each table belongs to one module (listed in
+//! ARCHITECTURE.md), the only one whose files hold SQL on it.
 
 use std::borrow::Cow;
 use std::path::Path;

@@ -1,9 +1,9 @@
 //! Membership subscriptions and the tier they give.
 //!
-//! Owns the `stripe_subscriptions` table: Stripe's state of each subscription
-//! as last fetched (never as an event described it, so that a late or
-//! reordered event cannot roll a subscription back), and [`Plans`], which says
-//! which tier each price gives. An account's tier is the highest-ranked tier
+//! Owns the `stripe_subscriptions` table (nothing else writes SQL on it):
+//! Stripe's state of each subscription as last fetched (never as an event
+//! described it, so that a late or reordered event cannot roll a subscription
+//! back), and [`Plans`], which says which tier each price gives. An account's tier is the highest-ranked tier
 //! of its live subscriptions ([`account_tier`]):
 //!
 //! - active or trialing: the price's tier;

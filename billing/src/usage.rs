@@ -1,12 +1,13 @@
 //! Metered use: what identified callers used, per minute, as every replica's
 //! meter flush wrote it; the units each account may be billed for in a period.
 //!
-//! This module owns `usage_minutes` and `usage_batches`. A flush is one
+//! This module owns `usage_minutes` and `usage_batches`: nothing else writes
+//! SQL on them (the reporter and statements ask [`Usage`]). A flush is one
 //! transaction that first claims its batch id, so a flush whose answer was lost
 //! (the store went away after committing) is retried with the same id and adds
 //! nothing twice: what the store holds is exactly what replicas counted.
-//! Reporting to Stripe reads these rows ([`report`]); nothing here talks to
-//! Stripe.
+//! Reporting to Stripe reads these rows through [`Usage`] ([`report`]);
+//! nothing here talks to Stripe.
 
 pub mod report;
 pub mod statement;

@@ -11,6 +11,11 @@
 //! Money events (charges, refunds, disputes, payouts) keep their balance
 //! transactions for the ledger. A failure (Stripe or the store away) leaves the
 //! events for a retry after [`crate::events::backoff`].
+//!
+//! The worker holds no SQL: it works through [`Events`], [`Subscriptions`],
+//! [`Accounts`] and [`BalanceTransactions`]. It owns `billing_state`, the table
+//! made for how far `billing sync` has read; nothing reads or writes it yet
+//! (sync lists a fixed window instead), and whatever does belongs here.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

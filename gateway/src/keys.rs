@@ -13,17 +13,19 @@
 //! `updated_at` column every second ([`Keys::refresh`]), so a revoked key stops
 //! working within about a second without any other moving part. Last-used times
 //! are gathered in memory and written in batches, off the request path.
+//!
+//! The rows are billing's (`api_keys` belongs to its accounts module): this
+//! module reads and writes them only through [`ApiKeys`] and holds no SQL.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use coopgate_billing::accounts::spend_cap_from_columns;
+use coopgate_billing::accounts::{ApiKeys, NewApiKey};
 use coopgate_billing::{AccountId, Accounts, Money, Store};
 use dashmap::DashMap;
 use serde::Serialize;
-use sqlx::Row;
 use subtle::ConstantTimeEq;
 
 pub mod format;
@@ -211,6 +213,8 @@ pub struct Keys {
     poll_failing: std::sync::atomic::AtomicBool,
     /// Where keys and accounts live.
     store: Store,
+    /// The stored rows of keys (billing owns the table).
+    rows: ApiKeys,
     /// How long cached rows are used.
     ttl: CacheTtl,
     /// Store rows by id, with when they were read (`None`: no such key).
@@ -229,6 +233,7 @@ impl Keys {
         Keys {
             lookups: governor::RateLimiter::dashmap(governor::Quota::per_minute(per_minute)),
             poll_failing: Default::default(),
+            rows: ApiKeys::new(store.clone()),
             store,
             ttl: CacheTtl::default(),
             cache: DashMap::new(),
@@ -295,40 +300,28 @@ impl Keys {
 
     /// Checks `key` against the store, and caches what it finds.
     pub async fn check(&self, key: &PresentedKey) -> Result<Result<VerifiedKey, Rejection>, Error> {
-        let row = sqlx::query(
-            "SELECT k.secret_sha256, k.account_id, a.tier, a.billing_anchor, a.spend_cap, a.spend_cap_currency, \
-             k.expires_at, k.revoked_at, k.grace_until \
-             FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.id = $1",
-        )
-        .bind(key.id.as_str())
-        .fetch_optional(self.store.pool());
-        let row = match timely(row).await {
+        let row = match timely(self.rows.by_id(key.id.as_str())).await {
             Ok(row) => row,
             Err(e) => {
                 self.store.set_away(true);
-                return self.stale(key).ok_or_else(|| store_down(e));
+                return self.stale(key).ok_or(Error::Store(e));
             }
         };
-        let cached = row
-            .map(|r| -> Result<Arc<Cached>, sqlx::Error> {
-                let hex: String = r.try_get("secret_sha256")?;
-                Ok(Arc::new(Cached {
-                    // A digest that does not decode matches no secret.
-                    secret_sha256: digest_from_hex(&hex).unwrap_or_default(),
-                    account_key: account_key(&r.try_get::<String, _>("account_id")?),
-                    account_id: Arc::from(r.try_get::<String, _>("account_id")?),
-                    tier: Arc::from(r.try_get::<String, _>("tier")?),
-                    billing_anchor: r.try_get("billing_anchor")?,
-                    spend_cap: spend_cap_from_columns(r.try_get("spend_cap")?, r.try_get("spend_cap_currency")?)
-                        .map_err(|e| sqlx::Error::Decode(e.into()))?,
-                    expires_at: r.try_get("expires_at")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    grace_until: r.try_get("grace_until")?,
-                    unwritten_use: AtomicI64::new(0),
-                }))
+        let cached = row.map(|r| {
+            Arc::new(Cached {
+                // A digest that does not decode matches no secret.
+                secret_sha256: digest_from_hex(&r.secret_sha256).unwrap_or_default(),
+                account_key: account_key(r.account_id.as_str()),
+                account_id: Arc::from(r.account_id.as_str()),
+                tier: Arc::from(r.tier),
+                billing_anchor: r.billing_anchor,
+                spend_cap: r.spend_cap,
+                expires_at: r.expires_at,
+                revoked_at: r.revoked_at,
+                grace_until: r.grace_until,
+                unwritten_use: AtomicI64::new(0),
             })
-            .transpose()
-            .map_err(store_down)?;
+        });
         let verdict = match &cached {
             Some(c) => c.verify(key.id, &key.secret, now_ms()),
             None => Err(Rejection::Unknown),
@@ -376,19 +369,15 @@ impl Keys {
     /// Evicts what changed in the store since the last poll.
     async fn poll(&self) -> Result<(), Error> {
         let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = sqlx::query("SELECT id, updated_at FROM api_keys WHERE updated_at >= $1")
-            .bind(since - CLOCK_SKEW_MS)
-            .fetch_all(self.store.pool());
-        let rows = timely(rows).await.map_err(store_down)?;
+        let rows = timely(self.rows.changed_since(since - CLOCK_SKEW_MS)).await.map_err(Error::Store)?;
         let mut newest = since;
         {
             let cache = &self.cache;
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             for row in &rows {
-                let id: String = row.try_get("id").map_err(store_down)?;
-                let updated: i64 = row.try_get("updated_at").map_err(store_down)?;
+                let updated = row.updated_at;
                 newest = newest.max(updated);
-                if let Some(id) = KeyId::parse(&id)
+                if let Some(id) = KeyId::parse(&row.id)
                     && seen.insert(id, updated) != Some(updated)
                 {
                     cache.remove(&id);
@@ -405,11 +394,7 @@ impl Keys {
     /// Writes the last uses collected by [`Keys::refresh`].
     async fn write_uses(&self, used: &[(KeyId, i64)]) -> Result<(), Error> {
         for &(id, at) in used {
-            let update = sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
-                .bind(at)
-                .bind(id.as_str())
-                .execute(self.store.pool());
-            timely(update).await.map_err(store_down)?;
+            timely(self.rows.touch_last_used(id.as_str(), at)).await.map_err(Error::Store)?;
         }
         Ok(())
     }
@@ -433,20 +418,9 @@ impl Keys {
     ) -> Result<NewKey, Error> {
         let (id, secret, plaintext) = make_key()?;
         let now = now_ms();
-        sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, secret_sha256, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(id.as_str())
-        .bind(account.as_str())
-        .bind(name)
-        .bind(digest_hex(&secret))
-        .bind(now)
-        .bind(now)
-        .bind(expires_at)
-        .execute(self.store.pool())
-        .await
-        .map_err(store_down)?;
+        let row =
+            NewApiKey { id: id.as_str(), account_id: account, name, secret_sha256: &digest_hex(&secret), expires_at };
+        self.rows.insert(&row, now).await.map_err(Error::Store)?;
         let info = KeyInfo {
             id,
             account_id: account.to_string(),
@@ -464,52 +438,30 @@ impl Keys {
 
     /// Every key, or those of one account, newest first.
     pub async fn list(&self, email: Option<&str>) -> Result<Vec<KeyInfo>, Error> {
-        let base = "SELECT k.id, k.account_id, a.email, k.name, k.created_at, k.expires_at, k.revoked_at, \
-                    k.rolled_to, k.grace_until, k.last_used_at FROM api_keys k JOIN accounts a ON a.id = k.account_id";
-        let rows = match email {
-            Some(e) => {
-                let e = coopgate_billing::accounts::normalize_email(e).map_err(Error::Store)?;
-                let sql = sqlx::AssertSqlSafe(format!("{base} WHERE a.email = $1 ORDER BY k.created_at DESC, k.id"));
-                sqlx::query(sql).bind(e).fetch_all(self.store.pool()).await
-            }
-            None => {
-                let sql = sqlx::AssertSqlSafe(format!("{base} ORDER BY k.created_at DESC, k.id"));
-                sqlx::query(sql).fetch_all(self.store.pool()).await
-            }
-        }
-        .map_err(store_down)?;
-        rows.iter()
-            .map(|r| -> Result<KeyInfo, sqlx::Error> {
-                let id: String = r.try_get("id")?;
+        let rows = self.rows.list(email).await.map_err(Error::Store)?;
+        rows.into_iter()
+            .map(|k| {
                 Ok(KeyInfo {
-                    id: KeyId::parse(&id).ok_or_else(|| sqlx::Error::Decode(format!("bad key id {id}").into()))?,
-                    account_id: r.try_get("account_id")?,
-                    account_email: r.try_get("email")?,
-                    name: r.try_get("name")?,
-                    created_at: r.try_get("created_at")?,
-                    expires_at: r.try_get("expires_at")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    rolled_to: r.try_get("rolled_to")?,
-                    grace_until: r.try_get("grace_until")?,
-                    last_used_at: r.try_get("last_used_at")?,
+                    id: KeyId::parse(&k.id)
+                        .ok_or_else(|| store_down(sqlx::Error::Decode(format!("bad key id {}", k.id).into())))?,
+                    account_id: k.account_id.to_string(),
+                    account_email: k.account_email,
+                    name: k.name,
+                    created_at: k.created_at,
+                    expires_at: k.expires_at,
+                    revoked_at: k.revoked_at,
+                    rolled_to: k.rolled_to,
+                    grace_until: k.grace_until,
+                    last_used_at: k.last_used_at,
                 })
             })
-            .collect::<Result<_, _>>()
-            .map_err(store_down)
+            .collect()
     }
 
     /// Revokes key `id` at once.
     pub async fn revoke(&self, id: &str) -> Result<(), Error> {
         let now = now_ms();
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1, updated_at = $2 WHERE id = $3 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(now)
-                .bind(id)
-                .execute(self.store.pool())
-                .await
-                .map_err(store_down)?;
-        if done.rows_affected() == 0 {
+        if !self.rows.revoke(id, now).await.map_err(Error::Store)? {
             return Err(Error::NoSuchKey { id: id.to_owned() });
         }
         if let Some(id) = KeyId::parse(id) {
@@ -527,14 +479,7 @@ impl Keys {
             .insert(&AccountId::from(old.account_id.clone()), &old.account_email, &old.name, old.expires_at)
             .await?;
         let now = now_ms();
-        sqlx::query("UPDATE api_keys SET rolled_to = $1, grace_until = $2, updated_at = $3 WHERE id = $4")
-            .bind(new.info.id.as_str())
-            .bind(now + grace.as_millis() as i64)
-            .bind(now)
-            .bind(id)
-            .execute(self.store.pool())
-            .await
-            .map_err(store_down)?;
+        self.rows.roll(id, new.info.id.as_str(), now + grace.as_millis() as i64, now).await.map_err(Error::Store)?;
         if let Some(old) = KeyId::parse(id) {
             self.cache.remove(&old);
         }

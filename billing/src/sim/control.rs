@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::engine::{PayError, Payer};
 use super::error::{ApiError, ApiResult};
-use super::http::{Shared, lock, pretty};
+use super::shared::{Shared, lock, pretty};
 use super::webhooks::WebhookControl;
 
 /// The `/_sim/` routes.

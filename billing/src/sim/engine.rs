@@ -42,11 +42,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use super::config::{AfterRetries, Dunning};
 use super::form::MetadataUpdate;
 use super::random::Rng;
 use super::store::Store;
 use super::webhooks::Outbox;
-use super::{AfterRetries, Dunning};
 use crate::sim::shapes;
 
 /// Which clock an object lives by.
@@ -58,7 +58,7 @@ pub(crate) enum Domain {
     TestClock(String),
 }
 
-/// The settings the engine works by, taken from [`super::SimConfig`].
+/// The settings the engine works by, taken from [`super::config::SimConfig`].
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     /// Card fee, basis points of the amount.

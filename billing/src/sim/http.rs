@@ -2,7 +2,7 @@
 //! authorization, parameters (query and form body), idempotency, `expand[]`,
 //! and Stripe's response and error shapes. The only place a `/v1` answer is made.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,33 +16,13 @@ use serde_json::{Map, Value};
 use super::engine::{Engine, Replay, RequestInfo};
 use super::error::{ApiError, ApiResult};
 use super::form::{self, Params};
-use super::pages::Pages;
-use super::webhooks::Outbox;
+use super::shared::{Shared, lock, pretty};
 use super::{api, control, pages};
 
 /// Stripe keeps idempotent answers for at least this long.
 const REPLAY_SECONDS: i64 = 24 * 3600;
 /// Stripe's limit on an idempotency key.
 const MAX_KEY_LEN: usize = 255;
-
-/// What every handler shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    /// All state.
-    pub engine: Arc<Mutex<Engine>>,
-    /// Webhook queue and counts.
-    pub outbox: Arc<Outbox>,
-    /// The hosted pages' templates.
-    pub pages: Pages,
-    /// The webhook signing secret (shown on the simulator's index page).
-    pub secret: String,
-}
-
-/// Locks the engine. A panic in a handler leaves no half-applied change that
-/// matters for a simulator, so a poisoned lock is used as it is.
-pub(crate) fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
-    engine.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The whole simulator as one router.
 pub(crate) fn app(shared: Arc<Shared>) -> Router {
@@ -192,11 +172,4 @@ fn authorize(headers: &HeaderMap) -> ApiResult<()> {
     }
     let shown: String = key.chars().take(8).collect();
     Err(ApiError::unauthorized(format!("Invalid API Key provided: {shown}****")))
-}
-
-/// Stripe answers pretty-printed JSON.
-pub(crate) fn pretty(value: &Value) -> String {
-    let mut s = serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into());
-    s.push('\n');
-    s
 }

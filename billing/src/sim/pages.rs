@@ -1,7 +1,7 @@
 //! The hosted pages a person (or a test posting forms) uses: Checkout's
 //! payment page (`/c/pay/{session}`), the Customer Portal
 //! (`/p/session/{id}`), and an index at `/`. Server-rendered HTML from the
-//! minijinja templates in `billing/templates/sim/`, with labelled inputs and no
+//! minijinja templates in `billing/templates/sim/` ([`super::templates`]), with labelled inputs and no
 //! JavaScript. Every form posts to an action that calls the engine exactly as
 //! the API does, then redirects (303) back or onward.
 
@@ -11,53 +11,15 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use minijinja::{Environment, context};
+use minijinja::context;
 use serde_json::Value;
 
 use super::cards::CARDS;
 use super::engine::{Engine, PayError, Payer, date};
-use super::http::{Shared, lock};
 use super::shapes::format_amount;
-
-/// The compiled templates.
-pub(crate) struct Pages {
-    env: Environment<'static>,
-}
-
-impl std::fmt::Debug for Pages {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pages").finish_non_exhaustive()
-    }
-}
-
-impl Pages {
-    /// Loads the templates (compiled into the binary).
-    pub fn new() -> Result<Self, minijinja::Error> {
-        let mut env = Environment::new();
-        env.add_template("layout.html", include_str!("../../templates/sim/layout.html"))?;
-        env.add_template("checkout.html", include_str!("../../templates/sim/checkout.html"))?;
-        env.add_template("portal.html", include_str!("../../templates/sim/portal.html"))?;
-        env.add_template("notice.html", include_str!("../../templates/sim/notice.html"))?;
-        env.add_template("index.html", include_str!("../../templates/sim/index.html"))?;
-        Ok(Pages { env })
-    }
-
-    fn render(&self, status: StatusCode, name: &str, ctx: minijinja::Value) -> Response {
-        match self.env.get_template(name).and_then(|t| t.render(ctx)) {
-            Ok(html) => (status, Html(html)).into_response(),
-            Err(e) => {
-                tracing::error!(error = %e, template = name, "stripe simulator page failed to render");
-                (StatusCode::INTERNAL_SERVER_ERROR, "page failed to render").into_response()
-            }
-        }
-    }
-
-    fn notice(&self, status: StatusCode, title: &str, message: &str, link: Option<&str>, link_text: &str) -> Response {
-        self.render(status, "notice.html", context! { title, message, link, link_text })
-    }
-}
+use super::shared::{Shared, lock};
 
 /// The page routes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {

@@ -24,9 +24,36 @@ use hyper_util::rt::TokioExecutor;
 use ring::hmac;
 use tokio::sync::{Notify, watch};
 
-use super::engine::Engine;
+use super::config::Chaos;
 use super::random::Rng;
-use super::{Chaos, WebhookStats};
+
+/// Webhook delivery counts (also `GET /_sim/webhooks`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WebhookStats {
+    /// Delivered with a 2xx answer (duplicates count twice).
+    pub sent: u64,
+    /// Given up after every attempt failed.
+    pub failed: u64,
+    /// Never sent, by chaos.
+    pub dropped: u64,
+    /// Extra copies queued by chaos.
+    pub duplicated: u64,
+    /// Attempts that failed and were retried.
+    pub retried: u64,
+    /// Waiting to be sent.
+    pub queued: usize,
+    /// Being sent now (at most one).
+    pub in_flight: usize,
+    /// Whether deliveries are held.
+    pub held: bool,
+}
+
+impl WebhookStats {
+    /// Nothing queued and nothing being sent.
+    pub fn is_idle(&self) -> bool {
+        self.queued == 0 && self.in_flight == 0
+    }
+}
 
 /// Attempts per event before it counts as failed.
 pub(crate) const MAX_ATTEMPTS: u32 = 10;
@@ -249,8 +276,10 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// The delivery task: sends queued events to `url` until aborted.
-pub(crate) async fn deliver(outbox: Arc<Outbox>, url: url::Url, secret: String, engine: Arc<Mutex<Engine>>) {
+/// The delivery task: sends queued events to `url` until aborted, and tells
+/// `delivered` of each event a receiver took (the engine then shows it as no
+/// longer pending), so that this module needs nothing of the engine.
+pub(crate) async fn deliver(outbox: Arc<Outbox>, url: url::Url, secret: String, delivered: impl Fn(&str) + Send) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     loop {
         let (delivery, delay) = outbox.next().await;
@@ -292,7 +321,7 @@ pub(crate) async fn deliver(outbox: Arc<Outbox>, url: url::Url, secret: String, 
             }
         };
         if sent {
-            engine.lock().unwrap_or_else(|p| p.into_inner()).delivered(&delivery.event);
+            delivered(&delivery.event);
         }
         outbox.finished(sent);
     }

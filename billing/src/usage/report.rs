@@ -21,7 +21,10 @@
 //!    unreachable or rate-limiting: the row waits with a backoff, and the
 //!    next rounds send it with the same identifier.
 //!
-//! This module owns `usage_periods` and `usage_reports`.
+//! This module (with `send` and `caps`) owns `usage_periods` and
+//! `usage_reports`: nothing else writes SQL on them. It reads usage through
+//! [`Usage`], subscriptions through [`Subscriptions`], the lease through
+//! [`Events::lock`] and spend caps through [`crate::Accounts`].
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::Engine;
-use crate::sim::SimPrice;
+use crate::sim::config::SimPrice;
 use crate::sim::error::{ApiError, ApiResult};
 use crate::sim::form::MetadataUpdate;
 use crate::sim::shapes::{self, Recurring};

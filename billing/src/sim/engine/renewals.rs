@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::Engine;
 use super::add_interval;
 use super::invoices::Billed;
-use crate::sim::AfterRetries;
+use crate::sim::config::AfterRetries;
 
 impl Engine {
     /// The end of a subscription's period (or trial): it ends if it was to,

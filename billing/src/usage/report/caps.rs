@@ -4,12 +4,13 @@
 //! log alert can mail it on. The gateway enforces the cap in real time from
 //! its limiter; this is the account's own record of it.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use super::Reporter;
-use crate::accounts::spend_cap_from_columns;
 use crate::stripe::Price;
-use crate::{Currency, Error, Money};
+use crate::{Accounts, Currency, Error, Money};
 
 impl Reporter {
     /// Marks the live periods whose charge has reached their account's cap and
@@ -19,21 +20,31 @@ impl Reporter {
             return Ok(0);
         };
         let rows = sqlx::query(
-            "SELECT p.account_id, p.period_start, p.period_end, p.included, a.email, a.spend_cap, a.spend_cap_currency \
-             FROM usage_periods p JOIN accounts a ON a.id = p.account_id \
-             WHERE a.spend_cap IS NOT NULL AND p.cap_reached_at IS NULL AND p.period_end > $1",
+            "SELECT account_id, period_start, period_end, included FROM usage_periods \
+             WHERE cap_reached_at IS NULL AND period_end > $1",
         )
         .bind(now_ms)
         .fetch_all(self.store.pool())
         .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // The accounts module owns the caps: ask it for the capped accounts and
+        // match them to the periods here.
+        let capped: HashMap<String, (String, Money)> = Accounts::new(self.store.clone())
+            .with_spend_cap()
+            .await?
+            .into_iter()
+            .filter_map(|a| Some((a.id.to_string(), (a.email, a.spend_cap?))))
+            .collect();
         let mut reached = 0;
         for row in &rows {
-            let Some(cap) = spend_cap_from_columns(row.try_get("spend_cap")?, row.try_get("spend_cap_currency")?)?
-            else {
-                continue;
-            };
             let (account, start, end): (String, i64, i64) =
                 (row.try_get("account_id")?, row.try_get("period_start")?, row.try_get("period_end")?);
+            let Some((email, cap)) = capped.get(&account) else {
+                continue;
+            };
+            let cap = *cap;
             let included = u64::try_from(row.try_get::<i64, _>("included")?).unwrap_or(0);
             let billable = self.usage.billable_in_period(&account, start, end).await?;
             let beyond = i64::try_from(billable.saturating_sub(included)).unwrap_or(i64::MAX);
@@ -55,7 +66,6 @@ impl Reporter {
             .await?;
             if marked.rows_affected() == 1 {
                 reached += 1;
-                let email: String = row.try_get("email")?;
                 tracing::warn!(
                     account = %account,
                     email = %email,

@@ -132,3 +132,40 @@ async fn usage_written_after_its_period_closed_is_still_billed_as_an_invoice_ite
         assert_eq!(rows[0].try_get::<String, _>("via").unwrap(), VIA_ITEM);
     }
 }
+
+#[tokio::test]
+async fn a_period_that_reaches_its_accounts_cap_is_noticed_once() {
+    for (store, _cleanup) in stores().await {
+        let accounts = Accounts::new(store.clone());
+        let ada = accounts.create("ada@example.org", "registered", None).await.unwrap();
+        let bob = accounts.create("bob@example.org", "registered", None).await.unwrap();
+        let kai = accounts.create("kai@example.org", "registered", None).await.unwrap();
+        // 10 included, 0.50 eur a unit: a cap of 2.00 eur pays for 4 more.
+        let cap = Money::parse_major("2.00 eur").unwrap();
+        accounts.set_spend_cap(&ada.id, Some(cap)).await.unwrap();
+        accounts.set_spend_cap(&bob.id, Some(cap)).await.unwrap();
+        let end = JAN_1 + 31 * DAY_S;
+        for (who, sub) in [(&ada, "sub_a"), (&bob, "sub_b"), (&kai, "sub_k")] {
+            subscribe(&store, who.id.as_str(), sub, JAN_1, end).await;
+        }
+        use_api(&store, ada.id.as_str(), JAN_1 + 3600, 14, "b1").await;
+        use_api(&store, bob.id.as_str(), JAN_1 + 3600, 13, "b2").await;
+        use_api(&store, kai.id.as_str(), JAN_1 + 3600, 500, "b3").await;
+        let r = reporter(&store);
+        r.note_periods().await.unwrap();
+        let price = Price {
+            id: "price_metered".into(),
+            currency: "eur".into(),
+            unit_amount: Some(50),
+            metered: true,
+            meter: None,
+        };
+        let now = (JAN_1 + 7200) * 1000;
+        // Ada's next unit would pass her cap; Bob has one left; Kai has no cap.
+        assert_eq!(r.notice_caps(now, &price).await.unwrap(), 1);
+        assert_eq!(r.notice_caps(now + 1000, &price).await.unwrap(), 0, "noticed once");
+        use_api(&store, bob.id.as_str(), JAN_1 + 7200, 1, "b4").await;
+        assert_eq!(r.notice_caps(now + 2000, &price).await.unwrap(), 1, "Bob's last unit reaches his");
+        assert_eq!(r.notice_caps(end * 1000, &price).await.unwrap(), 0, "ended periods are not looked at");
+    }
+}
