@@ -29,6 +29,7 @@ pub mod request_id;
 pub mod route;
 pub mod server;
 pub mod stack;
+pub mod store_reads;
 pub mod telemetry;
 pub mod tier;
 pub mod tokens;

@@ -30,7 +30,7 @@ pub use claims::{Claims, MAX_TOKEN_BYTES, Standing, TokenRejection};
 
 use crate::config::TokensConfig;
 use crate::error::Error;
-use crate::keys::CacheTtl;
+use crate::store_reads::{CacheTtl, timely};
 
 /// Verified tokens remembered at most; past this the memory is cleared and
 /// rebuilt, which costs a signature check per token once more.
@@ -289,21 +289,18 @@ impl Tokens {
     /// the store is away, a standing read up to `store.stale_if_error` ago
     /// stands in for it.
     pub async fn fetch_standing(&self, account: &str) -> Result<Option<Standing>, Error> {
-        let found =
-            match crate::keys::timely(Accounts::new(self.store.clone()).by_id(&AccountId::from(account.to_owned())))
-                .await
-            {
-                Ok(found) => {
-                    found.map(|a| Standing { tier: a.tier, billing_anchor: a.billing_anchor, spend_cap: a.spend_cap })
-                }
-                Err(e) => {
-                    self.store.set_away(true);
-                    return match self.accounts.get(account).as_deref() {
-                        Some((at, standing)) if self.ttl.usable_stale(*at) => Ok(standing.clone()),
-                        _ => Err(Error::Store(e)),
-                    };
-                }
-            };
+        let found = match timely(Accounts::new(self.store.clone()).by_id(&AccountId::from(account.to_owned()))).await {
+            Ok(found) => {
+                found.map(|a| Standing { tier: a.tier, billing_anchor: a.billing_anchor, spend_cap: a.spend_cap })
+            }
+            Err(e) => {
+                self.store.set_away(true);
+                return match self.accounts.get(account).as_deref() {
+                    Some((at, standing)) if self.ttl.usable_stale(*at) => Ok(standing.clone()),
+                    _ => Err(Error::Store(e)),
+                };
+            }
+        };
         self.accounts.insert(account.to_owned(), (SystemTime::now(), found.clone()));
         Ok(found)
     }

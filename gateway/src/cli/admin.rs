@@ -367,7 +367,7 @@ fn describe(k: &KeyInfo) -> String {
 /// Opens the store of `config` and loads the token keys, for `serve` and `demo`.
 pub fn open_for_serve(runtime: &tokio::runtime::Runtime, config: &Config) -> anyhow::Result<(Arc<Keys>, Arc<Tokens>)> {
     let store = runtime.block_on(connect(config.store.url.expose()))?;
-    let ttl = crate::keys::CacheTtl::from_config(&config.store);
+    let ttl = crate::store_reads::CacheTtl::from_config(&config.store);
     let tokens = Tokens::load(&config.tokens, store.clone())?.with_cache_ttl(ttl);
     // Fetch the identity provider's keys now rather than on the first token.
     runtime.block_on(tokens.refetch());

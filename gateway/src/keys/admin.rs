@@ -1,0 +1,145 @@
+//! Making, listing, revoking and rolling keys: what the admin API, the CLI and
+//! the portal do with them. A key's text exists only in the [`NewKey`] returned
+//! here.
+
+use std::time::Duration;
+
+use coopgate_billing::accounts::NewApiKey;
+use coopgate_billing::{AccountId, Accounts};
+use serde::Serialize;
+
+use super::cache::Keys;
+use super::format::{self, KeyId, digest_hex};
+use crate::error::Error;
+use crate::limit::now_ms;
+
+/// A freshly made key: the only time its full text exists.
+pub struct NewKey {
+    /// Its record.
+    pub info: KeyInfo,
+    /// `cg_<id>_<secret>_<checksum>`: show it once, store it nowhere.
+    pub plaintext: String,
+}
+
+/// A new key's id, secret and full text.
+fn make_key() -> Result<(KeyId, String, String), Error> {
+    format::make_key().map_err(|e| Error::internal(format!("no randomness: {e}")))
+}
+
+/// What is known about a key (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Public id.
+    pub id: KeyId,
+    /// The owner's account.
+    pub account_id: String,
+    /// The owner's email.
+    pub account_email: String,
+    /// A name its owner gave it.
+    pub name: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds, if it expires.
+    pub expires_at: Option<i64>,
+    /// Unix milliseconds, if revoked.
+    pub revoked_at: Option<i64>,
+    /// The key that replaced it, if rolled.
+    pub rolled_to: Option<String>,
+    /// Unix milliseconds until which a rolled key still works.
+    pub grace_until: Option<i64>,
+    /// Unix milliseconds of the last request it made (written in batches).
+    pub last_used_at: Option<i64>,
+}
+
+impl Keys {
+    /// Creates a key for the account with `email`.
+    pub async fn create(&self, email: &str, name: &str, ttl: Option<Duration>) -> Result<NewKey, Error> {
+        let account = Accounts::new(self.store.clone())
+            .by_email(email)
+            .await
+            .map_err(Error::Store)?
+            .ok_or_else(|| Error::Store(coopgate_billing::Error::AccountNotFound(email.to_owned())))?;
+        self.insert(&account.id, &account.email, name, ttl.map(|t| now_ms() + t.as_millis() as i64)).await
+    }
+
+    async fn insert(
+        &self,
+        account: &AccountId,
+        email: &str,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<NewKey, Error> {
+        let (id, secret, plaintext) = make_key()?;
+        let now = now_ms();
+        let row =
+            NewApiKey { id: id.as_str(), account_id: account, name, secret_sha256: &digest_hex(&secret), expires_at };
+        self.rows.insert(&row, now).await.map_err(Error::Store)?;
+        let info = KeyInfo {
+            id,
+            account_id: account.to_string(),
+            account_email: email.to_owned(),
+            name: name.to_owned(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            rolled_to: None,
+            grace_until: None,
+            last_used_at: None,
+        };
+        Ok(NewKey { info, plaintext })
+    }
+
+    /// Every key, or those of one account, newest first.
+    pub async fn list(&self, email: Option<&str>) -> Result<Vec<KeyInfo>, Error> {
+        let rows = self.rows.list(email).await.map_err(Error::Store)?;
+        rows.into_iter()
+            .map(|k| {
+                Ok(KeyInfo {
+                    id: KeyId::parse(&k.id)
+                        .ok_or_else(|| store_down(sqlx::Error::Decode(format!("bad key id {}", k.id).into())))?,
+                    account_id: k.account_id.to_string(),
+                    account_email: k.account_email,
+                    name: k.name,
+                    created_at: k.created_at,
+                    expires_at: k.expires_at,
+                    revoked_at: k.revoked_at,
+                    rolled_to: k.rolled_to,
+                    grace_until: k.grace_until,
+                    last_used_at: k.last_used_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes key `id` at once.
+    pub async fn revoke(&self, id: &str) -> Result<(), Error> {
+        let now = now_ms();
+        if !self.rows.revoke(id, now).await.map_err(Error::Store)? {
+            return Err(Error::NoSuchKey { id: id.to_owned() });
+        }
+        if let Some(id) = KeyId::parse(id) {
+            self.cache.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Replaces key `id` with a new one of the same name; the old one keeps
+    /// working for `grace`, so that clients can be updated without downtime.
+    pub async fn roll(&self, id: &str, grace: Duration) -> Result<NewKey, Error> {
+        let old = self.list(None).await?.into_iter().find(|k| k.id.as_str() == id && k.revoked_at.is_none());
+        let Some(old) = old else { return Err(Error::NoSuchKey { id: id.to_owned() }) };
+        let new = self
+            .insert(&AccountId::from(old.account_id.clone()), &old.account_email, &old.name, old.expires_at)
+            .await?;
+        let now = now_ms();
+        self.rows.roll(id, new.info.id.as_str(), now + grace.as_millis() as i64, now).await.map_err(Error::Store)?;
+        if let Some(old) = KeyId::parse(id) {
+            self.cache.remove(&old);
+        }
+        Ok(new)
+    }
+}
+
+fn store_down(e: sqlx::Error) -> Error {
+    Error::Store(coopgate_billing::Error::Database(e))
+}

@@ -1,0 +1,233 @@
+//! The in-process cache of verified keys, and the check the request path makes:
+//! from memory when it can, from the store on a miss, from a stale row while the
+//! store is away.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use coopgate_billing::accounts::ApiKeys;
+use coopgate_billing::{Money, Store};
+use dashmap::DashMap;
+use subtle::ConstantTimeEq;
+
+use super::format::{KeyId, PresentedKey, Rejection, digest};
+use crate::account_key::account_key;
+use crate::config::digest_from_hex;
+use crate::error::Error;
+use crate::limit::now_ms;
+use crate::store_reads::{CacheTtl, timely};
+
+/// How long "no such key" is remembered: short, so that a key created elsewhere
+/// works at once even on a gateway whose change polling is not running.
+const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+
+/// A key that passed verification.
+#[derive(Debug, Clone)]
+pub struct VerifiedKey {
+    /// Its id.
+    pub id: KeyId,
+    /// The owner's account.
+    pub account_id: Arc<str>,
+    /// Its limiter key ([`crate::account_key`]), worked out once per cached row.
+    pub account_key: u64,
+    /// The owner's tier name.
+    pub tier: Arc<str>,
+    /// The owner's billing anchor (Unix ms), for monthly quotas that follow it.
+    pub billing_anchor: Option<i64>,
+    /// The owner's monthly spend cap on metered use, if any.
+    pub spend_cap: Option<Money>,
+}
+
+/// A cached store row, enough to verify a key without the store.
+#[derive(Debug)]
+pub(super) struct Cached {
+    /// SHA-256 of the secret.
+    secret_sha256: [u8; 32],
+    account_id: Arc<str>,
+    account_key: u64,
+    tier: Arc<str>,
+    billing_anchor: Option<i64>,
+    spend_cap: Option<Money>,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    grace_until: Option<i64>,
+    /// Unix milliseconds of the last use not yet written to the store (0: none).
+    pub(super) unwritten_use: AtomicI64,
+}
+
+impl Cached {
+    fn verify(&self, id: KeyId, secret: &str, now: i64) -> Result<VerifiedKey, Rejection> {
+        let ok: bool = digest(secret).ct_eq(&self.secret_sha256).into();
+        if !ok {
+            return Err(Rejection::Unknown);
+        }
+        if self.revoked_at.is_some() {
+            return Err(Rejection::Revoked);
+        }
+        if self.expires_at.is_some_and(|t| t <= now) {
+            return Err(Rejection::Expired);
+        }
+        if self.grace_until.is_some_and(|t| t <= now) {
+            return Err(Rejection::Rolled);
+        }
+        self.unwritten_use.store(now, Ordering::Relaxed);
+        Ok(VerifiedKey {
+            id,
+            account_id: self.account_id.clone(),
+            account_key: self.account_key,
+            tier: self.tier.clone(),
+            billing_anchor: self.billing_anchor,
+            spend_cap: self.spend_cap,
+        })
+    }
+}
+
+/// Outcome of a cache-only check.
+pub enum Cheap {
+    /// Decided from the cache.
+    Decided(Result<VerifiedKey, Rejection>),
+    /// Not cached: ask the store.
+    Miss,
+}
+
+/// Store lookups (cache misses) one client IP may cause: a steady 30 a minute,
+/// 30 at once. Misses are what made-up keys produce, and each costs a query, so
+/// this keeps a flood of invented keys from turning into a flood on the database.
+const LOOKUPS_PER_MINUTE: u32 = 30;
+
+type LookupLimiter = governor::RateLimiter<
+    std::net::IpAddr,
+    governor::state::keyed::DashMapStateStore<std::net::IpAddr>,
+    governor::clock::DefaultClock,
+>;
+
+/// A cached store row and when it was read; `None`: no such key.
+pub(super) type CacheEntry = (SystemTime, Option<Arc<Cached>>);
+
+/// The API keys of a store, with the in-process cache.
+pub struct Keys {
+    /// Cache misses allowed per client IP.
+    pub(super) lookups: LookupLimiter,
+    /// Whether the last change poll failed, so that an outage is logged once, not every second.
+    pub(super) poll_failing: AtomicBool,
+    /// Where keys and accounts live.
+    pub(super) store: Store,
+    /// The stored rows of keys (billing owns the table).
+    pub(super) rows: ApiKeys,
+    /// How long cached rows are used.
+    pub(super) ttl: CacheTtl,
+    /// Store rows by id, with when they were read (`None`: no such key).
+    /// Sharded, so that worker threads checking keys never wait on one lock.
+    pub(super) cache: DashMap<KeyId, CacheEntry>,
+    /// The newest `updated_at` seen by [`Keys::refresh`].
+    pub(super) watermark: Mutex<i64>,
+    /// Changes already acted on within the skew window, so each evicts once.
+    pub(super) seen: Mutex<HashMap<KeyId, i64>>,
+}
+
+impl Keys {
+    /// The keys of `store`.
+    pub fn new(store: Store) -> Self {
+        let per_minute = std::num::NonZeroU32::new(LOOKUPS_PER_MINUTE).expect("non-zero");
+        Keys {
+            lookups: governor::RateLimiter::dashmap(governor::Quota::per_minute(per_minute)),
+            poll_failing: Default::default(),
+            rows: ApiKeys::new(store.clone()),
+            store,
+            ttl: CacheTtl::default(),
+            cache: DashMap::new(),
+            watermark: Mutex::new(now_ms()),
+            seen: Mutex::default(),
+        }
+    }
+
+    /// The same keys with cached rows used for `ttl`.
+    pub fn with_cache_ttl(mut self, ttl: CacheTtl) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Drops key `id` from the cache (an invalidation from another replica).
+    pub fn forget(&self, id: &str) {
+        if let Some(id) = KeyId::parse(id) {
+            self.cache.remove(&id);
+        }
+    }
+
+    /// Drops every cached key of account `id` (its tier changed).
+    pub fn forget_account(&self, id: &str) {
+        self.cache.retain(|_, (_, row)| row.as_ref().is_none_or(|c| &*c.account_id != id));
+    }
+
+    /// The store the keys live in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether `ip` may cause another store lookup now; if not, how long to wait.
+    pub fn allow_lookup(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
+        use governor::clock::Clock;
+        self.lookups
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
+    }
+
+    /// Checks `key` against the cache only.
+    pub fn check_cached(&self, key: &PresentedKey) -> Cheap {
+        let entry = self.cache.get(&key.id);
+        match entry.as_deref() {
+            Some((at, Some(c))) if self.ttl.usable(*at, &self.store) => {
+                Cheap::Decided(c.verify(key.id, &key.secret, now_ms()))
+            }
+            Some((at, None)) if at.elapsed().unwrap_or(NEGATIVE_TTL) < NEGATIVE_TTL => {
+                Cheap::Decided(Err(Rejection::Unknown))
+            }
+            _ => Cheap::Miss,
+        }
+    }
+
+    /// What a cached row, however old (up to `store.stale_if_error`), says of
+    /// `key`: the answer while the store is away. Revoked and rolled keys are
+    /// evicted by the change poll, so a stale row is one that was good.
+    fn stale(&self, key: &PresentedKey) -> Option<Result<VerifiedKey, Rejection>> {
+        let entry = self.cache.get(&key.id);
+        match entry.as_deref() {
+            Some((at, Some(c))) if self.ttl.usable_stale(*at) => Some(c.verify(key.id, &key.secret, now_ms())),
+            _ => None,
+        }
+    }
+
+    /// Checks `key` against the store, and caches what it finds.
+    pub async fn check(&self, key: &PresentedKey) -> Result<Result<VerifiedKey, Rejection>, Error> {
+        let row = match timely(self.rows.by_id(key.id.as_str())).await {
+            Ok(row) => row,
+            Err(e) => {
+                self.store.set_away(true);
+                return self.stale(key).ok_or(Error::Store(e));
+            }
+        };
+        let cached = row.map(|r| {
+            Arc::new(Cached {
+                // A digest that does not decode matches no secret.
+                secret_sha256: digest_from_hex(&r.secret_sha256).unwrap_or_default(),
+                account_key: account_key(r.account_id.as_str()),
+                account_id: Arc::from(r.account_id.as_str()),
+                tier: Arc::from(r.tier),
+                billing_anchor: r.billing_anchor,
+                spend_cap: r.spend_cap,
+                expires_at: r.expires_at,
+                revoked_at: r.revoked_at,
+                grace_until: r.grace_until,
+                unwritten_use: AtomicI64::new(0),
+            })
+        });
+        let verdict = match &cached {
+            Some(c) => c.verify(key.id, &key.secret, now_ms()),
+            None => Err(Rejection::Unknown),
+        };
+        self.cache.insert(key.id, (SystemTime::now(), cached));
+        Ok(verdict)
+    }
+}
