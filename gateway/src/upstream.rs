@@ -124,6 +124,15 @@ impl Upstream {
             .unwrap_or_else(|_| Err(Error::UpstreamTimeout { route: self.route.clone(), phase: "respond" }))
     }
 
+    /// [`Upstream::connect`] on the heap. The connect future (TCP, TLS, the
+    /// HTTP/1 handshake) is several kilobytes; inlined, it made every request's
+    /// future that large, and each move of it a memcpy of kilobytes, on every
+    /// request, though a connection is opened once per client connection
+    /// (bench/HISTORY.md).
+    fn connect_boxed(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<SendRequest<Body>, Error>> + Send + '_>> {
+        Box::pin(self.connect())
+    }
+
     /// Opens a new HTTP/1.1 connection (TCP, then TLS if https) within the connect timeout.
     async fn connect(&self) -> Result<SendRequest<Body>, Error> {
         let connecting = async {
@@ -218,7 +227,7 @@ impl ConnPool {
                 return Ok(Checkout { sender, reused: true });
             }
         }
-        Ok(Checkout { sender: upstream.connect().await?, reused: false })
+        Ok(Checkout { sender: upstream.connect_boxed().await?, reused: false })
     }
 
     /// Returns a connection whose response body has been read to the end.
@@ -243,7 +252,7 @@ impl ConnPool {
             Ok(resp) => Ok((sender, resp)),
             Err(mut e) => match e.take_message() {
                 Some(req) if reused => {
-                    let mut sender = upstream.connect().await?;
+                    let mut sender = upstream.connect_boxed().await?;
                     let resp = sender.send_request(req).await.map_err(failed)?;
                     Ok((sender, resp))
                 }

@@ -46,6 +46,11 @@ pub struct LimitHeaders {
 impl LimitHeaders {
     /// Adds the headers to a response.
     pub fn apply(self, headers: &mut HeaderMap) {
+        // One grow of the map at most, rather than one per insert.
+        let extra = 3 * usize::from(self.legacy.is_some())
+            + usize::from(self.retry_after.is_some())
+            + usize::from(self.warning.is_some());
+        headers.reserve(2 + extra);
         headers.insert(RATELIMIT_POLICY.clone(), self.policy);
         headers.insert(RATELIMIT.clone(), self.current);
         if let Some([limit, remaining, reset]) = self.legacy {
