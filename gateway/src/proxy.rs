@@ -66,6 +66,8 @@ impl From<&ProxyConfig> for Timeouts {
 pub struct Proxy {
     /// This client connection's upstream connections.
     pool: Arc<ConnPool>,
+    /// This client connection's last forwarding headers.
+    forwarding: Arc<headers::Memo>,
     /// This client connection.
     conn: ConnInfo,
     /// Shared timeouts.
@@ -79,7 +81,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for one client connection.
     pub fn new(conn: ConnInfo, timeouts: Timeouts, tiers: Arc<Tiers>, upgrade: Option<Arc<str>>) -> Self {
-        Proxy { pool: Arc::new(ConnPool::default()), conn, timeouts, tiers, upgrade }
+        Proxy { pool: Arc::default(), forwarding: Arc::default(), conn, timeouts, tiers, upgrade }
     }
 }
 
@@ -136,6 +138,7 @@ impl Proxy {
                 proto: if self.conn.tls { "https" } else { "http" },
                 host: host.as_ref(),
             },
+            &self.forwarding,
         );
         parts.headers.insert(header::HOST, upstream.authority.clone());
         for (name, value) in &upstream.extra_headers {
