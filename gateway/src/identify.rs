@@ -239,16 +239,15 @@ where
             }
             Cheap::Decided(Err(why)) => reject(Error::InvalidApiKey(why)),
             Cheap::Miss => {
-                if let Err(wait) = keys.allow_lookup(ip) {
-                    return reject(Error::TooManyKeyLookups { retry_after: wait.as_secs() + 1 });
-                }
-                // Only a cache miss waits on the store; the result is cached for the next request.
+                // Only a cache miss waits on the store (one lookup per key at a
+                // time, counted against the client's budget of lookups); the
+                // result is cached for the next request.
                 let this = self.clone();
                 // The clone is ready as the original was; keep the polled one for this request.
                 let mut inner = std::mem::replace(&mut self.inner, this.inner.clone());
                 IdentifyFuture::Lookup {
                     fut: Box::pin(async move {
-                        match keys.check(&key).await? {
+                        match keys.check_for(ip, &key).await? {
                             Ok(v) => {
                                 this.insert_key(&mut req, &v, ip);
                                 inner.call(req).await
@@ -389,6 +388,19 @@ mod tests {
             // The second time from the cache: the same answer.
             let again = svc.oneshot(get(Some(("authorization", &format!("Bearer {key}"))))).await.unwrap();
             assert_eq!(again.headers()["x-tier"], "1");
+        }
+
+        #[tokio::test]
+        async fn a_burst_of_requests_with_a_key_not_yet_cached_is_answered_without_a_refusal() {
+            // 64 connections opened at once with one key: before lookups were
+            // shared, each missed the cache and the 31st on got 429.
+            let dir = tempfile::tempdir().unwrap();
+            let (svc, key) = fixture(dir.path()).await;
+            let burst = (0..64).map(|_| svc.clone().oneshot(get(Some(("x-api-key", key.as_str())))));
+            for answer in futures_util::future::join_all(burst).await {
+                let resp = answer.unwrap_or_else(|e| panic!("refused: {e}"));
+                assert_eq!(resp.headers()["x-tier"], "1");
+            }
         }
 
         #[tokio::test]

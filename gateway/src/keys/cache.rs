@@ -3,6 +3,7 @@
 //! store is away.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -10,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use coopgate_billing::accounts::ApiKeys;
 use coopgate_billing::{Money, Store};
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
 
 use super::format::{KeyId, PresentedKey, Rejection, digest};
 use crate::account_key::account_key;
@@ -97,11 +100,8 @@ pub enum Cheap {
 /// this keeps a flood of invented keys from turning into a flood on the database.
 const LOOKUPS_PER_MINUTE: u32 = 30;
 
-type LookupLimiter = governor::RateLimiter<
-    std::net::IpAddr,
-    governor::state::keyed::DashMapStateStore<std::net::IpAddr>,
-    governor::clock::DefaultClock,
->;
+type LookupLimiter =
+    governor::RateLimiter<IpAddr, governor::state::keyed::DashMapStateStore<IpAddr>, governor::clock::DefaultClock>;
 
 /// A cached store row and when it was read; `None`: no such key.
 pub(super) type CacheEntry = (SystemTime, Option<Arc<Cached>>);
@@ -121,6 +121,8 @@ pub struct Keys {
     /// Store rows by id, with when they were read (`None`: no such key).
     /// Sharded, so that worker threads checking keys never wait on one lock.
     pub(super) cache: DashMap<KeyId, CacheEntry>,
+    /// Lookups under way, by key id (see [`Keys::check_for`]).
+    pub(super) inflight: DashMap<KeyId, Arc<Notify>>,
     /// The newest `updated_at` seen by [`Keys::refresh`].
     pub(super) watermark: Mutex<i64>,
     /// Changes already acted on within the skew window, so each evicts once.
@@ -138,6 +140,7 @@ impl Keys {
             store,
             ttl: CacheTtl::default(),
             cache: DashMap::new(),
+            inflight: DashMap::new(),
             watermark: Mutex::new(now_ms()),
             seen: Mutex::default(),
         }
@@ -166,14 +169,6 @@ impl Keys {
         &self.store
     }
 
-    /// Whether `ip` may cause another store lookup now; if not, how long to wait.
-    pub fn allow_lookup(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
-        use governor::clock::Clock;
-        self.lookups
-            .check_key(&ip)
-            .map_err(|not_until| not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
-    }
-
     /// Checks `key` against the cache only.
     pub fn check_cached(&self, key: &PresentedKey) -> Cheap {
         let entry = self.cache.get(&key.id);
@@ -199,8 +194,67 @@ impl Keys {
         }
     }
 
-    /// Checks `key` against the store, and caches what it finds.
+    /// Checks `key` against the store, and caches what it finds. For the
+    /// billing endpoints and the demo, which are not open to a flood of keys.
     pub async fn check(&self, key: &PresentedKey) -> Result<Result<VerifiedKey, Rejection>, Error> {
+        self.look_up(key, None).await
+    }
+
+    /// Checks `key`, which the cache does not hold, against the store for a
+    /// request from `ip`: the request path's lookup. A store query uses one of
+    /// `ip`'s lookups; past them it is [`Error::TooManyKeyLookups`].
+    pub async fn check_for(&self, ip: IpAddr, key: &PresentedKey) -> Result<Result<VerifiedKey, Rejection>, Error> {
+        self.look_up(key, Some(ip)).await
+    }
+
+    /// One lookup per key id at a time: requests that miss the cache for a key
+    /// already being looked up wait for that answer (a client that opens 64
+    /// connections with a new key makes one query, and uses one lookup of its
+    /// budget, rather than 64 queries and 429s for the 34 past the budget).
+    async fn look_up(
+        &self,
+        key: &PresentedKey,
+        budget: Option<IpAddr>,
+    ) -> Result<Result<VerifiedKey, Rejection>, Error> {
+        let _leading = match self.inflight.entry(key.id) {
+            Entry::Vacant(slot) => {
+                slot.insert(Arc::new(Notify::new()));
+                Some(Leading { keys: self, id: key.id })
+            }
+            Entry::Occupied(lookup) => {
+                let done = lookup.get().clone();
+                drop(lookup);
+                // Enabled before the lookup can end unseen: `notify_waiters` wakes
+                // only those already waiting, and the leader removes the entry first.
+                let mut woken = std::pin::pin!(done.notified());
+                woken.as_mut().enable();
+                if self.inflight.get(&key.id).is_some_and(|n| Arc::ptr_eq(&n, &done)) {
+                    woken.await;
+                }
+                if let Cheap::Decided(verdict) = self.check_cached(key) {
+                    return Ok(verdict);
+                }
+                // That lookup failed (the store is away) or its request went away:
+                // ask on our own rather than wait in line behind another.
+                None
+            }
+        };
+        if let Some(ip) = budget {
+            self.allow_lookup(ip).map_err(|wait| Error::TooManyKeyLookups { retry_after: wait.as_secs() + 1 })?;
+        }
+        self.query(key).await
+    }
+
+    /// Whether `ip` may cause another store lookup now; if not, how long to wait.
+    fn allow_lookup(&self, ip: IpAddr) -> Result<(), Duration> {
+        use governor::clock::Clock;
+        self.lookups
+            .check_key(&ip)
+            .map_err(|not_until| not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
+    }
+
+    /// Asks the store about `key` and caches the row.
+    async fn query(&self, key: &PresentedKey) -> Result<Result<VerifiedKey, Rejection>, Error> {
         let row = match timely(self.rows.by_id(key.id.as_str())).await {
             Ok(row) => row,
             Err(e) => {
@@ -229,5 +283,20 @@ impl Keys {
         };
         self.cache.insert(key.id, (SystemTime::now(), cached));
         Ok(verdict)
+    }
+}
+
+/// The lookup of one key id under way; when it ends, however it ends (answer,
+/// error, or its request dropped), the requests waiting for it are woken.
+struct Leading<'a> {
+    keys: &'a Keys,
+    id: KeyId,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        if let Some((_, done)) = self.keys.inflight.remove(&self.id) {
+            done.notify_waiters();
+        }
     }
 }
