@@ -17,6 +17,7 @@
 pub mod accounts;
 pub mod balance_transactions;
 pub mod events;
+pub mod ledger;
 pub mod memberships;
 mod money;
 pub mod sim;
@@ -100,6 +101,27 @@ pub enum Error {
     /// The account has no Stripe customer yet (it never checked out).
     #[error("{0} has no Stripe customer yet: check out a membership first")]
     NoStripeCustomer(String),
+    /// A ledger account name Beancount would not accept.
+    #[error("`{name}` is not a ledger account name: {why}")]
+    InvalidLedgerAccount {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A ledger transaction whose postings do not sum to zero in a currency.
+    #[error("ledger transaction {key} does not balance: its {currency} postings sum to {sum} minor units, not 0")]
+    Unbalanced {
+        /// The transaction's idempotency key.
+        key: String,
+        /// The currency that does not balance.
+        currency: Currency,
+        /// What its postings sum to.
+        sum: i128,
+    },
+    /// A ledger transaction with fewer than two postings.
+    #[error("ledger transaction {0} needs at least two postings")]
+    TooFewPostings(String),
     /// The Stripe simulator could not start or was asked for something it cannot do.
     #[error("Stripe simulator: {0}")]
     Simulator(String),

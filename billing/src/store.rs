@@ -1,11 +1,12 @@
-//! The store: one database for accounts (and later usage and the ledger), SQLite
+//! The store: one database for accounts, usage, Stripe state and the ledger, SQLite
 //! in a file by default and PostgreSQL in production, behind sqlx's
 //! database-neutral driver so that every query is written once.
 //!
 //! This module owns the schema: the migrations in `billing/migrations/` are
 //! embedded in the binary and applied by [`Store::migrate`] (at start and by
 //! `coopgate migrate`). They are written in SQL both databases accept, with
-//! times as Unix milliseconds.
+//! times as Unix milliseconds; only triggers, whose syntax differs, are
+//! written once per database (`NNNN_name.sqlite.sql`, `NNNN_name.postgres.sql`).
 //!
 //! The schema, not the rows: each table belongs to one module (listed in
 //! ARCHITECTURE.md), the only one whose files hold SQL on it.
@@ -23,15 +24,33 @@ use sqlx::{AnyPool, SqlSafeStr};
 use crate::Error;
 
 /// The migrations, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "accounts", include_str!("../migrations/0001_accounts.sql")),
-    (2, "api keys", include_str!("../migrations/0002_api_keys.sql")),
-    (3, "billing anchor", include_str!("../migrations/0003_billing_anchor.sql")),
-    (4, "stripe", include_str!("../migrations/0004_stripe.sql")),
-    (5, "usage", include_str!("../migrations/0005_usage.sql")),
-    (6, "spend cap", include_str!("../migrations/0006_spend_cap.sql")),
-    (7, "metered memberships", include_str!("../migrations/0007_metered_memberships.sql")),
+const MIGRATIONS: &[(i64, &str, Sql)] = &[
+    (1, "accounts", Sql::Both(include_str!("../migrations/0001_accounts.sql"))),
+    (2, "api keys", Sql::Both(include_str!("../migrations/0002_api_keys.sql"))),
+    (3, "billing anchor", Sql::Both(include_str!("../migrations/0003_billing_anchor.sql"))),
+    (4, "stripe", Sql::Both(include_str!("../migrations/0004_stripe.sql"))),
+    (5, "usage", Sql::Both(include_str!("../migrations/0005_usage.sql"))),
+    (6, "spend cap", Sql::Both(include_str!("../migrations/0006_spend_cap.sql"))),
+    (7, "metered memberships", Sql::Both(include_str!("../migrations/0007_metered_memberships.sql"))),
+    (8, "ledger", Sql::Both(include_str!("../migrations/0008_ledger.sql"))),
+    (
+        9,
+        "ledger invariants",
+        Sql::PerBackend {
+            sqlite: include_str!("../migrations/0009_ledger_invariants.sqlite.sql"),
+            postgres: include_str!("../migrations/0009_ledger_invariants.postgres.sql"),
+        },
+    ),
 ];
+
+/// A migration's SQL: portable, or (for triggers, whose syntax differs) one
+/// text per database holding the same rules.
+enum Sql {
+    /// SQL both databases accept.
+    Both(&'static str),
+    /// The same schema written for each.
+    PerBackend { sqlite: &'static str, postgres: &'static str },
+}
 
 /// Which database a store is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +106,13 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), Error> {
         let migrations = MIGRATIONS
             .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(version, Cow::Borrowed(description), MigrationType::Simple, sql.into_sql_str(), false)
+            .map(|(version, description, sql)| {
+                let sql = match (sql, self.backend) {
+                    (Sql::Both(sql), _) => *sql,
+                    (Sql::PerBackend { sqlite, .. }, Backend::Sqlite) => *sqlite,
+                    (Sql::PerBackend { postgres, .. }, Backend::Postgres) => *postgres,
+                };
+                Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, sql.into_sql_str(), false)
             })
             .collect();
         Migrator::with_migrations(migrations).run(&self.pool).await?;

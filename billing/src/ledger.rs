@@ -1,0 +1,184 @@
+//! The co-op's double-entry ledger: append-only transactions of postings in
+//! integer minor units, each summing to zero per currency.
+//!
+//! Owns `ledger_accounts`, `ledger_transactions` and `ledger_postings`: nothing
+//! else writes SQL on them, and this module has no update or delete path (the
+//! database refuses both, migration 0009). A correction is a new transaction
+//! that names the one it `reverses`.
+//!
+//! Every transaction carries an idempotency key chosen by its source (for a
+//! Stripe balance transaction, its id and the leg), as TigerBeetle's transfer
+//! ids are: posting the same key again posts nothing and answers
+//! [`Posted::Already`], on any replica, however the calls interleave. Balance is
+//! checked twice: here before anything is written, and by the database when
+//! the transaction row goes in after its postings, in one database transaction.
+
+pub mod account;
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+pub use account::AccountName;
+
+use crate::{Currency, Error, Money, Store};
+
+/// One leg of a transaction: an amount to an account (negative for a credit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    /// The account.
+    pub account: AccountName,
+    /// The amount, in minor units of its currency.
+    pub amount: Money,
+}
+
+/// A transaction to post.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTransaction {
+    /// The idempotency key: a second post with it posts nothing.
+    pub key: String,
+    /// The object it comes from, such as a Stripe balance transaction id.
+    pub source: String,
+    /// Which part of that source (`charge`, `fee`, `refund` …).
+    pub leg: String,
+    /// When the money moved (Unix ms): what reports and balances date it by.
+    pub effective_at: i64,
+    /// A line for people (the accountant, the open books), never a customer's identity.
+    pub description: String,
+    /// The key of the transaction this one reverses, if it is a correction.
+    pub reverses: Option<String>,
+    /// At least two legs, summing to zero in each currency.
+    pub postings: Vec<Posting>,
+}
+
+/// What a post did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Posted {
+    /// Written now.
+    New,
+    /// A transaction with this key was already in the ledger; nothing was written.
+    Already,
+}
+
+/// The ledger of a store.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    store: Store,
+}
+
+impl Ledger {
+    /// The ledger of `store`.
+    pub fn new(store: Store) -> Self {
+        Ledger { store }
+    }
+
+    /// Posts `tx` once, at `now_ms`: its accounts are opened on first use, its
+    /// postings and its row written in one database transaction.
+    pub async fn post(&self, tx: &NewTransaction, now_ms: i64) -> Result<Posted, Error> {
+        check_balanced(tx)?;
+        if self.exists(&tx.key).await? {
+            return Ok(Posted::Already);
+        }
+        match self.write(tx, now_ms).await {
+            Ok(()) => Ok(Posted::New),
+            // Another replica (or task) posted the same key between the check
+            // and the write: its transaction stands, and this one is the replay.
+            Err(e) => match self.exists(&tx.key).await {
+                Ok(true) => Ok(Posted::Already),
+                _ => Err(e),
+            },
+        }
+    }
+
+    async fn write(&self, tx: &NewTransaction, now_ms: i64) -> Result<(), Error> {
+        let mut db = self.store.pool().begin().await?;
+        for posting in &tx.postings {
+            sqlx::query("INSERT INTO ledger_accounts (name, opened_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(posting.account.as_str())
+                .bind(tx.effective_at.min(now_ms))
+                .execute(&mut *db)
+                .await?;
+        }
+        for (n, posting) in tx.postings.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO ledger_postings (transaction_key, n, account, amount, currency) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&tx.key)
+            .bind(n as i64)
+            .bind(posting.account.as_str())
+            .bind(posting.amount.minor)
+            .bind(posting.amount.currency.as_str())
+            .execute(&mut *db)
+            .await?;
+        }
+        // Last: the database checks here that the postings above balance.
+        sqlx::query(
+            "INSERT INTO ledger_transactions (key, source, leg, effective_at, recorded_at, description, reverses) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&tx.key)
+        .bind(&tx.source)
+        .bind(&tx.leg)
+        .bind(tx.effective_at)
+        .bind(now_ms)
+        .bind(&tx.description)
+        .bind(tx.reverses.as_deref())
+        .execute(&mut *db)
+        .await?;
+        db.commit().await?;
+        Ok(())
+    }
+
+    /// Whether a transaction with `key` is in the ledger.
+    pub async fn exists(&self, key: &str) -> Result<bool, Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM ledger_transactions WHERE key = $1")
+            .bind(key)
+            .fetch_one(self.store.pool())
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// Every account's balance per currency, over posted transactions only.
+    pub async fn balances(&self) -> Result<BTreeMap<(AccountName, Currency), i64>, Error> {
+        let rows = sqlx::query(
+            "SELECT p.account AS account, p.currency AS currency, CAST(SUM(p.amount) AS BIGINT) AS total \
+             FROM ledger_postings p JOIN ledger_transactions t ON t.key = p.transaction_key \
+             GROUP BY p.account, p.currency",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let account = AccountName::new(&r.try_get::<String, _>("account")?)?;
+                let currency = Currency::new(&r.try_get::<String, _>("currency")?)?;
+                Ok(((account, currency), r.try_get::<i64, _>("total")?))
+            })
+            .collect()
+    }
+
+    /// How many transactions are posted.
+    pub async fn count(&self) -> Result<i64, Error> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM ledger_transactions").fetch_one(self.store.pool()).await?;
+        Ok(row.try_get("n")?)
+    }
+}
+
+/// At least two postings, summing to zero in every currency (in `i128`, so
+/// that no sum of `i64` amounts overflows on the way).
+fn check_balanced(tx: &NewTransaction) -> Result<(), Error> {
+    if tx.postings.len() < 2 {
+        return Err(Error::TooFewPostings(tx.key.clone()));
+    }
+    let mut sums: BTreeMap<Currency, i128> = BTreeMap::new();
+    for p in &tx.postings {
+        *sums.entry(p.amount.currency).or_default() += i128::from(p.amount.minor);
+    }
+    match sums.into_iter().find(|(_, sum)| *sum != 0) {
+        Some((currency, sum)) => Err(Error::Unbalanced { key: tx.key.clone(), currency, sum }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
