@@ -14,12 +14,14 @@
 //! the transaction row goes in after its postings, in one database transaction.
 
 pub mod account;
+pub mod from_stripe;
 
 use std::collections::BTreeMap;
 
 use sqlx::Row;
 
 pub use account::AccountName;
+pub use from_stripe::Movement;
 
 use crate::{Currency, Error, Money, Store};
 

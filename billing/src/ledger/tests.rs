@@ -127,3 +127,98 @@ async fn concurrent_posts_of_one_key_write_it_once() {
         assert_eq!(ledger.balances().await.unwrap().values().sum::<i64>(), 0);
     }
 }
+
+/// The categories the property test draws from, with the sign of their gross
+/// and the account the simple model says takes the other side.
+const KINDS: [(&str, i64, &str); 7] = [
+    ("charge", 1, "Income:Uncategorized"),
+    ("refund", -1, "Income:Refunds"),
+    ("dispute", -1, "Income:Disputes"),
+    ("dispute_reversal", 1, "Income:Disputes"),
+    ("payout", -1, "Assets:Bank:Operating"),
+    ("payout_reversal", 1, "Assets:Bank:Operating"),
+    ("fee", -1, "Expenses:Stripe:Billing"),
+];
+const CURRENCIES: [&str; 3] = ["usd", "jpy", "kwd"];
+
+/// Random Stripe money movements, posted in a random order with random
+/// replays, leave the ledger balanced in every currency, post each movement
+/// once, and end with the balances a simple model of the rules gives. On each
+/// store, cases accumulate in one database, and so does the model.
+#[test]
+fn random_money_movements_replayed_and_reordered_post_once_and_balance_like_the_model() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let movements = prop::collection::vec((0..KINDS.len(), 1..1_000_000i64, 0..5_000i64, 0..CURRENCIES.len()), 1..10)
+        .prop_flat_map(|moves| {
+            let n = moves.len();
+            let order = prop::collection::vec(0..n, 0..2 * n)
+                .prop_map(move |replays| (0..n).chain(replays).collect::<Vec<_>>())
+                .prop_shuffle();
+            (Just(moves), order)
+        });
+    for (store, _cleanup) in rt.block_on(stores()) {
+        let ledger = Ledger::new(store);
+        let model = std::cell::RefCell::new(BTreeMap::<(String, String), i64>::new());
+        let case = std::cell::Cell::new(0usize);
+        let posted = std::cell::Cell::new(0i64);
+        let mut runner = TestRunner::new(Config { cases: 24, ..Config::default() });
+        runner
+            .run(&movements, |(moves, order)| {
+                case.set(case.get() + 1);
+                let movement = |i: usize| {
+                    let (kind, amount, fee, currency) = moves[i];
+                    let (category, sign, _) = KINDS[kind];
+                    let amount = sign * amount;
+                    crate::ledger::Movement {
+                        id: format!("txn_{}_{i}", case.get()),
+                        category: category.to_owned(),
+                        amount,
+                        fee,
+                        net: amount - fee,
+                        currency: Currency::new(CURRENCIES[currency]).unwrap(),
+                        created: 1_767_225_600 + i as i64,
+                        source: None,
+                    }
+                };
+                rt.block_on(async {
+                    for &i in &order {
+                        ledger.post(&movement(i).transaction(&[]).unwrap(), 0).await.unwrap();
+                    }
+                });
+                // The model: the balance moves by net, fees by fee, the other side by -amount.
+                let mut model = model.borrow_mut();
+                for (i, &(kind, _, _, currency)) in moves.iter().enumerate() {
+                    let m = movement(i);
+                    let cur = CURRENCIES[currency].to_owned();
+                    let mut add =
+                        |account: String, minor: i64| *model.entry((account, cur.clone())).or_default() += minor;
+                    add(format!("Assets:Stripe:Balance:{}", cur.to_ascii_uppercase()), m.net);
+                    if m.fee != 0 {
+                        add("Expenses:Stripe:Fees".to_owned(), m.fee);
+                    }
+                    add(KINDS[kind].2.to_owned(), -m.amount);
+                }
+                model.retain(|_, v| *v != 0);
+                posted.set(posted.get() + moves.len() as i64);
+
+                let (balances, count) =
+                    rt.block_on(async { (ledger.balances().await.unwrap(), ledger.count().await.unwrap()) });
+                let got: BTreeMap<(String, String), i64> = balances
+                    .into_iter()
+                    .filter(|(_, v)| *v != 0)
+                    .map(|((a, c), v)| ((a.to_string(), c.as_str().to_owned()), v))
+                    .collect();
+                prop_assert_eq!(count, posted.get(), "each movement posted once");
+                prop_assert_eq!(&got, &*model);
+                for currency in CURRENCIES {
+                    let sum: i64 = got.iter().filter(|((_, c), _)| c == currency).map(|(_, v)| v).sum();
+                    prop_assert_eq!(sum, 0, "{} balances", currency);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}
