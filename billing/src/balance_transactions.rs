@@ -11,15 +11,19 @@ use sqlx::Row;
 use crate::{Error, Store};
 
 /// The balance transaction ids an event's object refers to: `balance_transaction`
-/// (charges, refunds, payouts) and `balance_transactions` (disputes), as ids
-/// or as expanded objects.
+/// (charges, refunds, payouts), `failure_balance_transaction` (a failed payout
+/// or refund, whose money comes back) and `balance_transactions` (disputes), as
+/// ids or as expanded objects.
 pub fn referenced(object: &Value) -> Vec<String> {
     let id = |v: &Value| match v {
         Value::String(s) if s.starts_with("txn_") => Some(s.clone()),
         Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
         _ => None,
     };
-    let mut out: Vec<String> = object.get("balance_transaction").and_then(id).into_iter().collect();
+    let mut out: Vec<String> = ["balance_transaction", "failure_balance_transaction"]
+        .iter()
+        .filter_map(|k| object.get(*k).and_then(id))
+        .collect();
     if let Some(list) = object.get("balance_transactions").and_then(Value::as_array) {
         out.extend(list.iter().filter_map(id));
     }
@@ -98,6 +102,9 @@ mod tests {
         let dispute = serde_json::json!({"id": "dp_1", "balance_transactions": [{"id": "txn_2"}, {"id": "txn_3"}]});
         assert_eq!(referenced(&dispute), ["txn_2", "txn_3"]);
         assert!(referenced(&serde_json::json!({"id": "ch_2", "balance_transaction": null})).is_empty());
+        let failed =
+            serde_json::json!({"id": "po_1", "balance_transaction": "txn_4", "failure_balance_transaction": "txn_5"});
+        assert_eq!(referenced(&failed), ["txn_4", "txn_5"]);
     }
 
     #[tokio::test]

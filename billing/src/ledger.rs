@@ -14,7 +14,11 @@
 //! the transaction row goes in after its postings, in one database transaction.
 
 pub mod account;
+pub mod apportion;
+pub mod close;
+pub mod export;
 pub mod from_stripe;
+pub mod patronage;
 
 use std::collections::BTreeMap;
 
@@ -50,6 +54,27 @@ pub struct NewTransaction {
     /// The key of the transaction this one reverses, if it is a correction.
     pub reverses: Option<String>,
     /// At least two legs, summing to zero in each currency.
+    pub postings: Vec<Posting>,
+}
+
+/// A posted transaction, as the ledger holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// Its idempotency key.
+    pub key: String,
+    /// The object it comes from.
+    pub source: String,
+    /// Which part of that source.
+    pub leg: String,
+    /// When the money moved (Unix ms).
+    pub effective_at: i64,
+    /// When it was posted (Unix ms).
+    pub recorded_at: i64,
+    /// The line for people.
+    pub description: String,
+    /// The key of the transaction it reverses, if any.
+    pub reverses: Option<String>,
+    /// Its postings, in the order they were posted.
     pub postings: Vec<Posting>,
 }
 
@@ -143,11 +168,18 @@ impl Ledger {
 
     /// Every account's balance per currency, over posted transactions only.
     pub async fn balances(&self) -> Result<BTreeMap<(AccountName, Currency), i64>, Error> {
+        self.balances_at(None).await
+    }
+
+    /// Every account's balance per currency over the transactions effective
+    /// before `before` (Unix ms; all of them when `None`).
+    pub async fn balances_at(&self, before: Option<i64>) -> Result<BTreeMap<(AccountName, Currency), i64>, Error> {
         let rows = sqlx::query(
             "SELECT p.account AS account, p.currency AS currency, CAST(SUM(p.amount) AS BIGINT) AS total \
              FROM ledger_postings p JOIN ledger_transactions t ON t.key = p.transaction_key \
-             GROUP BY p.account, p.currency",
+             WHERE t.effective_at < $1 GROUP BY p.account, p.currency",
         )
+        .bind(before.unwrap_or(i64::MAX))
         .fetch_all(self.store.pool())
         .await?;
         rows.iter()
@@ -157,6 +189,44 @@ impl Ledger {
                 Ok(((account, currency), r.try_get::<i64, _>("total")?))
             })
             .collect()
+    }
+
+    /// The transactions effective in `[from, to)` (Unix ms), oldest first
+    /// (by effective time, then key), with their postings in order.
+    pub async fn transactions(&self, from: i64, to: i64) -> Result<Vec<Transaction>, Error> {
+        let rows = sqlx::query(
+            "SELECT t.key AS key, t.source AS source, t.leg AS leg, t.effective_at AS effective_at, \
+             t.recorded_at AS recorded_at, t.description AS description, t.reverses AS reverses, \
+             p.account AS account, p.amount AS amount, p.currency AS currency \
+             FROM ledger_transactions t JOIN ledger_postings p ON p.transaction_key = t.key \
+             WHERE t.effective_at >= $1 AND t.effective_at < $2 ORDER BY t.effective_at, t.key, p.n",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut out: Vec<Transaction> = Vec::new();
+        for r in &rows {
+            let key: String = r.try_get("key")?;
+            if out.last().is_none_or(|t| t.key != key) {
+                out.push(Transaction {
+                    key,
+                    source: r.try_get("source")?,
+                    leg: r.try_get("leg")?,
+                    effective_at: r.try_get("effective_at")?,
+                    recorded_at: r.try_get("recorded_at")?,
+                    description: r.try_get("description")?,
+                    reverses: r.try_get("reverses")?,
+                    postings: Vec::new(),
+                });
+            }
+            let posting = Posting {
+                account: AccountName::new(&r.try_get::<String, _>("account")?)?,
+                amount: Money::new(r.try_get("amount")?, Currency::new(&r.try_get::<String, _>("currency")?)?),
+            };
+            out.last_mut().expect("pushed above").postings.push(posting);
+        }
+        Ok(out)
     }
 
     /// How many transactions are posted.

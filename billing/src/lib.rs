@@ -16,6 +16,7 @@
 
 pub mod accounts;
 pub mod balance_transactions;
+pub mod booking;
 pub mod events;
 pub mod ledger;
 pub mod memberships;
@@ -122,6 +123,29 @@ pub enum Error {
     /// A ledger transaction with fewer than two postings.
     #[error("ledger transaction {0} needs at least two postings")]
     TooFewPostings(String),
+    /// A ledger export could not be written.
+    #[error("cannot write the ledger export: {0}")]
+    Export(String),
+    /// A year that has not ended cannot be closed.
+    #[error("{0} is not over yet: a year can be closed from the first of January after it")]
+    YearNotOver(i32),
+    /// Patronage of a year that has not been closed.
+    #[error("{0} has not been closed, so it has no surplus yet: close the year first")]
+    YearNotClosed(i32),
+    /// Patronage of a year that closed without a surplus.
+    #[error("{0} closed with no surplus to share")]
+    NoSurplus(i32),
+    /// A bad labor file for patronage.
+    #[error("labor file, line {line}: {why}")]
+    LaborFile {
+        /// The line, counting from 1.
+        line: usize,
+        /// What is wrong there.
+        why: String,
+    },
+    /// A collective share that is not a fraction from 0 to 1.
+    #[error("collective share `{0}` is not a number from 0 to 1 (with at most six decimals), such as 0.5")]
+    CollectiveShare(String),
     /// The Stripe simulator could not start or was asked for something it cannot do.
     #[error("Stripe simulator: {0}")]
     Simulator(String),

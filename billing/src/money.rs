@@ -125,19 +125,26 @@ impl Money {
     }
 }
 
-/// `USD 12.34`, `JPY 1234`: the amount in major units with its code.
-impl fmt::Display for Money {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let code = self.currency.as_str().to_ascii_uppercase();
+impl Money {
+    /// The amount in major units, without the code: `12.34`, `-0.05`,
+    /// `1234` (JPY), `1.230` (KWD), as Beancount and CSV exports write it.
+    pub fn major(&self) -> String {
         let sign = if self.minor < 0 { "-" } else { "" };
         let abs = self.minor.unsigned_abs();
         match self.currency.decimals() {
-            0 => write!(f, "{code} {sign}{abs}"),
+            0 => format!("{sign}{abs}"),
             d => {
                 let unit = 10u64.pow(d);
-                write!(f, "{code} {sign}{}.{:0width$}", abs / unit, abs % unit, width = d as usize)
+                format!("{sign}{}.{:0width$}", abs / unit, abs % unit, width = d as usize)
             }
         }
+    }
+}
+
+/// `USD 12.34`, `JPY 1234`: the amount in major units with its code.
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.currency.as_str().to_ascii_uppercase(), self.major())
     }
 }
 

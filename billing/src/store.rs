@@ -172,6 +172,35 @@ pub mod testing {
         out
     }
 
+    /// Runs Beancount's `bean-check` (the program `COOPGATE_TEST_BEAN_CHECK`
+    /// names) on `text`: `Some(Err(what it printed))` if it finds a problem,
+    /// `None` after saying so when the variable is not set (a failure when
+    /// `COOPGATE_TEST_REQUIRE_SERVICES=1`).
+    pub fn bean_check(text: &str) -> Option<Result<(), String>> {
+        let program = match std::env::var("COOPGATE_TEST_BEAN_CHECK") {
+            Ok(p) => p,
+            Err(_) if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+                panic!("COOPGATE_TEST_BEAN_CHECK is not set but COOPGATE_TEST_REQUIRE_SERVICES=1")
+            }
+            Err(_) => {
+                eprintln!("bean-check did not run: COOPGATE_TEST_BEAN_CHECK is not set");
+                return None;
+            }
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ledger.beancount");
+        std::fs::write(&path, text).expect("write the export");
+        let out = std::process::Command::new(&program)
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        if out.status.success() && out.stdout.is_empty() && out.stderr.is_empty() {
+            Some(Ok(()))
+        } else {
+            Some(Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))))
+        }
+    }
+
     /// A fresh, migrated SQLite store in a temporary folder.
     pub async fn sqlite() -> (Store, Cleanup) {
         let dir = tempfile::tempdir().expect("temp dir");

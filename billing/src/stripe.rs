@@ -227,12 +227,13 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
-/// An event as listed by Stripe: its raw JSON (as a webhook would carry it).
+/// An object as listed by Stripe (an event, a balance transaction), kept as
+/// its raw JSON: an event as a webhook would carry it.
 #[derive(Debug, Clone)]
-pub struct ListedEvent {
-    /// `evt_…`
+pub struct Listed {
+    /// `evt_…`, `txn_…`
     pub id: String,
-    /// The event's JSON.
+    /// The object's JSON.
     pub json: Vec<u8>,
 }
 
@@ -308,6 +309,42 @@ pub struct Price {
     pub meter: Option<String>,
 }
 
+/// A line of the invoice a charge paid: what the ledger splits the charge's
+/// income by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceLine {
+    /// Minor units of the invoice's currency (negative for a credit).
+    pub amount: i64,
+    /// The price it bills (`pricing.price_details.price`), if any.
+    pub price: Option<String>,
+    /// Whether it comes from an invoice item rather than a subscription item
+    /// (coopgate makes invoice items only for metered usage).
+    pub invoice_item: bool,
+}
+
+/// One currency of the Stripe balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceAmount {
+    /// Lower-case ISO currency code.
+    pub currency: String,
+    /// Available and pending together, in minor units: what the ledger's
+    /// `Assets:Stripe:Balance:<CUR>` holds.
+    pub amount: i64,
+}
+
+/// What the ledger's reconciliation needs of a payout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payout {
+    /// `po_…`
+    pub id: String,
+    /// Minor units sent to the bank.
+    pub amount: i64,
+    /// Lower-case ISO currency code.
+    pub currency: String,
+    /// `paid`, `pending`, `in_transit`, `canceled` or `failed`.
+    pub status: String,
+}
+
 /// What coopgate asks of Stripe. Errors are [`StripeFailure`]; an object that
 /// does not exist is `Ok(None)`.
 pub trait StripeApi: Send + Sync {
@@ -344,7 +381,7 @@ pub trait StripeApi: Send + Sync {
         &'a self,
         created_gte: i64,
         starting_after: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Page<ListedEvent>, StripeFailure>>;
+    ) -> BoxFuture<'a, Result<Page<Listed>, StripeFailure>>;
 
     /// A balance transaction's raw JSON, kept for the ledger.
     fn balance_transaction<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>, StripeFailure>>;
@@ -378,4 +415,26 @@ pub trait StripeApi: Send + Sync {
 
     /// A price, if it exists.
     fn price<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Price>, StripeFailure>>;
+
+    /// The lines of the invoice a charge paid (charge → payment intent →
+    /// invoice payment → invoice), or `None` for a charge that paid no
+    /// invoice or that Stripe does not know.
+    fn charge_invoice_lines<'a>(
+        &'a self,
+        charge: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<InvoiceLine>>, StripeFailure>>;
+
+    /// Balance transactions created at or after `created_gte` (Unix seconds),
+    /// newest first, a page at a time, each as its raw JSON.
+    fn balance_transactions<'a>(
+        &'a self,
+        created_gte: i64,
+        starting_after: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Page<Listed>, StripeFailure>>;
+
+    /// The Stripe balance, per currency.
+    fn balance(&self) -> BoxFuture<'_, Result<Vec<BalanceAmount>, StripeFailure>>;
+
+    /// Payouts in every status, newest first, a page at a time.
+    fn payouts<'a>(&'a self, starting_after: Option<&'a str>) -> BoxFuture<'a, Result<Page<Payout>, StripeFailure>>;
 }

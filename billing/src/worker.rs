@@ -8,12 +8,12 @@
 //! of the object it had claimed as processed. Whatever order the events come
 //! in, the last fetch wins and it is the newest state: processing converges.
 //!
-//! Money events (charges, refunds, disputes, payouts) keep their balance
-//! transactions for the ledger. A failure (Stripe or the store away) leaves the
+//! Money events (charges, refunds, disputes, payouts) have their balance
+//! transactions kept and posted to the ledger ([`Books`]). A failure (Stripe or the store away) leaves the
 //! events for a retry after [`crate::events::backoff`].
 //!
 //! The worker holds no SQL: it works through [`Events`], [`Subscriptions`],
-//! [`Accounts`] and [`BalanceTransactions`]. It owns `billing_state`, the table
+//! [`Accounts`] and [`Books`]. It owns `billing_state`, the table
 //! made for how far `billing sync` has read; nothing reads or writes it yet
 //! (sync lists a fixed window instead), and whatever does belongs here.
 
@@ -23,7 +23,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::accounts::AccountId;
-use crate::balance_transactions::{self, BalanceTransactions};
+use crate::balance_transactions;
+use crate::booking::Books;
 use crate::events::{Events, Pending, Recorded, Via};
 use crate::memberships::{Memberships, now_ms};
 use crate::stripe::Subscription;
@@ -183,13 +184,14 @@ impl Memberships {
         Ok(true)
     }
 
-    /// Keeps the balance transactions a money event's object refers to.
+    /// Books the balance transactions a money event's object refers to into
+    /// the ledger (each once, however often the event comes).
     async fn keep_balance_transactions(&self, event_id: &str, object: &Value) -> Result<(), Error> {
-        let bts = BalanceTransactions::new(self.store.clone());
+        let books = self.books();
         for id in balance_transactions::referenced(object) {
             match self.stripe.balance_transaction(&id).await? {
                 Some(json) => {
-                    bts.record(&json, event_id, now_ms()).await?;
+                    books.book(&json, event_id, now_ms()).await?;
                 }
                 None => {
                     tracing::warn!(balance_transaction = %id, "Stripe does not know a balance transaction its event names")
@@ -197,6 +199,11 @@ impl Memberships {
             }
         }
         Ok(())
+    }
+
+    /// The ledger's books, fed from this deployment's Stripe with its plans.
+    pub fn books(&self) -> Books {
+        Books::new(self.store.clone(), self.stripe.clone(), self.plans.clone())
     }
 
     /// Accounts whose past_due grace ended lose their membership tier.

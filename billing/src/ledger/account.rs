@@ -40,6 +40,21 @@ impl AccountName {
         Ok(AccountName(name.to_owned()))
     }
 
+    /// `parent` with one more component made from free text (a tier's name,
+    /// a member's id): each run of letters and digits capitalised, runs joined
+    /// by dashes, so `institution_large` becomes `Institution-Large`.
+    pub fn child(&self, text: &str) -> Result<Self, Error> {
+        let words: Vec<String> = text
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let mut chars = w.chars();
+                chars.next().map_or_else(String::new, |c| c.to_ascii_uppercase().to_string() + chars.as_str())
+            })
+            .collect();
+        AccountName::new(&format!("{}:{}", self.0, words.join("-")))
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -72,5 +87,14 @@ mod tests {
             let err = AccountName::new(bad).unwrap_err().to_string();
             assert!(err.contains(&format!("`{bad}`")), "{err}");
         }
+    }
+
+    #[test]
+    fn a_tier_or_member_name_becomes_one_valid_component() {
+        let income = AccountName::new("Income:Memberships").unwrap();
+        assert_eq!(income.child("sustaining").unwrap().as_str(), "Income:Memberships:Sustaining");
+        assert_eq!(income.child("institution_large").unwrap().as_str(), "Income:Memberships:Institution-Large");
+        assert_eq!(income.child("acct_00ff").unwrap().as_str(), "Income:Memberships:Acct-00ff");
+        assert!(income.child("__").is_err(), "nothing usable is left");
     }
 }

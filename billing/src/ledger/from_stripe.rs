@@ -70,6 +70,16 @@ impl Movement {
         })
     }
 
+    /// The idempotency key of its ledger transaction.
+    pub fn key(&self) -> String {
+        format!("stripe:{}", self.id)
+    }
+
+    /// Whether its gross is income to split by invoice line.
+    pub fn is_charge(&self) -> bool {
+        self.category == "charge"
+    }
+
     /// The ledger transaction of this movement. `income` splits a charge's
     /// gross by invoice line (accounts and minor units summing to `amount`);
     /// empty, the whole charge goes to `Income:Uncategorized`.
@@ -88,7 +98,7 @@ impl Movement {
             postings.push(Posting { account: account("Expenses:Stripe:Fees"), amount: money(self.fee) });
         }
         let other = match self.category.as_str() {
-            "charge" => None,
+            _ if self.is_charge() => None,
             "refund" | "refund_failure" => Some("Income:Refunds"),
             "dispute" | "dispute_reversal" => Some("Income:Disputes"),
             "payout" | "payout_reversal" => Some("Assets:Bank:Operating"),
@@ -112,7 +122,7 @@ impl Movement {
             }
         }
         Ok(NewTransaction {
-            key: format!("stripe:{}", self.id),
+            key: self.key(),
             source: self.id.clone(),
             leg: self.category.clone(),
             effective_at: self.created.saturating_mul(1000),

@@ -222,3 +222,4 @@ fn random_money_movements_replayed_and_reordered_post_once_and_balance_like_the_
             .unwrap();
     }
 }
+mod year;

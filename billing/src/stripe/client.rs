@@ -29,26 +29,35 @@ use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
 use stripe_billing::billing_meter_event_summary::ListIdBillingMeterEventSummary;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice_item::CreateInvoiceItem;
+use stripe_billing::invoice_line_item::ListInvoiceInvoiceLineItem;
+use stripe_billing::invoice_payment::{ListInvoicePayment, ListInvoicePaymentPayment, ListInvoicePaymentPaymentType};
 use stripe_billing::subscription::{ListSubscription, ListSubscriptionStatus, RetrieveSubscription};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
     RetrieveCheckoutSession,
 };
-use stripe_core::balance_transaction::RetrieveBalanceTransaction;
+use stripe_core::balance::RetrieveForMyAccountBalance;
+use stripe_core::balance_transaction::{ListBalanceTransaction, RetrieveBalanceTransaction};
+use stripe_core::charge::RetrieveCharge;
 use stripe_core::customer::{CreateCustomer, SearchCustomer};
 use stripe_core::event::ListEvent;
+use stripe_core::payout::ListPayout;
 use stripe_product::price::RetrievePrice;
 use stripe_types::{Currency, List, RangeQueryTs};
 
 use super::{
-    BoxFuture, CheckoutSession, ListedEvent, Meter, MeterEventOutcome, NewCheckout, NewCustomer, NewInvoiceItem,
-    NewMeterEvent, NewPortal, Page, Price, StripeApi, StripeFailure, Subscription, idempotency_key,
+    BalanceAmount, BoxFuture, CheckoutSession, InvoiceLine, Listed, Meter, MeterEventOutcome, NewCheckout, NewCustomer,
+    NewInvoiceItem, NewMeterEvent, NewPortal, Page, Payout, Price, StripeApi, StripeFailure, Subscription,
+    idempotency_key,
 };
 
 /// The pauses before the second and the third attempt of a call.
 mod convert;
 
-use convert::{checkout_session_from, listed_event_from, meter_from, price_from, subscription_from, whole_units};
+use convert::{
+    balance_from, checkout_session_from, invoice_line_from, listed_from, meter_from, payout_from, price_from,
+    subscription_from, whole_units,
+};
 
 const BACKOFF: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
 
@@ -237,7 +246,7 @@ impl StripeApi for StripeClient {
         &'a self,
         created_gte: i64,
         starting_after: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Page<ListedEvent>, StripeFailure>> {
+    ) -> BoxFuture<'a, Result<Page<Listed>, StripeFailure>> {
         Box::pin(async move {
             let mut request = ListEvent::new().created(RangeQueryTs::gte(created_gte)).limit(PAGE_LIMIT);
             if let Some(after) = starting_after {
@@ -247,7 +256,7 @@ impl StripeApi for StripeClient {
             // list of generic JSON values rather than `stripe_shared::Event`.
             let page =
                 self.call("list events", || request.build().customize::<List<Value>>().send(&self.inner)).await?;
-            let data = page.data.into_iter().map(listed_event_from).collect::<Result<_, _>>()?;
+            let data = page.data.into_iter().map(listed_from).collect::<Result<_, _>>()?;
             Ok(Page { data, has_more: page.has_more })
         })
     }
@@ -365,6 +374,85 @@ impl StripeApi for StripeClient {
             let request = RetrievePrice::new(path_id(id)?);
             let price = missing_as_none(self.call("retrieve price", || request.send(&self.inner)).await)?;
             Ok(price.map(price_from))
+        })
+    }
+
+    fn charge_invoice_lines<'a>(
+        &'a self,
+        charge: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<InvoiceLine>>, StripeFailure>> {
+        Box::pin(async move {
+            let request = RetrieveCharge::new(path_id(charge)?);
+            let Some(charge) = missing_as_none(self.call("retrieve charge", || request.send(&self.inner)).await)?
+            else {
+                return Ok(None);
+            };
+            let Some(intent) = charge.payment_intent.as_ref().map(|pi| pi.id().as_str().to_owned()) else {
+                return Ok(None);
+            };
+            // In this API version a charge no longer names its invoice: the
+            // invoice's payment names the payment intent.
+            let mut payment = ListInvoicePaymentPayment::new(ListInvoicePaymentPaymentType::PaymentIntent);
+            payment.payment_intent = Some(intent);
+            let request = ListInvoicePayment::new().payment(payment).limit(1);
+            let payments = self.call("list invoice payments", || request.send(&self.inner)).await?;
+            let Some(invoice) =
+                payments.data.first().and_then(|p| p.invoice.id().as_ref()).map(|id| id.as_str().to_owned())
+            else {
+                return Ok(None);
+            };
+            let mut lines = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let mut request = ListInvoiceInvoiceLineItem::new(path_id(&invoice)?).limit(PAGE_LIMIT);
+                if let Some(after) = &after {
+                    request = request.starting_after(after);
+                }
+                let page = self.call("list invoice lines", || request.send(&self.inner)).await?;
+                after = page.data.last().map(|l| l.id.as_str().to_owned());
+                lines.extend(page.data.iter().map(invoice_line_from));
+                if !page.has_more || after.is_none() {
+                    return Ok(Some(lines));
+                }
+            }
+        })
+    }
+
+    fn balance_transactions<'a>(
+        &'a self,
+        created_gte: i64,
+        starting_after: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Page<Listed>, StripeFailure>> {
+        Box::pin(async move {
+            let mut request = ListBalanceTransaction::new().created(RangeQueryTs::gte(created_gte)).limit(PAGE_LIMIT);
+            if let Some(after) = starting_after {
+                request = request.starting_after(after);
+            }
+            // Kept whole for the ledger, like a single retrieved one.
+            let page = self
+                .call("list balance transactions", || request.build().customize::<List<Value>>().send(&self.inner))
+                .await?;
+            let data = page.data.into_iter().map(listed_from).collect::<Result<_, _>>()?;
+            Ok(Page { data, has_more: page.has_more })
+        })
+    }
+
+    fn balance(&self) -> BoxFuture<'_, Result<Vec<BalanceAmount>, StripeFailure>> {
+        Box::pin(async move {
+            let request = RetrieveForMyAccountBalance::new();
+            let balance = self.call("retrieve balance", || request.send(&self.inner)).await?;
+            Ok(balance_from(&balance))
+        })
+    }
+
+    fn payouts<'a>(&'a self, starting_after: Option<&'a str>) -> BoxFuture<'a, Result<Page<Payout>, StripeFailure>> {
+        Box::pin(async move {
+            let mut request = ListPayout::new().limit(PAGE_LIMIT);
+            if let Some(after) = starting_after {
+                request = request.starting_after(after);
+            }
+            let page = self.call("list payouts", || request.send(&self.inner)).await?;
+            Ok(Page { data: page.data.iter().map(payout_from).collect(), has_more: page.has_more })
         })
     }
 }

@@ -3,7 +3,10 @@
 
 use miniserde::json::Value;
 
-use crate::stripe::{CheckoutSession, ListedEvent, Meter, Price, StripeFailure, Subscription, SubscriptionStatus};
+use crate::stripe::{
+    BalanceAmount, CheckoutSession, InvoiceLine, Listed, Meter, Payout, Price, StripeFailure, Subscription,
+    SubscriptionStatus,
+};
 
 /// billing's view of a Checkout Session.
 pub(super) fn checkout_session_from(session: stripe_shared::CheckoutSession) -> CheckoutSession {
@@ -74,14 +77,43 @@ pub(super) fn price_from(price: stripe_shared::Price) -> Price {
     }
 }
 
-/// A listed event: its id and its whole JSON.
-pub(super) fn listed_event_from(event: Value) -> Result<ListedEvent, StripeFailure> {
+/// A listed object (an event, a balance transaction): its id and its whole JSON.
+pub(super) fn listed_from(event: Value) -> Result<Listed, StripeFailure> {
     let id = match &event {
         Value::Object(fields) => match fields.get("id") {
             Some(Value::String(id)) => id.clone(),
-            _ => return Err(StripeFailure::Malformed("a listed event has no string `id`".to_owned())),
+            _ => return Err(StripeFailure::Malformed("a listed object has no string `id`".to_owned())),
         },
-        _ => return Err(StripeFailure::Malformed("a listed event is not a JSON object".to_owned())),
+        _ => return Err(StripeFailure::Malformed("a listed object is not a JSON object".to_owned())),
     };
-    Ok(ListedEvent { id, json: miniserde::json::to_string(&event).into_bytes() })
+    Ok(Listed { id, json: miniserde::json::to_string(&event).into_bytes() })
+}
+
+/// billing's view of an invoice line.
+pub(super) fn invoice_line_from(line: &stripe_shared::InvoiceLineItem) -> InvoiceLine {
+    let price = line.pricing.as_ref().and_then(|p| p.price_details.as_ref()).map(|d| d.price.id().as_str().to_owned());
+    InvoiceLine {
+        amount: line.amount,
+        price,
+        invoice_item: line.parent.as_ref().is_some_and(|p| p.invoice_item_details.is_some()),
+    }
+}
+
+/// The balance per currency, available and pending added up.
+pub(super) fn balance_from(balance: &stripe_core::Balance) -> Vec<BalanceAmount> {
+    let mut sums: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for amount in balance.available.iter().chain(&balance.pending) {
+        *sums.entry(amount.currency.to_string()).or_default() += amount.amount;
+    }
+    sums.into_iter().map(|(currency, amount)| BalanceAmount { currency, amount }).collect()
+}
+
+/// billing's view of a payout.
+pub(super) fn payout_from(payout: &stripe_shared::Payout) -> Payout {
+    Payout {
+        id: payout.id.as_str().to_owned(),
+        amount: payout.amount,
+        currency: payout.currency.to_string(),
+        status: payout.status.clone(),
+    }
 }

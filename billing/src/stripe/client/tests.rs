@@ -193,10 +193,10 @@ fn checkout_session_keeps_ids_status_and_url() {
 fn listed_event_keeps_every_field() {
     let event =
         json!({ "id": "evt_1", "object": "event", "type": "brand.new", "data": { "object": { "x": [1, 2.5, null] } } });
-    let listed = listed_event_from(parse(&event)).expect("an event with an id");
+    let listed = listed_from(parse(&event)).expect("an event with an id");
     assert_eq!(listed.id, "evt_1");
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&listed.json).expect("JSON"), event);
-    assert!(matches!(listed_event_from(parse(&json!({ "object": "event" }))), Err(StripeFailure::Malformed(_))));
+    assert!(matches!(listed_from(parse(&json!({ "object": "event" }))), Err(StripeFailure::Malformed(_))));
 }
 
 /// Stripe's published example objects, read with the crate as the client
