@@ -204,3 +204,6 @@ impl Books {
         Ok(Reconciliation { agrees: currencies.iter().all(|c| c.agrees), currencies })
     }
 }
+
+#[cfg(test)]
+mod tests;

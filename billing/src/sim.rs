@@ -264,6 +264,27 @@ impl Simulator {
         engine.pay_checkout(session, &payer).map_err(|e| Error::Simulator(e.message().to_owned()))
     }
 
+    /// Opens a dispute on a succeeded charge, as `POST /_sim/charges/{id}/dispute` does.
+    pub fn dispute_charge(&self, charge: &str) -> Result<serde_json::Value, Error> {
+        let mut engine = shared::lock(&self.shared.engine);
+        engine.catch_up();
+        engine.open_dispute(charge).map_err(|e| Error::Simulator(e.message))
+    }
+
+    /// Decides an open dispute for the merchant, as `POST /_sim/disputes/{id}/win` does.
+    pub fn win_dispute(&self, dispute: &str) -> Result<serde_json::Value, Error> {
+        let mut engine = shared::lock(&self.shared.engine);
+        engine.catch_up();
+        engine.win_dispute(dispute).map_err(|e| Error::Simulator(e.message))
+    }
+
+    /// Fails a pending payout (its money returns), as `POST /_sim/payouts/{id}/fail` does.
+    pub fn fail_payout(&self, payout: &str) -> Result<serde_json::Value, Error> {
+        let mut engine = shared::lock(&self.shared.engine);
+        engine.catch_up();
+        engine.fail_payout(payout).map_err(|e| Error::Simulator(e.message))
+    }
+
     /// A stored object as Stripe would answer it (any kind, by id).
     pub fn object(&self, id: &str) -> Option<serde_json::Value> {
         shared::lock(&self.shared.engine).store.get(id).cloned()

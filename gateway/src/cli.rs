@@ -4,6 +4,7 @@
 
 mod admin;
 mod billing;
+mod ledger;
 mod usage;
 
 use std::collections::HashMap;
@@ -81,6 +82,11 @@ enum Command {
     /// Stripe, the projected charge; `usage reconcile` compares a month with
     /// Stripe's meters and exits 1 on a difference.
     Usage(usage::UsageArgs),
+    /// The co-op's double-entry ledger: balances, exports (Beancount, CSV,
+    /// JSON), closing a year, patronage, catching up with Stripe and
+    /// reconciling with it (exit 1 on a difference).
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
     /// Run the Stripe simulator alone (the demo runs one inside): Stripe's API
     /// for what coopgate uses, hosted checkout and portal pages, signed webhooks.
     StripeSim(billing::StripeSimArgs),
@@ -116,6 +122,11 @@ pub fn main() -> ExitCode {
         Command::Billing(cmd) => billing::billing(cmd, &env),
         Command::StripeSim(args) => billing::stripe_sim(args),
         Command::Usage(args) => match usage::usage(args, &env) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Ledger(cmd) => match ledger::ledger(cmd, &env) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),

@@ -8,6 +8,7 @@ mod e2e {
     mod early_access;
     mod errors;
     mod keys;
+    mod ledger;
     mod limits;
     mod memberships;
     mod metering;

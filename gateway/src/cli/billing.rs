@@ -75,7 +75,7 @@ pub enum BillingCommand {
 }
 
 /// Memberships on the target's store, or what to do when it sells none.
-async fn memberships(
+pub(super) async fn memberships(
     target: &Target,
     env: &HashMap<String, String>,
 ) -> anyhow::Result<(Arc<Memberships>, coopgate_billing::Store)> {

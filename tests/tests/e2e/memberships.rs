@@ -547,7 +547,7 @@ async fn subscribed(b: &Billed, email: &str, price: &str) -> (Account, String) {
 
 /// Waits (up to `within`) until every event the store holds is processed and
 /// it holds `expected` of them.
-async fn wait_until_applied(store: &Store, expected: i64, within: Duration) {
+pub async fn wait_until_applied(store: &Store, expected: i64, within: Duration) {
     let events = coopgate_billing::events::Events::new(store.clone());
     let deadline = Instant::now() + within;
     loop {
