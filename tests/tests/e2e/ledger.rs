@@ -11,7 +11,7 @@ use coopgate_billing::ledger::{AccountName, Ledger};
 use coopgate_billing::store::testing::{Cleanup, bean_check, postgres_url};
 use coopgate_billing::{Currency, Store};
 
-use super::memberships::{Billed, PRICES, SECRET, pay, stripe, wait_until_applied};
+use super::memberships::{Billed, PRICES, SECRET, cli_config as write_config, pay, stripe, wait_until_applied};
 
 /// A store the CLI can open too: PostgreSQL when the tests have one, else a SQLite file.
 async fn shared_store(dir: &Path) -> (Store, String, Option<Cleanup>) {
@@ -22,51 +22,6 @@ async fn shared_store(dir: &Path) -> (Store, String, Option<Cleanup>) {
     let store = Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
     (store, url, cleanup)
-}
-
-/// A deployment's config file for the CLI: the store and the simulator.
-fn write_config(dir: &Path, store_url: &str, b: &Billed) -> std::path::PathBuf {
-    let toml = format!(
-        r#"
-[store]
-url = "{store_url}"
-
-[tiers.anonymous]
-rank = 0
-
-[tiers.registered]
-rank = 10
-
-[tiers.member]
-rank = 20
-stripe_prices = ["{p0}", "{p1}"]
-
-[[routes]]
-name = "api"
-path = "/api/"
-upstream = "http://127.0.0.1:9/"
-kind = "api"
-min_tier = "anonymous"
-
-[billing]
-success_url = "http://127.0.0.1:9/done"
-cancel_url = "http://127.0.0.1:9/cancel"
-portal_return_url = "http://127.0.0.1:9/back"
-sync_interval = "0s"
-
-[billing.stripe]
-api_base = "{api}"
-secret_key = "env:STRIPE_SECRET_KEY"
-webhook_secrets = ["{whsec}"]
-"#,
-        p0 = PRICES[0],
-        p1 = PRICES[1],
-        api = b.sim.base_url(),
-        whsec = b.sim.webhook_secret(),
-    );
-    let path = dir.join("coopgate.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
 }
 
 /// `coopgate ledger ARGS --config CONFIG`, run as an operator would, off this

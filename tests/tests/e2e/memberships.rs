@@ -627,34 +627,12 @@ async fn a_storm_of_duplicated_shuffled_webhooks_applies_each_event_once_and_end
     }
 }
 
-/// `coopgate billing sync --json --config CONFIG`, run as an operator would,
-/// off this test's runtime (which serves the simulator meanwhile).
-async fn sync(config: &std::path::Path) -> std::process::Output {
-    let mut cmd = super::support::coopgate();
-    cmd.args(["billing", "sync", "--json", "--config", config.to_str().unwrap()]).env("STRIPE_SECRET_KEY", SECRET);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
-}
-
-#[tokio::test]
-async fn webhooks_the_endpoint_never_got_are_applied_by_billing_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("coopgate.db");
-    let store = Store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    store.migrate().await.unwrap();
-    // Every delivery is lost on the way.
-    let b = Billed::start(store.clone(), |sim| sim.chaos.drop = 1.0, |_| {}).await;
-    let (ada, key) = b.account("ada@example.org").await;
-    let paid = pay(&b.checkout_url(&key, PRICES[0]).await, "4242 4242 4242 4242").await;
-    assert_eq!(paid.status, 303);
-    b.sim.deliveries_idle().await;
-    assert!(b.sim.webhook_stats().dropped > 0);
-    assert_eq!(b.tier(&ada).await, "registered", "no webhook arrived");
-
-    // The operator runs the sync from the command line, on the same store.
+/// A deployment's config file for the CLI: the store and the simulator.
+pub fn cli_config(dir: &std::path::Path, store_url: &str, b: &Billed) -> std::path::PathBuf {
     let toml = format!(
         r#"
 [store]
-url = "sqlite://{db}"
+url = "{store_url}"
 
 [tiers.anonymous]
 rank = 0
@@ -684,14 +662,41 @@ api_base = "{api}"
 secret_key = "env:STRIPE_SECRET_KEY"
 webhook_secrets = ["{whsec}"]
 "#,
-        db = db.display(),
         p0 = PRICES[0],
         p1 = PRICES[1],
         api = b.sim.base_url(),
         whsec = b.sim.webhook_secret(),
     );
-    let config = dir.path().join("coopgate.toml");
-    std::fs::write(&config, toml).unwrap();
+    let path = dir.join("coopgate.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// `coopgate billing sync --json --config CONFIG`, run as an operator would,
+/// off this test's runtime (which serves the simulator meanwhile).
+async fn sync(config: &std::path::Path) -> std::process::Output {
+    let mut cmd = super::support::coopgate();
+    cmd.args(["billing", "sync", "--json", "--config", config.to_str().unwrap()]).env("STRIPE_SECRET_KEY", SECRET);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test]
+async fn webhooks_the_endpoint_never_got_are_applied_by_billing_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("coopgate.db");
+    let store = Store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    store.migrate().await.unwrap();
+    // Every delivery is lost on the way.
+    let b = Billed::start(store.clone(), |sim| sim.chaos.drop = 1.0, |_| {}).await;
+    let (ada, key) = b.account("ada@example.org").await;
+    let paid = pay(&b.checkout_url(&key, PRICES[0]).await, "4242 4242 4242 4242").await;
+    assert_eq!(paid.status, 303);
+    b.sim.deliveries_idle().await;
+    assert!(b.sim.webhook_stats().dropped > 0);
+    assert_eq!(b.tier(&ada).await, "registered", "no webhook arrived");
+
+    // The operator runs the sync from the command line, on the same store.
+    let config = cli_config(dir.path(), &format!("sqlite://{}", db.display()), &b);
     let out = sync(&config).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
