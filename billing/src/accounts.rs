@@ -171,6 +171,15 @@ impl Accounts {
         rows.iter().map(from_row).collect()
     }
 
+    /// How many accounts each tier has, by tier name (tiers without accounts
+    /// are not listed).
+    pub async fn count_by_tier(&self) -> Result<Vec<(String, u64)>, Error> {
+        let rows = sqlx::query("SELECT tier, COUNT(*) AS n FROM accounts GROUP BY tier ORDER BY tier")
+            .fetch_all(self.store.pool())
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("tier")?, u64::try_from(r.try_get::<i64, _>("n")?).unwrap_or(0)))).collect()
+    }
+
     /// Every account with a spend cap, oldest first.
     pub async fn with_spend_cap(&self) -> Result<Vec<Account>, Error> {
         let sql = sqlx::AssertSqlSafe(format!(

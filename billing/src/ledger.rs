@@ -87,6 +87,20 @@ pub enum Posted {
     Already,
 }
 
+/// One account's balance in one currency, as `ledger balance --json` and
+/// `GET /admin/ledger/balance` list it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Balance {
+    /// The account.
+    pub account: AccountName,
+    /// Upper-case ISO code, as accountants write it.
+    pub currency: String,
+    /// The amount in major units, exactly (`12.34`).
+    pub amount: String,
+    /// The amount in minor units.
+    pub minor_units: i64,
+}
+
 /// The ledger of a store.
 #[derive(Debug, Clone)]
 pub struct Ledger {
@@ -189,6 +203,21 @@ impl Ledger {
                 Ok(((account, currency), r.try_get::<i64, _>("total")?))
             })
             .collect()
+    }
+
+    /// [`Ledger::balances_at`] as a list, by account then currency.
+    pub async fn balance_list(&self, before: Option<i64>) -> Result<Vec<Balance>, Error> {
+        Ok(self
+            .balances_at(before)
+            .await?
+            .into_iter()
+            .map(|((account, currency), total)| Balance {
+                account,
+                currency: currency.as_str().to_ascii_uppercase(),
+                amount: Money::new(total, currency).major(),
+                minor_units: total,
+            })
+            .collect())
     }
 
     /// The transactions effective in `[from, to)` (Unix ms), oldest first

@@ -21,6 +21,7 @@ pub mod events;
 pub mod ledger;
 pub mod memberships;
 mod money;
+pub mod open_books;
 pub mod sim;
 pub mod store;
 pub mod stripe;
@@ -135,6 +136,9 @@ pub enum Error {
     /// Patronage of a year that closed without a surplus.
     #[error("{0} closed with no surplus to share")]
     NoSurplus(i32),
+    /// A month that is not `YYYY-MM`, or a range of months that is empty or too long.
+    #[error("`{0}` is not a month or a range of at most ten years of months; write YYYY-MM")]
+    InvalidMonth(String),
     /// A bad labor file for patronage.
     #[error("labor file, line {line}: {why}")]
     LaborFile {

@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             postgres: include_str!("../migrations/0009_ledger_invariants.postgres.sql"),
         },
     ),
+    (10, "commons downloads", Sql::Both(include_str!("../migrations/0010_commons.sql"))),
 ];
 
 /// A migration's SQL: portable, or (for triggers, whose syntax differs) one

@@ -1,7 +1,9 @@
 //! Metered use: what identified callers used, per minute, as every replica's
-//! meter flush wrote it; the units each account may be billed for in a period.
+//! meter flush wrote it; the units each account may be billed for in a period;
+//! and the commons served (anonymous downloads per file and day, for the open
+//! books), which the same flush writes.
 //!
-//! This module owns `usage_minutes` and `usage_batches`: nothing else writes
+//! This module owns `usage_minutes`, `usage_batches` and `commons_downloads`: nothing else writes
 //! SQL on them (the reporter and statements ask [`Usage`]). A flush is one
 //! transaction that first claims its batch id, so a flush whose answer was lost
 //! (the store went away after committing) is retried with the same id and adds
@@ -44,6 +46,37 @@ pub struct UsageLine {
     pub bytes: u64,
 }
 
+/// One line of a flush of the commons: anonymous downloads of one file of a
+/// bulk route in one day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommonsLine {
+    /// The route's name.
+    pub route: Arc<str>,
+    /// The file: the path below the route's prefix.
+    pub dataset: Arc<str>,
+    /// The day's start (UTC), Unix milliseconds.
+    pub day: i64,
+    /// Requests answered 2xx (a resumed download counts each time).
+    pub downloads: u64,
+    /// Response body bytes actually sent.
+    pub bytes: u64,
+}
+
+/// The commons served in one month: one file's downloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommonsMonth {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// The route's name.
+    pub route: String,
+    /// The file.
+    pub dataset: String,
+    /// Downloads answered.
+    pub downloads: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+}
+
 /// Usage of one day on one route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DayUsage {
@@ -81,6 +114,18 @@ impl Usage {
     /// Adds a flush's lines, once: `Ok(false)` when a batch with this id was
     /// written before (a retry whose first attempt committed), and nothing is added.
     pub async fn write_batch(&self, batch_id: &str, lines: &[UsageLine], now_ms: i64) -> Result<bool, Error> {
+        self.write_flush(batch_id, lines, &[], now_ms).await
+    }
+
+    /// Adds a flush's usage lines and downloads of the commons, once, in one
+    /// transaction (see [`Usage::write_batch`]).
+    pub async fn write_flush(
+        &self,
+        batch_id: &str,
+        lines: &[UsageLine],
+        commons: &[CommonsLine],
+        now_ms: i64,
+    ) -> Result<bool, Error> {
         let mut tx = self.store.pool().begin().await?;
         let claimed =
             sqlx::query("INSERT INTO usage_batches (id, written_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
@@ -135,8 +180,59 @@ impl Usage {
             }
             q.execute(&mut *tx).await?;
         }
+        for chunk in commons.chunks(LINES_PER_STATEMENT) {
+            let mut sql = String::from("INSERT INTO commons_downloads (route, dataset, day, downloads, bytes) VALUES ");
+            for i in 0..chunk.len() {
+                let b = i * 5;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5));
+            }
+            sql.push_str(
+                " ON CONFLICT (route, dataset, day) DO UPDATE SET \
+                 downloads = commons_downloads.downloads + excluded.downloads, \
+                 bytes = commons_downloads.bytes + excluded.bytes",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for l in chunk {
+                q = q.bind(&*l.route).bind(&*l.dataset).bind(l.day).bind(to_i64(l.downloads)).bind(to_i64(l.bytes));
+            }
+            q.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The commons served in days `[from_ms, to_ms)`, by month (UTC), route
+    /// and file; oldest month first, then by route and file.
+    pub async fn commons(&self, from_ms: i64, to_ms: i64) -> Result<Vec<CommonsMonth>, Error> {
+        let rows = sqlx::query(
+            "SELECT route, dataset, day, downloads, bytes FROM commons_downloads \
+             WHERE day >= $1 AND day < $2",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut months: std::collections::BTreeMap<(String, String, String), (u64, u64)> = Default::default();
+        for r in &rows {
+            let day: i64 = r.try_get("day")?;
+            let month = month_text(day);
+            let sums = months.entry((month, r.try_get("route")?, r.try_get("dataset")?)).or_default();
+            sums.0 += read_u64(r, "downloads")?;
+            sums.1 += read_u64(r, "bytes")?;
+        }
+        Ok(months
+            .into_iter()
+            .map(|((month, route, dataset), (downloads, bytes))| CommonsMonth {
+                month,
+                route,
+                dataset,
+                downloads,
+                bytes,
+            })
+            .collect())
     }
 
     /// Forgets batch ids written before `before_ms`. An id is only needed while
@@ -254,6 +350,13 @@ pub fn day_text(ms: i64) -> String {
         Ok(t) => format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
         Err(_) => ms.to_string(),
     }
+}
+
+/// `YYYY-MM` of a Unix ms time (UTC).
+pub fn month_text(ms: i64) -> String {
+    let mut day = day_text(ms);
+    day.truncate(7);
+    day
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 //!   day and route, and metered periods (what `coopgate usage --json` prints);
 //!   with `[billing.metered]`, `GET /admin/usage/reconcile?period=YYYY-MM`
 //!   compares the store with Stripe's meters (`agrees` says whether they do)
+//! - `/admin/ledger/…`: balances, exports, closing a year, patronage, and with
+//!   `[billing]` the catch-up and reconciliation with Stripe ([`ledger`])
 //!
 //! Off unless `admin.token_sha256` is set. A request needs `Authorization:
 //! Bearer <token>` whose SHA-256 is that digest (compared in constant time; the
@@ -38,19 +40,10 @@ use subtle::ConstantTimeEq;
 use crate::error::Error;
 use crate::keys::{Keys, NewKey};
 
-/// What the handlers need.
-#[derive(Clone)]
-struct AdminState {
-    keys: Arc<Keys>,
-    /// Tells other replicas at once, when Redis is configured.
-    invalidations: Option<crate::invalidate::Invalidations>,
-    /// Tier names the config knows, for account creation.
-    tiers: Arc<Vec<String>>,
-    /// Memberships, when `[billing]` is configured.
-    memberships: Option<Arc<Memberships>>,
-    /// The usage reporter, when `[billing.metered]` is configured.
-    reporter: Option<Arc<Reporter>>,
-}
+mod ledger;
+mod state;
+
+use state::{AdminState, unreadable};
 
 /// The admin routes.
 pub fn router(
@@ -67,6 +60,12 @@ pub fn router(
         .route("/admin/billing/spend-cap", axum::routing::put(billing_spend_cap))
         .route("/admin/usage", get(usage))
         .route("/admin/usage/reconcile", get(reconcile))
+        .route("/admin/ledger/balance", get(ledger::balance))
+        .route("/admin/ledger/export", get(ledger::export))
+        .route("/admin/ledger/close", post(ledger::close))
+        .route("/admin/ledger/patronage", post(ledger::patronage))
+        .route("/admin/ledger/sync", post(ledger::sync))
+        .route("/admin/ledger/reconcile", get(ledger::reconcile))
         .route("/admin/accounts", get(list_accounts).post(create_account))
         .route("/admin/keys", get(list_keys).post(create_key))
         .route("/admin/keys/{id}/revoke", post(revoke_key))
@@ -100,11 +99,6 @@ struct NewAccount {
     email: String,
     tier: String,
     org: Option<String>,
-}
-
-/// A body or query axum could not read, as a 400 problem.
-fn unreadable(e: impl std::fmt::Display) -> Error {
-    Error::BadAdminRequest(e.to_string())
 }
 
 async fn create_account(

@@ -94,6 +94,10 @@ pub enum Error {
     /// An admin API request that cannot be carried out as asked.
     #[error("{0}")]
     BadAdminRequest(String),
+    /// A request to one of the gateway's public pages (the open books) that
+    /// cannot be answered as asked.
+    #[error("{0}")]
+    BadRequest(String),
     /// An admin command named a key that does not exist (or is already revoked).
     #[error("no active key {id}")]
     NoSuchKey {

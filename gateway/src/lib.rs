@@ -21,6 +21,7 @@ pub mod keys;
 pub mod limit;
 pub mod meter;
 pub mod metrics;
+pub mod open_books;
 pub mod ops;
 pub mod problem;
 pub mod proxy;

@@ -9,7 +9,9 @@
 //! For a request with an [`Owner`] (an API key or member token), also records
 //! its use for billing ([`usage`]): account, credential, route, status class,
 //! bytes sent and minute, summed in memory and written to the store by a
-//! background task.
+//! background task. For an anonymous `GET` of a bulk route answered 2xx, it
+//! records a download of the commons instead: the file and the bytes sent,
+//! by day, for the open books, and nothing about who asked.
 
 pub mod usage;
 
@@ -25,6 +27,7 @@ use tower::{Layer, Service};
 
 use crate::body::{self, Body};
 use crate::caller::{Caller, Owner};
+use crate::config::RouteKind;
 use crate::error::Error;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamErrorLabels};
 use crate::route::{MatchedRoute, Route};
@@ -79,8 +82,14 @@ where
             (Some(caller), Some(route)) => Some((route.0.clone(), caller.tier)),
             _ => None,
         };
-        let owner = match (&self.layer.usage, ext.get::<Owner>()) {
-            (Some(recorder), Some(owner)) => Some((recorder.clone(), owner.clone())),
+        let counted = match (&self.layer.usage, ext.get::<Owner>(), ext.get::<MatchedRoute>()) {
+            (Some(recorder), Some(owner), _) => Some((recorder.clone(), Counted::Owner(owner.clone()))),
+            (Some(recorder), None, Some(route))
+                if route.0.kind == RouteKind::Bulk && req.method() == http::Method::GET =>
+            {
+                // The URI's parts are shared bytes: keeping it copies no path.
+                Some((recorder.clone(), Counted::Commons(req.uri().clone())))
+            }
             _ => None,
         };
         MeterFuture {
@@ -88,10 +97,18 @@ where
             metrics: self.layer.metrics.clone(),
             tiers: self.layer.tiers.clone(),
             labels,
-            owner,
+            counted,
             start: Instant::now(),
         }
     }
+}
+
+/// Whose use a request counts as.
+enum Counted {
+    /// An identified caller's, for billing.
+    Owner(Owner),
+    /// The commons', anonymously, if it is answered 2xx.
+    Commons(http::Uri),
 }
 
 pin_project! {
@@ -102,7 +119,7 @@ pin_project! {
         metrics: Arc<Metrics>,
         tiers: Arc<Tiers>,
         labels: Option<(Arc<Route>, TierId)>,
-        owner: Option<(Arc<usage::Recorder>, Owner)>,
+        counted: Option<(Arc<usage::Recorder>, Counted)>,
         start: Instant,
     }
 }
@@ -134,7 +151,11 @@ where
         }
         // A refusal or failure is recorded now (its problem body is ours, not
         // the caller's data); a response when its body is done.
-        let mut usage = this.owner.take().map(|(recorder, owner)| recorder.start(&owner, &route, status.as_u16()));
+        let mut usage = this.counted.take().and_then(|(recorder, counted)| match counted {
+            Counted::Owner(owner) => Some(recorder.start(&owner, &route, status.as_u16())),
+            Counted::Commons(uri) if status.is_success() => Some(recorder.download(&route, uri.path())),
+            Counted::Commons(_) => None,
+        });
         let sent = metrics.bytes_sent.clone();
         Poll::Ready(result.map(|resp| {
             resp.map(|b| {

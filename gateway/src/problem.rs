@@ -39,7 +39,7 @@ impl Error {
             }
             Error::NoSuchKey { .. } => StatusCode::NOT_FOUND,
             Error::AdminUnauthorized => StatusCode::UNAUTHORIZED,
-            Error::BadAdminRequest(_) => StatusCode::BAD_REQUEST,
+            Error::BadAdminRequest(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::TierTooLow { .. } | Error::EarlyAccess { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited(_) | Error::TooManyKeyLookups { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -71,6 +71,7 @@ impl Error {
             Error::NoSuchKey { .. } => "no-such-key",
             Error::AdminUnauthorized => "admin-unauthorized",
             Error::BadAdminRequest(_) => "bad-admin-request",
+            Error::BadRequest(_) => "bad-request",
             Error::Store(_) => "store-unavailable",
             Error::TierTooLow { .. } => "tier-too-low",
             Error::EarlyAccess { .. } => "early-access",
@@ -100,7 +101,12 @@ fn billing_status(e: &coopgate_billing::Error) -> StatusCode {
         | B::InvalidEmail(_)
         | B::InvalidAmount(_)
         | B::InvalidCurrency(_)
-        | B::CapCurrency { .. } => StatusCode::BAD_REQUEST,
+        | B::CapCurrency { .. }
+        | B::LaborFile { .. }
+        | B::CollectiveShare(_)
+        | B::InvalidMonth(_) => StatusCode::BAD_REQUEST,
+        // The year is not in a state to do this yet (or any more).
+        B::YearNotOver(_) | B::YearNotClosed(_) | B::NoSurplus(_) => StatusCode::CONFLICT,
         B::NoMeteredPlan => StatusCode::NOT_FOUND,
         B::AccountNotFound(_) => StatusCode::NOT_FOUND,
         B::NoStripeCustomer(_) => StatusCode::CONFLICT,
@@ -123,6 +129,10 @@ fn billing_slug(e: &coopgate_billing::Error) -> &'static str {
         B::InvalidAmount(_) | B::InvalidCurrency(_) => "invalid-amount",
         B::CapCurrency { .. } => "cap-currency",
         B::NoMeteredPlan => "no-metered-plan",
+        B::LaborFile { .. } => "labor-file",
+        B::CollectiveShare(_) => "collective-share",
+        B::InvalidMonth(_) => "invalid-month",
+        B::YearNotOver(_) | B::YearNotClosed(_) | B::NoSurplus(_) => "year-not-ready",
         B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => "internal",
         B::Stripe(_) | B::StripeData(_) => "stripe-unavailable",
         B::Database(_) | B::Migration(_) => "store-unavailable",
@@ -166,7 +176,7 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         ),
         Error::NoSuchKey { id } => format!("No active key {id}."),
         Error::AdminUnauthorized => "Send the admin token as Authorization: Bearer TOKEN.".to_owned(),
-        Error::BadAdminRequest(why) => format!("{why}."),
+        Error::BadAdminRequest(why) | Error::BadRequest(why) => format!("{why}."),
         Error::Store(_) => {
             "Credentials cannot be checked right now; retry shortly. Anonymous downloads still work.".to_owned()
         }
@@ -296,7 +306,13 @@ fn billing_detail(e: &coopgate_billing::Error, id: &str) -> String {
         | B::InvalidAmount(_)
         | B::InvalidCurrency(_)
         | B::CapCurrency { .. }
-        | B::NoMeteredPlan => format!("{e}."),
+        | B::NoMeteredPlan
+        | B::LaborFile { .. }
+        | B::CollectiveShare(_)
+        | B::InvalidMonth(_)
+        | B::YearNotOver(_)
+        | B::YearNotClosed(_)
+        | B::NoSurplus(_) => format!("{e}."),
         B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => {
             format!("Something went wrong inside the gateway. Quote request id {id} when you report it.")
         }

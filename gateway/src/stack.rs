@@ -22,6 +22,7 @@ use crate::limit::{LimitLayer, Limits};
 use crate::meter::MeterLayer;
 use crate::meter::usage::{Flusher, Recorder};
 use crate::metrics::Metrics;
+use crate::open_books::{OpenBooksLayer, OpenBooksState};
 use crate::ops::{OpsLayer, OpsState};
 use crate::problem::ProblemLayer;
 use crate::proxy::{Proxy, Timeouts};
@@ -57,6 +58,8 @@ pub struct Shared {
     pub memberships: Option<Arc<Memberships>>,
     /// The `/billing/…` routes, when memberships are on.
     pub billing: Option<axum::Router>,
+    /// `/transparency` and `/transparency.json`, when the gateway has a store.
+    pub open_books: Option<Arc<OpenBooksState>>,
     /// Reports usage beyond the metered allowance to Stripe, with `[billing.metered]`.
     pub reporter: Option<Arc<coopgate_billing::usage::report::Reporter>>,
     /// Identified callers' usage counts, when the gateway has a store.
@@ -86,6 +89,7 @@ impl Shared {
             })),
             _ => None,
         };
+        let open_books = keys.as_ref().map(|k| OpenBooksState::new(k.store().clone()).map(Arc::new)).transpose()?;
         let usage = keys.as_ref().map(|_| Arc::new(Recorder::new(&routes, &config.metering.billable)));
         let usage_flusher = match (&usage, &keys) {
             (Some(recorder), Some(keys)) => Some(Arc::new(Flusher::new(
@@ -130,6 +134,7 @@ impl Shared {
             invalidations: invalidations.clone(),
             memberships,
             billing,
+            open_books,
             config: Arc::new(config),
         })
     }
@@ -153,6 +158,8 @@ pub fn stack(
         // Stripe's webhooks and a caller's own checkout and portal links, before
         // routing: the webhook must never be limited or proxied.
         .layer(BillingLayer::new(shared.billing.clone()))
+        // The public open books, before routing: served from the ledger, never proxied.
+        .layer(OpenBooksLayer::new(shared.open_books.clone()))
         // Shape checks (431, 413 by Content-Length) and the route match (404).
         .layer(RouteLayer::new(shared.routes.clone(), server.max_header_bytes, shared.metrics.clone()))
         // Who is calling; a credential we cannot honour is a 401, never anonymous.

@@ -12,6 +12,7 @@ mod e2e {
     mod limits;
     mod memberships;
     mod metering;
+    mod open_books;
     mod own_redis;
     mod proxy;
     mod replicas;

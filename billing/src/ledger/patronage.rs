@@ -118,7 +118,18 @@ pub struct Patronage {
     /// Whether it was posted now (false: it had been before, and nothing was posted).
     pub posted: bool,
     /// What went where, in the order of the file, the collective reserve first.
-    pub shares: Vec<(String, Money)>,
+    pub shares: Vec<Share>,
+}
+
+/// One share of a surplus.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Share {
+    /// `collective reserve`, or the member as the labor file names them.
+    pub to: String,
+    /// The account credited.
+    pub account: AccountName,
+    /// What it was given.
+    pub amount: Money,
 }
 
 impl Ledger {
@@ -153,14 +164,18 @@ impl Ledger {
             let (collective, to_members) = (split[0], split[1]);
             postings.push(Posting { account: surplus.clone(), amount: Money::new(amount, currency) });
             postings.push(Posting { account: reserve.clone(), amount: Money::new(-collective, currency) });
-            shares.push(("collective reserve".to_owned(), Money::new(collective, currency)));
+            shares.push(Share {
+                to: "collective reserve".to_owned(),
+                account: reserve.clone(),
+                amount: Money::new(collective, currency),
+            });
             let weights: Vec<i64> = labor.members.iter().map(|(_, _, l)| *l).collect();
             let parts = apportion(to_members, &weights).expect("the labor file gives some hours");
             for ((member, account, _), part) in labor.members.iter().zip(parts) {
                 if part != 0 {
                     postings.push(Posting { account: account.clone(), amount: Money::new(-part, currency) });
                 }
-                shares.push((member.clone(), Money::new(part, currency)));
+                shares.push(Share { to: member.clone(), account: account.clone(), amount: Money::new(part, currency) });
             }
         }
         if postings.is_empty() {

@@ -131,29 +131,17 @@ pub fn ledger(cmd: LedgerCommand, env: &HashMap<String, String>) -> anyhow::Resu
             LedgerCommand::Balance { at, target, json } => {
                 let (_, store) = target.store(env).await?;
                 let before = at.as_deref().map(|d| day(d, "--at")).transpose()?;
-                let balances = Ledger::new(store).balances_at(before).await?;
+                let balances = Ledger::new(store).balance_list(before).await?;
                 if json {
-                    let rows: Vec<_> = balances
-                        .iter()
-                        .map(|((account, currency), total)| {
-                            let m = Money::new(*total, *currency);
-                            serde_json::json!({
-                                "account": account.as_str(),
-                                "currency": currency.as_str().to_ascii_uppercase(),
-                                "amount": m.major(),
-                                "minor_units": total,
-                            })
-                        })
-                        .collect();
-                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "balances": rows }))?);
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "balances": balances }))?);
                 } else if balances.is_empty() {
                     println!("the ledger is empty");
                 } else {
                     if let Some(b) = before {
                         println!("balances at the start of {}", day_text(b));
                     }
-                    for ((account, currency), total) in &balances {
-                        println!("  {:<48} {:>18}", account.as_str(), Money::new(*total, *currency).to_string());
+                    for b in &balances {
+                        println!("  {:<48} {:>18}", b.account.as_str(), format!("{} {}", b.currency, b.amount));
                     }
                 }
             }
@@ -209,8 +197,8 @@ pub fn ledger(cmd: LedgerCommand, env: &HashMap<String, String>) -> anyhow::Resu
                     println!("patronage for {year} was posted before; nothing was posted now");
                 } else {
                     println!("patronage for {year} posted");
-                    for (who, m) in &shared.shares {
-                        println!("  {who:<32} {:>18}", m.to_string());
+                    for share in &shared.shares {
+                        println!("  {:<32} {:>18}", share.to, share.amount.to_string());
                     }
                 }
             }

@@ -1,5 +1,6 @@
-//! Usage recording: what each identified caller used, summed in memory and
-//! written to the store off the request path.
+//! Usage recording: what each identified caller used, and how much of the
+//! commons anonymous callers downloaded (per file and day, with no trace of
+//! who), summed in memory and written to the store off the request path.
 //!
 //! A request is recorded when its response body is done (or dropped, for a
 //! client that went away), so the bytes are those actually sent. Counts go into
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coopgate_billing::usage::{Usage, UsageLine};
+use coopgate_billing::usage::{CommonsLine, Usage, UsageLine};
 
 use crate::caller::{CredentialId, Owner};
 use crate::config::{Billable, status_class};
@@ -30,14 +31,19 @@ use crate::route::{Route, RouteTable};
 /// Shards of the in-memory counts; more than the workers a machine usually has.
 const SHARDS: usize = 16;
 
+/// The longest file name of the commons counted as it is; longer ones are cut
+/// (at a character boundary), so a row's key stays small.
+const MAX_DATASET: usize = 200;
+
 /// Where flushed usage goes: the store, or memory in tests.
 pub trait UsageSink: Send + Sync {
-    /// Adds `lines` as batch `batch_id`, once: `Ok(false)` when that batch was
-    /// written before (a retry after a lost answer).
+    /// Adds `lines` and `commons` as batch `batch_id`, once: `Ok(false)` when
+    /// that batch was written before (a retry after a lost answer).
     fn write<'a>(
         &'a self,
         batch_id: &'a str,
         lines: &'a [UsageLine],
+        commons: &'a [CommonsLine],
     ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>>;
 }
 
@@ -46,10 +52,11 @@ impl UsageSink for Usage {
         &'a self,
         batch_id: &'a str,
         lines: &'a [UsageLine],
+        commons: &'a [CommonsLine],
     ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>> {
         Box::pin(async move {
             let now = crate::limit::now_ms();
-            self.write_batch(batch_id, lines, now).await.map_err(Error::Store)
+            self.write_flush(batch_id, lines, commons, now).await.map_err(Error::Store)
         })
     }
 }
@@ -80,7 +87,49 @@ impl Tally {
     }
 }
 
-type Lines = HashMap<LineKey, Tally>;
+/// What one line of the commons counts: a file of a bulk route, in a day.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CommonsKey {
+    route: Arc<str>,
+    dataset: Arc<str>,
+    day: i64,
+}
+
+/// The counts of one shard (or of a batch).
+#[derive(Default)]
+struct Lines {
+    usage: HashMap<LineKey, Tally>,
+    commons: HashMap<CommonsKey, Tally>,
+}
+
+impl Lines {
+    fn is_empty(&self) -> bool {
+        self.usage.is_empty() && self.commons.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.usage.len() + self.commons.len()
+    }
+
+    /// The memory held (in entries), which a flush gives back.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.usage.capacity() + self.commons.capacity()
+    }
+
+    fn requests(&self) -> u64 {
+        self.usage.values().chain(self.commons.values()).map(|t| t.requests).sum()
+    }
+
+    fn add(&mut self, other: Lines) {
+        for (key, tally) in other.usage {
+            self.usage.entry(key).or_default().add(tally);
+        }
+        for (key, tally) in other.commons {
+            self.commons.entry(key).or_default().add(tally);
+        }
+    }
+}
 
 /// The in-memory counts, shared by every worker.
 pub struct Recorder {
@@ -112,31 +161,57 @@ impl Recorder {
         let billable = self.billable.get(usize::from(route.id.0)).is_some_and(|c| c[digit]);
         Use {
             recorder: self.clone(),
-            key: Some(LineKey {
+            key: Some(UseKey::Usage(LineKey {
                 account: owner.account.clone(),
                 credential: owner.credential,
                 route: route.name.clone(),
                 status_class: status_class(status),
                 minute: minute_of(crate::limit::now_ms()),
-            }),
+            })),
             billable,
             bytes: 0,
         }
     }
 
-    fn record(&self, key: LineKey, tally: Tally) {
+    /// An anonymous download of `path` from bulk route `route`, answered
+    /// 2xx: counted for the open books once its body is done, by file (the
+    /// path below the route's prefix) and day. Nothing of the caller is kept.
+    pub fn download(self: &Arc<Self>, route: &Route, path: &str) -> Use {
+        let mut dataset = route.strip(path).trim_start_matches('/');
+        if dataset.len() > MAX_DATASET {
+            let mut end = MAX_DATASET;
+            while !dataset.is_char_boundary(end) {
+                end -= 1;
+            }
+            dataset = &dataset[..end];
+        }
+        let now = crate::limit::now_ms();
+        Use {
+            recorder: self.clone(),
+            key: Some(UseKey::Commons(CommonsKey {
+                route: route.name.clone(),
+                dataset: Arc::from(dataset),
+                day: now - now.rem_euclid(86_400_000),
+            })),
+            billable: false,
+            bytes: 0,
+        }
+    }
+
+    fn record(&self, key: UseKey, tally: Tally) {
         let shard = &self.shards[shard_index()];
         let mut lines = shard.lock().unwrap_or_else(|p| p.into_inner());
-        lines.entry(key).or_default().add(tally);
+        match key {
+            UseKey::Usage(key) => lines.usage.entry(key).or_default().add(tally),
+            UseKey::Commons(key) => lines.commons.entry(key).or_default().add(tally),
+        }
     }
 
     /// Takes every count out, leaving empty shards (their memory is given back).
     fn drain(&self, into: &mut Lines) {
         for shard in self.shards.iter() {
             let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|p| p.into_inner()));
-            for (key, tally) in taken {
-                into.entry(key).or_default().add(tally);
-            }
+            into.add(taken);
         }
     }
 
@@ -160,11 +235,17 @@ fn minute_of(ms: i64) -> i64 {
     ms - ms.rem_euclid(60_000)
 }
 
+/// What a [`Use`] counts towards.
+enum UseKey {
+    Usage(LineKey),
+    Commons(CommonsKey),
+}
+
 /// One request's use, recorded when this is dropped: with the response body
 /// when it ends or the client goes away, at once for a response without one.
 pub struct Use {
     recorder: Arc<Recorder>,
-    key: Option<LineKey>,
+    key: Option<UseKey>,
     billable: bool,
     bytes: u64,
 }
@@ -189,6 +270,7 @@ impl Drop for Use {
 struct Waiting {
     id: String,
     lines: Vec<UsageLine>,
+    commons: Vec<CommonsLine>,
     requests: u64,
     since: Instant,
 }
@@ -239,8 +321,10 @@ impl Flusher {
         if state.waiting.is_none() && !state.next.is_empty() {
             state.seq += 1;
             let taken = std::mem::take(&mut state.next);
-            let requests = taken.values().map(|t| t.requests).sum();
-            let mut lines: Vec<UsageLine> = taken.into_iter().map(line).collect();
+            let requests = taken.requests();
+            let mut lines: Vec<UsageLine> = taken.usage.into_iter().map(line).collect();
+            let mut commons: Vec<CommonsLine> = taken.commons.into_iter().map(commons_line).collect();
+            commons.sort_unstable_by(|a, b| (&a.route, &a.dataset, a.day).cmp(&(&b.route, &b.dataset, b.day)));
             // Rows in one order on every replica: two flushes touching the same
             // rows then wait for each other instead of deadlocking (PostgreSQL).
             lines.sort_unstable_by(|a, b| {
@@ -252,14 +336,19 @@ impl Flusher {
                     b.minute,
                 ))
             });
-            state.waiting =
-                Some(Waiting { id: format!("{}-{}", self.replica, state.seq), lines, requests, since: Instant::now() });
+            state.waiting = Some(Waiting {
+                id: format!("{}-{}", self.replica, state.seq),
+                lines,
+                commons,
+                requests,
+                since: Instant::now(),
+            });
         }
         let result = match &state.waiting {
             None => Ok(()),
             // The batch stays in `state` while it is written: if this future is
             // dropped mid-write, the next flush retries it under the same id.
-            Some(batch) => self.sink.write(&batch.id, &batch.lines).await.map(|_| ()),
+            Some(batch) => self.sink.write(&batch.id, &batch.lines, &batch.commons).await.map(|_| ()),
         };
         match &result {
             Ok(()) => {
@@ -275,8 +364,7 @@ impl Flusher {
             }
             Err(e) => {
                 self.metrics.usage_flush_failures.inc();
-                let waiting = state.waiting.as_ref().map_or(0, |b| b.requests)
-                    + state.next.values().map(|t| t.requests).sum::<u64>();
+                let waiting = state.waiting.as_ref().map_or(0, |b| b.requests) + state.next.requests();
                 if state.last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
                     tracing::warn!(
                         error = %e,
@@ -287,10 +375,11 @@ impl Flusher {
                 }
             }
         }
-        let waiting =
-            state.waiting.as_ref().map_or(0, |b| b.requests) + state.next.values().map(|t| t.requests).sum::<u64>();
+        let waiting = state.waiting.as_ref().map_or(0, |b| b.requests) + state.next.requests();
         self.metrics.usage_waiting_requests.set(waiting as i64);
-        let held = self.recorder.lines() + state.next.len() + state.waiting.as_ref().map_or(0, |b| b.lines.len());
+        let held = self.recorder.lines()
+            + state.next.len()
+            + state.waiting.as_ref().map_or(0, |b| b.lines.len() + b.commons.len());
         self.metrics.usage_lines.set(held as i64);
         result
     }
@@ -320,8 +409,7 @@ impl Flusher {
             }
             if Instant::now() >= deadline {
                 let state = self.state.lock().await;
-                let lost = state.waiting.as_ref().map_or(0, |b| b.requests)
-                    + state.next.values().map(|t| t.requests).sum::<u64>();
+                let lost = state.waiting.as_ref().map_or(0, |b| b.requests) + state.next.requests();
                 tracing::error!(
                     requests = lost,
                     "usage: the store did not answer before the stop; these requests' usage is lost"
@@ -347,6 +435,10 @@ fn line((key, tally): (LineKey, Tally)) -> UsageLine {
         billable: tally.billable,
         bytes: tally.bytes,
     }
+}
+
+fn commons_line((key, tally): (CommonsKey, Tally)) -> CommonsLine {
+    CommonsLine { route: key.route, dataset: key.dataset, day: key.day, downloads: tally.requests, bytes: tally.bytes }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ async fn balance(store: &Store, account: &str) -> i64 {
 }
 
 /// Waits until the simulator has delivered everything and the worker has applied it.
-async fn settled(b: &Billed) {
+pub async fn settled(b: &Billed) {
     b.sim.deliveries_idle().await;
     let (recorded, _) = coopgate_billing::events::Events::new(b.store.clone()).counts().await.unwrap();
     wait_until_applied(&b.store, recorded, std::time::Duration::from_secs(20)).await;
@@ -133,4 +133,46 @@ async fn ledger_commands_refuse_bad_input_saying_what_to_do() {
     let ok = dir.path().join("ok.csv");
     let out = ledger(&config, &["patronage", "--year", "2020", "--labor", ok.to_str().unwrap()]).await;
     assert!(text(&out.stderr).contains("2020 has not been closed"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn two_processes_catching_up_with_the_same_stripe_at_once_post_each_balance_transaction_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url, _cleanup) = shared_store(dir.path()).await;
+    let b = Billed::start(store.clone(), |_| {}, |_| {}).await;
+    let config = write_config(dir.path(), &url, &b);
+    // Activity whose webhooks never reach the gateway: only a catch-up books it.
+    b.sim.control_webhooks(&coopgate_billing::sim::WebhookControl { hold: Some(true), ..Default::default() });
+    for n in 0..6 {
+        let email = format!("m{n}@example.org");
+        let customer =
+            stripe(&b.sim, http::Method::POST, "/customers", &[("email", &email), ("payment_method", "pm_card_visa")])
+                .await;
+        let id = customer["id"].as_str().unwrap();
+        stripe(
+            &b.sim,
+            http::Method::POST,
+            "/subscriptions",
+            &[("customer", id), ("items[0][price]", PRICES[n % 2]), ("default_payment_method", "pm_card_visa")],
+        )
+        .await;
+    }
+    b.sim.advance_clock(std::time::Duration::from_secs(40 * 86_400)).unwrap();
+    stripe(&b.sim, http::Method::POST, "/payouts", &[("amount", "300"), ("currency", "usd")]).await;
+    assert_eq!(Ledger::new(store.clone()).count().await.unwrap(), 0);
+
+    // Two operators (or two replicas' catch-ups) at the same moment.
+    let (a, c) = tokio::join!(ledger(&config, &["sync", "--json"]), ledger(&config, &["sync", "--json"]));
+    let report = |out: &Output| -> serde_json::Value {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (a, c) = (report(&a), report(&c));
+    let listed = a["listed"].as_i64().unwrap();
+    assert!(listed >= 13, "twelve charges and a payout at least: {a}");
+    assert_eq!(c["listed"], listed);
+    assert_eq!(a["posted"].as_i64().unwrap() + c["posted"].as_i64().unwrap(), listed, "each once: {a} {c}");
+    assert_eq!(Ledger::new(store.clone()).count().await.unwrap(), listed);
+    let agreed = ledger(&config, &["reconcile"]).await;
+    assert!(agreed.status.success(), "{}{}", text(&agreed.stdout), text(&agreed.stderr));
 }

@@ -121,7 +121,7 @@ async fn the_collective_share_and_weighted_hours_split_a_surplus_to_the_cent() {
         // the rest by 10 h × 1.5 against 5 h × 1.
         let labor = Labor::parse("ada,10,1.5\nbo,5\n").unwrap();
         let shared = ledger.patronage(2026, &labor, parse_share("0.5").unwrap(), day(2027, 2, 1)).await.unwrap();
-        let amounts: Vec<(String, i64)> = shared.shares.iter().map(|(w, m)| (w.clone(), m.minor)).collect();
+        let amounts: Vec<(String, i64)> = shared.shares.iter().map(|s| (s.to.clone(), s.amount.minor)).collect();
         assert_eq!(
             amounts,
             [("collective reserve".to_owned(), 50_001), ("ada".to_owned(), 37_500), ("bo".to_owned(), 12_500)]

@@ -15,6 +15,8 @@ type Totals = HashMap<(String, String, String), (u64, u64, u64)>;
 struct MemorySink {
     batches: Mutex<HashSet<String>>,
     totals: Mutex<Totals>,
+    /// (route, file) → (downloads, bytes)
+    commons: Mutex<HashMap<(String, String), (u64, u64)>>,
     fail_before: AtomicU32,
     fail_after_commit: AtomicU32,
     hang: AtomicU32,
@@ -36,6 +38,7 @@ impl UsageSink for MemorySink {
         &'a self,
         batch_id: &'a str,
         lines: &'a [UsageLine],
+        commons: &'a [CommonsLine],
     ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>> {
         Box::pin(async move {
             if take_one(&self.hang) {
@@ -54,6 +57,12 @@ impl UsageSink for MemorySink {
                 t.0 += l.requests;
                 t.1 += l.billable;
                 t.2 += l.bytes;
+            }
+            let mut downloads = self.commons.lock().unwrap();
+            for l in commons {
+                let t = downloads.entry((l.route.to_string(), l.dataset.to_string())).or_default();
+                t.0 += l.downloads;
+                t.1 += l.bytes;
             }
             if take_one(&self.fail_after_commit) {
                 return Err(Error::internal("the answer was lost"));
@@ -133,6 +142,25 @@ async fn requests_bytes_and_billable_counts_reach_the_store_summed() {
     assert_eq!(f.sink.total("acct_a", "api", "4xx"), (1, 0, 0), "a refused request is counted, not billed");
     assert_eq!(f.sink.total("acct_a", "api", "5xx"), (1, 0, 0), "a failed request is counted, not billed");
     assert_eq!(f.sink.total("acct_b", "bulk", "2xx"), (1, 1, 5000));
+}
+
+#[tokio::test]
+async fn anonymous_downloads_are_counted_per_file_of_the_commons_with_no_trace_of_who() {
+    let f = fixture(Billable::default());
+    let bulk = f.route("bulk");
+    for (path, bytes) in [("/bulk/grid.csv", 1000), ("/bulk/grid.csv", 500), ("/bulk/regions.csv", 10), ("/bulk/", 3)] {
+        f.recorder.download(&bulk, path).sent(bytes);
+    }
+    let long = format!("/bulk/{}", "é".repeat(150));
+    f.recorder.download(&bulk, &long).sent(1);
+    f.flusher.flush().await.expect("flush");
+    let commons = f.sink.commons.lock().unwrap().clone();
+    assert_eq!(commons[&("bulk".to_owned(), "grid.csv".to_owned())], (2, 1500));
+    assert_eq!(commons[&("bulk".to_owned(), "regions.csv".to_owned())], (1, 10));
+    assert_eq!(commons[&("bulk".to_owned(), String::new())], (1, 3), "the catalog itself");
+    let cut = commons.keys().find(|(_, d)| d.starts_with('é')).expect("the long name, cut");
+    assert_eq!(cut.1.len(), MAX_DATASET, "cut at a character boundary: {}", cut.1);
+    assert!(f.sink.totals.lock().unwrap().is_empty(), "no account's usage");
 }
 
 #[tokio::test]

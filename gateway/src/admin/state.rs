@@ -1,0 +1,31 @@
+//! What the admin handlers share: their state and how an unreadable request
+//! becomes an error. A leaf, so that the route files use it without using
+//! one another.
+
+use std::sync::Arc;
+
+use coopgate_billing::Memberships;
+use coopgate_billing::usage::report::Reporter;
+
+use crate::error::Error;
+use crate::keys::Keys;
+
+/// What the handlers need.
+#[derive(Clone)]
+pub(super) struct AdminState {
+    /// API keys, and through them the store.
+    pub keys: Arc<Keys>,
+    /// Tells other replicas at once, when Redis is configured.
+    pub invalidations: Option<crate::invalidate::Invalidations>,
+    /// Tier names the config knows, for account creation.
+    pub tiers: Arc<Vec<String>>,
+    /// Memberships, when `[billing]` is configured.
+    pub memberships: Option<Arc<Memberships>>,
+    /// The usage reporter, when `[billing.metered]` is configured.
+    pub reporter: Option<Arc<Reporter>>,
+}
+
+/// A body or query axum could not read, as a 400 problem.
+pub(super) fn unreadable(e: impl std::fmt::Display) -> Error {
+    Error::BadAdminRequest(e.to_string())
+}

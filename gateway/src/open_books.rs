@@ -1,0 +1,244 @@
+//! The open books, answered by the gateway itself before routing, when it has
+//! a store: `GET /transparency` (an HTML page with an inline SVG chart, no
+//! script) and `GET /transparency.json` (the same figures), each with
+//! optional `?from=YYYY-MM&to=YYYY-MM` (default: the twelve months up to
+//! this one). What they show is `coopgate_billing::open_books::Report`:
+//! aggregates only, never a customer's identity.
+//!
+//! The page is public and unauthenticated, so its cost must not grow with its
+//! traffic: a report is computed at most once per [`FRESH_FOR`] per range on
+//! each replica (concurrent requests wait for the one computing it), and at
+//! most [`RANGES`] ranges are kept.
+
+mod chart;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use coopgate_billing::Store;
+use coopgate_billing::open_books::{OpenBooks, Report};
+use coopgate_billing::usage::{month_text, parse_month};
+use futures_util::future::Either;
+use http::{HeaderValue, Method, Request, Response, header};
+use minijinja::Environment;
+use tower::{Layer, Service};
+
+use crate::body::{self, Body};
+use crate::error::Error;
+
+/// How long a computed report is served before it is computed again.
+pub const FRESH_FOR: Duration = Duration::from_secs(5);
+/// Distinct ranges kept; past this, the oldest are dropped.
+pub const RANGES: usize = 32;
+
+const PAGE: &str = "/transparency";
+const JSON: &str = "/transparency.json";
+
+/// No script, no outside resources: the page is its own style and picture.
+const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; \
+                   frame-ancestors 'none'";
+
+/// A range of months, `YYYY-MM` to `YYYY-MM`.
+type Range = (String, String);
+
+/// What the open books need: the store, the template and the computed reports.
+pub struct OpenBooksState {
+    books: OpenBooks,
+    templates: Environment<'static>,
+    /// Computed reports by range, with when they were computed.
+    reports: tokio::sync::Mutex<HashMap<Range, (Instant, Arc<Report>)>>,
+}
+
+impl OpenBooksState {
+    /// The open books of `store`.
+    pub fn new(store: Store) -> Result<Self, Error> {
+        let mut templates = Environment::new();
+        templates
+            .add_template("transparency.html", include_str!("../templates/transparency.html"))
+            .map_err(|e| Error::internal(format!("the open books' template: {e}")))?;
+        Ok(OpenBooksState { books: OpenBooks::new(store), templates, reports: Default::default() })
+    }
+
+    /// The report of `query`'s range, computed at most once per [`FRESH_FOR`].
+    async fn report(&self, query: Option<&str>) -> Result<Arc<Report>, Error> {
+        let (from, to) = range(query, crate::limit::now_ms())?;
+        let mut reports = self.reports.lock().await;
+        let key = (from, to);
+        if let Some((at, report)) = reports.get(&key)
+            && at.elapsed() < FRESH_FOR
+        {
+            return Ok(report.clone());
+        }
+        let report = Arc::new(self.books.report(&key.0, &key.1).await.map_err(Error::Billing)?);
+        if reports.len() >= RANGES {
+            reports.retain(|_, (at, _)| at.elapsed() < FRESH_FOR);
+        }
+        if reports.len() < RANGES {
+            reports.insert(key, (Instant::now(), report.clone()));
+        }
+        Ok(report)
+    }
+
+    async fn answer(&self, path: &str, query: Option<&str>) -> Result<Response<Body>, Error> {
+        let report = self.report(query).await?;
+        let (content_type, text) = if path == JSON {
+            ("application/json", serde_json::to_vec_pretty(&*report).map_err(Error::internal)?)
+        } else {
+            let page = self
+                .templates
+                .get_template("transparency.html")
+                .and_then(|t| {
+                    t.render(minijinja::context! {
+                        report => &*report,
+                        chart => chart::chart(&report),
+                        json => JSON,
+                    })
+                })
+                .map_err(|e| Error::internal(format!("the open books' page: {e}")))?;
+            ("text/html; charset=utf-8", page.into_bytes())
+        };
+        let mut resp = Response::new(body::full(Bytes::from(text)));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        Ok(resp)
+    }
+}
+
+/// The default range: the twelve months up to the month of `now_ms`.
+pub fn default_range(now_ms: i64) -> (String, String) {
+    range(None, now_ms).unwrap_or_else(|_| (month_text(now_ms), month_text(now_ms)))
+}
+
+/// The months `?from=YYYY-MM&to=YYYY-MM` name; by default the twelve up to
+/// the month of `now_ms`.
+fn range(query: Option<&str>, now_ms: i64) -> Result<(String, String), Error> {
+    let mut from = None;
+    let mut to = None;
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*k {
+            "from" => from = Some(v.into_owned()),
+            "to" => to = Some(v.into_owned()),
+            other => {
+                return Err(Error::BadRequest(format!("the open books take `from` and `to` (YYYY-MM), not `{other}`")));
+            }
+        }
+    }
+    let month = |m: &str, name: &str| {
+        parse_month(m)
+            .map(|(start, _)| month_text(start))
+            .ok_or_else(|| Error::BadRequest(format!("{name} `{m}` is not a month; write YYYY-MM")))
+    };
+    let to = match to {
+        Some(t) => month(&t, "to")?,
+        None => month_text(now_ms),
+    };
+    let from = match from {
+        Some(f) => month(&f, "from")?,
+        None => {
+            // Eleven months before `to`.
+            let (y, m) = to
+                .split_once('-')
+                .and_then(|(y, m)| Some((y.parse::<i32>().ok()?, m.parse::<i32>().ok()?)))
+                .unwrap_or((1970, 1));
+            let n = y * 12 + (m - 1) - 11;
+            format!("{:04}-{:02}", n.div_euclid(12), n.rem_euclid(12) + 1)
+        }
+    };
+    if from > to {
+        return Err(Error::BadRequest(format!("`from` {from} is after `to` {to}")));
+    }
+    Ok((from, to))
+}
+
+/// Adds [`OpenBooksEndpoints`].
+#[derive(Clone)]
+pub struct OpenBooksLayer {
+    state: Option<Arc<OpenBooksState>>,
+}
+
+impl OpenBooksLayer {
+    /// The layer; with `None` (no store) the paths go on to routing like any other.
+    pub fn new(state: Option<Arc<OpenBooksState>>) -> Self {
+        OpenBooksLayer { state }
+    }
+}
+
+impl<S> Layer<S> for OpenBooksLayer {
+    type Service = OpenBooksEndpoints<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OpenBooksEndpoints { inner, state: self.state.clone() }
+    }
+}
+
+/// Answers `/transparency` and `/transparency.json`; passes everything else on.
+#[derive(Clone)]
+pub struct OpenBooksEndpoints<S> {
+    inner: S,
+    state: Option<Arc<OpenBooksState>>,
+}
+
+type Boxed = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
+
+impl<S, B> Service<Request<B>> for OpenBooksEndpoints<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Error>,
+{
+    type Response = Response<Body>;
+    type Error = Error;
+    type Future = Either<S::Future, Boxed>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        let Some(state) = self.state.clone().filter(|_| path == PAGE || path == JSON) else {
+            return Either::Left(self.inner.call(req));
+        };
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let refused = Error::BadRequest("the open books are read with GET".into());
+            return Either::Right(Box::pin(std::future::ready(Err(refused))));
+        }
+        let path = path.to_owned();
+        let query = req.uri().query().map(str::to_owned);
+        Either::Right(Box::pin(async move { state.answer(&path, query.as_deref()).await }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_range_is_the_twelve_months_up_to_this_one() {
+        let ms = coopgate_billing::usage::parse_day("2026-03-15").unwrap();
+        assert_eq!(range(None, ms).unwrap(), ("2025-04".to_owned(), "2026-03".to_owned()));
+        let dec = coopgate_billing::usage::parse_day("2026-12-31").unwrap();
+        assert_eq!(range(None, dec).unwrap(), ("2026-01".to_owned(), "2026-12".to_owned()));
+        assert_eq!(range(Some("from=2025-01&to=2025-06"), ms).unwrap(), ("2025-01".to_owned(), "2025-06".to_owned()));
+    }
+
+    #[test]
+    fn a_bad_range_names_what_is_wrong() {
+        let ms = 0;
+        for (query, says) in [
+            ("from=2025-13", "from `2025-13`"),
+            ("to=May", "to `May`"),
+            ("from=2025-06&to=2025-01", "is after"),
+            ("year=2025", "not `year`"),
+        ] {
+            let err = range(Some(query), ms).unwrap_err();
+            assert!(err.to_string().contains(says) || format!("{err:?}").contains(says), "{query}: {err:?}");
+        }
+    }
+}
