@@ -173,7 +173,12 @@ impl Simulator {
             base_url: base_url.clone(),
             meter_event_rate: config.meter_event_rate.unwrap_or(STRIPE_METER_EVENT_RATE),
         };
+        let starts_ago = i64::try_from(config.starts_ago.as_secs())
+            .ok()
+            .filter(|s| *s <= 100 * 365 * 86_400)
+            .ok_or_else(|| fail("starts_ago must be at most a hundred years".into()))?;
         let mut world = engine::Engine::new(settings, rng, outbox.clone());
+        world.start_in_the_past(starts_ago);
         world.configure(&config.prices).map_err(|e| fail(format!("configured prices: {}", e.message)))?;
         let engine = Arc::new(Mutex::new(world));
         let pages = templates::Templates::new().map_err(|e| fail(format!("page templates: {e}")))?;
@@ -222,6 +227,13 @@ impl Simulator {
     /// The global clock's time (Unix seconds): wall time plus what it was advanced.
     pub fn now(&self) -> i64 {
         shared::lock(&self.shared.engine).global_now()
+    }
+
+    /// How far the global clock is behind wall time (zero once it has caught
+    /// up, or if it started at wall time).
+    pub fn behind_wall_time(&self) -> Duration {
+        let offset = shared::lock(&self.shared.engine).offset();
+        Duration::from_secs(u64::try_from(-offset).unwrap_or(0))
     }
 
     /// Moves the global clock forward (customers without a test clock),
@@ -276,6 +288,49 @@ impl Simulator {
         let mut engine = shared::lock(&self.shared.engine);
         engine.catch_up();
         engine.win_dispute(dispute).map_err(|e| Error::Simulator(e.message))
+    }
+
+    /// Refunds `amount` (all of it when `None`) of a succeeded charge, as
+    /// `POST /v1/refunds` does; Stripe keeps its fee.
+    pub fn refund_charge(&self, charge: &str, amount: Option<i64>) -> Result<serde_json::Value, Error> {
+        let mut engine = shared::lock(&self.shared.engine);
+        engine.catch_up();
+        engine.refund(charge, amount, None, None, "charge").map_err(|e| Error::Simulator(e.message))
+    }
+
+    /// Closes an open dispute: the merchant accepts it and loses, as
+    /// `POST /v1/disputes/{id}/close` does.
+    pub fn lose_dispute(&self, dispute: &str) -> Result<serde_json::Value, Error> {
+        let mut engine = shared::lock(&self.shared.engine);
+        engine.catch_up();
+        engine.close_dispute(dispute).map_err(|e| Error::Simulator(e.message))
+    }
+
+    /// Pays `amount` of the available balance out to the bank, as `POST /v1/payouts` does.
+    pub fn pay_out(&self, amount: i64, currency: &str) -> Result<serde_json::Value, Error> {
+        let mut engine = shared::lock(&self.shared.engine);
+        engine.catch_up();
+        engine.create_payout(amount, currency, None, None).map_err(|e| Error::Simulator(e.message))
+    }
+
+    /// The available balance in `currency`, minor units.
+    pub fn available(&self, currency: &str) -> i64 {
+        let mut engine = shared::lock(&self.shared.engine);
+        engine.catch_up();
+        engine.balance_amounts().0.get(currency).copied().unwrap_or(0)
+    }
+
+    /// The succeeded charges of a customer, oldest first, by id.
+    pub fn charges_of(&self, customer: &str) -> Vec<String> {
+        let engine = shared::lock(&self.shared.engine);
+        let mut charges: Vec<(i64, String)> = engine
+            .store
+            .of_type("charge")
+            .filter(|c| c["customer"] == customer && c["status"] == "succeeded")
+            .map(|c| (c["created"].as_i64().unwrap_or(0), c["id"].as_str().unwrap_or("").to_owned()))
+            .collect();
+        charges.sort();
+        charges.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Fails a pending payout (its money returns), as `POST /_sim/payouts/{id}/fail` does.

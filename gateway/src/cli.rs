@@ -191,13 +191,25 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     // Bound first, so that the Stripe simulator knows where to send webhooks.
     let listener = bind(&config)?;
     let addr = listener.local_addr()?;
-    let sim = runtime.block_on(demo::stripe::start(addr)).context("cannot start the Stripe simulator")?;
+    // A new data folder gets a year of sample activity (see `demo::history`);
+    // a later start keeps the books it has.
+    let first_start = !data_dir.join("coopgate.db").exists();
+    let starts_ago =
+        if first_start { demo::history::starts_ago(crate::limit::now_ms()) } else { std::time::Duration::ZERO };
+    let sim = runtime.block_on(demo::stripe::start(addr, starts_ago)).context("cannot start the Stripe simulator")?;
     let stripe = demo::stripe::StripeManifest::new(&sim, addr);
     demo::stripe::configure(&mut config, &stripe.gateway, &stripe.api_base, &stripe.webhook_secret)?;
     let (keys, tokens) = admin::open_for_serve(&runtime, &config)?;
     let store = keys.store().clone();
     runtime.block_on(demo::stripe::forget_earlier_run(&store))?;
     let demo_keys = runtime.block_on(demo::ensure_keys(&store, &keys, data_dir))?;
+    if first_start {
+        eprintln!("Playing a year of sample Stripe activity for the open books (first run only)...");
+        let memberships = crate::billing::memberships(&config, Some(&keys), None, None)?
+            .context("the demo's config sells memberships")?;
+        let played = runtime.block_on(demo::history::play(&sim, &memberships, &store))?;
+        tracing::info!(booked = played.booked, "the demo's year of sample activity is in the ledger");
+    }
     let data_dir = data_dir.to_owned();
     run_on(runtime, listener, config, keys, tokens, move |addr| {
         let mut manifest = demo::Manifest::new(addr, upstream, &demo::dataset::dir(&data_dir), demo_keys)?;

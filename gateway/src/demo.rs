@@ -9,6 +9,7 @@
 //! scripts and tests can find every URL (and, in the demo only, that key).
 
 pub mod dataset;
+pub mod history;
 pub mod stripe;
 pub mod upstream;
 
@@ -148,6 +149,8 @@ pub struct Manifest {
     pub readyz: String,
     /// Prometheus metrics.
     pub metrics: String,
+    /// The open books (HTML; `.json` beside it).
+    pub transparency: String,
     /// The demo origin, behind the gateway.
     pub upstream: String,
     /// A registered-tier API key of the demo account (demo only).
@@ -224,6 +227,7 @@ curl -s -X PUT -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\\n   
             healthz: format!("{base}/healthz"),
             readyz: format!("{base}/readyz"),
             metrics: format!("{base}/metrics"),
+            transparency: format!("{base}/transparency"),
             upstream: format!("http://{upstream}"),
             api_key: keys.registered,
             member_api_key: keys.member,
@@ -264,6 +268,11 @@ curl -s -H 'X-API-Key: {member_key}' {early} | head -3\n\n\
 Make your own account and key (shown once):\n  \
 {exe} accounts create --email you@example.org --data-dir {data}\n  \
 {exe} keys create --account you@example.org --name laptop --data-dir {data}\n\n\
+The open books: a year of sample memberships, metered use, refunds and payouts\n\
+from the ledger, and the downloads of the commons (yours count within seconds):\n  \
+{transparency}   (as data: {transparency}.json)\n  \
+{exe} ledger balance --data-dir {data}\n  \
+{exe} ledger export --format beancount --data-dir {data}\n\n\
 Errors are problem documents:\n  \
 curl -si {base}/nowhere\n\n\
 Operators: {healthz}  {readyz}  {metrics}\n\
@@ -278,6 +287,7 @@ Stop with Ctrl-C (in-flight downloads finish first).\n",
             healthz = self.healthz,
             readyz = self.readyz,
             metrics = self.metrics,
+            transparency = self.transparency,
             key = self.api_key,
             member_key = self.member_api_key,
             early = self.early_release,

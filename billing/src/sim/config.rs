@@ -26,6 +26,11 @@ pub struct SimConfig {
     /// answered 429 (`rate_limit`). `None`: Stripe's live-mode limit,
     /// [`STRIPE_METER_EVENT_RATE`].
     pub meter_event_rate: Option<u32>,
+    /// How far in the past the global clock starts (zero: at wall time).
+    /// `advance_clock` then plays the past forward; the demo starts a year
+    /// back and catches up with today, so its books have a year in them
+    /// while the clock ends at wall time.
+    pub starts_ago: Duration,
 }
 
 /// Stripe's limit on `POST /v1/billing/meter_events` in live mode: "1000 calls
@@ -47,6 +52,7 @@ impl Default for SimConfig {
             chaos: Chaos::default(),
             dunning: Dunning::default(),
             meter_event_rate: None,
+            starts_ago: Duration::ZERO,
         }
     }
 }

@@ -185,6 +185,12 @@ impl Engine {
         }
     }
 
+    /// Sets the global clock `seconds` behind wall time, before anything
+    /// happened (see `SimConfig::starts_ago`).
+    pub fn start_in_the_past(&mut self, seconds: i64) {
+        self.offset = -seconds;
+    }
+
     /// The global clock's time.
     pub fn global_now(&self) -> i64 {
         self.now(&Domain::Global)

@@ -62,12 +62,18 @@ pub fn sim_prices() -> Vec<SimPrice> {
         .collect()
 }
 
-/// Starts the simulator on a loopback port, sending webhooks to the gateway at `gateway`.
-pub async fn start(gateway: SocketAddr) -> Result<Simulator, Error> {
+/// Starts the simulator on a loopback port, sending webhooks to the gateway
+/// at `gateway`, its clock `starts_ago` in the past (see [`super::history`]).
+pub async fn start(gateway: SocketAddr, starts_ago: Duration) -> Result<Simulator, Error> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(Error::internal)?;
     let webhook = format!("http://{gateway}/billing/stripe/webhook").parse().map_err(Error::internal)?;
-    let config =
-        SimConfig { webhook_url: Some(webhook), prices: sim_prices(), chaos: Chaos::default(), ..SimConfig::default() };
+    let config = SimConfig {
+        webhook_url: Some(webhook),
+        prices: sim_prices(),
+        chaos: Chaos::default(),
+        starts_ago,
+        ..SimConfig::default()
+    };
     Simulator::start(listener, config).await.map_err(|e| Error::internal(e.to_string()))
 }
 

@@ -249,3 +249,71 @@ async fn the_demo_account_adds_a_card_for_metered_use_and_coopgate_usage_shows_i
     }
     drop(demo);
 }
+
+/// `coopgate ARGS --data-dir DIR`, off the test's runtime.
+async fn demo_cli(args: &[&str], dir_arg: &str) -> std::process::Output {
+    let mut cmd = coopgate();
+    cmd.args(args).args(["--data-dir", dir_arg]);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_open_books_show_a_year_of_sample_activity_that_reconciles_with_stripe() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let dir_arg = data.to_str().unwrap();
+    let demo = Process::start(&["demo", "--listen", "127.0.0.1:0", "--data-dir", dir_arg]);
+    demo.wait_for_line("coopgate listening");
+    let m = manifest(&data);
+    let page = m["transparency"].as_str().unwrap();
+
+    let report = get(&format!("{page}.json"), &[]).await.json();
+    let usd: Vec<&serde_json::Value> = report["months"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["currencies"].as_array().unwrap())
+        .filter(|t| t["currency"] == "USD")
+        .collect();
+    assert!(usd.len() >= 11, "a year of months with money in them: {report}");
+    let total = |f: &dyn Fn(&serde_json::Value) -> i64| usd.iter().map(|t| f(t)).sum::<i64>();
+    let minor = |v: &serde_json::Value| v["minor_units"].as_i64().unwrap();
+    assert!(total(&|t| minor(&t["memberships"]["Member"])) > 0, "{report}");
+    assert!(total(&|t| minor(&t["metered_api"])) > 0, "{report}");
+    assert!(total(&|t| minor(&t["refunds_and_disputes"])) > 0, "{report}");
+    assert!(total(&|t| minor(&t["payouts"])) > 0, "{report}");
+    let members = report["members"].as_array().unwrap().iter().find(|c| c["tier"] == "member").unwrap();
+    assert!(members["accounts"].as_u64().unwrap() >= 7, "the sample members have their tier: {report}");
+
+    // The year's books are Stripe's to the cent, and the ledger shows the same income.
+    let reconciled = demo_cli(&["ledger", "reconcile"], dir_arg).await;
+    assert!(reconciled.status.success(), "{}", String::from_utf8_lossy(&reconciled.stdout));
+    let balances = demo_cli(&["ledger", "balance", "--json"], dir_arg).await;
+    let balances: serde_json::Value = serde_json::from_slice(&balances.stdout).unwrap();
+    let member_income =
+        balances["balances"].as_array().unwrap().iter().find(|b| b["account"] == "Income:Memberships:Member");
+    assert_eq!(
+        member_income.map(|b| -b["minor_units"].as_i64().unwrap()),
+        Some(total(&|t| minor(&t["memberships"]["Member"]))),
+        "{balances}"
+    );
+
+    // A download of the commons shows up, anonymously.
+    let regions = m["bulk_files"].as_array().unwrap().iter().find(|f| f["name"] == "regions.csv").unwrap();
+    assert_eq!(get(regions["url"].as_str().unwrap(), &[]).await.status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let report = get(&format!("{page}.json"), &[]).await.json();
+        if report["commons"].as_array().unwrap().iter().any(|c| c["dataset"] == "regions.csv" && c["downloads"] == 1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the download never showed: {report}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let html = get(page, &[]).await;
+    assert_eq!(html.status, 200);
+    let html = String::from_utf8_lossy(&html.body).into_owned();
+    assert!(html.contains("<rect") && html.contains("regions.csv"), "{html}");
+    assert!(!html.contains("sample-member"), "no one is named");
+    drop(demo);
+}
