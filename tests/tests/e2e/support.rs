@@ -28,8 +28,17 @@ pub struct Process {
 impl Process {
     /// Starts `coopgate ARGS` with stdout discarded and stderr captured.
     pub fn start(args: &[&str]) -> Process {
-        let mut child = coopgate()
-            .args(args)
+        Self::start_with(coopgate().args(args))
+    }
+
+    /// [`Process::start`] in folder `dir`, where relative paths of its config
+    /// (the default store, `coopgate-data/…`) land instead of the checkout.
+    pub fn start_in(dir: &Path, args: &[&str]) -> Process {
+        Self::start_with(coopgate().current_dir(dir).args(args))
+    }
+
+    fn start_with(cmd: &mut Command) -> Process {
+        let mut child = cmd
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -92,7 +101,7 @@ impl Drop for Process {
 pub fn serve(dir: &Path, config_text: &str) -> (Process, std::net::SocketAddr) {
     let path = dir.join("coopgate.toml");
     std::fs::write(&path, config_text).expect("write config");
-    let process = Process::start(&["serve", "--config", path.to_str().expect("utf-8 path")]);
+    let process = Process::start_in(dir, &["serve", "--config", path.to_str().expect("utf-8 path")]);
     let line = process.wait_for_line("coopgate listening");
     let addr = line
         .split("addr=")
