@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod memberships;
 mod money;
 pub mod open_books;
+pub mod portal;
 pub mod sim;
 pub mod store;
 pub mod stripe;
@@ -136,6 +137,30 @@ pub enum Error {
     /// Patronage of a year that closed without a surplus.
     #[error("{0} closed with no surplus to share")]
     NoSurplus(i32),
+    /// A portal sign-in link or code that names no sign-in (or one used up by wrong codes).
+    #[error("this sign-in link or code is not valid; ask for a new one")]
+    SignInInvalid,
+    /// A sign-in that was already used.
+    #[error("this sign-in was already used; ask for a new one if you are not signed in")]
+    SignInUsed,
+    /// A sign-in past its time.
+    #[error("this sign-in has expired; ask for a new one")]
+    SignInExpired {
+        /// Whom it was for, so the page can offer a new one.
+        email: String,
+    },
+    /// A wrong one-time code.
+    #[error("that code is not the one we sent; {tries_left} more tries")]
+    SignInWrongCode {
+        /// Tries left before the sign-in can no longer be used with a code.
+        tries_left: i64,
+    },
+    /// Too many sign-ins asked for by one email or one address.
+    #[error("too many sign-in requests; try again in {retry_after_secs} s")]
+    SignInRateLimited {
+        /// When the oldest request of the last hour stops counting.
+        retry_after_secs: i64,
+    },
     /// A month that is not `YYYY-MM`, or a range of months that is empty or too long.
     #[error("`{0}` is not a month or a range of at most ten years of months; write YYYY-MM")]
     InvalidMonth(String),

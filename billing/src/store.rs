@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         },
     ),
     (10, "commons downloads", Sql::Both(include_str!("../migrations/0010_commons.sql"))),
+    (11, "portal", Sql::Both(include_str!("../migrations/0011_portal.sql"))),
 ];
 
 /// A migration's SQL: portable, or (for triggers, whose syntax differs) one

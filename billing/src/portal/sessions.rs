@@ -1,0 +1,93 @@
+//! Portal sessions: the server side of the session cookie. The cookie holds a
+//! random id; the store holds its digest, the account, the form token (CSRF)
+//! and when it ends. A sign-in always makes a new session, so an id set before
+//! sign-in (a fixation) is worth nothing; signing out ends it, and "sign out
+//! everywhere" ends every session of the account.
+
+use sqlx::Row;
+
+use super::secret::{digest, random_hex};
+use crate::{AccountId, Error, Store};
+
+/// A live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Whose it is.
+    pub account_id: AccountId,
+    /// The token every form of the session must carry back.
+    pub csrf: String,
+    /// When it ends, Unix ms.
+    pub expires_at: i64,
+}
+
+/// The sessions of a store.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    store: Store,
+}
+
+impl Sessions {
+    /// Sessions in `store`.
+    pub fn new(store: Store) -> Self {
+        Sessions { store }
+    }
+
+    /// A new session of `account` for `ttl_ms`: the cookie's value and the session.
+    pub async fn create(&self, account: &AccountId, ttl_ms: i64, now_ms: i64) -> Result<(String, Session), Error> {
+        let id = random_hex(32)?;
+        let session = Session { account_id: account.clone(), csrf: random_hex(24)?, expires_at: now_ms + ttl_ms };
+        sqlx::query(
+            "INSERT INTO portal_sessions (id_digest, account_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(digest(&id))
+        .bind(account.as_str())
+        .bind(&session.csrf)
+        .bind(now_ms)
+        .bind(session.expires_at)
+        .execute(self.store.pool())
+        .await?;
+        Ok((id, session))
+    }
+
+    /// The live session a cookie's value names, if any.
+    pub async fn find(&self, cookie: &str, now_ms: i64) -> Result<Option<Session>, Error> {
+        let row = sqlx::query(
+            "SELECT account_id, csrf, expires_at FROM portal_sessions \
+             WHERE id_digest = $1 AND ended_at IS NULL AND expires_at > $2",
+        )
+        .bind(digest(cookie))
+        .bind(now_ms)
+        .fetch_optional(self.store.pool())
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                account_id: AccountId::from(r.try_get::<String, _>("account_id")?),
+                csrf: r.try_get("csrf")?,
+                expires_at: r.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Ends the session a cookie's value names.
+    pub async fn end(&self, cookie: &str, now_ms: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE portal_sessions SET ended_at = $1 WHERE id_digest = $2 AND ended_at IS NULL")
+            .bind(now_ms)
+            .bind(digest(cookie))
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Ends every session of `account`; returns how many were live.
+    pub async fn end_all(&self, account: &AccountId, now_ms: i64) -> Result<u64, Error> {
+        Ok(sqlx::query(
+            "UPDATE portal_sessions SET ended_at = $1 WHERE account_id = $2 AND ended_at IS NULL AND expires_at > $1",
+        )
+        .bind(now_ms)
+        .bind(account.as_str())
+        .execute(self.store.pool())
+        .await?
+        .rows_affected())
+    }
+}
