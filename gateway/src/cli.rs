@@ -191,6 +191,7 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     // Bound first, so that the Stripe simulator knows where to send webhooks.
     let listener = bind(&config)?;
     let addr = listener.local_addr()?;
+    demo::configure_portal(&mut config, addr, data_dir)?;
     // A new data folder gets a year of sample activity (see `demo::history`);
     // a later start keeps the books it has.
     let first_start = !data_dir.join("coopgate.db").exists();

@@ -24,7 +24,9 @@ use coopgate_billing::{Accounts, Store};
 
 use std::time::Duration;
 
-use crate::config::{ByteSize, Config, EarlyAccessConfig, LimitConfig, RouteConfig, RouteKind, TierConfig};
+use crate::config::{
+    ByteSize, Config, EarlyAccessConfig, LimitConfig, MailConfig, PortalConfig, RouteConfig, RouteKind, TierConfig,
+};
 use crate::error::Error;
 use crate::keys::{Keys, PresentedKey};
 
@@ -81,6 +83,30 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
 pub fn use_data_dir(config: &mut Config, data_dir: &Path) {
     config.store.url = crate::config::Secret::inline(store_url(data_dir));
     config.tokens.signing_key_file = data_dir.join("token-signing-key.der");
+}
+
+/// Turns on the member portal for the gateway at `gateway`, its mail going
+/// to `outbox.jsonl` in the data folder (and to the console) and its cookies
+/// without `Secure`, since the demo is plain `http://127.0.0.1`.
+pub fn configure_portal(config: &mut Config, gateway: SocketAddr, data_dir: &Path) -> Result<(), Error> {
+    config.portal = Some(PortalConfig {
+        base_url: format!("http://{gateway}").parse().map_err(Error::internal)?,
+        new_account_tier: "registered".into(),
+        session_ttl: Duration::from_secs(7 * 86_400),
+        sign_in_ttl: Duration::from_secs(15 * 60),
+        secure_cookies: false,
+        mail: MailConfig {
+            from: "coopgate demo <portal@demo.invalid>".into(),
+            smtp_url: None,
+            outbox: Some(outbox(data_dir)),
+        },
+    });
+    Ok(())
+}
+
+/// Where the demo's sign-in mail goes.
+pub fn outbox(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("outbox.jsonl")
 }
 
 /// The demo's store: SQLite in the data folder.
@@ -151,6 +177,10 @@ pub struct Manifest {
     pub metrics: String,
     /// The open books (HTML; `.json` beside it).
     pub transparency: String,
+    /// The member portal.
+    pub portal: String,
+    /// The file sign-in mail goes to (one JSON line per mail: `to`, `link`, `code`).
+    pub outbox: String,
     /// The demo origin, behind the gateway.
     pub upstream: String,
     /// A registered-tier API key of the demo account (demo only).
@@ -228,6 +258,8 @@ curl -s -X PUT -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\\n   
             readyz: format!("{base}/readyz"),
             metrics: format!("{base}/metrics"),
             transparency: format!("{base}/transparency"),
+            portal: format!("{base}/portal"),
+            outbox: dataset.parent().map(|d| outbox(d).display().to_string()).unwrap_or_default(),
             upstream: format!("http://{upstream}"),
             api_key: keys.registered,
             member_api_key: keys.member,
@@ -265,7 +297,11 @@ The next release is for members first (30 days), then for everyone:\n  \
 curl -s {early}                       # 403, with the date it becomes free\n  \
 curl -s -H 'X-API-Key: {member_key}' {early} | head -3\n\n\
 {membership}\
-Make your own account and key (shown once):\n  \
+The member portal (sign in with any email; the mail lands in the outbox,\n\
+and its link is printed here too):\n  \
+{portal}\n  \
+tail -n 1 {outbox}\n\n\
+Or make an account and key from the command line (shown once):\n  \
 {exe} accounts create --email you@example.org --data-dir {data}\n  \
 {exe} keys create --account you@example.org --name laptop --data-dir {data}\n\n\
 The open books: a year of sample memberships, metered use, refunds and payouts\n\
@@ -288,6 +324,8 @@ Stop with Ctrl-C (in-flight downloads finish first).\n",
             readyz = self.readyz,
             metrics = self.metrics,
             transparency = self.transparency,
+            portal = self.portal,
+            outbox = self.outbox,
             key = self.api_key,
             member_key = self.member_api_key,
             early = self.early_release,

@@ -94,6 +94,13 @@ pub enum Error {
     /// An admin API request that cannot be carried out as asked.
     #[error("{0}")]
     BadAdminRequest(String),
+    /// A portal form whose token is missing, wrong or from an ended session:
+    /// sent by another site, or an old tab.
+    #[error("this form has expired; reload the page and try again")]
+    FormExpired,
+    /// The portal's mail could not be sent (the SMTP server refused or is away).
+    #[error("mail cannot be sent: {0}")]
+    MailUnavailable(String),
     /// A request to one of the gateway's public pages (the open books) that
     /// cannot be answered as asked.
     #[error("{0}")]

@@ -23,6 +23,7 @@ pub mod meter;
 pub mod metrics;
 pub mod open_books;
 pub mod ops;
+pub mod portal;
 pub mod problem;
 pub mod proxy;
 pub mod redis_target;

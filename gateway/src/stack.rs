@@ -24,6 +24,7 @@ use crate::meter::usage::{Flusher, Recorder};
 use crate::metrics::Metrics;
 use crate::open_books::{OpenBooksLayer, OpenBooksState};
 use crate::ops::{OpsLayer, OpsState};
+use crate::portal::PortalLayer;
 use crate::problem::ProblemLayer;
 use crate::proxy::{Proxy, Timeouts};
 use crate::redis_target::RedisTarget;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub billing: Option<axum::Router>,
     /// `/transparency` and `/transparency.json`, when the gateway has a store.
     pub open_books: Option<Arc<OpenBooksState>>,
+    /// The member portal's routes, with `[portal]` and a store.
+    pub portal: Option<axum::Router>,
     /// Reports usage beyond the metered allowance to Stripe, with `[billing.metered]`.
     pub reporter: Option<Arc<coopgate_billing::usage::report::Reporter>>,
     /// Identified callers' usage counts, when the gateway has a store.
@@ -90,6 +93,10 @@ impl Shared {
             _ => None,
         };
         let open_books = keys.as_ref().map(|k| OpenBooksState::new(k.store().clone()).map(Arc::new)).transpose()?;
+        let portal = match (&config.portal, &keys) {
+            (Some(p), Some(k)) => Some(crate::portal::router(p, k.store().clone(), k.clone(), invalidations.clone())?),
+            _ => None,
+        };
         let usage = keys.as_ref().map(|_| Arc::new(Recorder::new(&routes, &config.metering.billable)));
         let usage_flusher = match (&usage, &keys) {
             (Some(recorder), Some(keys)) => Some(Arc::new(Flusher::new(
@@ -135,6 +142,7 @@ impl Shared {
             memberships,
             billing,
             open_books,
+            portal,
             config: Arc::new(config),
         })
     }
@@ -160,6 +168,10 @@ pub fn stack(
         .layer(BillingLayer::new(shared.billing.clone()))
         // The public open books, before routing: served from the ledger, never proxied.
         .layer(OpenBooksLayer::new(shared.open_books.clone()))
+        // The member portal, before routing: its pages are the gateway's own,
+        // never limited as traffic or proxied (sign-ins are limited by email
+        // and address in the store, which every replica shares).
+        .layer(PortalLayer::new(shared.portal.clone(), shared.trusted.clone(), conn))
         // Shape checks (431, 413 by Content-Length) and the route match (404).
         .layer(RouteLayer::new(shared.routes.clone(), server.max_header_bytes, shared.metrics.clone()))
         // Who is calling; a credential we cannot honour is a 401, never anonymous.

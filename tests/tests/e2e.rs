@@ -14,6 +14,7 @@ mod e2e {
     mod metering;
     mod open_books;
     mod own_redis;
+    mod portal;
     mod proxy;
     mod replicas;
     mod shared_limits;

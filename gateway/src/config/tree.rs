@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::{AdminConfig, LogConfig, ServerConfig, StoreConfig, TokensConfig};
-use super::{BillingConfig, LimitsConfig, MeteringConfig, ProxyConfig, RouteConfig, TierConfig};
+use super::{BillingConfig, LimitsConfig, MeteringConfig, PortalConfig, ProxyConfig, RouteConfig, TierConfig};
 
 /// The whole configuration of one coopgate process.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -44,6 +44,9 @@ pub struct Config {
     /// How identified callers' usage is recorded and what of it is billable.
     #[serde(default)]
     pub metering: MeteringConfig,
+    /// The member portal under `/portal`; off without it.
+    #[serde(default)]
+    pub portal: Option<PortalConfig>,
 }
 
 /// The name of the tier every anonymous caller belongs to.

@@ -2,6 +2,7 @@
 //! price two tiers sell, a secret in the environment), every problem at once.
 
 mod billing;
+mod portal;
 
 use std::collections::HashMap;
 
@@ -361,6 +362,7 @@ impl Config {
             }
         }
         problems.extend(billing::validate(self, env));
+        problems.extend(portal::validate(self, env));
         problems.extend(super::metering::validate(&self.metering));
         if let Some(url) = &self.tokens.jwks_url
             && (!matches!(url.scheme(), "http" | "https") || url.host_str().is_none())

@@ -107,9 +107,30 @@ fn the_example_config_in_deploy_passes() {
         .env("ORIGIN_TOKEN", "Bearer x")
         .env("STRIPE_SECRET_KEY", "sk_test_example")
         .env("STRIPE_WEBHOOK_SECRET", "whsec_example")
+        .env("SMTP_URL", "smtps://portal:secret@smtp.coop.example")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn portal_settings_that_cannot_work_are_named() {
+    let portal = |extra: &str| {
+        format!(
+            "{GOOD}\n[portal]\nbase_url = \"https://data.coop.example/portal\"\nnew_account_tier = \"gold\"\n{extra}"
+        )
+    };
+    let (ok, _, err) = check(&portal("[portal.mail]\nfrom = \"not a sender\"\n"), &[]);
+    assert!(!ok);
+    assert!(err.contains("portal.new_account_tier (line 15): no tier is named `gold`"), "{err}");
+    assert!(err.contains("portal.base_url (line 14): must be the gateway's public address"), "{err}");
+    assert!(err.contains("portal.mail.from (line 17): `not a sender`"), "{err}");
+    assert!(err.contains("portal.mail (line 16): set exactly one of smtp_url"), "{err}");
+    let (_, _, err) = check(&portal("[portal.mail]\nfrom = \"a@b.org\"\nsmtp_url = \"env:SMTP_URL\"\n"), &[]);
+    assert!(err.contains("environment variable SMTP_URL is not set"), "{err}");
+    let (_, _, err) =
+        check(&portal("[portal.mail]\nfrom = \"a@b.org\"\nsmtp_url = \"https://mail.example.org\"\n"), &[]);
+    assert!(err.contains("portal.mail.smtp_url (line 18): must be smtps://"), "{err}");
 }
 
 #[test]

@@ -317,3 +317,37 @@ async fn the_demos_open_books_show_a_year_of_sample_activity_that_reconciles_wit
     assert!(!html.contains("sample-member"), "no one is named");
     drop(demo);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_signs_in_to_the_demos_portal_from_the_outbox_makes_a_key_and_calls_the_api_with_it() {
+    use super::portal::{Browser, field, mails, text};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let demo = Process::start(&["demo", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()]);
+    demo.wait_for_line("coopgate listening");
+    let m = manifest(&data);
+    let (portal, outbox) = (m["portal"].as_str().unwrap(), std::path::PathBuf::from(m["outbox"].as_str().unwrap()));
+    let mut browser = Browser::default();
+    let page = browser.get(&format!("{portal}/sign-in")).await;
+    let form = field(&text(&page), "form");
+    let asked = browser.post(&format!("{portal}/sign-in"), &[("form", &form), ("email", "newcomer@example.org")]).await;
+    assert_eq!(asked.status, 200, "{}", text(&asked));
+    let mail = mails(&outbox).pop().expect("the mail is in the outbox demo.json names");
+    let link = mail["link"].as_str().unwrap();
+    assert!(link.starts_with(portal), "{link}");
+    let page = browser.get(link).await;
+    let (form, token) = (field(&text(&page), "form"), field(&text(&page), "token"));
+    assert_eq!(
+        browser.post(&format!("{portal}/sign-in/link"), &[("form", &form), ("token", &token)]).await.status,
+        303
+    );
+    let keys = browser.get(&format!("{portal}/keys")).await;
+    let csrf = field(&text(&keys), "csrf");
+    let made = text(&browser.post(&format!("{portal}/keys"), &[("csrf", &csrf), ("name", "laptop")]).await);
+    let marker = "id=\"new-key\">";
+    let key = made[made.find(marker).unwrap() + marker.len()..].split('<').next().unwrap().to_owned();
+    let called = get(m["regions"].as_str().unwrap(), &[("x-api-key", &key)]).await;
+    assert_eq!(called.status, 200);
+    assert!(called.header("ratelimit-policy").contains("q=10000"), "the registered tier's quota: {:?}", called.headers);
+    drop(demo);
+}

@@ -38,12 +38,8 @@ impl Process {
     }
 
     fn start_with(cmd: &mut Command) -> Process {
-        let mut child = cmd
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("coopgate starts");
+        let mut child =
+            cmd.env("NO_COLOR", "1").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("coopgate starts");
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("piped");
         std::thread::spawn(move || {

@@ -1,0 +1,107 @@
+//! Sign-in mail: over SMTP with lettre in production, or into an outbox file
+//! (a JSON line per mail, also logged) for the demo and tests, where no mail
+//! server exists. Both say the same thing: the link, and the code for a
+//! browser that cannot follow it.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use lettre::message::Mailbox;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Serialize;
+
+use crate::config::MailConfig;
+use crate::error::Error;
+
+/// One sign-in mail.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignInMail {
+    /// To whom.
+    pub to: String,
+    /// The link that opens the sign-in page.
+    pub link: String,
+    /// The six-digit code.
+    pub code: String,
+    /// How many minutes both stay valid.
+    pub minutes: u64,
+}
+
+impl SignInMail {
+    fn subject(&self) -> String {
+        format!("Your sign-in code: {}", self.code)
+    }
+
+    fn body(&self) -> String {
+        format!(
+            "Open this link to sign in to the portal:\n\n  {link}\n\n\
+             Or type this code on the sign-in page: {code}\n\n\
+             Both work once, for {minutes} minutes. If you did not ask to sign in, ignore this mail:\n\
+             nothing happens until the link's page is used.\n",
+            link = self.link,
+            code = self.code,
+            minutes = self.minutes
+        )
+    }
+}
+
+/// Where sign-in mail goes.
+pub enum Mailer {
+    /// A mail server.
+    Smtp {
+        /// The connection pool (boxed: it is large, and there is one).
+        transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
+        /// The sender.
+        from: Mailbox,
+    },
+    /// A file of JSON lines.
+    Outbox(PathBuf),
+}
+
+impl Mailer {
+    /// The mailer `[portal.mail]` describes (already validated).
+    pub fn from_config(mail: &MailConfig) -> Result<Self, Error> {
+        let from: Mailbox =
+            mail.from.parse().map_err(|e| Error::internal(format!("portal.mail.from `{}`: {e}", mail.from)))?;
+        match (&mail.smtp_url, &mail.outbox) {
+            (Some(url), _) => {
+                let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
+                    .map_err(|e| Error::internal(format!("portal.mail.smtp_url: {e}")))?
+                    .build();
+                Ok(Mailer::Smtp { transport: Box::new(transport), from })
+            }
+            (None, Some(path)) => Ok(Mailer::Outbox(path.clone())),
+            (None, None) => Err(Error::internal("[portal.mail] names neither smtp_url nor outbox")),
+        }
+    }
+
+    /// Sends `mail`. A mail server that refuses or cannot be reached is an
+    /// error the page reports, so that nobody waits for a mail never sent.
+    pub async fn send(&self, mail: &SignInMail) -> Result<(), Error> {
+        match self {
+            Mailer::Smtp { transport, from } => {
+                let to: Mailbox = mail.to.parse().map_err(|e| Error::BadRequest(format!("{}: {e}", mail.to)))?;
+                let message = Message::builder()
+                    .from(from.clone())
+                    .to(to)
+                    .subject(mail.subject())
+                    .body(mail.body())
+                    .map_err(|e| Error::internal(format!("sign-in mail: {e}")))?;
+                transport.send(message).await.map_err(|e| Error::MailUnavailable(e.to_string()))?;
+                Ok(())
+            }
+            Mailer::Outbox(path) => {
+                let line = serde_json::to_string(mail).map_err(Error::internal)? + "\n";
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                    file.write_all(line.as_bytes())
+                })
+                .await
+                .map_err(Error::internal)?
+                .map_err(|e| Error::MailUnavailable(format!("the outbox: {e}")))?;
+                tracing::info!(to = %mail.to, link = %mail.link, code = %mail.code, "portal: sign-in mail (outbox)");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! What the portal's handlers share. A leaf, so that the handler files use it
+//! without using one another.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use coopgate_billing::portal::{Session, Sessions, SignIns};
+use coopgate_billing::{Account, Accounts, Store};
+
+use super::mail::Mailer;
+use super::session::{Cookies, cookie};
+use super::templates::Templates;
+use crate::error::Error;
+use crate::keys::Keys;
+
+/// Everything the portal needs, built once from `[portal]`.
+pub struct PortalState {
+    /// Sign-in links and codes.
+    pub sign_ins: SignIns,
+    /// Sessions.
+    pub sessions: Sessions,
+    /// Accounts.
+    pub accounts: Accounts,
+    /// API keys.
+    pub keys: Arc<Keys>,
+    /// The store, for usage.
+    pub store: Store,
+    /// Where sign-in mail goes.
+    pub mailer: Mailer,
+    /// The pages.
+    pub templates: Templates,
+    /// Cookie names and flags.
+    pub cookies: Cookies,
+    /// `portal.base_url` without its trailing slash.
+    pub base_url: String,
+    /// `portal.new_account_tier`.
+    pub new_account_tier: String,
+    /// `portal.session_ttl`, ms.
+    pub session_ttl_ms: i64,
+    /// `portal.sign_in_ttl`, in minutes (for the mail and the page).
+    pub sign_in_minutes: u64,
+    /// Tells other replicas of a revoked or rolled key at once.
+    pub invalidations: Option<crate::invalidate::Invalidations>,
+}
+
+/// The handlers' state.
+#[derive(Clone)]
+pub struct Portal(pub Arc<PortalState>);
+
+/// The client's address, as the portal layer worked it out (trusted proxies
+/// considered): what sign-ins are limited by.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl PortalState {
+    /// The live session of the request and its cookie's value, if any.
+    pub async fn session(&self, headers: &HeaderMap) -> Result<Option<(String, Session)>, Error> {
+        let Some(value) = cookie(headers, self.cookies.session_name()) else { return Ok(None) };
+        let found = self.sessions.find(value, crate::limit::now_ms()).await.map_err(Error::Store)?;
+        Ok(found.map(|s| (value.to_owned(), s)))
+    }
+
+    /// The session's account (a session of a deleted account is none).
+    pub async fn account(&self, session: &Session) -> Result<Option<Account>, Error> {
+        self.accounts.by_id(&session.account_id).await.map_err(Error::Store)
+    }
+
+    /// A page with a heading and a sentence (`problem` styles it as an error).
+    pub fn notice(&self, status: StatusCode, heading: &str, text: &str, problem: bool) -> Result<Response, Error> {
+        self.templates.page(
+            status,
+            "notice.html",
+            minijinja::context! { heading => heading, text => text, problem => problem, signed_in => false },
+        )
+    }
+
+    /// The answer to a form whose token did not match: another site's, or an old tab's.
+    pub fn form_expired(&self) -> Result<Response, Error> {
+        self.notice(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Nothing was done. Go back, reload the page and try again.",
+            true,
+        )
+    }
+}

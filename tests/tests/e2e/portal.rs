@@ -1,0 +1,311 @@
+//! The member portal over HTTP, as a browser without JavaScript uses it:
+//! signing in by the mailed link or code, cookies and their flags, form
+//! tokens, session rotation and signing out everywhere, sign-in limits and
+//! enumeration, and API keys made, used and revoked from the portal.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use coopgate::config::{Config, MailConfig, PortalConfig, TierConfig, TokensConfig};
+use coopgate::keys::Keys;
+use coopgate::tokens::Tokens;
+use coopgate_billing::Store;
+use coopgate_tests::{Got, TestGateway, echo_upstream, get, send, serve_on};
+use http::Request;
+use http_body_util::Full;
+
+/// A gateway with the portal on, its mail in an outbox file.
+struct Site {
+    gw: TestGateway,
+    store: Store,
+    outbox: PathBuf,
+    _dir: tempfile::TempDir,
+    _up: coopgate_tests::TestUpstream,
+}
+
+async fn site(store: Store, secure_cookies: bool) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let up = echo_upstream().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg: Config = coopgate_tests::config(up.addr);
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None });
+    cfg.tokens = TokensConfig { signing_key_file: dir.path().join("signing.der"), ..TokensConfig::default() };
+    let outbox = dir.path().join("outbox.jsonl");
+    cfg.portal = Some(PortalConfig {
+        base_url: format!("http://{addr}").parse().unwrap(),
+        new_account_tier: "registered".into(),
+        session_ttl: std::time::Duration::from_secs(3600),
+        sign_in_ttl: std::time::Duration::from_secs(900),
+        secure_cookies,
+        mail: MailConfig { from: "Co-op <portal@coop.example>".into(), smtp_url: None, outbox: Some(outbox.clone()) },
+    });
+    let keys = Arc::new(Keys::new(store.clone()));
+    let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap());
+    let gateway = coopgate::Gateway::with_credentials(cfg, keys, tokens).unwrap();
+    let gw = serve_on(listener, gateway).await;
+    Site { gw, store, outbox, _dir: dir, _up: up }
+}
+
+/// A browser's cookie jar, kept by hand: the test sees every `Set-Cookie`.
+#[derive(Default, Clone)]
+pub struct Browser {
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn take(&mut self, got: &Got) {
+        for set in got.headers.get_all("set-cookie") {
+            let text = set.to_str().unwrap();
+            let (pair, _) = text.split_once(';').unwrap_or((text, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            if !v.is_empty() && !text.contains("Max-Age=0") {
+                self.cookies.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies.iter().find(|(k, _)| k.ends_with(name)).map(|(_, v)| v.clone())
+    }
+
+    pub async fn get(&mut self, url: &str) -> Got {
+        let got = get(url, &[("cookie", &self.header())]).await;
+        self.take(&got);
+        got
+    }
+
+    pub async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Got {
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let req = Request::post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", self.header())
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let got = send(req).await;
+        self.take(&got);
+        got
+    }
+}
+
+pub fn text(got: &Got) -> String {
+    String::from_utf8_lossy(&got.body).into_owned()
+}
+
+/// The value of the hidden field `name` on a page.
+pub fn field(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("no {name} field in {page}")) + marker.len();
+    page[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The mails in the outbox, oldest first.
+pub fn mails(outbox: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(outbox).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+impl Site {
+    /// Asks for a sign-in for `email` in `browser`; returns the page's answer.
+    async fn ask(&self, browser: &mut Browser, email: &str) -> Got {
+        let page = browser.get(&self.gw.url("/portal/sign-in")).await;
+        assert_eq!(page.status, 200);
+        let form = field(&text(&page), "form");
+        browser.post(&self.gw.url("/portal/sign-in"), &[("form", &form), ("email", email)]).await
+    }
+
+    /// Signs `email` in through the link of the newest mail.
+    async fn sign_in(&self, browser: &mut Browser, email: &str) -> Got {
+        assert_eq!(self.ask(browser, email).await.status, 200);
+        let mail = mails(&self.outbox).pop().unwrap();
+        let link = mail["link"].as_str().unwrap().to_owned();
+        let page = browser.get(&link).await;
+        assert_eq!(page.status, 200, "{}", text(&page));
+        let (form, token) = (field(&text(&page), "form"), field(&text(&page), "token"));
+        browser.post(&self.gw.url("/portal/sign-in/link"), &[("form", &form), ("token", &token)]).await
+    }
+}
+
+#[tokio::test]
+async fn a_new_email_signs_in_by_the_mailed_link_which_only_the_pages_button_uses() {
+    for (store, _cleanup) in coopgate_billing::store::testing::stores().await {
+        let s = site(store.clone(), true).await;
+        let mut browser = Browser::default();
+        let first = browser.get(&s.gw.url("/portal")).await;
+        assert_eq!((first.status.as_u16(), first.header("location")), (303, "/portal/sign-in"));
+
+        let asked = s.ask(&mut browser, "Ada@Example.org").await;
+        assert_eq!(asked.status, 200);
+        assert!(text(&asked).contains("Check your mail"), "{}", text(&asked));
+        let mail = &mails(&s.outbox)[0];
+        assert_eq!(mail["to"], "ada@example.org");
+        let link = mail["link"].as_str().unwrap();
+        assert!(link.starts_with(&s.gw.url("/portal/sign-in/link?token=")), "{link}");
+
+        // A mail scanner opening the link twice uses nothing.
+        for _ in 0..2 {
+            let scanned = get(link, &[]).await;
+            assert_eq!(scanned.status, 200);
+            assert!(text(&scanned).contains("Sign in as ada@example.org"));
+        }
+        let page = browser.get(link).await;
+        let (form, token) = (field(&text(&page), "form"), field(&text(&page), "token"));
+        let done = browser.post(&s.gw.url("/portal/sign-in/link"), &[("form", &form), ("token", &token)]).await;
+        assert_eq!((done.status.as_u16(), done.header("location")), (303, "/portal"));
+        let set = done.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let session = set.iter().find(|c| c.starts_with("__Host-cg_session=")).expect("a session cookie");
+        for flag in ["HttpOnly", "SameSite=Lax", "Secure", "Path=/"] {
+            assert!(session.contains(flag), "{flag} in {session}");
+        }
+
+        let overview = browser.get(&s.gw.url("/portal")).await;
+        assert_eq!(overview.status, 200);
+        let html = text(&overview);
+        assert!(html.contains("ada@example.org") && html.contains("registered"), "{html}");
+        let csp = overview.header("content-security-policy");
+        assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+        assert_eq!(overview.header("cache-control"), "no-store");
+        assert_eq!(overview.header("referrer-policy"), "no-referrer", "the link's token never leaks in a Referer");
+        assert!(!html.contains("<script"));
+        let account = coopgate_billing::Accounts::new(store.clone()).by_email("ada@example.org").await.unwrap();
+        assert_eq!(account.unwrap().tier, "registered", "the first sign-in made the account");
+
+        // The link is used up.
+        let again = browser.post(&s.gw.url("/portal/sign-in/link"), &[("form", &form), ("token", &token)]).await;
+        assert_eq!(again.status, 410);
+        assert!(text(&again).contains("already used"));
+    }
+}
+
+#[tokio::test]
+async fn the_code_signs_in_where_the_link_cannot_and_wrong_codes_are_counted() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store, false).await;
+    let mut phone = Browser::default();
+    let asked = s.ask(&mut phone, "bo@example.org").await;
+    let form = field(&text(&asked), "form");
+    let code = mails(&s.outbox)[0]["code"].as_str().unwrap().to_owned();
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let refused = phone
+        .post(&s.gw.url("/portal/sign-in/code"), &[("form", &form), ("email", "bo@example.org"), ("code", wrong)])
+        .await;
+    assert_eq!(refused.status, 400);
+    assert!(text(&refused).contains("4 more tries"), "{}", text(&refused));
+    let spaced = format!("{} {}", &code[..3], &code[3..]);
+    let done = phone
+        .post(&s.gw.url("/portal/sign-in/code"), &[("form", &form), ("email", "bo@example.org"), ("code", &spaced)])
+        .await;
+    assert_eq!(done.status, 303, "{}", text(&done));
+    assert!(phone.cookie("cg_session").is_some(), "the demo's cookie has no __Host- prefix");
+    assert_eq!(phone.get(&s.gw.url("/portal")).await.status, 200);
+}
+
+#[tokio::test]
+async fn forms_without_their_token_do_nothing_and_say_so() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store, false).await;
+    // Another site posting a sign-in request: no form cookie, no token.
+    let mut stranger = Browser::default();
+    let forged = stranger.post(&s.gw.url("/portal/sign-in"), &[("form", "f00"), ("email", "ada@example.org")]).await;
+    assert_eq!(forged.status, 403);
+    assert!(text(&forged).contains("This form has expired"));
+    assert!(mails(&s.outbox).is_empty(), "no mail was sent");
+
+    let mut browser = Browser::default();
+    assert_eq!(s.sign_in(&mut browser, "ada@example.org").await.status, 303);
+    let keys = browser.get(&s.gw.url("/portal/keys")).await;
+    let csrf = field(&text(&keys), "csrf");
+    let forged = browser.post(&s.gw.url("/portal/keys"), &[("csrf", "nope"), ("name", "x")]).await;
+    assert_eq!(forged.status, 403);
+    let made = browser.post(&s.gw.url("/portal/keys"), &[("csrf", &csrf), ("name", "laptop")]).await;
+    assert_eq!(made.status, 201);
+    let forged_out = browser.post(&s.gw.url("/portal/sign-out"), &[("csrf", "nope")]).await;
+    assert_eq!(forged_out.status, 403);
+    assert_eq!(browser.get(&s.gw.url("/portal")).await.status, 200, "still signed in");
+}
+
+#[tokio::test]
+async fn asking_for_a_link_answers_the_same_for_known_and_unknown_emails_and_is_limited() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store.clone(), false).await;
+    coopgate_billing::Accounts::new(store).create("known@example.org", "registered", None).await.unwrap();
+    let mut browser = Browser::default();
+    let known = s.ask(&mut browser, "known@example.org").await;
+    let unknown = s.ask(&mut browser, "unknown@example.org").await;
+    assert_eq!((known.status, unknown.status), (http::StatusCode::OK, http::StatusCode::OK));
+    let same = |g: &Got, email: &str| text(g).replace(email, "EMAIL").replace(&email.replace('@', "%40"), "EMAIL");
+    assert_eq!(same(&known, "known@example.org"), same(&unknown, "unknown@example.org"));
+
+    for _ in 0..4 {
+        assert_eq!(s.ask(&mut browser, "known@example.org").await.status, 200);
+    }
+    let limited = s.ask(&mut browser, "known@example.org").await;
+    assert_eq!(limited.status, 429);
+    assert!(limited.header("retry-after").parse::<u64>().unwrap() > 0);
+    assert!(text(&limited).contains("Too many sign-in links"));
+    let bad = s.ask(&mut browser, "not-an-email").await;
+    assert_eq!(bad.status, 400);
+}
+
+#[tokio::test]
+async fn a_sign_in_rotates_the_session_and_signing_out_everywhere_ends_them_all() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store, false).await;
+    let mut laptop = Browser::default();
+    s.sign_in(&mut laptop, "ada@example.org").await;
+    let first = laptop.cookie("cg_session").unwrap();
+    let stolen = laptop.clone();
+    s.sign_in(&mut laptop, "ada@example.org").await;
+    let second = laptop.cookie("cg_session").unwrap();
+    assert_ne!(first, second, "a new id at every sign-in");
+    let mut old = stolen.clone();
+    assert_eq!(old.get(&s.gw.url("/portal")).await.status, 303, "the old session ended");
+
+    let mut phone = Browser::default();
+    s.sign_in(&mut phone, "ada@example.org").await;
+    assert_eq!(phone.get(&s.gw.url("/portal")).await.status, 200);
+    let overview = laptop.get(&s.gw.url("/portal")).await;
+    let csrf = field(&text(&overview), "csrf");
+    let out = laptop.post(&s.gw.url("/portal/sign-out"), &[("csrf", &csrf), ("everywhere", "1")]).await;
+    assert_eq!((out.status.as_u16(), out.header("location")), (303, "/portal/sign-in"));
+    assert_eq!(phone.get(&s.gw.url("/portal")).await.status, 303, "the phone is signed out too");
+    assert_eq!(laptop.get(&s.gw.url("/portal")).await.status, 303);
+}
+
+#[tokio::test]
+async fn a_key_made_in_the_portal_calls_the_api_until_it_is_revoked_and_nobody_else_can_revoke_it() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store, false).await;
+    let mut ada = Browser::default();
+    s.sign_in(&mut ada, "ada@example.org").await;
+    let page = ada.get(&s.gw.url("/portal/keys")).await;
+    let csrf = field(&text(&page), "csrf");
+    let made = ada.post(&s.gw.url("/portal/keys"), &[("csrf", &csrf), ("name", "laptop")]).await;
+    let html = text(&made);
+    let start =
+        html.find("<code class=\"secret\" id=\"new-key\">").unwrap() + "<code class=\"secret\" id=\"new-key\">".len();
+    let key = html[start..].split('<').next().unwrap().to_owned();
+    assert!(key.starts_with("cg_"), "{key}");
+    assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &key)]).await.status, 200);
+    let listed = text(&ada.get(&s.gw.url("/portal/keys")).await);
+    assert!(listed.contains("laptop") && !listed.contains(&key), "the key is shown once only");
+    let id = key.split('_').nth(1).unwrap().to_owned();
+
+    // Another account cannot revoke it, whatever it posts.
+    let mut bo = Browser::default();
+    s.sign_in(&mut bo, "bo@example.org").await;
+    let bo_csrf = field(&text(&bo.get(&s.gw.url("/portal/keys")).await), "csrf");
+    let refused = bo.post(&s.gw.url(&format!("/portal/keys/{id}/revoke")), &[("csrf", &bo_csrf)]).await;
+    assert_eq!(refused.status, 404);
+    assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &key)]).await.status, 200);
+
+    let revoked = ada.post(&s.gw.url(&format!("/portal/keys/{id}/revoke")), &[("csrf", &csrf)]).await;
+    assert_eq!(revoked.status, 303);
+    assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &key)]).await.status, 401);
+    let _ = &s.store;
+}
