@@ -15,16 +15,24 @@ use coopgate_tests::{Got, TestGateway, echo_upstream, get, send, serve_on};
 use http::Request;
 use http_body_util::Full;
 
-/// A gateway with the portal on, its mail in an outbox file.
-struct Site {
-    gw: TestGateway,
-    store: Store,
-    outbox: PathBuf,
+/// A gateway with the portal on (its upkeep running: usage is flushed), its
+/// mail in an outbox file.
+pub struct Site {
+    pub gw: TestGateway,
+    pub store: Store,
+    pub outbox: PathBuf,
+    upkeep: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
     _up: coopgate_tests::TestUpstream,
 }
 
-async fn site(store: Store, secure_cookies: bool) -> Site {
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.upkeep.abort();
+    }
+}
+
+pub async fn site(store: Store, secure_cookies: bool) -> Site {
     let dir = tempfile::tempdir().unwrap();
     let up = echo_upstream().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -44,8 +52,9 @@ async fn site(store: Store, secure_cookies: bool) -> Site {
     let keys = Arc::new(Keys::new(store.clone()));
     let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap());
     let gateway = coopgate::Gateway::with_credentials(cfg, keys, tokens).unwrap();
+    let upkeep = gateway.spawn_upkeep();
     let gw = serve_on(listener, gateway).await;
-    Site { gw, store, outbox, _dir: dir, _up: up }
+    Site { gw, store, outbox, upkeep, _dir: dir, _up: up }
 }
 
 /// A browser's cookie jar, kept by hand: the test sees every `Set-Cookie`.

@@ -1,0 +1,165 @@
+//! The portal in a real browser: headless Chromium from Debian, driven over
+//! WebDriver (chromedriver, fantoccini) as a person would use it. A
+//! screenshot of each page goes to `portal-screenshots/` in Cargo's test
+//! output folder (`CARGO_TARGET_TMPDIR`).
+//!
+//! Needs `COOPGATE_TEST_CHROMEDRIVER` (the chromedriver program; `.ci/run`
+//! installs Debian's `chromium` and `chromium-driver` and sets it). Without it
+//! the test says so in one line and does not run, or fails under
+//! `COOPGATE_TEST_REQUIRE_SERVICES=1`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use super::portal::{mails, site};
+
+/// chromedriver, killed when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The chromedriver program, or `None` after saying so once.
+fn chromedriver() -> Option<PathBuf> {
+    match std::env::var("COOPGATE_TEST_CHROMEDRIVER") {
+        Ok(path) => Some(PathBuf::from(path)),
+        Err(_) if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("COOPGATE_TEST_CHROMEDRIVER is not set but COOPGATE_TEST_REQUIRE_SERVICES=1")
+        }
+        Err(_) => {
+            eprintln!("browser tests did not run: COOPGATE_TEST_CHROMEDRIVER is not set");
+            None
+        }
+    }
+}
+
+/// Starts chromedriver on a free loopback port and waits for its "started" line.
+fn start_driver(program: &PathBuf) -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(program)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    let out = BufReader::new(child.stdout.take().unwrap());
+    // Dropped (killed and waited for) on every path, a panic included.
+    let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
+    let mut lines = out.lines();
+    for line in lines.by_ref() {
+        if line.expect("chromedriver's output").contains("started successfully") {
+            // What it prints later is read and dropped, so a full pipe never stalls it.
+            std::thread::spawn(move || lines.for_each(drop));
+            return driver;
+        }
+    }
+    panic!("chromedriver ended without starting");
+}
+
+/// A headless Chromium session.
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    let binary = std::env::var("COOPGATE_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": binary,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,1400"],
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+/// Writes the page's screenshot as `NAME.png` and checks it is a PNG.
+async fn screenshot(c: &Client, name: &str) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("portal-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} is a PNG");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn heading(c: &Client) -> String {
+    c.find(Locator::Css("h1")).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_a_newcomer_signs_in_makes_a_key_sees_its_use_and_revokes_it() {
+    let Some(program) = chromedriver() else { return };
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store, false).await;
+    let driver = start_driver(&program);
+    let c = browser(&driver).await;
+
+    // Signed out, the portal sends the browser to sign in.
+    c.goto(&s.gw.url("/portal")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/portal/sign-in");
+    screenshot(&c, "sign-in").await;
+    // The field is found by its label, as a screen reader finds it.
+    let label = c.find(Locator::Css("label[for=email]")).await.unwrap().text().await.unwrap();
+    assert_eq!(label, "Email");
+    c.find(Locator::Id("email")).await.unwrap().send_keys("newcomer@example.org").await.unwrap();
+    c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    assert_eq!(heading(&c).await, "Check your mail");
+    screenshot(&c, "check-mail").await;
+
+    let link = mails(&s.outbox).pop().unwrap()["link"].as_str().unwrap().to_owned();
+    c.goto(&link).await.unwrap();
+    assert_eq!(heading(&c).await, "Sign in as newcomer@example.org");
+    screenshot(&c, "sign-in-link").await;
+    c.find(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/portal");
+    assert_eq!(heading(&c).await, "Your account");
+    screenshot(&c, "overview").await;
+
+    // A key, read once from the page.
+    c.find(Locator::LinkText("API keys")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("name")).await.unwrap().send_keys("laptop").await.unwrap();
+    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    let key = c.find(Locator::Id("new-key")).await.unwrap().text().await.unwrap();
+    assert!(key.starts_with("cg_"), "{key}");
+    screenshot(&c, "keys").await;
+
+    // Used through the gateway, it shows on the overview (usage is flushed every second).
+    for _ in 0..3 {
+        assert_eq!(coopgate_tests::get(&s.gw.url("/api/rows"), &[("x-api-key", &key)]).await.status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        c.goto(&s.gw.url("/portal")).await.unwrap();
+        let usage = c.find(Locator::Css("#usage-title + p")).await.unwrap().text().await.unwrap();
+        if usage.starts_with("3 requests") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the overview never showed the use: {usage}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    screenshot(&c, "overview-with-use").await;
+
+    // Revoked from the page, the key's next call is refused.
+    c.goto(&s.gw.url("/portal/keys")).await.unwrap();
+    c.find(Locator::Css("button[aria-label='Revoke key laptop']")).await.unwrap().click().await.unwrap();
+    assert_eq!(coopgate_tests::get(&s.gw.url("/api/rows"), &[("x-api-key", &key)]).await.status, 401);
+    let state = c.find(Locator::Css("tbody td:nth-child(5)")).await.unwrap().text().await.unwrap();
+    assert_eq!(state, "revoked");
+    screenshot(&c, "keys-revoked").await;
+
+    c.find(Locator::Css("header nav button")).await.unwrap().click().await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/portal/sign-in");
+    c.close().await.unwrap();
+}
