@@ -22,7 +22,6 @@
 //! [`Error`] values (see [`crate::handler_error::Failed`]), so that `problem` makes
 //! every error document.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,7 +42,7 @@ use http::{Request, Response};
 use serde::Deserialize;
 use tower::{Layer, Service};
 
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::config::Config;
 use crate::error::Error;
 use crate::identify::{Credential, credential};
@@ -304,10 +303,6 @@ where
         let Some(router) = self.router.clone() else {
             return Either::Right(Box::pin(std::future::ready(Err(Error::BillingOff))));
         };
-        Either::Right(Box::pin(async move {
-            let resp =
-                tower::ServiceExt::oneshot(router, req).await.map_err(|e: Infallible| -> Error { match e {} })?;
-            crate::handler_error::take_error(resp).map(|r| r.map(body::boxed))
-        }))
+        Either::Right(Box::pin(async move { crate::handler_error::answer(router, req).await }))
     }
 }

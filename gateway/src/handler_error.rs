@@ -26,6 +26,17 @@ pub fn take_error(resp: Response) -> Result<Response, Error> {
     Ok(resp)
 }
 
+/// Answers `req` with `router` (the admin API, the billing endpoints, the
+/// portal): its response, or the error one of its handlers returned.
+pub async fn answer(
+    router: axum::Router,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<crate::body::Body>, Error> {
+    let resp =
+        tower::ServiceExt::oneshot(router, req).await.map_err(|e: std::convert::Infallible| -> Error { match e {} })?;
+    take_error(resp).map(|r| r.map(crate::body::boxed))
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let mut resp = StatusCode::INTERNAL_SERVER_ERROR.into_response();

@@ -22,7 +22,6 @@ mod sign_in;
 mod state;
 mod templates;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,7 +36,7 @@ use futures_util::future::Either;
 use http::{HeaderValue, Request, Response, header};
 use tower::{Layer, Service};
 
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::caller::ConnInfo;
 use crate::config::PortalConfig;
 use crate::error::Error;
@@ -143,9 +142,7 @@ where
         let ip = self.layer.trusted.client_ip(&self.layer.conn, req.headers());
         req.extensions_mut().insert(ClientIp(ip));
         Either::Right(Box::pin(async move {
-            let resp =
-                tower::ServiceExt::oneshot(router, req).await.map_err(|e: Infallible| -> Error { match e {} })?;
-            let mut resp = crate::handler_error::take_error(resp)?.map(body::boxed);
+            let mut resp = crate::handler_error::answer(router, req).await?;
             let h = resp.headers_mut();
             h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -186,7 +186,22 @@ impl Gateway {
                 };
                 tokio::join!(reporter.run(metered.report_interval), backlog, unit_price);
             };
-            tokio::join!(sweeps, key_changes, pubsub, memberships, usage, reporting, shared.limits.run());
+            // Sign-ins and sessions that ended a day ago are of no more use to anyone.
+            let portal = async {
+                let (Some(_), Some(keys)) = (&shared.portal, &shared.keys) else { return };
+                let store = keys.store().clone();
+                let sign_ins = coopgate_billing::portal::SignIns::new(store.clone(), Default::default());
+                let sessions = coopgate_billing::portal::Sessions::new(store);
+                let mut every = tokio::time::interval(Duration::from_secs(3600));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let day_ago = crate::limit::now_ms() - 86_400_000;
+                    let _ = sign_ins.forget(day_ago).await;
+                    let _ = sessions.forget(day_ago).await;
+                }
+            };
+            tokio::join!(sweeps, key_changes, pubsub, memberships, usage, reporting, portal, shared.limits.run());
         })
     }
 

@@ -79,6 +79,15 @@ impl Sessions {
         Ok(())
     }
 
+    /// Forgets sessions that ended or expired before `before_ms`.
+    pub async fn forget(&self, before_ms: i64) -> Result<u64, Error> {
+        Ok(sqlx::query("DELETE FROM portal_sessions WHERE expires_at < $1 OR ended_at < $1")
+            .bind(before_ms)
+            .execute(self.store.pool())
+            .await?
+            .rows_affected())
+    }
+
     /// Ends every session of `account`; returns how many were live.
     pub async fn end_all(&self, account: &AccountId, now_ms: i64) -> Result<u64, Error> {
         Ok(sqlx::query(

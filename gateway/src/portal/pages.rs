@@ -157,6 +157,29 @@ async fn own_key(s: &PortalState, account: &Account, id: &str) -> Result<Option<
     Ok(s.keys.list(Some(&account.email)).await?.into_iter().find(|k| k.id.as_str() == id && k.revoked_at.is_none()))
 }
 
+/// The session, its account and its own active key `id`, once the form's
+/// token is checked; or the page to answer instead (sign in, an expired form,
+/// or a 404 that is the same for another account's key as for no key).
+async fn key_action(
+    s: &PortalState,
+    headers: &HeaderMap,
+    id: &str,
+    csrf: &str,
+) -> Result<Result<(Session, Account), Response>, Error> {
+    let (session, account) = match signed_in(s, headers).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(Err(redirect)),
+    };
+    if check_csrf(&session, csrf).is_err() {
+        return s.form_expired().map(Err);
+    }
+    if own_key(s, &account, id).await?.is_none() {
+        let why = Some("You have no active key with that id.");
+        return keys_page(s, &session, &account, StatusCode::NOT_FOUND, None, why).await.map(Err);
+    }
+    Ok(Ok((session, account)))
+}
+
 /// `POST /portal/keys/{id}/revoke`
 pub(super) async fn revoke_key(
     State(Portal(s)): State<Portal>,
@@ -164,23 +187,8 @@ pub(super) async fn revoke_key(
     Path(id): Path<String>,
     Form(body): Form<KeyAction>,
 ) -> Result<Response, Error> {
-    let (session, account) = match signed_in(&s, &headers).await? {
-        Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
-    };
-    if check_csrf(&session, &body.csrf).is_err() {
-        return s.form_expired();
-    }
-    if own_key(&s, &account, &id).await?.is_none() {
-        return keys_page(
-            &s,
-            &session,
-            &account,
-            StatusCode::NOT_FOUND,
-            None,
-            Some("You have no active key with that id."),
-        )
-        .await;
+    if let Err(answer) = key_action(&s, &headers, &id, &body.csrf).await? {
+        return Ok(answer);
     }
     s.keys.revoke(&id).await?;
     if let Some(inv) = &s.invalidations {
@@ -196,24 +204,10 @@ pub(super) async fn roll_key(
     Path(id): Path<String>,
     Form(body): Form<KeyAction>,
 ) -> Result<Response, Error> {
-    let (session, account) = match signed_in(&s, &headers).await? {
+    let (session, account) = match key_action(&s, &headers, &id, &body.csrf).await? {
         Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
+        Err(answer) => return Ok(answer),
     };
-    if check_csrf(&session, &body.csrf).is_err() {
-        return s.form_expired();
-    }
-    if own_key(&s, &account, &id).await?.is_none() {
-        return keys_page(
-            &s,
-            &session,
-            &account,
-            StatusCode::NOT_FOUND,
-            None,
-            Some("You have no active key with that id."),
-        )
-        .await;
-    }
     let made = s.keys.roll(&id, ROLL_GRACE).await?;
     let grace_until = crate::limit::now_ms() + ROLL_GRACE.as_millis() as i64;
     if let Some(inv) = &s.invalidations {

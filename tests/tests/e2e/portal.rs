@@ -313,8 +313,19 @@ async fn a_key_made_in_the_portal_calls_the_api_until_it_is_revoked_and_nobody_e
     assert_eq!(refused.status, 404);
     assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &key)]).await.status, 200);
 
+    // Rolled: a new key, shown once, while the old one keeps working for its grace.
+    let rolled = text(&ada.post(&s.gw.url(&format!("/portal/keys/{id}/roll")), &[("csrf", &csrf)]).await);
+    let marker = "id=\"new-key\">";
+    let new_key = rolled[rolled.find(marker).unwrap() + marker.len()..].split('<').next().unwrap().to_owned();
+    assert_ne!(new_key, key);
+    assert!(rolled.contains("keeps working until"), "{rolled}");
+    for k in [&key, &new_key] {
+        assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", k)]).await.status, 200);
+    }
+
     let revoked = ada.post(&s.gw.url(&format!("/portal/keys/{id}/revoke")), &[("csrf", &csrf)]).await;
     assert_eq!(revoked.status, 303);
     assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &key)]).await.status, 401);
+    assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &new_key)]).await.status, 200, "its successor lives");
     let _ = &s.store;
 }

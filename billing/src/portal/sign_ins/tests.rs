@@ -117,5 +117,9 @@ async fn the_store_keeps_no_secret_and_sessions_end_one_or_all() {
         assert!(sessions.find(&other, T + 3).await.unwrap().is_some(), "the other session lives");
         assert_eq!(sessions.end_all(&account.id, T + 4).await.unwrap(), 1);
         assert_eq!(sessions.find(&other, T + 5).await.unwrap(), None, "signed out everywhere");
+
+        // A day on, upkeep forgets what ended, and what expired.
+        assert_eq!(sessions.forget(T + 10).await.unwrap(), 2);
+        assert_eq!(s.forget(started.expires_at + 1).await.unwrap(), 1);
     }
 }
