@@ -7,7 +7,8 @@
 //!   `POST /portal/sign-in/code`, `POST /portal/sign-out` (`everywhere=1` ends
 //!   every session of the account);
 //! - `GET /portal` (the overview) and `GET|POST /portal/keys`,
-//!   `POST /portal/keys/{id}/roll|revoke` ([`pages`]).
+//!   `POST /portal/keys/{id}/roll|revoke` ([`pages`]);
+//! - `GET|POST /portal/tokens`: member tokens, for members ([`tokens`]).
 //!
 //! Sessions live in the store (billing's `portal`), so any replica serves
 //! any page. Every answer carries a Content-Security-Policy without script,
@@ -21,6 +22,7 @@ pub mod session;
 mod sign_in;
 mod state;
 mod templates;
+mod tokens;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,10 +40,11 @@ use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::caller::ConnInfo;
-use crate::config::PortalConfig;
+use crate::config::{Config, PortalConfig};
 use crate::error::Error;
 use crate::identify::TrustedProxies;
 use crate::keys::Keys;
+use crate::tokens::Tokens;
 
 pub use state::ClientIp;
 use state::{Portal, PortalState};
@@ -52,11 +55,16 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'
 
 /// The portal's routes over the store, sending mail as `[portal.mail]` says.
 pub fn router(
-    config: &PortalConfig,
+    config: &Config,
     store: Store,
     keys: Arc<Keys>,
+    tokens: Option<Arc<Tokens>>,
     invalidations: Option<crate::invalidate::Invalidations>,
 ) -> Result<Router, Error> {
+    let Some(portal) = &config.portal else { return Err(Error::internal("the portal's router without [portal]")) };
+    // Members are the accounts of tiers sold as memberships.
+    let member_tiers = config.tiers.iter().filter(|(_, t)| t.stripe_prices.is_some()).map(|(n, _)| n.clone()).collect();
+    let config: &PortalConfig = portal;
     let policy = Policy { ttl_ms: config.sign_in_ttl.as_millis() as i64, ..Policy::default() };
     let state = PortalState {
         sign_ins: SignIns::new(store.clone(), policy),
@@ -72,6 +80,8 @@ pub fn router(
         session_ttl_ms: config.session_ttl.as_millis() as i64,
         sign_in_minutes: config.sign_in_ttl.as_secs().div_ceil(60),
         invalidations,
+        tokens,
+        member_tiers,
     };
     Ok(Router::new()
         .route("/portal", get(pages::overview))
@@ -83,6 +93,7 @@ pub fn router(
         .route("/portal/keys", get(pages::keys).post(pages::create_key))
         .route("/portal/keys/{id}/revoke", post(pages::revoke_key))
         .route("/portal/keys/{id}/roll", post(pages::roll_key))
+        .route("/portal/tokens", get(tokens::tokens).post(tokens::issue))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
         .method_not_allowed_fallback(|| async { Error::BadRequest("that method is not allowed here".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))

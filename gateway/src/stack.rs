@@ -94,7 +94,13 @@ impl Shared {
         };
         let open_books = keys.as_ref().map(|k| OpenBooksState::new(k.store().clone()).map(Arc::new)).transpose()?;
         let portal = match (&config.portal, &keys) {
-            (Some(p), Some(k)) => Some(crate::portal::router(p, k.store().clone(), k.clone(), invalidations.clone())?),
+            (Some(_), Some(k)) => Some(crate::portal::router(
+                &config,
+                k.store().clone(),
+                k.clone(),
+                tokens.clone(),
+                invalidations.clone(),
+            )?),
             _ => None,
         };
         let usage = keys.as_ref().map(|_| Arc::new(Recorder::new(&routes, &config.metering.billable)));

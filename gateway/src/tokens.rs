@@ -157,6 +157,11 @@ impl Tokens {
         self.jwks.clone()
     }
 
+    /// The longest lifetime a token may be issued with (`tokens.max_ttl`).
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
+    }
+
     /// Issues a token for `account`, valid for `ttl` (at most `tokens.max_ttl`).
     pub fn issue(&self, account: &Account, ttl: Duration) -> Result<String, Error> {
         if ttl > self.max_ttl || ttl.is_zero() {

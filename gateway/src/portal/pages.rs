@@ -22,8 +22,12 @@ use crate::keys::{KeyInfo, NewKey};
 /// How long a rolled key keeps working.
 const ROLL_GRACE: Duration = Duration::from_secs(86_400);
 
-/// The session and its account, or the answer that sends the browser to sign in.
-async fn signed_in(s: &PortalState, headers: &HeaderMap) -> Result<Result<(Session, Account), Response>, Error> {
+/// The session and its account, or the answer that sends the browser to sign in
+/// (shared with the tokens page).
+pub(super) async fn signed_in(
+    s: &PortalState,
+    headers: &HeaderMap,
+) -> Result<Result<(Session, Account), Response>, Error> {
     let to_sign_in = || Redirect::to("/portal/sign-in").into_response();
     let Some((_, session)) = s.session(headers).await? else { return Ok(Err(to_sign_in())) };
     match s.account(&session).await? {

@@ -41,6 +41,10 @@ pub struct PortalState {
     pub session_ttl_ms: i64,
     /// `portal.sign_in_ttl`, in minutes (for the mail and the page).
     pub sign_in_minutes: u64,
+    /// Member tokens, to issue them.
+    pub tokens: Option<Arc<crate::tokens::Tokens>>,
+    /// The tiers sold as memberships, whose accounts may issue member tokens.
+    pub member_tiers: Vec<String>,
     /// Tells other replicas of a revoked or rolled key at once.
     pub invalidations: Option<crate::invalidate::Invalidations>,
 }

@@ -24,6 +24,7 @@ impl Templates {
             ("portal/notice.html", include_str!("../../templates/portal/notice.html")),
             ("portal/overview.html", include_str!("../../templates/portal/overview.html")),
             ("portal/keys.html", include_str!("../../templates/portal/keys.html")),
+            ("portal/tokens.html", include_str!("../../templates/portal/tokens.html")),
         ] {
             env.add_template(name, text).map_err(|e| Error::internal(format!("portal template {name}: {e}")))?;
         }
@@ -67,6 +68,10 @@ mod tests {
             (
                 "keys.html",
                 minijinja::context! { keys => Vec::<minijinja::Value>::new(), base_url => "http://x", csrf => "c", signed_in => true },
+            ),
+            (
+                "tokens.html",
+                minijinja::context! { member => true, tier => "member", lifetimes => vec![minijinja::context! { seconds => 3600, label => "1 hour" }], csrf => "c", base_url => "http://x", signed_in => true },
             ),
         ];
         for (name, ctx) in pages {

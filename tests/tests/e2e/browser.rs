@@ -94,8 +94,10 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
-async fn heading(c: &Client) -> String {
-    c.find(Locator::Css("h1")).await.unwrap().text().await.unwrap()
+/// The text of the element `css` once the page that has it is loaded (a
+/// click returns before the page it submits to has arrived).
+async fn text_of(c: &Client, css: &str) -> String {
+    c.wait().for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,23 +117,25 @@ async fn in_a_browser_a_newcomer_signs_in_makes_a_key_sees_its_use_and_revokes_i
     assert_eq!(label, "Email");
     c.find(Locator::Id("email")).await.unwrap().send_keys("newcomer@example.org").await.unwrap();
     c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
-    assert_eq!(heading(&c).await, "Check your mail");
+    c.wait().for_element(Locator::Id("code")).await.unwrap();
+    assert_eq!(text_of(&c, "h1").await, "Check your mail");
     screenshot(&c, "check-mail").await;
 
     let link = mails(&s.outbox).pop().unwrap()["link"].as_str().unwrap().to_owned();
     c.goto(&link).await.unwrap();
-    assert_eq!(heading(&c).await, "Sign in as newcomer@example.org");
+    assert_eq!(text_of(&c, "h1").await, "Sign in as newcomer@example.org");
     screenshot(&c, "sign-in-link").await;
     c.find(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/portal");
-    assert_eq!(heading(&c).await, "Your account");
+    c.wait().for_url(&s.gw.url("/portal").parse().unwrap()).await.unwrap();
+    assert_eq!(text_of(&c, "#usage-title").await, "Usage this month");
+    assert_eq!(text_of(&c, "h1").await, "Your account");
     screenshot(&c, "overview").await;
 
     // A key, read once from the page.
     c.find(Locator::LinkText("API keys")).await.unwrap().click().await.unwrap();
-    c.find(Locator::Id("name")).await.unwrap().send_keys("laptop").await.unwrap();
+    c.wait().for_element(Locator::Id("name")).await.unwrap().send_keys("laptop").await.unwrap();
     c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
-    let key = c.find(Locator::Id("new-key")).await.unwrap().text().await.unwrap();
+    let key = text_of(&c, "#new-key").await;
     assert!(key.starts_with("cg_"), "{key}");
     screenshot(&c, "keys").await;
 
@@ -142,7 +146,7 @@ async fn in_a_browser_a_newcomer_signs_in_makes_a_key_sees_its_use_and_revokes_i
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         c.goto(&s.gw.url("/portal")).await.unwrap();
-        let usage = c.find(Locator::Css("#usage-title + p")).await.unwrap().text().await.unwrap();
+        let usage = text_of(&c, "#usage-title + p").await;
         if usage.starts_with("3 requests") {
             break;
         }
@@ -154,12 +158,12 @@ async fn in_a_browser_a_newcomer_signs_in_makes_a_key_sees_its_use_and_revokes_i
     // Revoked from the page, the key's next call is refused.
     c.goto(&s.gw.url("/portal/keys")).await.unwrap();
     c.find(Locator::Css("button[aria-label='Revoke key laptop']")).await.unwrap().click().await.unwrap();
+    // The page it returns to lists the key as revoked.
+    c.wait().for_element(Locator::XPath("//tbody/tr/td[5][text()='revoked']")).await.unwrap();
     assert_eq!(coopgate_tests::get(&s.gw.url("/api/rows"), &[("x-api-key", &key)]).await.status, 401);
-    let state = c.find(Locator::Css("tbody td:nth-child(5)")).await.unwrap().text().await.unwrap();
-    assert_eq!(state, "revoked");
     screenshot(&c, "keys-revoked").await;
 
     c.find(Locator::Css("header nav button")).await.unwrap().click().await.unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/portal/sign-in");
+    c.wait().for_url(&s.gw.url("/portal/sign-in").parse().unwrap()).await.unwrap();
     c.close().await.unwrap();
 }

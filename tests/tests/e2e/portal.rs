@@ -39,6 +39,12 @@ pub async fn site(store: Store, secure_cookies: bool) -> Site {
     let addr = listener.local_addr().unwrap();
     let mut cfg: Config = coopgate_tests::config(up.addr);
     cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None });
+    // A tier sold as a membership (its accounts may issue member tokens), and its route.
+    let prices = Some(vec!["price_member".to_owned()]);
+    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: prices });
+    let mut members = coopgate_tests::route("members", "/members/", up.addr, "/", coopgate::config::RouteKind::Api);
+    members.min_tier = "member".into();
+    cfg.routes.push(members);
     cfg.tokens = TokensConfig { signing_key_file: dir.path().join("signing.der"), ..TokensConfig::default() };
     let outbox = dir.path().join("outbox.jsonl");
     cfg.portal = Some(PortalConfig {
@@ -328,4 +334,29 @@ async fn a_key_made_in_the_portal_calls_the_api_until_it_is_revoked_and_nobody_e
     assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &key)]).await.status, 401);
     assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &new_key)]).await.status, 200, "its successor lives");
     let _ = &s.store;
+}
+
+#[tokio::test]
+async fn only_members_issue_member_tokens_and_a_token_calls_the_api_with_the_members_tier() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store.clone(), false).await;
+    let mut ada = Browser::default();
+    s.sign_in(&mut ada, "ada@example.org").await;
+    let page = ada.get(&s.gw.url("/portal/tokens")).await;
+    assert!(text(&page).contains("Member tokens are for sustaining members"), "{}", text(&page));
+    let csrf = field(&text(&ada.get(&s.gw.url("/portal")).await), "csrf");
+    // Posting anyway is refused: the role is checked on the action, not only hidden.
+    let refused = ada.post(&s.gw.url("/portal/tokens"), &[("csrf", &csrf), ("lifetime", "3600")]).await;
+    assert_eq!(refused.status, 403);
+
+    let accounts = coopgate_billing::Accounts::new(store.clone());
+    let account = accounts.by_email("ada@example.org").await.unwrap().unwrap();
+    accounts.set_tier(&account.id, "member").await.unwrap();
+    let bad = ada.post(&s.gw.url("/portal/tokens"), &[("csrf", &csrf), ("lifetime", "99999999")]).await;
+    assert_eq!(bad.status, 400);
+    let made = text(&ada.post(&s.gw.url("/portal/tokens"), &[("csrf", &csrf), ("lifetime", "3600")]).await);
+    let marker = "id=\"new-token\">";
+    let token = made[made.find(marker).expect("a token") + marker.len()..].split('<').next().unwrap().to_owned();
+    let called = get(&s.gw.url("/members/data"), &[("authorization", &format!("Bearer {token}"))]).await;
+    assert_eq!(called.status, 200, "{:?}", called.body);
 }

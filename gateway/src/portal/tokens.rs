@@ -1,0 +1,103 @@
+//! The member tokens page: a sustaining member issues a signed token (a JWT
+//! with the account's tier) of a chosen lifetime, shown once. Members only:
+//! the check is made on the POST as well as on the page.
+
+use std::time::Duration;
+
+use axum::Form;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use coopgate_billing::Account;
+use coopgate_billing::portal::Session;
+use coopgate_billing::usage::day_text;
+use serde::Deserialize;
+
+use super::pages::signed_in;
+use super::session::check_csrf;
+use super::state::{Portal, PortalState};
+use crate::error::Error;
+
+/// The lifetimes offered, capped by `tokens.max_ttl`.
+const LIFETIMES: [(u64, &str); 4] =
+    [(3600, "1 hour"), (86_400, "1 day"), (7 * 86_400, "7 days"), (30 * 86_400, "30 days")];
+
+fn is_member(s: &PortalState, account: &Account) -> bool {
+    s.member_tiers.contains(&account.tier)
+}
+
+fn page(
+    s: &PortalState,
+    session: &Session,
+    account: &Account,
+    status: StatusCode,
+    made: Option<(String, i64)>,
+    error: Option<&str>,
+) -> Result<Response, Error> {
+    let max = s.tokens.as_ref().map_or(0, |t| t.max_ttl().as_secs());
+    let lifetimes: Vec<_> = LIFETIMES
+        .iter()
+        .filter(|(secs, _)| *secs <= max)
+        .map(|(secs, label)| minijinja::context! { seconds => secs, label => label })
+        .collect();
+    let made = made.map(|(token, exp)| minijinja::context! { token => token, expires => day_text(exp) });
+    s.templates.page(
+        status,
+        "tokens.html",
+        minijinja::context! {
+            member => is_member(s, account) && s.tokens.is_some(), tier => account.tier, lifetimes => lifetimes,
+            made => made, error => error, base_url => s.base_url, csrf => session.csrf, signed_in => true,
+        },
+    )
+}
+
+/// `GET /portal/tokens`
+pub(super) async fn tokens(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Error> {
+    match signed_in(&s, &headers).await? {
+        Ok((session, account)) => page(&s, &session, &account, StatusCode::OK, None, None),
+        Err(redirect) => Ok(redirect),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct IssueForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    lifetime: String,
+}
+
+/// `POST /portal/tokens`: a token, shown once.
+pub(super) async fn issue(
+    State(Portal(s)): State<Portal>,
+    headers: HeaderMap,
+    Form(body): Form<IssueForm>,
+) -> Result<Response, Error> {
+    let (session, account) = match signed_in(&s, &headers).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    if check_csrf(&session, &body.csrf).is_err() {
+        return s.form_expired();
+    }
+    let (Some(tokens), true) = (&s.tokens, is_member(&s, &account)) else {
+        return page(&s, &session, &account, StatusCode::FORBIDDEN, None, Some("Member tokens are for members."));
+    };
+    let Some(secs) = body.lifetime.parse::<u64>().ok().filter(|v| LIFETIMES.iter().any(|(l, _)| l == v)) else {
+        return page(
+            &s,
+            &session,
+            &account,
+            StatusCode::BAD_REQUEST,
+            None,
+            Some("Choose one of the lifetimes listed."),
+        );
+    };
+    let token = match tokens.issue(&account, Duration::from_secs(secs)) {
+        Ok(t) => t,
+        Err(Error::TokenSetup(why)) => return page(&s, &session, &account, StatusCode::BAD_REQUEST, None, Some(&why)),
+        Err(e) => return Err(e),
+    };
+    let expires = crate::limit::now_ms() + (secs as i64) * 1000;
+    page(&s, &session, &account, StatusCode::CREATED, Some((token, expires)), None)
+}
