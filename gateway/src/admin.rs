@@ -43,7 +43,7 @@ use crate::keys::{Keys, NewKey};
 mod ledger;
 mod state;
 
-use state::{AdminState, unreadable};
+use state::{AdminState, or_default, unreadable};
 
 /// The admin routes.
 pub fn router(
@@ -186,12 +186,7 @@ async fn roll_key(
     Path(id): Path<String>,
     body: Result<Json<RollRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
-    // No body at all means the default grace; a body that does not parse is an error.
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(JsonRejection::MissingJsonContentType(_)) => RollRequest::default(),
-        Err(e) => return Err(unreadable(e)),
-    };
+    let body = or_default(body)?;
     let grace = body.grace_seconds.map_or(Duration::from_secs(86_400), Duration::from_secs);
     let made = s.keys.roll(&id, grace).await?;
     if let Some(inv) = &s.invalidations {
@@ -271,11 +266,7 @@ async fn billing_sync(
     State(s): State<AdminState>,
     body: Result<Json<SyncRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(JsonRejection::MissingJsonContentType(_)) => SyncRequest::default(),
-        Err(e) => return Err(unreadable(e)),
-    };
+    let body = or_default(body)?;
     let memberships = s.memberships.clone().ok_or(Error::BillingOff)?;
     let since = Duration::from_secs(body.since_seconds.unwrap_or(3 * 86_400));
     let report = memberships.sync(since).await.map_err(Error::Billing)?;

@@ -24,7 +24,7 @@ use coopgate_billing::ledger::patronage::{Labor, parse_share};
 use coopgate_billing::usage::parse_day;
 use serde::Deserialize;
 
-use super::state::{AdminState, unreadable};
+use super::state::{AdminState, or_default, unreadable};
 use crate::error::Error;
 
 const DAY_MS: i64 = 86_400_000;
@@ -142,11 +142,7 @@ pub(super) async fn sync(
     State(s): State<AdminState>,
     body: Result<Json<SyncRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, Error> {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(JsonRejection::MissingJsonContentType(_)) => SyncRequest::default(),
-        Err(e) => return Err(unreadable(e)),
-    };
+    let body = or_default(body)?;
     let memberships = s.memberships.clone().ok_or(Error::BillingOff)?;
     let now = crate::limit::now_ms();
     let since = now / 1000 - i64::try_from(body.since_seconds.unwrap_or(30 * 86_400)).unwrap_or(i64::MAX / 2);

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use coopgate_billing::Memberships;
 use coopgate_billing::usage::report::Reporter;
 
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+
 use crate::error::Error;
 use crate::keys::Keys;
 
@@ -28,4 +31,14 @@ pub(super) struct AdminState {
 /// A body or query axum could not read, as a 400 problem.
 pub(super) fn unreadable(e: impl std::fmt::Display) -> Error {
     Error::BadAdminRequest(e.to_string())
+}
+
+/// A JSON body whose fields are all optional: no body at all means the
+/// defaults, a body that does not parse is an error.
+pub(super) fn or_default<T: Default>(body: Result<Json<T>, JsonRejection>) -> Result<T, Error> {
+    match body {
+        Ok(Json(b)) => Ok(b),
+        Err(JsonRejection::MissingJsonContentType(_)) => Ok(T::default()),
+        Err(e) => Err(unreadable(e)),
+    }
 }

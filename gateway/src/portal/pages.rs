@@ -36,6 +36,23 @@ pub(super) async fn signed_in(
     }
 }
 
+/// [`signed_in`] for a form's POST, its token checked: the session and its
+/// account, or the answer to give instead (sign in, or an expired form).
+pub(super) async fn signed_in_form(
+    s: &PortalState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Result<(Session, Account), Response>, Error> {
+    let (session, account) = match signed_in(s, headers).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(Err(redirect)),
+    };
+    if check_csrf(&session, csrf).is_err() {
+        return s.form_expired().map(Err);
+    }
+    Ok(Ok((session, account)))
+}
+
 /// `GET /portal`
 pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Error> {
     let (session, account) = match signed_in(&s, &headers).await? {
@@ -133,13 +150,10 @@ pub(super) async fn create_key(
     headers: HeaderMap,
     Form(body): Form<NewKeyForm>,
 ) -> Result<Response, Error> {
-    let (session, account) = match signed_in(&s, &headers).await? {
+    let (session, account) = match signed_in_form(&s, &headers, &body.csrf).await? {
         Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
+        Err(answer) => return Ok(answer),
     };
-    if check_csrf(&session, &body.csrf).is_err() {
-        return s.form_expired();
-    }
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         let why = "Give the key a name of 1 to 64 characters, such as the machine it is for.";
@@ -170,13 +184,10 @@ async fn key_action(
     id: &str,
     csrf: &str,
 ) -> Result<Result<(Session, Account), Response>, Error> {
-    let (session, account) = match signed_in(s, headers).await? {
+    let (session, account) = match signed_in_form(s, headers, csrf).await? {
         Ok(found) => found,
-        Err(redirect) => return Ok(Err(redirect)),
+        Err(answer) => return Ok(Err(answer)),
     };
-    if check_csrf(&session, csrf).is_err() {
-        return s.form_expired().map(Err);
-    }
     if own_key(s, &account, id).await?.is_none() {
         let why = Some("You have no active key with that id.");
         return keys_page(s, &session, &account, StatusCode::NOT_FOUND, None, why).await.map(Err);

@@ -13,8 +13,7 @@ use coopgate_billing::portal::Session;
 use coopgate_billing::usage::day_text;
 use serde::Deserialize;
 
-use super::pages::signed_in;
-use super::session::check_csrf;
+use super::pages::{signed_in, signed_in_form};
 use super::state::{Portal, PortalState};
 use crate::error::Error;
 
@@ -73,13 +72,10 @@ pub(super) async fn issue(
     headers: HeaderMap,
     Form(body): Form<IssueForm>,
 ) -> Result<Response, Error> {
-    let (session, account) = match signed_in(&s, &headers).await? {
+    let (session, account) = match signed_in_form(&s, &headers, &body.csrf).await? {
         Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
+        Err(answer) => return Ok(answer),
     };
-    if check_csrf(&session, &body.csrf).is_err() {
-        return s.form_expired();
-    }
     let (Some(tokens), true) = (&s.tokens, is_member(&s, &account)) else {
         return page(&s, &session, &account, StatusCode::FORBIDDEN, None, Some("Member tokens are for members."));
     };
