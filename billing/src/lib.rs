@@ -32,7 +32,7 @@ pub mod webhook;
 pub mod worker;
 
 pub use accounts::{Account, AccountId, Accounts};
-pub use memberships::{AccountChanged, Memberships, Settings as MembershipSettings};
+pub use memberships::{AccountChanged, Memberships, Returns, Settings as MembershipSettings};
 pub use money::{Currency, Money};
 pub use store::{Backend, Store};
 pub use subscriptions::Plans;
@@ -161,6 +161,15 @@ pub enum Error {
         /// When the oldest request of the last hour stops counting.
         retry_after_secs: i64,
     },
+    /// An organisation with as many people as its tier allows.
+    #[error("the organisation has all the {limit} seats its tier allows; remove one, or move to a tier with more")]
+    SeatLimit {
+        /// People its tier allows, its own email included.
+        limit: u32,
+    },
+    /// An email that already acts for the organisation.
+    #[error("{0} already has a seat in this organisation")]
+    SeatTaken(String),
     /// A month that is not `YYYY-MM`, or a range of months that is empty or too long.
     #[error("`{0}` is not a month or a range of at most ten years of months; write YYYY-MM")]
     InvalidMonth(String),

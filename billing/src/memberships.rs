@@ -21,15 +21,22 @@ use crate::subscriptions::Plans;
 use crate::webhook::{self, Envelope};
 use crate::{Accounts, Currency, Error, Money, Store};
 
-/// Where Stripe sends people back to, and how webhooks are checked.
+/// Where Stripe sends people back to.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct Returns {
     /// After a successful checkout; may hold `{CHECKOUT_SESSION_ID}`.
     pub success_url: String,
     /// After an abandoned checkout.
     pub cancel_url: String,
     /// The Customer Portal's return link.
     pub portal_return_url: String,
+}
+
+/// Where Stripe sends people back to by default, and how webhooks are checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The default returns (`[billing]`'s URLs); the portal passes its own.
+    pub returns: Returns,
     /// Webhook signing secrets (`whsec_…`); several during a rotation.
     pub webhook_secrets: Vec<String>,
     /// How far a signature's time may be from now.
@@ -65,6 +72,12 @@ impl std::fmt::Debug for Memberships {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Memberships").field("plans", &self.plans).finish_non_exhaustive()
     }
+}
+
+/// The first 8 hex digits of a text's SHA-256: enough to tell two return
+/// URLs apart in an idempotency key, short enough to keep it under 255.
+fn short_digest(text: &str) -> String {
+    crate::portal::secret::digest(text)[..8].to_owned()
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -130,6 +143,12 @@ impl Memberships {
     /// A Checkout Session for `price` (one of a tier's `stripe_prices`);
     /// returns its hosted page's URL.
     pub async fn checkout(&self, account: &Account, price: &str) -> Result<String, Error> {
+        self.checkout_returning(account, price, &self.settings.returns).await
+    }
+
+    /// [`Memberships::checkout`], coming back to `returns` rather than to
+    /// `[billing]`'s URLs.
+    pub async fn checkout_returning(&self, account: &Account, price: &str, returns: &Returns) -> Result<String, Error> {
         if self.plans.tier_of(price).is_none() {
             return Err(Error::UnknownPrice {
                 price: price.to_owned(),
@@ -147,9 +166,14 @@ impl Memberships {
             // Stripe refuses a quantity on a metered price: usage decides the amount.
             quantity: (!self.plans.is_metered(price)).then_some(1),
             metered: self.plans.metered_beside(price).map(str::to_owned),
-            success_url: self.settings.success_url.clone(),
-            cancel_url: self.settings.cancel_url.clone(),
-            idempotency_key: idempotency_key("checkout", &[account.id.as_str(), price, &minute]),
+            success_url: returns.success_url.clone(),
+            cancel_url: returns.cancel_url.clone(),
+            // The return is part of the request, so it is part of the key:
+            // the portal's and the API's sessions of one minute differ.
+            idempotency_key: idempotency_key(
+                "checkout",
+                &[account.id.as_str(), price, &minute, &short_digest(&returns.success_url)],
+            ),
         };
         let session = self.stripe.create_checkout(&new).await?;
         session.url.ok_or_else(|| Error::StripeData(format!("checkout session {} has no url", session.id)))
@@ -158,14 +182,22 @@ impl Memberships {
     /// A Customer Portal session (cards, invoices, plan change, cancellation);
     /// returns its URL. An account that never paid has nothing to manage.
     pub async fn portal(&self, account: &Account) -> Result<String, Error> {
+        self.portal_returning(account, &self.settings.returns).await
+    }
+
+    /// [`Memberships::portal`], coming back to `returns.portal_return_url`.
+    pub async fn portal_returning(&self, account: &Account, returns: &Returns) -> Result<String, Error> {
         let Some(customer) = account.stripe_customer_id.clone() else {
             return Err(Error::NoStripeCustomer(account.email.clone()));
         };
         let minute = (now_ms() / 60_000).to_string();
         let new = NewPortal {
-            idempotency_key: idempotency_key("portal", &[account.id.as_str(), &minute]),
+            idempotency_key: idempotency_key(
+                "portal",
+                &[account.id.as_str(), &minute, &short_digest(&returns.portal_return_url)],
+            ),
             customer,
-            return_url: self.settings.portal_return_url.clone(),
+            return_url: returns.portal_return_url.clone(),
         };
         Ok(self.stripe.create_portal(&new).await?)
     }

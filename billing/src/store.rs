@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
     ),
     (10, "commons downloads", Sql::Both(include_str!("../migrations/0010_commons.sql"))),
     (11, "portal", Sql::Both(include_str!("../migrations/0011_portal.sql"))),
+    (12, "organisation seats", Sql::Both(include_str!("../migrations/0012_seats.sql"))),
 ];
 
 /// A migration's SQL: portable, or (for triggers, whose syntax differs) one

@@ -307,6 +307,10 @@ pub struct Price {
     pub metered: bool,
     /// The Billing Meter a metered price bills (`recurring.meter`).
     pub meter: Option<String>,
+    /// Its product's name, when the product was expanded: what buyers are shown.
+    pub product_name: Option<String>,
+    /// `recurring.interval` (`month`, `year`, …) of a recurring price.
+    pub interval: Option<String>,
 }
 
 /// A line of the invoice a charge paid: what the ledger splits the charge's

@@ -94,6 +94,19 @@ pub struct DayUsage {
     pub bytes: u64,
 }
 
+/// Usage of one credential over a range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CredentialUsage {
+    /// The key id, or `token` for member tokens.
+    pub credential: String,
+    /// Requests answered.
+    pub requests: u64,
+    /// Billable requests.
+    pub billable: u64,
+    /// Response bytes sent.
+    pub bytes: u64,
+}
+
 /// The usage tables.
 #[derive(Debug, Clone)]
 pub struct Usage {
@@ -291,6 +304,37 @@ impl Usage {
                     account_id: r.try_get("account_id")?,
                     day: r.try_get("day")?,
                     route: r.try_get("route")?,
+                    requests: read_u64(r, "requests")?,
+                    billable: read_u64(r, "billable")?,
+                    bytes: read_u64(r, "bytes")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Usage of one account by credential (a key id, or `token`) in minutes
+    /// `[from_ms, to_ms)`: what each key was used for.
+    pub async fn by_credential(
+        &self,
+        account_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<CredentialUsage>, Error> {
+        let rows = sqlx::query(
+            "SELECT credential, CAST(SUM(requests) AS BIGINT) AS requests, \
+             CAST(SUM(billable) AS BIGINT) AS billable, CAST(SUM(bytes) AS BIGINT) AS bytes \
+             FROM usage_minutes WHERE account_id = $1 AND minute >= $2 AND minute < $3 \
+             GROUP BY credential ORDER BY credential",
+        )
+        .bind(account_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CredentialUsage {
+                    credential: r.try_get("credential")?,
                     requests: read_u64(r, "requests")?,
                     billable: read_u64(r, "billable")?,
                     bytes: read_u64(r, "bytes")?,

@@ -38,6 +38,17 @@ const LEASE: Duration = Duration::from_secs(60);
 /// Events claimed per pass.
 const BATCH: i64 = 500;
 
+/// What a return from Checkout found ([`Memberships::complete_checkout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutReturn {
+    /// Paid: the subscription is stored and the account's tier follows it.
+    Applied,
+    /// Not paid yet, or being applied by the worker right now.
+    Pending,
+    /// No such session of this account.
+    NotFound,
+}
+
 /// What `billing sync` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SyncReport {
@@ -136,6 +147,42 @@ impl Memberships {
             }
         }
         Ok(session.subscription)
+    }
+
+    /// What a browser coming back from Checkout brings: the session it paid
+    /// in. Stripe's advice is to fulfil from the return page as well as from
+    /// the webhook, so that the buyer sees the new tier at once however late
+    /// the webhook is; both paths fetch Stripe's current state, so whichever
+    /// comes second changes nothing. A session of another account, or one
+    /// Stripe does not know, is [`CheckoutReturn::NotFound`] (nothing is
+    /// learnt about it); one not paid yet is [`CheckoutReturn::Pending`].
+    pub async fn complete_checkout(&self, account: &crate::Account, session_id: &str) -> Result<CheckoutReturn, Error> {
+        if !session_id.starts_with("cs_") {
+            return Ok(CheckoutReturn::NotFound);
+        }
+        let Some(session) = self.stripe.checkout_session(session_id).await? else {
+            return Ok(CheckoutReturn::NotFound);
+        };
+        if session.client_reference_id.as_deref() != Some(account.id.as_str()) {
+            return Ok(CheckoutReturn::NotFound);
+        }
+        let (Some("complete"), Some(sub)) = (session.status.as_deref(), session.subscription) else {
+            return Ok(CheckoutReturn::Pending);
+        };
+        // The subscription's lease, as its events' processing takes it, so
+        // that an older fetch never lands after a newer one.
+        let events = Events::new(self.store.clone());
+        let now = now_ms();
+        if !events.lock(&sub, &self.holder, now, now + LEASE.as_millis() as i64).await? {
+            return Ok(CheckoutReturn::Pending);
+        }
+        let saved = match self.stripe.subscription(&sub).await {
+            Ok(Some(found)) => self.save_subscription(&found).await.map(|_| true),
+            Ok(None) => Ok(false),
+            Err(e) => Err(e.into()),
+        };
+        events.unlock(&sub, &self.holder).await?;
+        Ok(if saved? { CheckoutReturn::Applied } else { CheckoutReturn::Pending })
     }
 
     /// Stores Stripe's state of a subscription and moves its account's tier;

@@ -202,9 +202,11 @@ pub fn memberships(
         plans = plans.with_metered(&metered.price, &metered.tier).with_metered_members(metered.member_tiers.clone());
     }
     let settings = coopgate_billing::MembershipSettings {
-        success_url: billing.success_url.to_string(),
-        cancel_url: billing.cancel_url.to_string(),
-        portal_return_url: billing.portal_return_url.to_string(),
+        returns: coopgate_billing::Returns {
+            success_url: billing.success_url.to_string(),
+            cancel_url: billing.cancel_url.to_string(),
+            portal_return_url: billing.portal_return_url.to_string(),
+        },
         webhook_secrets: stripe.webhook_secrets.iter().map(|s| s.expose().to_owned()).collect(),
         webhook_tolerance: stripe.webhook_tolerance,
     };

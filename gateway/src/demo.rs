@@ -37,6 +37,8 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     };
     let route = |name: &str, path: &str, upstream_path: &str, kind| RouteConfig {
         early_access: None,
+        // The demo origin lists a bulk route's files at its base, as nginx's autoindex would.
+        catalog: (kind == RouteKind::Bulk).then(|| "./".to_owned()),
         name: name.into(),
         path: path.into(),
         upstream: format!("http://{upstream}{upstream_path}").parse().expect("a loopback URL"),
@@ -52,21 +54,31 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     let bytes_daily = LimitConfig::bytes("bytes-daily", "5GiB/day".parse().expect("a demo byte quota"));
     config.tiers.insert(
         "anonymous".into(),
-        TierConfig { rank: 0, limits: vec![limit("burst", "60/min", 20), bytes_daily], stripe_prices: None },
+        TierConfig {
+            rank: 0,
+            limits: vec![limit("burst", "60/min", 20), bytes_daily],
+            stripe_prices: None,
+            seats: None,
+        },
     );
     let monthly = LimitConfig::quota("monthly", "10000/month".parse().expect("a demo quota"));
     config.tiers.insert(
         "registered".into(),
-        TierConfig { rank: 10, limits: vec![limit("burst", "600/min", 100), monthly], stripe_prices: None },
+        TierConfig {
+            rank: 10,
+            limits: vec![limit("burst", "600/min", 100), monthly],
+            stripe_prices: None,
+            seats: None,
+        },
     );
     // A card on file: a higher pace, no monthly cap; use beyond the allowance is billed.
     config.tiers.insert(
         "metered".into(),
-        TierConfig { rank: 15, limits: vec![limit("burst", "3000/min", 300)], stripe_prices: None },
+        TierConfig { rank: 15, limits: vec![limit("burst", "3000/min", 300)], stripe_prices: None, seats: None },
     );
     config.tiers.insert(
         "member".into(),
-        TierConfig { rank: 20, limits: vec![limit("burst", "6000/min", 500)], stripe_prices: None },
+        TierConfig { rank: 20, limits: vec![limit("burst", "6000/min", 500)], stripe_prices: None, seats: None },
     );
     let mut early = route("early", "/early/", "/early/", RouteKind::Bulk);
     early.early_access =

@@ -8,7 +8,14 @@
 //!   every session of the account);
 //! - `GET /portal` (the overview) and `GET|POST /portal/keys`,
 //!   `POST /portal/keys/{id}/roll|revoke` ([`pages`]);
-//! - `GET|POST /portal/tokens`: member tokens, for members ([`tokens`]).
+//! - `GET|POST /portal/tokens`: member tokens, for members ([`tokens`]);
+//! - `GET /portal/downloads`: the bulk catalog, public ([`downloads`]);
+//! - `GET /portal/organisation`, `POST /portal/organisation/act` (whom to act
+//!   for), `POST /portal/organisation/seats` (invite) and
+//!   `POST /portal/organisation/seats/{id}/remove` ([`organisation`]); roles
+//!   are checked in [`access`];
+//! - `GET /portal/billing` (and `/portal/billing/return`, where Checkout comes
+//!   back to), `POST /portal/billing/checkout|manage|spend-cap` ([`billing`]).
 //!
 //! Sessions live in the store (billing's `portal`), so any replica serves
 //! any page. Every answer carries a Content-Security-Policy without script,
@@ -16,8 +23,15 @@
 //! state and the router and is the tower layer; the handlers are in
 //! [`sign_in`] and [`pages`], the cookies and form tokens in [`session`].
 
+mod access;
+mod billing;
+mod chart;
+mod downloads;
+mod listing;
 pub mod mail;
+mod organisation;
 mod pages;
+mod prices;
 pub mod session;
 mod sign_in;
 mod state;
@@ -32,8 +46,9 @@ use std::task::{Context, Poll};
 use axum::Router;
 use axum::routing::{get, post};
 use coopgate_billing::portal::sign_ins::Policy;
-use coopgate_billing::portal::{Sessions, SignIns};
-use coopgate_billing::{Accounts, Store};
+use coopgate_billing::portal::{Seats, Sessions, SignIns};
+use coopgate_billing::usage::report::Reporter;
+use coopgate_billing::{Accounts, Memberships, Store};
 use futures_util::future::Either;
 use http::{HeaderValue, Request, Response, header};
 use tower::{Layer, Service};
@@ -49,9 +64,27 @@ use crate::tokens::Tokens;
 pub use state::ClientIp;
 use state::{Portal, PortalState};
 
-/// Pages with no script of any origin, framed by nobody, posting only here.
-const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; \
-                   base-uri 'none'; frame-ancestors 'none'";
+/// Pages with no inline script and no script of another origin (only the
+/// copy buttons' file), framed by nobody, posting only here, or to Stripe:
+/// a billing form's answer redirects to Stripe's Checkout or Customer Portal,
+/// and browsers hold a form's redirects to `form-action` too.
+fn csp(config: &Config) -> Result<HeaderValue, Error> {
+    let mut form_action = "'self'".to_owned();
+    if let Some(billing) = &config.billing {
+        form_action.push_str(" https://checkout.stripe.com https://billing.stripe.com");
+        // The simulator (demo, tests) serves its hosted pages beside its API.
+        let api = billing.stripe.api_base.origin().ascii_serialization();
+        if api != "https://api.stripe.com" {
+            form_action.push(' ');
+            form_action.push_str(&api);
+        }
+    }
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self'; \
+         form-action {form_action}; base-uri 'none'; frame-ancestors 'none'"
+    );
+    HeaderValue::try_from(csp).map_err(Error::internal)
+}
 
 /// The portal's routes over the store, sending mail as `[portal.mail]` says.
 pub fn router(
@@ -60,15 +93,40 @@ pub fn router(
     keys: Arc<Keys>,
     tokens: Option<Arc<Tokens>>,
     invalidations: Option<crate::invalidate::Invalidations>,
+    memberships: Option<Arc<Memberships>>,
+    reporter: Option<Arc<Reporter>>,
 ) -> Result<Router, Error> {
     let Some(portal) = &config.portal else { return Err(Error::internal("the portal's router without [portal]")) };
     // Members are the accounts of tiers sold as memberships.
     let member_tiers = config.tiers.iter().filter(|(_, t)| t.stripe_prices.is_some()).map(|(n, _)| n.clone()).collect();
+    let catalog = catalog(config);
+    let csp = csp(config)?;
+    let ranks = config.tiers.iter().map(|(n, t)| (n.clone(), t.rank)).collect();
+    let quotas = config
+        .tiers
+        .iter()
+        .map(|(name, t)| {
+            let quotas = t.limits.iter().filter_map(|l| {
+                let q = l.quota.as_ref()?;
+                Some(state::Quota {
+                    name: l.name.clone(),
+                    count: q.count,
+                    daily: q.per == crate::config::Period::Day,
+                    routes: l.routes.clone(),
+                })
+            });
+            (name.clone(), quotas.collect())
+        })
+        .collect();
+    let bulk_routes = listing::routes(config)?;
+    let seat_limits = config.tiers.iter().filter_map(|(n, t)| Some((n.clone(), t.seats?))).collect();
     let config: &PortalConfig = portal;
     let policy = Policy { ttl_ms: config.sign_in_ttl.as_millis() as i64, ..Policy::default() };
     let state = PortalState {
         sign_ins: SignIns::new(store.clone(), policy),
         sessions: Sessions::new(store.clone()),
+        seats: Seats::new(store.clone()),
+        seat_limits,
         accounts: Accounts::new(store.clone()),
         keys,
         store,
@@ -82,10 +140,18 @@ pub fn router(
         invalidations,
         tokens,
         member_tiers,
+        memberships,
+        reporter,
+        catalog,
+        prices: prices::PriceCache::default(),
+        ranks,
+        quotas,
+        bulk_routes,
     };
     Ok(Router::new()
         .route("/portal", get(pages::overview))
         .route("/portal/", get(pages::overview))
+        .route("/portal/copy.js", get(copy_script))
         .route("/portal/sign-in", get(sign_in::page).post(sign_in::request))
         .route("/portal/sign-in/link", get(sign_in::link_page).post(sign_in::use_link))
         .route("/portal/sign-in/code", post(sign_in::use_code))
@@ -94,10 +160,43 @@ pub fn router(
         .route("/portal/keys/{id}/revoke", post(pages::revoke_key))
         .route("/portal/keys/{id}/roll", post(pages::roll_key))
         .route("/portal/tokens", get(tokens::tokens).post(tokens::issue))
+        .route("/portal/downloads", get(downloads::downloads))
+        .route("/portal/organisation", get(organisation::organisation))
+        .route("/portal/organisation/act", post(organisation::act))
+        .route("/portal/organisation/seats", post(organisation::invite))
+        .route("/portal/organisation/seats/{id}/remove", post(organisation::remove))
+        .route("/portal/billing", get(billing::billing))
+        .route("/portal/billing/return", get(billing::checkout_return))
+        .route("/portal/billing/checkout", post(billing::checkout))
+        .route("/portal/billing/manage", post(billing::manage))
+        .route("/portal/billing/spend-cap", post(billing::spend_cap))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
         .method_not_allowed_fallback(|| async { Error::BadRequest("that method is not allowed here".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(tower::util::MapResponseLayer::new(move |mut resp: axum::response::Response| {
+            resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+            resp
+        }))
         .with_state(Portal(Arc::new(state))))
+}
+
+/// `GET /portal/copy.js`: the copy buttons, the pages' only script (an
+/// enhancement: every page works without it).
+async fn copy_script() -> impl axum::response::IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../templates/portal/copy.js"))
+}
+
+/// What the billing page sells: the tiers with `stripe_prices` in rank order
+/// (their prices as the config lists them) and `[billing.metered]`.
+fn catalog(config: &Config) -> prices::Catalog {
+    let mut memberships: Vec<_> =
+        config.tiers.iter().filter_map(|(name, t)| Some((name.clone(), t.rank, t.stripe_prices.clone()?))).collect();
+    memberships.sort_by_key(|(_, rank, _)| *rank);
+    let metered = config.billing.as_ref().and_then(|b| b.metered.as_ref()).map(|m| {
+        let rank = config.tiers.get(&m.tier).map_or(0, |t| t.rank);
+        (m.price.clone(), rank, m.included.count)
+    });
+    prices::Catalog { memberships, metered }
 }
 
 /// Adds [`PortalEndpoints`].
@@ -155,7 +254,6 @@ where
         Either::Right(Box::pin(async move {
             let mut resp = crate::handler_error::answer(router, req).await?;
             let h = resp.headers_mut();
-            h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
             h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));

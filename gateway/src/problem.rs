@@ -111,6 +111,7 @@ fn billing_status(e: &coopgate_billing::Error) -> StatusCode {
         | B::InvalidMonth(_) => StatusCode::BAD_REQUEST,
         // The year is not in a state to do this yet (or any more).
         B::YearNotOver(_) | B::YearNotClosed(_) | B::NoSurplus(_) => StatusCode::CONFLICT,
+        B::SeatLimit { .. } | B::SeatTaken(_) => StatusCode::CONFLICT,
         B::NoMeteredPlan => StatusCode::NOT_FOUND,
         B::AccountNotFound(_) => StatusCode::NOT_FOUND,
         B::NoStripeCustomer(_) => StatusCode::CONFLICT,
@@ -137,6 +138,8 @@ fn billing_slug(e: &coopgate_billing::Error) -> &'static str {
         B::CollectiveShare(_) => "collective-share",
         B::InvalidMonth(_) => "invalid-month",
         B::YearNotOver(_) | B::YearNotClosed(_) | B::NoSurplus(_) => "year-not-ready",
+        B::SeatLimit { .. } => "seat-limit",
+        B::SeatTaken(_) => "seat-taken",
         B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => "internal",
         B::Stripe(_) | B::StripeData(_) => "stripe-unavailable",
         B::Database(_) | B::Migration(_) => "store-unavailable",
@@ -316,6 +319,8 @@ fn billing_detail(e: &coopgate_billing::Error, id: &str) -> String {
         | B::InvalidMonth(_)
         | B::YearNotOver(_)
         | B::YearNotClosed(_)
+        | B::SeatLimit { .. }
+        | B::SeatTaken(_)
         | B::NoSurplus(_) => format!("{e}."),
         B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => {
             format!("Something went wrong inside the gateway. Quote request id {id} when you report it.")

@@ -100,6 +100,8 @@ impl Shared {
                 k.clone(),
                 tokens.clone(),
                 invalidations.clone(),
+                memberships.clone(),
+                reporter.clone(),
             )?),
             _ => None,
         };

@@ -105,14 +105,29 @@ impl Upstream {
     /// Fetches a small document at the base URL (for example a JWKS), up to
     /// `limit` bytes, within `timeout`. Not for proxying: the whole body is read.
     pub async fn fetch(&self, limit: usize, timeout: Duration) -> Result<(http::StatusCode, bytes::Bytes), Error> {
+        let path = if self.base_path.is_empty() { "/" } else { self.base_path.as_str() };
+        self.fetch_at(path, limit, timeout).await
+    }
+
+    /// [`Upstream::fetch`] of `path` (with its query, exactly as given: a
+    /// directory listing's trailing slash matters).
+    pub async fn fetch_at(
+        &self,
+        path: &str,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<(http::StatusCode, bytes::Bytes), Error> {
         use http_body_util::BodyExt;
         let fetching = async {
             let mut sender = self.connect().await?;
-            let path = if self.base_path.is_empty() { "/".to_owned() } else { self.base_path.clone() };
-            let req = Request::get(path)
+            let mut req = Request::get(path)
                 .header(http::header::HOST, self.authority.clone())
                 .body(crate::body::empty())
                 .map_err(Error::internal)?;
+            // An origin that wants a token for its files wants it for their list too.
+            for (name, value) in &self.extra_headers {
+                req.headers_mut().insert(name.clone(), value.clone());
+            }
             let failed = |e: BoxError| Error::UpstreamFailed { route: self.route.clone(), source: e };
             let resp = sender.send_request(req).await.map_err(|e| failed(e.into()))?;
             let status = resp.status();

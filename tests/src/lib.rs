@@ -189,7 +189,7 @@ pub fn config(upstream: SocketAddr) -> Config {
     let mut config = Config::default();
     config.tiers.insert(
         "anonymous".into(),
-        TierConfig { rank: 0, limits: vec![limit("burst", "100000/sec", 100000)], stripe_prices: None },
+        TierConfig { rank: 0, limits: vec![limit("burst", "100000/sec", 100000)], stripe_prices: None, seats: None },
     );
     config.routes = vec![
         route("api", "/api/", upstream, "/", RouteKind::Api),
@@ -245,6 +245,7 @@ pub fn limit(name: &str, rate: &str, burst: u32) -> LimitConfig {
 /// A route to `http://upstream{base}`.
 pub fn route(name: &str, path: &str, upstream: SocketAddr, base: &str, kind: RouteKind) -> RouteConfig {
     RouteConfig {
+        catalog: None,
         name: name.into(),
         path: path.into(),
         upstream: format!("http://{upstream}{base}").parse().expect("test url"),

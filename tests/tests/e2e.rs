@@ -16,6 +16,9 @@ mod e2e {
     mod open_books;
     mod own_redis;
     mod portal;
+    mod portal_billing;
+    mod portal_downloads;
+    mod portal_seats;
     mod proxy;
     mod replicas;
     mod shared_limits;

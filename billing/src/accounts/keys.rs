@@ -60,6 +60,8 @@ pub struct ApiKey {
     pub grace_until: Option<i64>,
     /// The last request it made, as last written (in batches).
     pub last_used_at: Option<i64>,
+    /// The organisation seat it was made through, if any.
+    pub seat_id: Option<String>,
 }
 
 /// A key that changed at or after some time ([`ApiKeys::changed_since`]).
@@ -84,11 +86,14 @@ pub struct NewApiKey<'a> {
     pub secret_sha256: &'a str,
     /// When it expires, if it does.
     pub expires_at: Option<i64>,
+    /// The organisation seat it was made through, if any: removing the seat revokes it.
+    pub seat_id: Option<&'a str>,
 }
 
 /// The columns of a listed key, its account's email with them.
 const LISTED: &str = "SELECT k.id, k.account_id, a.email, k.name, k.created_at, k.expires_at, k.revoked_at, \
-                      k.rolled_to, k.grace_until, k.last_used_at FROM api_keys k JOIN accounts a ON a.id = k.account_id";
+                      k.rolled_to, k.grace_until, k.last_used_at, k.seat_id \
+                      FROM api_keys k JOIN accounts a ON a.id = k.account_id";
 
 /// The API keys in a store.
 #[derive(Debug, Clone)]
@@ -150,8 +155,8 @@ impl ApiKeys {
     /// Stores a new key, made at `now_ms`.
     pub async fn insert(&self, key: &NewApiKey<'_>, now_ms: i64) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, secret_sha256, created_at, updated_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_keys (id, account_id, name, secret_sha256, created_at, updated_at, expires_at, seat_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(key.id)
         .bind(key.account_id.as_str())
@@ -160,6 +165,7 @@ impl ApiKeys {
         .bind(now_ms)
         .bind(now_ms)
         .bind(key.expires_at)
+        .bind(key.seat_id)
         .execute(self.store.pool())
         .await?;
         Ok(())
@@ -195,6 +201,19 @@ impl ApiKeys {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Revokes at `now_ms` every live key made through seat `seat`; returns
+    /// the ids of the seat's keys, so that caches can drop them.
+    pub async fn revoke_seat(&self, seat: &str, now_ms: i64) -> Result<Vec<String>, Error> {
+        sqlx::query("UPDATE api_keys SET revoked_at = $1, updated_at = $1 WHERE seat_id = $2 AND revoked_at IS NULL")
+            .bind(now_ms)
+            .bind(seat)
+            .execute(self.store.pool())
+            .await?;
+        let rows =
+            sqlx::query("SELECT id FROM api_keys WHERE seat_id = $1").bind(seat).fetch_all(self.store.pool()).await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
     /// Records at `now_ms` that key `id` was replaced by key `to`, and keeps
     /// working until `grace_until_ms`.
     pub async fn roll(&self, id: &str, to: &str, grace_until_ms: i64, now_ms: i64) -> Result<(), Error> {
@@ -221,6 +240,7 @@ fn listed_from(r: &AnyRow) -> Result<ApiKey, Error> {
         rolled_to: r.try_get("rolled_to")?,
         grace_until: r.try_get("grace_until")?,
         last_used_at: r.try_get("last_used_at")?,
+        seat_id: r.try_get("seat_id")?,
     })
 }
 
@@ -234,7 +254,7 @@ mod tests {
     const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
     fn new_key<'a>(id: &'a str, account_id: &'a AccountId, name: &'a str) -> NewApiKey<'a> {
-        NewApiKey { id, account_id, name, secret_sha256: DIGEST, expires_at: None }
+        NewApiKey { id, account_id, name, secret_sha256: DIGEST, expires_at: None, seat_id: None }
     }
 
     #[tokio::test]
@@ -295,6 +315,7 @@ mod tests {
                     rolled_to: None,
                     grace_until: None,
                     last_used_at: None,
+                    seat_id: None,
                 }
             );
             assert_eq!(ids(adas), ["cccccccccccc", "aaaaaaaaaaaa"]);

@@ -18,6 +18,9 @@ pub struct Session {
     pub csrf: String,
     /// When it ends, Unix ms.
     pub expires_at: i64,
+    /// The seat it acts through for an organisation, if it does (see
+    /// [`super::Seats`]); otherwise it acts for its own account.
+    pub seat_id: Option<String>,
 }
 
 /// The sessions of a store.
@@ -35,7 +38,8 @@ impl Sessions {
     /// A new session of `account` for `ttl_ms`: the cookie's value and the session.
     pub async fn create(&self, account: &AccountId, ttl_ms: i64, now_ms: i64) -> Result<(String, Session), Error> {
         let id = random_hex(32)?;
-        let session = Session { account_id: account.clone(), csrf: random_hex(24)?, expires_at: now_ms + ttl_ms };
+        let session =
+            Session { account_id: account.clone(), csrf: random_hex(24)?, expires_at: now_ms + ttl_ms, seat_id: None };
         sqlx::query(
             "INSERT INTO portal_sessions (id_digest, account_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -52,7 +56,7 @@ impl Sessions {
     /// The live session a cookie's value names, if any.
     pub async fn find(&self, cookie: &str, now_ms: i64) -> Result<Option<Session>, Error> {
         let row = sqlx::query(
-            "SELECT account_id, csrf, expires_at FROM portal_sessions \
+            "SELECT account_id, csrf, expires_at, seat_id FROM portal_sessions \
              WHERE id_digest = $1 AND ended_at IS NULL AND expires_at > $2",
         )
         .bind(digest(cookie))
@@ -64,9 +68,22 @@ impl Sessions {
                 account_id: AccountId::from(r.try_get::<String, _>("account_id")?),
                 csrf: r.try_get("csrf")?,
                 expires_at: r.try_get("expires_at")?,
+                seat_id: r.try_get("seat_id")?,
             })
         })
         .transpose()
+    }
+
+    /// Makes the session a cookie's value names act through `seat` (or, with
+    /// `None`, for its own account again). The caller checks that the seat is
+    /// the session's account's.
+    pub async fn act_through(&self, cookie: &str, seat: Option<&str>) -> Result<(), Error> {
+        sqlx::query("UPDATE portal_sessions SET seat_id = $1 WHERE id_digest = $2 AND ended_at IS NULL")
+            .bind(seat)
+            .bind(digest(cookie))
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
     }
 
     /// Ends the session a cookie's value names.

@@ -371,7 +371,8 @@ impl StripeApi for StripeClient {
 
     fn price<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Price>, StripeFailure>> {
         Box::pin(async move {
-            let request = RetrievePrice::new(path_id(id)?);
+            // The product's name comes along, for the portal's price list.
+            let request = RetrievePrice::new(path_id(id)?).expand(vec!["product".to_owned()]);
             let price = missing_as_none(self.call("retrieve price", || request.send(&self.inner)).await)?;
             Ok(price.map(price_from))
         })

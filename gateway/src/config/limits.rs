@@ -188,6 +188,11 @@ pub struct TierConfig {
     /// sliding scale (the same membership priced by ability to pay).
     #[serde(default)]
     pub stripe_prices: Option<Vec<String>>,
+    /// Institutional tiers: how many people may act for an account of this
+    /// tier in the portal (its own email included), each with a role.
+    /// Without it the account is one person's.
+    #[serde(default)]
+    pub seats: Option<u32>,
 }
 
 /// One entry of a tier's `limits`: exactly one of `rate`, `quota` or `bytes`.

@@ -35,6 +35,12 @@ pub struct RouteConfig {
     pub upstream_headers: BTreeMap<String, Secret>,
     /// Members first: content newer than the window is only for `min_tier` and up.
     pub early_access: Option<EarlyAccessConfig>,
+    /// Where the origin lists a bulk route's files, relative to `upstream`
+    /// (`"./"` for the base itself), in nginx's `autoindex_format json`
+    /// (`[{"name", "type", "mtime", "size"}]`): the portal's downloads page
+    /// reads it. Without it the route is shown with no file list.
+    #[serde(default)]
+    pub catalog: Option<String>,
 }
 
 /// `early_access = { window = "30d", min_tier = "sustaining" }` on a route.

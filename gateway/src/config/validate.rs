@@ -41,6 +41,9 @@ impl Config {
                     format!("rank {} is also the rank of tier `{other}`; ranks must differ", tier.rank),
                 );
             }
+            if tier.seats == Some(0) {
+                problem(format!("tiers.{name}.seats"), "an account has at least one person: write 1 or more".into());
+            }
             for (i, limit) in tier.limits.iter().enumerate() {
                 let at = format!("tiers.{name}.limits[{i}]");
                 if !plain_name(&limit.name) {
@@ -113,6 +116,18 @@ impl Config {
                 }
                 if early.window.is_zero() {
                     problem(format!("{at}.early_access.window"), "must be longer than zero".into());
+                }
+            }
+            if let Some(catalog) = &route.catalog {
+                if route.kind != RouteKind::Bulk {
+                    problem(format!("{at}.catalog"), "only a bulk route lists files".into());
+                } else if catalog.contains("://") || catalog.starts_with('/') || route.upstream.join(catalog).is_err() {
+                    problem(
+                        format!("{at}.catalog"),
+                        format!(
+                            "`{catalog}` must be a path relative to the upstream, such as \"./\" or \"index.json\""
+                        ),
+                    );
                 }
             }
             if let Some(path) = &route.upstream_ca {

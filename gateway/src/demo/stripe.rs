@@ -29,6 +29,9 @@ pub const PRICES: [(&str, &str, i64); 3] = [
     ("price_member_company", "Companies", 25_000),
 ];
 
+/// People who may act for a demo member's account, its own email included.
+pub const DEMO_SEATS: u32 = 5;
+
 /// The tier the demo's prices buy.
 pub const MEMBER_TIER: &str = "member";
 
@@ -83,6 +86,8 @@ pub fn configure(config: &mut Config, base: &str, api_base: &str, webhook_secret
     let url = |path: &str| format!("{base}{path}").parse().map_err(Error::internal);
     if let Some(tier) = config.tiers.get_mut(MEMBER_TIER) {
         tier.stripe_prices = Some(PRICES.iter().map(|(id, _, _)| (*id).to_owned()).collect());
+        // Members may bring their team: seats with roles in the portal.
+        tier.seats = Some(DEMO_SEATS);
     }
     config.billing = Some(BillingConfig {
         stripe: StripeConfig {

@@ -1,9 +1,11 @@
 //! The demo upstream: a stand-in for a co-op's own origin server, serving the
 //! sample dataset as bulk files and through a small JSON query API.
 //!
-//! - `GET /files/` lists the files; `GET /files/NAME` serves one with `ETag`,
-//!   `Last-Modified`, `Range` and conditional requests (hyper-staticfile).
-//! - `GET /early/NAME` serves the early-access release the same way.
+//! - `GET /files/` lists the files as nginx's `autoindex_format json` does
+//!   (`[{"name", "type", "mtime", "size"}]`, what a route's `catalog` reads);
+//!   `GET /files/NAME` serves one with `ETag`, `Last-Modified`, `Range` and
+//!   conditional requests (hyper-staticfile).
+//! - `GET /early/` and `GET /early/NAME`: the early-access release, the same way.
 //! - `GET /api/v1/regions`: the regions (a small JSON document).
 //! - `GET /api/v1/daily?region=&from=&to=&limit=&cursor=`: the rows of
 //!   `grid-daily.jsonl`, filtered and paginated; `next` is the URL of the next page.
@@ -30,6 +32,8 @@ const MAX_PAGE: usize = 1000;
 pub struct DemoUpstream {
     /// The dataset folder.
     dir: PathBuf,
+    /// The early-access release's folder.
+    early_dir: PathBuf,
     /// Static file server over `dir`.
     files: hyper_staticfile::Static,
     /// Static file server over the early-access release.
@@ -49,9 +53,9 @@ impl DemoUpstream {
         let regions_json = serde_json::to_vec(&serde_json::json!({ "regions": regions }))?.into();
         let mut files = hyper_staticfile::Static::new(dir.clone());
         files.cache_headers(Some(3600));
-        let mut early = hyper_staticfile::Static::new(early_dir);
+        let mut early = hyper_staticfile::Static::new(early_dir.clone());
         early.cache_headers(Some(3600));
-        Ok(DemoUpstream { dir, files, early, daily, regions_json })
+        Ok(DemoUpstream { dir, early_dir, files, early, daily, regions_json })
     }
 
     /// Serves on `listener` until the task is dropped.
@@ -80,7 +84,8 @@ impl DemoUpstream {
         }
         let path = req.uri().path().to_owned();
         match path.as_str() {
-            "/files" | "/files/" => self.catalog(),
+            "/files" | "/files/" => autoindex(&self.dir),
+            "/early" | "/early/" => autoindex(&self.early_dir),
             "/api/v1/regions" => {
                 let mut resp = Response::new(body::full(self.regions_json.clone()));
                 resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -116,22 +121,6 @@ impl DemoUpstream {
             }
             _ => json(StatusCode::NOT_FOUND, serde_json::json!({ "error": "not found", "see": "/api/v1" })),
         }
-    }
-
-    fn catalog(&self) -> Response<Body> {
-        let mut files = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') || name.ends_with(".tmp") {
-                    continue;
-                }
-                let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
-                files.push(serde_json::json!({ "name": name, "bytes": bytes, "path": format!("/files/{name}") }));
-            }
-        }
-        files.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-        json(StatusCode::OK, serde_json::json!({ "files": files }))
     }
 
     fn daily(&self, query: &str) -> Response<Body> {
@@ -192,6 +181,25 @@ impl DemoUpstream {
 }
 
 /// Weak comparison of `If-None-Match` against the current ETag (RFC 9110 §13.1.2).
+/// A folder's files as nginx's `autoindex_format json` lists them: name,
+/// `"file"`, modification time as an HTTP date, size in bytes; sorted by name.
+fn autoindex(dir: &std::path::Path) -> Response<Body> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = e.metadata() else { continue };
+            if name.starts_with('.') || name.ends_with(".tmp") || !meta.is_file() {
+                continue;
+            }
+            let mtime = meta.modified().map(httpdate::fmt_http_date).unwrap_or_default();
+            files.push(serde_json::json!({ "name": name, "type": "file", "mtime": mtime, "size": meta.len() }));
+        }
+    }
+    files.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    json(StatusCode::OK, serde_json::Value::Array(files))
+}
+
 fn not_modified(if_none_match: Option<&HeaderValue>, etag: Option<&HeaderValue>) -> bool {
     let (Some(inm), Some(etag)) = (if_none_match.and_then(|v| v.to_str().ok()), etag.and_then(|v| v.to_str().ok()))
     else {

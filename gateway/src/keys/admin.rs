@@ -49,17 +49,31 @@ pub struct KeyInfo {
     pub grace_until: Option<i64>,
     /// Unix milliseconds of the last request it made (written in batches).
     pub last_used_at: Option<i64>,
+    /// The organisation seat it was made through, if any.
+    pub seat_id: Option<String>,
 }
 
 impl Keys {
     /// Creates a key for the account with `email`.
     pub async fn create(&self, email: &str, name: &str, ttl: Option<Duration>) -> Result<NewKey, Error> {
+        self.create_through(email, name, ttl, None).await
+    }
+
+    /// [`Keys::create`] through an organisation seat: removing the seat
+    /// revokes the key ([`Keys::revoke_seat`]).
+    pub async fn create_through(
+        &self,
+        email: &str,
+        name: &str,
+        ttl: Option<Duration>,
+        seat: Option<&str>,
+    ) -> Result<NewKey, Error> {
         let account = Accounts::new(self.store.clone())
             .by_email(email)
             .await
             .map_err(Error::Store)?
             .ok_or_else(|| Error::Store(coopgate_billing::Error::AccountNotFound(email.to_owned())))?;
-        self.insert(&account.id, &account.email, name, ttl.map(|t| now_ms() + t.as_millis() as i64)).await
+        self.insert(&account.id, &account.email, name, ttl.map(|t| now_ms() + t.as_millis() as i64), seat).await
     }
 
     async fn insert(
@@ -68,11 +82,12 @@ impl Keys {
         email: &str,
         name: &str,
         expires_at: Option<i64>,
+        seat_id: Option<&str>,
     ) -> Result<NewKey, Error> {
         let (id, secret, plaintext) = make_key()?;
         let now = now_ms();
-        let row =
-            NewApiKey { id: id.as_str(), account_id: account, name, secret_sha256: &digest_hex(&secret), expires_at };
+        let secret_sha256 = &digest_hex(&secret);
+        let row = NewApiKey { id: id.as_str(), account_id: account, name, secret_sha256, expires_at, seat_id };
         self.rows.insert(&row, now).await.map_err(Error::Store)?;
         let info = KeyInfo {
             id,
@@ -85,6 +100,7 @@ impl Keys {
             rolled_to: None,
             grace_until: None,
             last_used_at: None,
+            seat_id: seat_id.map(str::to_owned),
         };
         Ok(NewKey { info, plaintext })
     }
@@ -106,6 +122,7 @@ impl Keys {
                     rolled_to: k.rolled_to,
                     grace_until: k.grace_until,
                     last_used_at: k.last_used_at,
+                    seat_id: k.seat_id,
                 })
             })
             .collect()
@@ -123,14 +140,24 @@ impl Keys {
         Ok(())
     }
 
+    /// Revokes every key made through seat `seat`, at once on this replica;
+    /// returns their ids (for other replicas' invalidations).
+    pub async fn revoke_seat(&self, seat: &str) -> Result<Vec<String>, Error> {
+        let ids = self.rows.revoke_seat(seat, now_ms()).await.map_err(Error::Store)?;
+        for id in ids.iter().filter_map(|id| KeyId::parse(id)) {
+            self.cache.remove(&id);
+        }
+        Ok(ids)
+    }
+
     /// Replaces key `id` with a new one of the same name; the old one keeps
     /// working for `grace`, so that clients can be updated without downtime.
     pub async fn roll(&self, id: &str, grace: Duration) -> Result<NewKey, Error> {
         let old = self.list(None).await?.into_iter().find(|k| k.id.as_str() == id && k.revoked_at.is_none());
         let Some(old) = old else { return Err(Error::NoSuchKey { id: id.to_owned() }) };
-        let new = self
-            .insert(&AccountId::from(old.account_id.clone()), &old.account_email, &old.name, old.expires_at)
-            .await?;
+        // The new key belongs to the seat the old one did.
+        let account = AccountId::from(old.account_id.clone());
+        let new = self.insert(&account, &old.account_email, &old.name, old.expires_at, old.seat_id.as_deref()).await?;
         let now = now_ms();
         self.rows.roll(id, new.info.id.as_str(), now + grace.as_millis() as i64, now).await.map_err(Error::Store)?;
         if let Some(old) = KeyId::parse(id) {

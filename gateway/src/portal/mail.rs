@@ -1,7 +1,8 @@
-//! Sign-in mail: over SMTP with lettre in production, or into an outbox file
-//! (a JSON line per mail, also logged) for the demo and tests, where no mail
-//! server exists. Both say the same thing: the link, and the code for a
-//! browser that cannot follow it.
+//! The portal's mail (sign-ins, seat invitations): over SMTP with lettre in
+//! production, or into an outbox file (a JSON line per mail, also logged)
+//! for the demo and tests, where no mail server exists. Both carry the same
+//! words: a sign-in mail the link, and the code for a browser that cannot
+//! follow it; an invitation who invited whom as what, and where to sign in.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -26,7 +27,21 @@ pub struct SignInMail {
     pub minutes: u64,
 }
 
-impl SignInMail {
+/// A mail the portal sends.
+pub trait Letter: Serialize + Sync {
+    /// To whom.
+    fn to(&self) -> &str;
+    /// Its subject.
+    fn subject(&self) -> String;
+    /// Its text.
+    fn body(&self) -> String;
+}
+
+impl Letter for SignInMail {
+    fn to(&self) -> &str {
+        &self.to
+    }
+
     fn subject(&self) -> String {
         format!("Your sign-in code: {}", self.code)
     }
@@ -44,7 +59,44 @@ impl SignInMail {
     }
 }
 
-/// Where sign-in mail goes.
+/// An invitation to a seat of an organisation.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvitationMail {
+    /// To whom.
+    pub to: String,
+    /// The organisation's account email.
+    pub org: String,
+    /// Who invited them.
+    pub invited_by: String,
+    /// The seat's role.
+    pub role: String,
+    /// The sign-in page.
+    pub link: String,
+}
+
+impl Letter for InvitationMail {
+    fn to(&self) -> &str {
+        &self.to
+    }
+
+    fn subject(&self) -> String {
+        format!("You have a seat for {} on the data portal", self.org)
+    }
+
+    fn body(&self) -> String {
+        format!(
+            "{by} gave you a seat as {role} for the account {org}.\n\n\
+             Sign in with this email address to use it:\n\n  {link}\n\n\
+             Then choose the organisation under “Organisation”. If you did not expect this, ignore this mail.\n",
+            by = self.invited_by,
+            role = self.role,
+            org = self.org,
+            link = self.link
+        )
+    }
+}
+
+/// Where the portal's mail goes.
 pub enum Mailer {
     /// A mail server.
     Smtp {
@@ -76,30 +128,30 @@ impl Mailer {
 
     /// Sends `mail`. A mail server that refuses or cannot be reached is an
     /// error the page reports, so that nobody waits for a mail never sent.
-    pub async fn send(&self, mail: &SignInMail) -> Result<(), Error> {
+    pub async fn send(&self, mail: &impl Letter) -> Result<(), Error> {
         match self {
             Mailer::Smtp { transport, from } => {
-                let to: Mailbox = mail.to.parse().map_err(|e| Error::BadRequest(format!("{}: {e}", mail.to)))?;
+                let to: Mailbox = mail.to().parse().map_err(|e| Error::BadRequest(format!("{}: {e}", mail.to())))?;
                 let message = Message::builder()
                     .from(from.clone())
                     .to(to)
                     .subject(mail.subject())
                     .body(mail.body())
-                    .map_err(|e| Error::internal(format!("sign-in mail: {e}")))?;
+                    .map_err(|e| Error::internal(format!("portal mail: {e}")))?;
                 transport.send(message).await.map_err(|e| Error::MailUnavailable(e.to_string()))?;
                 Ok(())
             }
             Mailer::Outbox(path) => {
                 let line = serde_json::to_string(mail).map_err(Error::internal)? + "\n";
-                let path = path.clone();
+                let (path, written) = (path.clone(), line.clone());
                 tokio::task::spawn_blocking(move || {
                     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-                    file.write_all(line.as_bytes())
+                    file.write_all(written.as_bytes())
                 })
                 .await
                 .map_err(Error::internal)?
                 .map_err(|e| Error::MailUnavailable(format!("the outbox: {e}")))?;
-                tracing::info!(to = %mail.to, link = %mail.link, code = %mail.code, "portal: sign-in mail (outbox)");
+                tracing::info!(to = %mail.to(), mail = %line.trim_end(), "portal: mail (outbox)");
                 Ok(())
             }
         }

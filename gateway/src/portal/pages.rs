@@ -9,12 +9,11 @@ use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use coopgate_billing::portal::Session;
-use coopgate_billing::usage::{Usage, day_text, parse_month};
+use coopgate_billing::usage::{CredentialUsage, Usage, day_text, parse_month, statement};
 use coopgate_billing::{Account, Money};
 use serde::Deserialize;
 
-use super::session::check_csrf;
+use super::access::{Action, SignedIn, signed_in, signed_in_form};
 use super::state::{Portal, PortalState};
 use crate::error::Error;
 use crate::keys::{KeyInfo, NewKey};
@@ -22,51 +21,50 @@ use crate::keys::{KeyInfo, NewKey};
 /// How long a rolled key keeps working.
 const ROLL_GRACE: Duration = Duration::from_secs(86_400);
 
-/// The session and its account, or the answer that sends the browser to sign in
-/// (shared with the tokens page).
-pub(super) async fn signed_in(
-    s: &PortalState,
-    headers: &HeaderMap,
-) -> Result<Result<(Session, Account), Response>, Error> {
-    let to_sign_in = || Redirect::to("/portal/sign-in").into_response();
-    let Some((_, session)) = s.session(headers).await? else { return Ok(Err(to_sign_in())) };
-    match s.account(&session).await? {
-        Some(account) => Ok(Ok((session, account))),
-        None => Ok(Err(to_sign_in())),
-    }
-}
-
-/// [`signed_in`] for a form's POST, its token checked: the session and its
-/// account, or the answer to give instead (sign in, or an expired form).
-pub(super) async fn signed_in_form(
-    s: &PortalState,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<Result<(Session, Account), Response>, Error> {
-    let (session, account) = match signed_in(s, headers).await? {
-        Ok(found) => found,
-        Err(redirect) => return Ok(Err(redirect)),
-    };
-    if check_csrf(&session, csrf).is_err() {
-        return s.form_expired().map(Err);
-    }
-    Ok(Ok((session, account)))
-}
-
-/// `GET /portal`
+/// `GET /portal`: the tier, this month's use by day (a chart and a table)
+/// against the tier's quotas, and for metered use the included allowance,
+/// the charge so far and the spend cap.
 pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Error> {
-    let (session, account) = match signed_in(&s, &headers).await? {
+    let signed = match signed_in(&s, &headers).await? {
         Ok(found) => found,
         Err(redirect) => return Ok(redirect),
     };
+    let (session, account) = (&signed.session, &signed.account);
     let now = crate::limit::now_ms();
-    let month = parse_month(&day_text(now)[..7]).map_or(now, |(start, _)| start);
+    let today = day_text(now);
+    let month = parse_month(&today[..7]).map_or(now, |(start, _)| start);
     let days = Usage::new(s.store.clone())
         .daily(Some(account.id.as_str()), month, now + 60_000)
         .await
         .map_err(Error::Store)?;
     let (requests, bytes, billable) =
         days.iter().fold((0, 0, 0), |(r, b, p), d| (r + d.requests, b + d.bytes, p + d.billable));
+    // Every day of the month so far, idle ones too, for the chart.
+    let mut per_day: std::collections::BTreeMap<String, u64> =
+        (month..=now).step_by(86_400_000).map(|d| (day_text(d), 0)).collect();
+    for d in &days {
+        *per_day.entry(day_text(d.day)).or_default() += d.requests;
+    }
+    let per_day: Vec<(String, u64)> = per_day.into_iter().collect();
+    let quotas: Vec<_> = s
+        .quotas
+        .get(&account.tier)
+        .into_iter()
+        .flatten()
+        .map(|q| {
+            let used: u64 = days
+                .iter()
+                .filter(|d| !q.daily || day_text(d.day) == today)
+                .filter(|d| q.routes.as_ref().is_none_or(|r| r.contains(&d.route)))
+                .map(|d| d.requests)
+                .sum();
+            minijinja::context! {
+                name => q.name, count => q.count, used => used, per => if q.daily { "today" } else { "this month" },
+                percent => (used.saturating_mul(100) / q.count.max(1)).min(100),
+            }
+        })
+        .collect();
+    let metered = metered_period(&s, account, month, now).await?;
     let days: Vec<_> = days
         .iter()
         .map(|d| minijinja::context! { day => day_text(d.day), route => d.route, requests => d.requests, bytes => d.bytes })
@@ -76,14 +74,45 @@ pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap
         "overview.html",
         minijinja::context! {
             account => minijinja::context! { email => account.email, tier => account.tier, spend_cap => account.spend_cap.is_some() },
+            person => signed.person, role => signed.role, seat => signed.seat.is_some(),
             spend_cap => account.spend_cap.map(|m: Money| m.to_string()),
             requests => requests, bytes => bytes, billable => billable, days => days,
+            chart => super::chart::chart(&per_day), quotas => quotas, metered => metered,
             csrf => session.csrf, signed_in => true,
         },
     )
 }
 
-fn key_rows(keys: &[KeyInfo]) -> Vec<minijinja::Value> {
+/// The account's current metered period as the overview shows it: the
+/// allowance used, the charge so far and the cap; `None` without metered use.
+async fn metered_period(
+    s: &PortalState,
+    account: &Account,
+    from_ms: i64,
+    now: i64,
+) -> Result<Option<minijinja::Value>, Error> {
+    let Some(reporter) = &s.reporter else { return Ok(None) };
+    let st = statement::statement(&s.store, Some(reporter), Some(account.id.as_str()), from_ms, now + 1)
+        .await
+        .map_err(Error::Billing)?;
+    let Some(p) = st.periods.iter().rev().find(|p| p.period.start <= now && now < p.period.end) else {
+        return Ok(None);
+    };
+    let money = |minor: i64| {
+        p.currency
+            .as_deref()
+            .and_then(|c| coopgate_billing::Currency::new(c).ok())
+            .map(|c| Money::new(minor, c).to_string())
+    };
+    Ok(Some(minijinja::context! {
+        included => p.period.included, billable => p.billable, beyond => p.beyond_allowance,
+        from => day_text(p.period.start), until => day_text(p.period.end - 1),
+        charge => p.projected_charge.and_then(money), cap_reached => p.cap_reached.unwrap_or(false),
+        price_unknown => st.price_unknown,
+    }))
+}
+
+fn key_rows(keys: &[KeyInfo], used: &[CredentialUsage], made_by: impl Fn(&KeyInfo) -> String) -> Vec<minijinja::Value> {
     let now = crate::limit::now_ms();
     keys.iter()
         .map(|k| {
@@ -94,7 +123,9 @@ fn key_rows(keys: &[KeyInfo]) -> Vec<minijinja::Value> {
                 (None, None, Some(e)) if e <= now => "expired",
                 _ => "active",
             };
+            let used = used.iter().find(|u| u.credential == k.id.as_str());
             minijinja::context! {
+                requests => used.map_or(0, |u| u.requests), bytes => used.map_or(0, |u| u.bytes), made_by => made_by(k),
                 id => k.id.as_str(), name => k.name, created => day_text(k.created_at),
                 last_used => k.last_used_at.map(day_text), state => state, active => state == "active",
             }
@@ -104,13 +135,26 @@ fn key_rows(keys: &[KeyInfo]) -> Vec<minijinja::Value> {
 
 async fn keys_page(
     s: &PortalState,
-    session: &Session,
-    account: &Account,
+    signed: &SignedIn,
     status: StatusCode,
     made: Option<(NewKey, Option<i64>)>,
     error: Option<&str>,
 ) -> Result<Response, Error> {
+    let (session, account) = (&signed.session, &signed.account);
     let keys = s.keys.list(Some(&account.email)).await?;
+    // Who made each key: a seat's holder, or the account itself.
+    let seats = s.seats.of_org(&account.id).await.map_err(Error::Store)?;
+    let made_by = |k: &KeyInfo| {
+        k.seat_id.as_ref().map_or(account.email.clone(), |id| {
+            seats.iter().find(|seat| &seat.id == id).map_or("a removed seat".to_owned(), |seat| seat.email.clone())
+        })
+    };
+    let now = crate::limit::now_ms();
+    let month = parse_month(&day_text(now)[..7]).map_or(now, |(start, _)| start);
+    let used = Usage::new(s.store.clone())
+        .by_credential(account.id.as_str(), month, now + 60_000)
+        .await
+        .map_err(Error::Store)?;
     // For a roll, when the key it replaced stops working.
     let made = made.map(|(m, grace_until)| {
         minijinja::context! {
@@ -122,7 +166,7 @@ async fn keys_page(
         status,
         "keys.html",
         minijinja::context! {
-            keys => key_rows(&keys), made => made, error => error, base_url => s.base_url,
+            keys => key_rows(&keys, &used, made_by), made => made, error => error, base_url => s.base_url,
             csrf => session.csrf, signed_in => true,
         },
     )
@@ -130,10 +174,14 @@ async fn keys_page(
 
 /// `GET /portal/keys`
 pub(super) async fn keys(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Error> {
-    match signed_in(&s, &headers).await? {
-        Ok((session, account)) => keys_page(&s, &session, &account, StatusCode::OK, None, None).await,
-        Err(redirect) => Ok(redirect),
+    let signed = match signed_in(&s, &headers).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    if let Err(refused) = signed.may(&s, Action::Keys)? {
+        return Ok(refused);
     }
+    keys_page(&s, &signed, StatusCode::OK, None, None).await
 }
 
 #[derive(Deserialize)]
@@ -150,17 +198,20 @@ pub(super) async fn create_key(
     headers: HeaderMap,
     Form(body): Form<NewKeyForm>,
 ) -> Result<Response, Error> {
-    let (session, account) = match signed_in_form(&s, &headers, &body.csrf).await? {
+    let signed = match signed_in_form(&s, &headers, &body.csrf).await? {
         Ok(found) => found,
         Err(answer) => return Ok(answer),
     };
+    if let Err(refused) = signed.may(&s, Action::Keys)? {
+        return Ok(refused);
+    }
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         let why = "Give the key a name of 1 to 64 characters, such as the machine it is for.";
-        return keys_page(&s, &session, &account, StatusCode::BAD_REQUEST, None, Some(why)).await;
+        return keys_page(&s, &signed, StatusCode::BAD_REQUEST, None, Some(why)).await;
     }
-    let made = s.keys.create(&account.email, name, None).await?;
-    keys_page(&s, &session, &account, StatusCode::CREATED, Some((made, None)), None).await
+    let made = s.keys.create_through(&signed.account.email, name, None, signed.seat_id()).await?;
+    keys_page(&s, &signed, StatusCode::CREATED, Some((made, None)), None).await
 }
 
 #[derive(Deserialize)]
@@ -175,24 +226,28 @@ async fn own_key(s: &PortalState, account: &Account, id: &str) -> Result<Option<
     Ok(s.keys.list(Some(&account.email)).await?.into_iter().find(|k| k.id.as_str() == id && k.revoked_at.is_none()))
 }
 
-/// The session, its account and its own active key `id`, once the form's
-/// token is checked; or the page to answer instead (sign in, an expired form,
-/// or a 404 that is the same for another account's key as for no key).
+/// The signed-in request whose role may manage keys and whose account owns
+/// the active key `id`, once the form's token is checked; or the page to
+/// answer instead (sign in, an expired form, a refused role, or a 404 that
+/// is the same for another account's key as for no key).
 async fn key_action(
     s: &PortalState,
     headers: &HeaderMap,
     id: &str,
     csrf: &str,
-) -> Result<Result<(Session, Account), Response>, Error> {
-    let (session, account) = match signed_in_form(s, headers, csrf).await? {
+) -> Result<Result<SignedIn, Response>, Error> {
+    let signed = match signed_in_form(s, headers, csrf).await? {
         Ok(found) => found,
         Err(answer) => return Ok(Err(answer)),
     };
-    if own_key(s, &account, id).await?.is_none() {
-        let why = Some("You have no active key with that id.");
-        return keys_page(s, &session, &account, StatusCode::NOT_FOUND, None, why).await.map(Err);
+    if let Err(refused) = signed.may(s, Action::Keys)? {
+        return Ok(Err(refused));
     }
-    Ok(Ok((session, account)))
+    if own_key(s, &signed.account, id).await?.is_none() {
+        let why = Some("You have no active key with that id.");
+        return keys_page(s, &signed, StatusCode::NOT_FOUND, None, why).await.map(Err);
+    }
+    Ok(Ok(signed))
 }
 
 /// `POST /portal/keys/{id}/revoke`
@@ -219,7 +274,7 @@ pub(super) async fn roll_key(
     Path(id): Path<String>,
     Form(body): Form<KeyAction>,
 ) -> Result<Response, Error> {
-    let (session, account) = match key_action(&s, &headers, &id, &body.csrf).await? {
+    let signed = match key_action(&s, &headers, &id, &body.csrf).await? {
         Ok(found) => found,
         Err(answer) => return Ok(answer),
     };
@@ -228,5 +283,5 @@ pub(super) async fn roll_key(
     if let Some(inv) = &s.invalidations {
         inv.key_changed(&id).await;
     }
-    keys_page(&s, &session, &account, StatusCode::CREATED, Some((made, Some(grace_until))), None).await
+    keys_page(&s, &signed, StatusCode::CREATED, Some((made, Some(grace_until))), None).await
 }

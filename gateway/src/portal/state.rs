@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use coopgate_billing::portal::{Session, Sessions, SignIns};
+use coopgate_billing::portal::{Seats, Session, Sessions, SignIns};
 use coopgate_billing::{Account, Accounts, Store};
 
 use super::mail::Mailer;
@@ -21,6 +21,10 @@ pub struct PortalState {
     pub sign_ins: SignIns,
     /// Sessions.
     pub sessions: Sessions,
+    /// Organisation seats.
+    pub seats: Seats,
+    /// Every tier's seat limit, for the tiers that have one.
+    pub seat_limits: std::collections::HashMap<String, u32>,
     /// Accounts.
     pub accounts: Accounts,
     /// API keys.
@@ -47,6 +51,33 @@ pub struct PortalState {
     pub member_tiers: Vec<String>,
     /// Tells other replicas of a revoked or rolled key at once.
     pub invalidations: Option<crate::invalidate::Invalidations>,
+    /// Memberships through Stripe, with `[billing]`.
+    pub memberships: Option<Arc<coopgate_billing::Memberships>>,
+    /// The usage reporter, with `[billing.metered]`: the metered price for the overview's charge.
+    pub reporter: Option<Arc<coopgate_billing::usage::report::Reporter>>,
+    /// What the billing page sells.
+    pub catalog: super::prices::Catalog,
+    /// The catalog's prices as Stripe last told them.
+    pub prices: super::prices::PriceCache,
+    /// Every tier's rank.
+    pub ranks: std::collections::HashMap<String, u32>,
+    /// The bulk routes, for the downloads page.
+    pub bulk_routes: Vec<super::listing::BulkRoute>,
+    /// Every tier's request quotas, for the overview.
+    pub quotas: std::collections::HashMap<String, Vec<Quota>>,
+}
+
+/// A tier's request quota, as the overview shows it against use.
+#[derive(Debug, Clone)]
+pub struct Quota {
+    /// The limit's name.
+    pub name: String,
+    /// Requests allowed.
+    pub count: u64,
+    /// Per UTC day (`false`: per month).
+    pub daily: bool,
+    /// The routes it counts, when not every route.
+    pub routes: Option<Vec<String>>,
 }
 
 /// The handlers' state.
@@ -77,6 +108,21 @@ impl PortalState {
             status,
             "notice.html",
             minijinja::context! { heading => heading, text => text, problem => problem, signed_in => false },
+        )
+    }
+
+    /// [`PortalState::notice`] on a signed-in page (with the navigation).
+    pub fn signed_in_notice(
+        &self,
+        status: StatusCode,
+        heading: &str,
+        text: &str,
+        session: &Session,
+    ) -> Result<Response, Error> {
+        self.templates.page(
+            status,
+            "notice.html",
+            minijinja::context! { heading => heading, text => text, problem => true, signed_in => true, csrf => session.csrf },
         )
     }
 

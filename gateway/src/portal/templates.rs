@@ -25,6 +25,9 @@ impl Templates {
             ("portal/overview.html", include_str!("../../templates/portal/overview.html")),
             ("portal/keys.html", include_str!("../../templates/portal/keys.html")),
             ("portal/tokens.html", include_str!("../../templates/portal/tokens.html")),
+            ("portal/billing.html", include_str!("../../templates/portal/billing.html")),
+            ("portal/downloads.html", include_str!("../../templates/portal/downloads.html")),
+            ("portal/organisation.html", include_str!("../../templates/portal/organisation.html")),
         ] {
             env.add_template(name, text).map_err(|e| Error::internal(format!("portal template {name}: {e}")))?;
         }
@@ -72,6 +75,14 @@ mod tests {
             (
                 "tokens.html",
                 minijinja::context! { member => true, tier => "member", lifetimes => vec![minijinja::context! { seconds => 3600, label => "1 hour" }], csrf => "c", base_url => "http://x", signed_in => true },
+            ),
+            (
+                "billing.html",
+                minijinja::context! { enabled => false, tier => "registered", csrf => "c", signed_in => true },
+            ),
+            (
+                "downloads.html",
+                minijinja::context! { routes => Vec::<minijinja::Value>::new(), base_url => "http://x", csrf => "", signed_in => false },
             ),
         ];
         for (name, ctx) in pages {

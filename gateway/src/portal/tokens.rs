@@ -9,11 +9,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use coopgate_billing::Account;
-use coopgate_billing::portal::Session;
 use coopgate_billing::usage::day_text;
 use serde::Deserialize;
 
-use super::pages::{signed_in, signed_in_form};
+use super::access::{Action, SignedIn, signed_in, signed_in_form};
 use super::state::{Portal, PortalState};
 use crate::error::Error;
 
@@ -27,12 +26,12 @@ fn is_member(s: &PortalState, account: &Account) -> bool {
 
 fn page(
     s: &PortalState,
-    session: &Session,
-    account: &Account,
+    signed: &SignedIn,
     status: StatusCode,
     made: Option<(String, i64)>,
     error: Option<&str>,
 ) -> Result<Response, Error> {
+    let (session, account) = (&signed.session, &signed.account);
     let max = s.tokens.as_ref().map_or(0, |t| t.max_ttl().as_secs());
     let lifetimes: Vec<_> = LIFETIMES
         .iter()
@@ -52,10 +51,14 @@ fn page(
 
 /// `GET /portal/tokens`
 pub(super) async fn tokens(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Error> {
-    match signed_in(&s, &headers).await? {
-        Ok((session, account)) => page(&s, &session, &account, StatusCode::OK, None, None),
-        Err(redirect) => Ok(redirect),
+    let signed = match signed_in(&s, &headers).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    if let Err(refused) = signed.may(&s, Action::Tokens)? {
+        return Ok(refused);
     }
+    page(&s, &signed, StatusCode::OK, None, None)
 }
 
 #[derive(Deserialize)]
@@ -72,28 +75,24 @@ pub(super) async fn issue(
     headers: HeaderMap,
     Form(body): Form<IssueForm>,
 ) -> Result<Response, Error> {
-    let (session, account) = match signed_in_form(&s, &headers, &body.csrf).await? {
+    let signed = match signed_in_form(&s, &headers, &body.csrf).await? {
         Ok(found) => found,
         Err(answer) => return Ok(answer),
     };
-    let (Some(tokens), true) = (&s.tokens, is_member(&s, &account)) else {
-        return page(&s, &session, &account, StatusCode::FORBIDDEN, None, Some("Member tokens are for members."));
+    if let Err(refused) = signed.may(&s, Action::Tokens)? {
+        return Ok(refused);
+    }
+    let (Some(tokens), true) = (&s.tokens, is_member(&s, &signed.account)) else {
+        return page(&s, &signed, StatusCode::FORBIDDEN, None, Some("Member tokens are for members."));
     };
     let Some(secs) = body.lifetime.parse::<u64>().ok().filter(|v| LIFETIMES.iter().any(|(l, _)| l == v)) else {
-        return page(
-            &s,
-            &session,
-            &account,
-            StatusCode::BAD_REQUEST,
-            None,
-            Some("Choose one of the lifetimes listed."),
-        );
+        return page(&s, &signed, StatusCode::BAD_REQUEST, None, Some("Choose one of the lifetimes listed."));
     };
-    let token = match tokens.issue(&account, Duration::from_secs(secs)) {
+    let token = match tokens.issue(&signed.account, Duration::from_secs(secs)) {
         Ok(t) => t,
-        Err(Error::TokenSetup(why)) => return page(&s, &session, &account, StatusCode::BAD_REQUEST, None, Some(&why)),
+        Err(Error::TokenSetup(why)) => return page(&s, &signed, StatusCode::BAD_REQUEST, None, Some(&why)),
         Err(e) => return Err(e),
     };
     let expires = crate::limit::now_ms() + (secs as i64) * 1000;
-    page(&s, &session, &account, StatusCode::CREATED, Some((token, expires)), None)
+    page(&s, &signed, StatusCode::CREATED, Some((token, expires)), None)
 }

@@ -28,7 +28,7 @@ async fn admin_gateway(allow: &str) -> AdminSetup {
     let (store, cleanup) = coopgate_billing::store::testing::sqlite().await;
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
-    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None, seats: None });
     cfg.admin.token_sha256 = Some(digest());
     cfg.admin.allow = vec![allow.parse().unwrap()];
     let gw = gateway_with(coopgate::Gateway::with_keys(cfg, Arc::new(Keys::new(store))).unwrap()).await;

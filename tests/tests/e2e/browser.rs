@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 
-use super::portal::{mails, site};
+use super::memberships::PRICES;
+use super::portal::mails;
+use super::portal_billing::billed_site;
 
 /// chromedriver, killed when dropped.
 struct Driver {
@@ -101,10 +103,11 @@ async fn text_of(c: &Client, css: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_browser_a_newcomer_signs_in_makes_a_key_sees_its_use_and_revokes_it() {
+async fn in_a_browser_a_newcomer_makes_a_key_becomes_a_member_invites_a_developer_and_revokes_the_key() {
     let Some(program) = chromedriver() else { return };
     let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
-    let s = site(store, false).await;
+    let site = billed_site(store, |cfg| cfg.tiers.get_mut("member").unwrap().seats = Some(3)).await;
+    let (s, outbox) = (&site.b, &site.outbox);
     let driver = start_driver(&program);
     let c = browser(&driver).await;
 
@@ -121,7 +124,7 @@ async fn in_a_browser_a_newcomer_signs_in_makes_a_key_sees_its_use_and_revokes_i
     assert_eq!(text_of(&c, "h1").await, "Check your mail");
     screenshot(&c, "check-mail").await;
 
-    let link = mails(&s.outbox).pop().unwrap()["link"].as_str().unwrap().to_owned();
+    let link = mails(outbox).pop().unwrap()["link"].as_str().unwrap().to_owned();
     c.goto(&link).await.unwrap();
     assert_eq!(text_of(&c, "h1").await, "Sign in as newcomer@example.org");
     screenshot(&c, "sign-in-link").await;
@@ -154,16 +157,75 @@ async fn in_a_browser_a_newcomer_signs_in_makes_a_key_sees_its_use_and_revokes_i
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     screenshot(&c, "overview-with-use").await;
+    assert_eq!(coopgate_tests::get(&s.gw.url("/members/data"), &[("x-api-key", &key)]).await.status, 403);
+
+    // Membership at a price of the sliding scale, paid on the simulator's checkout page.
+    c.find(Locator::LinkText("Billing")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id(&format!("price-{}", PRICES[1]))).await.unwrap().click().await.unwrap();
+    screenshot(&c, "billing").await;
+    c.find(Locator::XPath("//button[text()='Continue to payment']")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("card_number")).await.unwrap().send_keys("4242 4242 4242 4242").await.unwrap();
+    c.find(Locator::Id("name")).await.unwrap().send_keys("Newcomer").await.unwrap();
+    screenshot(&c, "stripe-checkout").await;
+    c.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    // Back on the portal, the new tier shows and the member route opens to the key.
+    let thanks = text_of(&c, "p.notice").await;
+    assert!(thanks.contains("your tier is updated"), "{thanks}");
+    assert_eq!(text_of(&c, "#tier").await, "member");
+    screenshot(&c, "billing-member").await;
+    assert_eq!(coopgate_tests::get(&s.gw.url("/members/data"), &[("x-api-key", &key)]).await.status, 200);
+
+    c.find(Locator::LinkText("Downloads")).await.unwrap().click().await.unwrap();
+    assert_eq!(text_of(&c, "h1").await, "Downloads");
+    screenshot(&c, "downloads").await;
+
+    // A seat for a developer, by email.
+    c.find(Locator::LinkText("Organisation")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("seat-email")).await.unwrap().send_keys("dev@example.org").await.unwrap();
+    c.find(Locator::XPath("//button[text()='Invite']")).await.unwrap().click().await.unwrap();
+    let invited = text_of(&c, "p.notice").await;
+    assert!(invited.contains("dev@example.org has a seat as developer"), "{invited}");
+    screenshot(&c, "organisation").await;
 
     // Revoked from the page, the key's next call is refused.
     c.goto(&s.gw.url("/portal/keys")).await.unwrap();
     c.find(Locator::Css("button[aria-label='Revoke key laptop']")).await.unwrap().click().await.unwrap();
     // The page it returns to lists the key as revoked.
-    c.wait().for_element(Locator::XPath("//tbody/tr/td[5][text()='revoked']")).await.unwrap();
+    c.wait().for_element(Locator::XPath("//tbody/tr/td[@class='key-state'][text()='revoked']")).await.unwrap();
     assert_eq!(coopgate_tests::get(&s.gw.url("/api/rows"), &[("x-api-key", &key)]).await.status, 401);
     screenshot(&c, "keys-revoked").await;
 
     c.find(Locator::Css("header nav button")).await.unwrap().click().await.unwrap();
     c.wait().for_url(&s.gw.url("/portal/sign-in").parse().unwrap()).await.unwrap();
+
+    // The developer signs in from the invitation, acts for the member's account,
+    // makes keys, and is refused billing.
+    c.wait().for_element(Locator::Id("email")).await.unwrap().send_keys("dev@example.org").await.unwrap();
+    c.find(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("code")).await.unwrap();
+    let mail = mails(outbox).into_iter().rev().find(|m| m["to"] == "dev@example.org" && m["code"].is_string()).unwrap();
+    c.goto(mail["link"].as_str().unwrap()).await.unwrap();
+    c.wait().for_element(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().for_url(&s.gw.url("/portal").parse().unwrap()).await.unwrap();
+    c.find(Locator::LinkText("Organisation")).await.unwrap().click().await.unwrap();
+    c.wait()
+        .for_element(Locator::XPath("//label[contains(text(), 'newcomer@example.org as developer')]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::XPath("//button[text()='Act for this account']")).await.unwrap().click().await.unwrap();
+    assert_eq!(text_of(&c, "#role").await, "developer");
+    assert_eq!(text_of(&c, "h1").await, "Acting for newcomer@example.org");
+    screenshot(&c, "acting-as-developer").await;
+    c.find(Locator::LinkText("API keys")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("name")).await.unwrap().send_keys("dev laptop").await.unwrap();
+    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    let dev_key = text_of(&c, "#new-key").await;
+    assert_eq!(coopgate_tests::get(&s.gw.url("/members/data"), &[("x-api-key", &dev_key)]).await.status, 200);
+    c.find(Locator::LinkText("Billing")).await.unwrap().click().await.unwrap();
+    assert_eq!(text_of(&c, "h1").await, "Your role does not allow this");
+    screenshot(&c, "developer-refused-billing").await;
     c.close().await.unwrap();
 }

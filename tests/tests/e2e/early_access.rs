@@ -34,7 +34,7 @@ async fn members_first(
 ) -> (coopgate_tests::TestGateway, String, coopgate_billing::store::testing::Cleanup) {
     let (store, cleanup) = coopgate_billing::store::testing::sqlite().await;
     let mut cfg = config(up);
-    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None, seats: None });
     cfg.routes[1].early_access =
         Some(EarlyAccessConfig { window: Duration::from_secs(30 * 86_400), min_tier: "member".into() });
     let keys = Arc::new(Keys::new(store.clone()));

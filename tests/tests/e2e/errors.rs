@@ -125,7 +125,10 @@ async fn a_credential_the_gateway_does_not_know_is_a_401_not_anonymous_access() 
 async fn a_route_above_the_callers_tier_is_a_403_problem() {
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
-    cfg.tiers.insert("member".into(), coopgate::config::TierConfig { rank: 20, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert(
+        "member".into(),
+        coopgate::config::TierConfig { rank: 20, limits: vec![], stripe_prices: None, seats: None },
+    );
     cfg.routes[0].min_tier = "member".into();
     let gw = gateway(cfg).await;
     let doc = assert_problem(&get(&gw.url("/api/early"), &[]).await, 403, "tier-too-low");
@@ -133,7 +136,10 @@ async fn a_route_above_the_callers_tier_is_a_403_problem() {
     assert!(doc.get("upgrade").is_none(), "no membership page configured, no link");
 
     let mut cfg = config(up.addr);
-    cfg.tiers.insert("member".into(), coopgate::config::TierConfig { rank: 20, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert(
+        "member".into(),
+        coopgate::config::TierConfig { rank: 20, limits: vec![], stripe_prices: None, seats: None },
+    );
     cfg.routes[0].min_tier = "member".into();
     cfg.server.upgrade_url = Some("https://coop.example/join".parse().unwrap());
     let gw = gateway(cfg).await;

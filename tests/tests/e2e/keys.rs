@@ -14,11 +14,11 @@ async fn keyed_gateway(store: &Store, upstream: std::net::SocketAddr) -> (TestGa
     let mut cfg = config(upstream);
     cfg.tiers.insert(
         "anonymous".into(),
-        TierConfig { rank: 0, limits: vec![limit("burst", "1/min", 2)], stripe_prices: None },
+        TierConfig { rank: 0, limits: vec![limit("burst", "1/min", 2)], stripe_prices: None, seats: None },
     );
     cfg.tiers.insert(
         "registered".into(),
-        TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 50)], stripe_prices: None },
+        TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 50)], stripe_prices: None, seats: None },
     );
     let keys = Arc::new(Keys::new(store.clone()));
     let gw = coopgate_tests::gateway_with(coopgate::Gateway::with_keys(cfg, keys.clone()).unwrap()).await;
@@ -197,7 +197,7 @@ async fn an_accounts_keys_share_one_allowance_when_limits_are_per_account() {
         let mut cfg = config(up.addr);
         cfg.tiers.insert(
             "registered".into(),
-            TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 2)], stripe_prices: None },
+            TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 2)], stripe_prices: None, seats: None },
         );
         cfg.limits.key_scope = scope;
         let keys = Arc::new(Keys::new(store.clone()));
@@ -223,7 +223,10 @@ async fn a_quota_that_follows_the_billing_anchor_resets_on_the_accounts_day_and_
         let mut cfg = config(up.addr);
         let mut monthly = coopgate::config::LimitConfig::quota("monthly", "5/month".parse().unwrap());
         monthly.reset = coopgate::config::QuotaReset::BillingAnchor;
-        cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![monthly], stripe_prices: None });
+        cfg.tiers.insert(
+            "registered".into(),
+            TierConfig { rank: 10, limits: vec![monthly], stripe_prices: None, seats: None },
+        );
         let keys = Arc::new(Keys::new(store.clone()));
         let gw = coopgate_tests::gateway_with(coopgate::Gateway::with_keys(cfg, keys.clone()).unwrap()).await;
         let accounts = Accounts::new(store.clone());

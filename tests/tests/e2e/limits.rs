@@ -9,7 +9,7 @@ async fn tight() -> (coopgate_tests::TestUpstream, coopgate::Config) {
     let mut cfg = config(up.addr);
     cfg.tiers.insert(
         "anonymous".into(),
-        TierConfig { rank: 0, limits: vec![limit("burst", "1/min", 3)], stripe_prices: None },
+        TierConfig { rank: 0, limits: vec![limit("burst", "1/min", 3)], stripe_prices: None, seats: None },
     );
     (up, cfg)
 }

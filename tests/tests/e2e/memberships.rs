@@ -88,10 +88,15 @@ pub fn billed_config(
     dir: &std::path::Path,
 ) -> Config {
     let mut cfg = config(up);
-    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None, seats: None });
     cfg.tiers.insert(
         "member".into(),
-        TierConfig { rank: 20, limits: vec![], stripe_prices: Some(PRICES.iter().map(|p| (*p).to_owned()).collect()) },
+        TierConfig {
+            rank: 20,
+            limits: vec![],
+            stripe_prices: Some(PRICES.iter().map(|p| (*p).to_owned()).collect()),
+            seats: None,
+        },
     );
     let mut members = route("members", "/members/", up, "/", RouteKind::Api);
     members.min_tier = "member".into();

@@ -34,7 +34,12 @@ pub(super) fn with_metered_price(sim: &mut SimConfig) {
 pub(super) fn with_metered_plan(cfg: &mut Config) {
     cfg.tiers.insert(
         "metered".into(),
-        TierConfig { rank: 15, limits: vec![coopgate_tests::limit("burst", "1000/sec", 1000)], stripe_prices: None },
+        TierConfig {
+            rank: 15,
+            limits: vec![coopgate_tests::limit("burst", "1000/sec", 1000)],
+            stripe_prices: None,
+            seats: None,
+        },
     );
     // Nothing listens on port 9: requests there fail (502) and are not billed.
     cfg.routes.push(route("dead", "/dead/", "127.0.0.1:9".parse().unwrap(), "/", RouteKind::Api));

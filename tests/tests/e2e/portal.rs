@@ -33,34 +33,54 @@ impl Drop for Site {
 }
 
 pub async fn site(store: Store, secure_cookies: bool) -> Site {
+    site_on(store, secure_cookies, echo_upstream().await, |_| {}).await
+}
+
+/// [`site`] in front of `up`, with `tweak` applied to its config.
+pub async fn site_on(
+    store: Store,
+    secure_cookies: bool,
+    up: coopgate_tests::TestUpstream,
+    tweak: impl FnOnce(&mut Config),
+) -> Site {
     let dir = tempfile::tempdir().unwrap();
-    let up = echo_upstream().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut cfg: Config = coopgate_tests::config(up.addr);
-    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None, seats: None });
     // A tier sold as a membership (its accounts may issue member tokens), and its route.
     let prices = Some(vec!["price_member".to_owned()]);
-    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: prices });
+    // An institutional tier: three people may act for a member's account.
+    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: prices, seats: Some(3) });
     let mut members = coopgate_tests::route("members", "/members/", up.addr, "/", coopgate::config::RouteKind::Api);
     members.min_tier = "member".into();
     cfg.routes.push(members);
     cfg.tokens = TokensConfig { signing_key_file: dir.path().join("signing.der"), ..TokensConfig::default() };
     let outbox = dir.path().join("outbox.jsonl");
-    cfg.portal = Some(PortalConfig {
-        base_url: format!("http://{addr}").parse().unwrap(),
-        new_account_tier: "registered".into(),
-        session_ttl: std::time::Duration::from_secs(3600),
-        sign_in_ttl: std::time::Duration::from_secs(900),
-        secure_cookies,
-        mail: MailConfig { from: "Co-op <portal@coop.example>".into(), smtp_url: None, outbox: Some(outbox.clone()) },
-    });
+    cfg.portal = Some(portal_config(&format!("http://{addr}"), &outbox, secure_cookies));
+    tweak(&mut cfg);
     let keys = Arc::new(Keys::new(store.clone()));
     let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap());
     let gateway = coopgate::Gateway::with_credentials(cfg, keys, tokens).unwrap();
     let upkeep = gateway.spawn_upkeep();
     let gw = serve_on(listener, gateway).await;
     Site { gw, store, outbox, upkeep, _dir: dir, _up: up }
+}
+
+/// `[portal]` for a gateway at `base`, its mail going to `outbox`.
+pub fn portal_config(base: &str, outbox: &Path, secure_cookies: bool) -> PortalConfig {
+    PortalConfig {
+        base_url: base.parse().unwrap(),
+        new_account_tier: "registered".into(),
+        session_ttl: std::time::Duration::from_secs(3600),
+        sign_in_ttl: std::time::Duration::from_secs(900),
+        secure_cookies,
+        mail: MailConfig {
+            from: "Co-op <portal@coop.example>".into(),
+            smtp_url: None,
+            outbox: Some(outbox.to_owned()),
+        },
+    }
 }
 
 /// A browser's cookie jar, kept by hand: the test sees every `Set-Cookie`.
@@ -125,24 +145,36 @@ pub fn mails(outbox: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(outbox).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// Asks `gw`'s portal for a sign-in for `email` in `browser`; returns the page's answer.
+pub async fn ask_at(gw: &TestGateway, browser: &mut Browser, email: &str) -> Got {
+    let page = browser.get(&gw.url("/portal/sign-in")).await;
+    assert_eq!(page.status, 200);
+    let form = field(&text(&page), "form");
+    browser.post(&gw.url("/portal/sign-in"), &[("form", &form), ("email", email)]).await
+}
+
+/// Signs `email` in to `gw`'s portal through the link of the newest sign-in
+/// mail to it in `outbox`; returns the answer to the link page's button.
+pub async fn sign_in_at(gw: &TestGateway, outbox: &Path, browser: &mut Browser, email: &str) -> Got {
+    assert_eq!(ask_at(gw, browser, email).await.status, 200);
+    let to = email.trim().to_lowercase();
+    let mail = mails(outbox).into_iter().rev().find(|m| m["to"] == to.as_str() && m["code"].is_string()).unwrap();
+    let link = mail["link"].as_str().unwrap().to_owned();
+    let page = browser.get(&link).await;
+    assert_eq!(page.status, 200, "{}", text(&page));
+    let (form, token) = (field(&text(&page), "form"), field(&text(&page), "token"));
+    browser.post(&gw.url("/portal/sign-in/link"), &[("form", &form), ("token", &token)]).await
+}
+
 impl Site {
     /// Asks for a sign-in for `email` in `browser`; returns the page's answer.
     async fn ask(&self, browser: &mut Browser, email: &str) -> Got {
-        let page = browser.get(&self.gw.url("/portal/sign-in")).await;
-        assert_eq!(page.status, 200);
-        let form = field(&text(&page), "form");
-        browser.post(&self.gw.url("/portal/sign-in"), &[("form", &form), ("email", email)]).await
+        ask_at(&self.gw, browser, email).await
     }
 
     /// Signs `email` in through the link of the newest mail.
     async fn sign_in(&self, browser: &mut Browser, email: &str) -> Got {
-        assert_eq!(self.ask(browser, email).await.status, 200);
-        let mail = mails(&self.outbox).pop().unwrap();
-        let link = mail["link"].as_str().unwrap().to_owned();
-        let page = browser.get(&link).await;
-        assert_eq!(page.status, 200, "{}", text(&page));
-        let (form, token) = (field(&text(&page), "form"), field(&text(&page), "token"));
-        browser.post(&self.gw.url("/portal/sign-in/link"), &[("form", &form), ("token", &token)]).await
+        sign_in_at(&self.gw, &self.outbox, browser, email).await
     }
 }
 
@@ -183,10 +215,17 @@ async fn a_new_email_signs_in_by_the_mailed_link_which_only_the_pages_button_use
         let html = text(&overview);
         assert!(html.contains("ada@example.org") && html.contains("registered"), "{html}");
         let csp = overview.header("content-security-policy");
-        assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+        // Script only from the gateway's own file, never inline.
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self';"), "{csp}");
+        assert!(!csp.split(';').any(|d| d.contains("script-src") && d.contains("unsafe")), "{csp}");
         assert_eq!(overview.header("cache-control"), "no-store");
         assert_eq!(overview.header("referrer-policy"), "no-referrer", "the link's token never leaks in a Referer");
-        assert!(!html.contains("<script"));
+        let scripts: Vec<&str> =
+            html.match_indices("<script").map(|(i, _)| &html[i..i + 60.min(html.len() - i)]).collect();
+        assert!(
+            scripts.iter().all(|t| t.starts_with("<script src=\"/portal/copy.js\"")),
+            "no inline script: {scripts:?}"
+        );
         let account = coopgate_billing::Accounts::new(store.clone()).by_email("ada@example.org").await.unwrap();
         assert_eq!(account.unwrap().tier, "registered", "the first sign-in made the account");
 

@@ -53,7 +53,7 @@ async fn revoked_on_a_is_refused_by_b(
     let (store, _cleanup) = sqlite().await;
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
-    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None, seats: None });
     let mut cfg_a = cfg.clone();
     redis_a(&mut cfg_a.limits);
     redis_b(&mut cfg.limits);
@@ -97,11 +97,21 @@ async fn a_tier_change_reaches_a_replica_that_cached_the_old_tier() {
     let mut cfg = config(up.addr);
     cfg.tiers.insert(
         "registered".into(),
-        TierConfig { rank: 10, limits: vec![coopgate_tests::limit("burst", "1/min", 50)], stripe_prices: None },
+        TierConfig {
+            rank: 10,
+            limits: vec![coopgate_tests::limit("burst", "1/min", 50)],
+            stripe_prices: None,
+            seats: None,
+        },
     );
     cfg.tiers.insert(
         "sustaining".into(),
-        TierConfig { rank: 20, limits: vec![coopgate_tests::limit("burst", "1/min", 500)], stripe_prices: None },
+        TierConfig {
+            rank: 20,
+            limits: vec![coopgate_tests::limit("burst", "1/min", 500)],
+            stripe_prices: None,
+            seats: None,
+        },
     );
     cfg.limits.redis_url = Some(Secret::inline(redis.clone()));
     let b = gateway_with(coopgate::Gateway::with_keys(cfg, Arc::new(Keys::new(store.clone()))).unwrap()).await;

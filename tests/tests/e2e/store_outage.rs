@@ -49,9 +49,9 @@ impl Outage {
         let mut cfg = config(up.addr);
         cfg.tiers.insert(
             "registered".into(),
-            TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 500)], stripe_prices: None },
+            TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 500)], stripe_prices: None, seats: None },
         );
-        cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None });
+        cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None, seats: None });
         cfg.tokens = TokensConfig {
             signing_key_file: dir.path().join("signing.der"),
             hmac_secret: Some(Secret::inline("0123456789abcdef0123456789abcdef")),

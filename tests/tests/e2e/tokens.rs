@@ -32,8 +32,8 @@ async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
-    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None });
-    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None, seats: None });
+    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None, seats: None });
     cfg.routes[1].min_tier = "member".into();
     cfg.tokens = TokensConfig {
         signing_key_file: dir.path().join("signing.der"),
@@ -181,7 +181,12 @@ async fn an_institutions_members_can_share_one_allowance() {
         let mut cfg = config(up.addr);
         cfg.tiers.insert(
             "member".into(),
-            TierConfig { rank: 20, limits: vec![coopgate_tests::limit("burst", "1/min", 2)], stripe_prices: None },
+            TierConfig {
+                rank: 20,
+                limits: vec![coopgate_tests::limit("burst", "1/min", 2)],
+                stripe_prices: None,
+                seats: None,
+            },
         );
         cfg.limits.member_scope = scope;
         cfg.tokens.signing_key_file = dir.path().join("signing.der");
@@ -222,7 +227,7 @@ async fn keys_from_a_jwks_url_are_fetched_and_an_unknown_kid_refetches_at_most_o
     let dir = tempfile::tempdir().unwrap();
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
-    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None, seats: None });
     cfg.tokens.signing_key_file = dir.path().join("signing.der");
     cfg.tokens.jwks_url = Some(format!("http://{}/.well-known/jwks.json", idp.addr).parse().unwrap());
     cfg.tokens.jwks_refetch_interval = Duration::from_secs(3600);
@@ -259,7 +264,7 @@ async fn an_es256_token_from_a_jwks_key_is_accepted() {
     let (store, _cleanup) = sqlite().await;
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
-    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None, seats: None });
     cfg.routes[1].min_tier = "member".into();
     cfg.tokens.signing_key_file = dir.path().join("signing.der");
     cfg.tokens.jwks_file = Some(dir.path().join("jwks.json"));

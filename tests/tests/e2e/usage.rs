@@ -31,7 +31,7 @@ async fn a_keys_use_is_recorded_per_route_and_refused_or_failed_requests_are_not
     let mut cfg = config(up.addr);
     cfg.tiers.insert(
         "registered".into(),
-        TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 3)], stripe_prices: None },
+        TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 3)], stripe_prices: None, seats: None },
     );
     // Nothing listens on port 9: the upstream is refused, a 502.
     cfg.routes.push(route("dead", "/dead/", "127.0.0.1:9".parse().unwrap(), "/", coopgate::config::RouteKind::Api));
@@ -67,7 +67,7 @@ async fn usage_waits_while_the_store_is_away_and_all_of_it_arrives_when_it_retur
     let ada = Accounts::new(store.clone()).create("ada@example.org", "registered", None).await.unwrap();
     let up = echo_upstream().await;
     let mut cfg = config(up.addr);
-    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None });
+    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None, seats: None });
     let keys = Arc::new(Keys::new(store.clone()));
     let key = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
     let gw = gateway_with(coopgate::Gateway::with_keys(cfg, keys).unwrap()).await;

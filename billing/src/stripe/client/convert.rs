@@ -74,6 +74,8 @@ pub(super) fn price_from(price: stripe_shared::Price) -> Price {
         unit_amount: price.unit_amount,
         metered: recurring.is_some_and(|r| r.usage_type == stripe_shared::RecurringUsageType::Metered),
         meter: recurring.and_then(|r| r.meter.clone()),
+        product_name: price.product.as_object().map(|p| p.name.clone()),
+        interval: recurring.map(|r| r.interval.as_str().to_owned()),
     }
 }
 

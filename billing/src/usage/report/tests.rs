@@ -159,6 +159,8 @@ async fn a_period_that_reaches_its_accounts_cap_is_noticed_once() {
             unit_amount: Some(50),
             metered: true,
             meter: None,
+            product_name: None,
+            interval: Some("month".into()),
         };
         let now = (JAN_1 + 7200) * 1000;
         // Ada's next unit would pass her cap; Bob has one left; Kai has no cap.

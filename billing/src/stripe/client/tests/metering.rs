@@ -196,6 +196,8 @@ fn a_metered_price_names_its_meter_and_a_one_time_price_is_not_metered() {
             unit_amount: Some(2),
             metered: true,
             meter: Some("mtr_1".to_owned()),
+            product_name: None,
+            interval: Some("month".to_owned()),
         }
     );
     let one_time = price_from(parse(&price_json("price_once", None)));

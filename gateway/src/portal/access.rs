@@ -1,0 +1,142 @@
+//! Who is signed in, for which account they act, and what their role lets
+//! them do there. Every signed-in page and every form's POST goes through
+//! [`signed_in`] or [`signed_in_form`] and then [`SignedIn::may`]: roles are
+//! checked on every action, whatever the page showed.
+//!
+//! A person acts for their own account (as its owner) or, through a seat,
+//! for an organisation's. The seat is looked up on every request, so a
+//! removed seat stops acting at its next click.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use coopgate_billing::Account;
+use coopgate_billing::portal::{Role, Seat, Session};
+
+use super::session::check_csrf;
+use super::state::PortalState;
+use crate::error::Error;
+
+/// What a role may be asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Make, roll and revoke API keys.
+    Keys,
+    /// Issue member tokens (they cannot be revoked one by one, so for an
+    /// organisation only its owners issue them).
+    Tokens,
+    /// Buy memberships, manage cards and invoices, set the spend cap.
+    Billing,
+    /// Invite and remove seats.
+    Seats,
+}
+
+impl Action {
+    fn words(self) -> &'static str {
+        match self {
+            Action::Keys => "manage API keys",
+            Action::Tokens => "issue member tokens",
+            Action::Billing => "manage billing",
+            Action::Seats => "manage seats",
+        }
+    }
+}
+
+/// Whether `role` may do `action`.
+pub fn allows(role: Role, action: Action) -> bool {
+    matches!((role, action), (Role::Owner, _) | (Role::Developer, Action::Keys) | (Role::Billing, Action::Billing))
+}
+
+/// A signed-in request.
+pub struct SignedIn {
+    /// The session's cookie value.
+    pub cookie: String,
+    /// The session.
+    pub session: Session,
+    /// The account acted for: the person's own, or an organisation's.
+    pub account: Account,
+    /// The person's own email.
+    pub person: String,
+    /// Their role for `account` (owner of their own).
+    pub role: Role,
+    /// The seat they act through, if any.
+    pub seat: Option<Seat>,
+}
+
+impl SignedIn {
+    /// `Ok(())` when the role allows `action`; otherwise the 403 page saying so.
+    pub fn may(&self, s: &PortalState, action: Action) -> Result<Result<(), Response>, Error> {
+        if allows(self.role, action) {
+            return Ok(Ok(()));
+        }
+        let text = format!(
+            "Your role for {} is {}, which does not {}. Ask one of its owners.",
+            self.account.email,
+            self.role,
+            action.words()
+        );
+        s.signed_in_notice(StatusCode::FORBIDDEN, "Your role does not allow this", &text, &self.session).map(Err)
+    }
+
+    /// The seat's id, when acting through one (what new keys are made through).
+    pub fn seat_id(&self) -> Option<&str> {
+        self.seat.as_ref().map(|s| s.id.as_str())
+    }
+}
+
+/// The signed-in request, or the answer that sends the browser to sign in.
+pub async fn signed_in(s: &PortalState, headers: &HeaderMap) -> Result<Result<SignedIn, Response>, Error> {
+    let to_sign_in = || Redirect::to("/portal/sign-in").into_response();
+    let Some((cookie, session)) = s.session(headers).await? else { return Ok(Err(to_sign_in())) };
+    let Some(person) = s.account(&session).await? else { return Ok(Err(to_sign_in())) };
+    let live = match &session.seat_id {
+        Some(id) => s.seats.live(id).await.map_err(Error::Store)?.filter(|seat| seat.email == person.email),
+        None => None,
+    };
+    let org = match &live {
+        Some(seat) => s.accounts.by_id(&seat.org_account).await.map_err(Error::Store)?,
+        None => None,
+    };
+    let email = person.email.clone();
+    Ok(Ok(match (live, org) {
+        (Some(seat), Some(org)) => {
+            SignedIn { cookie, session, account: org, person: email, role: seat.role, seat: Some(seat) }
+        }
+        _ => {
+            if session.seat_id.is_some() {
+                // The seat was removed: act for the person's own account again.
+                s.sessions.act_through(&cookie, None).await.map_err(Error::Store)?;
+            }
+            SignedIn { cookie, session, account: person, person: email, role: Role::Owner, seat: None }
+        }
+    }))
+}
+
+/// [`signed_in`] for a form's POST, its token checked.
+pub async fn signed_in_form(
+    s: &PortalState,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<Result<SignedIn, Response>, Error> {
+    let signed = match signed_in(s, headers).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(Err(redirect)),
+    };
+    if check_csrf(&signed.session, csrf).is_err() {
+        return s.form_expired().map(Err);
+    }
+    Ok(Ok(signed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_do_everything_billing_bills_and_developers_make_keys() {
+        for action in [Action::Keys, Action::Tokens, Action::Billing, Action::Seats] {
+            assert!(allows(Role::Owner, action));
+            assert_eq!(allows(Role::Billing, action), action == Action::Billing, "{action:?}");
+            assert_eq!(allows(Role::Developer, action), action == Action::Keys, "{action:?}");
+        }
+    }
+}
