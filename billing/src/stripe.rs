@@ -371,6 +371,14 @@ pub trait StripeApi: Send + Sync {
     /// Stripe's current state of a subscription.
     fn subscription<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Subscription>, StripeFailure>>;
 
+    /// Makes subscription `id` end at its current period's end
+    /// (`cancel_at_period_end`), idempotent by `idempotency_key`; returns its new state.
+    fn end_at_period_end<'a>(
+        &'a self,
+        id: &'a str,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Subscription, StripeFailure>>;
+
     /// Subscriptions in every status, newest first, a page at a time; only
     /// `customer`'s when given.
     fn subscriptions<'a>(

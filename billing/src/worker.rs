@@ -27,8 +27,8 @@ use crate::balance_transactions;
 use crate::booking::Books;
 use crate::events::{Events, Pending, Recorded, Via};
 use crate::memberships::{Memberships, now_ms};
-use crate::stripe::Subscription;
-use crate::subscriptions::{Subscriptions, account_anchor, account_tier};
+use crate::stripe::{Subscription, SubscriptionStatus, idempotency_key};
+use crate::subscriptions::{SubscriptionRow, Subscriptions, account_anchor, account_tier};
 use crate::webhook::Envelope;
 use crate::{Accounts, Error};
 
@@ -205,7 +205,37 @@ impl Memberships {
             accounts.link_stripe_customer(&account.id, &sub.customer).await?;
         }
         Subscriptions::new(self.store.clone()).save(sub, account.id.as_str(), &self.plans, now_ms()).await?;
-        self.retier(account.id.as_str()).await
+        let changed = self.retier(account.id.as_str()).await?;
+        self.end_replaced_metered(account.id.as_str()).await?;
+        Ok(changed)
+    }
+
+    /// A membership replaces the metered plan (Stripe's Customer Portal
+    /// cannot switch a metered subscription to another plan): once the
+    /// account has a live membership, each of its metered-only subscriptions
+    /// is set to end at its period's end, so that use until then is billed as
+    /// agreed and nothing after it. A membership of a tier that includes
+    /// metered use carries its own metered line, so nothing is lost.
+    async fn end_replaced_metered(&self, account_id: &str) -> Result<(), Error> {
+        let Some(metered) = self.plans.metered_price() else { return Ok(()) };
+        let subscriptions = Subscriptions::new(self.store.clone());
+        let rows = subscriptions.of_account(account_id).await?;
+        let live = |r: &&SubscriptionRow| matches!(r.status, SubscriptionStatus::Active | SubscriptionStatus::Trialing);
+        let member = rows
+            .iter()
+            .filter(live)
+            .any(|r| r.price_id.as_deref().is_some_and(|p| p != metered && self.plans.tier_of(p).is_some()));
+        if !member {
+            return Ok(());
+        }
+        for row in
+            rows.iter().filter(live).filter(|r| r.price_id.as_deref() == Some(metered) && !r.cancel_at_period_end)
+        {
+            let ended = self.stripe.end_at_period_end(&row.id, &idempotency_key("end-metered", &[&row.id])).await?;
+            subscriptions.save(&ended, account_id, &self.plans, now_ms()).await?;
+            tracing::info!(account = %account_id, subscription = %row.id, "a membership replaces the metered plan: it ends at its period's end");
+        }
+        Ok(())
     }
 
     /// Sets the account's tier (and billing anchor) from its subscriptions;

@@ -310,7 +310,9 @@ curl -s {early}                       # 403, with the date it becomes free\n  \
 curl -s -H 'X-API-Key: {member_key}' {early} | head -3\n\n\
 {membership}\
 The member portal (sign in with any email; the mail lands in the outbox,\n\
-and its link is printed here too):\n  \
+and its link is printed here too): keys with their use, membership and\n\
+metered use on its Billing page (pay with the test card above), the bulk\n\
+catalog under Downloads, and seats for a member's team under Organisation:\n  \
 {portal}\n  \
 tail -n 1 {outbox}\n\n\
 Or make an account and key from the command line (shown once):\n  \

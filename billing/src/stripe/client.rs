@@ -31,7 +31,9 @@ use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice_item::CreateInvoiceItem;
 use stripe_billing::invoice_line_item::ListInvoiceInvoiceLineItem;
 use stripe_billing::invoice_payment::{ListInvoicePayment, ListInvoicePaymentPayment, ListInvoicePaymentPaymentType};
-use stripe_billing::subscription::{ListSubscription, ListSubscriptionStatus, RetrieveSubscription};
+use stripe_billing::subscription::{
+    ListSubscription, ListSubscriptionStatus, RetrieveSubscription, UpdateSubscription,
+};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
     RetrieveCheckoutSession,
@@ -219,6 +221,23 @@ impl StripeApi for StripeClient {
             let request = RetrieveSubscription::new(path_id(id)?);
             let subscription = missing_as_none(self.call("retrieve subscription", || request.send(&self.inner)).await)?;
             Ok(subscription.map(subscription_from))
+        })
+    }
+
+    fn end_at_period_end<'a>(
+        &'a self,
+        id: &'a str,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Subscription, StripeFailure>> {
+        Box::pin(async move {
+            let strategy = idempotent(idempotency_key)?;
+            let request = UpdateSubscription::new(path_id(id)?).cancel_at_period_end(true);
+            let subscription = self
+                .call("end subscription at period end", || {
+                    request.customize().request_strategy(strategy.clone()).send(&self.inner)
+                })
+                .await?;
+            Ok(subscription_from(subscription))
         })
     }
 

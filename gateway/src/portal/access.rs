@@ -3,6 +3,10 @@
 //! [`signed_in`] or [`signed_in_form`] and then [`SignedIn::may`]: roles are
 //! checked on every action, whatever the page showed.
 //!
+//! A handler that cannot go on returns [`Stop`]: the page to show instead
+//! (sign in, an expired form, a refused role) or an error, so that each
+//! check is one `?`.
+//!
 //! A person acts for their own account (as its owner) or, through a seat,
 //! for an organisation's. The seat is looked up on every request, so a
 //! removed seat stops acting at its next click.
@@ -41,6 +45,36 @@ impl Action {
     }
 }
 
+/// Why a handler answers early.
+pub enum Stop {
+    /// A page to answer instead (boxed: a response is large, and errors travel far).
+    Answer(Box<Response>),
+    /// An error, made into a problem document up the stack.
+    Failed(Error),
+}
+
+impl Stop {
+    /// Answer `page` instead.
+    pub fn answer(page: Response) -> Stop {
+        Stop::Answer(Box::new(page))
+    }
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl IntoResponse for Stop {
+    fn into_response(self) -> Response {
+        match self {
+            Stop::Answer(page) => *page,
+            Stop::Failed(e) => e.into_response(),
+        }
+    }
+}
+
 /// Whether `role` may do `action`.
 pub fn allows(role: Role, action: Action) -> bool {
     matches!((role, action), (Role::Owner, _) | (Role::Developer, Action::Keys) | (Role::Billing, Action::Billing))
@@ -64,9 +98,9 @@ pub struct SignedIn {
 
 impl SignedIn {
     /// `Ok(())` when the role allows `action`; otherwise the 403 page saying so.
-    pub fn may(&self, s: &PortalState, action: Action) -> Result<Result<(), Response>, Error> {
+    pub fn may(&self, s: &PortalState, action: Action) -> Result<(), Stop> {
         if allows(self.role, action) {
-            return Ok(Ok(()));
+            return Ok(());
         }
         let text = format!(
             "Your role for {} is {}, which does not {}. Ask one of its owners.",
@@ -74,7 +108,12 @@ impl SignedIn {
             self.role,
             action.words()
         );
-        s.signed_in_notice(StatusCode::FORBIDDEN, "Your role does not allow this", &text, &self.session).map(Err)
+        Err(Stop::answer(s.signed_in_notice(
+            StatusCode::FORBIDDEN,
+            "Your role does not allow this",
+            &text,
+            &self.session,
+        )?))
     }
 
     /// The seat's id, when acting through one (what new keys are made through).
@@ -84,10 +123,10 @@ impl SignedIn {
 }
 
 /// The signed-in request, or the answer that sends the browser to sign in.
-pub async fn signed_in(s: &PortalState, headers: &HeaderMap) -> Result<Result<SignedIn, Response>, Error> {
-    let to_sign_in = || Redirect::to("/portal/sign-in").into_response();
-    let Some((cookie, session)) = s.session(headers).await? else { return Ok(Err(to_sign_in())) };
-    let Some(person) = s.account(&session).await? else { return Ok(Err(to_sign_in())) };
+pub async fn signed_in(s: &PortalState, headers: &HeaderMap) -> Result<SignedIn, Stop> {
+    let to_sign_in = || Stop::answer(Redirect::to("/portal/sign-in").into_response());
+    let Some((cookie, session)) = s.session(headers).await? else { return Err(to_sign_in()) };
+    let Some(person) = s.account(&session).await? else { return Err(to_sign_in()) };
     let live = match &session.seat_id {
         Some(id) => s.seats.live(id).await.map_err(Error::Store)?.filter(|seat| seat.email == person.email),
         None => None,
@@ -97,7 +136,7 @@ pub async fn signed_in(s: &PortalState, headers: &HeaderMap) -> Result<Result<Si
         None => None,
     };
     let email = person.email.clone();
-    Ok(Ok(match (live, org) {
+    Ok(match (live, org) {
         (Some(seat), Some(org)) => {
             SignedIn { cookie, session, account: org, person: email, role: seat.role, seat: Some(seat) }
         }
@@ -108,23 +147,30 @@ pub async fn signed_in(s: &PortalState, headers: &HeaderMap) -> Result<Result<Si
             }
             SignedIn { cookie, session, account: person, person: email, role: Role::Owner, seat: None }
         }
-    }))
+    })
 }
 
 /// [`signed_in`] for a form's POST, its token checked.
-pub async fn signed_in_form(
-    s: &PortalState,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<Result<SignedIn, Response>, Error> {
-    let signed = match signed_in(s, headers).await? {
-        Ok(found) => found,
-        Err(redirect) => return Ok(Err(redirect)),
-    };
+pub async fn signed_in_form(s: &PortalState, headers: &HeaderMap, csrf: &str) -> Result<SignedIn, Stop> {
+    let signed = signed_in(s, headers).await?;
     if check_csrf(&signed.session, csrf).is_err() {
-        return s.form_expired().map(Err);
+        return Err(Stop::answer(s.form_expired()?));
     }
-    Ok(Ok(signed))
+    Ok(signed)
+}
+
+/// [`signed_in`], its role allowed `action`.
+pub async fn allowed(s: &PortalState, headers: &HeaderMap, action: Action) -> Result<SignedIn, Stop> {
+    let signed = signed_in(s, headers).await?;
+    signed.may(s, action)?;
+    Ok(signed)
+}
+
+/// [`signed_in_form`], its role allowed `action`.
+pub async fn allowed_form(s: &PortalState, headers: &HeaderMap, csrf: &str, action: Action) -> Result<SignedIn, Stop> {
+    let signed = signed_in_form(s, headers, csrf).await?;
+    signed.may(s, action)?;
+    Ok(signed)
 }
 
 #[cfg(test)]

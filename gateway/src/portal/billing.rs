@@ -17,7 +17,7 @@ use coopgate_billing::worker::CheckoutReturn;
 use coopgate_billing::{Account, Money, Returns};
 use serde::Deserialize;
 
-use super::access::{Action, SignedIn, signed_in, signed_in_form};
+use super::access::{Action, SignedIn, Stop, allowed, allowed_form};
 use super::state::{Portal, PortalState};
 use crate::error::Error;
 
@@ -58,7 +58,7 @@ async fn reread(s: &PortalState, signed: &mut SignedIn) -> Result<(), Error> {
 /// A line to show above the page, and whether it is an error.
 type Said<'a> = Option<(&'a str, bool)>;
 
-async fn page(s: &PortalState, signed: &SignedIn, status: StatusCode, said: Said<'_>) -> Result<Response, Error> {
+async fn page(s: &PortalState, signed: &SignedIn, status: StatusCode, said: Said<'_>) -> Result<Response, Stop> {
     let (session, account) = (&signed.session, &signed.account);
     let (notice, error) = match said {
         Some((text, true)) => (None, Some(text)),
@@ -66,14 +66,14 @@ async fn page(s: &PortalState, signed: &SignedIn, status: StatusCode, said: Said
         None => (None, None),
     };
     let Some(memberships) = &s.memberships else {
-        return s.templates.page(
+        return Ok(s.templates.page(
             status,
             "billing.html",
             minijinja::context! {
                 enabled => false, tier => account.tier, notice => notice, error => error,
                 csrf => session.csrf, signed_in => true,
             },
-        );
+        )?);
     };
     let prices = s.prices.get(memberships, &s.catalog).await;
     let find = |id: &str| prices.iter().find(|p| p.id == id).cloned();
@@ -94,7 +94,7 @@ async fn page(s: &PortalState, signed: &SignedIn, status: StatusCode, said: Said
         Some(minijinja::context! { price => p, held => *r <= have, included => included })
     });
     let cap_currency = s.catalog.metered.as_ref().and_then(|(id, _, _)| find(id)).map(|p| p.currency.to_uppercase());
-    s.templates.page(
+    let page = s.templates.page(
         status,
         "billing.html",
         minijinja::context! {
@@ -105,7 +105,8 @@ async fn page(s: &PortalState, signed: &SignedIn, status: StatusCode, said: Said
             cap_currency => cap_currency,
             notice => notice, error => error, csrf => session.csrf, signed_in => true,
         },
-    )
+    )?;
+    Ok(page)
 }
 
 #[derive(Deserialize)]
@@ -119,14 +120,8 @@ pub(super) async fn billing(
     State(Portal(s)): State<Portal>,
     headers: HeaderMap,
     Query(q): Query<BillingQuery>,
-) -> Result<Response, Error> {
-    let signed = match signed_in(&s, &headers).await? {
-        Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
-    };
-    if let Err(refused) = signed.may(&s, Action::Billing)? {
-        return Ok(refused);
-    }
+) -> Result<Response, Stop> {
+    let signed = allowed(&s, &headers, Action::Billing).await?;
     let said = (q.checkout == "canceled").then_some(("Checkout was canceled; nothing was charged.", false));
     page(&s, &signed, StatusCode::OK, said).await
 }
@@ -142,14 +137,8 @@ pub(super) async fn checkout_return(
     State(Portal(s)): State<Portal>,
     headers: HeaderMap,
     Query(q): Query<ReturnQuery>,
-) -> Result<Response, Error> {
-    let mut signed = match signed_in(&s, &headers).await? {
-        Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
-    };
-    if let Err(refused) = signed.may(&s, Action::Billing)? {
-        return Ok(refused);
-    }
+) -> Result<Response, Stop> {
+    let mut signed = allowed(&s, &headers, Action::Billing).await?;
     let Some(memberships) = &s.memberships else { return page(&s, &signed, StatusCode::OK, None).await };
     let outcome = memberships.complete_checkout(&signed.account, &q.session).await.map_err(Error::Billing)?;
     reread(&s, &mut signed).await?;
@@ -177,14 +166,8 @@ pub(super) async fn checkout(
     State(Portal(s)): State<Portal>,
     headers: HeaderMap,
     Form(body): Form<CheckoutForm>,
-) -> Result<Response, Error> {
-    let signed = match signed_in_form(&s, &headers, &body.csrf).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
-    if let Err(refused) = signed.may(&s, Action::Billing)? {
-        return Ok(refused);
-    }
+) -> Result<Response, Stop> {
+    let signed = allowed_form(&s, &headers, &body.csrf, Action::Billing).await?;
     let Some(memberships) = &s.memberships else {
         return page(&s, &signed, StatusCode::NOT_FOUND, None).await;
     };
@@ -208,14 +191,8 @@ pub(super) async fn manage(
     State(Portal(s)): State<Portal>,
     headers: HeaderMap,
     Form(body): Form<PlainForm>,
-) -> Result<Response, Error> {
-    let signed = match signed_in_form(&s, &headers, &body.csrf).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
-    if let Err(refused) = signed.may(&s, Action::Billing)? {
-        return Ok(refused);
-    }
+) -> Result<Response, Stop> {
+    let signed = allowed_form(&s, &headers, &body.csrf, Action::Billing).await?;
     let Some(memberships) = &s.memberships else {
         return page(&s, &signed, StatusCode::NOT_FOUND, None).await;
     };
@@ -241,14 +218,8 @@ pub(super) async fn spend_cap(
     State(Portal(s)): State<Portal>,
     headers: HeaderMap,
     Form(body): Form<CapForm>,
-) -> Result<Response, Error> {
-    let mut signed = match signed_in_form(&s, &headers, &body.csrf).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
-    if let Err(refused) = signed.may(&s, Action::Billing)? {
-        return Ok(refused);
-    }
+) -> Result<Response, Stop> {
+    let mut signed = allowed_form(&s, &headers, &body.csrf, Action::Billing).await?;
     let (Some(memberships), Some((price, _, _))) = (&s.memberships, &s.catalog.metered) else {
         return page(&s, &signed, StatusCode::NOT_FOUND, None).await;
     };

@@ -12,7 +12,7 @@ use coopgate_billing::Error as Billing;
 use coopgate_billing::portal::Role;
 use serde::Deserialize;
 
-use super::access::{Action, SignedIn, allows, signed_in, signed_in_form};
+use super::access::{Action, SignedIn, Stop, allowed_form, allows, signed_in, signed_in_form};
 use super::mail::InvitationMail;
 use super::state::{Portal, PortalState};
 use crate::error::Error;
@@ -22,7 +22,7 @@ async fn page(
     signed: &SignedIn,
     status: StatusCode,
     said: Option<(&str, bool)>,
-) -> Result<Response, Error> {
+) -> Result<Response, Stop> {
     let account = &signed.account;
     let limit = s.seat_limits.get(&account.tier).copied();
     let seats = s.seats.of_org(&account.id).await.map_err(Error::Store)?;
@@ -59,7 +59,7 @@ async fn page(
         tiers.sort();
         tiers.into_iter().map(|(_, t, n)| format!("{t} ({n} people)")).collect()
     };
-    s.templates.page(
+    let page = s.templates.page(
         status,
         "organisation.html",
         minijinja::context! {
@@ -70,15 +70,14 @@ async fn page(
             institutional => institutional, notice => notice, error => error,
             csrf => signed.session.csrf, signed_in => true,
         },
-    )
+    )?;
+    Ok(page)
 }
 
 /// `GET /portal/organisation`
-pub(super) async fn organisation(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Error> {
-    match signed_in(&s, &headers).await? {
-        Ok(signed) => page(&s, &signed, StatusCode::OK, None).await,
-        Err(redirect) => Ok(redirect),
-    }
+pub(super) async fn organisation(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Stop> {
+    let signed = signed_in(&s, &headers).await?;
+    page(&s, &signed, StatusCode::OK, None).await
 }
 
 #[derive(Deserialize)]
@@ -96,14 +95,8 @@ pub(super) async fn invite(
     State(Portal(s)): State<Portal>,
     headers: HeaderMap,
     Form(body): Form<InviteForm>,
-) -> Result<Response, Error> {
-    let signed = match signed_in_form(&s, &headers, &body.csrf).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
-    if let Err(refused) = signed.may(&s, Action::Seats)? {
-        return Ok(refused);
-    }
+) -> Result<Response, Stop> {
+    let signed = allowed_form(&s, &headers, &body.csrf, Action::Seats).await?;
     let Some(limit) = s.seat_limits.get(&signed.account.tier).copied() else {
         let why = "Seats come with institutional tiers; this account's tier has none.";
         return page(&s, &signed, StatusCode::CONFLICT, Some((why, true))).await;
@@ -122,7 +115,7 @@ pub(super) async fn invite(
             let why = e.to_string();
             return page(&s, &signed, StatusCode::CONFLICT, Some((&why, true))).await;
         }
-        Err(e) => return Err(Error::Store(e)),
+        Err(e) => return Err(Error::Store(e).into()),
     };
     let mail = InvitationMail {
         to: seat.email.clone(),
@@ -158,14 +151,8 @@ pub(super) async fn remove(
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(body): Form<PlainForm>,
-) -> Result<Response, Error> {
-    let signed = match signed_in_form(&s, &headers, &body.csrf).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
-    if let Err(refused) = signed.may(&s, Action::Seats)? {
-        return Ok(refused);
-    }
+) -> Result<Response, Stop> {
+    let signed = allowed_form(&s, &headers, &body.csrf, Action::Seats).await?;
     if !s.seats.remove(&signed.account.id, &id, crate::limit::now_ms()).await.map_err(Error::Store)? {
         return page(&s, &signed, StatusCode::NOT_FOUND, Some(("The organisation has no such seat.", true))).await;
     }
@@ -197,11 +184,8 @@ pub(super) async fn act(
     State(Portal(s)): State<Portal>,
     headers: HeaderMap,
     Form(body): Form<ActForm>,
-) -> Result<Response, Error> {
-    let signed = match signed_in_form(&s, &headers, &body.csrf).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
+) -> Result<Response, Stop> {
+    let signed = signed_in_form(&s, &headers, &body.csrf).await?;
     let seat = if body.seat.is_empty() {
         None
     } else {

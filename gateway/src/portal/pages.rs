@@ -13,7 +13,7 @@ use coopgate_billing::usage::{CredentialUsage, Usage, day_text, parse_month, sta
 use coopgate_billing::{Account, Money};
 use serde::Deserialize;
 
-use super::access::{Action, SignedIn, signed_in, signed_in_form};
+use super::access::{Action, SignedIn, Stop, allowed, allowed_form, signed_in};
 use super::state::{Portal, PortalState};
 use crate::error::Error;
 use crate::keys::{KeyInfo, NewKey};
@@ -24,11 +24,8 @@ const ROLL_GRACE: Duration = Duration::from_secs(86_400);
 /// `GET /portal`: the tier, this month's use by day (a chart and a table)
 /// against the tier's quotas, and for metered use the included allowance,
 /// the charge so far and the spend cap.
-pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Error> {
-    let signed = match signed_in(&s, &headers).await? {
-        Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
-    };
+pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Stop> {
+    let signed = signed_in(&s, &headers).await?;
     let (session, account) = (&signed.session, &signed.account);
     let now = crate::limit::now_ms();
     let today = day_text(now);
@@ -69,7 +66,7 @@ pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap
         .iter()
         .map(|d| minijinja::context! { day => day_text(d.day), route => d.route, requests => d.requests, bytes => d.bytes })
         .collect();
-    s.templates.page(
+    Ok(s.templates.page(
         StatusCode::OK,
         "overview.html",
         minijinja::context! {
@@ -80,7 +77,7 @@ pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap
             chart => super::chart::chart(&per_day), quotas => quotas, metered => metered,
             csrf => session.csrf, signed_in => true,
         },
-    )
+    )?)
 }
 
 /// The account's current metered period as the overview shows it: the
@@ -139,7 +136,7 @@ async fn keys_page(
     status: StatusCode,
     made: Option<(NewKey, Option<i64>)>,
     error: Option<&str>,
-) -> Result<Response, Error> {
+) -> Result<Response, Stop> {
     let (session, account) = (&signed.session, &signed.account);
     let keys = s.keys.list(Some(&account.email)).await?;
     // Who made each key: a seat's holder, or the account itself.
@@ -162,25 +159,19 @@ async fn keys_page(
             grace_until => grace_until.map(|t| format!("{} (UTC)", day_text(t))),
         }
     });
-    s.templates.page(
+    Ok(s.templates.page(
         status,
         "keys.html",
         minijinja::context! {
             keys => key_rows(&keys, &used, made_by), made => made, error => error, base_url => s.base_url,
             csrf => session.csrf, signed_in => true,
         },
-    )
+    )?)
 }
 
 /// `GET /portal/keys`
-pub(super) async fn keys(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Error> {
-    let signed = match signed_in(&s, &headers).await? {
-        Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
-    };
-    if let Err(refused) = signed.may(&s, Action::Keys)? {
-        return Ok(refused);
-    }
+pub(super) async fn keys(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Stop> {
+    let signed = allowed(&s, &headers, Action::Keys).await?;
     keys_page(&s, &signed, StatusCode::OK, None, None).await
 }
 
@@ -197,14 +188,8 @@ pub(super) async fn create_key(
     State(Portal(s)): State<Portal>,
     headers: HeaderMap,
     Form(body): Form<NewKeyForm>,
-) -> Result<Response, Error> {
-    let signed = match signed_in_form(&s, &headers, &body.csrf).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
-    if let Err(refused) = signed.may(&s, Action::Keys)? {
-        return Ok(refused);
-    }
+) -> Result<Response, Stop> {
+    let signed = allowed_form(&s, &headers, &body.csrf, Action::Keys).await?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         let why = "Give the key a name of 1 to 64 characters, such as the machine it is for.";
@@ -230,24 +215,13 @@ async fn own_key(s: &PortalState, account: &Account, id: &str) -> Result<Option<
 /// the active key `id`, once the form's token is checked; or the page to
 /// answer instead (sign in, an expired form, a refused role, or a 404 that
 /// is the same for another account's key as for no key).
-async fn key_action(
-    s: &PortalState,
-    headers: &HeaderMap,
-    id: &str,
-    csrf: &str,
-) -> Result<Result<SignedIn, Response>, Error> {
-    let signed = match signed_in_form(s, headers, csrf).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(Err(answer)),
-    };
-    if let Err(refused) = signed.may(s, Action::Keys)? {
-        return Ok(Err(refused));
-    }
+async fn key_action(s: &PortalState, headers: &HeaderMap, id: &str, csrf: &str) -> Result<SignedIn, Stop> {
+    let signed = allowed_form(s, headers, csrf, Action::Keys).await?;
     if own_key(s, &signed.account, id).await?.is_none() {
         let why = Some("You have no active key with that id.");
-        return keys_page(s, &signed, StatusCode::NOT_FOUND, None, why).await.map(Err);
+        return Err(Stop::answer(keys_page(s, &signed, StatusCode::NOT_FOUND, None, why).await?));
     }
-    Ok(Ok(signed))
+    Ok(signed)
 }
 
 /// `POST /portal/keys/{id}/revoke`
@@ -256,10 +230,8 @@ pub(super) async fn revoke_key(
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(body): Form<KeyAction>,
-) -> Result<Response, Error> {
-    if let Err(answer) = key_action(&s, &headers, &id, &body.csrf).await? {
-        return Ok(answer);
-    }
+) -> Result<Response, Stop> {
+    key_action(&s, &headers, &id, &body.csrf).await?;
     s.keys.revoke(&id).await?;
     if let Some(inv) = &s.invalidations {
         inv.key_changed(&id).await;
@@ -273,11 +245,8 @@ pub(super) async fn roll_key(
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(body): Form<KeyAction>,
-) -> Result<Response, Error> {
-    let signed = match key_action(&s, &headers, &id, &body.csrf).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
+) -> Result<Response, Stop> {
+    let signed = key_action(&s, &headers, &id, &body.csrf).await?;
     let made = s.keys.roll(&id, ROLL_GRACE).await?;
     let grace_until = crate::limit::now_ms() + ROLL_GRACE.as_millis() as i64;
     if let Some(inv) = &s.invalidations {

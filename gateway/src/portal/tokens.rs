@@ -12,7 +12,7 @@ use coopgate_billing::Account;
 use coopgate_billing::usage::day_text;
 use serde::Deserialize;
 
-use super::access::{Action, SignedIn, signed_in, signed_in_form};
+use super::access::{Action, SignedIn, Stop, allowed, allowed_form};
 use super::state::{Portal, PortalState};
 use crate::error::Error;
 
@@ -30,7 +30,7 @@ fn page(
     status: StatusCode,
     made: Option<(String, i64)>,
     error: Option<&str>,
-) -> Result<Response, Error> {
+) -> Result<Response, Stop> {
     let (session, account) = (&signed.session, &signed.account);
     let max = s.tokens.as_ref().map_or(0, |t| t.max_ttl().as_secs());
     let lifetimes: Vec<_> = LIFETIMES
@@ -39,25 +39,19 @@ fn page(
         .map(|(secs, label)| minijinja::context! { seconds => secs, label => label })
         .collect();
     let made = made.map(|(token, exp)| minijinja::context! { token => token, expires => day_text(exp) });
-    s.templates.page(
+    Ok(s.templates.page(
         status,
         "tokens.html",
         minijinja::context! {
             member => is_member(s, account) && s.tokens.is_some(), tier => account.tier, lifetimes => lifetimes,
             made => made, error => error, base_url => s.base_url, csrf => session.csrf, signed_in => true,
         },
-    )
+    )?)
 }
 
 /// `GET /portal/tokens`
-pub(super) async fn tokens(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Error> {
-    let signed = match signed_in(&s, &headers).await? {
-        Ok(found) => found,
-        Err(redirect) => return Ok(redirect),
-    };
-    if let Err(refused) = signed.may(&s, Action::Tokens)? {
-        return Ok(refused);
-    }
+pub(super) async fn tokens(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Stop> {
+    let signed = allowed(&s, &headers, Action::Tokens).await?;
     page(&s, &signed, StatusCode::OK, None, None)
 }
 
@@ -74,14 +68,8 @@ pub(super) async fn issue(
     State(Portal(s)): State<Portal>,
     headers: HeaderMap,
     Form(body): Form<IssueForm>,
-) -> Result<Response, Error> {
-    let signed = match signed_in_form(&s, &headers, &body.csrf).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
-    if let Err(refused) = signed.may(&s, Action::Tokens)? {
-        return Ok(refused);
-    }
+) -> Result<Response, Stop> {
+    let signed = allowed_form(&s, &headers, &body.csrf, Action::Tokens).await?;
     let (Some(tokens), true) = (&s.tokens, is_member(&s, &signed.account)) else {
         return page(&s, &signed, StatusCode::FORBIDDEN, None, Some("Member tokens are for members."));
     };
@@ -91,7 +79,7 @@ pub(super) async fn issue(
     let token = match tokens.issue(&signed.account, Duration::from_secs(secs)) {
         Ok(t) => t,
         Err(Error::TokenSetup(why)) => return page(&s, &signed, StatusCode::BAD_REQUEST, None, Some(&why)),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let expires = crate::limit::now_ms() + (secs as i64) * 1000;
     page(&s, &signed, StatusCode::CREATED, Some((token, expires)), None)

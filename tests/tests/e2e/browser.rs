@@ -175,6 +175,17 @@ async fn in_a_browser_a_newcomer_makes_a_key_becomes_a_member_invites_a_develope
     screenshot(&c, "billing-member").await;
     assert_eq!(coopgate_tests::get(&s.gw.url("/members/data"), &[("x-api-key", &key)]).await.status, 200);
 
+    // A member issues a token of a chosen lifetime, shown once.
+    c.find(Locator::LinkText("Member tokens")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("lifetime")).await.unwrap();
+    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    let token = text_of(&c, "#new-token").await;
+    assert_eq!(
+        coopgate_tests::get(&s.gw.url("/members/data"), &[("authorization", &format!("Bearer {token}"))]).await.status,
+        200
+    );
+    screenshot(&c, "tokens").await;
+
     c.find(Locator::LinkText("Downloads")).await.unwrap().click().await.unwrap();
     assert_eq!(text_of(&c, "h1").await, "Downloads");
     screenshot(&c, "downloads").await;

@@ -319,7 +319,7 @@ async fn the_demos_open_books_show_a_year_of_sample_activity_that_reconciles_wit
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_newcomer_signs_in_to_the_demos_portal_from_the_outbox_makes_a_key_and_calls_the_api_with_it() {
+async fn a_newcomer_signs_in_to_the_demos_portal_makes_a_key_calls_the_api_and_becomes_a_member_on_its_checkout() {
     use super::portal::{Browser, field, mails, text};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -349,5 +349,28 @@ async fn a_newcomer_signs_in_to_the_demos_portal_from_the_outbox_makes_a_key_and
     let called = get(m["regions"].as_str().unwrap(), &[("x-api-key", &key)]).await;
     assert_eq!(called.status, 200);
     assert!(called.header("ratelimit-policy").contains("q=10000"), "the registered tier's quota: {:?}", called.headers);
+
+    // The bulk catalog, as the demo origin lists it: free files and the early release.
+    let downloads = text(&browser.get(&format!("{portal}/downloads")).await).replace("&#x2f;", "/");
+    assert!(downloads.contains(">regions.csv</a>") && downloads.contains("<td>free</td>"), "{downloads}");
+    assert!(
+        downloads.contains(">grid-daily-2025-q1.csv</a>") && downloads.contains("early access until"),
+        "{downloads}"
+    );
+
+    // Membership through the simulator's checkout page: the early release opens to the key.
+    let early = m["early_release"].as_str().unwrap();
+    assert_eq!(get(early, &[("x-api-key", &key)]).await.status, 403);
+    let billing = text(&browser.get(&format!("{portal}/billing")).await);
+    assert!(billing.contains("Community groups and individuals: USD 5.00 a month"), "{billing}");
+    let to_stripe = browser
+        .post(&format!("{portal}/billing/checkout"), &[("csrf", &csrf), ("price", "price_member_community")])
+        .await;
+    assert_eq!(to_stripe.status, 303, "{}", text(&to_stripe));
+    let paid = super::memberships::pay(to_stripe.header("location"), m["stripe"]["test_card"].as_str().unwrap()).await;
+    assert_eq!(paid.status, 303, "{:?}", paid.body);
+    let back = text(&browser.get(paid.header("location")).await);
+    assert!(back.contains("<strong id=\"tier\">member</strong>"), "{back}");
+    assert_eq!(get(early, &[("x-api-key", &key)]).await.status, 200);
     drop(demo);
 }

@@ -205,3 +205,25 @@ async fn a_metered_customer_adds_a_card_caps_its_spend_and_sees_the_charge_so_fa
     assert!(text(&removed).contains("Your spend cap is removed."));
     assert_eq!(cap(accounts.by_email("lin@example.org").await.unwrap().unwrap()), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metered_customer_who_becomes_a_member_has_the_metered_plan_end_with_its_period() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = billed_site(store.clone(), |_| {}).await;
+    let mut browser = s.signed_in("lin@example.org").await;
+    assert!(s.buy(&mut browser, METERED).await.contains("<strong id=\"tier\">metered</strong>"));
+    // Stripe's Customer Portal cannot switch a metered plan; the billing page can.
+    let back = s.buy(&mut browser, PRICES[0]).await;
+    assert!(back.contains("<strong id=\"tier\">member</strong>"), "{back}");
+    let lin = Accounts::new(store.clone()).by_email("lin@example.org").await.unwrap().unwrap();
+    let customer = lin.stripe_customer_id.unwrap();
+    let subs =
+        super::memberships::stripe(&s.b.sim, http::Method::GET, "/subscriptions", &[("customer", &customer)]).await;
+    let subs = subs["data"].as_array().unwrap();
+    let price_of = |sub: &serde_json::Value| sub["items"]["data"][0]["price"]["id"].as_str().unwrap().to_owned();
+    let metered = subs.iter().find(|sub| price_of(sub) == METERED).unwrap();
+    let member = subs.iter().find(|sub| price_of(sub) == PRICES[0]).unwrap();
+    assert_eq!(metered["cancel_at_period_end"], true, "use until the period's end is billed, nothing after");
+    assert_eq!((metered["status"].as_str(), member["status"].as_str()), (Some("active"), Some("active")));
+    assert_eq!(member["cancel_at_period_end"], false);
+}
