@@ -63,6 +63,14 @@ pub enum Error {
     /// A store URL that is neither `sqlite:` nor `postgres:`.
     #[error("store.url `{0}` is not supported; use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedStore(String),
+    /// A backup asked of a store that coopgate does not copy itself.
+    #[error(
+        "coopgate backs up only the embedded SQLite store; back up PostgreSQL with pg_dump (deploy/README.md, Backups)"
+    )]
+    BackupNotSupported,
+    /// A backup's target file exists already (never overwritten).
+    #[error("{0} exists already: choose a new file (a backup never overwrites one)")]
+    BackupExists(String),
     /// Something that is not an email address.
     #[error("`{0}` is not an email address")]
     InvalidEmail(String),

@@ -127,6 +127,22 @@ impl Store {
         &self.pool
     }
 
+    /// Copies an embedded store, consistent as of one moment, into a new
+    /// SQLite file at `to` while the gateway keeps serving (SQLite's
+    /// `VACUUM INTO`: a read transaction, so writers are not held up for long).
+    /// The copy is a complete store: restoring is pointing `store.url` at it.
+    pub async fn backup_to(&self, to: &Path) -> Result<(), Error> {
+        if self.backend != Backend::Sqlite {
+            return Err(Error::BackupNotSupported);
+        }
+        if to.exists() {
+            return Err(Error::BackupExists(to.display().to_string()));
+        }
+        let to = to.to_str().ok_or_else(|| Error::BackupExists(format!("{} (not UTF-8)", to.display())))?;
+        sqlx::query("VACUUM INTO ?").bind(to).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend

@@ -61,8 +61,25 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Ask a running gateway whether it is alive (for container healthchecks:
+    /// the image needs no curl). Exit 0 when URL answers 200, 1 otherwise.
+    Health {
+        /// The health endpoint (`/healthz` for liveness, `/readyz` for readiness).
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: url::Url,
+    },
     /// Apply database migrations to the store (serve and demo also do).
     Migrate {
+        #[command(flatten)]
+        target: admin::Target,
+    },
+    /// Copy the embedded SQLite store, consistent, into a new file while the
+    /// gateway serves (PostgreSQL: use pg_dump). Restoring is putting the copy
+    /// where store.url points, with the gateway stopped.
+    Backup {
+        /// The new file (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
         #[command(flatten)]
         target: admin::Target,
     },
@@ -111,11 +128,13 @@ pub fn main() -> ExitCode {
     let env: HashMap<String, String> = std::env::vars().collect();
     let result = match cli.command {
         Command::Check { config } => return check(&config, &env),
+        Command::Health { url } => return health(&url),
         Command::Serve { config } => serve(&config, &env),
         Command::Demo { listen, data_dir } => run_demo(listen, &data_dir),
         Command::DemoUpstream { listen, data_dir } => demo_upstream(listen, &data_dir),
         Command::Migrate { target } => admin::migrate(&target, &env),
         Command::AdminToken => admin::admin_token(),
+        Command::Backup { out, target } => admin::backup(&target, &out, &env),
         Command::Token(cmd) => admin::token(cmd, &env),
         Command::Accounts(cmd) => admin::accounts(cmd, &env),
         Command::Keys(cmd) => admin::keys(cmd, &env),
@@ -161,6 +180,43 @@ fn check(path: &Path, env: &HashMap<String, String>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `coopgate health`: one GET, within 3 s.
+fn health(url: &url::Url) -> ExitCode {
+    let asked =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+            |rt| {
+                rt.block_on(async {
+                    let upstream = crate::upstream::Upstream::new(
+                        "health".into(),
+                        url,
+                        None,
+                        &Default::default(),
+                        std::time::Duration::from_secs(2),
+                    )?;
+                    let path = match url.query() {
+                        Some(q) => format!("{}?{q}", url.path()),
+                        None => url.path().to_owned(),
+                    };
+                    Ok(upstream.fetch_at(&path, 64 * 1024, std::time::Duration::from_secs(3)).await?)
+                })
+            },
+        );
+    match asked {
+        Ok((status, _)) if status == http::StatusCode::OK => {
+            println!("{url}: {status}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprintln!("{url}: {status} {}", String::from_utf8_lossy(&body).trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -44,8 +44,8 @@ pub struct OpsState {
 pub struct AdminApi {
     /// The routes.
     pub router: axum::Router,
-    /// SHA-256 of the admin token.
-    pub token_sha256: [u8; 32],
+    /// SHA-256 of each accepted admin token (more than one during a rotation).
+    pub token_sha256: Vec<[u8; 32]>,
     /// `admin.allow`.
     pub allow: Vec<IpNet>,
 }

@@ -124,8 +124,8 @@ impl Shared {
                 metrics: metrics.clone(),
                 metrics_allow: config.server.metrics_allow.clone(),
                 jwks: tokens.as_ref().map(|t| t.jwks()),
-                admin: match (config.admin.digest(), &keys) {
-                    (Some(token_sha256), Some(keys)) => Some(crate::ops::AdminApi {
+                admin: match (config.admin.digests(), &keys) {
+                    (token_sha256, Some(keys)) if !token_sha256.is_empty() => Some(crate::ops::AdminApi {
                         router: crate::admin::router(
                             keys.clone(),
                             config.tiers.keys().cloned().collect(),

@@ -82,17 +82,25 @@ impl Tokens {
     /// Loads (or, on first start, creates) the signing key and the configured keys.
     pub fn load(config: &TokensConfig, store: Store) -> Result<Self, Error> {
         let der = signing_key(&config.signing_key_file)?;
-        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
-            .map_err(|e| Error::TokenSetup(format!("tokens.signing_key_file: not an Ed25519 key: {e}")))?;
-        let public = ring::signature::KeyPair::public_key(&pair).as_ref().to_vec();
-        let hash: String = Sha256::digest(&public).iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let kid = format!("cg-{hash}");
-        let x = URL_SAFE_NO_PAD.encode(&public);
-        let jwks = serde_json::json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" }] });
-
+        let own = OwnKey::from_der(&der, "tokens.signing_key_file")?;
+        let kid = own.kid.clone();
+        let mut published = vec![own.jwk()];
         let mut by_kid = HashMap::new();
-        let own = DecodingKey::from_ed_components(&x).map_err(|e| Error::TokenSetup(e.to_string()))?;
-        by_kid.insert(kid.clone(), (own, Algorithm::EdDSA));
+        by_kid.insert(own.kid.clone(), own.decoding);
+        // Keys of the gateway's own that verify but no longer (or not yet) sign:
+        // a rotation lists the next key here on every replica first, then swaps
+        // it with signing_key_file, so no replica ever sees a kid it cannot check.
+        for (i, path) in config.verify_key_files.iter().enumerate() {
+            let der = std::fs::read(path)
+                .map_err(|e| Error::TokenSetup(format!("tokens.verify_key_files[{i}] {}: {e}", path.display())))?;
+            let key = OwnKey::from_der(&der, &format!("tokens.verify_key_files[{i}] {}", path.display()))?;
+            if let std::collections::hash_map::Entry::Vacant(slot) = by_kid.entry(key.kid.clone()) {
+                published.push(key.jwk());
+                slot.insert(key.decoding);
+            }
+        }
+        let jwks = serde_json::json!({ "keys": published });
+
         if let Some(path) = &config.jwks_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::TokenSetup(format!("tokens.jwks_file {}: {e}", path.display())))?;
@@ -336,7 +344,44 @@ fn parse_jwks(text: &[u8]) -> Result<HashMap<String, (DecodingKey, Algorithm)>, 
 }
 
 /// Reads the PKCS#8 Ed25519 signing key, creating it (mode 0600) on first start.
+/// One of the gateway's own Ed25519 keys: its `kid` (from the public key, so
+/// every replica names it alike) and what verifies its signatures.
+struct OwnKey {
+    kid: String,
+    x: String,
+    decoding: (DecodingKey, Algorithm),
+}
+
+impl OwnKey {
+    /// Reads a PKCS#8 DER Ed25519 key; `setting` names where it came from in errors.
+    fn from_der(der: &[u8], setting: &str) -> Result<Self, Error> {
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map_err(|e| Error::TokenSetup(format!("{setting}: not an Ed25519 key: {e}")))?;
+        let public = ring::signature::KeyPair::public_key(&pair).as_ref().to_vec();
+        let hash: String = Sha256::digest(&public).iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let x = URL_SAFE_NO_PAD.encode(&public);
+        let decoding = DecodingKey::from_ed_components(&x).map_err(|e| Error::TokenSetup(e.to_string()))?;
+        Ok(OwnKey { kid: format!("cg-{hash}"), x, decoding: (decoding, Algorithm::EdDSA) })
+    }
+
+    /// The public half as a JWK for `/.well-known/jwks.json`.
+    fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": self.x, "kid": self.kid, "alg": "EdDSA", "use": "sig" })
+    }
+}
+
+/// Writes a new Ed25519 signing key to `path` (mode 0600, never over an
+/// existing file) and returns its `kid`: the first step of a rotation.
+pub fn new_signing_key(path: &Path) -> Result<String, Error> {
+    let rng = ring::rand::SystemRandom::new();
+    let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|_| Error::TokenSetup("cannot generate a signing key".into()))?;
+    write_private(path, doc.as_ref()).map_err(|e| Error::TokenSetup(format!("{}: {e}", path.display())))?;
+    Ok(OwnKey::from_der(doc.as_ref(), &path.display().to_string())?.kid)
+}
+
 fn signing_key(path: &Path) -> Result<Vec<u8>, Error> {
+    let setting = |e: std::io::Error| Error::TokenSetup(format!("tokens.signing_key_file {}: {e}", path.display()));
     match std::fs::read(path) {
         Ok(der) => Ok(der),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -344,14 +389,25 @@ fn signing_key(path: &Path) -> Result<Vec<u8>, Error> {
             let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
                 .map_err(|_| Error::TokenSetup("cannot generate a signing key".into()))?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::TokenSetup(format!("tokens.signing_key_file {}: {e}", path.display())))?;
+                std::fs::create_dir_all(dir).map_err(setting)?;
             }
-            write_private(path, doc.as_ref())
-                .map_err(|e| Error::TokenSetup(format!("tokens.signing_key_file {}: {e}", path.display())))?;
-            Ok(doc.as_ref().to_vec())
+            // Replicas sharing a volume may all start at once: the key is
+            // written whole beside its place and linked in, and whoever links
+            // second reads the winner's key (never half of one).
+            let mut suffix = [0u8; 8];
+            getrandom::fill(&mut suffix).map_err(|e| Error::TokenSetup(format!("no randomness: {e}")))?;
+            let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+            let tmp = path.with_extension(format!("new-{suffix}"));
+            write_private(&tmp, doc.as_ref()).map_err(setting)?;
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => Ok(doc.as_ref().to_vec()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path).map_err(setting),
+                Err(e) => Err(setting(e)),
+            }
         }
-        Err(e) => Err(Error::TokenSetup(format!("tokens.signing_key_file {}: {e}", path.display()))),
+        Err(e) => Err(setting(e)),
     }
 }
 

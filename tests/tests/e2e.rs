@@ -3,6 +3,7 @@
 
 mod e2e {
     mod admin;
+    mod backup;
     mod browser;
     mod config_check;
     mod demo;

@@ -204,6 +204,20 @@ pub fn migrate(target: &Target, env: &HashMap<String, String>) -> anyhow::Result
     })
 }
 
+/// `coopgate backup`: an embedded store copied, consistent, into a new file
+/// while the gateway serves.
+pub fn backup(target: &Target, out: &std::path::Path, env: &HashMap<String, String>) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let (_, url) = target.resolve(env)?;
+        let store = connect(&url).await?;
+        store.backup_to(out).await?;
+        let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+        println!("{}: copied to {} ({bytes} bytes)", redact(&url), out.display());
+        println!("to restore: stop coopgate, put the copy where store.url points, start it");
+        Ok(())
+    })
+}
+
 /// `coopgate accounts …`.
 pub fn accounts(cmd: AccountsCommand, env: &HashMap<String, String>) -> anyhow::Result<()> {
     runtime()?.block_on(async {
@@ -388,12 +402,30 @@ pub enum TokenCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Write a new Ed25519 signing key (mode 0600) and print its kid: the
+    /// first step of rotating the gateway's token keys (deploy/README.md).
+    NewSigningKey {
+        /// Where to write it (refused if the file exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `coopgate token …`.
 pub fn token(cmd: TokenCommand, env: &HashMap<String, String>) -> anyhow::Result<()> {
+    let (account, ttl, target) = match cmd {
+        TokenCommand::Issue { account, ttl, target } => (account, ttl, target),
+        TokenCommand::NewSigningKey { out } => {
+            let kid = crate::tokens::new_signing_key(&out)?;
+            println!("wrote {} (kid {kid})", out.display());
+            println!(
+                "next: list it in tokens.verify_key_files on every replica and restart them one by one; \
+                 then make it tokens.signing_key_file, with the old file in verify_key_files, and restart again"
+            );
+            return Ok(());
+        }
+    };
     runtime()?.block_on(async {
-        let TokenCommand::Issue { account, ttl, target } = cmd;
         let (config, store) = target.store(env).await?;
         let tokens = Tokens::load(&config.tokens, store.clone())?;
         let found = Accounts::new(store).by_email(&account).await?.ok_or_else(|| {

@@ -98,6 +98,10 @@ pub struct TokensConfig {
     pub audience: String,
     /// The gateway's Ed25519 signing key (PKCS#8 DER), created on first start.
     pub signing_key_file: PathBuf,
+    /// Further Ed25519 keys of the gateway's own (PKCS#8 DER) that verify
+    /// tokens and are published, but sign nothing: the next key before a
+    /// rotation, the previous one after it.
+    pub verify_key_files: Vec<PathBuf>,
     /// A shared secret for HS256 tokens without a `kid` (at least 32 bytes; `env:NAME`).
     pub hmac_secret: Option<Secret>,
     /// A JWKS file of further verification keys (RS256, ES256, EdDSA) by `kid`.
@@ -119,6 +123,7 @@ impl Default for TokensConfig {
             issuer: "coopgate".into(),
             audience: "coopgate".into(),
             signing_key_file: PathBuf::from("coopgate-data/token-signing-key.der"),
+            verify_key_files: Vec::new(),
             hmac_secret: None,
             jwks_file: None,
             jwks_url: None,
@@ -135,13 +140,21 @@ pub struct AdminConfig {
     /// SHA-256 (hex) of the admin bearer token; the API is off without it.
     /// `coopgate admin-token` makes a token and prints its digest.
     pub token_sha256: Option<String>,
+    /// Digests of tokens still accepted while admins move to a new one: a
+    /// rotation adds the new digest as `token_sha256`, keeps the old one here
+    /// until every script uses the new token, then drops it. Never alone.
+    pub previous_token_sha256: Vec<String>,
     /// Peers allowed to use the admin API (the socket peer).
     pub allow: Vec<IpNet>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { token_sha256: None, allow: ServerConfig::default().metrics_allow }
+        AdminConfig {
+            token_sha256: None,
+            previous_token_sha256: Vec::new(),
+            allow: ServerConfig::default().metrics_allow,
+        }
     }
 }
 
@@ -149,6 +162,15 @@ impl AdminConfig {
     /// The token digest as bytes, when set and well-formed.
     pub fn digest(&self) -> Option<[u8; 32]> {
         super::digest_from_hex(self.token_sha256.as_deref()?)
+    }
+
+    /// Every accepted token digest, the current one first; empty (the API is
+    /// off) without a well-formed `token_sha256`, whatever the previous ones.
+    pub fn digests(&self) -> Vec<[u8; 32]> {
+        let Some(current) = self.digest() else { return Vec::new() };
+        std::iter::once(current)
+            .chain(self.previous_token_sha256.iter().filter_map(|hex| super::digest_from_hex(hex)))
+            .collect()
     }
 }
 

@@ -395,6 +395,23 @@ impl Config {
                 message: "must be 64 hex digits: the SHA-256 of the token (`coopgate admin-token` prints one)".into(),
             });
         }
+        for (i, hex) in self.admin.previous_token_sha256.iter().enumerate() {
+            if super::digest_from_hex(hex).is_none() {
+                problems.push(Problem {
+                    path: format!("admin.previous_token_sha256[{i}]"),
+                    line: None,
+                    message: "must be 64 hex digits: the SHA-256 of a token still accepted during a rotation".into(),
+                });
+            }
+        }
+        if !self.admin.previous_token_sha256.is_empty() && self.admin.token_sha256.is_none() {
+            problems.push(Problem {
+                path: "admin.previous_token_sha256".into(),
+                line: None,
+                message: "needs admin.token_sha256 (the new token) beside it; to turn the admin API off, remove both"
+                    .into(),
+            });
+        }
         if self.server.workers == Some(0) {
             problems.push(Problem { path: "server.workers".into(), line: None, message: "must be at least 1".into() });
         }

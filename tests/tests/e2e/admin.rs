@@ -110,3 +110,25 @@ async fn without_a_token_digest_there_is_no_admin_api() {
     let gw = coopgate_tests::gateway(config(up.addr)).await;
     assert_problem(&get(&gw.url("/admin/accounts"), &[("authorization", "Bearer x")]).await, 404, "no-route");
 }
+
+#[tokio::test]
+async fn during_an_admin_token_rotation_the_new_and_the_previous_token_work_and_no_other() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    let new = "cgadm_the-new-token";
+    let new_digest: String =
+        <sha2::Sha256 as sha2::Digest>::digest(new.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    cfg.admin.token_sha256 = Some(new_digest);
+    cfg.admin.previous_token_sha256 = vec![digest()];
+    cfg.admin.allow = vec!["127.0.0.0/8".parse().unwrap()];
+    let gw = gateway_with(coopgate::Gateway::with_keys(cfg, Arc::new(Keys::new(store))).unwrap()).await;
+
+    assert_eq!(call(&gw, "GET", "/admin/accounts", None, Some(new)).await.status, 200);
+    assert_eq!(call(&gw, "GET", "/admin/accounts", None, Some(TOKEN)).await.status, 200);
+    assert_problem(
+        &call(&gw, "GET", "/admin/accounts", None, Some("cgadm_someone-else")).await,
+        401,
+        "admin-unauthorized",
+    );
+}

@@ -352,3 +352,15 @@ fn a_metered_plan_that_cannot_work_is_named() {
     assert!(!ok);
     assert!(err.contains("metering.billable") && err.contains("one per route kind"), "{err}");
 }
+
+#[test]
+fn an_admin_token_rotation_needs_a_current_token_and_well_formed_digests() {
+    let (ok, _, err) = check(&format!("[admin]\nprevious_token_sha256 = [\"abc\"]\n{GOOD}"), &[]);
+    assert!(!ok);
+    assert!(err.contains("admin.previous_token_sha256[0]"), "{err}");
+    assert!(err.contains("admin.previous_token_sha256") && err.contains("needs admin.token_sha256"), "{err}");
+    let digest = "0".repeat(64);
+    let (ok, _, err) =
+        check(&format!("[admin]\ntoken_sha256 = \"{digest}\"\nprevious_token_sha256 = [\"{digest}\"]\n{GOOD}"), &[]);
+    assert!(ok, "{err}");
+}

@@ -280,3 +280,81 @@ async fn an_es256_token_from_a_jwks_key_is_accepted() {
     let token = jsonwebtoken::encode(&header, &claims(&id, "member", json!({})), &signing).unwrap();
     assert_eq!(get(&gw.url("/bulk/x"), &[("authorization", &bearer(&token))]).await.status, 200);
 }
+
+/// A replica of a deployment whose own keys are `signing` (which signs) and
+/// `verify` (which only verify), on `store`: its gateway and its tokens.
+async fn replica_with_keys(
+    store: &coopgate_billing::Store,
+    up: std::net::SocketAddr,
+    signing: &std::path::Path,
+    verify: &[&std::path::Path],
+) -> (TestGateway, Arc<Tokens>) {
+    let mut cfg = config(up);
+    cfg.tiers.insert("member".into(), TierConfig { rank: 20, limits: vec![], stripe_prices: None, seats: None });
+    cfg.routes[1].min_tier = "member".into();
+    cfg.tokens = TokensConfig {
+        signing_key_file: signing.to_owned(),
+        verify_key_files: verify.iter().map(|p| p.to_path_buf()).collect(),
+        ..TokensConfig::default()
+    };
+    let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap());
+    let keys = Arc::new(Keys::new(store.clone()));
+    (gateway_with(coopgate::Gateway::with_credentials(cfg, keys, tokens.clone()).unwrap()).await, tokens)
+}
+
+#[tokio::test]
+async fn a_signing_key_rotation_in_two_restarts_never_refuses_a_valid_token_on_any_replica() {
+    let (store, _cleanup) = sqlite().await;
+    let up = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old.der"), dir.path().join("new.der"));
+    let inst = Accounts::new(store.clone()).create("inst@example.org", "member", Some("Institute")).await.unwrap();
+    let opens = |gw: &TestGateway, token: &str| {
+        let (url, auth) = (gw.url("/bulk/data.csv"), bearer(token));
+        async move { get(&url, &[("authorization", &auth)]).await.status.as_u16() }
+    };
+
+    let (before, tokens) = replica_with_keys(&store, up.addr, &old, &[]).await;
+    let from_old = tokens.issue(&inst, Duration::from_secs(3600)).unwrap();
+    let kid = coopgate::tokens::new_signing_key(&new).unwrap();
+    assert!(kid.starts_with("cg-"));
+    assert!(coopgate::tokens::new_signing_key(&new).is_err(), "an existing key file is never overwritten");
+
+    // Restart one: every replica learns the new key, still signing with the old.
+    let (learnt, _) = replica_with_keys(&store, up.addr, &old, &[&new]).await;
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&get(&learnt.url("/.well-known/jwks.json"), &[]).await.body).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "both keys are published: {jwks}");
+    assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid.as_str()));
+    assert_eq!(opens(&learnt, &from_old).await, 200);
+
+    // Restart two: the new key signs; a replica not yet restarted accepts its tokens.
+    let (swapped, tokens) = replica_with_keys(&store, up.addr, &new, &[&old]).await;
+    let from_new = tokens.issue(&inst, Duration::from_secs(3600)).unwrap();
+    assert_eq!(opens(&swapped, &from_new).await, 200);
+    assert_eq!(opens(&swapped, &from_old).await, 200);
+    assert_eq!(opens(&learnt, &from_new).await, 200, "a replica between the restarts accepts the new key's tokens");
+    assert_eq!(opens(&before, &from_new).await, 401, "without the first restart it would not have");
+
+    // After tokens.max_ttl the old key goes: its tokens are refused, the new ones are not.
+    let (after, _) = replica_with_keys(&store, up.addr, &new, &[]).await;
+    assert_eq!(opens(&after, &from_new).await, 200);
+    assert_eq!(opens(&after, &from_old).await, 401);
+}
+
+#[tokio::test]
+async fn an_unreadable_verification_key_is_a_start_up_error_naming_the_setting() {
+    let (store, _cleanup) = sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_key = dir.path().join("not-a-key.der");
+    std::fs::write(&not_a_key, b"not a key").unwrap();
+    for (path, words) in [(dir.path().join("missing.der"), "No such file"), (not_a_key, "not an Ed25519 key")] {
+        let cfg = TokensConfig {
+            signing_key_file: dir.path().join("signing.der"),
+            verify_key_files: vec![path.clone()],
+            ..TokensConfig::default()
+        };
+        let err = Tokens::load(&cfg, store.clone()).err().expect("refused").to_string();
+        assert!(err.contains("tokens.verify_key_files[0]") && err.contains(words), "{err}");
+    }
+}
