@@ -16,6 +16,8 @@ async fn paying_on_the_checkout_page_creates_the_subscription_and_redirects_to_s
     assert!(page.body.contains(r#"<label for="card_number">Card number</label>"#));
     assert!(page.body.contains("$20.00"), "shows the amount");
     assert!(page.body.contains("new@example.org"), "prefills the email");
+    // A customer without a name gets an empty field, not the word "None".
+    assert!(page.body.contains(r#"autocomplete="cc-name" value="""#), "an empty name field");
 
     let paid = post_form(&t.sim, &url, "email=new%40example.org&name=Ada&card_number=4242+4242+4242+4242").await;
     assert_eq!(paid.status, 303, "{}", paid.body);
