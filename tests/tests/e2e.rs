@@ -5,8 +5,10 @@ mod e2e {
     mod admin;
     mod backup;
     mod browser;
+    mod cluster;
     mod config_check;
     mod demo;
+    mod deploy;
     mod early_access;
     mod errors;
     mod keys;

@@ -1,0 +1,269 @@
+//! The production shape on loopback: two `coopgate serve` processes of one
+//! deployment on one PostgreSQL and one Redis, billing through the Stripe
+//! simulator, whose webhooks reach only the first. What one replica learns
+//! the other honours: shared limits, a revoked key, a membership; usage is
+//! reported to Stripe once; the ledger posts each payment once and
+//! reconciles with Stripe.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use coopgate_billing::ledger::{AccountName, Ledger};
+use coopgate_billing::sim::Simulator;
+use coopgate_billing::{Accounts, Currency, Store};
+use coopgate_tests::get;
+use sha2::Digest as _;
+
+use super::memberships::{PRICES, SECRET, pay, post_json, sim_config};
+use super::metering::{CENTS, INCLUDED, METERED, with_metered_price};
+use super::support::{coopgate, redis_url, serve};
+
+const ADMIN_TOKEN: &str = "cgadm_cluster-test";
+
+/// The deployment's config, as an operator would write it; `listen` differs per replica.
+fn config_text(listen: &str, store: &str, redis: &str, prefix: &str, up: &str, sim: &Simulator, keys: &Path) -> String {
+    let admin: String = sha2::Sha256::digest(ADMIN_TOKEN.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        r#"
+[server]
+listen = "{listen}"
+shutdown_grace = "2s"
+
+[store]
+url = "{store}"
+
+[tokens]
+signing_key_file = "{key}"
+
+[admin]
+token_sha256 = "{admin}"
+
+[limits]
+backend = "redis"
+redis_url = "{redis}"
+redis_prefix = "{prefix}"
+# Every admission asks Redis, so the shared count is exact at any moment.
+lease_max = 1
+
+[tiers.anonymous]
+rank = 0
+limits = [{{ name = "burst", rate = "10/hour", burst = 10 }}]
+
+[tiers.registered]
+rank = 10
+
+[tiers.metered]
+rank = 15
+
+[tiers.member]
+rank = 20
+stripe_prices = ["{p0}", "{p1}"]
+
+[billing]
+success_url = "http://127.0.0.1/done?session={{CHECKOUT_SESSION_ID}}"
+cancel_url = "http://127.0.0.1/canceled"
+portal_return_url = "http://127.0.0.1/return"
+sync_interval = "0s"
+
+[billing.stripe]
+api_base = "{api}"
+secret_key = "{SECRET}"
+webhook_secrets = ["{whsec}"]
+
+[billing.metered]
+price = "{METERED}"
+meter_event = "api_requests"
+included = "{INCLUDED}/month"
+tier = "metered"
+report_interval = "1s"
+
+[[routes]]
+name = "api"
+path = "/api/"
+upstream = "http://{up}/"
+kind = "api"
+min_tier = "anonymous"
+
+[[routes]]
+name = "members"
+path = "/members/"
+upstream = "http://{up}/"
+kind = "api"
+min_tier = "member"
+"#,
+        key = keys.join("token-signing-key.der").display(),
+        p0 = PRICES[0],
+        p1 = PRICES[1],
+        api = sim.base_url(),
+        whsec = sim.webhook_secret(),
+    )
+}
+
+/// Polls `check` every 50 ms until it holds; panics with `what` after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `coopgate ARGS --config CONFIG`, off the test's runtime (which serves the simulator).
+async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = coopgate();
+    cmd.args(args).args(["--config", config.to_str().unwrap()]);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+async fn balance(store: &Store, account: &str) -> i64 {
+    let b = Ledger::new(store.clone()).balances().await.unwrap();
+    b.get(&(AccountName::new(account).unwrap(), Currency::new("usd").unwrap())).copied().unwrap_or(0)
+}
+
+async fn tier(store: &Store, email: &str) -> String {
+    Accounts::new(store.clone()).by_email(email).await.unwrap().map(|a| a.tier).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replica_processes_share_limits_revocations_memberships_usage_and_one_ledger() {
+    let Some(redis) = redis_url() else { return };
+    let Some((store_url, _cleanup)) = coopgate_billing::store::testing::postgres_url().await else { return };
+    let store = Store::connect(&store_url).await.unwrap();
+    store.migrate().await.unwrap();
+    let up = coopgate_tests::echo_upstream().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let keys = tempfile::tempdir().unwrap();
+    let prefix = format!("cg-cluster-{}", super::metering::now_ms());
+
+    // Stripe's webhooks go to replica A only, so its port is chosen first.
+    let a_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut sim_cfg = sim_config();
+    with_metered_price(&mut sim_cfg);
+    sim_cfg.webhook_url = Some(format!("http://127.0.0.1:{a_port}/billing/stripe/webhook").parse().unwrap());
+    let sim = Simulator::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_cfg).await.unwrap();
+
+    let text = |listen: &str| config_text(listen, &store_url, &redis, &prefix, &up.addr.to_string(), &sim, keys.path());
+    let a_text = text(&format!("127.0.0.1:{a_port}"));
+    let b_text = text("127.0.0.1:0");
+    // Both start at once on an empty key folder: one makes the signing key, the other uses it.
+    let (a_dir, b_dir) = (dirs[0].path().to_owned(), dirs[1].path().to_owned());
+    let a_start = std::thread::spawn(move || serve(&a_dir, &a_text));
+    let b_start = std::thread::spawn(move || serve(&b_dir, &b_text));
+    let ((_a, a), (_b, b)) = (a_start.join().unwrap(), b_start.join().unwrap());
+    let a_config = dirs[0].path().join("coopgate.toml");
+    let (url_a, url_b) = (|p: &str| format!("http://{a}{p}"), |p: &str| format!("http://{b}{p}"));
+    for url in [url_a("/readyz"), url_b("/readyz")] {
+        let out = tokio::task::spawn_blocking(move || coopgate().args(["health", "--url", &url]).output().unwrap());
+        assert!(out.await.unwrap().status.success());
+    }
+    let jwks_a = get(&url_a("/.well-known/jwks.json"), &[]).await.body;
+    assert_eq!(jwks_a, get(&url_b("/.well-known/jwks.json"), &[]).await.body, "one signing key for both");
+
+    // Shared limits: ten an hour for an address, whichever replica it asks.
+    let mut admitted = 0;
+    for i in 0..20 {
+        let url = if i % 2 == 0 { url_a("/api/x") } else { url_b("/api/x") };
+        let got = get(&url, &[]).await;
+        match got.status.as_u16() {
+            200 => admitted += 1,
+            429 => assert!(!got.header("retry-after").is_empty(), "a 429 says when to come back"),
+            other => panic!("unexpected {other}: {:?}", got.body),
+        }
+    }
+    assert_eq!(admitted, 10, "a limit of 10 admits 10 across both replicas");
+
+    // A key revoked through A's admin API is refused by B.
+    let accounts = Accounts::new(store.clone());
+    let keys_store = coopgate::keys::Keys::new(store.clone());
+    accounts.create("ada@example.org", "registered", None).await.unwrap();
+    let ada = keys_store.create("ada@example.org", "laptop", None).await.unwrap();
+    assert_eq!(get(&url_b("/api/ada"), &[("x-api-key", &ada.plaintext)]).await.status, 200);
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let revoked =
+        post_json(&url_a(&format!("/admin/keys/{}/revoke", ada.info.id)), &[("authorization", &bearer)], "{}").await;
+    assert_eq!(revoked.status, 200, "{:?}", revoked.body);
+    eventually(Duration::from_secs(5), "B refusing the key revoked through A", || async {
+        get(&url_b("/api/ada"), &[("x-api-key", &ada.plaintext)]).await.status == 401
+    })
+    .await;
+
+    // A membership bought through B, whose webhooks only A receives, opens B's member route.
+    accounts.create("bea@example.org", "registered", None).await.unwrap();
+    let bea = keys_store.create("bea@example.org", "laptop", None).await.unwrap().plaintext;
+    assert_eq!(get(&url_b("/members/x"), &[("x-api-key", &bea)]).await.status, 403);
+    let checkout =
+        post_json(&url_b("/billing/checkout"), &[("x-api-key", &bea)], &format!(r#"{{"price":"{}"}}"#, PRICES[0]))
+            .await;
+    assert_eq!(checkout.status, 200, "{:?}", checkout.body);
+    assert_eq!(pay(checkout.json()["url"].as_str().unwrap(), "4242 4242 4242 4242").await.status, 303);
+    eventually(Duration::from_secs(20), "B opening the member route to Bea", || async {
+        get(&url_b("/members/x"), &[("x-api-key", &bea)]).await.status == 200
+    })
+    .await;
+
+    // Metered use through both replicas is reported to Stripe once.
+    accounts.create("cy@example.org", "registered", None).await.unwrap();
+    let cy = keys_store.create("cy@example.org", "laptop", None).await.unwrap().plaintext;
+    let checkout =
+        post_json(&url_a("/billing/checkout"), &[("x-api-key", &cy)], &format!(r#"{{"price":"{METERED}"}}"#)).await;
+    assert_eq!(pay(checkout.json()["url"].as_str().unwrap(), "4242 4242 4242 4242").await.status, 303);
+    eventually(Duration::from_secs(20), "Cy's metered plan", || async {
+        tier(&store, "cy@example.org").await == "metered"
+    })
+    .await;
+    let beyond = 5;
+    for i in 0..INCLUDED + beyond {
+        let url = if i % 2 == 0 { url_a(&format!("/api/q{i}")) } else { url_b(&format!("/api/q{i}")) };
+        assert_eq!(get(&url, &[("x-api-key", &cy)]).await.status, 200);
+    }
+    let period = {
+        let now = time::OffsetDateTime::now_utc();
+        format!("{:04}-{:02}", now.year(), u8::from(now.month()))
+    };
+    // First the store holds the use (flushed each second by each replica),
+    // then Stripe's meter agrees with it (one reporter, every second).
+    let used = format!("{INCLUDED} of {INCLUDED} included used, {beyond} beyond");
+    eventually(Duration::from_secs(30), "the use in the store", || async {
+        let shown = cli(&a_config, &["usage", "--account", "cy@example.org", "--from", "2000-01-01"]).await;
+        String::from_utf8_lossy(&shown.stdout).contains(&used)
+    })
+    .await;
+    eventually(Duration::from_secs(30), "usage reconciling with Stripe's meter", || async {
+        cli(&a_config, &["usage", "reconcile", "--period", &period]).await.status.success()
+    })
+    .await;
+    let shown = cli(&a_config, &["usage", "--account", "cy@example.org", "--from", "2000-01-01"]).await;
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    let charge = format!("USD 0.{:02}", beyond as i64 * CENTS);
+    assert!(shown.contains(&used), "{shown}");
+    assert!(shown.contains(&charge), "{shown}");
+    // Both replicas' reporters keep running: a second report would now differ.
+    for addr in [a, b] {
+        coopgate_tests::wait_for_metric(addr, "coopgate_usage_reports_waiting", "0").await;
+    }
+    let again = cli(&a_config, &["usage", "reconcile", "--period", &period]).await;
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stdout));
+
+    // The ledger holds Bea's membership once, whichever replica applied it, and agrees with Stripe.
+    eventually(Duration::from_secs(20), "the membership in the ledger", || async {
+        balance(&store, "Income:Memberships:Member").await == -500
+    })
+    .await;
+    let reconciled = cli(&a_config, &["ledger", "reconcile"]).await;
+    assert!(
+        reconciled.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&reconciled.stdout),
+        String::from_utf8_lossy(&reconciled.stderr)
+    );
+    let balances = Ledger::new(store.clone()).balances().await.unwrap();
+    let mut per_currency = std::collections::BTreeMap::new();
+    for ((_, currency), amount) in &balances {
+        *per_currency.entry(currency.to_string()).or_insert(0i64) += amount;
+    }
+    assert!(per_currency.values().all(|sum| *sum == 0), "every currency balances: {per_currency:?}");
+}
