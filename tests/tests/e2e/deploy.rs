@@ -164,6 +164,32 @@ fn the_systemd_unit_runs_the_config_it_ships_with_hardened_and_drains_before_it_
     assert!(key.starts_with("/var/lib/coopgate/"), "{key}");
     let stop = humantime_secs(value("TimeoutStopSec").unwrap().trim());
     assert!(stop > shutdown_grace_secs(&config), "TimeoutStopSec must outlast server.shutdown_grace");
+
+    // systemd's own reading of the unit: every setting known and well-formed.
+    // It checks that the binary and the env file exist, so a copy points at
+    // this build's binary and an empty env file.
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("systemd-analyze did not run: it is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("env");
+    std::fs::write(&env, "").unwrap();
+    let copy = dir.path().join("coopgate.service");
+    let text = unit
+        .replace("/usr/local/bin/coopgate", env!("CARGO_BIN_EXE_coopgate-under-test"))
+        .replace("/etc/coopgate/env", env.to_str().unwrap());
+    std::fs::write(&copy, text).unwrap();
+    let out = std::process::Command::new(analyze).arg("verify").arg(&copy).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
+}
+
+/// The path of a program on `PATH`.
+fn which(program: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file()))
+        .ok_or(())
 }
 
 #[test]
