@@ -8,8 +8,9 @@
 # Settings (environment):
 #   DATABASE_URL   a PostgreSQL server URL whose user may create a database
 #                  (default postgres://postgres@127.0.0.1:5432/postgres);
-#                  the cluster uses a database of its own, coopgate_cluster
-#   REDIS_URL      default redis://127.0.0.1:6379 (keys under coopgate-cluster:)
+#                  the cluster uses a database of its own on that server
+#   CLUSTER_DB     that database's name (default coopgate_cluster; made when missing)
+#   REDIS_URL      default redis://127.0.0.1:6379 (keys under CLUSTER_DB:)
 #   CLUSTER_DIR    where config, logs and data go (default coopgate-data/cluster)
 #   BASE_PORT      the balancer listens here, replicas on +1 and +2, the origin
 #                  on +10, the simulator on +11 (default 18080)
@@ -20,6 +21,8 @@ cd "$(dirname "$0")/.."
 DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 CLUSTER_DIR="${CLUSTER_DIR:-coopgate-data/cluster}"
+CLUSTER_DB="${CLUSTER_DB:-coopgate_cluster}"
+[[ "$CLUSTER_DB" =~ ^[a-z_][a-z0-9_]*$ ]] || { printf 'local-cluster: CLUSTER_DB must be a plain lower-case name\n' >&2; exit 1; }
 BASE_PORT="${BASE_PORT:-18080}"
 LB_PORT=$BASE_PORT; R1_PORT=$((BASE_PORT + 1)); R2_PORT=$((BASE_PORT + 2))
 ORIGIN_PORT=$((BASE_PORT + 10)); SIM_PORT=$((BASE_PORT + 11))
@@ -51,10 +54,10 @@ trap stop EXIT
 trap 'exit 130' INT TERM
 
 # A database of the cluster's own, on the server DATABASE_URL names.
-if [ "$(psql "$DATABASE_URL" -qtAc "select 1 from pg_database where datname = 'coopgate_cluster'")" != 1 ]; then
-  psql "$DATABASE_URL" -qc 'create database coopgate_cluster' >/dev/null
+if [ "$(psql "$DATABASE_URL" -qtAc "select 1 from pg_database where datname = '$CLUSTER_DB'")" != 1 ]; then
+  psql "$DATABASE_URL" -qc "create database $CLUSTER_DB" >/dev/null
 fi
-STORE_URL="$(printf '%s' "$DATABASE_URL" | sed -E 's#/[^/?]*(\?|$)#/coopgate_cluster\1#')"
+STORE_URL="$(printf '%s' "$DATABASE_URL" | sed -E "s#/[^/?]*(\\?|\$)#/$CLUSTER_DB\\1#")"
 
 # The secrets the config names as env:…, as a deployment's would come.
 WEBHOOK_SECRET="whsec_local_cluster_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
@@ -84,7 +87,7 @@ access = true
 [limits]
 backend = "redis"
 redis_url = "env:REDIS_URL"
-redis_prefix = "coopgate-cluster"
+redis_prefix = "$CLUSTER_DB"
 
 [tiers.anonymous]
 rank = 0
@@ -205,11 +208,14 @@ NGX
 nginx -c "$DIR/nginx/nginx.conf" -p "$DIR/nginx" >"$DIR/nginx/stderr.log" 2>&1 &
 PIDS+=($!)
 
-# Ready when every part answers (the replicas through their own ports).
-for _ in $(seq 150); do
+# Ready when every part answers: the origin (which writes its sample dataset
+# on a first start), the simulator, each replica, and the balancer.
+for _ in $(seq 600); do
   ok=1
-  for port in $R1_PORT $R2_PORT; do "$COOPGATE" health --url "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 || ok=0; done
-  "$COOPGATE" health --url "http://127.0.0.1:$LB_PORT/healthz" >/dev/null 2>&1 || ok=0
+  for url in "http://127.0.0.1:$ORIGIN_PORT/api/v1/regions" "http://127.0.0.1:$SIM_PORT/_sim/clock" \
+    "http://127.0.0.1:$R1_PORT/readyz" "http://127.0.0.1:$R2_PORT/readyz" "http://127.0.0.1:$LB_PORT/healthz"; do
+    "$COOPGATE" health --url "$url" >/dev/null 2>&1 || { ok=0; break; }
+  done
   [ $ok = 1 ] && break
   for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null || fail "a process ended early; see the logs in $DIR"; done
   sleep 0.2
@@ -220,7 +226,7 @@ cat <<TXT
 coopgate cluster ready
   balancer   http://127.0.0.1:$LB_PORT/   (nginx -> replicas :$R1_PORT and :$R2_PORT)
   store      $STORE_URL
-  redis      $REDIS_URL (prefix coopgate-cluster)
+  redis      $REDIS_URL (prefix $CLUSTER_DB)
   stripe     http://127.0.0.1:$SIM_PORT/ (simulator; webhooks to the balancer)
   portal     http://127.0.0.1:$LB_PORT/portal (mail in $DIR/outbox.jsonl)
   logs       $DIR/*.log

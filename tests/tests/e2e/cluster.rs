@@ -267,3 +267,129 @@ async fn two_replica_processes_share_limits_revocations_memberships_usage_and_on
     }
     assert!(per_currency.values().all(|sum| *sum == 0), "every currency balances: {per_currency:?}");
 }
+
+/// `deploy/local-cluster.sh`, killed with its whole cluster when dropped.
+struct LocalCluster(std::process::Child);
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        // SIGINT, as Ctrl-C: the script stops what it started.
+        let _ = std::process::Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+/// Free loopback ports from a random base: the balancer's, two replicas',
+/// and (+10, +11) the origin's and the simulator's. Below Linux's ephemeral
+/// range (32768 and up), so that other tests' port-0 sockets cannot take
+/// them once the cluster has stopped.
+fn free_base_port() -> u16 {
+    loop {
+        let base = 20_000 + (super::metering::now_ms() % 12_000) as u16;
+        let free = [0, 1, 2, 10, 11].iter().all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
+
+#[tokio::test]
+async fn local_cluster_sh_puts_two_replicas_behind_nginx_that_share_limits_and_webhooks_and_stops_them_together() {
+    let Some(redis) = redis_url() else { return };
+    let Ok(database) = std::env::var("COOPGATE_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
+            "COOPGATE_TEST_DATABASE_URL is not set"
+        );
+        eprintln!("local-cluster.sh did not run: COOPGATE_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let on_path = |program: &str| {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+    };
+    if !on_path("nginx") {
+        assert!(std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"), "nginx is not installed");
+        eprintln!("local-cluster.sh did not run: nginx is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("cg_local_cluster_{}", super::metering::now_ms());
+    let base = free_base_port();
+    // Its stderr goes to a file (shown if it fails); its stdout is read to the
+    // end by a thread, so that neither pipe closes under the running script.
+    let log = dir.path().join("local-cluster.stderr");
+    let mut child = std::process::Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local-cluster.sh"))
+        .env("COOPGATE", env!("CARGO_BIN_EXE_coopgate-under-test"))
+        .env("DATABASE_URL", &database)
+        .env("CLUSTER_DB", &name)
+        .env("REDIS_URL", &redis)
+        .env("CLUSTER_DIR", dir.path())
+        .env("BASE_PORT", base.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let cluster = LocalCluster(child);
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let first = tokio::task::spawn_blocking(move || said.recv().ok()).await.unwrap();
+    assert_eq!(
+        first.as_deref(),
+        Some("coopgate cluster ready"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let lb = |p: &str| format!("http://127.0.0.1:{base}{p}");
+
+    // Through the balancer, one caller's burst of 20 is shared by both replicas.
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(get(&lb("/api/v1/regions"), &[]).await.status.as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 20, "{statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 429].contains(s)), "{statuses:?}");
+
+    // A membership paid on the simulator's page (webhooks to the balancer) opens the member route.
+    let env: Vec<(String, String)> = std::fs::read_to_string(dir.path().join("env"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    let config = dir.path().join("coopgate.toml");
+    let admin = |args: &[&str]| {
+        let out =
+            coopgate().args(args).args(["--config", config.to_str().unwrap()]).envs(env.clone()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    admin(&["accounts", "create", "--email", "dee@example.org"]);
+    let made = admin(&["keys", "create", "--account", "dee@example.org", "--name", "try", "--json"]);
+    let key = serde_json::from_str::<serde_json::Value>(&made).unwrap()["key"].as_str().unwrap().to_owned();
+    assert_eq!(get(&lb("/members/v1/regions"), &[("x-api-key", &key)]).await.status, 403);
+    let checkout =
+        post_json(&lb("/billing/checkout"), &[("x-api-key", &key)], r#"{"price":"price_sustaining_community"}"#).await;
+    assert_eq!(checkout.status, 200, "{:?}", checkout.body);
+    assert_eq!(pay(checkout.json()["url"].as_str().unwrap(), "4242 4242 4242 4242").await.status, 303);
+    eventually(Duration::from_secs(20), "the member route opening through the balancer", || async {
+        get(&lb("/members/v1/regions"), &[("x-api-key", &key)]).await.status == 200
+    })
+    .await;
+
+    // Ctrl-C stops every part: nothing answers on the cluster's ports any more.
+    drop(cluster);
+    for port in [base, base + 1, base + 2, base + 10, base + 11] {
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "port {port} still answers");
+    }
+    let drop_db = std::process::Command::new("psql")
+        .args([database.as_str(), "-qc", &format!("drop database if exists {name} with (force)")])
+        .status()
+        .unwrap();
+    assert!(drop_db.success());
+}
