@@ -169,7 +169,10 @@ fn unusable(s: &PortalState, form: &str, e: Billing) -> Result<Response, Error> 
     s.templates.page(
         status,
         "notice.html",
-        minijinja::context! { heading => heading, text => text, problem => true, email => email, form => form, signed_in => false },
+        minijinja::context! {
+            heading => heading, text => text, problem => true, email => email, form => form, resend => true,
+            signed_in => false,
+        },
     )
 }
 

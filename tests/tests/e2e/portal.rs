@@ -229,10 +229,21 @@ async fn a_new_email_signs_in_by_the_mailed_link_which_only_the_pages_button_use
         let account = coopgate_billing::Accounts::new(store.clone()).by_email("ada@example.org").await.unwrap();
         assert_eq!(account.unwrap().tier, "registered", "the first sign-in made the account");
 
-        // The link is used up.
+        // The link is used up. Its page names no address (the link's sign-in
+        // is not told again) and leads to a sign-in form that sends a new link.
         let again = browser.post(&s.gw.url("/portal/sign-in/link"), &[("form", &form), ("token", &token)]).await;
         assert_eq!(again.status, 410);
-        assert!(text(&again).contains("already used"));
+        let bogus = browser.get(&s.gw.url("/portal/sign-in/link?token=0000")).await;
+        assert_eq!(bogus.status, 404);
+        for page in [text(&again), text(&bogus)] {
+            assert!(page.contains("already used") || page.contains("not valid"), "{page}");
+            assert!(!page.contains("None"), "no placeholder in the page: {page}");
+            assert!(page.contains("<a href=\"/portal/sign-in\">Ask for a new link</a>"), "{page}");
+        }
+        let mut other = Browser::default();
+        let asked = ask_at(&s.gw, &mut other, "ada@example.org").await;
+        assert_eq!(asked.status, 200, "{}", text(&asked));
+        assert!(text(&asked).contains("Check your mail"));
     }
 }
 
