@@ -38,6 +38,7 @@ impl Error {
                 StatusCode::UNAUTHORIZED
             }
             Error::NoSuchKey { .. } => StatusCode::NOT_FOUND,
+            Error::KeyAlreadyRolled { .. } => StatusCode::CONFLICT,
             Error::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             Error::BadAdminRequest(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::MailUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,6 +72,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload-too-large",
             Error::UnknownCredential { .. } | Error::InvalidApiKey(_) | Error::InvalidToken(_) => "invalid-credential",
             Error::NoSuchKey { .. } => "no-such-key",
+            Error::KeyAlreadyRolled { .. } => "key-already-rolled",
             Error::AdminUnauthorized => "admin-unauthorized",
             Error::BadAdminRequest(_) => "bad-admin-request",
             Error::BadRequest(_) => "bad-request",
@@ -182,6 +184,9 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
             why.reason()
         ),
         Error::NoSuchKey { id } => format!("No active key {id}."),
+        Error::KeyAlreadyRolled { id, successor } => format!(
+            "Key {id} was already rolled to {successor}, and a key is rolled once: roll {successor} instead, or make a new key."
+        ),
         Error::AdminUnauthorized => "Send the admin token as Authorization: Bearer TOKEN.".to_owned(),
         Error::BadAdminRequest(why) | Error::BadRequest(why) => format!("{why}."),
         Error::Store(_) => {

@@ -247,7 +247,15 @@ pub(super) async fn roll_key(
     Form(body): Form<KeyAction>,
 ) -> Result<Response, Stop> {
     let signed = key_action(&s, &headers, &id, &body.csrf).await?;
-    let made = s.keys.roll(&id, ROLL_GRACE).await?;
+    let made = match s.keys.roll(&id, ROLL_GRACE).await {
+        Ok(made) => made,
+        // An old tab's form: rolling again would bring the old key back for a day.
+        Err(Error::KeyAlreadyRolled { .. }) => {
+            let why = Some("That key was already rolled, and a key is rolled once: roll its successor instead.");
+            return keys_page(&s, &signed, StatusCode::CONFLICT, None, why).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     let grace_until = crate::limit::now_ms() + ROLL_GRACE.as_millis() as i64;
     if let Some(inv) = &s.invalidations {
         inv.key_changed(&id).await;

@@ -387,6 +387,31 @@ async fn a_key_made_in_the_portal_calls_the_api_until_it_is_revoked_and_nobody_e
 }
 
 #[tokio::test]
+async fn a_rolled_key_cannot_be_rolled_again_in_the_portal_so_it_never_comes_back() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store, false).await;
+    let mut ada = Browser::default();
+    s.sign_in(&mut ada, "ada@example.org").await;
+    let csrf = field(&text(&ada.get(&s.gw.url("/portal/keys")).await), "csrf");
+    let made = text(&ada.post(&s.gw.url("/portal/keys"), &[("csrf", &csrf), ("name", "laptop")]).await);
+    let marker = "id=\"new-key\">";
+    let key = made[made.find(marker).unwrap() + marker.len()..].split('<').next().unwrap().to_owned();
+    let id = key.split('_').nth(1).unwrap().to_owned();
+    // An operator rolls it with no grace (a leaked key): it stops at once.
+    Keys::new(s.store.clone()).roll(&id, std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &key)]).await.status, 401);
+
+    // Posting the roll form of the old key (an old tab) brings nothing back.
+    let again = ada.post(&s.gw.url(&format!("/portal/keys/{id}/roll")), &[("csrf", &csrf)]).await;
+    assert_eq!(again.status, 409, "{}", text(&again));
+    let page = text(&again);
+    assert!(page.contains("already rolled") && !page.contains(marker), "{page}");
+    assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &key)]).await.status, 401, "still stopped");
+    let listed = text(&ada.get(&s.gw.url("/portal/keys")).await);
+    assert_eq!(listed.matches("class=\"key-state\"").count(), 2, "the key and its one successor: {listed}");
+}
+
+#[tokio::test]
 async fn only_members_issue_member_tokens_and_a_token_calls_the_api_with_the_members_tier() {
     let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
     let s = site(store.clone(), false).await;
