@@ -35,6 +35,9 @@ pub struct ApiKeyCheck {
     pub revoked_at: Option<i64>,
     /// Until when a rolled key still works.
     pub grace_until: Option<i64>,
+    /// The organisation seat it was made through, if any: such a key works
+    /// only while the account's tier has seats (the gateway decides).
+    pub seat_id: Option<String>,
 }
 
 /// A key as listed: everything but its secret's digest.
@@ -111,7 +114,7 @@ impl ApiKeys {
     pub async fn by_id(&self, id: &str) -> Result<Option<ApiKeyCheck>, Error> {
         let row = sqlx::query(
             "SELECT k.secret_sha256, k.account_id, a.tier, a.billing_anchor, a.spend_cap, a.spend_cap_currency, \
-             k.expires_at, k.revoked_at, k.grace_until \
+             k.expires_at, k.revoked_at, k.grace_until, k.seat_id \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.id = $1",
         )
         .bind(id)
@@ -127,6 +130,7 @@ impl ApiKeys {
                 expires_at: r.try_get("expires_at")?,
                 revoked_at: r.try_get("revoked_at")?,
                 grace_until: r.try_get("grace_until")?,
+                seat_id: r.try_get("seat_id")?,
             })
         })
         .transpose()
@@ -306,6 +310,7 @@ mod tests {
                     expires_at: Some(T + 60_000),
                     revoked_at: None,
                     grace_until: None,
+                    seat_id: None,
                 }
             );
             assert_eq!(keys.by_id("bbbbbbbbbbbb").await.unwrap(), None);

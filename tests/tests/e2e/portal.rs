@@ -20,6 +20,8 @@ use http_body_util::Full;
 pub struct Site {
     pub gw: TestGateway,
     pub store: Store,
+    /// The gateway's keys, to drop cached tiers as a tier change does.
+    pub keys: Arc<Keys>,
     pub outbox: PathBuf,
     upkeep: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -61,10 +63,10 @@ pub async fn site_on(
     tweak(&mut cfg);
     let keys = Arc::new(Keys::new(store.clone()));
     let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap());
-    let gateway = coopgate::Gateway::with_credentials(cfg, keys, tokens).unwrap();
+    let gateway = coopgate::Gateway::with_credentials(cfg, keys.clone(), tokens).unwrap();
     let upkeep = gateway.spawn_upkeep();
     let gw = serve_on(listener, gateway).await;
-    Site { gw, store, outbox, upkeep, _dir: dir, _up: up }
+    Site { gw, store, keys, outbox, upkeep, _dir: dir, _up: up }
 }
 
 /// `[portal]` for a gateway at `base`, its mail going to `outbox`.
