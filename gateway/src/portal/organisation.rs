@@ -7,7 +7,6 @@
 //!
 //! [`access`]: super::access
 
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -17,7 +16,7 @@ use serde::Deserialize;
 
 use super::access::{Action, SignedIn, Stop, allowed_form, allows, paused, seats_act_for, signed_in, signed_in_form};
 use super::mail::InvitationMail;
-use super::state::{Portal, PortalState};
+use super::state::{Form, Portal, PortalState};
 use crate::error::Error;
 
 async fn page(

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -14,7 +13,7 @@ use coopgate_billing::{Account, Money};
 use serde::Deserialize;
 
 use super::access::{Action, SignedIn, Stop, allowed, allowed_form, signed_in};
-use super::state::{Portal, PortalState};
+use super::state::{Form, Portal, PortalState};
 use crate::error::Error;
 use crate::keys::{KeyInfo, NewKey};
 

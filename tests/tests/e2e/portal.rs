@@ -437,3 +437,52 @@ async fn only_members_issue_member_tokens_and_a_token_calls_the_api_with_the_mem
     let called = get(&s.gw.url("/members/data"), &[("authorization", &format!("Bearer {token}"))]).await;
     assert_eq!(called.status, 200, "{:?}", called.body);
 }
+
+#[tokio::test]
+async fn a_browser_gets_the_portals_error_page_with_its_headers_not_a_problem_document() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store, false).await;
+    let mut browser = Browser::default();
+    let unknown = browser.get(&s.gw.url("/portal/no-such-page")).await;
+    assert_eq!(unknown.status, 404);
+    assert!(text(&unknown).contains("no-such-page"), "names the path: {}", text(&unknown));
+    let wrong_method = browser.get(&s.gw.url("/portal/sign-out")).await;
+    assert_eq!(wrong_method.status, 400);
+    // A form that cannot be read: a field twice.
+    let form = field(&text(&browser.get(&s.gw.url("/portal/sign-in")).await), "form");
+    let twice = browser
+        .post(&s.gw.url("/portal/sign-in"), &[("form", &form), ("email", "a@example.org"), ("email", "b@example.org")])
+        .await;
+    assert_eq!(twice.status, 400);
+    assert!(mails(&s.outbox).is_empty(), "nothing was sent");
+    let not_a_form = send(
+        Request::post(s.gw.url("/portal/sign-in"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(not_a_form.status, 400);
+
+    // The store failing under a signed-in page: a 503 that names no cause.
+    let mut signed = Browser::default();
+    s.sign_in(&mut signed, "ada@example.org").await;
+    s.store.pool().close().await;
+    let failed = signed.get(&s.gw.url("/portal")).await;
+    assert_eq!(failed.status, 503);
+    assert!(failed.header("retry-after").parse::<u64>().unwrap() > 0);
+
+    for got in [&unknown, &wrong_method, &twice, &not_a_form, &failed] {
+        let page = text(got);
+        assert!(got.header("content-type").starts_with("text/html"), "{}: {page}", got.status);
+        assert!(page.contains("<main id=\"main\">") && page.contains("<a href=\"/portal\">"), "{page}");
+        let id = got.header("x-request-id");
+        assert!(!id.is_empty() && page.contains(id), "the page quotes the request id {id}: {page}");
+        assert_eq!(got.header("cache-control"), "no-store");
+        assert_eq!(got.header("x-frame-options"), "DENY");
+        assert_eq!(got.header("x-content-type-options"), "nosniff");
+        assert_eq!(got.header("referrer-policy"), "no-referrer");
+        assert!(got.header("content-security-policy").contains("frame-ancestors 'none'"));
+    }
+    assert!(!text(&failed).to_lowercase().contains("pool"), "the cause stays in the log: {}", text(&failed));
+}
