@@ -67,6 +67,8 @@ pub struct BillingState {
     pub keys: Arc<Keys>,
     /// Member tokens, to find the caller's account.
     pub tokens: Option<Arc<Tokens>>,
+    /// The tiers, to refuse a key of a paused seat as the request path does.
+    pub tiers: Arc<crate::tier::Tiers>,
 }
 
 /// The billing routes.
@@ -165,6 +167,9 @@ async fn caller_account(s: &BillingState, headers: &HeaderMap) -> Result<Account
         Credential::ApiKey { raw, .. } => {
             let presented = PresentedKey::parse(raw).map_err(Error::InvalidApiKey)?;
             let verified = s.keys.check(&presented).await?.map_err(Error::InvalidApiKey)?;
+            if verified.through_seat && !s.tiers.seat_keys_work(&verified.tier) {
+                return Err(Error::InvalidApiKey(crate::keys::Rejection::SeatPaused));
+            }
             verified.account_id.to_string()
         }
         Credential::OtherBearer(token) => {

@@ -111,6 +111,15 @@ pub enum Error {
         /// The id asked for.
         id: String,
     },
+    /// An admin command or a portal form rolled a key that was rolled already:
+    /// a second roll would restart its grace and give it a second successor.
+    #[error("key {id} was already rolled to {successor}")]
+    KeyAlreadyRolled {
+        /// The id asked for.
+        id: String,
+        /// The key that replaced it.
+        successor: String,
+    },
     /// The route needs a higher tier than the caller's.
     #[error("route {route} needs tier {required} or higher")]
     TierTooLow {

@@ -8,7 +8,9 @@
 //! An API key (`X-API-Key: cg_…` or `Authorization: Bearer cg_…`) is checked
 //! against [`Keys`]: from the in-process cache without waiting, or from the store
 //! on a miss. A valid key makes the caller its account's tier, limited per key;
-//! the key header is removed before the request goes upstream. Any other bearer
+//! the key header is removed before the request goes upstream; a key made
+//! through an organisation seat works only while its account's tier has
+//! seats. Any other bearer
 //! token is a member token ([`Tokens`]): its tier, capped by its account's
 //! current tier, limited per account. A bad credential is
 //! always a 401, never a silent downgrade to anonymous access; a store that
@@ -31,7 +33,7 @@ use crate::account_key::account_key;
 use crate::body::Body;
 use crate::config::{KeyScope, MemberScope};
 use crate::error::Error;
-use crate::keys::{Cheap, Keys, PresentedKey, VerifiedKey};
+use crate::keys::{Cheap, Keys, PresentedKey, Rejection, VerifiedKey};
 use crate::tier::Tiers;
 use crate::tokens::{Claims, Standing, TokenRejection, Tokens};
 
@@ -122,12 +124,18 @@ impl<S> Identify<S> {
         ext.insert(Owner { account: Arc::from(claims.sub.as_str()), credential: CredentialId::Token });
     }
 
-    /// Puts the key holder's caller and owner into `req`.
-    fn insert_key<B>(&self, req: &mut Request<B>, v: &VerifiedKey, ip: IpAddr) {
+    /// Puts the key holder's caller and owner into `req`, unless the key
+    /// was made through an organisation seat and the account's tier has no
+    /// seats now (a lapsed membership): such a key is paused, as its seat is.
+    fn insert_key<B>(&self, req: &mut Request<B>, v: &VerifiedKey, ip: IpAddr) -> Result<(), Error> {
+        if v.through_seat && !self.layer.tiers.seat_keys_work(&v.tier) {
+            return Err(Error::InvalidApiKey(Rejection::SeatPaused));
+        }
         let caller = self.key_caller(v, ip);
         let ext = req.extensions_mut();
         ext.insert(caller);
         ext.insert(Owner { account: v.account_id.clone(), credential: CredentialId::Key(v.id) });
+        Ok(())
     }
 
     fn key_caller(&self, v: &VerifiedKey, ip: IpAddr) -> Caller {
@@ -233,10 +241,10 @@ where
         // The origin never needs the caller's key, and must not be able to log it.
         req.headers_mut().remove(&header);
         match keys.check_cached(&key) {
-            Cheap::Decided(Ok(v)) => {
-                self.insert_key(&mut req, &v, ip);
-                IdentifyFuture::Inner { inner: self.inner.call(req) }
-            }
+            Cheap::Decided(Ok(v)) => match self.insert_key(&mut req, &v, ip) {
+                Ok(()) => IdentifyFuture::Inner { inner: self.inner.call(req) },
+                Err(e) => reject(e),
+            },
             Cheap::Decided(Err(why)) => reject(Error::InvalidApiKey(why)),
             Cheap::Miss => {
                 // Only a cache miss waits on the store (one lookup per key at a
@@ -249,7 +257,7 @@ where
                     fut: Box::pin(async move {
                         match keys.check_for(ip, &key).await? {
                             Ok(v) => {
-                                this.insert_key(&mut req, &v, ip);
+                                this.insert_key(&mut req, &v, ip)?;
                                 inner.call(req).await
                             }
                             Err(why) => Err(Error::InvalidApiKey(why)),

@@ -19,7 +19,9 @@
 //!
 //! Sessions live in the store (billing's `portal`), so any replica serves
 //! any page. Every answer carries a Content-Security-Policy without script,
-//! `Cache-Control: no-store` and `X-Frame-Options: DENY`. This file builds the
+//! `Cache-Control: no-store` and `X-Frame-Options: DENY`, errors too: they
+//! are the portal's error page (its status, the request id), never a
+//! problem document, since a browser reads them. This file builds the
 //! state and the router and is the tower layer; the handlers are in
 //! [`sign_in`] and [`pages`], the cookies and form tokens in [`session`].
 
@@ -59,6 +61,7 @@ use crate::config::{Config, PortalConfig};
 use crate::error::Error;
 use crate::identify::TrustedProxies;
 use crate::keys::Keys;
+use crate::request_id::RequestId;
 use crate::tokens::Tokens;
 
 pub use state::ClientIp;
@@ -148,6 +151,7 @@ pub fn router(
         quotas,
         bulk_routes,
     };
+    let state = Portal(Arc::new(state));
     Ok(Router::new()
         .route("/portal", get(pages::overview))
         .route("/portal/", get(pages::overview))
@@ -172,12 +176,30 @@ pub fn router(
         .route("/portal/billing/spend-cap", post(billing::spend_cap))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
         .method_not_allowed_fallback(|| async { Error::BadRequest("that method is not allowed here".into()) })
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(state::BODY_LIMIT))
+        // Every error (a handler's, an unread form, the fallbacks') as a page,
+        // inside the layer that gives every answer its CSP.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), error_page))
         .layer(tower::util::MapResponseLayer::new(move |mut resp: axum::response::Response| {
             resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp.clone());
             resp
         }))
-        .with_state(Portal(Arc::new(state))))
+        .with_state(state))
+}
+
+/// The portal's answer to an error: its HTML page for a browser, not the
+/// problem document an API client gets, with the same status, words and
+/// logging ([`crate::problem::explain`]).
+async fn error_page(
+    axum::extract::State(Portal(s)): axum::extract::State<Portal>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let id = req.extensions().get::<RequestId>().and_then(|r| r.0.to_str().ok()).unwrap_or("-").to_owned();
+    match crate::handler_error::take_error(next.run(req).await) {
+        Ok(resp) => resp,
+        Err(e) => s.error_page(e, &id),
+    }
 }
 
 /// `GET /portal/copy.js`: the copy buttons, the pages' only script (an
@@ -252,6 +274,7 @@ where
         let ip = self.layer.trusted.client_ip(&self.layer.conn, req.headers());
         req.extensions_mut().insert(ClientIp(ip));
         Either::Right(Box::pin(async move {
+            // Errors are pages already (the router's `error_page`).
             let mut resp = crate::handler_error::answer(router, req).await?;
             let h = resp.headers_mut();
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

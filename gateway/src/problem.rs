@@ -38,6 +38,7 @@ impl Error {
                 StatusCode::UNAUTHORIZED
             }
             Error::NoSuchKey { .. } => StatusCode::NOT_FOUND,
+            Error::KeyAlreadyRolled { .. } => StatusCode::CONFLICT,
             Error::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             Error::BadAdminRequest(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::MailUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,6 +72,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload-too-large",
             Error::UnknownCredential { .. } | Error::InvalidApiKey(_) | Error::InvalidToken(_) => "invalid-credential",
             Error::NoSuchKey { .. } => "no-such-key",
+            Error::KeyAlreadyRolled { .. } => "key-already-rolled",
             Error::AdminUnauthorized => "admin-unauthorized",
             Error::BadAdminRequest(_) => "bad-admin-request",
             Error::BadRequest(_) => "bad-request",
@@ -147,11 +149,16 @@ fn billing_slug(e: &coopgate_billing::Error) -> &'static str {
     }
 }
 
-/// Turns `err` into the response the client sees.
-pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Body> {
+/// What the client is told of `err`: its status, and a sentence saying what
+/// went wrong and what to do (of a 500, only the request id to quote). Logs
+/// `err` as its fault deserves: the cause chain of a 500 as an error, of an
+/// upstream's or the store's 5xx as a warning, a client's at debug. Every
+/// answer to an error goes through here, whether a problem document
+/// ([`to_response`]) or a page (the portal's), so that both say and log
+/// the same.
+pub fn explain(err: &Error, id: &str) -> (StatusCode, String) {
     let status = err.status();
-    let id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let detail = match &err {
+    let detail = match err {
         Error::DotSegments { path } => format!(
             "The path {path} contains `.` or `..` segments (perhaps percent-encoded). Ask for the resolved path instead."
         ),
@@ -182,6 +189,9 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
             why.reason()
         ),
         Error::NoSuchKey { id } => format!("No active key {id}."),
+        Error::KeyAlreadyRolled { id, successor } => format!(
+            "Key {id} was already rolled to {successor}, and a key is rolled once: roll {successor} instead, or make a new key."
+        ),
         Error::AdminUnauthorized => "Send the admin token as Authorization: Bearer TOKEN.".to_owned(),
         Error::BadAdminRequest(why) | Error::BadRequest(why) => format!("{why}."),
         Error::Store(_) => {
@@ -230,7 +240,7 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         Error::Billing(e) => billing_detail(e, id),
         _ => format!("Something went wrong inside the gateway. Quote request id {id} when you report it."),
     };
-    match &err {
+    match err {
         e if status.is_server_error()
             && matches!(
                 e,
@@ -248,18 +258,13 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         }
         e => tracing::debug!(request_id = id, error = %e, "client error"),
     }
+    (status, detail)
+}
 
-    let mut problem = HttpApiProblem::new(status)
-        .type_url(format!("{TYPE_PREFIX}{}", err.slug()))
-        .title(status.canonical_reason().unwrap_or("Error"))
-        .detail(detail)
-        .value("request_id", &id);
-    // A caller below a tier is told where to become a member, when the co-op says where.
-    if let Error::TierTooLow { upgrade: Some(url), .. } | Error::EarlyAccess { upgrade: Some(url), .. } = &err {
-        problem = problem.value("upgrade", &url.to_string());
-    }
-    let mut extra_headers = None;
-    let retry_after = match &err {
+/// When to ask again, for the errors that say: the release date of early
+/// access, a few seconds for the store, the key lookups' budget.
+pub fn retry_after(err: &Error) -> Option<HeaderValue> {
+    match err {
         Error::TooManyKeyLookups { retry_after } => Some(HeaderValue::from(*retry_after)),
         // Retry-After may be a date: when the release becomes public.
         Error::EarlyAccess { public_from: Some(at), .. } => HeaderValue::try_from(httpdate::fmt_http_date(*at)).ok(),
@@ -270,7 +275,24 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
             Some(HeaderValue::from_static("5"))
         }
         _ => None,
-    };
+    }
+}
+
+/// Turns `err` into the response the client sees.
+pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Body> {
+    let id = request_id.and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let (status, detail) = explain(&err, id);
+    let mut problem = HttpApiProblem::new(status)
+        .type_url(format!("{TYPE_PREFIX}{}", err.slug()))
+        .title(status.canonical_reason().unwrap_or("Error"))
+        .detail(detail)
+        .value("request_id", &id);
+    // A caller below a tier is told where to become a member, when the co-op says where.
+    if let Error::TierTooLow { upgrade: Some(url), .. } | Error::EarlyAccess { upgrade: Some(url), .. } = &err {
+        problem = problem.value("upgrade", &url.to_string());
+    }
+    let mut extra_headers = None;
+    let retry_after = retry_after(&err);
     match err {
         Error::RateLimited(denial) => {
             problem = problem.value("violated_policies", &denial.violated_json());

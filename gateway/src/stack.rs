@@ -89,6 +89,7 @@ impl Shared {
                 memberships: m.clone(),
                 keys: k.clone(),
                 tokens: tokens.clone(),
+                tiers: tiers.clone(),
             })),
             _ => None,
         };

@@ -16,6 +16,8 @@ pub struct Tiers {
     names: Vec<Arc<str>>,
     /// The tier of anonymous callers.
     anonymous: TierId,
+    /// The names of the tiers with `seats` (institutional tiers).
+    seated: Vec<Arc<str>>,
 }
 
 impl Tiers {
@@ -23,7 +25,16 @@ impl Tiers {
     pub fn from_config(config: &Config) -> Self {
         let names: Vec<Arc<str>> = config.tiers_by_rank().into_iter().map(|(name, _)| Arc::from(name)).collect();
         let anonymous = names.iter().position(|n| &**n == ANONYMOUS_TIER).unwrap_or(0);
-        Tiers { names, anonymous: TierId(anonymous as u16) }
+        let seated =
+            config.tiers.iter().filter(|(_, t)| t.seats.is_some()).map(|(n, _)| Arc::from(n.as_str())).collect();
+        Tiers { names, anonymous: TierId(anonymous as u16), seated }
+    }
+
+    /// Whether a key made through an organisation seat works for an account
+    /// of tier `name`: only while the tier has seats, as the portal lets
+    /// seats act only then (a tier the config does not name has none).
+    pub fn seat_keys_work(&self, name: &str) -> bool {
+        self.seated.iter().any(|t| &**t == name)
     }
 
     /// The tier anonymous callers belong to.

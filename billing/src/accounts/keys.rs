@@ -35,6 +35,9 @@ pub struct ApiKeyCheck {
     pub revoked_at: Option<i64>,
     /// Until when a rolled key still works.
     pub grace_until: Option<i64>,
+    /// The organisation seat it was made through, if any: such a key works
+    /// only while the account's tier has seats (the gateway decides).
+    pub seat_id: Option<String>,
 }
 
 /// A key as listed: everything but its secret's digest.
@@ -111,7 +114,7 @@ impl ApiKeys {
     pub async fn by_id(&self, id: &str) -> Result<Option<ApiKeyCheck>, Error> {
         let row = sqlx::query(
             "SELECT k.secret_sha256, k.account_id, a.tier, a.billing_anchor, a.spend_cap, a.spend_cap_currency, \
-             k.expires_at, k.revoked_at, k.grace_until \
+             k.expires_at, k.revoked_at, k.grace_until, k.seat_id \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.id = $1",
         )
         .bind(id)
@@ -127,6 +130,7 @@ impl ApiKeys {
                 expires_at: r.try_get("expires_at")?,
                 revoked_at: r.try_get("revoked_at")?,
                 grace_until: r.try_get("grace_until")?,
+                seat_id: r.try_get("seat_id")?,
             })
         })
         .transpose()
@@ -154,21 +158,7 @@ impl ApiKeys {
 
     /// Stores a new key, made at `now_ms`.
     pub async fn insert(&self, key: &NewApiKey<'_>, now_ms: i64) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, secret_sha256, created_at, updated_at, expires_at, seat_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(key.id)
-        .bind(key.account_id.as_str())
-        .bind(key.name)
-        .bind(key.secret_sha256)
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(key.expires_at)
-        .bind(key.seat_id)
-        .execute(self.store.pool())
-        .await?;
-        Ok(())
+        insert_on(self.store.pool(), key, now_ms).await
     }
 
     /// Every key, or those of the account with `email` (any spelling of it),
@@ -214,18 +204,58 @@ impl ApiKeys {
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
-    /// Records at `now_ms` that key `id` was replaced by key `to`, and keeps
-    /// working until `grace_until_ms`.
-    pub async fn roll(&self, id: &str, to: &str, grace_until_ms: i64, now_ms: i64) -> Result<(), Error> {
-        sqlx::query("UPDATE api_keys SET rolled_to = $1, grace_until = $2, updated_at = $3 WHERE id = $4")
-            .bind(to)
-            .bind(grace_until_ms)
-            .bind(now_ms)
-            .bind(id)
-            .execute(self.store.pool())
-            .await?;
-        Ok(())
+    /// Replaces key `id` with `successor` (stored at `now_ms`); the old key
+    /// keeps working until `grace_until_ms`. Returns whether it did: `false`,
+    /// with nothing stored, when no unrevoked key has this id or it was
+    /// rolled already. A key is rolled once: a second roll would give it a
+    /// new grace (bringing back a key whose grace was over) and a second
+    /// successor. Both writes are one transaction, and the first of two
+    /// racing rolls wins (the second finds `rolled_to` set).
+    pub async fn roll(
+        &self,
+        id: &str,
+        successor: &NewApiKey<'_>,
+        grace_until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, Error> {
+        let mut tx = self.store.pool().begin().await?;
+        let marked = sqlx::query(
+            "UPDATE api_keys SET rolled_to = $1, grace_until = $2, updated_at = $3 \
+             WHERE id = $4 AND revoked_at IS NULL AND rolled_to IS NULL",
+        )
+        .bind(successor.id)
+        .bind(grace_until_ms)
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if marked == 0 {
+            return Ok(false);
+        }
+        insert_on(&mut *tx, successor, now_ms).await?;
+        tx.commit().await?;
+        Ok(true)
     }
+}
+
+/// Stores `key`, made at `now_ms`, on `db` (the pool, or a transaction).
+async fn insert_on<'e>(db: impl sqlx::AnyExecutor<'e>, key: &NewApiKey<'_>, now_ms: i64) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, account_id, name, secret_sha256, created_at, updated_at, expires_at, seat_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(key.id)
+    .bind(key.account_id.as_str())
+    .bind(key.name)
+    .bind(key.secret_sha256)
+    .bind(now_ms)
+    .bind(now_ms)
+    .bind(key.expires_at)
+    .bind(key.seat_id)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 fn listed_from(r: &AnyRow) -> Result<ApiKey, Error> {
@@ -280,6 +310,7 @@ mod tests {
                     expires_at: Some(T + 60_000),
                     revoked_at: None,
                     grace_until: None,
+                    seat_id: None,
                 }
             );
             assert_eq!(keys.by_id("bbbbbbbbbbbb").await.unwrap(), None);
@@ -335,9 +366,19 @@ mod tests {
             assert!(!keys.revoke("aaaaaaaaaaaa", T + 20).await.unwrap(), "revoked already");
             assert!(!keys.revoke("zzzzzzzzzzzz", T + 20).await.unwrap(), "no such key");
             assert_eq!(keys.by_id("aaaaaaaaaaaa").await.unwrap().unwrap().revoked_at, Some(T + 10));
-            keys.roll("bbbbbbbbbbbb", "cccccccccccc", T + 3_600_000, T + 30).await.unwrap();
+            assert!(
+                keys.roll("bbbbbbbbbbbb", &new_key("cccccccccccc", &ada.id, "two"), T + 3_600_000, T + 30)
+                    .await
+                    .unwrap()
+            );
             let rolled = keys.list(None).await.unwrap().into_iter().find(|k| k.id == "bbbbbbbbbbbb").unwrap();
             assert_eq!((rolled.rolled_to.as_deref(), rolled.grace_until), (Some("cccccccccccc"), Some(T + 3_600_000)));
+            // Once: a second roll, or a roll of a revoked key, changes and stores nothing.
+            let late = new_key("dddddddddddd", &ada.id, "two");
+            assert!(!keys.roll("bbbbbbbbbbbb", &late, T + 7_200_000, T + 30).await.unwrap(), "rolled already");
+            assert!(!keys.roll("aaaaaaaaaaaa", &late, T + 7_200_000, T + 30).await.unwrap(), "revoked");
+            assert_eq!(keys.by_id("bbbbbbbbbbbb").await.unwrap().unwrap().grace_until, Some(T + 3_600_000));
+            assert_eq!(keys.by_id("dddddddddddd").await.unwrap(), None);
             let mut changed = keys.changed_since(T + 1).await.unwrap();
             changed.sort_by(|a, b| a.id.cmp(&b.id));
             assert_eq!(
@@ -345,6 +386,7 @@ mod tests {
                 [
                     ApiKeyChange { id: "aaaaaaaaaaaa".into(), updated_at: T + 10 },
                     ApiKeyChange { id: "bbbbbbbbbbbb".into(), updated_at: T + 30 },
+                    ApiKeyChange { id: "cccccccccccc".into(), updated_at: T + 30 },
                 ]
             );
         }

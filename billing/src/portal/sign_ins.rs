@@ -152,12 +152,16 @@ impl SignIns {
         Ok(signed_in)
     }
 
-    /// Uses the newest sign-in of `email` with its `code`, once; a wrong code
-    /// counts against the sign-in's attempts.
+    /// Uses the newest sign-in of `email` with its `code`, once. Every guess,
+    /// right or wrong, first takes one of the sign-in's attempts, in the
+    /// same statement that checks one is left: guesses sent at once (from
+    /// many connections, or replicas) cannot all pass a check read before
+    /// any of them counted, so no more than [`Policy::code_attempts`] codes
+    /// are ever compared.
     pub async fn redeem_code(&self, email: &str, code: &str, now_ms: i64) -> Result<SignIn, Error> {
         let email = normalize_email(email)?;
         let row = sqlx::query(
-            "SELECT id, code_digest, expires_at, used_at, attempts FROM portal_sign_ins \
+            "SELECT id, code_digest, expires_at, used_at FROM portal_sign_ins \
              WHERE email = $1 ORDER BY created_at DESC LIMIT 1",
         )
         .bind(&email)
@@ -171,25 +175,25 @@ impl SignIns {
         if row.try_get::<i64, _>("expires_at")? <= now_ms {
             return Err(Error::SignInExpired { email });
         }
-        let attempts: i64 = row.try_get("attempts")?;
-        if attempts >= self.policy.code_attempts {
-            return Err(Error::SignInInvalid);
-        }
+        let taken = sqlx::query(
+            "UPDATE portal_sign_ins SET attempts = attempts + 1 WHERE id = $1 AND attempts < $2 RETURNING attempts",
+        )
+        .bind(&id)
+        .bind(self.policy.code_attempts)
+        .fetch_optional(self.store.pool())
+        .await?;
+        let Some(taken) = taken else { return Err(Error::SignInInvalid) };
+        let attempts: i64 = taken.try_get("attempts")?;
         if digest(code.trim()) != row.try_get::<String, _>("code_digest")? {
-            sqlx::query("UPDATE portal_sign_ins SET attempts = attempts + 1 WHERE id = $1")
-                .bind(&id)
-                .execute(self.store.pool())
-                .await?;
-            return Err(Error::SignInWrongCode { tries_left: (self.policy.code_attempts - attempts - 1).max(0) });
+            return Err(Error::SignInWrongCode { tries_left: (self.policy.code_attempts - attempts).max(0) });
         }
-        let used =
-            sqlx::query("UPDATE portal_sign_ins SET used_at = $1 WHERE id = $2 AND used_at IS NULL AND attempts < $3")
-                .bind(now_ms)
-                .bind(&id)
-                .bind(self.policy.code_attempts)
-                .execute(self.store.pool())
-                .await?
-                .rows_affected();
+        let used = sqlx::query("UPDATE portal_sign_ins SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+            .bind(now_ms)
+            .bind(&id)
+            .execute(self.store.pool())
+            .await?
+            .rows_affected();
+        // The link, or the right code in another request, used it in between.
         if used == 0 {
             return Err(Error::SignInUsed);
         }

@@ -39,7 +39,9 @@ pub struct MailConfig {
     /// The sender, `Co-op <portal@coop.example>`.
     pub from: String,
     /// `smtps://user:password@smtp.example.org` (TLS from the start) or
-    /// `smtp://…:587` (STARTTLS required); usually `env:SMTP_URL`.
+    /// `smtp://…:587?tls=required` (STARTTLS required: without the parameter
+    /// lettre sends in plain text, so validation refuses it); usually
+    /// `env:SMTP_URL`.
     pub smtp_url: Option<Secret>,
     /// Instead of SMTP: each mail appended as a JSON line to this file, and
     /// logged. Never in production: anyone who reads it signs in.

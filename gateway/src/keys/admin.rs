@@ -84,25 +84,10 @@ impl Keys {
         expires_at: Option<i64>,
         seat_id: Option<&str>,
     ) -> Result<NewKey, Error> {
-        let (id, secret, plaintext) = make_key()?;
         let now = now_ms();
-        let secret_sha256 = &digest_hex(&secret);
-        let row = NewApiKey { id: id.as_str(), account_id: account, name, secret_sha256, expires_at, seat_id };
-        self.rows.insert(&row, now).await.map_err(Error::Store)?;
-        let info = KeyInfo {
-            id,
-            account_id: account.to_string(),
-            account_email: email.to_owned(),
-            name: name.to_owned(),
-            created_at: now,
-            expires_at,
-            revoked_at: None,
-            rolled_to: None,
-            grace_until: None,
-            last_used_at: None,
-            seat_id: seat_id.map(str::to_owned),
-        };
-        Ok(NewKey { info, plaintext })
+        let (made, secret_sha256) = fresh(account, email, name, expires_at, seat_id, now)?;
+        self.rows.insert(&made.row(account, &secret_sha256), now).await.map_err(Error::Store)?;
+        Ok(made)
     }
 
     /// Every key, or those of one account, newest first.
@@ -152,18 +137,76 @@ impl Keys {
 
     /// Replaces key `id` with a new one of the same name; the old one keeps
     /// working for `grace`, so that clients can be updated without downtime.
+    /// A key is rolled once ([`Error::KeyAlreadyRolled`] after): rolling it
+    /// again would restart its grace, bringing back a key whose grace was
+    /// over, and give it a second successor.
     pub async fn roll(&self, id: &str, grace: Duration) -> Result<NewKey, Error> {
-        let old = self.list(None).await?.into_iter().find(|k| k.id.as_str() == id && k.revoked_at.is_none());
-        let Some(old) = old else { return Err(Error::NoSuchKey { id: id.to_owned() }) };
+        let old = self.unrevoked(id).await?;
+        if let Some(successor) = old.rolled_to {
+            return Err(Error::KeyAlreadyRolled { id: id.to_owned(), successor });
+        }
         // The new key belongs to the seat the old one did.
         let account = AccountId::from(old.account_id.clone());
-        let new = self.insert(&account, &old.account_email, &old.name, old.expires_at, old.seat_id.as_deref()).await?;
         let now = now_ms();
-        self.rows.roll(id, new.info.id.as_str(), now + grace.as_millis() as i64, now).await.map_err(Error::Store)?;
+        let (new, secret_sha256) =
+            fresh(&account, &old.account_email, &old.name, old.expires_at, old.seat_id.as_deref(), now)?;
+        let grace_until = now + grace.as_millis() as i64;
+        if !self.rows.roll(id, &new.row(&account, &secret_sha256), grace_until, now).await.map_err(Error::Store)? {
+            // Rolled or revoked by another request since it was read.
+            let raced = self.unrevoked(id).await?;
+            let successor = raced.rolled_to.ok_or_else(|| Error::NoSuchKey { id: id.to_owned() })?;
+            return Err(Error::KeyAlreadyRolled { id: id.to_owned(), successor });
+        }
         if let Some(old) = KeyId::parse(id) {
             self.cache.remove(&old);
         }
         Ok(new)
+    }
+
+    /// Key `id`, unless there is none or it was revoked.
+    async fn unrevoked(&self, id: &str) -> Result<KeyInfo, Error> {
+        let found = self.list(None).await?.into_iter().find(|k| k.id.as_str() == id && k.revoked_at.is_none());
+        found.ok_or_else(|| Error::NoSuchKey { id: id.to_owned() })
+    }
+}
+
+/// A new key for `account` made at `now`, not stored yet, and its secret's digest.
+fn fresh(
+    account: &AccountId,
+    email: &str,
+    name: &str,
+    expires_at: Option<i64>,
+    seat_id: Option<&str>,
+    now: i64,
+) -> Result<(NewKey, String), Error> {
+    let (id, secret, plaintext) = make_key()?;
+    let info = KeyInfo {
+        id,
+        account_id: account.to_string(),
+        account_email: email.to_owned(),
+        name: name.to_owned(),
+        created_at: now,
+        expires_at,
+        revoked_at: None,
+        rolled_to: None,
+        grace_until: None,
+        last_used_at: None,
+        seat_id: seat_id.map(str::to_owned),
+    };
+    Ok((NewKey { info, plaintext }, digest_hex(&secret)))
+}
+
+impl NewKey {
+    /// Its row for `account` (whose id `info` holds as text), to store.
+    fn row<'a>(&'a self, account: &'a AccountId, secret_sha256: &'a str) -> NewApiKey<'a> {
+        NewApiKey {
+            id: self.info.id.as_str(),
+            account_id: account,
+            name: &self.info.name,
+            secret_sha256,
+            expires_at: self.info.expires_at,
+            seat_id: self.info.seat_id.as_deref(),
+        }
     }
 }
 

@@ -41,6 +41,9 @@ pub struct VerifiedKey {
     pub billing_anchor: Option<i64>,
     /// The owner's monthly spend cap on metered use, if any.
     pub spend_cap: Option<Money>,
+    /// Whether it was made through an organisation seat, so works only while
+    /// the tier has seats ([`crate::tier::Tiers::seat_keys_work`]).
+    pub through_seat: bool,
 }
 
 /// A cached store row, enough to verify a key without the store.
@@ -56,6 +59,7 @@ pub(super) struct Cached {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     grace_until: Option<i64>,
+    through_seat: bool,
     /// Unix milliseconds of the last use not yet written to the store (0: none).
     pub(super) unwritten_use: AtomicI64,
 }
@@ -83,6 +87,7 @@ impl Cached {
             tier: self.tier.clone(),
             billing_anchor: self.billing_anchor,
             spend_cap: self.spend_cap,
+            through_seat: self.through_seat,
         })
     }
 }
@@ -274,6 +279,7 @@ impl Keys {
                 expires_at: r.expires_at,
                 revoked_at: r.revoked_at,
                 grace_until: r.grace_until,
+                through_seat: r.seat_id.is_some(),
                 unwritten_use: AtomicI64::new(0),
             })
         });

@@ -61,6 +61,10 @@ pub enum Rejection {
     Expired,
     /// Replaced by a roll, and the grace period is over.
     Rolled,
+    /// Made through an organisation seat while the organisation's tier has
+    /// no seats (its membership lapsed): paused, not revoked, so it works
+    /// again once the tier has seats.
+    SeatPaused,
 }
 
 impl Rejection {
@@ -73,6 +77,9 @@ impl Rejection {
             Rejection::Revoked => "was revoked",
             Rejection::Expired => "has expired",
             Rejection::Rolled => "was replaced by a newer key and its grace period is over",
+            Rejection::SeatPaused => {
+                "was made through an organisation seat, and seats are paused while the organisation's tier has none"
+            }
         }
     }
 }

@@ -10,6 +10,19 @@
 //! A person acts for their own account (as its owner) or, through a seat,
 //! for an organisation's. The seat is looked up on every request, so a
 //! removed seat stops acting at its next click.
+//!
+//! Seats come with institutional tiers (those with `seats`). When the
+//! organisation's tier no longer has seats (its membership lapsed to a tier
+//! without), its seats pause rather than end: at its next click a person
+//! acting through one is told so and acts for their own account again, and
+//! cannot choose the organisation until its tier has seats again; keys made
+//! through seats are refused by the gateway meanwhile (`identify`), while
+//! the account's own keys go on at its tier. Nothing is deleted or revoked,
+//! so a renewal (or a lapse that was a late payment) brings every seat and
+//! its keys back as they were; an owner who wants a seat gone removes it,
+//! which revokes its keys for good. Pausing rather than keeping seats on
+//! fails closed: nobody acts for, or spends through keys of, an account
+//! whose tier no longer grants seats.
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -137,8 +150,19 @@ pub async fn signed_in(s: &PortalState, headers: &HeaderMap) -> Result<SignedIn,
     };
     let email = person.email.clone();
     Ok(match (live, org) {
-        (Some(seat), Some(org)) => {
+        (Some(seat), Some(org)) if seats_act_for(s, &org) => {
             SignedIn { cookie, session, account: org, person: email, role: seat.role, seat: Some(seat) }
+        }
+        (Some(_), Some(org)) => {
+            // Paused (see the module's doc): said once, then the person's own account.
+            s.sessions.act_through(&cookie, None).await.map_err(Error::Store)?;
+            let text = format!("{} Nothing was done; you act for your own account now.", paused(&org));
+            return Err(Stop::answer(s.signed_in_notice(
+                StatusCode::FORBIDDEN,
+                "Your seat is paused",
+                &text,
+                &session,
+            )?));
         }
         _ => {
             if session.seat_id.is_some() {
@@ -148,6 +172,21 @@ pub async fn signed_in(s: &PortalState, headers: &HeaderMap) -> Result<SignedIn,
             SignedIn { cookie, session, account: person, person: email, role: Role::Owner, seat: None }
         }
     })
+}
+
+/// Whether seats act for `org` now: while its tier has seats (a tier the
+/// config does not name has none).
+pub fn seats_act_for(s: &PortalState, org: &Account) -> bool {
+    s.seat_limits.contains_key(&org.tier)
+}
+
+/// Why a seat of `org` does not act for it now.
+pub fn paused(org: &Account) -> String {
+    format!(
+        "The account {} is of tier {}, which no longer has seats, so seats do not act for it (and keys made \
+         through them do not work) until its tier has seats again.",
+        org.email, org.tier
+    )
 }
 
 /// [`signed_in`] for a form's POST, its token checked.

@@ -9,8 +9,7 @@
 //! converges to the same state. Every action checks the session, its form
 //! token and what the account may buy, whatever the page showed.
 
-use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use coopgate_billing::worker::CheckoutReturn;
@@ -18,7 +17,7 @@ use coopgate_billing::{Account, Money, Returns};
 use serde::Deserialize;
 
 use super::access::{Action, SignedIn, Stop, allowed, allowed_form};
-use super::state::{Portal, PortalState};
+use super::state::{Form, Portal, PortalState, Query};
 use crate::error::Error;
 
 /// The tier's rank (an unknown tier ranks lowest: it buys nothing twice by mistake).

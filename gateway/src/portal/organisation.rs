@@ -2,9 +2,11 @@
 //! `seats`), the people who act for it and their roles; its owners invite a
 //! seat by email (up to the tier's limit) and remove one, which revokes every
 //! key made through it at once. Everyone signed in sees the organisations
-//! they hold a seat in and chooses which account they act for.
+//! they hold a seat in and chooses which account they act for, except one
+//! whose tier no longer has seats: its seats are paused ([`access`]).
+//!
+//! [`access`]: super::access
 
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -12,9 +14,9 @@ use coopgate_billing::Error as Billing;
 use coopgate_billing::portal::Role;
 use serde::Deserialize;
 
-use super::access::{Action, SignedIn, Stop, allowed_form, allows, signed_in, signed_in_form};
+use super::access::{Action, SignedIn, Stop, allowed_form, allows, paused, seats_act_for, signed_in, signed_in_form};
 use super::mail::InvitationMail;
-use super::state::{Portal, PortalState};
+use super::state::{Form, Portal, PortalState};
 use crate::error::Error;
 
 async fn page(
@@ -43,8 +45,9 @@ async fn page(
     for seat in &mine {
         let org = s.accounts.by_id(&seat.org_account).await.map_err(Error::Store)?;
         let Some(org) = org else { continue };
+        let pause = if seats_act_for(s, &org) { "" } else { " (paused: its tier has no seats now)" };
         choices.push(minijinja::context! {
-            seat => seat.id, label => format!("{} as {}", org.email, seat.role),
+            seat => seat.id, label => format!("{} as {}{pause}", org.email, seat.role),
             current => signed.seat.as_ref().is_some_and(|c| c.id == seat.id),
         });
     }
@@ -190,10 +193,15 @@ pub(super) async fn act(
         None
     } else {
         let live = s.seats.live(&body.seat).await.map_err(Error::Store)?;
-        match live.filter(|seat| seat.email == signed.person) {
-            Some(seat) => Some(seat.id),
+        let Some(seat) = live.filter(|seat| seat.email == signed.person) else {
+            let why = "You hold no such seat.";
+            return page(&s, &signed, StatusCode::NOT_FOUND, Some((why, true))).await;
+        };
+        match s.accounts.by_id(&seat.org_account).await.map_err(Error::Store)? {
+            Some(org) if seats_act_for(&s, &org) => Some(seat.id),
+            Some(org) => return page(&s, &signed, StatusCode::CONFLICT, Some((&paused(&org), true))).await,
             None => {
-                let why = "You hold no such seat.";
+                let why = "That organisation's account no longer exists.";
                 return page(&s, &signed, StatusCode::NOT_FOUND, Some((why, true))).await;
             }
         }

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -14,7 +13,7 @@ use coopgate_billing::{Account, Money};
 use serde::Deserialize;
 
 use super::access::{Action, SignedIn, Stop, allowed, allowed_form, signed_in};
-use super::state::{Portal, PortalState};
+use super::state::{Form, Portal, PortalState};
 use crate::error::Error;
 use crate::keys::{KeyInfo, NewKey};
 
@@ -109,22 +108,33 @@ async fn metered_period(
     }))
 }
 
-fn key_rows(keys: &[KeyInfo], used: &[CredentialUsage], made_by: impl Fn(&KeyInfo) -> String) -> Vec<minijinja::Value> {
+/// A seat's key while the account's tier has no seats (see `access`).
+const PAUSED: &str = "paused while the tier has no seats";
+
+fn key_rows(
+    keys: &[KeyInfo],
+    used: &[CredentialUsage],
+    made_by: impl Fn(&KeyInfo) -> String,
+    seats_paused: bool,
+) -> Vec<minijinja::Value> {
     let now = crate::limit::now_ms();
     keys.iter()
         .map(|k| {
             let state = match (k.revoked_at, k.grace_until, k.expires_at) {
                 (Some(_), _, _) => "revoked",
-                (None, Some(g), _) if g > now => "rolled; works until its grace ends",
-                (None, Some(_), _) => "rolled",
-                (None, None, Some(e)) if e <= now => "expired",
+                (None, Some(g), _) if g <= now => "rolled",
+                (None, _, Some(e)) if e <= now => "expired",
+                _ if seats_paused && k.seat_id.is_some() => PAUSED,
+                (None, Some(_), _) => "rolled; works until its grace ends",
                 _ => "active",
             };
             let used = used.iter().find(|u| u.credential == k.id.as_str());
             minijinja::context! {
                 requests => used.map_or(0, |u| u.requests), bytes => used.map_or(0, |u| u.bytes), made_by => made_by(k),
                 id => k.id.as_str(), name => k.name, created => day_text(k.created_at),
-                last_used => k.last_used_at.map(day_text), state => state, active => state == "active",
+                last_used => k.last_used_at.map(day_text), state => state,
+                // A paused key can still be revoked (a seat whose holder left).
+                active => state == "active" || (state == PAUSED && k.rolled_to.is_none()),
             }
         })
         .collect()
@@ -163,7 +173,7 @@ async fn keys_page(
         status,
         "keys.html",
         minijinja::context! {
-            keys => key_rows(&keys, &used, made_by), made => made, error => error, base_url => s.base_url,
+            keys => key_rows(&keys, &used, made_by, !super::access::seats_act_for(s, account)), made => made, error => error, base_url => s.base_url,
             csrf => session.csrf, signed_in => true,
         },
     )?)
@@ -247,7 +257,15 @@ pub(super) async fn roll_key(
     Form(body): Form<KeyAction>,
 ) -> Result<Response, Stop> {
     let signed = key_action(&s, &headers, &id, &body.csrf).await?;
-    let made = s.keys.roll(&id, ROLL_GRACE).await?;
+    let made = match s.keys.roll(&id, ROLL_GRACE).await {
+        Ok(made) => made,
+        // An old tab's form: rolling again would bring the old key back for a day.
+        Err(Error::KeyAlreadyRolled { .. }) => {
+            let why = Some("That key was already rolled, and a key is rolled once: roll its successor instead.");
+            return keys_page(&s, &signed, StatusCode::CONFLICT, None, why).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     let grace_until = crate::limit::now_ms() + ROLL_GRACE.as_millis() as i64;
     if let Some(inv) = &s.invalidations {
         inv.key_changed(&id).await;

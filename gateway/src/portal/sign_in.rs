@@ -6,8 +6,7 @@
 //! nobody who is a member. A link is used only by the POST of the page it
 //! opens.
 
-use axum::Form;
-use axum::extract::{Extension, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use coopgate_billing::Error as Billing;
@@ -16,7 +15,7 @@ use serde::Deserialize;
 
 use super::mail::SignInMail;
 use super::session::{check_csrf, check_form, cookie};
-use super::state::{ClientIp, Portal, PortalState};
+use super::state::{ClientIp, Form, Portal, PortalState, Query};
 use crate::error::Error;
 
 /// How long a signed-out form's token cookie lives, seconds.
@@ -169,7 +168,10 @@ fn unusable(s: &PortalState, form: &str, e: Billing) -> Result<Response, Error> 
     s.templates.page(
         status,
         "notice.html",
-        minijinja::context! { heading => heading, text => text, problem => true, email => email, form => form, signed_in => false },
+        minijinja::context! {
+            heading => heading, text => text, problem => true, email => email, form => form, resend => true,
+            signed_in => false,
+        },
     )
 }
 

@@ -4,10 +4,13 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use coopgate_billing::portal::{Seats, Session, Sessions, SignIns};
 use coopgate_billing::{Account, Accounts, Store};
+use serde::de::DeserializeOwned;
 
 use super::mail::Mailer;
 use super::session::{Cookies, cookie};
@@ -126,6 +129,33 @@ impl PortalState {
         )
     }
 
+    /// The page that answers `err` (the request's id is `request_id`): its
+    /// status, and what [`crate::problem::explain`] says of it (which logs
+    /// it as a problem document's error would be; a 500 says only the id).
+    pub fn error_page(&self, err: Error, request_id: &str) -> Response {
+        let (status, text) = crate::problem::explain(&err, request_id);
+        let heading = match status {
+            StatusCode::NOT_FOUND => "There is no such page",
+            StatusCode::SERVICE_UNAVAILABLE => "Try again in a moment",
+            s if s.is_client_error() => "That cannot be done",
+            _ => "Something went wrong",
+        };
+        let ctx =
+            minijinja::context! { heading => heading, text => text, request_id => request_id, signed_in => false };
+        let mut page = match self.templates.page(status, "error.html", ctx) {
+            Ok(page) => page,
+            // Not expected (the page is compiled in); its cause is logged all the same.
+            Err(e) => {
+                let (status, text) = crate::problem::explain(&e, request_id);
+                return (status, text).into_response();
+            }
+        };
+        if let Some(wait) = crate::problem::retry_after(&err) {
+            page.headers_mut().insert(header::RETRY_AFTER, wait);
+        }
+        page
+    }
+
     /// The answer to a form whose token did not match: another site's, or an old tab's.
     pub fn form_expired(&self) -> Result<Response, Error> {
         self.notice(
@@ -134,5 +164,41 @@ impl PortalState {
             "Nothing was done. Go back, reload the page and try again.",
             true,
         )
+    }
+}
+
+/// The most a portal request's body may be: forms are a few fields.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// axum's `Form`, whose rejection is the gateway's [`Error`] (a 400, or a
+/// 413 past [`BODY_LIMIT`]), so that the portal answers a form it cannot
+/// read with its error page, as it answers every other error, rather than
+/// with axum's plain text.
+pub struct Form<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Form<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(value)) => Ok(Form(value)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Error::BodyTooLarge { limit: BODY_LIMIT }),
+            Err(e) => Err(Error::BadRequest(format!("The form could not be read ({})", e.body_text()))),
+        }
+    }
+}
+
+/// axum's `Query`, whose rejection is the gateway's [`Error`] (a 400), for
+/// the same reason as [`Form`].
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(e) => Err(Error::BadRequest(format!("The address could not be read ({})", e.body_text()))),
+        }
     }
 }

@@ -22,6 +22,7 @@ impl Templates {
             ("portal/check_mail.html", include_str!("../../templates/portal/check_mail.html")),
             ("portal/link.html", include_str!("../../templates/portal/link.html")),
             ("portal/notice.html", include_str!("../../templates/portal/notice.html")),
+            ("portal/error.html", include_str!("../../templates/portal/error.html")),
             ("portal/overview.html", include_str!("../../templates/portal/overview.html")),
             ("portal/keys.html", include_str!("../../templates/portal/keys.html")),
             ("portal/tokens.html", include_str!("../../templates/portal/tokens.html")),
@@ -60,6 +61,7 @@ mod tests {
             ),
             ("link.html", minijinja::context! { form => "f", email => "a@b.org", token => "t", signed_in => false }),
             ("notice.html", minijinja::context! { heading => "H", text => "T", problem => true, signed_in => false }),
+            ("error.html", minijinja::context! { heading => "H", text => "T", request_id => "r", signed_in => false }),
             (
                 "overview.html",
                 minijinja::context! {

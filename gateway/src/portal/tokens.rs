@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use axum::Form;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -13,7 +12,7 @@ use coopgate_billing::usage::day_text;
 use serde::Deserialize;
 
 use super::access::{Action, SignedIn, Stop, allowed, allowed_form};
-use super::state::{Portal, PortalState};
+use super::state::{Form, Portal, PortalState};
 use crate::error::Error;
 
 /// The lifetimes offered, capped by `tokens.max_ttl`.

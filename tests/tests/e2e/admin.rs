@@ -93,6 +93,32 @@ async fn an_operator_manages_accounts_and_keys_over_http() {
 }
 
 #[tokio::test]
+async fn a_rolled_key_is_not_rolled_again_so_it_cannot_be_brought_back() {
+    let (gw, _cleanup, _origin) = admin_gateway("127.0.0.0/8").await;
+    let t = Some(TOKEN);
+    call(&gw, "POST", "/admin/accounts", Some(r#"{"email":"ada@example.org","tier":"registered"}"#), t).await;
+    let key = call(&gw, "POST", "/admin/keys", Some(r#"{"account":"ada@example.org","name":"laptop"}"#), t).await;
+    let (old_key, old_id) =
+        (key.json()["key"].as_str().unwrap().to_owned(), key.json()["id"].as_str().unwrap().to_owned());
+    let rolled = call(&gw, "POST", &format!("/admin/keys/{old_id}/roll"), Some(r#"{"grace_seconds":0}"#), t).await;
+    assert_eq!(rolled.status, 201);
+    let (new_key, new_id) =
+        (rolled.json()["key"].as_str().unwrap().to_owned(), rolled.json()["id"].as_str().unwrap().to_owned());
+    assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &old_key)]).await.status, 401);
+
+    // Rolling the old key again would give it a new grace and the account a second successor.
+    let again = call(&gw, "POST", &format!("/admin/keys/{old_id}/roll"), Some(r#"{"grace_seconds":3600}"#), t).await;
+    let doc = assert_problem(&again, 409, "key-already-rolled");
+    assert!(doc["detail"].as_str().unwrap().contains(&new_id), "names the successor to roll instead: {doc}");
+    assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &old_key)]).await, 401, "invalid-credential");
+    assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &new_key)]).await.status, 200);
+    let listed = call(&gw, "GET", "/admin/keys?account=ada@example.org", None, t).await;
+    assert_eq!(listed.json().as_array().unwrap().len(), 2, "no second successor: {:?}", listed.json());
+    // The successor rolls as usual.
+    assert_eq!(call(&gw, "POST", &format!("/admin/keys/{new_id}/roll"), None, t).await.status, 201);
+}
+
+#[tokio::test]
 async fn the_admin_api_needs_its_token_and_an_allowed_peer() {
     let (gw, _cleanup, _origin) = admin_gateway("127.0.0.0/8").await;
     assert_problem(&call(&gw, "GET", "/admin/accounts", None, None).await, 401, "admin-unauthorized");

@@ -134,6 +134,34 @@ fn portal_settings_that_cannot_work_are_named() {
 }
 
 #[test]
+fn an_smtp_url_that_would_send_sign_in_codes_in_plain_text_is_refused() {
+    let portal = |url: &str| {
+        let text = format!(
+            "{GOOD}\n[portal]\nbase_url = \"https://data.coop.example\"\nnew_account_tier = \"anonymous\"\n\
+             [portal.mail]\nfrom = \"a@b.org\"\nsmtp_url = \"env:SMTP_URL\"\n"
+        );
+        check(&text, &[("SMTP_URL", url)])
+    };
+    for plain in [
+        "smtp://portal:secret@smtp.coop.example:587",
+        "smtp://portal:secret@smtp.coop.example:587?tls=opportunistic",
+        // lettre reads the first `tls`, so a later `required` changes nothing.
+        "smtp://portal:secret@smtp.coop.example:587?tls=opportunistic&tls=required",
+    ] {
+        let (ok, _, err) = portal(plain);
+        assert!(!ok, "{plain} was accepted");
+        assert!(err.contains("portal.mail.smtp_url"), "{err}");
+        assert!(err.contains("plain text"), "says why: {err}");
+        assert!(err.contains("smtp://user:password@host:587?tls=required"), "says what to write: {err}");
+        assert!(!err.contains("secret"), "the password is never printed: {err}");
+    }
+    for tls in ["smtp://portal:secret@smtp.coop.example:587?tls=required", "smtps://portal:secret@smtp.coop.example"] {
+        let (ok, _, err) = portal(tls);
+        assert!(ok, "{tls}: {err}");
+    }
+}
+
+#[test]
 fn limits_that_cannot_work_are_named() {
     let text = GOOD
         .replace(

@@ -20,6 +20,8 @@ use http_body_util::Full;
 pub struct Site {
     pub gw: TestGateway,
     pub store: Store,
+    /// The gateway's keys, to drop cached tiers as a tier change does.
+    pub keys: Arc<Keys>,
     pub outbox: PathBuf,
     upkeep: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -61,10 +63,10 @@ pub async fn site_on(
     tweak(&mut cfg);
     let keys = Arc::new(Keys::new(store.clone()));
     let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap());
-    let gateway = coopgate::Gateway::with_credentials(cfg, keys, tokens).unwrap();
+    let gateway = coopgate::Gateway::with_credentials(cfg, keys.clone(), tokens).unwrap();
     let upkeep = gateway.spawn_upkeep();
     let gw = serve_on(listener, gateway).await;
-    Site { gw, store, outbox, upkeep, _dir: dir, _up: up }
+    Site { gw, store, keys, outbox, upkeep, _dir: dir, _up: up }
 }
 
 /// `[portal]` for a gateway at `base`, its mail going to `outbox`.
@@ -229,10 +231,21 @@ async fn a_new_email_signs_in_by_the_mailed_link_which_only_the_pages_button_use
         let account = coopgate_billing::Accounts::new(store.clone()).by_email("ada@example.org").await.unwrap();
         assert_eq!(account.unwrap().tier, "registered", "the first sign-in made the account");
 
-        // The link is used up.
+        // The link is used up. Its page names no address (the link's sign-in
+        // is not told again) and leads to a sign-in form that sends a new link.
         let again = browser.post(&s.gw.url("/portal/sign-in/link"), &[("form", &form), ("token", &token)]).await;
         assert_eq!(again.status, 410);
-        assert!(text(&again).contains("already used"));
+        let bogus = browser.get(&s.gw.url("/portal/sign-in/link?token=0000")).await;
+        assert_eq!(bogus.status, 404);
+        for page in [text(&again), text(&bogus)] {
+            assert!(page.contains("already used") || page.contains("not valid"), "{page}");
+            assert!(!page.contains("None"), "no placeholder in the page: {page}");
+            assert!(page.contains("<a href=\"/portal/sign-in\">Ask for a new link</a>"), "{page}");
+        }
+        let mut other = Browser::default();
+        let asked = ask_at(&s.gw, &mut other, "ada@example.org").await;
+        assert_eq!(asked.status, 200, "{}", text(&asked));
+        assert!(text(&asked).contains("Check your mail"));
     }
 }
 
@@ -376,6 +389,31 @@ async fn a_key_made_in_the_portal_calls_the_api_until_it_is_revoked_and_nobody_e
 }
 
 #[tokio::test]
+async fn a_rolled_key_cannot_be_rolled_again_in_the_portal_so_it_never_comes_back() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store, false).await;
+    let mut ada = Browser::default();
+    s.sign_in(&mut ada, "ada@example.org").await;
+    let csrf = field(&text(&ada.get(&s.gw.url("/portal/keys")).await), "csrf");
+    let made = text(&ada.post(&s.gw.url("/portal/keys"), &[("csrf", &csrf), ("name", "laptop")]).await);
+    let marker = "id=\"new-key\">";
+    let key = made[made.find(marker).unwrap() + marker.len()..].split('<').next().unwrap().to_owned();
+    let id = key.split('_').nth(1).unwrap().to_owned();
+    // An operator rolls it with no grace (a leaked key): it stops at once.
+    Keys::new(s.store.clone()).roll(&id, std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &key)]).await.status, 401);
+
+    // Posting the roll form of the old key (an old tab) brings nothing back.
+    let again = ada.post(&s.gw.url(&format!("/portal/keys/{id}/roll")), &[("csrf", &csrf)]).await;
+    assert_eq!(again.status, 409, "{}", text(&again));
+    let page = text(&again);
+    assert!(page.contains("already rolled") && !page.contains(marker), "{page}");
+    assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &key)]).await.status, 401, "still stopped");
+    let listed = text(&ada.get(&s.gw.url("/portal/keys")).await);
+    assert_eq!(listed.matches("class=\"key-state\"").count(), 2, "the key and its one successor: {listed}");
+}
+
+#[tokio::test]
 async fn only_members_issue_member_tokens_and_a_token_calls_the_api_with_the_members_tier() {
     let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
     let s = site(store.clone(), false).await;
@@ -398,4 +436,53 @@ async fn only_members_issue_member_tokens_and_a_token_calls_the_api_with_the_mem
     let token = made[made.find(marker).expect("a token") + marker.len()..].split('<').next().unwrap().to_owned();
     let called = get(&s.gw.url("/members/data"), &[("authorization", &format!("Bearer {token}"))]).await;
     assert_eq!(called.status, 200, "{:?}", called.body);
+}
+
+#[tokio::test]
+async fn a_browser_gets_the_portals_error_page_with_its_headers_not_a_problem_document() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site(store, false).await;
+    let mut browser = Browser::default();
+    let unknown = browser.get(&s.gw.url("/portal/no-such-page")).await;
+    assert_eq!(unknown.status, 404);
+    assert!(text(&unknown).contains("no-such-page"), "names the path: {}", text(&unknown));
+    let wrong_method = browser.get(&s.gw.url("/portal/sign-out")).await;
+    assert_eq!(wrong_method.status, 400);
+    // A form that cannot be read: a field twice.
+    let form = field(&text(&browser.get(&s.gw.url("/portal/sign-in")).await), "form");
+    let twice = browser
+        .post(&s.gw.url("/portal/sign-in"), &[("form", &form), ("email", "a@example.org"), ("email", "b@example.org")])
+        .await;
+    assert_eq!(twice.status, 400);
+    assert!(mails(&s.outbox).is_empty(), "nothing was sent");
+    let not_a_form = send(
+        Request::post(s.gw.url("/portal/sign-in"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(not_a_form.status, 400);
+
+    // The store failing under a signed-in page: a 503 that names no cause.
+    let mut signed = Browser::default();
+    s.sign_in(&mut signed, "ada@example.org").await;
+    s.store.pool().close().await;
+    let failed = signed.get(&s.gw.url("/portal")).await;
+    assert_eq!(failed.status, 503);
+    assert!(failed.header("retry-after").parse::<u64>().unwrap() > 0);
+
+    for got in [&unknown, &wrong_method, &twice, &not_a_form, &failed] {
+        let page = text(got);
+        assert!(got.header("content-type").starts_with("text/html"), "{}: {page}", got.status);
+        assert!(page.contains("<main id=\"main\">") && page.contains("<a href=\"/portal\">"), "{page}");
+        let id = got.header("x-request-id");
+        assert!(!id.is_empty() && page.contains(id), "the page quotes the request id {id}: {page}");
+        assert_eq!(got.header("cache-control"), "no-store");
+        assert_eq!(got.header("x-frame-options"), "DENY");
+        assert_eq!(got.header("x-content-type-options"), "nosniff");
+        assert_eq!(got.header("referrer-policy"), "no-referrer");
+        assert!(got.header("content-security-policy").contains("frame-ancestors 'none'"));
+    }
+    assert!(!text(&failed).to_lowercase().contains("pool"), "the cause stays in the log: {}", text(&failed));
 }

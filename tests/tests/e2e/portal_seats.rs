@@ -1,10 +1,11 @@
 //! Organisation seats in the portal over HTTP: an institutional member's
 //! owner invites people by email with a role, up to the tier's seat limit;
 //! each role's rights are checked on every action (not only hidden in the
-//! page); removing a seat stops the keys made through it at once.
+//! page); removing a seat stops the keys made through it at once; seats
+//! pause while the organisation's tier has none.
 
 use coopgate_billing::Accounts;
-use coopgate_tests::get;
+use coopgate_tests::{assert_problem, get};
 
 use super::portal::{Browser, mails, site, text};
 
@@ -135,5 +136,85 @@ async fn an_owner_invites_seats_whose_roles_are_checked_on_every_action_and_a_re
         assert_eq!(ada.post(&removal, &[("csrf", &token)]).await.status, 404, "removed once");
         // The freed seat can be given again.
         assert_eq!(invite(&mut ada, "dave@example.org", "developer").await.status, 201);
+    }
+}
+
+/// The key a keys page shows once.
+fn new_key(page: &str) -> String {
+    page.split("id=\"new-key\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no new key in {page}"))
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn seats_and_their_keys_pause_while_the_organisations_tier_has_no_seats_and_come_back_with_it() {
+    for (store, _cleanup) in coopgate_billing::store::testing::stores().await {
+        let s = site(store.clone(), false).await;
+        let org_page = s.gw.url("/portal/organisation");
+        let accounts = Accounts::new(store.clone());
+        let mut ada = Browser::default();
+        super::portal::sign_in_at(&s.gw, &s.outbox, &mut ada, "ada@example.org").await;
+        let org = accounts.by_email("ada@example.org").await.unwrap().unwrap();
+        accounts.set_tier(&org.id, "member").await.unwrap();
+        let token = csrf(&mut ada, &org_page).await;
+        let invited = ada
+            .post(
+                &s.gw.url("/portal/organisation/seats"),
+                &[("csrf", &token), ("email", "bob@example.org"), ("role", "owner")],
+            )
+            .await;
+        assert_eq!(invited.status, 201);
+        let own_key =
+            new_key(&text(&ada.post(&s.gw.url("/portal/keys"), &[("csrf", &token), ("name", "ada's")]).await));
+
+        let mut bob = Browser::default();
+        super::portal::sign_in_at(&s.gw, &s.outbox, &mut bob, "bob@example.org").await;
+        let seat = seat_choice(&text(&bob.get(&org_page).await), "ada@example.org");
+        let bob_token = csrf(&mut bob, &org_page).await;
+        let act = [("csrf", bob_token.as_str()), ("seat", seat.as_str())];
+        assert_eq!(bob.post(&s.gw.url("/portal/organisation/act"), &act).await.status, 303);
+        let made = bob.post(&s.gw.url("/portal/keys"), &[("csrf", &bob_token), ("name", "bob's ci")]).await;
+        let seat_key = new_key(&text(&made));
+        assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &seat_key)]).await.status, 200);
+
+        // The membership lapses: the account is registered again, a tier without
+        // seats (a tier change drops the gateway's cached tiers).
+        accounts.set_tier(&org.id, "registered").await.unwrap();
+        s.keys.forget_account(org.id.as_str());
+
+        // Bob's next click says so, and leaves him acting for his own account.
+        let paused = bob.get(&s.gw.url("/portal/keys")).await;
+        assert_eq!(paused.status, 403);
+        let said = text(&paused);
+        assert!(said.contains("ada@example.org") && said.contains("no longer has seats"), "{said}");
+        let overview = text(&bob.get(&s.gw.url("/portal")).await);
+        assert!(overview.contains("<h1>Your account</h1>") && !overview.contains("Acting for"), "{overview}");
+        let choices = text(&bob.get(&org_page).await);
+        assert!(choices.contains("ada@example.org as owner (paused"), "{choices}");
+        let again = bob.post(&s.gw.url("/portal/organisation/act"), &act).await;
+        assert_eq!(again.status, 409, "{}", text(&again));
+        assert!(text(&again).contains("no longer has seats"), "{}", text(&again));
+        assert!(!text(&bob.get(&s.gw.url("/portal")).await).contains("Acting for"));
+
+        // Keys made through seats stop; the account's own keep working at its tier.
+        let refused = get(&s.gw.url("/api/data"), &[("x-api-key", &seat_key)]).await;
+        let doc = assert_problem(&refused, 401, "invalid-credential");
+        assert!(doc["detail"].as_str().unwrap().contains("seat"), "{doc}");
+        assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &own_key)]).await.status, 200);
+        let keys = text(&ada.get(&s.gw.url("/portal/keys")).await);
+        assert!(keys.contains("paused while the tier has no seats"), "the owner sees why: {keys}");
+        let org_view = text(&ada.get(&org_page).await);
+        assert!(org_view.contains("1 seat given while it had seats is paused"), "{org_view}");
+
+        // Renewed: the seat acts again and its key works again.
+        accounts.set_tier(&org.id, "member").await.unwrap();
+        s.keys.forget_account(org.id.as_str());
+        assert_eq!(get(&s.gw.url("/api/data"), &[("x-api-key", &seat_key)]).await.status, 200);
+        assert_eq!(bob.post(&s.gw.url("/portal/organisation/act"), &act).await.status, 303);
+        assert!(text(&bob.get(&s.gw.url("/portal")).await).contains("Acting for ada@example.org"));
     }
 }

@@ -68,6 +68,33 @@ async fn wrong_codes_are_counted_and_then_even_the_right_one_is_refused() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guesses_made_at_once_are_compared_no_more_often_than_the_attempts_allow() {
+    for (store, _cleanup) in stores().await {
+        let s = sign_ins(&store);
+        let started = s.start("ada@example.org", "192.0.2.1", T).await.unwrap();
+        let wrong: Vec<String> = (0..40).map(|n| format!("{n:06}")).filter(|c| *c != started.code).take(30).collect();
+        let guesses: Vec<_> = wrong
+            .into_iter()
+            .map(|code| {
+                let s = s.clone();
+                tokio::spawn(async move { s.redeem_code("ada@example.org", &code, T + 1).await })
+            })
+            .collect();
+        let mut compared = 0;
+        for guess in guesses {
+            match guess.await.unwrap() {
+                Err(Error::SignInWrongCode { .. }) => compared += 1,
+                Err(Error::SignInInvalid) => {}
+                other => panic!("a wrong code answered {other:?}"),
+            }
+        }
+        assert_eq!(compared, Policy::default().code_attempts, "only the allowed attempts were compared");
+        let err = s.redeem_code("ada@example.org", &started.code, T + 2).await.unwrap_err();
+        assert!(matches!(err, Error::SignInInvalid), "the attempts are spent: {err}");
+    }
+}
+
 #[tokio::test]
 async fn sign_ins_are_limited_per_email_and_per_address_and_say_when_to_retry() {
     for (store, _cleanup) in stores().await {

@@ -39,11 +39,8 @@ pub(super) fn validate(config: &mut Config, env: &HashMap<String, String>) -> Ve
         (Some(secret), None) => match secret.resolve(env) {
             Err(e) => problem("portal.mail.smtp_url", e),
             Ok(()) => {
-                if !matches!(
-                    url::Url::parse(secret.expose()).map(|u| u.scheme().to_owned()).as_deref(),
-                    Ok("smtp" | "smtps")
-                ) {
-                    problem("portal.mail.smtp_url", "must be smtps://user:password@host or smtp://…@host:587".into());
+                if let Some(why) = smtp_url_problem(secret.expose()) {
+                    problem("portal.mail.smtp_url", why.into());
                 }
             }
         },
@@ -51,3 +48,27 @@ pub(super) fn validate(config: &mut Config, env: &HashMap<String, String>) -> Ve
     }
     problems
 }
+
+/// What is wrong with an SMTP URL, if anything. lettre sends over an
+/// `smtp://` URL in plain text unless its `tls` parameter (the first one, as
+/// lettre reads it) is `required`; `opportunistic` falls back to plain text
+/// whenever STARTTLS is not offered, which whoever sits in between can
+/// arrange. Either way sign-in codes and the SMTP password would cross the
+/// network readable, so only TLS from the start or required STARTTLS is
+/// accepted. The message never repeats the URL, which holds the password.
+fn smtp_url_problem(url: &str) -> Option<&'static str> {
+    let Ok(url) = url::Url::parse(url) else { return Some(SMTP_FORMS) };
+    let tls = url.query_pairs().find(|(k, _)| k == "tls").map(|(_, v)| v.into_owned());
+    match (url.scheme(), tls.as_deref()) {
+        ("smtps", _) | ("smtp", Some("required")) => None,
+        ("smtp", _) => Some(
+            "an smtp:// URL without ?tls=required sends mail (sign-in codes, and the password) in plain text; \
+             write smtp://user:password@host:587?tls=required (STARTTLS required) or smtps://user:password@host",
+        ),
+        _ => Some(SMTP_FORMS),
+    }
+}
+
+/// The two forms an SMTP URL may take.
+const SMTP_FORMS: &str = "must be smtps://user:password@host (TLS from the start) or \
+                          smtp://user:password@host:587?tls=required (STARTTLS required)";
