@@ -170,6 +170,19 @@ async fn caller_account(s: &BillingState, headers: &HeaderMap) -> Result<Account
             if verified.through_seat && !s.tiers.seat_keys_work(&verified.tier) {
                 return Err(Error::InvalidApiKey(crate::keys::Rejection::SeatPaused));
             }
+            // A seat's key acts for the organisation only as far as the
+            // seat's role goes, here as in the portal (a removed seat's keys
+            // are revoked already; one removed meanwhile has no role).
+            if let Some(seat) = &verified.seat_id {
+                let role = coopgate_billing::portal::Seats::new(s.keys.store().clone())
+                    .live(seat)
+                    .await
+                    .map_err(Error::Billing)?
+                    .map(|seat| seat.role);
+                if !role.is_some_and(coopgate_billing::portal::Role::manages_billing) {
+                    return Err(Error::SeatRoleForbids { role: role.map_or("removed", |r| r.as_str()) });
+                }
+            }
             verified.account_id.to_string()
         }
         Credential::OtherBearer(token) => {

@@ -157,6 +157,13 @@ pub enum Error {
         setting: &'static str,
     },
 
+    /// A key made through an organisation seat whose role may not manage the
+    /// organisation's billing, used on a billing endpoint.
+    #[error("a key of a {role} seat cannot manage billing")]
+    SeatRoleForbids {
+        /// The seat's role (`developer`).
+        role: &'static str,
+    },
     /// A billing endpoint for a caller's own account, called without a credential.
     #[error("this endpoint needs your API key or member token")]
     CredentialRequired,

@@ -47,7 +47,7 @@ impl Error {
             Error::TierTooLow { .. } | Error::EarlyAccess { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited(_) | Error::TooManyKeyLookups { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::SpendCapReached(_) => StatusCode::PAYMENT_REQUIRED,
-            Error::PeerForbidden { .. } => StatusCode::FORBIDDEN,
+            Error::PeerForbidden { .. } | Error::SeatRoleForbids { .. } => StatusCode::FORBIDDEN,
             Error::UpstreamUnreachable { .. } | Error::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::CredentialRequired => StatusCode::UNAUTHORIZED,
@@ -85,6 +85,7 @@ impl Error {
             Error::SpendCapReached(_) => "spend-cap-reached",
             Error::TooManyKeyLookups { .. } => "too-many-key-lookups",
             Error::PeerForbidden { .. } => "forbidden",
+            Error::SeatRoleForbids { .. } => "role-forbidden",
             Error::UpstreamUnreachable { .. } => "upstream-unreachable",
             Error::UpstreamFailed { .. } => "upstream-failed",
             Error::UpstreamTimeout { .. } => "upstream-timeout",
@@ -220,6 +221,10 @@ pub fn explain(err: &Error, id: &str) -> (StatusCode, String) {
         Error::PeerForbidden { setting, .. } => {
             format!("This endpoint is served only to the addresses in {setting}.")
         }
+        Error::SeatRoleForbids { role } => format!(
+            "This key was made through an organisation seat with the {role} role, which may not manage the \
+             organisation's billing. Someone with the owner or billing role can, in the portal or with a key of their own."
+        ),
         Error::UpstreamUnreachable { route, .. } => {
             format!("The origin behind route {route} cannot be reached.")
         }

@@ -33,6 +33,13 @@ impl Role {
     /// Every role, in the order pages list them.
     pub const ALL: [Role; 3] = [Role::Owner, Role::Billing, Role::Developer];
 
+    /// Whether it may manage the organisation's billing (memberships, cards,
+    /// invoices, the spend cap): the one rule the portal's pages and the
+    /// `/billing/` endpoints both apply.
+    pub fn manages_billing(self) -> bool {
+        matches!(self, Role::Owner | Role::Billing)
+    }
+
     /// The role a stored or submitted name gives.
     pub fn parse(s: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|r| r.as_str() == s)

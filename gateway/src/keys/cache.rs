@@ -44,6 +44,9 @@ pub struct VerifiedKey {
     /// Whether it was made through an organisation seat, so works only while
     /// the tier has seats ([`crate::tier::Tiers::seat_keys_work`]).
     pub through_seat: bool,
+    /// That seat's id, so that what the key may do for the organisation
+    /// follows the seat's role (`/billing/` asks it).
+    pub seat_id: Option<Arc<str>>,
 }
 
 /// A cached store row, enough to verify a key without the store.
@@ -59,7 +62,7 @@ pub(super) struct Cached {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     grace_until: Option<i64>,
-    through_seat: bool,
+    seat_id: Option<Arc<str>>,
     /// Unix milliseconds of the last use not yet written to the store (0: none).
     pub(super) unwritten_use: AtomicI64,
 }
@@ -87,7 +90,8 @@ impl Cached {
             tier: self.tier.clone(),
             billing_anchor: self.billing_anchor,
             spend_cap: self.spend_cap,
-            through_seat: self.through_seat,
+            through_seat: self.seat_id.is_some(),
+            seat_id: self.seat_id.clone(),
         })
     }
 }
@@ -279,7 +283,7 @@ impl Keys {
                 expires_at: r.expires_at,
                 revoked_at: r.revoked_at,
                 grace_until: r.grace_until,
-                through_seat: r.seat_id.is_some(),
+                seat_id: r.seat_id.as_deref().map(Arc::from),
                 unwritten_use: AtomicI64::new(0),
             })
         });

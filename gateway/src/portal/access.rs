@@ -90,7 +90,11 @@ impl IntoResponse for Stop {
 
 /// Whether `role` may do `action`.
 pub fn allows(role: Role, action: Action) -> bool {
-    matches!((role, action), (Role::Owner, _) | (Role::Developer, Action::Keys) | (Role::Billing, Action::Billing))
+    match action {
+        Action::Billing => role.manages_billing(),
+        Action::Keys => matches!(role, Role::Owner | Role::Developer),
+        Action::Tokens | Action::Seats => role == Role::Owner,
+    }
 }
 
 /// A signed-in request.

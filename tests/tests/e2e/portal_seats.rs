@@ -218,3 +218,59 @@ async fn seats_and_their_keys_pause_while_the_organisations_tier_has_no_seats_an
         assert!(text(&bob.get(&s.gw.url("/portal")).await).contains("Acting for ada@example.org"));
     }
 }
+
+#[tokio::test]
+async fn a_seats_key_manages_the_organisations_billing_through_the_api_only_if_the_seats_role_may() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = super::portal_billing::billed_site(store.clone(), |cfg| {
+        cfg.tiers.get_mut("member").unwrap().seats = Some(3);
+    })
+    .await;
+    let gw = &s.b.gw;
+    let org_page = gw.url("/portal/organisation");
+    let mut ada = s.signed_in("ada@example.org").await;
+    let accounts = Accounts::new(store.clone());
+    let ada_account = accounts.by_email("ada@example.org").await.unwrap().unwrap();
+    accounts.set_tier(&ada_account.id, "member").await.unwrap();
+    let token = csrf(&mut ada, &org_page).await;
+    for (email, role) in [("bob@example.org", "developer"), ("olga@example.org", "owner")] {
+        let invited = ada
+            .post(&gw.url("/portal/organisation/seats"), &[("csrf", &token), ("email", email), ("role", role)])
+            .await;
+        assert_eq!(invited.status, 201, "{}", text(&invited));
+    }
+
+    // Each makes a key for the organisation through their seat.
+    let seat_key = |email: &'static str| {
+        let s = &s;
+        let org_page = org_page.clone();
+        async move {
+            let mut browser = s.signed_in(email).await;
+            let seat = seat_choice(&text(&browser.get(&org_page).await), "ada@example.org");
+            let token = csrf(&mut browser, &org_page).await;
+            browser.post(&s.b.gw.url("/portal/organisation/act"), &[("csrf", &token), ("seat", &seat)]).await;
+            let made = browser.post(&s.b.gw.url("/portal/keys"), &[("csrf", &token), ("name", "ci")]).await;
+            assert_eq!(made.status, 201, "{}", text(&made));
+            new_key(&text(&made))
+        }
+    };
+    let developer = seat_key("bob@example.org").await;
+    let owner = seat_key("olga@example.org").await;
+
+    // The developer's key calls the API for the organisation, but its money is not the developer's.
+    assert_eq!(get(&gw.url("/members/data"), &[("x-api-key", &developer)]).await.status, 200);
+    let price = format!(r#"{{"price":"{}"}}"#, super::memberships::PRICES[1]);
+    for (path, body) in [("/billing/checkout", price.as_str()), ("/billing/portal", "{}")] {
+        let got = super::memberships::post_json(&gw.url(path), &[("x-api-key", &developer)], body).await;
+        assert_problem(&got, 403, "role-forbidden");
+    }
+    let got = get(&gw.url("/billing/spend-cap"), &[("x-api-key", &developer)]).await;
+    let problem = assert_problem(&got, 403, "role-forbidden");
+    assert!(problem["detail"].as_str().unwrap().contains("developer role"), "{problem}");
+
+    // An owner's seat may, like the account's own keys.
+    assert_eq!(get(&gw.url("/billing/spend-cap"), &[("x-api-key", &owner)]).await.status, 200);
+    let checkout = super::memberships::post_json(&gw.url("/billing/checkout"), &[("x-api-key", &owner)], &price).await;
+    assert_eq!(checkout.status, 200, "{:?}", checkout.body);
+    assert!(checkout.json()["url"].as_str().unwrap().contains("/c/pay/"), "{:?}", checkout.body);
+}
