@@ -29,7 +29,7 @@ mod decide;
 pub mod denial;
 mod layer;
 mod limits;
-mod period;
+pub(crate) mod period;
 mod plan;
 mod policy;
 mod remote;

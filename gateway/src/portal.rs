@@ -115,6 +115,7 @@ pub fn router(
                     name: l.name.clone(),
                     count: q.count,
                     daily: q.per == crate::config::Period::Day,
+                    anchored: l.reset == crate::config::QuotaReset::BillingAnchor,
                     routes: l.routes.clone(),
                 })
             });

@@ -29,10 +29,44 @@ pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap
     let now = crate::limit::now_ms();
     let today = day_text(now);
     let month = parse_month(&today[..7]).map_or(now, |(start, _)| start);
-    let days = Usage::new(s.store.clone())
-        .daily(Some(account.id.as_str()), month, now + 60_000)
+    let quota_specs = s.quotas.get(&account.tier).map(Vec::as_slice).unwrap_or_default();
+    // Each quota's period, as the limiter counts it: a monthly quota on the
+    // billing anchor may have started last month.
+    let period_of = |q: &super::state::Quota| {
+        let per = if q.daily { crate::config::Period::Day } else { crate::config::Period::Month };
+        crate::limit::period::bounds(per, now, if q.anchored { account.billing_anchor } else { None }).0
+    };
+    let since = quota_specs.iter().map(period_of).fold(month, i64::min);
+    let all_days = Usage::new(s.store.clone())
+        .daily(Some(account.id.as_str()), since - since.rem_euclid(86_400_000), now + 60_000)
         .await
         .map_err(Error::Store)?;
+    let quotas: Vec<_> = quota_specs
+        .iter()
+        .map(|q| {
+            let start = period_of(q);
+            // Use is kept per day: the period's first day counts whole.
+            let first_day = start - start.rem_euclid(86_400_000);
+            let used: u64 = all_days
+                .iter()
+                .filter(|d| d.day >= first_day)
+                .filter(|d| q.routes.as_ref().is_none_or(|r| r.contains(&d.route)))
+                .map(|d| d.requests)
+                .sum();
+            let per = if q.daily {
+                "today".to_owned()
+            } else if q.anchored && account.billing_anchor.is_some() {
+                format!("this billing month (since {})", day_text(start))
+            } else {
+                "this month".to_owned()
+            };
+            minijinja::context! {
+                name => q.name, count => q.count, used => used, per => per,
+                percent => (used.saturating_mul(100) / q.count.max(1)).min(100),
+            }
+        })
+        .collect();
+    let days: Vec<_> = all_days.into_iter().filter(|d| d.day >= month).collect();
     let (requests, bytes, billable) =
         days.iter().fold((0, 0, 0), |(r, b, p), d| (r + d.requests, b + d.bytes, p + d.billable));
     // Every day of the month so far, idle ones too, for the chart.
@@ -42,24 +76,6 @@ pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap
         *per_day.entry(day_text(d.day)).or_default() += d.requests;
     }
     let per_day: Vec<(String, u64)> = per_day.into_iter().collect();
-    let quotas: Vec<_> = s
-        .quotas
-        .get(&account.tier)
-        .into_iter()
-        .flatten()
-        .map(|q| {
-            let used: u64 = days
-                .iter()
-                .filter(|d| !q.daily || day_text(d.day) == today)
-                .filter(|d| q.routes.as_ref().is_none_or(|r| r.contains(&d.route)))
-                .map(|d| d.requests)
-                .sum();
-            minijinja::context! {
-                name => q.name, count => q.count, used => used, per => if q.daily { "today" } else { "this month" },
-                percent => (used.saturating_mul(100) / q.count.max(1)).min(100),
-            }
-        })
-        .collect();
     let metered = metered_period(&s, account, month, now).await?;
     let days: Vec<_> = days
         .iter()

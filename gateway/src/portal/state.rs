@@ -79,6 +79,9 @@ pub struct Quota {
     pub count: u64,
     /// Per UTC day (`false`: per month).
     pub daily: bool,
+    /// A monthly quota that starts over on the account's billing anchor
+    /// (`reset = "billing-anchor"`) rather than on the 1st.
+    pub anchored: bool,
     /// The routes it counts, when not every route.
     pub routes: Option<Vec<String>>,
 }

@@ -486,3 +486,45 @@ async fn a_browser_gets_the_portals_error_page_with_its_headers_not_a_problem_do
     }
     assert!(!text(&failed).to_lowercase().contains("pool"), "the cause stays in the log: {}", text(&failed));
 }
+
+#[tokio::test]
+async fn a_quota_on_the_billing_anchor_is_shown_against_use_since_the_anchor_not_since_the_1st() {
+    use coopgate_billing::usage::{Usage, UsageLine};
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let s = site_on(store.clone(), false, echo_upstream().await, |cfg| {
+        let mut monthly = coopgate::config::LimitConfig::rate("burst", "1000/sec".parse().unwrap(), 1000);
+        (monthly.name, monthly.rate, monthly.burst) = ("monthly".into(), None, None);
+        monthly.quota = Some("1000/month".parse().unwrap());
+        monthly.reset = coopgate::config::QuotaReset::BillingAnchor;
+        cfg.tiers.get_mut("registered").unwrap().limits = vec![monthly];
+    })
+    .await;
+    let mut ada = Browser::default();
+    assert_eq!(sign_in_at(&s.gw, &s.outbox, &mut ada, "ada@example.org").await.status, 303);
+    let accounts = coopgate_billing::Accounts::new(store.clone());
+    let account = accounts.by_email("ada@example.org").await.unwrap().unwrap();
+    // Billed from ten days ago: whatever today is, its billing month began
+    // then (last month, early in a month), and use before it is last period's.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let anchor = now - 10 * 86_400_000;
+    accounts.set_billing_anchor(&account.id, Some(anchor)).await.unwrap();
+    let line = |minute: i64, requests: u64| UsageLine {
+        account_id: account.id.to_string().into(),
+        credential: "key_test".into(),
+        route: "api".into(),
+        status_class: "2xx",
+        minute: minute - minute.rem_euclid(60_000),
+        requests,
+        billable: requests,
+        bytes: 0,
+    };
+    let lines = [line(anchor - 2 * 86_400_000, 100), line(anchor + 3_600_000, 5), line(now, 3)];
+    assert!(Usage::new(store.clone()).write_batch("anchor-test", &lines, now).await.unwrap());
+
+    let page = text(&ada.get(&s.gw.url("/portal")).await);
+    let since = time::OffsetDateTime::from_unix_timestamp(anchor / 1000).unwrap().date();
+    assert!(
+        page.contains(&format!("Quota “monthly”: 8 of 1000 requests this billing month (since {since})")),
+        "{page}"
+    );
+}
