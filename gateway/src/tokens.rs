@@ -343,7 +343,6 @@ fn parse_jwks(text: &[u8]) -> Result<HashMap<String, (DecodingKey, Algorithm)>, 
     Ok(out)
 }
 
-/// Reads the PKCS#8 Ed25519 signing key, creating it (mode 0600) on first start.
 /// One of the gateway's own Ed25519 keys: its `kid` (from the public key, so
 /// every replica names it alike) and what verifies its signatures.
 struct OwnKey {
@@ -373,21 +372,24 @@ impl OwnKey {
 /// Writes a new Ed25519 signing key to `path` (mode 0600, never over an
 /// existing file) and returns its `kid`: the first step of a rotation.
 pub fn new_signing_key(path: &Path) -> Result<String, Error> {
-    let rng = ring::rand::SystemRandom::new();
-    let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-        .map_err(|_| Error::TokenSetup("cannot generate a signing key".into()))?;
+    let doc = generate()?;
     write_private(path, doc.as_ref()).map_err(|e| Error::TokenSetup(format!("{}: {e}", path.display())))?;
     Ok(OwnKey::from_der(doc.as_ref(), &path.display().to_string())?.kid)
 }
 
+/// A new Ed25519 key as PKCS#8 DER.
+fn generate() -> Result<ring::pkcs8::Document, Error> {
+    ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+        .map_err(|_| Error::TokenSetup("cannot generate a signing key".into()))
+}
+
+/// Reads the PKCS#8 Ed25519 signing key, creating it (mode 0600) on first start.
 fn signing_key(path: &Path) -> Result<Vec<u8>, Error> {
     let setting = |e: std::io::Error| Error::TokenSetup(format!("tokens.signing_key_file {}: {e}", path.display()));
     match std::fs::read(path) {
         Ok(der) => Ok(der),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let rng = ring::rand::SystemRandom::new();
-            let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-                .map_err(|_| Error::TokenSetup("cannot generate a signing key".into()))?;
+            let doc = generate()?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(setting)?;
             }
