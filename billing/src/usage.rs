@@ -272,6 +272,47 @@ impl Usage {
         read_u64(&row, "n")
     }
 
+    /// Requests recorded in minutes `[start_ms, end_ms)` on `routes`, of an
+    /// account's credential, or of all its credentials without one. A
+    /// limiter whose shared counts were lost (Redis restarted empty) starts
+    /// a caller's quota again from this, so a quota never restarts mid-period.
+    /// Refusals are recorded too, so it may count a few more than were
+    /// admitted: a quota seeded from it errs on the side of the limit.
+    pub async fn requests_on(
+        &self,
+        account_id: &str,
+        credential: Option<&str>,
+        routes: &[&str],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<u64, Error> {
+        if routes.is_empty() {
+            return Ok(0);
+        }
+        let mut sql = String::from(
+            "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS n FROM usage_minutes \
+             WHERE account_id = $1 AND minute >= $2 AND minute < $3 AND route IN (",
+        );
+        for i in 0..routes.len() {
+            sql.push_str(if i == 0 { "$" } else { ", $" });
+            sql.push_str(&(4 + i).to_string());
+        }
+        sql.push(')');
+        if credential.is_some() {
+            sql.push_str(&format!(" AND credential = ${}", 4 + routes.len()));
+        }
+        // Only numbered placeholders are added to the text; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(start_ms).bind(end_ms);
+        for route in routes {
+            query = query.bind(*route);
+        }
+        if let Some(credential) = credential {
+            query = query.bind(credential);
+        }
+        let row = query.fetch_one(self.store.pool()).await?;
+        read_u64(&row, "n")
+    }
+
     /// The account's billable requests in a billing period `[start_ms, end_ms)`.
     /// Usage is kept per minute, so a period owns the minutes that start in
     /// it once both ends are floored to the minute: consecutive periods split
@@ -447,6 +488,33 @@ mod tests {
             let days = usage.daily(Some("acct_a"), 0, 100 * DAY).await.unwrap();
             assert_eq!(days.len(), 1);
             assert_eq!((days[0].day, days[0].requests, days[0].billable, days[0].bytes), (t, 6, 5, 60));
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_per_credential_and_route_within_a_period() {
+        for (store, _cleanup) in stores().await {
+            let usage = Usage::new(store);
+            let t = 20 * DAY;
+            let mut other_key = line("acct_c", "api", "2xx", t, 4, 4);
+            other_key.credential = Arc::from("key2");
+            let lines = [
+                line("acct_c", "api", "2xx", t, 3, 3),
+                line("acct_c", "api", "4xx", t + 60_000, 2, 0),
+                line("acct_c", "api2", "2xx", t, 5, 5),
+                line("acct_c", "bulk", "2xx", t, 7, 7),
+                line("acct_c", "api", "2xx", t + DAY, 100, 100),
+                line("acct_d", "api", "2xx", t, 50, 50),
+                other_key,
+            ];
+            assert!(usage.write_batch("r1-1", &lines, t).await.unwrap());
+            let of = |credential, routes: &'static [&'static str]| {
+                usage.requests_on("acct_c", credential, routes, t, t + DAY)
+            };
+            assert_eq!(of(Some("key1"), &["api"]).await.unwrap(), 5, "refusals count too");
+            assert_eq!(of(Some("key1"), &["api", "api2"]).await.unwrap(), 10);
+            assert_eq!(of(None, &["api"]).await.unwrap(), 9, "every key of the account");
+            assert_eq!(of(Some("key1"), &[]).await.unwrap(), 0);
         }
     }
 

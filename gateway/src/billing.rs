@@ -243,6 +243,7 @@ pub fn reporter(config: &Config, memberships: Option<&Arc<Memberships>>) -> Resu
         price: metered.price.clone(),
         meter_event: metered.meter_event.clone(),
         included: metered.included.count,
+        caps_refuse: metered.spend_cap_action == crate::config::SpendCapAction::Refuse,
     };
     let reporter = Reporter::new(m.store().clone(), m.stripe(), plan).map_err(|e| Error::internal(e.to_string()))?;
     Ok(Some(Arc::new(reporter)))

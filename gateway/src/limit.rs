@@ -7,11 +7,14 @@
 //! checked against every policy of its caller's tier that applies to its route,
 //! all at once: a policy that refuses leaves the others uncharged (unless
 //! `limits.count_rejected`). State is kept per caller (from [`Caller`]) and per
-//! route kind (from [`MatchedRoute`]). Byte quotas admit a download while any
-//! bytes are left and count the bytes actually sent, so a download under way is
-//! never cut and a resumed (Range) download is only charged for what it
-//! fetches again. Every response of a limited route carries `RateLimit-Policy`
-//! (every policy that applies) and `RateLimit` (the closest to exhaustion)
+//! route kind (from [`MatchedRoute`]). Byte quotas count the bytes actually
+//! sent, so a resumed (Range) download is only charged for what it fetches
+//! again; one response never takes more than is left (one that declares a
+//! larger length is refused before its first byte, one without a length is
+//! cut at what is left), and a download that fits is never cut. Quota
+//! counters that Redis lost are seeded again from the store ([`seed`]).
+//! Every response of a limited route carries `RateLimit-Policy` (every
+//! policy that applies) and `RateLimit` (the closest to exhaustion)
 //! (draft-ietf-httpapi-ratelimit-headers); a refused request is
 //! [`Error::RateLimited`], which the problem layer answers 429 with the
 //! violated policies and a `Retry-After` equal to the `RateLimit` reset.
@@ -33,9 +36,11 @@ pub(crate) mod period;
 mod plan;
 mod policy;
 mod remote;
+mod seed;
 
 pub use denial::{Denial, LimitHeaders};
 pub use layer::{Limit, LimitFuture, LimitLayer};
 pub use limits::{Admission, Check, Limits};
 pub(crate) use period::now_ms;
 pub use policy::{Ceiling, Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict};
+pub use seed::RecordedUse;

@@ -121,6 +121,9 @@ pub struct Metrics {
     pub limits_live_replicas: Gauge,
     /// Limiter calls to Redis that failed or timed out.
     pub limits_redis_errors: Counter,
+    /// Times Redis was found without the deployment's counts (restarted
+    /// empty, or a failover that lost data): counters are seeded again.
+    pub limits_redis_data_lost: Counter,
     /// 1 while the store (accounts, keys) cannot be asked, as the key change poll finds.
     pub store_unavailable: Gauge,
     /// Client connections open now.
@@ -157,6 +160,7 @@ impl Metrics {
             limits_fallback: Gauge::default(),
             limits_live_replicas: Gauge::default(),
             limits_redis_errors: Counter::default(),
+            limits_redis_data_lost: Counter::default(),
             store_unavailable: Gauge::default(),
             connections: Gauge::default(),
             billing_events_waiting: Gauge::default(),
@@ -199,6 +203,11 @@ impl Metrics {
             m.limits_live_replicas.clone(),
         );
         registry.register("limits_redis_errors", "Limiter calls to Redis that failed", m.limits_redis_errors.clone());
+        registry.register(
+            "limits_redis_data_lost",
+            "Times Redis was found without this deployment's counts; quota counters are seeded from the store",
+            m.limits_redis_data_lost.clone(),
+        );
         registry.register(
             "store_unavailable",
             "1 while the store cannot be asked (known keys and members keep working from memory)",

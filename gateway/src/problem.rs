@@ -205,11 +205,21 @@ pub fn explain(err: &Error, id: &str) -> (StatusCode, String) {
         Error::EarlyAccess { tier, public_from: None, .. } => format!(
             "Callers of tier {tier} and above get this release first, and its origin gives no publication date to count from."
         ),
-        Error::RateLimited(denial) => format!(
-            "Rate limit {} exhausted; retry in {} s. Open data stays free: slow down, or sign in for higher limits.",
-            denial.policy_names(),
-            denial.retry_after_secs()
-        ),
+        Error::RateLimited(denial) => match denial.larger_than_left() {
+            Some(left) => format!(
+                "This response is larger than the {left} bytes left of byte quota {} until it resets in {} s, so \
+                 nothing of it was sent. Ask for a part that fits with a Range header (bytes=START-END), and \
+                 resume with Range from where you stopped after the reset.",
+                denial.policy_names(),
+                denial.retry_after_secs()
+            ),
+            None => format!(
+                "Rate limit {} exhausted; retry in {} s. Open data stays free: slow down, or sign in for higher \
+                 limits.",
+                denial.policy_names(),
+                denial.retry_after_secs()
+            ),
+        },
         Error::SpendCapReached(denial) => match &denial.spend_cap {
             Some((raise_at, cap)) => format!(
                 "This account's metered use this billing period has reached its spend cap of {cap}, so nothing \

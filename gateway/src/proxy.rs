@@ -2,8 +2,9 @@
 //! upstream and streams the answer back.
 //!
 //! Bodies stream both ways and are never buffered whole, so memory does not grow
-//! with file size. `Range`, conditional and validator headers pass through
-//! untouched; hop-by-hop headers are dropped and forwarding headers set
+//! with file size. Conditional and validator headers pass through untouched,
+//! and `Range` too unless it has more than `limits.max_ranges` parts or parts
+//! that overlap ([`ranges`]: then the whole file is sent once); hop-by-hop headers are dropped and forwarding headers set
 //! ([`headers`]). Timeouts: connect and response head (504), and an idle timeout
 //! between body frames either way (the transfer is cut). Upstream connections
 //! come from the client connection's own [`ConnPool`].
@@ -19,6 +20,7 @@
 
 mod headers;
 mod idle;
+mod ranges;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -76,12 +78,20 @@ pub struct Proxy {
     tiers: Arc<Tiers>,
     /// `server.upgrade_url`, linked from early-access refusals.
     upgrade: Option<Arc<str>>,
+    /// `limits.max_ranges`: the most parts a forwarded `Range` may have.
+    max_ranges: usize,
 }
 
 impl Proxy {
     /// A proxy for one client connection.
-    pub fn new(conn: ConnInfo, timeouts: Timeouts, tiers: Arc<Tiers>, upgrade: Option<Arc<str>>) -> Self {
-        Proxy { pool: Arc::default(), forwarding: Arc::default(), conn, timeouts, tiers, upgrade }
+    pub fn new(
+        conn: ConnInfo,
+        timeouts: Timeouts,
+        tiers: Arc<Tiers>,
+        upgrade: Option<Arc<str>>,
+        max_ranges: usize,
+    ) -> Self {
+        Proxy { pool: Arc::default(), forwarding: Arc::default(), conn, timeouts, tiers, upgrade, max_ranges }
     }
 }
 
@@ -126,6 +136,9 @@ impl Proxy {
         let host =
             parts.headers.get(header::HOST).cloned().or_else(|| req_authority(&parts.uri).and_then(|a| a.parse().ok()));
         headers::remove_hop_by_hop(&mut parts.headers);
+        // Many or overlapping ranges would make the origin answer with more
+        // bytes than the file holds: such a Range is not forwarded.
+        ranges::keep_safe_ranges(&mut parts.headers, self.max_ranges);
         // Room for the forwarding headers, Host and the route's own, so that the
         // map grows (and rehashes) once rather than at each insert.
         parts.headers.reserve(5 + upstream.extra_headers.len());

@@ -82,6 +82,10 @@ impl Shared {
         let tiers = Arc::new(Tiers::from_config(&config));
         let routes = Arc::new(RouteTable::from_config(&config, &tiers, &metrics)?);
         let limits = Arc::new(Limits::from_config(&config, &tiers, &routes, metrics.clone()));
+        if let Some(keys) = &keys {
+            // Counts Redis lost start again from the use the store recorded.
+            limits.seed_from(Arc::new(coopgate_billing::usage::Usage::new(keys.store().clone())));
+        }
         let memberships = crate::billing::memberships(&config, keys.as_ref(), tokens.as_ref(), invalidations.as_ref())?;
         let reporter = crate::billing::reporter(&config, memberships.as_ref())?;
         let billing = match (&memberships, &keys) {
@@ -199,5 +203,11 @@ pub fn stack(
         .layer(MeterLayer::new(shared.metrics.clone(), shared.tiers.clone(), shared.usage.clone()))
         // Rate limits per caller, tier and route kind; headers on every limited response.
         .layer(LimitLayer::new(shared.limits.clone()))
-        .service(Proxy::new(conn, Timeouts::from(&shared.config.proxy), shared.tiers.clone(), upgrade))
+        .service(Proxy::new(
+            conn,
+            Timeouts::from(&shared.config.proxy),
+            shared.tiers.clone(),
+            upgrade,
+            shared.config.limits.max_ranges,
+        ))
 }

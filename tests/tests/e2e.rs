@@ -14,6 +14,7 @@ mod e2e {
     mod keys;
     mod ledger;
     mod limits;
+    mod lost_counts;
     mod memberships;
     mod metering;
     mod open_books;

@@ -66,6 +66,11 @@ pub struct MeteredPlan {
     pub meter_event: String,
     /// Billable requests included in each period.
     pub included: u64,
+    /// Whether a spend cap refuses (`spend_cap_action = "refuse"`): then
+    /// nothing past an account's cap is ever reported, whatever the gateway
+    /// admitted (a limiter that lost its counts admits past the cap, and the
+    /// bill must still not pass it). A cap that only warns bills everything.
+    pub caps_refuse: bool,
 }
 
 /// One billing period of a metered account.
@@ -233,7 +238,7 @@ impl Reporter {
         }
         let price = self.price().await?;
         self.note_periods().await?;
-        let planned = self.plan_reports(now_ms).await?;
+        let planned = self.plan_reports(now_ms, &price).await?;
         let (sent, waiting) = self.send_due(now_ms, &price).await?;
         let caps_reached = self.notice_caps(now_ms, &price).await?;
         Ok(Round { leader: true, planned, sent, waiting, caps_reached })
@@ -317,14 +322,18 @@ impl Reporter {
 
     /// Plans a report for every open period with unplanned billable units,
     /// and closes periods that ended. Returns the reports planned.
-    async fn plan_reports(&self, now_ms: i64) -> Result<u64, Error> {
+    async fn plan_reports(&self, now_ms: i64, price: &Price) -> Result<u64, Error> {
         let mut planned = 0;
+        let most = if self.plan.caps_refuse { self.units_caps_pay_for(price).await? } else { Default::default() };
         for period in self.open_periods().await? {
             // A later period of the account means this one ended, whatever our clock says.
             let superseded = self.has_later_period(&period).await?;
             let ended = now_ms >= period.end || superseded;
             let billable = self.usage.billable_in_period(&period.account_id, period.start, period.end).await?;
-            let due = billable.saturating_sub(period.included);
+            let mut due = billable.saturating_sub(period.included);
+            if let Some(&most) = most.get(&period.account_id) {
+                due = due.min(most);
+            }
             let reported = self.reported(&period.account_id, period.start).await?;
             let missing = due.saturating_sub(reported.planned());
             // While a report waits for Stripe, its period gets no new one: the

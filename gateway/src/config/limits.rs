@@ -62,6 +62,9 @@ pub struct LimitsConfig {
     /// backend's fallback), and with Redis the last quota uses it reported (in
     /// all); past it the least used are forgotten. About 100 bytes each.
     pub max_callers: usize,
+    /// The most parts a `Range` header may ask for; one with more, or with
+    /// overlapping parts, is not forwarded (the whole file is sent once).
+    pub max_ranges: usize,
 }
 
 /// `limits.redis_sentinel`
@@ -136,6 +139,7 @@ impl Default for LimitsConfig {
             redis_timeout: Duration::from_millis(100),
             redis_prefix: "coopgate".into(),
             max_callers: 500_000,
+            max_ranges: 16,
         }
     }
 }

@@ -331,6 +331,13 @@ impl Config {
                 message: "must be at least 1000".into(),
             });
         }
+        if self.limits.max_ranges == 0 {
+            problems.push(Problem {
+                path: "limits.max_ranges".into(),
+                line: None,
+                message: "must be at least 1 (a resumed download is one range)".into(),
+            });
+        }
         if self.limits.redis_timeout.is_zero() {
             problems.push(Problem {
                 path: "limits.redis_timeout".into(),

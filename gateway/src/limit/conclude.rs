@@ -6,9 +6,9 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use super::denial::{Denial, LimitHeaders, ceil_secs};
-use super::limits::Limits;
+use super::limits::{ByteRoom, DENY_RETRY, Limits};
 use super::plan::Plan;
-use super::policy::{Policy, Verdict};
+use super::policy::{Kind, Policy, Verdict};
 use crate::config::SpendCapAction;
 
 impl Limits {
@@ -65,6 +65,7 @@ impl Limits {
                 spend_cap: None,
                 retry_after,
                 headers: self.describe(policy_header, p, 0, retry_after, None),
+                larger_than_left: None,
             }));
         }
         let (worst, wait) = *violated.iter().max_by_key(|(_, w)| *w).expect("not empty");
@@ -78,7 +79,61 @@ impl Limits {
             spend_cap: None,
             retry_after,
             headers,
+            larger_than_left: None,
         }))
+    }
+
+    /// What is left of the tightest byte quota among the plan's admitting
+    /// verdicts, if the plan has one.
+    pub(super) fn byte_room(&self, plan: &Plan, verdicts: &[Verdict]) -> Option<ByteRoom> {
+        let policy_header = plan.policy_header.as_ref()?;
+        plan.policies
+            .iter()
+            .zip(verdicts)
+            .filter(|(i, v)| v.ok && matches!(self.policies[**i].kind, Kind::Bytes { .. }))
+            .min_by_key(|(_, v)| v.remaining)
+            .map(|(&policy, v)| ByteRoom {
+                left: v.remaining,
+                policy,
+                wait: v.wait,
+                policy_header: policy_header.clone(),
+            })
+    }
+
+    /// The refusal of a response that does not fit what is left of a byte
+    /// quota: 429 naming the policy, `Retry-After` at its reset, and a note
+    /// that `Range` resumes (a client can take the file in parts over days).
+    pub(super) fn too_large(&self, room: &ByteRoom) -> Box<Denial> {
+        let p = &self.policies[room.policy];
+        self.decisions[room.policy][1].inc();
+        let retry_after = ceil_secs(room.wait).max(1);
+        let mut headers = self.describe(&room.policy_header, p, room.left, retry_after, None);
+        headers.retry_after = Some(HeaderValue::from(retry_after));
+        Box::new(Denial {
+            violated: vec![(p.name.clone(), room.wait)],
+            spend_cap: None,
+            retry_after,
+            headers,
+            larger_than_left: Some(room.left),
+        })
+    }
+
+    /// The refusal by policy `i` of `plan` while its count is not known
+    /// (`on_redis_error = "deny"`): retry in a second.
+    pub(super) fn denied_while_unknown(&self, plan: &Plan, i: usize) -> Box<Denial> {
+        let p = &self.policies[i];
+        self.decisions[i][1].inc();
+        let retry_after = ceil_secs(DENY_RETRY).max(1);
+        let policy_header = plan.policy_header.clone().unwrap_or_else(|| HeaderValue::from_static(""));
+        let mut headers = self.describe(&policy_header, p, 0, retry_after, None);
+        headers.retry_after = Some(HeaderValue::from(retry_after));
+        Box::new(Denial {
+            violated: vec![(p.name.clone(), DENY_RETRY)],
+            spend_cap: None,
+            retry_after,
+            headers,
+            larger_than_left: None,
+        })
     }
 
     /// The headers that describe policy `p` with `remaining` left, and `also`

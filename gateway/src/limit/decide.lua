@@ -8,7 +8,7 @@
 -- ARGV[2]   returned: admissions of an earlier lease, granted on these same
 --           keys, that were not used
 -- ARGV[3]   '1' when refused requests use up request quotas
--- then per policy four values: kind, a, b, c
+-- then per policy five values: kind, a, b, c, seed
 --   'r' rate   a = emission interval (us), b = burst, c = the most a hand-back
 --              may give back (us): what of the lease's reservation still lies
 --              ahead; time that has passed has refilled the bucket already
@@ -20,6 +20,9 @@
 --   'w' as 's', but past the ceiling only flagged, never refused
 --              (spend_cap_action = "warn")
 --   'b' bytes  a = limit, b unused (bytes are added as they are sent)
+--   seed       for quotas and allowances: the least the count is,
+--              when Redis lost it (restarted empty): the count is raised to
+--              it, at once and for good, and never lowered; 0 otherwise
 --
 -- Returns { granted, then per policy: refused (0/1), remaining, wait (us) }:
 -- remaining after the grant; for rates, wait is the time until the bucket is
@@ -35,10 +38,17 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local kinds, as, bs, cs, held, room = {}, {}, {}, {}, {}, {}
 local granted = wanted
 for i = 1, #KEYS do
-  local base = 4 + (i - 1) * 4
+  local base = 4 + (i - 1) * 5
   local kind, a, b, c = ARGV[base], tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  local seed = tonumber(ARGV[base + 4])
   kinds[i], as[i], bs[i], cs[i] = kind, a, b, c
   local stored = tonumber(redis.call('GET', KEYS[i]))
+  if (kind == 'q' or kind == 's' or kind == 'w') and seed > (stored or 0) then
+    -- Written now, whatever is decided below: a refused request must not
+    -- leave the count unseeded for the next one.
+    stored = seed
+    redis.call('SET', KEYS[i], seed, 'PXAT', b)
+  end
   if kind == 'r' then
     -- GCRA: the theoretical arrival time of the next request.
     local tat = (stored or now) - math.min(returned * a, c)

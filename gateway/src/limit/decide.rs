@@ -10,7 +10,7 @@ use super::period::now_ms;
 use super::plan::{Plan, Subject};
 use super::policy::{Counter, Kind, LocalPolicy, Policy, Verdict};
 use super::remote::{self, Part, Remote};
-use crate::caller::Caller;
+use crate::caller::{Caller, Owner};
 use crate::config::{OnRedisError, SpendCapAction};
 use crate::route::MatchedRoute;
 
@@ -25,8 +25,9 @@ enum Source<'a> {
 }
 
 impl Limits {
-    /// Checks one request.
-    pub fn check(self: &Arc<Self>, caller: &Caller, route: &MatchedRoute) -> Check {
+    /// Checks one request; `owner` (the account and credential of a key or
+    /// token) is read only when Redis lost its counts, to seed them again.
+    pub fn check(self: &Arc<Self>, caller: &Caller, route: &MatchedRoute, owner: Option<&Owner>) -> Check {
         let (tier, route_id) = (caller.tier.0, route.0.id.0);
         let plan = &self.plans[tier as usize][route_id as usize];
         if plan.policies.is_empty() {
@@ -54,25 +55,49 @@ impl Limits {
         let lease = (tier, route_id, caller.key);
         let counts_requests = |j: usize| !matches!(self.policies[plan.policies[j]].kind, Kind::Bytes { .. });
         if let Some(verdicts) = remote.take_leased(&lease, counts_requests) {
-            let decided = self
-                .conclude(plan, &verdicts)
-                .map(|headers| Admission { headers, bytes: self.shared_byte_counters(plan, remote, &who, now, None) });
+            let decided = self.conclude(plan, &verdicts).map(|headers| Admission {
+                headers,
+                bytes: self.shared_byte_counters(plan, remote, &who, now, None),
+                room: self.byte_room(plan, &verdicts),
+            });
             return Check::Ready(self.with_cap(decided, capped));
         }
         let (this, remote) = (self.clone(), remote.clone());
+        // Cloned only while counts Redis lost may need seeding.
+        let owner = owner.filter(|_| remote.reseeding()).cloned();
         Check::Ask(Box::pin(async move {
             let plan = &this.plans[tier as usize][route_id as usize];
-            let parts = this.parts(plan, &who, now);
-            let decided = match remote.ask(lease, parts, plan.lease_cap, now).await {
+            let mut parts = this.parts(plan, &who, now);
+            let seeded = match remote.reseeding() {
+                true => match this.seed(plan, &mut parts, owner.as_ref(), &remote).await {
+                    Ok(seeded) => seeded,
+                    Err(denial) => return Err(this.with_cap_denial(denial, capped)),
+                },
+                false => Vec::new(),
+            };
+            let asked = remote.ask(lease, parts, plan.lease_cap, now).await;
+            if asked.is_some() {
+                seeded.into_iter().for_each(|key| remote.seeded(key));
+            }
+            let decided = match asked {
                 Some(verdicts) => this.conclude(plan, &verdicts).map(|headers| Admission {
                     headers,
                     bytes: this.shared_byte_counters(plan, &remote, &who, now, None),
+                    room: this.byte_room(plan, &verdicts),
                 }),
                 // Redis failed: the breaker is open now; decide as it says.
                 None => this.in_fallback(plan, &remote, &who, now),
             };
             this.with_cap(decided, capped)
         }))
+    }
+
+    /// A refusal, with the cap named if it is the cap's.
+    fn with_cap_denial(&self, denial: Box<Denial>, cap: Option<coopgate_billing::Money>) -> Box<Denial> {
+        match self.with_cap(Err(denial), cap) {
+            Err(denial) => denial,
+            Ok(_) => unreachable!("a refusal stays one"),
+        }
     }
 
     /// Names the cap in a refusal by it.
@@ -111,6 +136,7 @@ impl Limits {
                     period,
                     counted: who.key_for(policy),
                     ceiling: who.ceiling_for(policy, 1),
+                    seed: 0,
                 }
             })
             .collect()
@@ -239,7 +265,7 @@ impl Limits {
                 bytes.push(counter);
             }
         }
-        Ok(Admission { headers, bytes })
+        Ok(Admission { headers, bytes, room: self.byte_room(plan, &verdicts) })
     }
 }
 
@@ -276,7 +302,7 @@ mod tests {
             account: None,
             spend_cap: None,
         };
-        let decide = || match limits.check(&caller, &route) {
+        let decide = || match limits.check(&caller, &route, None) {
             Check::Ready(decided) => decided.is_ok(),
             Check::Ask(_) => unreachable!("the memory backend decides at once"),
         };

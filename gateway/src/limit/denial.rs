@@ -25,6 +25,9 @@ pub struct Denial {
     pub(super) retry_after: u64,
     /// `Retry-After`, `RateLimit-Policy`, `RateLimit` (and legacy) headers for the 429.
     pub headers: LimitHeaders,
+    /// Refused because the response was larger than the bytes left of a
+    /// byte quota (this many), rather than because none were left.
+    pub(super) larger_than_left: Option<u64>,
 }
 
 /// The rate-limit headers of one response, kept as values rather than a
@@ -71,6 +74,12 @@ impl Denial {
     /// The violated policies' names, quoted and comma-separated.
     pub fn policy_names(&self) -> String {
         self.violated.iter().map(|(n, _)| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+    }
+
+    /// When the response was larger than what was left of a byte quota: the
+    /// bytes that were left.
+    pub fn larger_than_left(&self) -> Option<u64> {
+        self.larger_than_left
     }
 
     /// Seconds until a retry is admitted.

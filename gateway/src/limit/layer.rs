@@ -12,7 +12,7 @@ use tower::{Layer, Service};
 
 use super::limits::{Admission, Check, Limits};
 use crate::body::{self, Body};
-use crate::caller::Caller;
+use crate::caller::{Caller, Owner};
 use crate::error::Error;
 use crate::route::MatchedRoute;
 
@@ -63,17 +63,29 @@ where
         else {
             return LimitFuture::Refused { error: Some(Error::internal("limit layer placed above identify or route")) };
         };
-        match self.limits.check(caller, route) {
-            Check::Ready(Ok(admission)) => LimitFuture::Admitted { inner: self.inner.call(req), admission },
+        // A HEAD is answered with a length but no body: it never takes bytes.
+        let head = req.method() == http::Method::HEAD;
+        // The owner is looked up only while counts Redis lost may need seeding.
+        let owner = if self.limits.reseeding() { req.extensions().get::<Owner>() } else { None };
+        match self.limits.check(caller, route, owner) {
+            Check::Ready(Ok(admission)) => LimitFuture::Admitted {
+                inner: self.inner.call(req),
+                // Only a download bounded by a byte quota may need to be refused
+                // after the fact: no reference counted on other requests.
+                limits: admission.room.as_ref().map(|_| self.limits.clone()),
+                admission,
+                head,
+            },
             Check::Ready(Err(denial)) => LimitFuture::Refused { error: Some(Error::from(denial)) },
             Check::Ask(decision) => {
                 // The service that was made ready goes into the future; a clone stays.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
+                let limits = self.limits.clone();
                 LimitFuture::Asking {
                     fut: Box::pin(async move {
                         let admission = decision.await.map_err(Error::from)?;
-                        admitted(inner.call(req).await, admission)
+                        admitted(inner.call(req).await, admission, Some(&limits), head)
                     }),
                 }
             }
@@ -82,9 +94,28 @@ where
 }
 
 /// The response with the limit headers added, and its body counted against
-/// byte quotas as it is sent.
-fn admitted(result: Result<Response<Body>, Error>, admission: Admission) -> Result<Response<Body>, Error> {
+/// byte quotas as it is sent. A body larger than what is left of a byte quota
+/// is refused before its first byte when its length is declared, and cut at
+/// what is left when it is not: one request never takes more than its share.
+fn admitted(
+    result: Result<Response<Body>, Error>,
+    admission: Admission,
+    limits: Option<&Limits>,
+    head: bool,
+) -> Result<Response<Body>, Error> {
     let mut resp = result?;
+    let mut cut = None;
+    if let (Some(room), Some(limits)) = (&admission.room, limits)
+        && !head
+        && carries_body(resp.status())
+    {
+        match declared_length(resp.headers()) {
+            // Dropping the response closes its upstream body unread.
+            Some(len) if len > room.left => return Err(Error::from(limits.too_large(room))),
+            Some(_) => {}
+            None => cut = Some(room.left),
+        }
+    }
     if let Some(h) = admission.headers {
         h.apply(resp.headers_mut());
     }
@@ -92,7 +123,29 @@ fn admitted(result: Result<Response<Body>, Error>, admission: Admission) -> Resu
         return Ok(resp);
     }
     let counters = admission.bytes;
-    Ok(resp.map(|b| body::counted(b, move |n| counters.iter().for_each(|c| c.add(n)))))
+    Ok(resp.map(|b| {
+        let b = match cut {
+            Some(allowed) => body::cut_at(b, allowed),
+            None => b,
+        };
+        body::counted(b, move |n| counters.iter().for_each(|c| c.add(n)))
+    }))
+}
+
+/// Whether a response of `status` may have a body at all (RFC 9110 §6.4.1).
+fn carries_body(status: http::StatusCode) -> bool {
+    !(status.is_informational() || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED)
+}
+
+/// The body length a response declares, if it declares exactly one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    // Several lengths: hyper refuses such an upstream response, but be sure.
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()?.parse().ok()
 }
 
 pin_project! {
@@ -100,7 +153,7 @@ pin_project! {
     #[project = LimitFutureProj]
     pub enum LimitFuture<F> {
         /// Admitted: pass through, then add headers.
-        Admitted { #[pin] inner: F, admission: Admission },
+        Admitted { #[pin] inner: F, admission: Admission, limits: Option<Arc<Limits>>, head: bool },
         /// Asking Redis, then passing through.
         Asking { fut: Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>> },
         /// Refused before reaching the upstream.
@@ -116,9 +169,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            LimitFutureProj::Admitted { inner, admission } => {
+            LimitFutureProj::Admitted { inner, admission, limits, head } => {
                 let result = ready!(inner.poll(cx));
-                Poll::Ready(admitted(result, std::mem::take(admission)))
+                Poll::Ready(admitted(result, std::mem::take(admission), limits.as_deref(), *head))
             }
             LimitFutureProj::Asking { fut } => fut.as_mut().poll(cx),
             LimitFutureProj::Refused { error } => Poll::Ready(Err(error

@@ -14,7 +14,8 @@ use super::period::now_ms;
 use super::plan::{Plan, SpendCaps};
 use super::policy::{Counter, Kind, LocalPolicy, Policy};
 use super::remote::Remote;
-use crate::config::{Config, LimitsBackend};
+use super::seed::RecordedUse;
+use crate::config::{Config, LimitsBackend, RouteKind};
 use crate::metrics::{LimitLabels, Metrics};
 use crate::redis_target::RedisTarget;
 use crate::route::RouteTable;
@@ -58,6 +59,12 @@ pub struct Limits {
     pub(super) spend_caps: Option<SpendCaps>,
     /// Decision counters.
     pub(super) metrics: Arc<Metrics>,
+    /// `policy_routes[i]`: the routes policy `i` applies to, with their kind,
+    /// for reading a caller's recorded use there.
+    pub(super) policy_routes: Vec<Vec<(RouteKind, Arc<str>)>>,
+    /// The store's recorded use, which seeds counters Redis lost (set once
+    /// the store is open; without it they start from what this replica knew).
+    pub(super) recorded_use: std::sync::OnceLock<Arc<dyn RecordedUse>>,
 }
 
 /// An admitted request: its headers, and the counters its body's bytes go to.
@@ -67,6 +74,24 @@ pub struct Admission {
     pub(super) headers: Option<LimitHeaders>,
     /// Byte quota counters to add the response body's bytes to.
     pub(super) bytes: Vec<Arc<Counter>>,
+    /// What is left of the tightest byte quota: one response may not take more.
+    pub(super) room: Option<ByteRoom>,
+}
+
+/// What is left of the tightest byte quota when a download is admitted, and
+/// how to refuse one that does not fit. A response larger than what is left
+/// is refused before its first byte, and one of unknown length is cut at it,
+/// so that a single request cannot take more than its caller's share.
+#[derive(Debug)]
+pub(super) struct ByteRoom {
+    /// Bytes that may still be sent.
+    pub(super) left: u64,
+    /// The byte policy that is tightest, by index.
+    pub(super) policy: usize,
+    /// Until its period ends.
+    pub(super) wait: Duration,
+    /// The plan's `RateLimit-Policy` value, for the refusal.
+    pub(super) policy_header: HeaderValue,
 }
 
 /// A decision made at once, or one that has to ask Redis first.
@@ -144,7 +169,19 @@ impl Limits {
                 [counter("allowed"), counter(if p.soft { "spend-cap" } else { "limited" })]
             })
             .collect();
+        let policy_routes = policies
+            .iter()
+            .map(|p| {
+                routes
+                    .iter()
+                    .filter(|r| p.applies_to(&r.name, r.kind))
+                    .map(|r| (r.kind, Arc::<str>::from(&*r.name)))
+                    .collect()
+            })
+            .collect();
         Limits {
+            policy_routes,
+            recorded_use: std::sync::OnceLock::new(),
             policies,
             decisions,
             backend,
@@ -220,6 +257,17 @@ impl Limits {
         {
             tracing::info!(%unit, "limits: spend caps are counted at {unit} per metered request beyond the allowance");
         }
+    }
+
+    /// Whether Redis lost counts that may still need seeding (see [`Limits::seed_from`]).
+    pub fn reseeding(&self) -> bool {
+        matches!(&self.backend, Backend::Redis(remote) if remote.reseeding())
+    }
+
+    /// Reads callers' recorded use from `recorded` when Redis has lost their
+    /// counts (the gateway's store; set once).
+    pub fn seed_from(&self, recorded: Arc<dyn RecordedUse>) {
+        let _ = self.recorded_use.set(recorded);
     }
 
     /// The metered price of one request, once learnt.

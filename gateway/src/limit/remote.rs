@@ -19,6 +19,7 @@
 mod breaker;
 mod flush;
 mod leases;
+mod reseed;
 mod script;
 
 use std::fmt::Display;
@@ -38,6 +39,7 @@ use crate::redis_target::{RedisConnection, RedisTarget};
 use breaker::{Breaker, Closed, HEARTBEAT};
 use flush::PendingCounts;
 use leases::{Grant, HandBack, Leases};
+use reseed::{EPOCH_LUA, Reseed};
 use script::{Ask, DECIDE_LUA, HEARTBEAT_LUA, LIVENESS, Lua};
 
 /// What Redis last said one caller had used of one quota in one period, so
@@ -64,6 +66,13 @@ pub struct Remote {
     conn: RwLock<Option<RedisConnection>>,
     decide: Lua,
     heartbeat: Lua,
+    /// Reads (or makes) the deployment's epoch: how a replica learns that
+    /// Redis lost its data.
+    epoch: Lua,
+    /// Where the epoch is kept.
+    epoch_key: String,
+    /// Counters to seed again after a loss.
+    reseed: Reseed,
     /// Open while Redis is considered away.
     breaker: Breaker,
     /// This replica's name in the heartbeat set.
@@ -97,6 +106,9 @@ impl Remote {
             conn: RwLock::new(None),
             decide: Lua::new(DECIDE_LUA),
             heartbeat: Lua::new(HEARTBEAT_LUA),
+            epoch: Lua::new(EPOCH_LUA),
+            epoch_key: format!("{}:epoch", config.redis_prefix),
+            reseed: Reseed::default(),
             breaker: Breaker::new(),
             replica,
             replicas_key: format!("{}:replicas", config.redis_prefix),
@@ -288,6 +300,22 @@ impl Remote {
         self.known.get(&(policy, *caller)).filter(|k| k.start == start).map_or(0, |k| k.used)
     }
 
+    /// Whether Redis lost its data and counters may need seeding.
+    pub fn reseeding(&self) -> bool {
+        self.reseed.active()
+    }
+
+    /// Whether the counter at Redis key `key`, of a period that began at
+    /// `start`, must be seeded before it is used.
+    pub fn needs_seed(&self, key: &str, start: i64) -> bool {
+        self.reseed.needs(key, start)
+    }
+
+    /// Notes that the counter at `key` was seeded.
+    pub fn seeded(&self, key: String) {
+        self.reseed.seeded(key, self.max_callers);
+    }
+
     /// Connects (when needed) and beats once; closes the breaker on success.
     async fn beat(&self) -> Result<(), redis::RedisError> {
         let existing = self.conn.read().expect("connection lock").clone();
@@ -302,6 +330,24 @@ impl Remote {
             Ok(live) => live?.max(1),
             Err(_) => return Err(redis::RedisError::from((redis::ErrorKind::Io, "heartbeat timed out"))),
         };
+        // Before the breaker closes below, so that no request reaches a Redis
+        // that lost its data before seeding is on.
+        let proposal = format!("{:016x}", getrandom::u64().unwrap_or_else(|_| super::period::now_ms() as u64));
+        let epoch = self.epoch.run::<(String, i64)>(&mut conn, 1, |cmd| {
+            cmd.arg(&self.epoch_key).arg(&proposal);
+        });
+        let (epoch, made) = match tokio::time::timeout(self.timeout * 3, epoch).await {
+            Ok(epoch) => epoch?,
+            Err(_) => return Err(redis::RedisError::from((redis::ErrorKind::Io, "epoch read timed out"))),
+        };
+        if self.reseed.saw(epoch, made == 1, super::period::now_ms()) {
+            self.metrics.limits_redis_data_lost.inc();
+            tracing::warn!(
+                "limits: Redis holds none of this deployment's counts (restarted empty, a first start, or a \
+                 failover that lost data); quota and spend-cap counters of periods begun before now are seeded \
+                 again from the store's recorded usage as callers return"
+            );
+        }
         self.live.store(live, Ordering::Relaxed);
         self.metrics.limits_live_replicas.set(i64::from(live));
         *self.conn.write().expect("connection lock") = Some(conn);

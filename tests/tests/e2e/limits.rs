@@ -195,16 +195,86 @@ async fn a_range_resumed_download_is_charged_once() {
 }
 
 #[tokio::test]
-async fn a_download_under_way_finishes_past_the_byte_quota_and_the_next_is_refused() {
+async fn a_download_larger_than_the_bytes_left_is_refused_before_its_first_byte_and_a_part_that_fits_is_served() {
     const SIZE: usize = 1 << 20;
     let (_up, gw) = downloads(SIZE, "64KiB/day").await;
+    // One request could once take the whole file past the day's 64 KiB.
     let whole = get(&gw.url("/bulk/data.csv"), &[]).await;
-    assert_eq!((whole.status.as_u16(), whole.body.len()), (200, SIZE), "never cut off mid-download");
-    let got = get(&gw.url("/bulk/data.csv"), &[]).await;
-    let doc = assert_problem(&got, 429, "rate-limited");
+    let doc = assert_problem(&whole, 429, "rate-limited");
     assert_eq!(doc["violated_policies"][0]["name"], "bytes-daily");
-    let retry: u64 = got.header("retry-after").parse().unwrap();
+    assert!(doc["detail"].as_str().unwrap().contains("Range"), "says how to resume: {}", doc["detail"]);
+    let retry: u64 = whole.header("retry-after").parse().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let to_midnight = 86_400 - now % 86_400;
     assert!(retry.abs_diff(to_midnight) <= 2, "Retry-After {retry} is the next UTC midnight ({to_midnight} s)");
+    assert!(whole.header("ratelimit").starts_with(r#""bytes-daily";r=65536;t="#), "{}", whole.header("ratelimit"));
+    // A part that fits is served whole, and then nothing is left.
+    let part = get(&gw.url("/bulk/data.csv"), &[("range", "bytes=0-65535")]).await;
+    assert_eq!((part.status.as_u16(), part.body.len()), (206, 65_536));
+    assert_eq!(part.body[65_535], file_byte(65_535));
+    let next = get(&gw.url("/bulk/data.csv"), &[("range", "bytes=65536-65536")]).await;
+    assert_problem(&next, 429, "rate-limited");
+}
+
+#[tokio::test]
+async fn a_response_of_undeclared_length_is_cut_at_what_is_left_of_the_byte_quota() {
+    // A body streamed without Content-Length (a generated export, say).
+    let up = coopgate_tests::upstream(|_req| async {
+        let chunks = (0..10)
+            .map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![7u8; 10_000]))));
+        let body: coopgate_tests::UpBody = http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+            http_body_util::StreamBody::new(futures_util::stream::iter(chunks)),
+            |never: std::convert::Infallible| -> Box<dyn std::error::Error + Send + Sync> { match never {} },
+        ));
+        http::Response::new(body)
+    })
+    .await;
+    let mut cfg = config(up.addr);
+    cfg.tiers.get_mut("anonymous").unwrap().limits =
+        vec![limit("burst", "100/sec", 100), LimitConfig::bytes("bytes-daily", "25000B/day".parse().unwrap())];
+    let gw = gateway(cfg).await;
+    let resp = coopgate_tests::client()
+        .request(http::Request::get(gw.url("/bulk/export.csv")).body(Default::default()).unwrap())
+        .await
+        .expect("the head arrives");
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("content-length"));
+    let mut body = resp.into_body();
+    let mut got = 0;
+    let ended = loop {
+        match http_body_util::BodyExt::frame(&mut body).await {
+            Some(Ok(frame)) => got += frame.data_ref().map_or(0, |d| d.len()),
+            Some(Err(e)) => break Err(e),
+            None => break Ok(()),
+        }
+    };
+    assert_eq!(got, 25_000, "exactly what was left of the quota");
+    assert!(ended.is_err(), "the transfer ends incomplete, so the client knows to resume it");
+    assert_problem(&get(&gw.url("/bulk/export.csv"), &[]).await, 429, "rate-limited");
+}
+
+#[tokio::test]
+async fn many_or_overlapping_ranges_never_reach_the_origin_and_the_file_is_sent_once() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let record = seen.clone();
+    // An origin that answers the Range it is given, however large the sum.
+    let up = coopgate_tests::upstream(move |req: http::Request<hyper::body::Incoming>| {
+        let range = req.headers().get("range").map(|v| v.to_str().unwrap().to_owned());
+        record.lock().unwrap().push(range);
+        async { http::Response::new(coopgate_tests::full(vec![1u8; 10_000])) }
+    })
+    .await;
+    let gw = gateway(config(up.addr)).await;
+    let attack = format!("bytes={}", vec!["0-"; 3000].join(","));
+    for range in [
+        attack.as_str(),
+        "bytes=0-99,50-149",
+        &format!("bytes={}", (0..17).map(|i| format!("{}-{}", i * 10, i * 10 + 1)).collect::<Vec<_>>().join(",")),
+    ] {
+        let got = get(&gw.url("/bulk/data.csv"), &[("range", range)]).await;
+        assert_eq!((got.status.as_u16(), got.body.len()), (200, 10_000), "the whole file, once");
+    }
+    let fine = get(&gw.url("/bulk/data.csv"), &[("range", "bytes=0-9,20-29")]).await;
+    assert_eq!(fine.status, 200);
+    assert_eq!(*seen.lock().unwrap(), vec![None, None, None, Some("bytes=0-9,20-29".to_owned())]);
 }

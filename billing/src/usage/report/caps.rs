@@ -13,6 +13,27 @@ use crate::stripe::Price;
 use crate::{Accounts, Currency, Error, Money};
 
 impl Reporter {
+    /// The units beyond the allowance that each capped account's spend cap
+    /// pays for at `price` (none for a cap in another currency, or a price
+    /// without an amount: nothing past the allowance, so no cap is passed).
+    pub(super) async fn units_caps_pay_for(&self, price: &Price) -> Result<HashMap<String, u64>, Error> {
+        let unit = price.unit_amount.filter(|u| *u > 0);
+        let currency = Currency::new(&price.currency).ok();
+        Ok(Accounts::new(self.store.clone())
+            .with_spend_cap()
+            .await?
+            .into_iter()
+            .filter_map(|a| {
+                let cap = a.spend_cap?;
+                let units = match (unit, currency) {
+                    (Some(unit), Some(c)) if c == cap.currency => (cap.minor.max(0) / unit) as u64,
+                    _ => 0,
+                };
+                Some((a.id.to_string(), units))
+            })
+            .collect())
+    }
+
     /// Marks the live periods whose charge has reached their account's cap and
     /// logs each once; returns how many were newly reached.
     pub(super) async fn notice_caps(&self, now_ms: i64, price: &Price) -> Result<usize, Error> {

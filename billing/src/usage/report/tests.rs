@@ -16,8 +16,26 @@ const JAN_1: i64 = 1_798_761_600; // 2027-01-01T00:00:00Z, Unix seconds
 fn reporter(store: &Store) -> Reporter {
     let nowhere = StripeClient::new(&"http://127.0.0.1:9/".parse().unwrap(), "sk_test_x", Duration::from_secs(1))
         .expect("a client");
-    let plan = MeteredPlan { price: "price_metered".into(), meter_event: "api_requests".into(), included: 10 };
+    let plan = MeteredPlan {
+        price: "price_metered".into(),
+        meter_event: "api_requests".into(),
+        included: 10,
+        caps_refuse: true,
+    };
     Reporter::new(store.clone(), Arc::new(nowhere), plan).expect("a reporter")
+}
+
+/// The metered price: 0.50 eur a unit.
+fn price() -> Price {
+    Price {
+        id: "price_metered".into(),
+        currency: "eur".into(),
+        unit_amount: Some(50),
+        metered: true,
+        meter: None,
+        product_name: None,
+        interval: Some("month".into()),
+    }
 }
 
 async fn subscribe(store: &Store, account: &str, sub: &str, start: i64, end: i64) {
@@ -80,9 +98,9 @@ async fn while_a_report_waits_its_period_gets_no_new_one() {
         let r = reporter(&store);
         r.note_periods().await.unwrap();
         let now = (JAN_1 + 7200) * 1000;
-        assert_eq!(r.plan_reports(now).await.unwrap(), 1);
+        assert_eq!(r.plan_reports(now, &price()).await.unwrap(), 1);
         use_api(&store, ada.id.as_str(), JAN_1 + 7200, 5, "b2").await;
-        assert_eq!(r.plan_reports(now + 1000).await.unwrap(), 0, "Stripe has not taken the first yet");
+        assert_eq!(r.plan_reports(now + 1000, &price()).await.unwrap(), 0, "Stripe has not taken the first yet");
         let start = JAN_1 * 1000;
         assert_eq!(r.reported(ada.id.as_str(), start).await.unwrap().pending, 15);
     }
@@ -115,14 +133,14 @@ async fn usage_written_after_its_period_closed_is_still_billed_as_an_invoice_ite
         let r = reporter(&store);
         r.note_periods().await.unwrap();
         // Planned while open, then closed once its end is minutes past.
-        assert_eq!(r.plan_reports((JAN_1 + 7200) * 1000).await.unwrap(), 1);
+        assert_eq!(r.plan_reports((JAN_1 + 7200) * 1000, &price()).await.unwrap(), 1);
         sqlx::query("UPDATE usage_reports SET sent_at = 1").execute(store.pool()).await.unwrap();
         let after = (end + 600) * 1000;
-        r.plan_reports(after).await.unwrap();
+        r.plan_reports(after, &price()).await.unwrap();
         assert!(r.open_periods().await.unwrap()[0].closed_at.is_some(), "closed");
         // A replica whose store was away writes the period's last minutes late.
         use_api(&store, ada.id.as_str(), end - 60, 3, "late").await;
-        assert_eq!(r.plan_reports(after + 60_000).await.unwrap(), 1);
+        assert_eq!(r.plan_reports(after + 60_000, &price()).await.unwrap(), 1);
         let rows = sqlx::query("SELECT units, via FROM usage_reports WHERE sent_at IS NULL")
             .fetch_all(store.pool())
             .await
@@ -153,15 +171,7 @@ async fn a_period_that_reaches_its_accounts_cap_is_noticed_once() {
         use_api(&store, kai.id.as_str(), JAN_1 + 3600, 500, "b3").await;
         let r = reporter(&store);
         r.note_periods().await.unwrap();
-        let price = Price {
-            id: "price_metered".into(),
-            currency: "eur".into(),
-            unit_amount: Some(50),
-            metered: true,
-            meter: None,
-            product_name: None,
-            interval: Some("month".into()),
-        };
+        let price = price();
         let now = (JAN_1 + 7200) * 1000;
         // Ada's next unit would pass her cap; Bob has one left; Kai has no cap.
         assert_eq!(r.notice_caps(now, &price).await.unwrap(), 1);
@@ -169,5 +179,30 @@ async fn a_period_that_reaches_its_accounts_cap_is_noticed_once() {
         use_api(&store, bob.id.as_str(), JAN_1 + 7200, 1, "b4").await;
         assert_eq!(r.notice_caps(now + 2000, &price).await.unwrap(), 1, "Bob's last unit reaches his");
         assert_eq!(r.notice_caps(end * 1000, &price).await.unwrap(), 0, "ended periods are not looked at");
+    }
+}
+
+#[tokio::test]
+async fn usage_past_a_refusing_spend_cap_is_never_reported_whatever_was_admitted() {
+    for (store, _cleanup) in stores().await {
+        let accounts = Accounts::new(store.clone());
+        let ada = accounts.create("ada@example.org", "registered", None).await.unwrap();
+        // 10 included, 0.50 eur a unit: a cap of 1.00 eur pays for 2 more.
+        accounts.set_spend_cap(&ada.id, Some(Money::parse_major("1.00 eur").unwrap())).await.unwrap();
+        subscribe(&store, ada.id.as_str(), "sub_1", JAN_1, JAN_1 + 31 * DAY_S).await;
+        // A limiter that lost its counts admitted 25 (Redis restarted empty).
+        use_api(&store, ada.id.as_str(), JAN_1 + 3600, 25, "b1").await;
+        let r = reporter(&store);
+        r.note_periods().await.unwrap();
+        let now = (JAN_1 + 7200) * 1000;
+        assert_eq!(r.plan_reports(now, &price()).await.unwrap(), 1);
+        assert_eq!(r.reported(ada.id.as_str(), JAN_1 * 1000).await.unwrap().planned(), 2, "the cap's 1.00 eur");
+        sqlx::query("UPDATE usage_reports SET sent_at = 1").execute(store.pool()).await.unwrap();
+        use_api(&store, ada.id.as_str(), JAN_1 + 7200, 5, "b2").await;
+        assert_eq!(r.plan_reports(now + 1000, &price()).await.unwrap(), 0, "nothing more past the cap");
+        // Raised to 2.00 eur: two more units are billed, not the whole backlog.
+        accounts.set_spend_cap(&ada.id, Some(Money::parse_major("2.00 eur").unwrap())).await.unwrap();
+        assert_eq!(r.plan_reports(now + 2000, &price()).await.unwrap(), 1);
+        assert_eq!(r.reported(ada.id.as_str(), JAN_1 * 1000).await.unwrap().planned(), 4);
     }
 }

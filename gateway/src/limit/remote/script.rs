@@ -74,6 +74,9 @@ pub struct Part {
     pub counted: LimitKey,
     /// A soft quota's ceiling: the caller's spend cap in requests.
     pub ceiling: Option<Ceiling>,
+    /// For a count Redis lost: the least it holds (what the store recorded,
+    /// or what this replica last knew); 0 otherwise.
+    pub seed: u64,
 }
 
 /// What one decision asks of the script besides the keys.
@@ -89,8 +92,8 @@ pub(super) struct Ask<'a> {
 }
 
 /// Writes the decide script's keys and arguments for `parts` into `cmd`:
-/// the keys, then `wanted returned count_rejected`, then four per part (its
-/// kind letter and three numbers, as `decide.lua` reads them).
+/// the keys, then `wanted returned count_rejected`, then five per part (its
+/// kind letter, three numbers and the seed, as `decide.lua` reads them).
 pub(super) fn decide_args(cmd: &mut redis::Cmd, policies: &[Policy], parts: &[Part], ask: &Ask<'_>) {
     for part in parts {
         cmd.arg(&part.key);
@@ -114,6 +117,7 @@ pub(super) fn decide_args(cmd: &mut redis::Cmd, policies: &[Policy], parts: &[Pa
             }
             Kind::Bytes { limit, .. } => cmd.arg("b").arg(limit).arg(0).arg(0),
         };
+        cmd.arg(part.seed);
     }
 }
 
