@@ -207,3 +207,31 @@ async fn warns(store: Store, plan: impl FnOnce(&mut Config)) {
     let st = statement::statement(&store, Some(&reporter), Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap();
     assert_eq!(st.periods[0].cap_reached, Some(true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spend_cap_is_not_passed_when_redis_comes_back_empty() {
+    let Some((url, _cleanup)) = coopgate_billing::store::testing::postgres_url().await else { return };
+    let store = Store::connect(&url).await.unwrap();
+    let Some(mut redis) = super::own_redis::OwnRedis::start() else { return };
+    let redis_url = redis.url();
+    let with_redis = |cfg: &mut Config| {
+        metered_on_redis(cfg, &redis_url);
+        cfg.limits.lease_max = 1;
+    };
+    let b = Billed::start(store.clone(), with_metered_price, with_redis).await;
+    let (_ada, key) = metered_account(&b).await;
+    wait_for_price(&b.gw).await;
+    // The allowance of 10 and 5 beyond it: 15 in all; 12 used.
+    assert_eq!(put_cap(&b.gw, &key, &cap_of(5)).await.status, 200);
+    assert!(calls(&b.gw, &key, "/api/a", 12).await.iter().all(|s| *s == 200));
+    flush(&b.gw).await;
+
+    // Redis restarts empty (no persistence, as in most containers), and a
+    // replica that never saw this account takes its calls.
+    redis.kill();
+    assert!(redis.restart());
+    let other = b.replica().await;
+    wait_for_price(&other.gw).await;
+    coopgate_tests::wait_for_metric(other.gw.addr, "coopgate_limits_fallback", "0").await;
+    assert_eq!(calls(&other.gw, &key, "/api/b", 5).await, [200, 200, 200, 402, 402], "the cap's last 3, and no more");
+}
