@@ -65,7 +65,9 @@ pub fn verify(
     }
     // Checked after the MAC, as Stripe's libraries do: a stale but genuine
     // request is told apart from a forged one in the logs.
-    if (now - timestamp).abs() > tolerance_secs {
+    // In i128: a genuine MAC over an absurd `t` (near i64::MIN) must not
+    // overflow here and wrap into a timestamp that looks fresh.
+    if (i128::from(now) - i128::from(timestamp)).abs() > i128::from(tolerance_secs) {
         return Err(SignatureError::Stale);
     }
     Ok(())
@@ -147,6 +149,16 @@ mod tests {
         // Several v1 values (Stripe during a rotation): any one may match.
         let two = format!("{header},v1={}", "00".repeat(32));
         assert_eq!(verify(Some(&two), BODY, &[SECRET], 1_700_000_000, 300), Ok(()));
+    }
+
+    #[test]
+    fn a_genuine_signature_over_an_absurd_timestamp_is_stale_never_fresh() {
+        // Once `(now - t).abs()` overflowed: a panic in debug builds, and in
+        // release a wrapped value that passed as within the tolerance.
+        for t in [-9_223_372_036_821_286_912, i64::MIN, i64::MIN + 1, i64::MAX, -1] {
+            let header = sign(BODY, SECRET, t);
+            assert_eq!(verify(Some(&header), BODY, &[SECRET], 1_700_000_000, 300), Err(SignatureError::Stale), "t={t}");
+        }
     }
 
     #[test]

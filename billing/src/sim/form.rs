@@ -41,7 +41,15 @@ pub(crate) fn parse(input: &[u8]) -> ApiResult<Map<String, Value>> {
     Ok(to_map(root))
 }
 
-/// `a[b][]` → `["a", "b", ""]`; `None` for unbalanced brackets.
+/// The most brackets one parameter name may have. Stripe's own parameters
+/// nest a few levels (`subscription_data[metadata][k]`,
+/// `line_items[0][price_data][recurring][interval]`); a deeper name is a 400,
+/// so that one request cannot make the tree (and the recursion that builds
+/// and reads it) as deep as it likes.
+const MAX_DEPTH: usize = 8;
+
+/// `a[b][]` → `["a", "b", ""]`; `None` for unbalanced brackets or more than
+/// [`MAX_DEPTH`] of them.
 fn split_key(key: &str) -> Option<Vec<String>> {
     let (base, mut rest) = match key.find('[') {
         Some(i) => (&key[..i], &key[i..]),
@@ -52,6 +60,9 @@ fn split_key(key: &str) -> Option<Vec<String>> {
     }
     let mut path = vec![base.to_owned()];
     while !rest.is_empty() {
+        if path.len() > MAX_DEPTH {
+            return None;
+        }
         let inner = rest.strip_prefix('[')?;
         let end = inner.find(']')?;
         path.push(inner[..end].to_owned());
@@ -359,6 +370,18 @@ mod tests {
                 "metadata": {"k": "v"},
             })
         );
+    }
+
+    #[test]
+    fn a_parameter_nested_deeper_than_stripes_own_is_a_400_not_a_deep_tree() {
+        let deep = format!("a{}=1", "[b]".repeat(MAX_DEPTH + 1));
+        let err = parse(deep.as_bytes()).expect_err("too deep");
+        assert_eq!(err.status, 400);
+        // A million brackets: refused at once, without building (or recursing into) anything.
+        let huge = format!("a{}=1", "[b]".repeat(1_000_000));
+        assert_eq!(parse(huge.as_bytes()).expect_err("too deep").status, 400);
+        let deepest = format!("a{}=1", "[b]".repeat(MAX_DEPTH));
+        assert!(parse(deepest.as_bytes()).is_ok(), "as deep as Stripe's own parameters go");
     }
 
     #[test]
