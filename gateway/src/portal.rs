@@ -67,8 +67,8 @@ use crate::tokens::Tokens;
 pub use state::ClientIp;
 use state::{Portal, PortalState};
 
-/// Pages with no inline script and no script of another origin (only the
-/// copy buttons' file), framed by nobody, posting only here, or to Stripe:
+/// Pages with no inline script or style and none of another origin (only the
+/// copy buttons' file and the stylesheet), framed by nobody, posting only here, or to Stripe:
 /// a billing form's answer redirects to Stripe's Checkout or Customer Portal,
 /// and browsers hold a form's redirects to `form-action` too.
 fn csp(config: &Config) -> Result<HeaderValue, Error> {
@@ -83,7 +83,7 @@ fn csp(config: &Config) -> Result<HeaderValue, Error> {
         }
     }
     let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self'; \
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
          form-action {form_action}; base-uri 'none'; frame-ancestors 'none'"
     );
     HeaderValue::try_from(csp).map_err(Error::internal)
@@ -157,6 +157,7 @@ pub fn router(
         .route("/portal", get(pages::overview))
         .route("/portal/", get(pages::overview))
         .route("/portal/copy.js", get(copy_script))
+        .route("/portal/style.css", get(stylesheet))
         .route("/portal/sign-in", get(sign_in::page).post(sign_in::request))
         .route("/portal/sign-in/link", get(sign_in::link_page).post(sign_in::use_link))
         .route("/portal/sign-in/code", post(sign_in::use_code))
@@ -207,6 +208,12 @@ async fn error_page(
 /// enhancement: every page works without it).
 async fn copy_script() -> impl axum::response::IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../templates/portal/copy.js"))
+}
+
+/// `GET /portal/style.css`: the pages' one stylesheet, a file of this origin
+/// so that the CSP needs no `'unsafe-inline'` for styles.
+async fn stylesheet() -> impl axum::response::IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../templates/portal/style.css"))
 }
 
 /// What the billing page sells: the tiers with `stripe_prices` in rank order

@@ -193,6 +193,10 @@ async fn a_new_email_signs_in_by_the_mailed_link_which_only_the_pages_button_use
         assert!(text(&asked).contains("Check your mail"), "{}", text(&asked));
         let mail = &mails(&s.outbox)[0];
         assert_eq!(mail["to"], "ada@example.org");
+        // A subject shows on lock screens: the code is in the body only.
+        let code = mail["code"].as_str().unwrap();
+        assert!(!mail["subject"].as_str().unwrap().contains(code), "{mail}");
+        assert!(mail["body"].as_str().unwrap().contains(code), "{mail}");
         let link = mail["link"].as_str().unwrap();
         assert!(link.starts_with(&s.gw.url("/portal/sign-in/link?token=")), "{link}");
 
@@ -220,6 +224,12 @@ async fn a_new_email_signs_in_by_the_mailed_link_which_only_the_pages_button_use
         // Script only from the gateway's own file, never inline.
         assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self';"), "{csp}");
         assert!(!csp.split(';').any(|d| d.contains("script-src") && d.contains("unsafe")), "{csp}");
+        // Styles too come only from the gateway's own file.
+        assert!(csp.contains("style-src 'self';") && !csp.contains("unsafe-inline"), "{csp}");
+        assert!(!html.contains("<style") && !html.contains("style="), "no inline style: {html}");
+        let css = get(&s.gw.url("/portal/style.css"), &[]).await;
+        assert_eq!((css.status.as_u16(), css.header("content-type")), (200, "text/css; charset=utf-8"));
+        assert!(String::from_utf8_lossy(&css.body).contains("font-family"));
         assert_eq!(overview.header("cache-control"), "no-store");
         assert_eq!(overview.header("referrer-policy"), "no-referrer", "the link's token never leaks in a Referer");
         let scripts: Vec<&str> =
