@@ -156,6 +156,14 @@ pub fn account_tier(rows: &[SubscriptionRow], plans: &Plans, now_ms: i64) -> Str
         .map_or_else(|| plans.fallback.clone(), |(_, t)| t.to_owned())
 }
 
+impl SubscriptionRow {
+    /// Whether the account's tier follows this subscription: it has not ended,
+    /// so its next event sets the tier from it (whatever was set by hand).
+    pub fn follows(&self) -> bool {
+        !matches!(self.status, SubscriptionStatus::Canceled | SubscriptionStatus::IncompleteExpired)
+    }
+}
+
 /// The billing anchor (Unix ms) of the subscription that gives the account
 /// its tier, for monthly quotas that follow the subscription.
 pub fn account_anchor(rows: &[SubscriptionRow], plans: &Plans, now_ms: i64) -> Option<i64> {

@@ -2,6 +2,7 @@
 //! feature; helpers live in the `coopgate_tests` library and in `support`.
 
 mod e2e {
+    mod accounts;
     mod admin;
     mod backup;
     mod browser;

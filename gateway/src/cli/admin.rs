@@ -235,8 +235,21 @@ pub fn accounts(cmd: AccountsCommand, env: &HashMap<String, String>) -> anyhow::
             AccountsCommand::SetTier { email, tier, target } => {
                 let (config, store) = target.store(env).await?;
                 require_tier(&config, &tier)?;
-                let accounts = Accounts::new(store);
+                let accounts = Accounts::new(store.clone());
                 let account = accounts.by_email(&email).await?.ok_or_else(|| anyhow::anyhow!("no account {email}"))?;
+                // A tier that follows a subscription would be set back at the
+                // subscription's next event, silently: say so instead.
+                let subscriptions = coopgate_billing::subscriptions::Subscriptions::new(store);
+                if let Some(sub) = subscriptions.of_account(account.id.as_str()).await?.iter().find(|s| s.follows()) {
+                    bail!(
+                        "account {email}'s tier follows Stripe subscription {} ({}, tier {}): a tier set here would \
+                         be set back at its next event. Change or cancel the subscription in Stripe (`coopgate \
+                         billing portal --account {email}` gives its Customer Portal link); the tier follows it.",
+                        sub.id,
+                        sub.status.as_str(),
+                        sub.tier.as_deref().unwrap_or("none")
+                    );
+                }
                 accounts.set_tier(&account.id, &tier).await?;
                 if let Some(inv) = invalidations(&config) {
                     inv.account_changed(account.id.as_str()).await;
