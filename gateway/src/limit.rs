@@ -35,6 +35,7 @@ mod limits;
 pub(crate) mod period;
 mod plan;
 mod policy;
+mod recorded;
 mod remote;
 mod seed;
 
@@ -43,4 +44,4 @@ pub use layer::{Limit, LimitFuture, LimitLayer};
 pub use limits::{Admission, Check, Limits};
 pub(crate) use period::now_ms;
 pub use policy::{Ceiling, Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict};
-pub use seed::RecordedUse;
+pub use recorded::RecordedUse;
