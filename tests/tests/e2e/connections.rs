@@ -95,9 +95,6 @@ async fn idle_connections_from_many_addresses_leave_room_for_a_new_client_under_
     assert!(open <= 896, "connections fit in (2048 - 256) / 2 descriptors: {open} open");
     let reclaimed: u64 = metric(addr, "coopgate_connections_reclaimed_total").await.unwrap().parse().unwrap();
     assert!(reclaimed > 0, "idle connections were closed to make room");
-    // And the store, which needs descriptors of its own, still works (keys are read from it).
-    let got = get(&format!("http://{addr}/api/x"), &[("x-api-key", "cg_live_nope")]).await;
-    assert_ne!(got.status.as_u16(), 503, "the store answers: {:?}", got.body);
 
     let log = logged(&gw);
     let exhausted = log.iter().filter(|l| l.contains("Too many open files")).count();
