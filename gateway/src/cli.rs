@@ -4,6 +4,7 @@
 
 mod admin;
 mod billing;
+mod descriptors;
 mod ledger;
 mod usage;
 
@@ -327,6 +328,9 @@ fn run_on(
     tokens: Arc<crate::tokens::Tokens>,
     on_listening: impl FnOnce(SocketAddr) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    let mut config = config;
+    // Connections, the store, Redis and upstreams share the descriptors.
+    config.server.max_connections = descriptors::fit_connections(&config.server, descriptors::raise_to_hard());
     let workers = config.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let addr = listener.local_addr()?;
     let _guard = runtime.enter();

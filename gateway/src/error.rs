@@ -176,6 +176,13 @@ pub enum Error {
         /// The endpoint's limit.
         limit: usize,
     },
+    /// A request body to the gateway's own endpoints that did not arrive
+    /// within `server.body_timeout`.
+    #[error("the request body did not arrive within {after:?}")]
+    BodyTimeout {
+        /// `server.body_timeout`.
+        after: std::time::Duration,
+    },
 
     // --- Billing (400 bad input, 409, 502 Stripe, 503 store) -----------------------
     /// Memberships: a refused webhook, an unknown price, Stripe or the store away.

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod authorize;
 pub mod billing;
 pub mod body;
+pub mod body_timeout;
 pub mod caller;
 pub mod cli;
 pub mod config;

@@ -142,6 +142,10 @@ pub struct Metrics {
     pub usage_reports_waiting: Gauge,
     /// Age in seconds of the oldest of those (0: none).
     pub usage_oldest_report_waiting_seconds: Gauge,
+    /// Client connections closed at once, over `server.max_connections` or its per-address cap.
+    pub connections_refused: Counter,
+    /// Idle client connections closed to make room for new ones near the cap.
+    pub connections_reclaimed: Counter,
 }
 
 impl Metrics {
@@ -170,6 +174,8 @@ impl Metrics {
             usage_flush_failures: Counter::default(),
             usage_reports_waiting: Gauge::default(),
             usage_oldest_report_waiting_seconds: Gauge::default(),
+            connections_refused: Counter::default(),
+            connections_reclaimed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Routed requests by route, status and tier", m.requests.clone());
@@ -214,6 +220,16 @@ impl Metrics {
             m.store_unavailable.clone(),
         );
         registry.register("open_connections", "Client connections open now", m.connections.clone());
+        registry.register(
+            "connections_refused",
+            "Client connections closed at once: server.max_connections or its per-address cap reached",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "connections_reclaimed",
+            "Idle client connections closed to make room for new ones near server.max_connections",
+            m.connections_reclaimed.clone(),
+        );
         registry.register(
             "billing_events_waiting",
             "Stripe events received and not yet applied (a growing number: Stripe or the store is failing)",

@@ -53,6 +53,7 @@ impl Error {
             Error::CredentialRequired => StatusCode::UNAUTHORIZED,
             Error::BillingOff => StatusCode::NOT_FOUND,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::Billing(e) => billing_status(e),
             Error::ConfigUnreadable { .. }
             | Error::ConfigInvalid(_)
@@ -92,6 +93,7 @@ impl Error {
             Error::CredentialRequired => "credential-required",
             Error::BillingOff => "billing-off",
             Error::BodyTooLarge { .. } => "payload-too-large",
+            Error::BodyTimeout { .. } => "request-body-timeout",
             Error::Billing(e) => billing_slug(e),
             _ => "internal",
         }
@@ -252,6 +254,10 @@ pub fn explain(err: &Error, id: &str) -> (StatusCode, String) {
         Error::BodyTooLarge { limit } => {
             format!("The request body is larger than this endpoint reads ({limit} bytes).")
         }
+        Error::BodyTimeout { after } => format!(
+            "The request body did not arrive within {}s; send it at once, or over a faster link.",
+            after.as_secs_f64()
+        ),
         Error::Billing(e) => billing_detail(e, id),
         _ => format!("Something went wrong inside the gateway. Quote request id {id} when you report it."),
     };

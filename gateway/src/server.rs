@@ -6,17 +6,26 @@
 //! handed a bound listener and a shutdown future, so that tests can run a
 //! gateway on port 0 in-process and the binary can run one per core.
 
+mod accept;
+mod client_io;
+pub mod connections;
+mod tracked;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use self::client_io::ClientIo;
+use self::connections::{ConnectionLimits, Connections, Ticket};
+use self::tracked::Tracked;
 use crate::caller::ConnInfo;
 use crate::config::{Config, TlsConfig};
 use crate::error::Error;
@@ -24,14 +33,8 @@ use crate::keys::Keys;
 use crate::stack::{Shared, stack};
 use crate::tokens::Tokens;
 
-/// How long a client may take to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How often key changes made elsewhere (CLI, other replicas) are picked up.
 const KEY_REFRESH: Duration = Duration::from_secs(1);
-
-/// How long a client may take to send a request head once it starts.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A configured gateway, ready to serve on any number of listeners.
 pub struct Gateway {
@@ -41,6 +44,8 @@ pub struct Gateway {
     tls: Option<TlsAcceptor>,
     /// The HTTP/1 and HTTP/2 settings.
     http: auto::Builder<TokioExecutor>,
+    /// Every open client connection, across the workers (each runs `serve`).
+    connections: Arc<Connections>,
 }
 
 impl Gateway {
@@ -63,14 +68,22 @@ impl Gateway {
         let tls = config.server.tls.as_ref().map(server_tls).transpose()?;
         let max_head = config.server.max_header_bytes.0 as usize;
         let mut http = auto::Builder::new(TokioExecutor::new());
+        let server = &config.server;
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            // Between requests on a kept-alive connection; the first request's
+            // head is timed from accept in `spawn_connection`, since the
+            // auto builder reads the first bytes before hyper's timer starts.
+            .header_read_timeout(server.header_timeout)
             // hyper itself answers a bare 431 past its buffer; keep that well above
             // our limit so that the route layer's problem document is what clients see.
             .max_buf_size((max_head * 2).max(64 << 10));
         http.http2().timer(TokioTimer::new()).max_header_list_size((max_head * 2).max(64 << 10) as u32);
-        Ok(Gateway { shared: Arc::new(Shared::new(config, keys, tokens)?), tls, http })
+        let limits =
+            ConnectionLimits { total: server.max_connections, per_address: server.max_connections_per_address };
+        let shared = Arc::new(Shared::new(config, keys, tokens)?);
+        let connections = Arc::new(Connections::new(limits, shared.metrics.connections_reclaimed.clone()));
+        Ok(Gateway { shared, tls, http, connections })
     }
 
     /// The state shared by every connection (metrics, limits, config).
@@ -223,71 +236,167 @@ impl Gateway {
         self.shared.limits.finish().await;
     }
 
+    /// The open client connections and their caps.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
     /// Serves `listener` on the current runtime until `shutdown` resolves, then
     /// stops accepting, marks `/readyz` as draining, and waits for in-flight
     /// requests up to `server.shutdown_grace`.
     pub async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        let graceful = GracefulShutdown::new();
+        // Every connection of this listener holds a receiver: a value sent asks
+        // them to finish, and the sender sees when the last one is gone.
+        let (stop, stopping) = watch::channel(());
+        let mut errors = accept::Backoff::default();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => self.spawn_connection(stream, &graceful),
+                    Ok((stream, _)) => {
+                        errors.recovered();
+                        self.spawn_connection(stream, stopping.clone());
+                    }
                     Err(e) => {
-                        // Out of file descriptors and the like: say so, and give the
-                        // process a moment instead of spinning on the error.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Out of descriptors: idle connections give theirs back,
+                        // as nginx does, and the loop waits a little longer each
+                        // time instead of spinning on the error.
+                        if accept::out_of_descriptors(&e) {
+                            self.connections.reclaim(accept::RECLAIM_ON_EMFILE);
+                        }
+                        let pause = errors.failed(&e);
+                        tokio::select! {
+                            biased;
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(pause) => {}
+                        }
                     }
                 },
             }
         }
         drop(listener);
+        drop(stopping);
         self.shared.ops.start_draining();
-        let open = graceful.count();
+        let open = stop.receiver_count();
         if open > 0 {
             tracing::info!(connections = open, "draining in-flight requests");
         }
+        let _ = stop.send(());
         let grace = self.shared.config.server.shutdown_grace;
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(grace, stop.closed()).await.is_err() {
             tracing::warn!(grace = ?grace, "shutdown grace period over; cutting the remaining connections");
         }
     }
 
-    fn spawn_connection(&self, stream: TcpStream, graceful: &GracefulShutdown) {
+    fn spawn_connection(&self, stream: TcpStream, stop: watch::Receiver<()>) {
+        // The first request's head is due this long after accept, whatever
+        // the client sends or does not send meanwhile.
+        let header_due = Instant::now() + self.shared.config.server.header_timeout;
         let Ok(peer) = stream.peer_addr() else { return };
+        let peer_trusted = self.shared.trusted.contains(peer.ip());
+        let ticket = match self.connections.admit(peer.ip(), peer_trusted) {
+            Ok(ticket) => ticket,
+            Err(refusal) => {
+                // Closed at once: the cheapest answer, and the only one that is
+                // right for HTTP/1, HTTP/2 and TLS alike.
+                self.shared.metrics.connections_refused.inc();
+                tracing::debug!(%peer, cap = refusal.as_str(), "connection refused");
+                return;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo { peer, peer_trusted: self.shared.trusted.contains(peer.ip()), tls: self.tls.is_some() };
-        let service = TowerToHyperService::new(stack(&self.shared, conn));
+        let conn = ConnInfo { peer, peer_trusted, tls: self.tls.is_some() };
+        let service = Tracked::new(TowerToHyperService::new(stack(&self.shared, conn)), ticket.state().clone());
         let http = self.http.clone();
-        let watcher = graceful.watcher();
         let tls = self.tls.clone();
         let metrics = self.shared.metrics.clone();
         tokio::spawn(async move {
             metrics.connections.inc();
-            let result = match tls {
-                None => watcher.watch(http.serve_connection(TokioIo::new(stream), service).into_owned()).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        watcher.watch(http.serve_connection(TokioIo::new(tls_stream), service).into_owned()).await
-                    }
+            let io = match tls {
+                None => Some(ClientIo::Plain(stream)),
+                Some(acceptor) => match tokio::time::timeout_at(header_due, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => Some(ClientIo::Tls(Box::new(tls_stream))),
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        Ok(())
+                        None
                     }
                     Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        Ok(())
+                        tracing::debug!(%peer, "TLS handshake not done within server.header_timeout");
+                        None
                     }
                 },
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            if let Some(io) = io {
+                let conn = http.serve_connection(TokioIo::new(io), service);
+                if let Err(e) = drive(conn, &ticket, header_due, stop).await {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
             }
+            drop(ticket);
             metrics.connections.dec();
         });
+    }
+}
+
+/// Runs one connection to its end: closed if no request began by
+/// `header_due`, and finished gracefully (the request under way completes)
+/// when the listener stops or the connection is asked to make room.
+async fn drive<C>(
+    conn: C,
+    ticket: &Ticket,
+    header_due: Instant,
+    mut stop: watch::Receiver<()>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulShutdown,
+{
+    let state = ticket.state();
+    tokio::pin!(conn);
+    let first_head = tokio::time::sleep_until(header_due);
+    tokio::pin!(first_head);
+    let mut waiting_for_first = true;
+    let mut finishing = false;
+    loop {
+        tokio::select! {
+            biased;
+            done = conn.as_mut() => return done,
+            () = &mut first_head, if waiting_for_first => {
+                waiting_for_first = false;
+                if !state.started() {
+                    tracing::debug!("no request within server.header_timeout of accept; closing");
+                    return Ok(());
+                }
+            }
+            _ = stop.changed(), if !finishing => {
+                finishing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = state.asked_to_close(), if !finishing => {
+                finishing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// A connection that can be asked to finish its request under way and close.
+trait GracefulShutdown {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulShutdown for auto::Connection<'_, I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        auto::Connection::graceful_shutdown(self);
     }
 }
 

@@ -12,6 +12,7 @@ use tower::{Service, ServiceBuilder};
 use crate::authorize::AuthorizeLayer;
 use crate::billing::BillingLayer;
 use crate::body::Body;
+use crate::body_timeout::BodyTimeoutLayer;
 use crate::caller::ConnInfo;
 use crate::config::Config;
 use crate::error::Error;
@@ -86,28 +87,36 @@ impl Shared {
             // Counts Redis lost start again from the use the store recorded.
             limits.seed_from(Arc::new(coopgate_billing::usage::Usage::new(keys.store().clone())));
         }
+        // The site's own endpoints read whole bodies: each must arrive in time.
+        let body_timeout = BodyTimeoutLayer::new(config.server.body_timeout);
         let memberships = crate::billing::memberships(&config, keys.as_ref(), tokens.as_ref(), invalidations.as_ref())?;
         let reporter = crate::billing::reporter(&config, memberships.as_ref())?;
         let billing = match (&memberships, &keys) {
-            (Some(m), Some(k)) => Some(crate::billing::router(crate::billing::BillingState {
-                memberships: m.clone(),
-                keys: k.clone(),
-                tokens: tokens.clone(),
-                tiers: tiers.clone(),
-            })),
+            (Some(m), Some(k)) => Some(
+                crate::billing::router(crate::billing::BillingState {
+                    memberships: m.clone(),
+                    keys: k.clone(),
+                    tokens: tokens.clone(),
+                    tiers: tiers.clone(),
+                })
+                .layer(body_timeout),
+            ),
             _ => None,
         };
         let open_books = keys.as_ref().map(|k| OpenBooksState::new(k.store().clone()).map(Arc::new)).transpose()?;
         let portal = match (&config.portal, &keys) {
-            (Some(_), Some(k)) => Some(crate::portal::router(
-                &config,
-                k.store().clone(),
-                k.clone(),
-                tokens.clone(),
-                invalidations.clone(),
-                memberships.clone(),
-                reporter.clone(),
-            )?),
+            (Some(_), Some(k)) => Some(
+                crate::portal::router(
+                    &config,
+                    k.store().clone(),
+                    k.clone(),
+                    tokens.clone(),
+                    invalidations.clone(),
+                    memberships.clone(),
+                    reporter.clone(),
+                )?
+                .layer(body_timeout),
+            ),
             _ => None,
         };
         let usage = keys.as_ref().map(|_| Arc::new(Recorder::new(&routes, &config.metering.billable)));
@@ -137,7 +146,8 @@ impl Shared {
                             invalidations.clone(),
                             memberships.clone(),
                             reporter.clone(),
-                        ),
+                        )
+                        .layer(body_timeout),
                         token_sha256,
                         allow: config.admin.allow.clone(),
                     }),

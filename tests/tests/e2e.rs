@@ -8,6 +8,7 @@ mod e2e {
     mod browser;
     mod cluster;
     mod config_check;
+    mod connections;
     mod demo;
     mod deploy;
     mod early_access;

@@ -32,6 +32,25 @@ pub struct ServerConfig {
     pub metrics_allow: Vec<IpNet>,
     /// Where a caller below a route's tier can become a member; linked from 403s.
     pub upgrade_url: Option<Url>,
+    /// How long a client has, from the moment its connection is accepted, to
+    /// send its first request head (TLS handshake included), and afterwards
+    /// to start each next request on a kept-alive connection; past it, the
+    /// connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a client has to send the whole body of a request the gateway
+    /// answers itself (webhooks, portal forms, billing, admin API); past it, 408.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Client connections open at once, in total; lowered at start to what the
+    /// process's descriptors allow after `descriptor_reserve`.
+    pub max_connections: usize,
+    /// Client connections open at once from one address (an IPv6 /64); peers in
+    /// `trusted_proxies` are counted in the total only.
+    pub max_connections_per_address: usize,
+    /// Descriptors kept out of the connection budget for the store, Redis,
+    /// upstream pools, files and new accepts.
+    pub descriptor_reserve: usize,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +67,11 @@ impl Default for ServerConfig {
                 .map(|c| c.parse().expect("built-in CIDR"))
                 .collect(),
             upgrade_url: None,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_address: 256,
+            descriptor_reserve: 256,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod billing;
 mod portal;
+mod server;
 
 use std::collections::HashMap;
 
@@ -385,6 +386,7 @@ impl Config {
         }
         problems.extend(billing::validate(self, env));
         problems.extend(portal::validate(self, env));
+        problems.extend(server::validate(self));
         problems.extend(super::metering::validate(&self.metering));
         if let Some(url) = &self.tokens.jwks_url
             && (!matches!(url.scheme(), "http" | "https") || url.host_str().is_none())

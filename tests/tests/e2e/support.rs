@@ -108,6 +108,34 @@ pub fn serve(dir: &Path, config_text: &str) -> (Process, std::net::SocketAddr) {
     (process, addr)
 }
 
+/// [`serve`] under a descriptor limit of `soft` (raised by coopgate up to
+/// `hard`): running out of descriptors without opening tens of thousands.
+pub fn serve_with_descriptors(dir: &Path, config_text: &str, soft: u64, hard: u64) -> (Process, std::net::SocketAddr) {
+    let path = dir.join("coopgate.toml");
+    std::fs::write(&path, config_text).expect("write config");
+    // The shell's ulimit sets the limits, then becomes coopgate (same pid).
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -H -n \"$1\" && ulimit -S -n \"$2\" && shift 2 && exec \"$@\"", "sh"])
+        .args([hard.to_string(), soft.to_string()])
+        .arg(env!("CARGO_BIN_EXE_coopgate-under-test"))
+        .args(["serve", "--config", path.to_str().expect("utf-8 path")])
+        .current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COOPGATE__") {
+            cmd.env_remove(k);
+        }
+    }
+    let process = Process::start_with(&mut cmd);
+    let line = process.wait_for_line("coopgate listening");
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no addr in {line:?}"));
+    (process, addr)
+}
+
 /// `COOPGATE_TEST_REDIS_URL`, or `None` after saying so once (a failure when
 /// `COOPGATE_TEST_REQUIRE_SERVICES=1`).
 pub fn redis_url() -> Option<String> {
