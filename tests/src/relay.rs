@@ -172,7 +172,12 @@ async fn read(stream: Option<&mut TcpStream>, buf: &mut [u8]) -> std::io::Result
 }
 
 /// One client connection, relayed to `target` as the mode says.
-async fn relay(mut client: TcpStream, target: SocketAddr, mut modes: watch::Receiver<Mode>, dropped: watch::Sender<u64>) {
+async fn relay(
+    mut client: TcpStream,
+    target: SocketAddr,
+    mut modes: watch::Receiver<Mode>,
+    dropped: watch::Sender<u64>,
+) {
     let mode = *modes.borrow_and_update();
     let mut server = match mode {
         Mode::Refuse => return reset(client),

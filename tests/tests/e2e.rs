@@ -11,6 +11,7 @@ mod e2e {
     mod deploy;
     mod early_access;
     mod errors;
+    mod faults;
     mod journal;
     mod keys;
     mod ledger;

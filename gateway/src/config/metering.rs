@@ -124,10 +124,7 @@ pub(super) fn validate(metering: &MeteringConfig) -> Vec<Problem> {
         );
     }
     if metering.journal.as_os_str().is_empty() || metering.journal.file_name().is_none() {
-        problem(
-            "metering.journal".into(),
-            "must name a file, such as \"coopgate-data/metering.journal\"".into(),
-        );
+        problem("metering.journal".into(), "must name a file, such as \"coopgate-data/metering.journal\"".into());
     }
     let lists: Vec<(String, &[String])> = match &metering.billable {
         Billable::Every(all) => vec![("metering.billable".into(), all.as_slice())],

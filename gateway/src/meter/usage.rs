@@ -314,7 +314,9 @@ impl FlushState {
     /// Lines held in memory for the store (the shards aside).
     fn held(&self) -> usize {
         let batch = |b: &Batch| b.lines.len() + b.commons.len();
-        self.next.len() + self.waiting.as_ref().map_or(0, |w| batch(&w.batch)) + self.sealed.iter().map(batch).sum::<usize>()
+        self.next.len()
+            + self.waiting.as_ref().map_or(0, |w| batch(&w.batch))
+            + self.sealed.iter().map(batch).sum::<usize>()
     }
 
     /// Requests held in memory for the store (the shards aside).
