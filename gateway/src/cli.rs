@@ -301,8 +301,9 @@ fn demo_upstream(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     })
 }
 
-/// How long a stopping gateway waits for the store to take the last usage.
-const USAGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The least a stopping gateway waits for the store to take the last usage,
+/// even when draining requests used up `server.shutdown_grace`.
+const MIN_USAGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The small runtime that waits for signals and runs upkeep; traffic runs on the workers.
 fn main_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -333,14 +334,24 @@ fn run_on(
     config.server.max_connections = descriptors::fit_connections(&config.server, descriptors::raise_to_hard());
     let workers = config.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let addr = listener.local_addr()?;
+    let grace = config.server.shutdown_grace;
     let _guard = runtime.enter();
     let gateway = Arc::new(Gateway::with_credentials(config, keys, tokens)?);
+    // Usage a stop could not write (metering.journal) reaches the store before
+    // anything new is counted; if the store is away it stays in the file, for
+    // the flusher to replay once the store answers.
+    if let Some(flusher) = &gateway.shared().usage_flusher {
+        let _ = runtime.block_on(flusher.replay_journal());
+    }
     // Shared limits from the first request when Redis is there.
     runtime.block_on(gateway.shared().limits.start());
     let upkeep = gateway.spawn_upkeep();
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopping_since = Arc::new(std::sync::OnceLock::new());
+    let since = stopping_since.clone();
     runtime.spawn(async move {
         wait_for_signal().await;
+        let _ = since.set(std::time::Instant::now());
         tracing::info!("shutting down: finishing in-flight requests (a second signal stops at once)");
         let _ = stop.send(true);
         wait_for_signal().await;
@@ -354,7 +365,10 @@ fn run_on(
     upkeep.abort();
     // Usage counted since the last flush reaches the store, and bytes and
     // requests counted since the last limiter flush reach Redis, before we go.
-    runtime.block_on(gateway.finish(USAGE_PATIENCE));
+    // The store has until the grace is over (counted from the signal); what
+    // it has not taken by then goes to metering.journal.
+    let spent = stopping_since.get().map_or(std::time::Duration::ZERO, |t: &std::time::Instant| t.elapsed());
+    runtime.block_on(gateway.finish(grace.saturating_sub(spent).max(MIN_USAGE_PATIENCE)));
     tracing::info!("stopped");
     Ok(())
 }

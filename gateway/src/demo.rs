@@ -91,10 +91,11 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
     config
 }
 
-/// Points the config's store and token signing key into the demo's data folder.
+/// Points the config's store, token signing key and usage journal into the demo's data folder.
 pub fn use_data_dir(config: &mut Config, data_dir: &Path) {
     config.store.url = crate::config::Secret::inline(store_url(data_dir));
     config.tokens.signing_key_file = data_dir.join("token-signing-key.der");
+    config.metering.journal = data_dir.join("metering.journal");
 }
 
 /// Turns on the member portal for the gateway at `gateway`, its mail going

@@ -138,6 +138,9 @@ pub struct Metrics {
     pub usage_lines: Gauge,
     /// Usage flushes the store refused or did not answer (each is retried).
     pub usage_flush_failures: Counter,
+    /// Requests whose usage this process moved to `metering.journal` and has
+    /// not yet seen written to the store.
+    pub usage_journal_requests: Gauge,
     /// Usage reports planned and not yet acknowledged by Stripe.
     pub usage_reports_waiting: Gauge,
     /// Age in seconds of the oldest of those (0: none).
@@ -172,6 +175,7 @@ impl Metrics {
             usage_waiting_requests: Gauge::default(),
             usage_lines: Gauge::default(),
             usage_flush_failures: Counter::default(),
+            usage_journal_requests: Gauge::default(),
             usage_reports_waiting: Gauge::default(),
             usage_oldest_report_waiting_seconds: Gauge::default(),
             connections_refused: Counter::default(),
@@ -250,6 +254,11 @@ impl Metrics {
             "usage_flush_failures",
             "Usage writes to the store that failed (retried with the same batch id)",
             m.usage_flush_failures.clone(),
+        );
+        registry.register(
+            "usage_journal_requests",
+            "Requests whose usage waits in metering.journal for the store (moved there from memory during a long outage)",
+            m.usage_journal_requests.clone(),
         );
         registry.register(
             "usage_reports_waiting",

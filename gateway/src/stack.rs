@@ -21,7 +21,7 @@ use crate::invalidate::Invalidations;
 use crate::keys::Keys;
 use crate::limit::{LimitLayer, Limits};
 use crate::meter::MeterLayer;
-use crate::meter::usage::{Flusher, Recorder};
+use crate::meter::usage::{Flusher, Journal, Recorder};
 use crate::metrics::Metrics;
 use crate::open_books::{OpenBooksLayer, OpenBooksState};
 use crate::ops::{OpsLayer, OpsState};
@@ -121,11 +121,14 @@ impl Shared {
         };
         let usage = keys.as_ref().map(|_| Arc::new(Recorder::new(&routes, &config.metering.billable)));
         let usage_flusher = match (&usage, &keys) {
-            (Some(recorder), Some(keys)) => Some(Arc::new(Flusher::new(
-                recorder.clone(),
-                Arc::new(coopgate_billing::usage::Usage::new(keys.store().clone())),
-                metrics.clone(),
-            )?)),
+            (Some(recorder), Some(keys)) => Some(Arc::new(
+                Flusher::new(
+                    recorder.clone(),
+                    Arc::new(coopgate_billing::usage::Usage::new(keys.store().clone())),
+                    metrics.clone(),
+                )?
+                .with_journal(Journal::new(config.metering.journal.clone()), config.metering.spill_after),
+            )),
             _ => None,
         };
         Ok(Shared {

@@ -19,6 +19,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub mod relay;
+pub use relay::{Mode, Relay};
+
 /// The body type test upstreams answer with.
 pub type UpBody = http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -346,86 +349,6 @@ pub fn pki(names: &[&str]) -> Pki {
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     let leaf = CertificateParams::new(names).unwrap().signed_by(&leaf_key, &ca).unwrap();
     Pki { ca_pem: ca.as_ref().pem(), cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() }
-}
-
-/// A TCP relay to a real service that a test can cut, as a stopped server
-/// would, or freeze, as a silent network partition would, and restore on the
-/// same address.
-pub struct Relay {
-    /// Where clients connect.
-    pub addr: SocketAddr,
-    target: SocketAddr,
-    running: Option<JoinHandle<()>>,
-    frozen: tokio::sync::watch::Sender<bool>,
-}
-
-impl Relay {
-    /// Relays connections on a free loopback port to `target`.
-    pub async fn start(target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (frozen, _) = tokio::sync::watch::channel(false);
-        Relay { addr, target, running: Some(Self::serve(listener, target, frozen.subscribe())), frozen }
-    }
-
-    fn serve(listener: TcpListener, target: SocketAddr, frozen: tokio::sync::watch::Receiver<bool>) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            // Every connection lives in this set: aborting the relay drops them all.
-            let mut conns = tokio::task::JoinSet::new();
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else { continue };
-                let mut frozen = frozen.clone();
-                conns.spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        // Frozen: both sockets stay open and nothing more moves.
-                        _ = async { drop(frozen.wait_for(|f| *f).await) } => std::future::pending::<()>().await,
-                    }
-                });
-            }
-        })
-    }
-
-    /// Keeps every connection, new ones too, open but silent.
-    pub fn freeze(&self) {
-        self.frozen.send_replace(true);
-    }
-
-    /// Closes every relayed connection and refuses new ones.
-    pub async fn cut(&mut self) {
-        if let Some(task) = self.running.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    /// Relays again, on the same address (retrying briefly, should the
-    /// system still hold it).
-    pub async fn restore(&mut self) {
-        let mut tries = 0;
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(e) if tries < 100 => {
-                    tries += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    let _ = e;
-                }
-                Err(e) => panic!("cannot listen on {} again: {e}", self.addr),
-            }
-        };
-        self.frozen.send_replace(false);
-        self.running = Some(Self::serve(listener, self.target, self.frozen.subscribe()));
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(task) = self.running.take() {
-            task.abort();
-        }
-    }
 }
 
 /// The value of `metric` in the gateway at `addr`'s `/metrics`, as written.

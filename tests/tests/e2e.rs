@@ -13,6 +13,8 @@ mod e2e {
     mod deploy;
     mod early_access;
     mod errors;
+    mod faults;
+    mod journal;
     mod keys;
     mod ledger;
     mod limits;

@@ -1,6 +1,7 @@
 //! `[metering]`: how identified callers' usage is recorded, and which of it
 //! can be billed.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,11 +20,26 @@ pub struct MeteringConfig {
     /// kind (`["2xx", "3xx"]`), or one per kind (`{ api = ["2xx"], bulk = [] }`).
     /// Refused (4xx) and failed (5xx) requests are not billed by default.
     pub billable: Billable,
+    /// Where usage the store cannot take goes: at a stop (what is not written
+    /// by the end of `server.shutdown_grace`) and during a long outage (past
+    /// `spill_after`). A file in the data folder, replayed once at the next
+    /// start by whichever replica reads it, and removed when all of it is in
+    /// the store. Replicas sharing the data folder may share it.
+    pub journal: PathBuf,
+    /// How many lines of usage (one per account, credential, route, status
+    /// class and minute) may wait in memory for the store before they go to
+    /// the journal: what bounds memory while the store is away for long.
+    pub spill_after: usize,
 }
 
 impl Default for MeteringConfig {
     fn default() -> Self {
-        MeteringConfig { flush_interval: Duration::from_secs(1), billable: Billable::default() }
+        MeteringConfig {
+            flush_interval: Duration::from_secs(1),
+            billable: Billable::default(),
+            journal: PathBuf::from("coopgate-data/metering.journal"),
+            spill_after: 100_000,
+        }
     }
 }
 
@@ -100,6 +116,15 @@ pub(super) fn validate(metering: &MeteringConfig) -> Vec<Problem> {
             "metering.flush_interval".into(),
             "must be at most 60s: a crash loses up to one interval of usage".into(),
         );
+    }
+    if metering.spill_after == 0 {
+        problem(
+            "metering.spill_after".into(),
+            "must be at least 1 line; 100000 keeps about 20 MB of usage in memory before the journal takes it".into(),
+        );
+    }
+    if metering.journal.as_os_str().is_empty() || metering.journal.file_name().is_none() {
+        problem("metering.journal".into(), "must name a file, such as \"coopgate-data/metering.journal\"".into());
     }
     let lists: Vec<(String, &[String])> = match &metering.billable {
         Billable::Every(all) => vec![("metering.billable".into(), all.as_slice())],

@@ -239,3 +239,109 @@ async fn a_stop_writes_everything_counted() {
     assert_eq!(f.flusher.finish(Duration::from_secs(30)).await, 0);
     assert_eq!(f.sink.total("acct_a", "api", "2xx"), (1, 1, 10));
 }
+
+/// A fixture whose flusher keeps what the store cannot take in a journal in `dir`.
+fn journaled(dir: &std::path::Path, spill_after: usize, sink: Arc<MemorySink>) -> Fixture {
+    let mut f = fixture(Billable::default());
+    let metrics = Arc::new(Metrics::new());
+    f.flusher = Flusher::new(f.recorder.clone(), sink.clone(), metrics)
+        .expect("flusher")
+        .with_journal(Journal::new(dir.join("metering.journal")), spill_after);
+    f.sink = sink;
+    f
+}
+
+#[tokio::test]
+async fn a_stop_with_the_store_away_keeps_usage_in_the_journal_and_the_next_start_writes_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(MemorySink::default());
+    let f = journaled(dir.path(), 1000, sink.clone());
+    sink.fail_before.store(u32::MAX, Ordering::SeqCst);
+    f.serve("acct_a", "api", 200, 10);
+    assert!(f.flusher.flush().await.is_err());
+    f.serve("acct_a", "api", 200, 10);
+    f.serve("acct_b", "bulk", 404, 3);
+    assert_eq!(f.flusher.finish(Duration::ZERO).await, 0, "nothing is lost");
+    assert!(dir.path().join("metering.journal").exists());
+    assert_eq!(sink.total("acct_a", "api", "2xx"), (0, 0, 0));
+
+    // The next start, with the store back.
+    sink.fail_before.store(0, Ordering::SeqCst);
+    let next = journaled(dir.path(), 1000, sink.clone());
+    next.flusher.replay_journal().await.expect("replayed");
+    assert_eq!(sink.total("acct_a", "api", "2xx"), (2, 2, 20));
+    assert_eq!(sink.total("acct_b", "bulk", "4xx"), (1, 0, 3));
+    assert!(!dir.path().join("metering.journal").exists(), "removed once in the store");
+    journaled(dir.path(), 1000, sink.clone()).flusher.replay_journal().await.expect("nothing to replay");
+    assert_eq!(sink.total("acct_a", "api", "2xx"), (2, 2, 20), "replayed once");
+}
+
+#[tokio::test]
+async fn a_journal_replayed_after_a_write_whose_answer_was_lost_adds_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(MemorySink::default());
+    let f = journaled(dir.path(), 1000, sink.clone());
+    // The first write commits and its answer is lost; the store is then away.
+    sink.fail_after_commit.store(1, Ordering::SeqCst);
+    f.serve("acct_a", "api", 200, 10);
+    assert!(f.flusher.flush().await.is_err());
+    sink.fail_before.store(u32::MAX, Ordering::SeqCst);
+    f.serve("acct_a", "api", 200, 10);
+    assert_eq!(f.flusher.finish(Duration::ZERO).await, 0);
+    assert_eq!(sink.total("acct_a", "api", "2xx"), (1, 1, 10), "the first batch is in the store");
+
+    sink.fail_before.store(0, Ordering::SeqCst);
+    journaled(dir.path(), 1000, sink.clone()).flusher.replay_journal().await.expect("replayed");
+    assert_eq!(sink.total("acct_a", "api", "2xx"), (2, 2, 20), "each request once");
+}
+
+#[tokio::test]
+async fn past_spill_after_waiting_usage_moves_to_the_journal_and_is_written_when_the_store_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(MemorySink::default());
+    let f = journaled(dir.path(), 2, sink.clone());
+    sink.fail_before.store(u32::MAX, Ordering::SeqCst);
+    f.serve("acct_a", "api", 200, 1);
+    f.serve("acct_b", "api", 200, 1);
+    assert!(f.flusher.flush().await.is_err());
+    assert_eq!(f.flusher.state.lock().await.held(), 2, "up to spill_after lines wait in memory");
+    assert!(!dir.path().join("metering.journal").exists());
+    f.serve("acct_c", "api", 200, 1);
+    assert!(f.flusher.flush().await.is_err());
+    {
+        let state = f.flusher.state.lock().await;
+        assert_eq!(state.held(), 0, "past spill_after, memory is given back");
+        assert_eq!(state.journaled, 3);
+    }
+    assert!(dir.path().join("metering.journal").exists());
+    f.serve("acct_a", "api", 200, 1);
+
+    sink.fail_before.store(0, Ordering::SeqCst);
+    f.flusher.flush().await.expect("the store is back");
+    assert_eq!(sink.total("acct_a", "api", "2xx"), (2, 2, 2));
+    assert_eq!(sink.total("acct_b", "api", "2xx"), (1, 1, 1));
+    assert_eq!(sink.total("acct_c", "api", "2xx"), (1, 1, 1));
+    assert!(!dir.path().join("metering.journal").exists(), "replayed by the running process");
+    assert_eq!(f.flusher.state.lock().await.journaled, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_never_answers_a_write_counts_as_away() {
+    let f = fixture(Billable::default());
+    f.sink.hang.store(1, Ordering::SeqCst);
+    f.serve("acct_a", "api", 200, 10);
+    assert!(f.flusher.flush().await.is_err(), "the write is given up, not waited on forever");
+    f.flusher.flush().await.expect("retried");
+    assert_eq!(f.sink.total("acct_a", "api", "2xx"), (1, 1, 10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_with_a_store_that_never_answers_ends_within_its_patience_and_journals() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(MemorySink::default());
+    let f = journaled(dir.path(), 1000, sink.clone());
+    sink.hang.store(u32::MAX, Ordering::SeqCst);
+    f.serve("acct_a", "api", 200, 10);
+    assert_eq!(f.flusher.finish(Duration::from_secs(5)).await, 0);
+    assert!(dir.path().join("metering.journal").exists());
+}
