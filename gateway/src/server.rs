@@ -140,9 +140,11 @@ impl Gateway {
                 };
                 tokio::join!(m.run(billing.sync_interval), backlog);
             };
-            // Usage counted in memory reaches the store every flush interval;
-            // the ids of flushes a day old are no longer needed (only the
-            // replica that made one retries it, within seconds).
+            // Usage counted in memory reaches the store every flush interval.
+            // A flush's id is kept as long as the flush may come again: the
+            // replica that made it retries within seconds, but one journaled
+            // at a stop (`metering.journal`) comes back at the next start,
+            // which may be days later; a week covers a long outage.
             let usage = async {
                 let (Some(flusher), Some(keys)) = (&shared.usage_flusher, &shared.keys) else { return };
                 let forget = async {
@@ -151,7 +153,7 @@ impl Gateway {
                     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         every.tick().await;
-                        let _ = usage.forget_batches(crate::limit::now_ms() - 86_400_000).await;
+                        let _ = usage.forget_batches(crate::limit::now_ms() - 7 * 86_400_000).await;
                     }
                 };
                 tokio::join!(flusher.run(shared.config.metering.flush_interval), forget);
