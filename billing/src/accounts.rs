@@ -18,7 +18,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-pub use id::{AccountId, normalize_email};
+pub use id::{AccountId, inbox, normalize_email};
 pub use keys::{ApiKey, ApiKeyChange, ApiKeyCheck, ApiKeys, NewApiKey};
 
 use crate::money::Money;

@@ -41,6 +41,9 @@ pub enum Recorded {
     New,
     /// Already stored (a duplicate delivery, or seen by sync): nothing changes.
     Duplicate,
+    /// Signed, but not an event this version can read: kept as received
+    /// for an operator, and never applied.
+    Unreadable,
 }
 
 /// A recorded event waiting to be processed.

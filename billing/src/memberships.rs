@@ -234,7 +234,7 @@ impl Memberships {
         let Some(env) = Envelope::parse(body) else {
             tracing::warn!(bytes = body.len(), "a signed webhook is not an event this version can read; kept");
             events.record_unreadable(body, now_ms()).await?;
-            return Ok(Recorded::Duplicate);
+            return Ok(Recorded::Unreadable);
         };
         let recorded = events.record(&env, body, Via::Webhook, now_ms()).await?;
         if recorded == Recorded::New {

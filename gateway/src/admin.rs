@@ -89,6 +89,17 @@ pub fn token_matches(headers: &http::HeaderMap, accepted: &[[u8; 32]]) -> bool {
     accepted.iter().fold(subtle::Choice::from(0), |any, expected| any | digest.ct_eq(expected)).into()
 }
 
+/// An account named by something that is no email address is the caller's
+/// mistake (400), not the store failing (503).
+fn named_account(e: Error) -> Error {
+    match e {
+        Error::Store(coopgate_billing::Error::InvalidEmail(raw)) => {
+            Error::BadAdminRequest(format!("`{raw}` is not an account's email address"))
+        }
+        other => other,
+    }
+}
+
 async fn list_accounts(State(s): State<AdminState>) -> Result<Json<serde_json::Value>, Error> {
     let all = Accounts::new(s.keys.store().clone()).list().await.map_err(Error::Store)?;
     Ok(Json(serde_json::to_value(all).map_err(Error::internal)?))
@@ -134,7 +145,7 @@ async fn list_keys(
     filter: Result<Query<KeyFilter>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let Query(f) = filter.map_err(unreadable)?;
-    let all = s.keys.list(f.account.as_deref()).await?;
+    let all = s.keys.list(f.account.as_deref()).await.map_err(named_account)?;
     Ok(Json(serde_json::to_value(all).map_err(Error::internal)?))
 }
 
@@ -162,7 +173,7 @@ async fn create_key(
             Error::Store(coopgate_billing::Error::AccountNotFound(email)) => {
                 Error::BadAdminRequest(format!("no account {email}"))
             }
-            other => other,
+            other => named_account(other),
         },
     )?;
     shown_once(made)
@@ -309,7 +320,7 @@ async fn usage(
             Accounts::new(store.clone())
                 .by_email(email)
                 .await
-                .map_err(Error::Store)?
+                .map_err(|e| named_account(Error::Store(e)))?
                 .ok_or_else(|| Error::Billing(coopgate_billing::Error::AccountNotFound(email.clone())))?,
         ),
         None => None,

@@ -114,8 +114,15 @@ async fn webhook(
     let body = body.map_err(unread)?;
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let recorded = s.memberships.receive(signature, &body).await.map_err(Error::Billing)?;
-    let duplicate = recorded == coopgate_billing::events::Recorded::Duplicate;
-    Ok(axum::Json(serde_json::json!({ "received": true, "duplicate": duplicate })).into_response())
+    use coopgate_billing::events::Recorded;
+    let answer = match recorded {
+        Recorded::New => serde_json::json!({ "received": true, "duplicate": false }),
+        Recorded::Duplicate => serde_json::json!({ "received": true, "duplicate": true }),
+        // Answered 200 so that Stripe does not retry what would never be read
+        // better; stored as received, for an operator, and not applied.
+        Recorded::Unreadable => serde_json::json!({ "received": true, "duplicate": false, "applied": false }),
+    };
+    Ok(axum::Json(answer).into_response())
 }
 
 #[derive(Deserialize)]
@@ -162,10 +169,10 @@ async fn set_spend_cap(
 /// The account behind the request's API key or member token; 401 without one
 /// or with one that does not verify, as everywhere else.
 async fn caller_account(s: &BillingState, headers: &HeaderMap) -> Result<Account, Error> {
-    let account_id = match credential(headers) {
+    let account_id = match credential(headers)? {
         Credential::None => return Err(Error::CredentialRequired),
         Credential::ApiKey { raw, .. } => {
-            let presented = PresentedKey::parse(raw).map_err(Error::InvalidApiKey)?;
+            let presented = PresentedKey::parse(&raw).map_err(Error::InvalidApiKey)?;
             let verified = s.keys.check(&presented).await?.map_err(Error::InvalidApiKey)?;
             if verified.through_seat && !s.tiers.seat_keys_work(&verified.tier) {
                 return Err(Error::InvalidApiKey(crate::keys::Rejection::SeatPaused));
@@ -185,7 +192,7 @@ async fn caller_account(s: &BillingState, headers: &HeaderMap) -> Result<Account
             }
             verified.account_id.to_string()
         }
-        Credential::OtherBearer(token) => {
+        Credential::MemberToken(token) => {
             let Some(tokens) = &s.tokens else { return Err(Error::UnknownCredential { header: "Authorization" }) };
             tokens.verify(token).map_err(Error::InvalidToken)?.sub.clone()
         }

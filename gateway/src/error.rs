@@ -183,6 +183,28 @@ pub enum Error {
         /// `server.body_timeout`.
         after: std::time::Duration,
     },
+    /// Two credentials in one request, or one credential header twice: the
+    /// gateway will not guess which one is meant.
+    #[error("the request carries {}", .0.reason())]
+    AmbiguousCredentials(crate::identify::Ambiguity),
+    /// An `Authorization` value that is neither a key nor a member token in a
+    /// form the gateway reads; refused rather than passed to the origin.
+    #[error("the Authorization header {}", .0.reason())]
+    UnsupportedCredential(crate::identify::Unsupported),
+    /// A missing, repeated or malformed `Host`, which would go on to the
+    /// origin in the forwarding headers.
+    #[error("the request {}", .0.reason())]
+    BadHost(crate::route::host::BadHost),
+    /// The client's request body could not be read (a malformed chunk, a
+    /// connection cut mid-upload): the client's fault, not the origin's.
+    #[error("the request body cannot be read: {0}")]
+    BadRequestBody(BoxError),
+    /// The path has an encoded NUL (`%00`).
+    #[error("the path {path} has an encoded NUL")]
+    NulInPath {
+        /// The request path.
+        path: String,
+    },
 
     // --- Billing (400 bad input, 409, 502 Stripe, 503 store) -----------------------
     /// Memberships: a refused webhook, an unknown price, Stripe or the store away.

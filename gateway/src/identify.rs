@@ -5,14 +5,18 @@
 //! hop of `X-Forwarded-For` ([`TrustedProxies`], in `client_ip`). The header of
 //! an untrusted peer is never believed.
 //!
-//! An API key (`X-API-Key: cg_…` or `Authorization: Bearer cg_…`) is checked
-//! against [`Keys`]: from the in-process cache without waiting, or from the store
-//! on a miss. A valid key makes the caller its account's tier, limited per key;
-//! the key header is removed before the request goes upstream; a key made
-//! through an organisation seat works only while its account's tier has
-//! seats. Any other bearer
-//! token is a member token ([`Tokens`]): its tier, capped by its account's
-//! current tier, limited per account. A bad credential is
+//! Which credential a request carries is read by `credential`: an API key
+//! (`X-API-Key: cg_…`, `Authorization: Bearer cg_…` or Basic with the key as
+//! user name) or any other bearer token; anything else in `Authorization` is a
+//! 401, and two credentials or one header twice a 400. Once read, the caller's
+//! `Authorization` and `X-API-Key` are removed: they never reach the origin.
+//!
+//! An API key is checked against [`Keys`]: from the in-process cache without
+//! waiting, or from the store on a miss. A valid key makes the caller its
+//! account's tier, limited per key; a key made through an organisation seat
+//! works only while its account's tier has seats. Any other bearer token is a
+//! member token ([`Tokens`]): its tier, capped by its account's current tier,
+//! limited per account. A bad credential is
 //! always a 401, never a silent downgrade to anonymous access; a store that
 //! cannot be asked is a 503.
 //!
@@ -26,7 +30,7 @@ use std::task::{Context, Poll};
 use std::future::Future;
 use std::pin::Pin;
 
-use http::{Request, Response, header};
+use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::account_key::account_key;
@@ -41,9 +45,19 @@ mod client_ip;
 mod credential;
 
 pub use client_ip::TrustedProxies;
+pub use credential::{Ambiguity, Unsupported};
 pub(crate) use credential::{Credential, credential};
 // Where they were first defined; they now live in `caller`, a leaf module.
 pub use crate::caller::{Caller, CallerKey, ConnInfo, CredentialId, Owner};
+
+impl From<credential::Refused> for Error {
+    fn from(r: credential::Refused) -> Self {
+        match r {
+            credential::Refused::Ambiguous(why) => Error::AmbiguousCredentials(why),
+            credential::Refused::Unsupported(why) => Error::UnsupportedCredential(why),
+        }
+    }
+}
 
 /// Adds [`Identify`].
 #[derive(Clone)]
@@ -168,7 +182,11 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let reject = |e| IdentifyFuture::Ready { error: Some(e) };
         let ip = self.layer.trusted.client_ip(&self.layer.conn, req.headers());
-        let (raw, header) = match credential(req.headers()) {
+        let credential = match credential(req.headers()) {
+            Ok(credential) => credential,
+            Err(refused) => return reject(refused.into()),
+        };
+        let (key, header) = match credential {
             Credential::None => {
                 req.extensions_mut().insert(Caller {
                     key: CallerKey::for_ip(ip),
@@ -180,7 +198,7 @@ where
                 });
                 return IdentifyFuture::Inner { inner: self.inner.call(req) };
             }
-            Credential::OtherBearer(token) => {
+            Credential::MemberToken(token) => {
                 let Some(tokens) = self.layer.tokens.clone() else {
                     return reject(Error::UnknownCredential { header: "Authorization" });
                 };
@@ -192,7 +210,7 @@ where
                 };
                 let token = token.to_owned();
                 // Like keys, a member's token is for the gateway, not for the origin's logs.
-                req.headers_mut().remove(header::AUTHORIZATION);
+                credential::remove(req.headers_mut());
                 if let Some(claims) = &claims {
                     match tokens.cached_standing(&claims.sub) {
                         Some(Some(current)) => {
@@ -227,19 +245,17 @@ where
                     }),
                 };
             }
-            Credential::ApiKey { raw, header } => (raw, header),
+            Credential::ApiKey { raw, header } => (PresentedKey::parse(&raw), header),
         };
-        let key = match PresentedKey::parse(raw) {
+        let key = match key {
             Ok(key) => key,
             Err(why) => return reject(Error::InvalidApiKey(why)),
         };
         let Some(keys) = self.layer.keys.clone() else {
-            return reject(Error::UnknownCredential {
-                header: if header == "x-api-key" { "X-API-Key" } else { "Authorization" },
-            });
+            return reject(Error::UnknownCredential { header });
         };
         // The origin never needs the caller's key, and must not be able to log it.
-        req.headers_mut().remove(&header);
+        credential::remove(req.headers_mut());
         match keys.check_cached(&key) {
             Cheap::Decided(Ok(v)) => match self.insert_key(&mut req, &v, ip) {
                 Ok(()) => IdentifyFuture::Inner { inner: self.inner.call(req) },
@@ -326,7 +342,12 @@ mod tests {
                     .header("x-tier", caller.tier.0)
                     .header("x-kind", kind)
                     .header("x-owner", u16::from(req.extensions().get::<Owner>().is_some()))
-                    .header("x-key-forwarded", u16::from(req.headers().contains_key("x-api-key")))
+                    .header(
+                        "x-key-forwarded",
+                        u16::from(
+                            req.headers().contains_key("x-api-key") || req.headers().contains_key("authorization"),
+                        ),
+                    )
                     .body(crate::body::empty())
                     .expect("response");
                 Ok(resp)
@@ -362,6 +383,14 @@ mod tests {
                 MemberScope::Account,
             );
             (layer.layer(origin()), key)
+        }
+
+        fn get_with(headers: &[(&str, &str)]) -> Request<()> {
+            let mut req = Request::builder();
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.body(()).unwrap()
         }
 
         fn get(header: Option<(&str, &str)>) -> Request<()> {
@@ -423,6 +452,46 @@ mod tests {
             {
                 let err = svc.clone().oneshot(get(Some(header))).await.unwrap_err();
                 assert_eq!(err.status(), 401, "{header:?}: {err}");
+            }
+        }
+
+        #[tokio::test]
+        async fn a_key_as_bearer_in_any_case_or_as_basic_user_name_is_used_and_never_goes_upstream() {
+            use base64::Engine as _;
+            let dir = tempfile::tempdir().unwrap();
+            let (svc, key) = fixture(dir.path()).await;
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+            for value in [format!("bearer {key}"), format!("BEARER {key}"), format!("Basic {basic}")] {
+                let resp = svc.clone().oneshot(get(Some(("authorization", &value)))).await.unwrap();
+                assert_eq!(resp.headers()["x-tier"], "1", "{value}");
+                assert_eq!(resp.headers()["x-key-forwarded"], "0", "{value}");
+            }
+        }
+
+        #[tokio::test]
+        async fn an_authorization_the_gateway_does_not_read_is_a_401_not_anonymous() {
+            let dir = tempfile::tempdir().unwrap();
+            let (svc, key) = fixture(dir.path()).await;
+            for value in [key.clone(), format!("Bearer\t{key}"), "Basic YWxpY2U6c2VjcmV0".to_owned()] {
+                let err = svc.clone().oneshot(get(Some(("authorization", &value)))).await.unwrap_err();
+                assert!(matches!(err, Error::UnsupportedCredential(_)), "{value}: {err}");
+                assert_eq!(err.status(), 401, "{value}");
+            }
+        }
+
+        #[tokio::test]
+        async fn two_credentials_or_one_header_twice_are_a_400() {
+            let dir = tempfile::tempdir().unwrap();
+            let (svc, key) = fixture(dir.path()).await;
+            let bearer = format!("Bearer {key}");
+            for headers in [
+                vec![("x-api-key", key.as_str()), ("authorization", "Bearer eyJ.a.b")],
+                vec![("x-api-key", key.as_str()), ("x-api-key", key.as_str())],
+                vec![("authorization", bearer.as_str()), ("authorization", bearer.as_str())],
+            ] {
+                let err = svc.clone().oneshot(get_with(&headers)).await.unwrap_err();
+                assert!(matches!(err, Error::AmbiguousCredentials(_)), "{headers:?}: {err}");
+                assert_eq!(err.status(), 400);
             }
         }
     }

@@ -54,6 +54,9 @@ impl Error {
             Error::BillingOff => StatusCode::NOT_FOUND,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Error::AmbiguousCredentials(_) => StatusCode::BAD_REQUEST,
+            Error::UnsupportedCredential(_) => StatusCode::UNAUTHORIZED,
+            Error::BadHost(_) | Error::NulInPath { .. } | Error::BadRequestBody(_) => StatusCode::BAD_REQUEST,
             Error::Billing(e) => billing_status(e),
             Error::ConfigUnreadable { .. }
             | Error::ConfigInvalid(_)
@@ -94,6 +97,11 @@ impl Error {
             Error::BillingOff => "billing-off",
             Error::BodyTooLarge { .. } => "payload-too-large",
             Error::BodyTimeout { .. } => "request-body-timeout",
+            Error::AmbiguousCredentials(_) => "ambiguous-credentials",
+            Error::UnsupportedCredential(_) => "unsupported-credential",
+            Error::BadHost(_) => "bad-host",
+            Error::NulInPath { .. } => "bad-path",
+            Error::BadRequestBody(_) => "bad-request-body",
             Error::Billing(e) => billing_slug(e),
             _ => "internal",
         }
@@ -258,6 +266,27 @@ pub fn explain(err: &Error, id: &str) -> (StatusCode, String) {
             "The request body did not arrive within {}s; send it at once, or over a faster link.",
             after.as_secs_f64()
         ),
+        Error::AmbiguousCredentials(why) => format!(
+            "This request carries {}. Send one credential, once: an API key (X-API-Key or Authorization) or a member token.",
+            why.reason()
+        ),
+        Error::UnsupportedCredential(why) => format!(
+            "The Authorization header {}. Send a key as `Authorization: Bearer KEY`, `X-API-Key: KEY` or Basic \
+             with the key as user name and no password, a member token as `Authorization: Bearer TOKEN`, or no \
+             Authorization to download as an anonymous user. The gateway never passes it to the origin.",
+            why.reason()
+        ),
+        Error::BadHost(why) => format!(
+            "The request {}. Send one Host naming the server, as the URL does (name or address, and a port if not the default).",
+            why.reason()
+        ),
+        Error::BadRequestBody(_) => {
+            "The request body could not be read (a malformed chunk, or the upload was cut off). Send it again."
+                .to_owned()
+        }
+        Error::NulInPath { path } => {
+            format!("The path {path} contains an encoded NUL (%00), which no resource name has.")
+        }
         Error::Billing(e) => billing_detail(e, id),
         _ => format!("Something went wrong inside the gateway. Quote request id {id} when you report it."),
     };

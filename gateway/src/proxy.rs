@@ -16,8 +16,10 @@
 //!
 //! Reads [`MatchedRoute`] and [`Caller`] from the request extensions. Answers
 //! 502 (unreachable, reset), 504 (timeout), 413 (a body over `max_body`
-//! without a `Content-Length`) and 403 (early access).
+//! without a `Content-Length`), 400 (a request body the client garbled, such
+//! as a malformed chunk) and 403 (early access).
 
+mod client_body;
 mod headers;
 mod idle;
 mod ranges;
@@ -139,6 +141,7 @@ impl Proxy {
         // Many or overlapping ranges would make the origin answer with more
         // bytes than the file holds: such a Range is not forwarded.
         ranges::keep_safe_ranges(&mut parts.headers, self.max_ranges);
+        headers::remove_caller_credentials(&mut parts.headers);
         // Room for the forwarding headers, Host and the route's own, so that the
         // map grows (and rehashes) once rather than at each insert.
         parts.headers.reserve(5 + upstream.extra_headers.len());
@@ -161,7 +164,7 @@ impl Proxy {
         let body = if incoming.is_end_stream() {
             body::empty()
         } else {
-            let limited = Limited::new(incoming, route.max_body.0 as usize);
+            let limited = Limited::new(client_body::ClientBody::new(incoming), route.max_body.0 as usize);
             body::boxed(IdleTimeout::new(limited, self.timeouts.idle_body))
         };
         let request = Request::from_parts(parts, body);
@@ -173,6 +176,9 @@ impl Proxy {
             }
             Ok(Err(Error::UpstreamFailed { source, .. })) if is_length_limit(&*source) => {
                 return Err(Error::PayloadTooLarge { limit: route.max_body });
+            }
+            Ok(Err(Error::UpstreamFailed { source, .. })) if client_body::caused_by_client(&*source) => {
+                return Err(Error::BadRequestBody(source));
             }
             Ok(result) => result?,
         };

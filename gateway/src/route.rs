@@ -1,10 +1,11 @@
 //! Routing: which configured route a request is for, and whether its shape is
 //! acceptable at all.
 //!
-//! [`RouteLayer`] checks the size of the request head (431) and the declared
-//! body size against the route's `max_body` (413), matches the longest path
-//! prefix (404 when none), and puts the [`MatchedRoute`] into the request
-//! extensions for every layer below. It never reads the body.
+//! [`RouteLayer`] checks the size of the request head (431), the `Host`
+//! ([`host`], 400), the path (dot segments and encoded NULs, 400) and the
+//! declared body size against the route's `max_body` (413), matches the
+//! longest path prefix (404 when none), and puts the [`MatchedRoute`] into
+//! the request extensions for every layer below. It never reads the body.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,6 +19,8 @@ use crate::error::Error;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::tier::{TierId, Tiers};
 use crate::upstream::Upstream;
+
+pub mod host;
 
 /// A route's position in the config's `routes` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,6 +190,15 @@ where
         // resolve dot segments differently, so refuse them rather than guess.
         if has_dot_segments(req.uri().path()) {
             return reject(Error::DotSegments { path: req.uri().path().to_owned() });
+        }
+        // No name on disk or in a database has a NUL; an origin in C may
+        // take it for the end of the path and serve something else.
+        if req.uri().path().contains("%00") {
+            return reject(Error::NulInPath { path: req.uri().path().to_owned() });
+        }
+        // The Host goes on to the origin in the forwarding headers.
+        if let Err(why) = host::check(req.version(), req.uri().authority().map(|a| a.as_str()), req.headers()) {
+            return reject(Error::BadHost(why));
         }
         let Some(route) = self.layer.table.find(req.uri().path()) else {
             self.layer.metrics.unrouted.inc();

@@ -372,3 +372,20 @@ pub async fn wait_for_metric(addr: SocketAddr, metric: &str, value: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Sends `request` exactly as written on a new connection to `addr` (end
+/// its head with `Connection: close`) and reads until the gateway closes
+/// it: the status and the whole answer as text. For requests no client
+/// library would send (two `Host`s, none, a garbled chunk).
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect to the gateway");
+    conn.write_all(request).await.expect("send the request");
+    let mut answer = Vec::new();
+    // The gateway may close before reading all of a refused request: what
+    // it wrote first is still there to read.
+    let _ = conn.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}

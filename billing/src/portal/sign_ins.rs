@@ -15,10 +15,22 @@
 use sqlx::Row;
 
 use super::secret::{digest, random_code, random_hex};
-use crate::accounts::normalize_email;
+use crate::accounts::{inbox, normalize_email};
 use crate::{Error, Store};
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// `text` as a `LIKE … ESCAPE '\'` pattern that matches only itself.
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// How sign-ins are bounded.
 #[derive(Debug, Clone, Copy)]
@@ -78,16 +90,29 @@ impl SignIns {
         let email = normalize_email(email)?;
         let client = digest(client);
         let since = now_ms - HOUR_MS;
+        // An inbox's limit counts its sub-addresses too: `ada+1@…`, `ada+2@…`
+        // are all `ada@…`'s mail.
+        let inbox = inbox(&email);
+        let tagged = match inbox.rsplit_once('@') {
+            Some((local, domain)) => format!("{}+%@{}", like_escaped(local), like_escaped(domain)),
+            None => like_escaped(&inbox),
+        };
         for (column, value, limit) in [
-            ("email", email.as_str(), self.policy.per_email_per_hour),
+            ("email", inbox.as_str(), self.policy.per_email_per_hour),
             ("client_digest", client.as_str(), self.policy.per_client_per_hour),
         ] {
             let sql = format!(
                 "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM portal_sign_ins \
-                 WHERE {column} = $1 AND created_at > $2"
+                 WHERE ({column} = $1 OR {column} LIKE $3 ESCAPE '\\') AND created_at > $2"
             );
-            let row =
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value).bind(since).fetch_one(self.store.pool()).await?;
+            // The client's digest has no sub-addresses: its pattern matches nothing more.
+            let pattern = if column == "email" { tagged.clone() } else { like_escaped(value) };
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(value)
+                .bind(since)
+                .bind(pattern)
+                .fetch_one(self.store.pool())
+                .await?;
             if row.try_get::<i64, _>("n")? >= limit {
                 let oldest: Option<i64> = row.try_get("oldest")?;
                 let retry_after_secs = (oldest.unwrap_or(now_ms) + HOUR_MS - now_ms).max(1000) / 1000;

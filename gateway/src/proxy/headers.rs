@@ -21,6 +21,7 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -57,6 +58,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);
+}
+
+/// Removes the caller's own credentials. Identification removes them already;
+/// this is the last line before the origin, run before a route's
+/// `upstream_headers` set the origin's own `Authorization`.
+pub fn remove_caller_credentials(headers: &mut HeaderMap) {
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(&X_API_KEY);
 }
 
 /// What the upstream should learn about the original request.

@@ -31,6 +31,12 @@ pub enum TokenRejection {
     WrongAudience,
     /// The account it names no longer exists.
     UnknownAccount,
+    /// Its header lists `crit` extensions, none of which this gateway
+    /// understands (RFC 7515 §4.1.11: such a token must be refused).
+    CriticalHeader,
+    /// Signed by the gateway's own key, but for longer than `tokens.max_ttl`
+    /// (or without `iat`): not a token the gateway issues now.
+    LivesTooLong,
 }
 
 impl TokenRejection {
@@ -48,6 +54,8 @@ impl TokenRejection {
             TokenRejection::WrongIssuer => "was issued by someone else",
             TokenRejection::WrongAudience => "is meant for another service",
             TokenRejection::UnknownAccount => "names an account that no longer exists",
+            TokenRejection::CriticalHeader => "has critical header extensions (crit) this gateway does not understand",
+            TokenRejection::LivesTooLong => "lives longer than this gateway's tokens.max_ttl allows",
         }
     }
 }

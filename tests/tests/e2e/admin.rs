@@ -158,3 +158,18 @@ async fn during_an_admin_token_rotation_the_new_and_the_previous_token_work_and_
         "admin-unauthorized",
     );
 }
+
+#[tokio::test]
+async fn an_account_named_by_something_that_is_no_email_is_a_400_not_a_503() {
+    let (gw, _cleanup, _origin) = admin_gateway("127.0.0.0/8").await;
+    let t = Some(TOKEN);
+    for (method, path, body) in [
+        ("GET", "/admin/keys?account=not-an-email", None),
+        ("GET", "/admin/usage?account=not-an-email", None),
+        ("POST", "/admin/keys", Some(r#"{"account":"not an email","name":"laptop"}"#)),
+    ] {
+        let got = call(&gw, method, path, body, t).await;
+        let doc = assert_problem(&got, 400, "bad-admin-request");
+        assert!(doc["detail"].as_str().unwrap().contains("not an account's email"), "{path}: {doc}");
+    }
+}

@@ -205,3 +205,57 @@ async fn a_path_that_climbs_out_of_its_route_is_refused() {
         coopgate_tests::send(Request::get(gw.url("/bulk/%2e%2e/admin")).body(Full::new(Bytes::new())).unwrap()).await;
     assert_problem(&got, 400, "dot-segments");
 }
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_the_clients_400_not_the_origins_502() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    let request = format!(
+        "POST /api/upload HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         5\r\nhello\r\nzz-not-a-size\r\n\r\n",
+        gw.addr
+    );
+    let (status, text) = coopgate_tests::raw_http(gw.addr, request.as_bytes()).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("urn:coopgate:problem:bad-request-body"), "{text}");
+    let metrics = get(&gw.url("/metrics"), &[]).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(!text.contains(r#"coopgate_upstream_errors_total{route="api",kind="failed"}"#), "not the origin's: {text}");
+}
+
+#[tokio::test]
+async fn a_missing_repeated_or_forged_host_is_a_400_before_it_reaches_the_forwarding_headers() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    for (what, head) in [
+        ("missing", String::new()),
+        ("repeated", "Host: a.example\r\nHost: b.example\r\n".to_owned()),
+        ("a list", "Host: a.example, evil.example\r\n".to_owned()),
+        ("a quote", "Host: a.example\";for=6.6.6.6\r\n".to_owned()),
+        ("user info", "Host: user@a.example\r\n".to_owned()),
+    ] {
+        let request = format!("GET /api/x HTTP/1.1\r\n{head}Connection: close\r\n\r\n");
+        let (status, text) = coopgate_tests::raw_http(gw.addr, request.as_bytes()).await;
+        assert_eq!(status, 400, "{what}: {text}");
+        assert!(text.contains("urn:coopgate:problem:bad-host"), "{what}: {text}");
+    }
+    // HTTP/1.0 may leave Host out.
+    let (status, text) = coopgate_tests::raw_http(gw.addr, b"GET /api/x HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = coopgate_tests::raw_http(
+        gw.addr,
+        b"GET /api/x HTTP/1.1\r\nHost: data.example:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""x-forwarded-host":"data.example:8080""#), "{text}");
+}
+
+#[tokio::test]
+async fn an_encoded_nul_in_the_path_is_a_400_at_the_gateway() {
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    let doc = assert_problem(&get(&gw.url("/api/report.csv%00.txt"), &[]).await, 400, "bad-path");
+    assert!(doc["detail"].as_str().unwrap().contains("NUL"), "{doc}");
+    assert_eq!(get(&gw.url("/api/report%200.csv"), &[]).await.status, 200, "other escapes pass");
+}

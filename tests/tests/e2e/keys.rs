@@ -255,3 +255,86 @@ async fn a_quota_that_follows_the_billing_anchor_resets_on_the_accounts_day_and_
         assert!(grace_end <= 5 || grace_end >= 86_395, "the calendar month ends at midnight: {grace_reset}");
     }
 }
+
+#[tokio::test]
+async fn a_key_is_used_wherever_clients_put_one_and_the_origin_sees_only_its_own_authorization() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    cfg.tiers.insert(
+        "registered".into(),
+        TierConfig { rank: 10, limits: vec![limit("burst", "1/min", 50)], stripe_prices: None, seats: None },
+    );
+    // The origin's own credential, which the gateway sets on the route.
+    cfg.routes[1]
+        .upstream_headers
+        .insert("authorization".into(), coopgate::config::Secret::inline("Bearer origin-secret"));
+    let keys = Arc::new(Keys::new(store.clone()));
+    let gw = coopgate_tests::gateway_with(coopgate::Gateway::with_keys(cfg, keys.clone()).unwrap()).await;
+    account(&store, "ada@example.org").await;
+    let key = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
+
+    use base64::Engine as _;
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")));
+    for (header, value) in [
+        ("x-api-key", key.clone()),
+        ("authorization", format!("Bearer {key}")),
+        ("authorization", format!("bearer {key}")),
+        ("authorization", basic),
+    ] {
+        let got = get(&gw.url("/api/x"), &[(header, &value)]).await;
+        assert_eq!(got.status, 200, "{header}: {value}");
+        assert_eq!(got.header("ratelimit-policy"), r#""burst";q=50;w=3000"#, "{value}: the registered tier");
+        let seen = &got.json()["headers"];
+        assert!(seen.get("authorization").is_none() && seen.get("x-api-key").is_none(), "{value} reached: {seen}");
+
+        let got = get(&gw.url("/bulk/x"), &[(header, &value)]).await;
+        assert_eq!(got.status, 200, "{header}: {value}");
+        let seen = &got.json()["headers"];
+        assert_eq!(seen["authorization"], "Bearer origin-secret", "the route's own, not the caller's");
+        assert!(seen.get("x-api-key").is_none());
+    }
+}
+
+#[tokio::test]
+async fn an_authorization_the_gateway_does_not_read_is_a_401_and_never_reaches_the_origin() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let up = echo_upstream().await;
+    let (gw, keys) = keyed_gateway(&store, up.addr).await;
+    account(&store, "ada@example.org").await;
+    let key = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
+    // The raw key, a tab for a space, an origin's login, a key with a password, another scheme.
+    for value in [
+        key.clone(),
+        format!("Bearer\t{key}"),
+        "Basic YWxpY2U6c2VjcmV0".to_owned(),
+        format!("Basic {}", {
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{key}:pw"))
+        }),
+        "Digest username=\"ada\"".to_owned(),
+    ] {
+        let got = get(&gw.url("/api/x"), &[("authorization", &value)]).await;
+        let doc = assert_problem(&got, 401, "unsupported-credential");
+        assert!(doc["detail"].as_str().unwrap().contains("Bearer"), "the detail says how to send a key: {doc}");
+    }
+}
+
+#[tokio::test]
+async fn two_credentials_or_one_header_twice_are_a_400_ambiguous_credentials() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let up = echo_upstream().await;
+    let (gw, keys) = keyed_gateway(&store, up.addr).await;
+    account(&store, "ada@example.org").await;
+    let key = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
+    let other = keys.create("ada@example.org", "server", None).await.unwrap().plaintext;
+    let bearer = format!("Bearer {other}");
+    for headers in [
+        vec![("x-api-key", key.as_str()), ("authorization", "Bearer eyJhbGciOiJFZERTQSJ9.e30.sig")],
+        vec![("x-api-key", key.as_str()), ("authorization", bearer.as_str())],
+        vec![("x-api-key", key.as_str()), ("x-api-key", other.as_str())],
+        vec![("authorization", bearer.as_str()), ("authorization", bearer.as_str())],
+    ] {
+        let got = get(&gw.url("/api/x"), &headers).await;
+        assert_problem(&got, 400, "ambiguous-credentials");
+    }
+}

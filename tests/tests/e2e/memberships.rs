@@ -809,3 +809,18 @@ async fn the_admin_api_makes_checkout_and_portal_links_and_syncs() {
     .await;
     assert_problem(&unknown, 404, "no-such-account");
 }
+
+#[tokio::test]
+async fn a_signed_webhook_that_cannot_be_read_is_stored_and_answered_as_not_applied() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let b = Billed::start(store.clone(), |_| {}, |_| {}).await;
+    b.sim.deliveries_idle().await;
+    let before = stored_events(&store).await;
+    let body = br#"{"not":"an event"}"#;
+    let signature = coopgate_billing::webhook::sign(body, b.sim.webhook_secret(), now());
+    let got = deliver(&b.gw, body, Some(&signature)).await;
+    assert_eq!(got.status, 200, "Stripe need not retry it");
+    // Before, it was answered as a duplicate, which it is not.
+    assert_eq!(got.json(), serde_json::json!({ "received": true, "duplicate": false, "applied": false }));
+    assert_eq!(stored_events(&store).await, before + 1, "kept as received, for an operator");
+}

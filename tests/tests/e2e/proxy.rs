@@ -1,6 +1,6 @@
 //! Forwarding: paths, headers, bodies and the client address.
 
-use coopgate_tests::{config, echo_upstream, gateway, get, send};
+use coopgate_tests::{assert_problem, config, echo_upstream, gateway, get, send};
 use http::Request;
 use http_body_util::Full;
 
@@ -122,4 +122,21 @@ async fn a_client_connection_keeps_its_upstream_connection_alive() {
         http_body_util::BodyExt::collect(resp.into_body()).await.unwrap();
     }
     assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_callers_authorization_is_refused_not_passed_to_the_origin() {
+    // Before, any Authorization that was not `Bearer …` made the caller
+    // anonymous and reached the origin as written: an origin's own login
+    // could be tried through the gateway, and a key sent the wrong way leaked.
+    let up = echo_upstream().await;
+    let gw = gateway(config(up.addr)).await;
+    for value in ["Basic YWxpY2U6c2VjcmV0", "cg_aaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb_01234567", "Token x"] {
+        let got = get(&gw.url("/api/x"), &[("authorization", value)]).await;
+        assert_problem(&got, 401, "unsupported-credential");
+    }
+    let got = get(&gw.url("/api/x"), &[("x-api-key", "a"), ("x-api-key", "b")]).await;
+    assert_problem(&got, 400, "ambiguous-credentials");
+    let got = get(&gw.url("/api/x"), &[]).await;
+    assert_eq!(got.status, 200, "no credential is anonymous");
 }

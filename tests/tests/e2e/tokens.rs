@@ -358,3 +358,51 @@ async fn an_unreadable_verification_key_is_a_start_up_error_naming_the_setting()
         assert!(err.contains("tokens.verify_key_files[0]") && err.contains(words), "{err}");
     }
 }
+
+#[tokio::test]
+async fn a_token_of_the_gateways_own_key_is_refused_past_max_ttl_or_with_a_crit_header() {
+    let s = setup().await;
+    let id = member(&s).await;
+    // The gateway's own signing key, as `tokens.signing_key_file` holds it.
+    let der = std::fs::read(s._dir.path().join("signing.der")).unwrap();
+    let own = EncodingKey::from_ed_der(&der);
+    let jwks: serde_json::Value = serde_json::from_slice(&s.tokens.jwks()).unwrap();
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let sign = |claims: &serde_json::Value, crit: bool| {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.clone());
+        if crit {
+            header.crit = Some(vec!["b64".into()]);
+        }
+        jsonwebtoken::encode(&header, claims, &own).unwrap()
+    };
+    let day = 86_400;
+    let fine = sign(&claims(&id, "member", json!({})), false);
+    assert_eq!(get(&s.gw.url("/bulk/x"), &[("authorization", &bearer(&fine))]).await.status, 200);
+
+    for (name, token, says) in [
+        ("a week long", sign(&claims(&id, "member", json!({ "exp": now() + 7 * day })), false), "max_ttl"),
+        ("no iat", sign(&claims(&id, "member", json!({ "iat": null })), false), "max_ttl"),
+        ("crit", sign(&claims(&id, "member", json!({})), true), "crit"),
+        // Critical extensions are refused whoever signed the token.
+        (
+            "crit from a JWKS key",
+            {
+                let key =
+                    EncodingKey::from_rsa_pem(&std::fs::read(format!("{FIXTURES}/rsa-test-key.pem")).unwrap()).unwrap();
+                let mut header = Header::new(Algorithm::RS256);
+                header.kid = Some("rsa-test".into());
+                header.crit = Some(vec!["exp".into()]);
+                jsonwebtoken::encode(&header, &claims(&id, "member", json!({})), &key).unwrap()
+            },
+            "crit",
+        ),
+    ] {
+        let got = get(&s.gw.url("/bulk/x"), &[("authorization", &bearer(&token))]).await;
+        let doc = assert_problem(&got, 401, "invalid-credential");
+        assert!(doc["detail"].as_str().unwrap().contains(says), "{name}: {}", doc["detail"]);
+    }
+    // A long token of another issuer's key is that issuer's business.
+    let long = rs256(&claims(&id, "member", json!({ "exp": now() + 7 * day })), "rsa-test");
+    assert_eq!(get(&s.gw.url("/bulk/x"), &[("authorization", &bearer(&long))]).await.status, 200);
+}

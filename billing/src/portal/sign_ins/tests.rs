@@ -117,6 +117,34 @@ async fn sign_ins_are_limited_per_email_and_per_address_and_say_when_to_retry() 
 }
 
 #[tokio::test]
+async fn one_inbox_cannot_be_flooded_through_other_spellings_of_its_address() {
+    for (store, _cleanup) in stores().await {
+        let s = sign_ins(&store);
+        // Every spelling that reaches ada@example.org's inbox counts against its limit.
+        for (n, spelling) in
+            ["ada@example.org", "ADA@Example.org", " ada@example.org", "ada+1@example.org", "Ada+portal@EXAMPLE.ORG"]
+                .into_iter()
+                .enumerate()
+        {
+            s.start(spelling, &format!("192.0.2.{n}"), T + n as i64)
+                .await
+                .unwrap_or_else(|e| panic!("{spelling}: {e}"));
+        }
+        for spelling in ["ada@example.org", "ada+2@example.org", "ADA+x@example.org"] {
+            let err = s.start(spelling, "192.0.2.99", T + 10).await.unwrap_err();
+            assert!(matches!(err, Error::SignInRateLimited { .. }), "{spelling}: {err}");
+        }
+        // Forms that would spell it yet another way are no addresses here.
+        for form in ["<ada@example.org>", "\"ada\"@example.org", "ada@[192.0.2.1]", "Ada <ada@example.org>"] {
+            assert!(matches!(s.start(form, "192.0.2.98", T).await, Err(Error::InvalidEmail(_))), "{form}");
+        }
+        // A neighbour whose address merely looks alike has an allowance of its own.
+        assert!(s.start("ada_x@example.org", "192.0.2.97", T + 11).await.is_ok());
+        assert!(s.start("adam@example.org", "192.0.2.96", T + 12).await.is_ok());
+    }
+}
+
+#[tokio::test]
 async fn the_store_keeps_no_secret_and_sessions_end_one_or_all() {
     for (store, _cleanup) in stores().await {
         let s = sign_ins(&store);
