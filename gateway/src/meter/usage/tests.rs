@@ -1,7 +1,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use super::*;
 use crate::config::{Config, load_str};

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::super::journal::{Claimed, Journal};
+use super::journal::{Claimed, Journal};
 use super::{FlushState, Flusher, WRITE_TIMEOUT, batch_of};
 use crate::error::Error;
 
