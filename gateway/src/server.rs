@@ -9,6 +9,7 @@
 mod accept;
 mod client_io;
 pub mod connections;
+mod drive;
 mod tracked;
 
 use std::future::Future;
@@ -24,7 +25,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use self::client_io::ClientIo;
-use self::connections::{ConnectionLimits, Connections, Ticket};
+use self::connections::{ConnectionLimits, Connections};
+use self::drive::drive;
 use self::tracked::Tracked;
 use crate::caller::ConnInfo;
 use crate::config::{Config, TlsConfig};
@@ -339,66 +341,6 @@ impl Gateway {
             drop(ticket);
             metrics.connections.dec();
         });
-    }
-}
-
-/// Runs one connection to its end: closed if no request began by
-/// `header_due`, and finished gracefully (the request under way completes)
-/// when the listener stops or the connection is asked to make room.
-async fn drive<C>(
-    conn: C,
-    ticket: &Ticket,
-    header_due: Instant,
-    mut stop: watch::Receiver<()>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulShutdown,
-{
-    let state = ticket.state();
-    tokio::pin!(conn);
-    let first_head = tokio::time::sleep_until(header_due);
-    tokio::pin!(first_head);
-    let mut waiting_for_first = true;
-    let mut finishing = false;
-    loop {
-        tokio::select! {
-            biased;
-            done = conn.as_mut() => return done,
-            () = &mut first_head, if waiting_for_first => {
-                waiting_for_first = false;
-                if !state.started() {
-                    tracing::debug!("no request within server.header_timeout of accept; closing");
-                    return Ok(());
-                }
-            }
-            _ = stop.changed(), if !finishing => {
-                finishing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            () = state.asked_to_close(), if !finishing => {
-                finishing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-        }
-    }
-}
-
-/// A connection that can be asked to finish its request under way and close.
-trait GracefulShutdown {
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S, B> GracefulShutdown for auto::Connection<'_, I, S, TokioExecutor>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    TokioExecutor: auto::HttpServerConnExec<S::Future, B>,
-{
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        auto::Connection::graceful_shutdown(self);
     }
 }
 

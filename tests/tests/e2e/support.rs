@@ -113,11 +113,11 @@ pub fn serve(dir: &Path, config_text: &str) -> (Process, std::net::SocketAddr) {
 pub fn serve_with_descriptors(dir: &Path, config_text: &str, soft: u64, hard: u64) -> (Process, std::net::SocketAddr) {
     let path = dir.join("coopgate.toml");
     std::fs::write(&path, config_text).expect("write config");
-    // The shell's ulimit sets the limits, then becomes coopgate (same pid):
-    // the soft one first, since a hard limit cannot go below the soft one.
+    // The shell's ulimit sets the limits, then becomes coopgate (same pid).
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "ulimit -S -n \"$2\" && ulimit -H -n \"$1\" && shift 2 && exec \"$@\"", "sh"])
-        .args([hard.to_string(), soft.to_string()])
+    // Soft first: a hard limit below the soft one is refused.
+    cmd.args(["-c", "ulimit -S -n \"$1\" && ulimit -H -n \"$2\" && shift 2 && exec \"$@\"", "sh"])
+        .args([soft.to_string(), hard.to_string()])
         .arg(env!("CARGO_BIN_EXE_coopgate-under-test"))
         .args(["serve", "--config", path.to_str().expect("utf-8 path")])
         .current_dir(dir);
