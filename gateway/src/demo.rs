@@ -39,6 +39,7 @@ pub fn config(listen: SocketAddr, upstream: SocketAddr) -> Config {
         early_access: None,
         // The demo origin lists a bulk route's files at its base, as nginx's autoindex would.
         catalog: (kind == RouteKind::Bulk).then(|| "./".to_owned()),
+        allow_encoded_slashes: false,
         name: name.into(),
         path: path.into(),
         upstream: format!("http://{upstream}{upstream_path}").parse().expect("a loopback URL"),

@@ -47,6 +47,13 @@ pub enum Error {
         /// The request path.
         path: String,
     },
+    /// The path has an encoded `/` or `\` on a route whose origin is not
+    /// said to take them as data.
+    #[error("the path {path} has an encoded / or \\")]
+    EncodedSeparator {
+        /// The request path.
+        path: String,
+    },
     /// No route's path prefix matches.
     #[error("no route serves {path}")]
     NoRoute {

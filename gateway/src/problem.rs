@@ -30,7 +30,7 @@ impl Error {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::DotSegments { .. } => StatusCode::BAD_REQUEST,
+            Error::DotSegments { .. } | Error::EncodedSeparator { .. } => StatusCode::BAD_REQUEST,
             Error::NoRoute { .. } => StatusCode::NOT_FOUND,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,6 +71,7 @@ impl Error {
     fn slug(&self) -> &'static str {
         match self {
             Error::DotSegments { .. } => "dot-segments",
+            Error::EncodedSeparator { .. } => "encoded-separator",
             Error::NoRoute { .. } => "no-route",
             Error::HeadersTooLarge { .. } => "headers-too-large",
             Error::PayloadTooLarge { .. } => "payload-too-large",
@@ -172,6 +173,10 @@ pub fn explain(err: &Error, id: &str) -> (StatusCode, String) {
     let detail = match err {
         Error::DotSegments { path } => format!(
             "The path {path} contains `.` or `..` segments (perhaps percent-encoded). Ask for the resolved path instead."
+        ),
+        Error::EncodedSeparator { path } => format!(
+            "The path {path} contains an encoded / or \\ (%2F, %5C), which this route does not forward. Ask for \
+             the path with plain slashes."
         ),
         Error::NoRoute { path } => {
             format!("No route serves {path}. Check the path against the routes this co-op publishes.")

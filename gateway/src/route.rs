@@ -43,6 +43,8 @@ pub struct Route {
     pub early_access: Option<(std::time::Duration, TierId)>,
     /// Largest request body accepted.
     pub max_body: ByteSize,
+    /// `allow_encoded_slashes`: `%2F` and `%5C` reach this route's origin.
+    pub allow_encoded_slashes: bool,
     /// Where requests go.
     pub upstream: Upstream,
     /// This route's metric handles.
@@ -93,6 +95,7 @@ impl RouteTable {
                     None => None,
                 },
                 max_body: rc.max_body,
+                allow_encoded_slashes: rc.allow_encoded_slashes,
                 upstream: Upstream::from_config(name.clone(), rc, &config.proxy)?,
                 metrics: metrics.route(name.clone(), tiers.len()),
                 name,
@@ -204,6 +207,12 @@ where
             self.layer.metrics.unrouted.inc();
             return reject(Error::NoRoute { path: req.uri().path().to_owned() });
         };
+        // An origin that decodes `%2F` before resolving the path reads
+        // `%2e%2e%2f` as `../`: refused unless the route says its origin
+        // takes them as data.
+        if !route.allow_encoded_slashes && has_encoded_separator(req.uri().path()) {
+            return reject(Error::EncodedSeparator { path: req.uri().path().to_owned() });
+        }
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > route.max_body.0) {
             return reject(Error::PayloadTooLarge { limit: route.max_body });
@@ -213,14 +222,17 @@ where
     }
 }
 
-/// Whether any segment of `path` is `.` or `..`, also when written `%2e`.
+/// Whether any segment of `path` is `.` or `..`, also when written `%2e`,
+/// and also before a `;` (`/..;/x`: servers that take `;` for the start of
+/// path parameters, as Tomcat does, resolve that segment as `..`).
 /// Read in place: this runs on every request, and decoding each segment into
 /// a new string cost about 3,000 instructions a request.
 fn has_dot_segments(path: &str) -> bool {
     // Split as bytes: `str::split(char)` spent about 400 instructions a request
     // setting up its searcher for segments a few bytes long.
     path.as_bytes().split(|b| *b == b'/').any(|segment| {
-        let mut rest = segment;
+        let name = segment.split(|b| *b == b';').next().unwrap_or(segment);
+        let mut rest = name;
         let mut dots = 0;
         while !rest.is_empty() && dots <= 2 {
             match rest {
@@ -231,6 +243,15 @@ fn has_dot_segments(path: &str) -> bool {
             dots += 1;
         }
         rest.is_empty() && (dots == 1 || dots == 2)
+    })
+}
+
+/// Whether `path` has an encoded `/` or `\\` (`%2F`, `%5C`, in any case).
+fn has_encoded_separator(path: &str) -> bool {
+    path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && ((w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
+                || (w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c')))
     })
 }
 
@@ -260,6 +281,26 @@ mod tests {
             "/bulk/%2f",
         ] {
             assert!(!has_dot_segments(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_dot_segment_before_a_path_parameter_is_a_dot_segment() {
+        for bad in ["/bulk/..;/x", "/bulk/.;jsessionid=1/x", "/bulk/%2e%2e;x/y", "/bulk/..;"] {
+            assert!(has_dot_segments(bad), "{bad}");
+        }
+        for good in ["/bulk/a;b/x", "/bulk/x.csv;v=1", "/bulk/...;x"] {
+            assert!(!has_dot_segments(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn encoded_slashes_and_backslashes_are_found_in_any_case() {
+        for bad in ["/bulk/%2e%2e%2fx", "/bulk/a%2Fb", "/bulk/a%5cb", "/bulk/..%5C..%5Cx"] {
+            assert!(has_encoded_separator(bad), "{bad}");
+        }
+        for good in ["/bulk/a%20b", "/bulk/%2", "/bulk/%25", "/bulk/a/b", "/bulk/%2e"] {
+            assert!(!has_encoded_separator(good), "{good}");
         }
     }
 

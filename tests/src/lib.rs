@@ -258,6 +258,7 @@ pub fn route(name: &str, path: &str, upstream: SocketAddr, base: &str, kind: Rou
         upstream_ca: None,
         upstream_headers: BTreeMap::new(),
         early_access: None,
+        allow_encoded_slashes: false,
     }
 }
 

@@ -41,6 +41,12 @@ pub struct RouteConfig {
     /// reads it. Without it the route is shown with no file list.
     #[serde(default)]
     pub catalog: Option<String>,
+    /// Forward `%2F` and `%5C` (an encoded `/` or `\`) in paths, for an origin
+    /// that takes them as part of a name. Off by default: an origin that
+    /// decodes them before resolving the path (as Tomcat-style servers may)
+    /// could be led out of the route's prefix, so they are a 400.
+    #[serde(default)]
+    pub allow_encoded_slashes: bool,
 }
 
 /// `early_access = { window = "30d", min_tier = "sustaining" }` on a route.

@@ -207,6 +207,33 @@ async fn a_path_that_climbs_out_of_its_route_is_refused() {
 }
 
 #[tokio::test]
+async fn encoded_slashes_and_dot_segments_before_a_semicolon_never_reach_the_origin() {
+    let up = echo_upstream().await;
+    let mut cfg = config(up.addr);
+    let mut names = coopgate_tests::route("names", "/names/", up.addr, "/", coopgate::config::RouteKind::Api);
+    names.allow_encoded_slashes = true;
+    cfg.routes.push(names);
+    let gw = gateway(cfg).await;
+    let send = |path: &str| {
+        let url = gw.url(path);
+        async move { coopgate_tests::send(Request::get(url).body(Full::new(Bytes::new())).unwrap()).await }
+    };
+    // An origin that decodes %2F, or reads `;` as the start of parameters
+    // (Tomcat), would take each of these for a step out of /files/.
+    for path in ["/bulk/%2e%2e%2fadmin", "/bulk/..%2Fadmin", "/bulk/a%5C..%5Cadmin", "/bulk/x%2fy"] {
+        assert_problem(&send(path).await, 400, "encoded-separator");
+    }
+    for path in ["/bulk/..;/admin", "/bulk/.;x/admin"] {
+        assert_problem(&send(path).await, 400, "dot-segments");
+    }
+    // A route whose origin takes them as part of a name gets them as sent.
+    let got = send("/names/a%2Fb").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["path"], "/a%2Fb");
+    assert_problem(&send("/names/..;/x").await, 400, "dot-segments");
+}
+
+#[tokio::test]
 async fn a_malformed_chunked_body_is_the_clients_400_not_the_origins_502() {
     let up = echo_upstream().await;
     let gw = gateway(config(up.addr)).await;
