@@ -71,7 +71,7 @@ pub fn router(
         .route("/admin/keys/{id}/revoke", post(revoke_key))
         .route("/admin/keys/{id}/roll", post(roll_key))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
-        .method_not_allowed_fallback(|| async { Error::BadAdminRequest("that method is not allowed here".into()) })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed { allow: None } })
         .with_state(AdminState { keys, invalidations, tiers: Arc::new(tiers), memberships, reporter })
 }
 
@@ -263,7 +263,7 @@ async fn billing_spend_cap(
         .ok()
         .and_then(|v| v.get("account").and_then(|a| a.as_str()).map(str::to_owned))
         .ok_or_else(|| Error::BadAdminRequest("name the `account` by email".into()))?;
-    let cap = crate::billing::cap_from_json(&body)?;
+    let cap = crate::billing::cap_from_json(&body, Error::BadAdminRequest)?;
     let memberships = s.memberships.clone().ok_or(Error::BillingOff)?;
     let account = Accounts::new(s.keys.store().clone())
         .by_email(&email)

@@ -88,7 +88,7 @@ pub fn router(state: BillingState) -> Router {
             get(|| async { page("Back from billing. Changes to your membership take effect within a minute.") }),
         )
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
-        .method_not_allowed_fallback(|| async { Error::BadAdminRequest("that method is not allowed here".into()) })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed { allow: None } })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -102,7 +102,7 @@ fn unread(e: BytesRejection) -> Error {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         Error::BodyTooLarge { limit: MAX_BODY }
     } else {
-        Error::BadAdminRequest(e.body_text())
+        Error::BadRequest(e.body_text())
     }
 }
 
@@ -139,7 +139,7 @@ async fn checkout(
     let account = caller_account(&s, &headers).await?;
     let body = body.map_err(unread)?;
     let request: CheckoutRequest = serde_json::from_slice(&body)
-        .map_err(|e| Error::BadAdminRequest(format!("send JSON such as {{\"price\": \"price_…\"}}: {e}")))?;
+        .map_err(|e| Error::BadRequest(format!("send JSON such as {{\"price\": \"price_…\"}}: {e}")))?;
     let url = s.memberships.checkout(&account, &request.price).await.map_err(Error::Billing)?;
     Ok(axum::Json(serde_json::json!({ "url": url })).into_response())
 }
@@ -161,7 +161,7 @@ async fn set_spend_cap(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<AxumResponse, Error> {
     let account = caller_account(&s, &headers).await?;
-    let cap = cap_from_json(&body.map_err(unread)?)?;
+    let cap = cap_from_json(&body.map_err(unread)?, Error::BadRequest)?;
     s.memberships.set_spend_cap(&account, cap).await.map_err(Error::Billing)?;
     Ok(axum::Json(cap_json(cap)).into_response())
 }

@@ -54,6 +54,13 @@ pub enum Error {
         /// The request path.
         path: String,
     },
+    /// A path of the gateway's own site asked with a method it does not
+    /// answer there (axum adds `Allow` with those it does).
+    #[error("that method is not answered at this path")]
+    MethodNotAllowed {
+        /// The methods the path answers, as axum's router lists them.
+        allow: Option<http::HeaderValue>,
+    },
     /// No route's path prefix matches.
     #[error("no route serves {path}")]
     NoRoute {

@@ -21,7 +21,14 @@ pub struct Failed(pub Arc<Mutex<Option<Error>>>);
 pub fn take_error(resp: Response) -> Result<Response, Error> {
     if let Some(Failed(slot)) = resp.extensions().get::<Failed>() {
         let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        return Err(taken.unwrap_or_else(|| Error::internal("a handler error was taken twice")));
+        return Err(match taken {
+            // The router lists what the path answers on the response it made.
+            Some(Error::MethodNotAllowed { allow: None }) => {
+                Error::MethodNotAllowed { allow: resp.headers().get(http::header::ALLOW).cloned() }
+            }
+            Some(e) => e,
+            None => Error::internal("a handler error was taken twice"),
+        });
     }
     Ok(resp)
 }

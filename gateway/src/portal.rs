@@ -177,7 +177,7 @@ pub fn router(
         .route("/portal/billing/manage", post(billing::manage))
         .route("/portal/billing/spend-cap", post(billing::spend_cap))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
-        .method_not_allowed_fallback(|| async { Error::BadRequest("that method is not allowed here".into()) })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed { allow: None } })
         .layer(axum::extract::DefaultBodyLimit::max(state::BODY_LIMIT))
         // Every error (a handler's, an unread form, the fallbacks') as a page,
         // inside the layer that gives every answer its CSP.
@@ -200,7 +200,17 @@ async fn error_page(
     let id = req.extensions().get::<RequestId>().and_then(|r| r.0.to_str().ok()).unwrap_or("-").to_owned();
     match crate::handler_error::take_error(next.run(req).await) {
         Ok(resp) => resp,
-        Err(e) => s.error_page(e, &id),
+        Err(e) => {
+            let allow = match &e {
+                Error::MethodNotAllowed { allow } => allow.clone(),
+                _ => None,
+            };
+            let mut page = s.error_page(e, &id);
+            if let Some(allow) = allow {
+                page.headers_mut().insert(header::ALLOW, allow);
+            }
+            page
+        }
     }
 }
 

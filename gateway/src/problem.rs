@@ -31,6 +31,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::DotSegments { .. } | Error::EncodedSeparator { .. } => StatusCode::BAD_REQUEST,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::NoRoute { .. } => StatusCode::NOT_FOUND,
             Error::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -72,6 +73,7 @@ impl Error {
         match self {
             Error::DotSegments { .. } => "dot-segments",
             Error::EncodedSeparator { .. } => "encoded-separator",
+            Error::MethodNotAllowed { .. } => "method-not-allowed",
             Error::NoRoute { .. } => "no-route",
             Error::HeadersTooLarge { .. } => "headers-too-large",
             Error::PayloadTooLarge { .. } => "payload-too-large",
@@ -178,6 +180,9 @@ pub fn explain(err: &Error, id: &str) -> (StatusCode, String) {
             "The path {path} contains an encoded / or \\ (%2F, %5C), which this route does not forward. Ask for \
              the path with plain slashes."
         ),
+        Error::MethodNotAllowed { .. } => {
+            "This path does not answer that method; the Allow header lists the ones it does.".to_owned()
+        }
         Error::NoRoute { path } => {
             format!("No route serves {path}. Check the path against the routes this co-op publishes.")
         }
@@ -347,6 +352,7 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
         problem = problem.value("upgrade", &url.to_string());
     }
     let mut extra_headers = None;
+    let mut allow_header = None;
     let retry_after = retry_after(&err);
     match err {
         Error::RateLimited(denial) => {
@@ -362,6 +368,7 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
             }
             extra_headers = Some(denial.headers);
         }
+        Error::MethodNotAllowed { allow: Some(allow) } => allow_header = Some(allow),
         _ => {}
     }
     let mut resp = Response::new(body::full(problem.json_bytes()));
@@ -373,6 +380,9 @@ pub fn to_response(err: Error, request_id: Option<&HeaderValue>) -> Response<Bod
     }
     if let Some(headers) = extra_headers {
         headers.apply(resp.headers_mut());
+    }
+    if let Some(allow) = allow_header {
+        resp.headers_mut().insert(header::ALLOW, allow);
     }
     resp
 }

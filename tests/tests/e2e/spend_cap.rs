@@ -85,12 +85,24 @@ async fn a_spend_cap_refuses_metered_calls_on_every_replica_until_it_is_raised()
         400,
         "cap-currency",
     );
-    assert_problem(&put_cap(&b.gw, &key, r#"{"cap": 100}"#).await, 400, "bad-admin-request");
+    // A member's mistake is a member's 400, not the admin API's.
+    assert_problem(&put_cap(&b.gw, &key, r#"{"cap": 100}"#).await, 400, "bad-request");
     assert_problem(
         &put_cap(&b.gw, &key, r#"{"spend_cap": {"amount": -1, "currency": "usd"}}"#).await,
         400,
-        "bad-admin-request",
+        "bad-request",
     );
+    // A method the path does not answer is a 405 that says which it does.
+    let deleted = send(
+        Request::delete(b.gw.url("/billing/spend-cap"))
+            .header("x-api-key", &key)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_problem(&deleted, 405, "method-not-allowed");
+    let allow = deleted.header("allow");
+    assert!(allow.contains("GET") && allow.contains("PUT"), "Allow: {allow}");
     assert_problem(&put_cap(&b.gw, "cg_nonsense", &cap_of(5)).await, 401, "invalid-credential");
 
     // 5 requests beyond the allowance of 10: 15 in all, whichever key and replica.
