@@ -98,14 +98,18 @@ pub fn serve(dir: &Path, config_text: &str) -> (Process, std::net::SocketAddr) {
     let path = dir.join("coopgate.toml");
     std::fs::write(&path, config_text).expect("write config");
     let process = Process::start_in(dir, &["serve", "--config", path.to_str().expect("utf-8 path")]);
+    let addr = listening_addr(&process);
+    (process, addr)
+}
+
+/// The address a starting `coopgate serve` says it listens on, once it does.
+fn listening_addr(process: &Process) -> std::net::SocketAddr {
     let line = process.wait_for_line("coopgate listening");
-    let addr = line
-        .split("addr=")
+    line.split("addr=")
         .nth(1)
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no addr in {line:?}"));
-    (process, addr)
+        .unwrap_or_else(|| panic!("no addr in {line:?}"))
 }
 
 /// [`serve`] under a descriptor limit of `soft` (raised by coopgate up to
@@ -127,13 +131,7 @@ pub fn serve_with_descriptors(dir: &Path, config_text: &str, soft: u64, hard: u6
         }
     }
     let process = Process::start_with(&mut cmd);
-    let line = process.wait_for_line("coopgate listening");
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no addr in {line:?}"));
+    let addr = listening_addr(&process);
     (process, addr)
 }
 
