@@ -209,12 +209,28 @@ impl Subscriptions {
     /// that turns past_due starts its grace now; one already past_due keeps
     /// its start.
     pub async fn save(&self, sub: &Subscription, account_id: &str, plans: &Plans, now_ms: i64) -> Result<(), Error> {
+        self.save_seen(sub, account_id, plans, now_ms, None).await
+    }
+
+    /// [`Subscriptions::save`], knowing when Stripe said the subscription was
+    /// past_due (`past_due_at`, Unix ms: the time of the event that showed
+    /// it so): its grace runs from Stripe's time, not from when a late
+    /// webhook arrived, and the earliest time known stays the start.
+    pub async fn save_seen(
+        &self,
+        sub: &Subscription,
+        account_id: &str,
+        plans: &Plans,
+        now_ms: i64,
+        past_due_at: Option<i64>,
+    ) -> Result<(), Error> {
         let before = self.by_id(&sub.id).await?;
+        let at = past_due_at.map_or(now_ms, |t| t.min(now_ms));
         let past_due_since = match (&sub.status, before) {
             (SubscriptionStatus::PastDue, Some(b)) if b.status == SubscriptionStatus::PastDue => {
-                b.past_due_since.or(Some(now_ms))
+                Some(b.past_due_since.map_or(at, |since| since.min(at)))
             }
-            (SubscriptionStatus::PastDue, _) => Some(now_ms),
+            (SubscriptionStatus::PastDue, _) => Some(at),
             _ => None,
         };
         // A membership that includes metered use has the metered price too:
@@ -378,5 +394,48 @@ mod tests {
         assert_eq!(account_tier(&rows, &p, 0), "sustaining");
         assert_eq!(account_anchor(&rows, &p, 0), Some(1_700_000_000_000));
         assert_eq!(account_tier(&[], &p, 0), "registered");
+    }
+
+    #[tokio::test]
+    async fn a_late_webhook_does_not_lengthen_the_past_due_grace() {
+        for (store, _cleanup) in crate::store::testing::stores().await {
+            let account =
+                crate::Accounts::new(store.clone()).create("ada@example.org", "registered", None).await.unwrap();
+            let subs = Subscriptions::new(store.clone());
+            let day = 86_400_000;
+            let sub = |status| Subscription {
+                id: "sub_1".into(),
+                customer: "cus_1".into(),
+                status,
+                prices: vec!["price_small".into()],
+                account_id: Some(account.id.to_string()),
+                billing_cycle_anchor: 1_700_000_000,
+                current_period_start: Some(1_700_000_000),
+                current_period_end: Some(1_702_592_000),
+                cancel_at_period_end: false,
+                created: 1_700_000_000,
+            };
+            let (p, now) = (plans(), 1_800_000_000_000_i64);
+            subs.save(&sub(SubscriptionStatus::Active), account.id.as_str(), &p, now - 10 * day).await.unwrap();
+            // The renewal failed six days ago; its webhook only arrives now.
+            let stripe_said = now - 6 * day;
+            subs.save_seen(&sub(SubscriptionStatus::PastDue), account.id.as_str(), &p, now, Some(stripe_said))
+                .await
+                .unwrap();
+            let row = subs.by_id("sub_1").await.unwrap().unwrap();
+            assert_eq!(row.past_due_since, Some(stripe_said), "the grace runs from Stripe's time");
+            assert_eq!(account_tier(&[row.clone()], &p, now + day - 1), "sustaining");
+            assert_eq!(account_tier(&[row], &p, now + day), "registered", "seven days after Stripe's time, not now");
+            // A later event (or a sync) keeps the earliest start; a time ahead of the clock is now.
+            subs.save_seen(&sub(SubscriptionStatus::PastDue), account.id.as_str(), &p, now + 1000, Some(now))
+                .await
+                .unwrap();
+            assert_eq!(subs.by_id("sub_1").await.unwrap().unwrap().past_due_since, Some(stripe_said));
+            subs.save(&sub(SubscriptionStatus::Active), account.id.as_str(), &p, now + 2000).await.unwrap();
+            subs.save_seen(&sub(SubscriptionStatus::PastDue), account.id.as_str(), &p, now + 3000, Some(now + day))
+                .await
+                .unwrap();
+            assert_eq!(subs.by_id("sub_1").await.unwrap().unwrap().past_due_since, Some(now + 3000));
+        }
     }
 }

@@ -106,10 +106,19 @@ impl Memberships {
     /// Applies one object's claimed events.
     async fn apply(&self, batch: &[Pending]) -> Result<(), Error> {
         let mut converge: Option<String> = None;
+        // When Stripe first said, in these events, that the subscription was
+        // past_due: its grace runs from then, however late the webhook came.
+        let mut past_due_at: Option<i64> = None;
         for event in batch {
             let json: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
             let object = json.pointer("/data/object").cloned().unwrap_or(Value::Null);
             let kind = event.kind.as_str();
+            if object.get("status").and_then(Value::as_str) == Some("past_due")
+                && let Some(created) = json.get("created").and_then(Value::as_i64)
+            {
+                let at = created.saturating_mul(1000);
+                past_due_at = Some(past_due_at.map_or(at, |t: i64| t.min(at)));
+            }
             if kind.starts_with("checkout.session.") {
                 if let Some(sub) = self.link_checkout(&object).await? {
                     converge = Some(sub);
@@ -125,7 +134,7 @@ impl Memberships {
         if let Some(id) = converge {
             match self.stripe.subscription(&id).await? {
                 Some(sub) => {
-                    self.save_subscription(&sub).await?;
+                    self.save_subscription_seen(&sub, past_due_at).await?;
                 }
                 None => tracing::warn!(subscription = %id, "Stripe does not know a subscription its events name"),
             }
@@ -189,6 +198,12 @@ impl Memberships {
     /// returns whether the tier changed. A subscription of no account of ours
     /// (made outside coopgate) is left alone.
     pub async fn save_subscription(&self, sub: &Subscription) -> Result<bool, Error> {
+        self.save_subscription_seen(sub, None).await
+    }
+
+    /// [`Memberships::save_subscription`], knowing when Stripe's events said the
+    /// subscription was past_due (see [`Subscriptions::save_seen`]).
+    async fn save_subscription_seen(&self, sub: &Subscription, past_due_at: Option<i64>) -> Result<bool, Error> {
         let accounts = Accounts::new(self.store.clone());
         let mut account = None;
         if let Some(id) = &sub.account_id {
@@ -204,7 +219,9 @@ impl Memberships {
         if account.stripe_customer_id.is_none() {
             accounts.link_stripe_customer(&account.id, &sub.customer).await?;
         }
-        Subscriptions::new(self.store.clone()).save(sub, account.id.as_str(), &self.plans, now_ms()).await?;
+        Subscriptions::new(self.store.clone())
+            .save_seen(sub, account.id.as_str(), &self.plans, now_ms(), past_due_at)
+            .await?;
         let changed = self.retier(account.id.as_str()).await?;
         self.end_replaced_metered(account.id.as_str()).await?;
         Ok(changed)
