@@ -60,6 +60,21 @@ pub struct SyncReport {
     pub subscriptions: usize,
     /// Accounts whose tier changed.
     pub tiers_changed: usize,
+    /// Seconds of events listed, when fewer than asked: Stripe lists 30
+    /// days, and a listing at the window's very edge can lose its cursor
+    /// when the oldest event of a page expires between two pages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_secs: Option<u64>,
+}
+
+/// How far back a sync lists events at most: an hour inside the 30 days
+/// Stripe keeps, so no page's cursor expires while the listing runs.
+pub const EVENTS_WINDOW: Duration = Duration::from_secs(30 * 86_400 - 3600);
+
+/// The part of `since` a sync can list: `since`, or [`EVENTS_WINDOW`] and
+/// `true` when more was asked.
+pub fn events_window(since: Duration) -> (Duration, bool) {
+    if since > EVENTS_WINDOW { (EVENTS_WINDOW, true) } else { (since, false) }
 }
 
 impl Memberships {
@@ -318,6 +333,10 @@ impl Memberships {
     pub async fn sync(&self, since: Duration) -> Result<SyncReport, Error> {
         let mut report = SyncReport::default();
         let events = Events::new(self.store.clone());
+        let (since, clamped) = events_window(since);
+        if clamped {
+            report.window_secs = Some(since.as_secs());
+        }
         let from = now_ms() / 1000 - since.as_secs() as i64;
         let mut after: Option<String> = None;
         loop {
@@ -393,4 +412,20 @@ impl Memberships {
 /// Event kinds whose balance transactions the ledger posts.
 fn is_money(kind: &str) -> bool {
     kind.starts_with("charge.") || kind.starts_with("refund.") || kind.starts_with("payout.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_lists_events_an_hour_inside_the_thirty_days_stripe_keeps() {
+        let day = Duration::from_secs(86_400);
+        assert_eq!(events_window(3 * day), (3 * day, false));
+        // `--since 30d` once started the listing at the window's very edge,
+        // where a page's cursor can expire before the next page is asked for.
+        assert_eq!(events_window(30 * day), (EVENTS_WINDOW, true));
+        assert_eq!(events_window(90 * day), (EVENTS_WINDOW, true));
+        assert!(EVENTS_WINDOW < 30 * day);
+    }
 }

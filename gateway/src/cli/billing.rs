@@ -140,6 +140,13 @@ pub fn billing(cmd: BillingCommand, env: &HashMap<String, String>) -> anyhow::Re
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
+                    if let Some(secs) = report.window_secs {
+                        println!(
+                            "listed the events of the last {} only: Stripe keeps 30 days of events, and a listing \
+                             at their very edge would lose its place; every subscription was fetched whole anyway",
+                            humantime::format_duration(Duration::from_secs(secs))
+                        );
+                    }
                     println!(
                         "{} event(s) listed, {} missed and applied; {} subscription(s) stored; {} tier change(s)",
                         report.events_listed, report.events_missed, report.subscriptions, report.tiers_changed
