@@ -119,8 +119,17 @@ async fn the_open_books_show_what_the_ledger_holds_to_the_cent_and_nobodys_ident
         let page = get(&b.gw.url("/transparency"), &[]).await;
         assert_eq!(page.status, 200);
         assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
-        assert!(page.header("content-security-policy").contains("default-src 'none'"));
+        let csp = page.header("content-security-policy");
+        assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"), "{csp}");
         let html = String::from_utf8_lossy(&page.body).into_owned();
+        // The page's one stylesheet is allowed by its hash, as served.
+        let style = html.split_once("<style>").and_then(|(_, rest)| rest.split_once("</style>")).unwrap().0;
+        let hash = {
+            use base64::Engine as _;
+            use sha2::Digest as _;
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(style.as_bytes()))
+        };
+        assert!(csp.contains(&format!("style-src 'sha256-{hash}'")), "{csp}");
         assert!(html.contains("<svg") && html.contains("<rect"), "a chart: {html}");
         assert!(html.contains("50.00") && html.contains("12.34"), "the figures: {html}");
         assert!(html.contains("grid.csv"), "the commons: {html}");
