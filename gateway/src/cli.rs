@@ -349,12 +349,16 @@ fn run_on(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopping_since = Arc::new(std::sync::OnceLock::new());
     let since = stopping_since.clone();
+    // Listened for now, before anyone is told we listen: a task only takes
+    // the signals once it runs, and a SIGTERM that came first would end the
+    // process at once, without a drain or the last usage flush.
+    let mut signals = Signals::listen()?;
     runtime.spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         let _ = since.set(std::time::Instant::now());
         tracing::info!("shutting down: finishing in-flight requests (a second signal stops at once)");
         let _ = stop.send(true);
-        wait_for_signal().await;
+        signals.next().await;
         tracing::warn!("second signal: stopping now");
         std::process::exit(130);
     });
@@ -373,16 +377,27 @@ fn run_on(
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT (Ctrl-C), taken from the moment they are listened for.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Starts taking the signals; needs the runtime entered.
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
