@@ -424,7 +424,7 @@ mod tests {
                 .unwrap();
             let row = subs.by_id("sub_1").await.unwrap().unwrap();
             assert_eq!(row.past_due_since, Some(stripe_said), "the grace runs from Stripe's time");
-            assert_eq!(account_tier(&[row.clone()], &p, now + day - 1), "sustaining");
+            assert_eq!(account_tier(std::slice::from_ref(&row), &p, now + day - 1), "sustaining");
             assert_eq!(account_tier(&[row], &p, now + day), "registered", "seven days after Stripe's time, not now");
             // A later event (or a sync) keeps the earliest start; a time ahead of the clock is now.
             subs.save_seen(&sub(SubscriptionStatus::PastDue), account.id.as_str(), &p, now + 1000, Some(now))
