@@ -15,6 +15,14 @@ use sqlx::any::AnyRow;
 use super::id::{AccountId, normalize_email};
 use crate::{Error, Money, Store};
 
+/// A change's `updated_at`: now (`$1`), or one past the row's last change if
+/// that is not earlier, so that every change of a row has a time of its own
+/// and a cache that read the row before it can tell (gateway `keys::poll`).
+const NEXT_CHANGE: &str = "CASE WHEN updated_at >= $1 THEN updated_at + 1 ELSE $1 END";
+
+/// [`NEXT_CHANGE`] with now as `$3`.
+const NEXT_CHANGE_3: &str = "CASE WHEN updated_at >= $3 THEN updated_at + 1 ELSE $3 END";
+
 /// What verifying a key needs: its digest, its validity, and its account's
 /// standing (read with it, in one query).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +46,9 @@ pub struct ApiKeyCheck {
     /// The organisation seat it was made through, if any: such a key works
     /// only while the account's tier has seats (the gateway decides).
     pub seat_id: Option<String>,
+    /// When the key row last changed, as [`ApiKeys::changed_since`] reports
+    /// it: a cache holding the row as of this change need not drop it.
+    pub updated_at: i64,
 }
 
 /// A key as listed: everything but its secret's digest.
@@ -114,7 +125,7 @@ impl ApiKeys {
     pub async fn by_id(&self, id: &str) -> Result<Option<ApiKeyCheck>, Error> {
         let row = sqlx::query(
             "SELECT k.secret_sha256, k.account_id, a.tier, a.billing_anchor, a.spend_cap, a.spend_cap_currency, \
-             k.expires_at, k.revoked_at, k.grace_until, k.seat_id \
+             k.expires_at, k.revoked_at, k.grace_until, k.seat_id, k.updated_at \
              FROM api_keys k JOIN accounts a ON a.id = k.account_id WHERE k.id = $1",
         )
         .bind(id)
@@ -131,6 +142,7 @@ impl ApiKeys {
                 revoked_at: r.try_get("revoked_at")?,
                 grace_until: r.try_get("grace_until")?,
                 seat_id: r.try_get("seat_id")?,
+                updated_at: r.try_get("updated_at")?,
             })
         })
         .transpose()
@@ -181,24 +193,26 @@ impl ApiKeys {
     /// Revokes key `id` at `now_ms`. Returns whether it did: `false` when no
     /// key has this id or it was revoked already (the first revocation stands).
     pub async fn revoke(&self, id: &str, now_ms: i64) -> Result<bool, Error> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1, updated_at = $2 WHERE id = $3 AND revoked_at IS NULL")
-                .bind(now_ms)
-                .bind(now_ms)
-                .bind(id)
-                .execute(self.store.pool())
-                .await?;
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_keys SET revoked_at = $1, updated_at = {NEXT_CHANGE} WHERE id = $2 AND revoked_at IS NULL"
+        )))
+        .bind(now_ms)
+        .bind(id)
+        .execute(self.store.pool())
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// Revokes at `now_ms` every live key made through seat `seat`; returns
     /// the ids of the seat's keys, so that caches can drop them.
     pub async fn revoke_seat(&self, seat: &str, now_ms: i64) -> Result<Vec<String>, Error> {
-        sqlx::query("UPDATE api_keys SET revoked_at = $1, updated_at = $1 WHERE seat_id = $2 AND revoked_at IS NULL")
-            .bind(now_ms)
-            .bind(seat)
-            .execute(self.store.pool())
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_keys SET revoked_at = $1, updated_at = {NEXT_CHANGE} WHERE seat_id = $2 AND revoked_at IS NULL"
+        )))
+        .bind(now_ms)
+        .bind(seat)
+        .execute(self.store.pool())
+        .await?;
         let rows =
             sqlx::query("SELECT id FROM api_keys WHERE seat_id = $1").bind(seat).fetch_all(self.store.pool()).await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
@@ -219,10 +233,10 @@ impl ApiKeys {
         now_ms: i64,
     ) -> Result<bool, Error> {
         let mut tx = self.store.pool().begin().await?;
-        let marked = sqlx::query(
-            "UPDATE api_keys SET rolled_to = $1, grace_until = $2, updated_at = $3 \
-             WHERE id = $4 AND revoked_at IS NULL AND rolled_to IS NULL",
-        )
+        let marked = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_keys SET rolled_to = $1, grace_until = $2, updated_at = {NEXT_CHANGE_3} \
+             WHERE id = $4 AND revoked_at IS NULL AND rolled_to IS NULL"
+        )))
         .bind(successor.id)
         .bind(grace_until_ms)
         .bind(now_ms)
@@ -311,6 +325,7 @@ mod tests {
                     revoked_at: None,
                     grace_until: None,
                     seat_id: None,
+                    updated_at: T,
                 }
             );
             assert_eq!(keys.by_id("bbbbbbbbbbbb").await.unwrap(), None);

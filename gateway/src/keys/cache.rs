@@ -2,7 +2,6 @@
 //! from memory when it can, from the store on a miss, from a stale row while the
 //! store is away.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +62,9 @@ pub(super) struct Cached {
     revoked_at: Option<i64>,
     grace_until: Option<i64>,
     seat_id: Option<Arc<str>>,
+    /// The row's `updated_at` when it was read: the change poll drops the row
+    /// only for a change made after that.
+    pub(super) updated_at: i64,
     /// Unix milliseconds of the last use not yet written to the store (0: none).
     pub(super) unwritten_use: AtomicI64,
 }
@@ -134,8 +136,6 @@ pub struct Keys {
     pub(super) inflight: DashMap<KeyId, Arc<Notify>>,
     /// The newest `updated_at` seen by [`Keys::refresh`].
     pub(super) watermark: Mutex<i64>,
-    /// Changes already acted on within the skew window, so each evicts once.
-    pub(super) seen: Mutex<HashMap<KeyId, i64>>,
 }
 
 impl Keys {
@@ -151,7 +151,6 @@ impl Keys {
             cache: DashMap::new(),
             inflight: DashMap::new(),
             watermark: Mutex::new(now_ms()),
-            seen: Mutex::default(),
         }
     }
 
@@ -284,6 +283,7 @@ impl Keys {
                 revoked_at: r.revoked_at,
                 grace_until: r.grace_until,
                 seat_id: r.seat_id.as_deref().map(Arc::from),
+                updated_at: r.updated_at,
                 unwritten_use: AtomicI64::new(0),
             })
         });

@@ -55,22 +55,21 @@ impl Keys {
         let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
         let rows = timely(self.rows.changed_since(since - CLOCK_SKEW_MS)).await.map_err(Error::Store)?;
         let mut newest = since;
-        {
-            let cache = &self.cache;
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            for row in &rows {
-                let updated = row.updated_at;
-                newest = newest.max(updated);
-                if let Some(id) = KeyId::parse(&row.id)
-                    && seen.insert(id, updated) != Some(updated)
-                {
-                    cache.remove(&id);
-                }
+        for row in &rows {
+            newest = newest.max(row.updated_at);
+            // A change within the skew window is listed at every poll until
+            // the window passes, and a row cached after the change already
+            // holds it: only a row read before the change is dropped. (A
+            // first poll has nothing to compare with but the rows themselves;
+            // dropping every key changed in the 30 s before start left a
+            // known caller unserved if the store went away just then.)
+            if let Some(id) = KeyId::parse(&row.id) {
+                self.cache
+                    .remove_if(&id, |_, (_, cached)| cached.as_ref().is_none_or(|c| c.updated_at != row.updated_at));
             }
-            seen.retain(|_, at| *at >= newest - CLOCK_SKEW_MS);
-            // Keys created since the last poll may be cached as unknown; forget those.
-            cache.retain(|_, (_, v)| v.is_some());
         }
+        // Keys created since the last poll may be cached as unknown; forget those.
+        self.cache.retain(|_, (_, v)| v.is_some());
         *self.watermark.lock().unwrap_or_else(|p| p.into_inner()) = newest;
         Ok(())
     }
@@ -81,5 +80,54 @@ impl Keys {
             timely(self.rows.touch_last_used(id.as_str(), at)).await.map_err(Error::Store)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use coopgate_billing::{Accounts, Store};
+
+    use crate::keys::{Cheap, Keys, PresentedKey};
+
+    async fn keys(dir: &std::path::Path) -> Arc<Keys> {
+        let store = Store::connect(&format!("sqlite://{}", dir.join("k.db").display())).await.expect("store");
+        store.migrate().await.expect("migrate");
+        Accounts::new(store.clone()).create("ada@example.org", "registered", None).await.expect("account");
+        Arc::new(Keys::new(store))
+    }
+
+    fn cached(keys: &Keys, key: &PresentedKey) -> bool {
+        matches!(keys.check_cached(key), Cheap::Decided(Ok(_)))
+    }
+
+    #[tokio::test]
+    async fn a_key_made_just_before_start_stays_cached_through_the_first_polls() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(dir.path()).await;
+        let made = keys.create("ada@example.org", "laptop", None).await.unwrap();
+        let key = PresentedKey::parse(&made.plaintext).unwrap();
+        assert!(keys.check(&key).await.unwrap().is_ok());
+        for _ in 0..2 {
+            keys.refresh().await.unwrap();
+            assert!(cached(&keys, &key), "the poll dropped a row it had read as it is");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_revoked_elsewhere_after_it_was_cached_is_dropped_by_the_next_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys(dir.path()).await;
+        let made = keys.create("ada@example.org", "laptop", None).await.unwrap();
+        let key = PresentedKey::parse(&made.plaintext).unwrap();
+        assert!(keys.check(&key).await.unwrap().is_ok());
+        keys.refresh().await.unwrap();
+        // On another replica, at once (most likely in the millisecond the
+        // key was made: the change still has a time of its own).
+        Keys::new(keys.store().clone()).revoke(key.id.as_str()).await.unwrap();
+        keys.refresh().await.unwrap();
+        assert!(matches!(keys.check_cached(&key), Cheap::Miss));
+        assert!(keys.check(&key).await.unwrap().is_err());
     }
 }
