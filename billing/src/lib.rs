@@ -18,6 +18,8 @@ pub mod accounts;
 pub mod balance_transactions;
 pub mod booking;
 pub mod events;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz;
 pub mod ledger;
 pub mod memberships;
 mod money;
@@ -136,6 +138,9 @@ pub enum Error {
     /// A ledger export could not be written.
     #[error("cannot write the ledger export: {0}")]
     Export(String),
+    /// A year outside the ledger's calendar (1970 to 9999).
+    #[error("{0} is not a year of the ledger: write a year from 1970 to 9999")]
+    NoSuchYear(i32),
     /// A year that has not ended cannot be closed.
     #[error("{0} is not over yet: a year can be closed from the first of January after it")]
     YearNotOver(i32),

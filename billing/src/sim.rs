@@ -89,7 +89,7 @@ mod config;
 mod control;
 mod engine;
 mod error;
-mod form;
+pub(crate) mod form;
 mod http;
 mod list;
 mod pages;

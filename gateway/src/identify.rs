@@ -42,7 +42,7 @@ use crate::tier::Tiers;
 use crate::tokens::{Claims, Standing, TokenRejection, Tokens};
 
 mod client_ip;
-mod credential;
+pub(crate) mod credential;
 
 pub use client_ip::TrustedProxies;
 pub use credential::{Ambiguity, Unsupported};

@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+#[cfg(any(fuzzing, test))]
+pub mod fuzz;
 pub mod handler_error;
 pub mod identify;
 pub mod invalidate;

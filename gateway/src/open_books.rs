@@ -135,7 +135,7 @@ pub fn default_range(now_ms: i64) -> (String, String) {
 
 /// The months `?from=YYYY-MM&to=YYYY-MM` name; by default the twelve up to
 /// the month of `now_ms`.
-fn range(query: Option<&str>, now_ms: i64) -> Result<(String, String), Error> {
+pub(crate) fn range(query: Option<&str>, now_ms: i64) -> Result<(String, String), Error> {
     let mut from = None;
     let mut to = None;
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -222,7 +222,7 @@ where
             return Either::Left(self.inner.call(req));
         };
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let refused = Error::BadRequest("the open books are read with GET".into());
+            let refused = Error::MethodNotAllowed { allow: Some(HeaderValue::from_static("GET,HEAD")) };
             return Either::Right(Box::pin(std::future::ready(Err(refused))));
         }
         let path = path.to_owned();

@@ -29,6 +29,8 @@ mod access;
 mod billing;
 mod chart;
 mod downloads;
+#[cfg(any(fuzzing, test))]
+pub(crate) mod fuzz;
 mod listing;
 pub mod mail;
 mod organisation;

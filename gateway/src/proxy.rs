@@ -20,9 +20,9 @@
 //! as a malformed chunk) and 403 (early access).
 
 mod client_body;
-mod headers;
+pub(crate) mod headers;
 mod idle;
-mod ranges;
+pub(crate) mod ranges;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -223,31 +223,32 @@ where
 }
 
 /// Whether any segment of `path` is `.` or `..`, also when written `%2e`,
-/// and also before a `;` (`/..;/x`: servers that take `;` for the start of
-/// path parameters, as Tomcat does, resolve that segment as `..`).
+/// also before a `;` or a `%3B` (`/..;/x`: servers that take `;` for the
+/// start of path parameters, as Tomcat does, resolve that segment as `..`,
+/// and one that decodes first does the same with `%3B`), and also between
+/// backslashes (`/..\x`: Windows servers take `\` for `/`).
 /// Read in place: this runs on every request, and decoding each segment into
 /// a new string cost about 3,000 instructions a request.
-fn has_dot_segments(path: &str) -> bool {
+pub(crate) fn has_dot_segments(path: &str) -> bool {
     // Split as bytes: `str::split(char)` spent about 400 instructions a request
     // setting up its searcher for segments a few bytes long.
-    path.as_bytes().split(|b| *b == b'/').any(|segment| {
+    path.as_bytes().split(|b| *b == b'/' || *b == b'\\').any(|segment| {
         let name = segment.split(|b| *b == b';').next().unwrap_or(segment);
         let mut rest = name;
-        let mut dots = 0;
-        while !rest.is_empty() && dots <= 2 {
+        for dots in 0..3 {
             match rest {
+                [] | [b'%', b'3', b'b' | b'B', ..] => return dots > 0,
                 [b'.', tail @ ..] => rest = tail,
                 [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => rest = tail,
                 _ => return false,
             }
-            dots += 1;
         }
-        rest.is_empty() && (dots == 1 || dots == 2)
+        false
     })
 }
 
 /// Whether `path` has an encoded `/` or `\\` (`%2F`, `%5C`, in any case).
-fn has_encoded_separator(path: &str) -> bool {
+pub(crate) fn has_encoded_separator(path: &str) -> bool {
     path.as_bytes().windows(3).any(|w| {
         w[0] == b'%'
             && ((w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
@@ -286,12 +287,21 @@ mod tests {
 
     #[test]
     fn a_dot_segment_before_a_path_parameter_is_a_dot_segment() {
-        for bad in ["/bulk/..;/x", "/bulk/.;jsessionid=1/x", "/bulk/%2e%2e;x/y", "/bulk/..;"] {
+        for bad in ["/bulk/..;/x", "/bulk/.;jsessionid=1/x", "/bulk/%2e%2e;x/y", "/bulk/..;", "/bulk/%2E%2E%3bx"] {
             assert!(has_dot_segments(bad), "{bad}");
         }
         for good in ["/bulk/a;b/x", "/bulk/x.csv;v=1", "/bulk/...;x"] {
             assert!(!has_dot_segments(good), "{good}");
         }
+    }
+
+    #[test]
+    fn a_dot_segment_between_backslashes_is_a_dot_segment() {
+        // Found by the `path` fuzz target: a server that takes `\` for `/` resolves these as `..`.
+        for bad in ["/bulk/%2E%2E\\\\", "/bulk/..\\x", "/bulk/a\\.\\b"] {
+            assert!(has_dot_segments(bad), "{bad}");
+        }
+        assert!(!has_dot_segments("/bulk/a\\b.csv"));
     }
 
     #[test]

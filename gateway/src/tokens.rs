@@ -229,13 +229,9 @@ impl Tokens {
     }
 
     fn verify_signature(&self, token: &str) -> Result<Claims, TokenRejection> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
-        if header.crit.is_some() {
-            return Err(TokenRejection::CriticalHeader);
-        }
+        let header = header_of(token)?;
         let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
         let (key, alg) = match header.kid.as_deref() {
-            Some(kid) if !valid_kid(kid) => return Err(TokenRejection::BadKeyId),
             Some(kid) => self
                 .by_kid
                 .get(kid)
@@ -348,8 +344,22 @@ impl Tokens {
     }
 }
 
+/// A token's header, read before anything is verified: a token that asks
+/// for extensions (`crit`) or names a key id that could not be one of ours
+/// (a path, a URL) goes no further.
+pub(crate) fn header_of(token: &str) -> Result<Header, TokenRejection> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+    if header.crit.is_some() {
+        return Err(TokenRejection::CriticalHeader);
+    }
+    if header.kid.as_deref().is_some_and(|kid| !valid_kid(kid)) {
+        return Err(TokenRejection::BadKeyId);
+    }
+    Ok(header)
+}
+
 /// The usable keys of a JWKS document, by `kid`, each with its one algorithm.
-fn parse_jwks(text: &[u8]) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
+pub(crate) fn parse_jwks(text: &[u8]) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
     let set: JwkSet = serde_json::from_slice(text).map_err(|e| e.to_string())?;
     let mut out = HashMap::new();
     for jwk in &set.keys {

@@ -146,7 +146,8 @@ async fn the_open_books_show_what_the_ledger_holds_to_the_cent_and_nobodys_ident
         assert_problem(&bad, 400, "bad-request");
         assert!(bad.json()["detail"].as_str().unwrap().contains("2026-13"));
         let posted = post_json(&b.gw.url("/transparency"), &[], "{}").await;
-        assert_eq!(posted.status, 400);
+        assert_problem(&posted, 405, "method-not-allowed");
+        assert_eq!(posted.header("allow"), "GET,HEAD");
         let range = get(&b.gw.url("/transparency.json?from=2020-01&to=2020-02"), &[]).await.json();
         assert_eq!(range["months"].as_array().unwrap().len(), 2);
         assert!(range["months"][0]["currencies"].as_array().unwrap().is_empty(), "quiet months are listed");
