@@ -25,7 +25,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -118,6 +118,9 @@ async fn create_account(
     body: Result<Json<NewAccount>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
     let Json(body) = body.map_err(unreadable)?;
+    if body.org.as_deref().is_some_and(|o| o.chars().count() > 200 || o.chars().any(char::is_control)) {
+        return Err(Error::BadAdminRequest("an `org` is at most 200 characters, with no control characters".into()));
+    }
     if !s.tiers.contains(&body.tier) {
         return Err(Error::BadAdminRequest(format!(
             "no tier is named `{}`; the config has {}",
@@ -149,6 +152,11 @@ async fn list_keys(
     Ok(Json(serde_json::to_value(all).map_err(Error::internal)?))
 }
 
+/// The longest lifetime a key is given (100 years); without one it never expires.
+const MAX_TTL_SECS: u64 = 100 * 365 * 86_400;
+/// The longest grace a rolled key keeps working for (a year).
+const MAX_GRACE_SECS: u64 = 365 * 86_400;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewKeyRequest {
@@ -168,18 +176,29 @@ async fn create_key(
     body: Result<Json<NewKeyRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
     let Json(body) = body.map_err(unreadable)?;
-    let made = s.keys.create(&body.account, &body.name, body.ttl_seconds.map(Duration::from_secs)).await.map_err(
-        |e| match e {
+    let name = crate::keys::key_name(&body.name).ok_or_else(|| {
+        Error::BadAdminRequest("a key's `name` is 1 to 64 characters, with no control characters".into())
+    })?;
+    if body.ttl_seconds.is_some_and(|t| t > MAX_TTL_SECS) {
+        return Err(Error::BadAdminRequest(format!(
+            "`ttl_seconds` is at most {MAX_TTL_SECS} (100 years); leave it out for a key that does not expire"
+        )));
+    }
+    let made =
+        s.keys.create(&body.account, name, body.ttl_seconds.map(Duration::from_secs)).await.map_err(|e| match e {
             Error::Store(coopgate_billing::Error::AccountNotFound(email)) => {
                 Error::BadAdminRequest(format!("no account {email}"))
             }
             other => named_account(other),
-        },
-    )?;
+        })?;
     shown_once(made)
 }
 
-async fn revoke_key(State(s): State<AdminState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, Error> {
+async fn revoke_key(
+    State(s): State<AdminState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, Error> {
+    let Path(id) = id.map_err(unreadable)?;
     s.keys.revoke(&id).await?;
     if let Some(inv) = &s.invalidations {
         inv.key_changed(&id).await;
@@ -195,10 +214,16 @@ struct RollRequest {
 
 async fn roll_key(
     State(s): State<AdminState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Result<Json<RollRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
+    let Path(id) = id.map_err(unreadable)?;
     let body = or_default(body)?;
+    if body.grace_seconds.is_some_and(|g| g > MAX_GRACE_SECS) {
+        return Err(Error::BadAdminRequest(format!(
+            "`grace_seconds` is at most {MAX_GRACE_SECS} (a year): a rolled key is meant to be retired"
+        )));
+    }
     let grace = body.grace_seconds.map_or(Duration::from_secs(86_400), Duration::from_secs);
     let made = s.keys.roll(&id, grace).await?;
     if let Some(inv) = &s.invalidations {

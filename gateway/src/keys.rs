@@ -28,6 +28,6 @@ mod poll;
 
 pub use admin::{KeyInfo, NewKey};
 pub use cache::{Cheap, Keys, VerifiedKey};
-pub use format::{KeyId, PresentedKey, Rejection};
+pub use format::{KeyId, PresentedKey, Rejection, key_name};
 
 pub use crate::store_reads::CacheTtl;

@@ -7,6 +7,9 @@
 //! - `GET /metrics`: Prometheus text, only to peers in `server.metrics_allow`
 //!   (the socket peer; a forwarded address is never believed for this).
 //! - `GET /.well-known/jwks.json`: the public keys of member tokens this gateway issues.
+//! - `GET /openapi.json`: the OpenAPI 3.1 document of every endpoint the gateway
+//!   answers itself (`gateway/openapi.json`, kept true by the end-to-end
+//!   test `openapi` and schemathesis).
 //! - `/admin/…`: the admin API ([`crate::admin`]), when configured, to peers in
 //!   `admin.allow` with the admin token.
 
@@ -17,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use ipnet::IpNet;
 use tower::{Layer, Service};
 
@@ -105,7 +108,17 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = &self.layer.state;
-        let answer = match req.uri().path() {
+        let path = req.uri().path();
+        let read = req.method() == Method::GET || req.method() == Method::HEAD;
+        let answer = match path {
+            "/healthz" | "/readyz" | "/metrics" | "/openapi.json" if !read => read_only(),
+            "/.well-known/jwks.json" if !read && state.jwks.is_some() => read_only(),
+            "/openapi.json" => {
+                let mut resp = Response::new(body::full(bytes::Bytes::from_static(OPENAPI)));
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+                Ok(resp)
+            }
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" if state.draining.load(Ordering::SeqCst) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
             "/readyz" => text(StatusCode::OK, "ready\n"),
@@ -147,6 +160,14 @@ where
         };
         Either::Left(std::future::ready(answer))
     }
+}
+
+/// The OpenAPI document of the endpoints the gateway answers itself.
+pub const OPENAPI: &[u8] = include_bytes!("../openapi.json");
+
+/// A method other than `GET` or `HEAD` on a path that is only read.
+fn read_only() -> Result<Response<Body>, Error> {
+    Err(Error::MethodNotAllowed { allow: Some(HeaderValue::from_static("GET,HEAD")) })
 }
 
 fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {

@@ -124,6 +124,7 @@ fn billing_status(e: &coopgate_billing::Error) -> StatusCode {
         | B::CapCurrency { .. }
         | B::LaborFile { .. }
         | B::CollectiveShare(_)
+        | B::NoSuchYear(_)
         | B::InvalidMonth(_) => StatusCode::BAD_REQUEST,
         // The year is not in a state to do this yet (or any more).
         B::YearNotOver(_) | B::YearNotClosed(_) | B::NoSurplus(_) => StatusCode::CONFLICT,
@@ -153,6 +154,7 @@ fn billing_slug(e: &coopgate_billing::Error) -> &'static str {
         B::LaborFile { .. } => "labor-file",
         B::CollectiveShare(_) => "collective-share",
         B::InvalidMonth(_) => "invalid-month",
+        B::NoSuchYear(_) => "invalid-year",
         B::YearNotOver(_) | B::YearNotClosed(_) | B::NoSurplus(_) => "year-not-ready",
         B::SeatLimit { .. } => "seat-limit",
         B::SeatTaken(_) => "seat-taken",
@@ -404,6 +406,7 @@ fn billing_detail(e: &coopgate_billing::Error, id: &str) -> String {
         | B::LaborFile { .. }
         | B::CollectiveShare(_)
         | B::InvalidMonth(_)
+        | B::NoSuchYear(_)
         | B::YearNotOver(_)
         | B::YearNotClosed(_)
         | B::SeatLimit { .. }

@@ -22,6 +22,7 @@ mod e2e {
     mod memberships;
     mod metering;
     mod open_books;
+    mod openapi;
     mod own_redis;
     mod portal;
     mod portal_billing;

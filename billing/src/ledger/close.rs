@@ -26,14 +26,25 @@ pub struct Closing {
     pub surplus: Vec<Money>,
 }
 
+/// The years a ledger closes: none before Unix time, and four digits, as
+/// Beancount writes a date.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
+
 /// The Unix ms at which `year` starts.
 pub fn year_start(year: i32) -> Result<i64, Error> {
+    // The start of 10000 is the end of 9999.
+    if !(*YEARS.start()..=*YEARS.end() + 1).contains(&year) {
+        return Err(Error::NoSuchYear(year));
+    }
     let date = time::Date::from_calendar_date(year, time::Month::January, 1).map_err(|_| Error::YearNotOver(year))?;
     Ok(date.midnight().assume_utc().unix_timestamp() * 1000)
 }
 
 /// The surplus account of `year`.
 pub fn surplus_account(year: i32) -> Result<AccountName, Error> {
+    if !YEARS.contains(&year) {
+        return Err(Error::NoSuchYear(year));
+    }
     AccountName::new(&format!("Equity:Surplus:{year}"))
 }
 

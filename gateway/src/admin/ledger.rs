@@ -145,7 +145,10 @@ pub(super) async fn sync(
     let body = or_default(body)?;
     let memberships = s.memberships.clone().ok_or(Error::BillingOff)?;
     let now = crate::limit::now_ms();
-    let since = now / 1000 - i64::try_from(body.since_seconds.unwrap_or(30 * 86_400)).unwrap_or(i64::MAX / 2);
+    // A span longer than Unix time itself is everything since it began.
+    let since = (now / 1000)
+        .saturating_sub(i64::try_from(body.since_seconds.unwrap_or(30 * 86_400)).unwrap_or(i64::MAX))
+        .max(0);
     let report = memberships.books().sync(since, now).await.map_err(Error::Billing)?;
     json(report)
 }

@@ -21,6 +21,12 @@ pub struct NewKey {
     pub plaintext: String,
 }
 
+/// `at` plus `d` in Unix ms; a span too long to add is forever (the end of
+/// time), not an overflow.
+fn later(at: i64, d: Duration) -> i64 {
+    at.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// A new key's id, secret and full text.
 fn make_key() -> Result<(KeyId, String, String), Error> {
     format::make_key().map_err(|e| Error::internal(format!("no randomness: {e}")))
@@ -73,7 +79,7 @@ impl Keys {
             .await
             .map_err(Error::Store)?
             .ok_or_else(|| Error::Store(coopgate_billing::Error::AccountNotFound(email.to_owned())))?;
-        self.insert(&account.id, &account.email, name, ttl.map(|t| now_ms() + t.as_millis() as i64), seat).await
+        self.insert(&account.id, &account.email, name, ttl.map(|t| later(now_ms(), t)), seat).await
     }
 
     async fn insert(
@@ -150,7 +156,7 @@ impl Keys {
         let now = now_ms();
         let (new, secret_sha256) =
             fresh(&account, &old.account_email, &old.name, old.expires_at, old.seat_id.as_deref(), now)?;
-        let grace_until = now + grace.as_millis() as i64;
+        let grace_until = later(now, grace);
         if !self.rows.roll(id, &new.row(&account, &secret_sha256), grace_until, now).await.map_err(Error::Store)? {
             // Rolled or revoked by another request since it was read.
             let raced = self.unrevoked(id).await?;

@@ -144,6 +144,13 @@ pub(super) fn make_key() -> Result<(KeyId, String, String), getrandom::Error> {
     Ok((KeyId::parse(&id).expect("generated from the alphabet"), secret, plaintext))
 }
 
+/// A key's name as its owner gives it, trimmed: 1 to 64 characters and no
+/// control characters (a NUL is no text a database stores); `None` if it is not one.
+pub fn key_name(raw: &str) -> Option<&str> {
+    let name = raw.trim();
+    (!name.is_empty() && name.chars().count() <= 64 && !name.chars().any(char::is_control)).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

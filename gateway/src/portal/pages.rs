@@ -216,11 +216,10 @@ pub(super) async fn create_key(
     Form(body): Form<NewKeyForm>,
 ) -> Result<Response, Stop> {
     let signed = allowed_form(&s, &headers, &body.csrf, Action::Keys).await?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 64 {
+    let Some(name) = crate::keys::key_name(&body.name) else {
         let why = "Give the key a name of 1 to 64 characters, such as the machine it is for.";
         return keys_page(&s, &signed, StatusCode::BAD_REQUEST, None, Some(why)).await;
-    }
+    };
     let made = s.keys.create_through(&signed.account.email, name, None, signed.seat_id()).await?;
     keys_page(&s, &signed, StatusCode::CREATED, Some((made, None)), None).await
 }
