@@ -266,7 +266,15 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
         let memberships = crate::billing::memberships(&config, Some(&keys), None, None)?
             .context("the demo's config sells memberships")?;
         let played = runtime.block_on(demo::history::play(&sim, &memberships, &store))?;
-        tracing::info!(booked = played.booked, "the demo's year of sample activity is in the ledger");
+        // One line for the year, not one per webhook the simulator's chaos
+        // dropped on purpose (the worker's sync catches up on those).
+        let webhooks = sim.webhook_stats();
+        tracing::info!(
+            booked = played.booked,
+            webhooks_sent = webhooks.sent,
+            webhooks_dropped_by_chaos = webhooks.dropped,
+            "the demo's year of sample activity is in the ledger"
+        );
     }
     let data_dir = data_dir.to_owned();
     run_on(runtime, listener, config, keys, tokens, move |addr| {

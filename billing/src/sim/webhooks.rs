@@ -171,7 +171,7 @@ impl Outbox {
         let mut q = self.lock();
         let (drop_chance, duplicate_chance) = (q.chaos.drop, q.chaos.duplicate);
         if q.rng.chance(drop_chance) {
-            tracing::info!(%event, "stripe simulator: chaos dropped a webhook");
+            tracing::debug!(%event, "stripe simulator: chaos dropped a webhook");
             self.stats.send_modify(|s| s.dropped += 1);
             return;
         }

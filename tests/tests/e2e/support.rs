@@ -56,10 +56,15 @@ impl Process {
     /// Waits for a stderr line containing `needle` and returns it; panics with
     /// everything seen if the process ends first.
     pub fn wait_for_line(&self, needle: &str) -> String {
+        self.wait_for_line_after(needle).0
+    }
+
+    /// [`Process::wait_for_line`], with the lines printed before it.
+    pub fn wait_for_line_after(&self, needle: &str) -> (String, Vec<String>) {
         let mut seen = Vec::new();
         for line in self.stderr.iter() {
             if line.contains(needle) {
-                return line;
+                return (line, seen);
             }
             seen.push(line);
         }

@@ -42,7 +42,10 @@ const IGNORED: &[&str] = &[
 pub(super) fn create(e: &mut Engine, mut p: Params) -> ApiResult<Value> {
     p.unsupported(UNSUPPORTED)?;
     p.ignore(IGNORED);
+    // `hosted_page` is the current API's name for the hosted page; `hosted`
+    // the older one, still sent by older clients.
     if let Some(ui) = p.string("ui_mode")?
+        && ui != "hosted_page"
         && ui != "hosted"
     {
         return Err(ApiError::unsupported_param("ui_mode"));

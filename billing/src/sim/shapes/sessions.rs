@@ -57,7 +57,7 @@ pub(crate) fn checkout_session(id: &str, created: i64, expires_at: i64, mode: &s
         "subscription": null,
         "success_url": null,
         "total_details": { "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0 },
-        "ui_mode": "hosted",
+        "ui_mode": "hosted_page",
         "url": url,
         "adaptive_pricing": null,
         "discounts": [],

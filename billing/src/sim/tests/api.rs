@@ -153,3 +153,11 @@ async fn unknown_ids_are_404_resource_missing() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_checkout_session_names_its_ui_mode_as_stripe_and_async_stripe_do() {
+    let t = start(SimConfig::default()).await;
+    let session = checkout_session(&t, None, "price_supporter").await;
+    // async-stripe reads an unknown value with a warning in the log (and as `Unknown`).
+    assert_eq!(session.ui_mode, Some(stripe_shared::CheckoutSessionUiMode::HostedPage));
+}
