@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` (built with `--cfg fuzzing`
 //! by `cargo fuzz`), one per parser of untrusted input in this crate; the
-//! gateway's are in `coopgate::fuzz`. A panic is a finding; the committed
+//! gateway's are in `coopgate::fuzz`, the simulator's in
+//! `coopgate_stripe_sim::fuzz`. A panic is a finding; the committed
 //! corpus is replayed by this module's tests.
 
 use crate::ledger::patronage::Labor;
@@ -11,8 +12,7 @@ pub type Entry = fn(&[u8]);
 
 /// Every target: its name (the file under `fuzz/fuzz_targets/` and the folder
 /// under `fuzz/corpus/`) and its entry point.
-pub const TARGETS: &[(&str, Entry)] =
-    &[("stripe_signature", stripe_signature), ("sim_form", sim_form), ("labor_csv", labor_csv)];
+pub const TARGETS: &[(&str, Entry)] = &[("stripe_signature", stripe_signature), ("labor_csv", labor_csv)];
 
 /// The webhook secret the target signs and checks with.
 const SECRET: &str = "whsec_fuzz";
@@ -40,11 +40,6 @@ pub fn stripe_signature(data: &[u8]) {
         assert_eq!(verdict.is_ok(), fresh, "t={t}: {verdict:?}");
         assert!(webhook::verify(Some(&genuine), body, &["whsec_other"], NOW, TOLERANCE).is_err());
     }
-}
-
-/// A form-encoded body as the Stripe simulator reads it.
-pub fn sim_form(data: &[u8]) {
-    let _ = crate::sim::form::parse(data);
 }
 
 /// The patronage labor file (`coopgate ledger patronage --labor FILE`).

@@ -7,12 +7,10 @@
 //! manage one, [`webhook`] and [`events`] to receive what Stripe reports,
 //! [`worker`] to apply it, [`subscriptions`] for the tier it gives,
 //! [`balance_transactions`] kept for the ledger); the one Stripe client
-//! ([`stripe`]); and the Stripe simulator ([`sim`]). This crate never depends
-//! on `coopgate` (the gateway) and never puts hyper, tower or axum types in its public API.
-
-// serde_json's `json!` of a whole Stripe object (the simulator's shapes) nests deeper
-// than the default limit.
-#![recursion_limit = "256"]
+//! ([`stripe`]), which talks to Stripe or to its simulator (the crate
+//! `coopgate-stripe-sim`, which this crate's tests use). This crate never
+//! depends on `coopgate` (the gateway) and never puts hyper, tower or axum
+//! types in its public API.
 
 pub mod accounts;
 pub mod balance_transactions;
@@ -25,7 +23,6 @@ pub mod memberships;
 mod money;
 pub mod open_books;
 pub mod portal;
-pub mod sim;
 pub mod store;
 pub mod stripe;
 pub mod subscriptions;
@@ -197,7 +194,4 @@ pub enum Error {
     /// A collective share that is not a fraction from 0 to 1.
     #[error("collective share `{0}` is not a number from 0 to 1 (with at most six decimals), such as 0.5")]
     CollectiveShare(String),
-    /// The Stripe simulator could not start or was asked for something it cannot do.
-    #[error("Stripe simulator: {0}")]
-    Simulator(String),
 }

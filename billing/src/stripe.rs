@@ -3,7 +3,7 @@
 //! [`StripeApi`] is the small trait the rest of billing calls; its one real
 //! implementation, [`client::StripeClient`], is the only code that uses
 //! async-stripe (a release candidate: when it changes, only that file does).
-//! The same client talks to the real Stripe or to the simulator ([`crate::sim`]):
+//! The same client talks to the real Stripe or to the simulator (`coopgate-stripe-sim`):
 //! only `billing.stripe.api_base` differs.
 //!
 //! Every write carries an idempotency key derived from what it does (the

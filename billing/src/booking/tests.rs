@@ -17,10 +17,10 @@ use stripe_core::payout::CreatePayout;
 use stripe_core::refund::CreateRefund;
 
 use super::*;
-use crate::sim::{SimConfig, SimPrice, Simulator};
 use crate::store::testing::{bean_check, stores};
 use crate::stripe::NewMeterEvent;
 use crate::stripe::client::StripeClient;
+use coopgate_stripe_sim::{SimConfig, SimPrice, Simulator};
 
 const SECRET: &str = "sk_test_books";
 const DAY: u64 = 86_400;

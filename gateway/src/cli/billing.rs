@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
-use coopgate_billing::sim::{SimConfig, SimPrice, Simulator};
 use coopgate_billing::{Accounts, Memberships, Money};
+use coopgate_stripe_sim::{SimConfig, SimPrice, Simulator};
 
 use super::admin::{Target, invalidations, runtime};
 use crate::keys::Keys;

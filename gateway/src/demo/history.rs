@@ -16,9 +16,9 @@
 
 use std::time::Duration;
 
-use coopgate_billing::sim::{Simulator, WebhookControl};
 use coopgate_billing::stripe::NewMeterEvent;
 use coopgate_billing::{Account, Accounts, Memberships, Store};
+use coopgate_stripe_sim::{Simulator, WebhookControl};
 
 use super::stripe::{METERED, PRICES};
 use crate::error::Error;
@@ -59,7 +59,7 @@ pub struct Played {
     pub booked: usize,
 }
 
-fn sim_error(e: coopgate_billing::Error) -> Error {
+fn sim_error(e: impl std::fmt::Display) -> Error {
     Error::internal(format!("the demo's year of Stripe activity: {e}"))
 }
 
@@ -134,7 +134,7 @@ async fn play_months(sim: &Simulator, memberships: &Memberships, accounts: &Acco
                 identifier: format!("demo-history-{n}-{month}"),
                 timestamp: sim.now(),
             };
-            memberships.stripe().report_meter_event(&event).await.map_err(|e| sim_error(e.into()))?;
+            memberships.stripe().report_meter_event(&event).await.map_err(sim_error)?;
         }
         match month {
             // A member asks for part of a payment back (Stripe keeps its fee).

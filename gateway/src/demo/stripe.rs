@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use coopgate_billing::sim::{Chaos, SimConfig, SimPrice, Simulator};
+use coopgate_stripe_sim::{Chaos, SimConfig, SimPrice, Simulator};
 use serde::Serialize;
 
 use crate::config::{

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use coopgate_billing::ledger::{AccountName, Ledger};
-use coopgate_billing::sim::Simulator;
 use coopgate_billing::{Accounts, Currency, Store};
+use coopgate_stripe_sim::Simulator;
 use coopgate_tests::get;
 use sha2::Digest as _;
 

@@ -72,7 +72,7 @@ async fn payments_are_posted_from_webhooks_and_a_missed_payout_fails_reconcile_u
     assert!(agreed.status.success(), "{}{}", text(&agreed.stdout), text(&agreed.stderr));
 
     // A payout whose webhooks are held back: the ledger misses it.
-    b.sim.control_webhooks(&coopgate_billing::sim::WebhookControl { hold: Some(true), ..Default::default() });
+    b.sim.control_webhooks(&coopgate_stripe_sim::WebhookControl { hold: Some(true), ..Default::default() });
     b.sim.advance_clock(std::time::Duration::from_secs(2 * 86_400)).unwrap();
     stripe(&b.sim, http::Method::POST, "/payouts", &[("amount", "100"), ("currency", "usd")]).await;
     let differs = ledger(&config, &["reconcile"]).await;
@@ -142,7 +142,7 @@ async fn two_processes_catching_up_with_the_same_stripe_at_once_post_each_balanc
     let b = Billed::start(store.clone(), |_| {}, |_| {}).await;
     let config = write_config(dir.path(), &url, &b);
     // Activity whose webhooks never reach the gateway: only a catch-up books it.
-    b.sim.control_webhooks(&coopgate_billing::sim::WebhookControl { hold: Some(true), ..Default::default() });
+    b.sim.control_webhooks(&coopgate_stripe_sim::WebhookControl { hold: Some(true), ..Default::default() });
     for n in 0..6 {
         let email = format!("m{n}@example.org");
         let customer =

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use coopgate::config::{BillingConfig, Config, RouteKind, Secret, StripeConfig, TierConfig, TokensConfig};
 use coopgate::keys::{CacheTtl, Keys};
 use coopgate::tokens::Tokens;
-use coopgate_billing::sim::{SimConfig, SimPrice, Simulator};
 use coopgate_billing::{Account, Accounts, Store};
+use coopgate_stripe_sim::{SimConfig, SimPrice, Simulator};
 use coopgate_tests::{Got, TestGateway, TestUpstream, assert_problem, config, echo_upstream, route, send, serve_on};
 use http::Request;
 use http_body_util::Full;
@@ -571,7 +571,7 @@ async fn a_storm_of_duplicated_shuffled_webhooks_applies_each_event_once_and_end
     let b = Billed::start(store.clone(), |_| {}, |_| {}).await;
     // Everything Stripe reports from here is held, a fifth of it twice, and
     // then delivered in a shuffled order.
-    b.sim.control_webhooks(&coopgate_billing::sim::WebhookControl {
+    b.sim.control_webhooks(&coopgate_stripe_sim::WebhookControl {
         hold: Some(true),
         duplicate: Some(0.2),
         reorder: Some(true),

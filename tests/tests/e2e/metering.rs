@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use coopgate::config::{Config, MeteredConfig, RouteKind, SPEND_CAP_PATH, SpendCapAction, TierConfig};
-use coopgate_billing::sim::{SimConfig, SimPrice};
 use coopgate_billing::usage::report::{self, Reported};
 use coopgate_billing::usage::statement;
 use coopgate_billing::{Account, Store};
+use coopgate_stripe_sim::{SimConfig, SimPrice};
 use coopgate_tests::{TestGateway, get, route};
 
 use super::memberships::{Billed, pay, stripe};

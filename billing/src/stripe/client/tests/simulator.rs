@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use crate::sim::{SimConfig, SimPrice, Simulator};
 use crate::stripe::client::StripeClient;
 use crate::stripe::{
     MeterEventOutcome, NewCheckout, NewInvoiceItem, NewMeterEvent, NewPortal, StripeApi, StripeFailure,
     SubscriptionStatus,
 };
+use coopgate_stripe_sim::{SimConfig, SimPrice, Simulator};
 
 /// The membership price and the metered API price (2¢ a request), USD a month.
 fn prices() -> Vec<SimPrice> {

@@ -1,0 +1,131 @@
+//! The `/v1` API: every Stripe endpoint the simulator answers, in one table
+//! ([`dispatch`]), each reading its parameters with [`Params`] (so unknown
+//! ones are refused before anything changes) and calling the engine.
+
+mod billing;
+mod catalog;
+mod checkout;
+mod customers;
+mod events;
+mod invoice_items;
+mod meters;
+mod money;
+
+use serde_json::Value;
+
+use super::api_error::{ApiError, ApiResult};
+use super::engine::Engine;
+use super::form::Params;
+use super::list::{self, Range};
+
+/// Answers one API call. `segments` is the path after `/v1/`.
+pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Params) -> ApiResult<Value> {
+    match (method, segments) {
+        ("POST", ["customers"]) => customers::create(e, p),
+        ("GET", ["customers"]) => customers::list(e, p),
+        ("GET", ["customers", "search"]) => customers::search(e, p),
+        ("GET", ["customers", id]) => retrieve(e, "customer", id, p),
+        ("POST", ["customers", id]) => customers::update(e, id, p),
+        ("DELETE", ["customers", id]) => customers::delete(e, id, p),
+        ("GET", ["customers", id, "payment_methods"]) => customers::payment_methods(e, id, p),
+        ("GET", ["payment_methods", id]) => retrieve(e, "payment_method", id, p),
+
+        ("POST", ["products"]) => catalog::create_product(e, p),
+        ("GET", ["products"]) => catalog::list_products(e, p),
+        ("GET", ["products", id]) => retrieve(e, "product", id, p),
+        ("POST", ["prices"]) => catalog::create_price(e, p),
+        ("GET", ["prices"]) => catalog::list_prices(e, p),
+        ("GET", ["prices", id]) => retrieve(e, "price", id, p),
+
+        ("POST", ["checkout", "sessions"]) => checkout::create(e, p),
+        ("GET", ["checkout", "sessions"]) => checkout::list(e, p),
+        ("GET", ["checkout", "sessions", id]) => retrieve(e, "checkout.session", id, p),
+        ("GET", ["checkout", "sessions", id, "line_items"]) => checkout::line_items(e, id, p),
+        ("POST", ["checkout", "sessions", id, "expire"]) => checkout::expire(e, id, p),
+        ("POST", ["billing_portal", "sessions"]) => checkout::create_portal(e, p),
+
+        ("POST", ["subscriptions"]) => billing::create_subscription(e, p),
+        ("GET", ["subscriptions"]) => billing::list_subscriptions(e, p),
+        ("GET", ["subscriptions", id]) => retrieve(e, "subscription", id, p),
+        ("POST", ["subscriptions", id]) => billing::update_subscription(e, id, p),
+        ("DELETE", ["subscriptions", id]) => billing::cancel_subscription(e, id, p),
+        ("GET", ["subscription_items"]) => billing::list_items(e, p),
+        ("GET", ["subscription_items", id]) => billing::retrieve_item(e, id, p),
+        ("GET", ["invoices"]) => billing::list_invoices(e, p),
+        ("GET", ["invoices", id]) => retrieve(e, "invoice", id, p),
+        ("GET", ["invoices", id, "lines"]) => billing::invoice_lines(e, id, p),
+        ("POST", ["invoiceitems"]) => invoice_items::create(e, p),
+        ("GET", ["invoiceitems"]) => invoice_items::list(e, p),
+        ("GET", ["invoiceitems", id]) => retrieve(e, "invoiceitem", id, p),
+        ("GET", ["invoice_payments"]) => billing::list_invoice_payments(e, p),
+        ("GET", ["invoice_payments", id]) => retrieve(e, "invoice_payment", id, p),
+
+        ("GET", ["payment_intents"]) => money::list_by_customer(e, "payment_intent", p, "/v1/payment_intents"),
+        ("GET", ["payment_intents", id]) => retrieve(e, "payment_intent", id, p),
+        ("GET", ["charges"]) => money::list_charges(e, p),
+        ("GET", ["charges", id]) => retrieve(e, "charge", id, p),
+        ("POST", ["refunds"]) => money::create_refund(e, p),
+        ("GET", ["refunds"]) => money::list_by_charge(e, "refund", p, "/v1/refunds"),
+        ("GET", ["refunds", id]) => retrieve(e, "refund", id, p),
+        ("GET", ["disputes"]) => money::list_by_charge(e, "dispute", p, "/v1/disputes"),
+        ("GET", ["disputes", id]) => retrieve(e, "dispute", id, p),
+        ("POST", ["disputes", id, "close"]) => money::close_dispute(e, id, p),
+        ("POST", ["payouts"]) => money::create_payout(e, p),
+        ("GET", ["payouts"]) => money::list_payouts(e, p),
+        ("GET", ["payouts", id]) => retrieve(e, "payout", id, p),
+        ("GET", ["balance"]) => money::balance(e, p),
+        ("GET", ["balance_transactions"]) => money::list_balance_transactions(e, p),
+        ("GET", ["balance_transactions", id]) => retrieve(e, "balance_transaction", id, p),
+
+        ("POST", ["billing", "meters"]) => meters::create(e, p),
+        ("GET", ["billing", "meters"]) => meters::list(e, p),
+        ("GET", ["billing", "meters", id]) => retrieve(e, "billing.meter", id, p),
+        ("GET", ["billing", "meters", id, "event_summaries"]) => meters::summaries(e, id, p),
+        ("POST", ["billing", "meter_events"]) => meters::record(e, p),
+
+        ("GET", ["events"]) => events::list(e, p),
+        ("GET", ["events", id]) => retrieve(e, "event", id, p),
+        ("POST", ["test_helpers", "test_clocks"]) => events::create_clock(e, p),
+        ("GET", ["test_helpers", "test_clocks"]) => {
+            listing(e, "test_helpers.test_clock", p, "/v1/test_helpers/test_clocks", |_| true)
+        }
+        ("GET", ["test_helpers", "test_clocks", id]) => retrieve(e, "test_helpers.test_clock", id, p),
+        ("POST", ["test_helpers", "test_clocks", id, "advance"]) => events::advance_clock(e, id, p),
+        ("DELETE", ["test_helpers", "test_clocks", id]) => {
+            p.finish()?;
+            e.delete_test_clock(id)
+        }
+        _ => Err(ApiError::unrecognized_url(method, &format!("/v1/{}", segments.join("/")))),
+    }
+}
+
+/// `GET /v1/<things>/{id}`.
+fn retrieve(e: &Engine, kind: &str, id: &str, p: Params) -> ApiResult<Value> {
+    p.finish()?;
+    Ok(e.store.find(kind, id, "id")?.clone())
+}
+
+/// A list of one object type, newest first, filtered by `keep` and by `created`.
+fn listing(e: &Engine, kind: &str, mut p: Params, url: &str, keep: impl Fn(&Value) -> bool) -> ApiResult<Value> {
+    let created = Range::read(&mut p, "created")?;
+    let items: Vec<&Value> = e
+        .store
+        .of_type(kind)
+        .rev()
+        .filter(|v| keep(v) && created.is_none_or(|r| r.contains(v["created"].as_i64().unwrap_or(0))))
+        .collect();
+    let page = list::page(items, &mut p, url)?;
+    p.finish()?;
+    Ok(page)
+}
+
+/// Includes what Stripe only includes when asked (`expand[]=line_items` on a
+/// Checkout Session) and takes those paths out of the generic expansion.
+pub(crate) fn include(e: &Engine, value: &mut Value, expand: &mut Vec<String>) {
+    if value["object"] == "checkout.session" && expand.iter().any(|x| x == "line_items") {
+        let id = value["id"].as_str().unwrap_or_default().to_owned();
+        let lines = e.session_lines.get(&id).cloned().unwrap_or_default();
+        value["line_items"] = super::shapes::list(lines, format!("/v1/checkout/sessions/{id}/line_items"));
+        expand.retain(|x| x != "line_items");
+    }
+}
