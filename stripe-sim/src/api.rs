@@ -23,7 +23,7 @@ pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Param
     match (method, segments) {
         ("POST", ["customers"]) => customers::create(e, p),
         ("GET", ["customers"]) => customers::list(e, p),
-        ("GET", ["customers", "search"]) => customers::search(e, p),
+        ("GET", ["customers", "search"]) => search(e, "customer", p, "/v1/customers/search"),
         ("GET", ["customers", id]) => retrieve(e, "customer", id, p),
         ("POST", ["customers", id]) => customers::update(e, id, p),
         ("DELETE", ["customers", id]) => customers::delete(e, id, p),
@@ -32,9 +32,11 @@ pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Param
 
         ("POST", ["products"]) => catalog::create_product(e, p),
         ("GET", ["products"]) => catalog::list_products(e, p),
+        ("GET", ["products", "search"]) => search(e, "product", p, "/v1/products/search"),
         ("GET", ["products", id]) => retrieve(e, "product", id, p),
         ("POST", ["prices"]) => catalog::create_price(e, p),
         ("GET", ["prices"]) => catalog::list_prices(e, p),
+        ("GET", ["prices", "search"]) => search(e, "price", p, "/v1/prices/search"),
         ("GET", ["prices", id]) => retrieve(e, "price", id, p),
 
         ("POST", ["checkout", "sessions"]) => checkout::create(e, p),
@@ -46,12 +48,14 @@ pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Param
 
         ("POST", ["subscriptions"]) => billing::create_subscription(e, p),
         ("GET", ["subscriptions"]) => billing::list_subscriptions(e, p),
+        ("GET", ["subscriptions", "search"]) => search(e, "subscription", p, "/v1/subscriptions/search"),
         ("GET", ["subscriptions", id]) => retrieve(e, "subscription", id, p),
         ("POST", ["subscriptions", id]) => billing::update_subscription(e, id, p),
         ("DELETE", ["subscriptions", id]) => billing::cancel_subscription(e, id, p),
         ("GET", ["subscription_items"]) => billing::list_items(e, p),
         ("GET", ["subscription_items", id]) => billing::retrieve_item(e, id, p),
         ("GET", ["invoices"]) => billing::list_invoices(e, p),
+        ("GET", ["invoices", "search"]) => search(e, "invoice", p, "/v1/invoices/search"),
         ("GET", ["invoices", id]) => retrieve(e, "invoice", id, p),
         ("GET", ["invoices", id, "lines"]) => billing::invoice_lines(e, id, p),
         ("POST", ["invoiceitems"]) => invoice_items::create(e, p),
@@ -61,8 +65,10 @@ pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Param
         ("GET", ["invoice_payments", id]) => retrieve(e, "invoice_payment", id, p),
 
         ("GET", ["payment_intents"]) => money::list_by_customer(e, "payment_intent", p, "/v1/payment_intents"),
+        ("GET", ["payment_intents", "search"]) => search(e, "payment_intent", p, "/v1/payment_intents/search"),
         ("GET", ["payment_intents", id]) => retrieve(e, "payment_intent", id, p),
         ("GET", ["charges"]) => money::list_charges(e, p),
+        ("GET", ["charges", "search"]) => search(e, "charge", p, "/v1/charges/search"),
         ("GET", ["charges", id]) => retrieve(e, "charge", id, p),
         ("POST", ["refunds"]) => money::create_refund(e, p),
         ("GET", ["refunds"]) => money::list_by_charge(e, "refund", p, "/v1/refunds"),
@@ -99,10 +105,40 @@ pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Param
     }
 }
 
-/// `GET /v1/<things>/{id}`.
+/// `GET /v1/<things>/{id}`; a deleted customer is still answered, as
+/// `{"id", "object", "deleted": true}`, as Stripe does.
 fn retrieve(e: &Engine, kind: &str, id: &str, p: Params) -> ApiResult<Value> {
     p.finish()?;
-    Ok(e.store.find(kind, id, "id")?.clone())
+    match e.store.find(kind, id, "id") {
+        Ok(found) => Ok(found.clone()),
+        Err(missing) => e.store.tombstone(kind, id).filter(|_| kind == "customer").ok_or(missing),
+    }
+}
+
+/// The fields Stripe's search takes for each type that has a search
+/// (`metadata['key']` always), as far as the simulator's objects carry them.
+fn searchable(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "customer" => &["email", "name", "phone", "description"],
+        "charge" => &["amount", "currency", "customer", "disputed", "payment_intent", "refunded", "status"],
+        "invoice" => &["currency", "customer", "number", "status", "subscription", "total"],
+        "payment_intent" => &["amount", "currency", "customer", "status"],
+        "price" => &["active", "currency", "lookup_key", "product", "type"],
+        "product" => &["active", "description", "name", "shippable", "url"],
+        "subscription" => &["status"],
+        _ => &[],
+    }
+}
+
+/// `GET /v1/<things>/search?query=…`: newest first, in Stripe's
+/// `search_result` pages.
+fn search(e: &Engine, kind: &str, mut p: Params, url: &str) -> ApiResult<Value> {
+    let query = p.required_string("query")?;
+    let clauses = list::parse_query(&query, searchable(kind))?;
+    let items: Vec<&Value> = e.store.of_type(kind).rev().filter(|o| clauses.iter().all(|q| q.matches(o))).collect();
+    let page = list::search_page(items, &mut p, url)?;
+    p.finish()?;
+    Ok(page)
 }
 
 /// A list of one object type, newest first, filtered by `keep` and by `created`.
@@ -120,8 +156,16 @@ fn listing(e: &Engine, kind: &str, mut p: Params, url: &str, keep: impl Fn(&Valu
 }
 
 /// Includes what Stripe only includes when asked (`expand[]=line_items` on a
-/// Checkout Session) and takes those paths out of the generic expansion.
+/// Checkout Session, `expand[]=payments` on an invoice) and takes those paths
+/// out of the generic expansion.
 pub(crate) fn include(e: &Engine, value: &mut Value, expand: &mut Vec<String>) {
+    if value["object"] == "invoice" && expand.iter().any(|x| x == "payments") {
+        let id = value["id"].as_str().unwrap_or_default().to_owned();
+        let payments: Vec<Value> =
+            e.store.of_type("invoice_payment").filter(|p| p["invoice"] == id.as_str()).cloned().collect();
+        value["payments"] = super::shapes::list(payments, format!("/v1/invoice_payments?invoice={id}"));
+        expand.retain(|x| x != "payments");
+    }
     if value["object"] == "checkout.session" && expand.iter().any(|x| x == "line_items") {
         let id = value["id"].as_str().unwrap_or_default().to_owned();
         let lines = e.session_lines.get(&id).cloned().unwrap_or_default();

@@ -107,6 +107,12 @@ impl ApiError {
             .with_param(param)
     }
 
+    /// A 400 for an object a parameter names that does not exist: Stripe
+    /// answers 404 only for the object in the path.
+    pub fn no_such_named(what: &str, id: &str, param: &str) -> Self {
+        ApiError { status: 400, ..ApiError::no_such(what, id, param) }
+    }
+
     /// A 404 for a path the API does not have.
     pub fn unrecognized_url(method: &str, path: &str) -> Self {
         ApiError::new(

@@ -49,7 +49,9 @@ async fn v1(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers
     if let Ok(id) = HeaderValue::from_str(&answer.request_id) {
         h.insert("request-id", id);
     }
-    h.insert("stripe-version", HeaderValue::from_static(super::engine::api_version()));
+    // Stripe answers in the version the request asked for, else the account's.
+    let version = headers.get("stripe-version").cloned();
+    h.insert("stripe-version", version.unwrap_or(HeaderValue::from_static(super::engine::api_version())));
     if answer.replayed {
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }

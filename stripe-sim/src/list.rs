@@ -19,7 +19,7 @@ pub(crate) fn page(items: Vec<&Value>, params: &mut Params, url: &str) -> ApiRes
     let after = params.string("starting_after")?.filter(|s| !s.is_empty());
     let before = params.string("ending_before")?.filter(|s| !s.is_empty());
     let position = |cursor: &str, param: &str| {
-        items.iter().position(|v| v["id"] == cursor).ok_or_else(|| ApiError::no_such("object", cursor, param))
+        items.iter().position(|v| v["id"] == cursor).ok_or_else(|| ApiError::no_such_named("object", cursor, param))
     };
     let (data, has_more): (Vec<Value>, bool) = match (after, before) {
         (Some(_), Some(_)) => {
@@ -115,12 +115,18 @@ impl Clause {
         for segment in &self.field {
             v = &v[segment.as_str()];
         }
-        match v.as_str() {
-            Some(s) if self.substring => s.to_lowercase().contains(&self.value.to_lowercase()),
+        // Numbers and booleans are compared as written (`amount:'500'`, `active:'true'`).
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => return false,
+        };
+        match text {
+            s if self.substring => s.to_lowercase().contains(&self.value.to_lowercase()),
             // Stripe compares emails without regard to case.
-            Some(s) if self.field == ["email"] => s.eq_ignore_ascii_case(&self.value),
-            Some(s) => s == self.value,
-            None => false,
+            s if self.field == ["email"] => s.eq_ignore_ascii_case(&self.value),
+            s => s == self.value,
         }
     }
 }

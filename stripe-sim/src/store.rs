@@ -19,6 +19,9 @@ pub(crate) struct Store {
     objects: HashMap<String, Value>,
     /// Ids of each `object` type in creation order (oldest first).
     order: HashMap<String, Vec<String>>,
+    /// What was deleted, by id: its `object` type. Stripe still answers a
+    /// retrieve of a deleted customer, with `deleted: true`.
+    deleted: HashMap<String, String>,
 }
 
 /// The word Stripe uses for an object type in "No such …" messages.
@@ -60,6 +63,12 @@ impl Store {
         }
     }
 
+    /// [`Store::find`] for an object a request parameter (`param`) names
+    /// rather than its path: one that does not exist is a 400, as Stripe answers.
+    pub fn named(&self, kind: &str, id: &str, param: &str) -> ApiResult<&Value> {
+        self.find(kind, id, param).map_err(|_| ApiError::no_such_named(noun(kind), id, param))
+    }
+
     /// A field of an object as text (empty if absent), for the engine's reads.
     pub fn text(&self, id: &str, field: &str) -> String {
         self.objects.get(id).and_then(|o| o[field].as_str()).unwrap_or_default().to_owned()
@@ -75,13 +84,22 @@ impl Store {
         self.order.get(kind).cloned().unwrap_or_default()
     }
 
-    /// Forgets an object (deleted customers and test clocks).
+    /// Forgets an object (deleted customers and test clocks), but that it was.
     pub fn remove(&mut self, id: &str) -> Option<Value> {
         let object = self.objects.remove(id)?;
-        if let Some(ids) = object["object"].as_str().and_then(|k| self.order.get_mut(k)) {
-            ids.retain(|i| i != id);
+        if let Some(kind) = object["object"].as_str() {
+            if let Some(ids) = self.order.get_mut(kind) {
+                ids.retain(|i| i != id);
+            }
+            self.deleted.insert(id.to_owned(), kind.to_owned());
         }
         Some(object)
+    }
+
+    /// What Stripe answers for a deleted object of type `kind`, if `id` was one.
+    pub fn tombstone(&self, kind: &str, id: &str) -> Option<Value> {
+        (self.deleted.get(id).map(String::as_str) == Some(kind))
+            .then(|| serde_json::json!({ "id": id, "object": kind, "deleted": true }))
     }
 
     /// Replaces ids with the objects they name along each `expand[]` path

@@ -3,6 +3,7 @@
 //! raw HTTP where a browser or a `curl` user would be, and with a small webhook
 //! receiver that checks signatures independently.
 
+mod answers;
 mod api;
 mod billing;
 mod clock;

@@ -163,7 +163,7 @@ pub(super) fn list_subscriptions(e: &Engine, mut p: Params) -> ApiResult<Value> 
 
 pub(super) fn list_items(e: &Engine, mut p: Params) -> ApiResult<Value> {
     let sub = p.required_string("subscription")?;
-    let found = e.store.find("subscription", &sub, "subscription")?;
+    let found = e.store.named("subscription", &sub, "subscription")?;
     let items: Vec<Value> = found["items"]["data"].as_array().cloned().unwrap_or_default();
     let page = list::page(items.iter().collect(), &mut p, "/v1/subscription_items")?;
     p.finish()?;

@@ -125,7 +125,7 @@ pub(super) fn create_portal(e: &mut Engine, mut p: Params) -> ApiResult<Value> {
     if let Some(configuration) = p.string("configuration")?
         && configuration != e.portal_configuration()
     {
-        return Err(ApiError::no_such("billing portal configuration", &configuration, "configuration"));
+        return Err(ApiError::no_such_named("billing portal configuration", &configuration, "configuration"));
     }
     p.finish()?;
     e.create_portal(&customer, return_url)

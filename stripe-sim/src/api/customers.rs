@@ -4,7 +4,6 @@ use serde_json::Value;
 
 use super::{ApiResult, Params, listing};
 use crate::engine::{CustomerChanges, Engine, NewCustomer};
-use crate::list;
 
 /// Known to Stripe, not simulated on customers.
 const UNSUPPORTED: &[&str] = &[
@@ -77,17 +76,6 @@ pub(super) fn list(e: &Engine, mut p: Params) -> ApiResult<Value> {
         email.as_deref().is_none_or(|m| c["email"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(m)))
             && clock.as_deref().is_none_or(|k| c["test_clock"] == k)
     })
-}
-
-/// `GET /v1/customers/search?query=…`: `email`, `name`, `phone`, `metadata['k']`.
-pub(super) fn search(e: &Engine, mut p: Params) -> ApiResult<Value> {
-    let query = p.required_string("query")?;
-    let clauses = list::parse_query(&query, &["email", "name", "phone", "description"])?;
-    let items: Vec<&Value> =
-        e.store.of_type("customer").rev().filter(|c| clauses.iter().all(|q| q.matches(c))).collect();
-    let page = list::search_page(items, &mut p, "/v1/customers/search")?;
-    p.finish()?;
-    Ok(page)
 }
 
 pub(super) fn payment_methods(e: &Engine, id: &str, mut p: Params) -> ApiResult<Value> {

@@ -45,7 +45,7 @@ pub(super) fn create_refund(e: &mut Engine, mut p: Params) -> ApiResult<Value> {
         }
         (Some(c), None) => (c, "charge"),
         (None, Some(pi)) => {
-            let intent = e.store.find("payment_intent", &pi, "payment_intent")?;
+            let intent = e.store.named("payment_intent", &pi, "payment_intent")?;
             let latest = intent["latest_charge"].as_str().map(str::to_owned);
             match latest.filter(|_| intent["status"] == "succeeded") {
                 Some(c) => (c, "payment_intent"),

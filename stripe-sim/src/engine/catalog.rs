@@ -56,9 +56,9 @@ impl Engine {
 
     /// Creates a price; `price.created`.
     pub fn create_price(&mut self, new: NewPrice) -> ApiResult<Value> {
-        self.store.find("product", &new.product, "product")?;
+        self.store.named("product", &new.product, "product")?;
         if let Some(meter) = new.recurring.as_ref().and_then(|r| r.meter.as_deref()) {
-            self.store.find("billing.meter", meter, "recurring[meter]")?;
+            self.store.named("billing.meter", meter, "recurring[meter]")?;
         }
         if let Some(r) = &new.recurring
             && !matches!(r.interval.as_str(), "day" | "week" | "month" | "year")

@@ -107,7 +107,7 @@ impl Engine {
             ));
         }
         if let Some(c) = &new.customer {
-            self.store.find("customer", c, "customer")?;
+            self.store.named("customer", c, "customer")?;
         }
         if new.line_items.is_empty() {
             return Err(ApiError::missing_param("line_items"));
@@ -125,7 +125,7 @@ impl Engine {
         let (mut total, mut currency) = (0i64, None::<String>);
         for (i, (price_id, quantity)) in new.line_items.iter().enumerate() {
             let param = format!("line_items[{i}][price]");
-            let price = self.store.find("price", price_id, &param)?.clone();
+            let price = self.store.named("price", price_id, &param)?.clone();
             let recurring = price["type"] == "recurring";
             if recurring != (new.mode == "subscription") {
                 return Err(ApiError::invalid_param(

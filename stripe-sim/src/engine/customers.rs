@@ -52,7 +52,7 @@ impl Engine {
     /// Creates a customer; `customer.created` (and `payment_method.attached`).
     pub fn create_customer(&mut self, new: NewCustomer) -> ApiResult<Value> {
         if let Some(clock) = &new.test_clock {
-            self.store.find("test_helpers.test_clock", clock, "test_clock")?;
+            self.store.named("test_helpers.test_clock", clock, "test_clock")?;
         }
         // A card that cannot be attached refuses the whole call, before anything exists.
         if let Some(token) = &new.payment_method {
@@ -160,7 +160,7 @@ impl Engine {
             return Err(ApiError::card_declined(code, cards::decline_message(code), None).with_param(param));
         }
         if !token.starts_with("pm_") {
-            return Err(ApiError::no_such("PaymentMethod", token, param));
+            return Err(ApiError::no_such_named("PaymentMethod", token, param));
         }
         Ok(())
     }
@@ -171,7 +171,7 @@ impl Engine {
         if let Some(card) = cards::by_token(token) {
             return self.attach_card(customer, card).map_err(|e| e.with_param(param));
         }
-        let pm = self.store.find("payment_method", token, param)?;
+        let pm = self.store.named("payment_method", token, param)?;
         match pm["customer"].as_str() {
             Some(owner) if owner == customer => Ok(token.to_owned()),
             Some(_) => Err(ApiError::bad_request(format!("The payment method {token} belongs to another customer."))
@@ -185,7 +185,7 @@ impl Engine {
 
     /// A `pm_…` this customer owns.
     pub fn owned_payment_method(&self, customer: &str, pm: &str, param: &str) -> ApiResult<String> {
-        let found = self.store.find("payment_method", pm, param)?;
+        let found = self.store.named("payment_method", pm, param)?;
         if found["customer"] != customer {
             return Err(ApiError::bad_request(format!(
                 "The customer does not have a payment method with the ID {pm}. The payment method must be attached to the customer."

@@ -29,7 +29,7 @@ pub(crate) struct NewInvoiceItem {
 impl Engine {
     /// Creates a pending invoice item; `invoiceitem.created`.
     pub fn create_invoice_item(&mut self, new: NewInvoiceItem) -> ApiResult<Value> {
-        let customer = self.store.find("customer", &new.customer, "customer")?.clone();
+        let customer = self.store.named("customer", &new.customer, "customer")?.clone();
         let currency = match new.currency {
             Some(c) => c.to_ascii_lowercase(),
             None => {

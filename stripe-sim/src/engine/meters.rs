@@ -131,7 +131,7 @@ impl Engine {
         if customer.is_empty() {
             return Err(ApiError::missing_param(&format!("payload[{customer_key}]")));
         }
-        self.store.find("customer", &customer, &format!("payload[{customer_key}]"))?;
+        self.store.named("customer", &customer, &format!("payload[{customer_key}]"))?;
         let value = match meter["default_aggregation"]["formula"].as_str() {
             Some("count") => 1.0,
             _ => {

@@ -27,7 +27,7 @@ impl Engine {
         metadata: Option<MetadataUpdate>,
         param: &str,
     ) -> ApiResult<Value> {
-        let charge = self.store.find("charge", charge_id, param)?.clone();
+        let charge = self.store.named("charge", charge_id, param)?.clone();
         if charge["status"] != "succeeded" {
             return Err(ApiError::invalid("charge_not_refundable", format!("Charge {charge_id} did not succeed.")));
         }

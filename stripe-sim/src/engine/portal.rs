@@ -14,7 +14,7 @@ impl Engine {
     /// Creates a portal session whose `url` is the simulator's portal page;
     /// `billing_portal.session.created`.
     pub fn create_portal(&mut self, customer: &str, return_url: Option<String>) -> ApiResult<Value> {
-        self.store.find("customer", customer, "customer")?;
+        self.store.named("customer", customer, "customer")?;
         let id = self.id("bps");
         let url = format!("{}p/session/{id}", self.settings.base_url);
         let configuration = self.portal_configuration().to_owned();

@@ -75,7 +75,7 @@ pub(crate) struct SubscriptionChanges {
 impl Engine {
     /// A recurring, active price, or the error naming `param`.
     fn recurring_price(&self, id: &str, param: &str) -> ApiResult<Value> {
-        let price = self.store.find("price", id, param)?.clone();
+        let price = self.store.named("price", id, param)?.clone();
         if price["type"] != "recurring" {
             return Err(ApiError::invalid_param(
                 param,
@@ -110,7 +110,7 @@ impl Engine {
     /// invoice and payment events, then `customer.subscription.created` with the
     /// resulting status: `active`, `trialing`, or `incomplete` if the payment failed.
     pub fn create_subscription(&mut self, new: NewSubscription) -> ApiResult<Value> {
-        let customer = self.store.find("customer", &new.customer, "customer")?.clone();
+        let customer = self.store.named("customer", &new.customer, "customer")?.clone();
         if new.items.is_empty() {
             return Err(ApiError::missing_param("items"));
         }

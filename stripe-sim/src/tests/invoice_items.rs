@@ -85,7 +85,7 @@ async fn invoice_items_refuse_unknown_unmodelled_and_negative_amounts() {
     let no_currency = create(format!("customer={id}&amount=5")).await;
     assert_eq!(no_currency.json()["error"]["param"], "currency", "the customer has no currency yet");
     let nobody = create("customer=cus_nobody&amount=5&currency=usd".to_owned()).await;
-    assert_eq!(nobody.status, 404);
+    assert_eq!((nobody.status, nobody.json()["error"]["param"].as_str()), (400, Some("customer")));
     let missing = api(&t.sim, "GET", "/invoiceitems/ii_missing", "", &[]).await;
     assert_eq!(missing.status, 404);
     assert!(list(&t, "/invoiceitems", "").await.is_empty(), "nothing was created");
