@@ -38,6 +38,7 @@ pub mod store_reads;
 pub mod telemetry;
 pub mod tier;
 pub mod tokens;
+mod upkeep;
 pub mod upstream;
 
 pub use config::Config;

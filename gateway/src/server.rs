@@ -35,9 +35,6 @@ use crate::keys::Keys;
 use crate::stack::{Shared, stack};
 use crate::tokens::Tokens;
 
-/// How often key changes made elsewhere (CLI, other replicas) are picked up.
-const KEY_REFRESH: Duration = Duration::from_secs(1);
-
 /// A configured gateway, ready to serve on any number of listeners.
 pub struct Gateway {
     /// What every connection shares.
@@ -93,133 +90,10 @@ impl Gateway {
         &self.shared
     }
 
-    /// Runs background upkeep (limiter sweeps; with Redis limits, heartbeats,
-    /// flushes and recovery; with a store, key change polling and last-used
-    /// writes) until the returned handle is aborted.
+    /// Runs background upkeep (`crate::upkeep` lists every loop) until the
+    /// returned handle is aborted.
     pub fn spawn_upkeep(&self) -> tokio::task::JoinHandle<()> {
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let sweeps = async {
-                let mut every = tokio::time::interval(shared.config.limits.sweep_interval);
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    every.tick().await;
-                    let kept = shared.limits.sweep();
-                    shared.metrics.limiter_keys.set(kept as i64);
-                }
-            };
-            let key_changes = async {
-                let Some(keys) = &shared.keys else { return };
-                let mut every = tokio::time::interval(KEY_REFRESH);
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    every.tick().await;
-                    // A failure is logged by `refresh` itself, once per outage.
-                    let polled = keys.refresh().await;
-                    shared.metrics.store_unavailable.set(i64::from(polled.is_err()));
-                }
-            };
-            let pubsub = async {
-                if let Some((listening, _)) = shared_listener(&shared) {
-                    let _ = listening.await;
-                }
-            };
-            // Stripe events are applied off the request path, and missed ones fetched.
-            let memberships = async {
-                let (Some(m), Some(billing)) = (&shared.memberships, &shared.config.billing) else { return };
-                let backlog = async {
-                    let mut every = tokio::time::interval(Duration::from_secs(5));
-                    loop {
-                        every.tick().await;
-                        if let Ok((waiting, oldest)) = m.backlog().await {
-                            shared.metrics.billing_events_waiting.set(waiting);
-                            let now = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map_or(0, |d| d.as_millis() as i64);
-                            shared.metrics.billing_oldest_waiting_seconds.set(oldest.map_or(0, |t| (now - t) / 1000));
-                        }
-                    }
-                };
-                tokio::join!(m.run(billing.sync_interval), backlog);
-            };
-            // Usage counted in memory reaches the store every flush interval.
-            // A flush's id is kept as long as the flush may come again: the
-            // replica that made it retries within seconds, but one journaled
-            // at a stop (`metering.journal`) comes back at the next start,
-            // which may be days later; a week covers a long outage.
-            let usage = async {
-                let (Some(flusher), Some(keys)) = (&shared.usage_flusher, &shared.keys) else { return };
-                let forget = async {
-                    let usage = coopgate_billing::usage::Usage::new(keys.store().clone());
-                    let mut every = tokio::time::interval(Duration::from_secs(3600));
-                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        every.tick().await;
-                        let _ = usage.forget_batches(crate::limit::now_ms() - 7 * 86_400_000).await;
-                    }
-                };
-                tokio::join!(flusher.run(shared.config.metering.flush_interval), forget);
-            };
-            // One replica at a time (a lease) reports usage beyond the allowance to Stripe.
-            let reporting = async {
-                let (Some(reporter), Some(metered)) =
-                    (&shared.reporter, shared.config.billing.as_ref().and_then(|b| b.metered.as_ref()))
-                else {
-                    return;
-                };
-                let backlog = async {
-                    let mut every = tokio::time::interval(Duration::from_secs(5));
-                    loop {
-                        every.tick().await;
-                        if let Ok((waiting, oldest)) = coopgate_billing::usage::report::backlog(reporter.store()).await
-                        {
-                            let now = crate::limit::now_ms();
-                            shared.metrics.usage_reports_waiting.set(waiting);
-                            shared
-                                .metrics
-                                .usage_oldest_report_waiting_seconds
-                                .set(oldest.map_or(0, |t| (now - t) / 1000));
-                        }
-                    }
-                };
-                // Spend caps are counted in requests at the metered price, which
-                // only Stripe knows: until it has said, a capped account gets
-                // its allowance and no more.
-                let unit_price = async {
-                    let mut wait = Duration::from_secs(1);
-                    loop {
-                        match reporter.unit_price().await {
-                            Ok(unit) => return shared.limits.learn_unit_price(unit),
-                            Err(e) => tracing::warn!(
-                                error = %e,
-                                "billing.metered: the metered price cannot be read yet, so accounts with a spend cap \
-                                 get only their included allowance; retrying in {}s",
-                                wait.as_secs()
-                            ),
-                        }
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(Duration::from_secs(60));
-                    }
-                };
-                tokio::join!(reporter.run(metered.report_interval), backlog, unit_price);
-            };
-            // Sign-ins and sessions that ended a day ago are of no more use to anyone.
-            let portal = async {
-                let (Some(_), Some(keys)) = (&shared.portal, &shared.keys) else { return };
-                let store = keys.store().clone();
-                let sign_ins = coopgate_billing::portal::SignIns::new(store.clone(), Default::default());
-                let sessions = coopgate_billing::portal::Sessions::new(store);
-                let mut every = tokio::time::interval(Duration::from_secs(3600));
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    every.tick().await;
-                    let day_ago = crate::limit::now_ms() - 86_400_000;
-                    let _ = sign_ins.forget(day_ago).await;
-                    let _ = sessions.forget(day_ago).await;
-                }
-            };
-            tokio::join!(sweeps, key_changes, pubsub, memberships, usage, reporting, portal, shared.limits.run());
-        })
+        tokio::spawn(crate::upkeep::run(self.shared.clone()))
     }
 
     /// Starts only the Redis invalidation listener (when configured); the
@@ -227,7 +101,7 @@ impl Gateway {
     pub fn spawn_invalidation_listener(
         &self,
     ) -> Option<(tokio::task::JoinHandle<()>, tokio::sync::oneshot::Receiver<()>)> {
-        let (fut, ready) = shared_listener(&self.shared)?;
+        let (fut, ready) = crate::upkeep::invalidation_listener(&self.shared)?;
         Some((tokio::spawn(fut), ready))
     }
 
@@ -342,15 +216,6 @@ impl Gateway {
             metrics.connections.dec();
         });
     }
-}
-
-/// The invalidation listener of `shared`, if it has Redis and keys.
-fn shared_listener(
-    shared: &Shared,
-) -> Option<(impl Future<Output = ()> + Send + 'static, tokio::sync::oneshot::Receiver<()>)> {
-    let (invalidations, keys) = (shared.invalidations.clone()?, shared.keys.clone()?);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    Some((invalidations.listen(keys, shared.tokens.clone(), Some(tx)), rx))
 }
 
 /// Loads the server certificate and key, offering HTTP/2 and HTTP/1.1 by ALPN.
