@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::{get, post};
@@ -43,11 +43,12 @@ use serde::Deserialize;
 use tower::{Layer, Service};
 
 use crate::body::Body;
+use crate::caller::{ClientIp, ConnInfo};
 use crate::config::Config;
 use crate::error::Error;
-use crate::identify::{Credential, credential};
+use crate::identify::{Credential, TrustedProxies, credential};
 use crate::invalidate::Invalidations;
-use crate::keys::{Keys, PresentedKey};
+use crate::keys::{Cheap, Keys, PresentedKey};
 use crate::tokens::Tokens;
 
 mod spend_cap;
@@ -133,10 +134,11 @@ struct CheckoutRequest {
 
 async fn checkout(
     State(s): State<BillingState>,
+    Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<AxumResponse, Error> {
-    let account = caller_account(&s, &headers).await?;
+    let account = caller_account(&s, ip, &headers).await?;
     let body = body.map_err(unread)?;
     let request: CheckoutRequest = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("send JSON such as {{\"price\": \"price_…\"}}: {e}")))?;
@@ -144,36 +146,51 @@ async fn checkout(
     Ok(axum::Json(serde_json::json!({ "url": url })).into_response())
 }
 
-async fn portal(State(s): State<BillingState>, headers: HeaderMap) -> Result<AxumResponse, Error> {
-    let account = caller_account(&s, &headers).await?;
+async fn portal(
+    State(s): State<BillingState>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+) -> Result<AxumResponse, Error> {
+    let account = caller_account(&s, ip, &headers).await?;
     let url = s.memberships.portal(&account).await.map_err(Error::Billing)?;
     Ok(axum::Json(serde_json::json!({ "url": url })).into_response())
 }
 
-async fn spend_cap(State(s): State<BillingState>, headers: HeaderMap) -> Result<AxumResponse, Error> {
-    let account = caller_account(&s, &headers).await?;
+async fn spend_cap(
+    State(s): State<BillingState>,
+    Extension(ip): Extension<ClientIp>,
+    headers: HeaderMap,
+) -> Result<AxumResponse, Error> {
+    let account = caller_account(&s, ip, &headers).await?;
     Ok(axum::Json(cap_json(account.spend_cap)).into_response())
 }
 
 async fn set_spend_cap(
     State(s): State<BillingState>,
+    Extension(ip): Extension<ClientIp>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<AxumResponse, Error> {
-    let account = caller_account(&s, &headers).await?;
+    let account = caller_account(&s, ip, &headers).await?;
     let cap = cap_from_json(&body.map_err(unread)?, Error::BadRequest)?;
     s.memberships.set_spend_cap(&account, cap).await.map_err(Error::Billing)?;
     Ok(axum::Json(cap_json(cap)).into_response())
 }
 
 /// The account behind the request's API key or member token; 401 without one
-/// or with one that does not verify, as everywhere else.
-async fn caller_account(s: &BillingState, headers: &HeaderMap) -> Result<Account, Error> {
+/// or with one that does not verify, as everywhere else. A key the cache does
+/// not hold uses one of the client's store lookups, as on the proxy path, so
+/// that made-up keys sent here cannot query the store at will either.
+async fn caller_account(s: &BillingState, ClientIp(ip): ClientIp, headers: &HeaderMap) -> Result<Account, Error> {
     let account_id = match credential(headers)? {
         Credential::None => return Err(Error::CredentialRequired),
         Credential::ApiKey { raw, .. } => {
             let presented = PresentedKey::parse(&raw).map_err(Error::InvalidApiKey)?;
-            let verified = s.keys.check(&presented).await?.map_err(Error::InvalidApiKey)?;
+            let checked = match s.keys.check_cached(&presented) {
+                Cheap::Decided(verdict) => verdict,
+                Cheap::Miss => s.keys.check_for(ip, &presented).await?,
+            };
+            let verified = checked.map_err(Error::InvalidApiKey)?;
             if verified.through_seat && !s.tiers.seat_keys_work(&verified.tier) {
                 return Err(Error::InvalidApiKey(crate::keys::Rejection::SeatPaused));
             }
@@ -286,12 +303,16 @@ impl AccountChanged for TierChanges {
 #[derive(Clone)]
 pub struct BillingLayer {
     router: Option<Router>,
+    /// Who the client is behind trusted proxies, for its key lookups.
+    trusted: Arc<TrustedProxies>,
+    conn: ConnInfo,
 }
 
 impl BillingLayer {
-    /// The layer; with `None` (no `[billing]`), `/billing/…` is a 404 problem.
-    pub fn new(router: Option<Router>) -> Self {
-        BillingLayer { router }
+    /// The layer for one client connection; with `None` (no `[billing]`),
+    /// `/billing/…` is a 404 problem.
+    pub fn new(router: Option<Router>, trusted: Arc<TrustedProxies>, conn: ConnInfo) -> Self {
+        BillingLayer { router, trusted, conn }
     }
 }
 
@@ -299,7 +320,7 @@ impl<S> Layer<S> for BillingLayer {
     type Service = BillingEndpoints<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BillingEndpoints { inner, router: self.router.clone() }
+        BillingEndpoints { inner, layer: self.clone() }
     }
 }
 
@@ -307,7 +328,7 @@ impl<S> Layer<S> for BillingLayer {
 #[derive(Clone)]
 pub struct BillingEndpoints<S> {
     inner: S,
-    router: Option<Router>,
+    layer: BillingLayer,
 }
 
 type Boxed = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
@@ -324,13 +345,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
         if !req.uri().path().starts_with("/billing/") {
             return Either::Left(self.inner.call(req));
         }
-        let Some(router) = self.router.clone() else {
+        let Some(router) = self.layer.router.clone() else {
             return Either::Right(Box::pin(std::future::ready(Err(Error::BillingOff))));
         };
+        let ip = self.layer.trusted.client_ip(&self.layer.conn, req.headers());
+        req.extensions_mut().insert(ClientIp(ip));
         Either::Right(Box::pin(async move { crate::handler_error::answer(router, req).await }))
     }
 }

@@ -58,6 +58,11 @@ pub struct Caller {
 }
 
 /// What is known about a client connection before any request.
+/// The client's address as a site layer (portal, billing) worked it out,
+/// trusted proxies considered: what sign-ins and key lookups are limited by.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
     /// The socket peer.

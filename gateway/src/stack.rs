@@ -191,7 +191,7 @@ pub fn stack(
         .layer(OpsLayer::new(shared.ops.clone(), conn))
         // Stripe's webhooks and a caller's own checkout and portal links, before
         // routing: the webhook must never be limited or proxied.
-        .layer(BillingLayer::new(shared.billing.clone()))
+        .layer(BillingLayer::new(shared.billing.clone(), shared.trusted.clone(), conn))
         // The public open books, before routing: served from the ledger, never proxied.
         .layer(OpenBooksLayer::new(shared.open_books.clone()))
         // The member portal, before routing: its pages are the gateway's own,

@@ -390,3 +390,25 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text)
 }
+
+/// The checksum of a key's `cg_<id>_<secret>` part: the same CRC-32 (IEEE)
+/// the key format uses, computed here independently.
+pub fn key_checksum(body: &str) -> u32 {
+    let mut crc = !0u32;
+    for &b in body.as_bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// The `n`th of many well-formed keys no store holds (anyone can make them:
+/// the checksum is public), each with its own id.
+pub fn made_up_key(n: usize) -> String {
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
+    let id: String = (0..12).rev().map(|i| alphabet[(n >> (5 * i)) & 31] as char).collect();
+    let body = format!("cg_{id}_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    format!("{body}_{:08x}", key_checksum(&body))
+}

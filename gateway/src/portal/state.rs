@@ -1,7 +1,6 @@
 //! What the portal's handlers share. A leaf, so that the handler files use it
 //! without using one another.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -90,10 +89,7 @@ pub struct Quota {
 #[derive(Clone)]
 pub struct Portal(pub Arc<PortalState>);
 
-/// The client's address, as the portal layer worked it out (trusted proxies
-/// considered): what sign-ins are limited by.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub IpAddr);
+pub use crate::caller::ClientIp;
 
 impl PortalState {
     /// The live session of the request and its cookie's value, if any.

@@ -7,7 +7,9 @@ use coopgate::config::TierConfig;
 use coopgate::keys::Keys;
 use coopgate_billing::store::testing::stores;
 use coopgate_billing::{Accounts, Store};
-use coopgate_tests::{TestGateway, assert_problem, config, echo_upstream, gateway, get, limit};
+use coopgate_tests::{
+    TestGateway, assert_problem, config, echo_upstream, gateway, get, key_checksum, limit, made_up_key,
+};
 
 /// A gateway whose anonymous tier allows 2 at once and registered tier 50, checking keys in `store`.
 async fn keyed_gateway(store: &Store, upstream: std::net::SocketAddr) -> (TestGateway, Arc<Keys>) {
@@ -73,28 +75,16 @@ async fn malformed_mistyped_and_unknown_keys_are_401_not_anonymous() {
 
         // Well-formed, right checksum, never issued: made up by someone who read the format.
         let body = "cg_aaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-        let forged = format!("{body}_{:08x}", crc32(body));
+        let forged = format!("{body}_{:08x}", key_checksum(body));
         let doc = assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &forged)]).await, 401, "invalid-credential");
         assert!(doc["detail"].as_str().unwrap().contains("not known"));
 
         // A real id with someone else's secret.
         let id = &key[3..15];
         let body = format!("cg_{id}_cccccccccccccccccccccccccccccccc");
-        let stolen_id = format!("{body}_{:08x}", crc32(&body));
+        let stolen_id = format!("{body}_{:08x}", key_checksum(&body));
         assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &stolen_id)]).await, 401, "invalid-credential");
     }
-}
-
-fn crc32(s: &str) -> u32 {
-    // The same CRC-32 (IEEE) the key format uses, computed here independently.
-    let mut crc = !0u32;
-    for &b in s.as_bytes() {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 #[tokio::test]
@@ -156,7 +146,7 @@ async fn without_a_store_a_key_is_refused_rather_than_ignored() {
     let up = echo_upstream().await;
     let gw = gateway(config(up.addr)).await;
     let body = "cg_aaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-    let key = format!("{body}_{:08x}", crc32(body));
+    let key = format!("{body}_{:08x}", key_checksum(body));
     assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &key)]).await, 401, "invalid-credential");
 }
 
@@ -169,14 +159,9 @@ async fn a_flood_of_made_up_keys_is_throttled_before_it_reaches_the_store() {
     let real = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
     assert_eq!(get(&gw.url("/api/x"), &[("x-api-key", &real)]).await.status, 200, "now cached");
 
-    let alphabet = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut statuses = Vec::new();
-    for n in 0..40usize {
-        // Distinct ids: n written in base32, padded.
-        let id: String = (0..12).rev().map(|i| alphabet[(n >> (5 * i)) & 31] as char).collect();
-        let body = format!("cg_{id}_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
-        let key = format!("{body}_{:08x}", crc32(&body));
-        statuses.push(get(&gw.url("/api/x"), &[("x-api-key", &key)]).await);
+    for n in 0..40 {
+        statuses.push(get(&gw.url("/api/x"), &[("x-api-key", &made_up_key(n))]).await);
     }
     let throttled = statuses.iter().find(|g| g.status == 429).expect("made-up keys get throttled");
     assert_problem(throttled, 429, "too-many-key-lookups");

@@ -247,3 +247,22 @@ async fn a_spend_cap_is_not_passed_when_redis_comes_back_empty() {
     coopgate_tests::wait_for_metric(other.gw.addr, "coopgate_limits_fallback", "0").await;
     assert_eq!(calls(&other.gw, &key, "/api/b", 5).await, [200, 200, 200, 402, 402], "the cap's last 3, and no more");
 }
+
+#[tokio::test]
+async fn made_up_keys_sent_to_the_billing_endpoints_are_throttled_before_they_reach_the_store() {
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let b = Billed::start(store, with_metered_price, with_metered_plan).await;
+    let (_, real) = b.account("ada@example.org").await;
+    assert_eq!(get(&b.gw.url("/billing/spend-cap"), &[("x-api-key", &real)]).await.status, 200);
+
+    let mut statuses = Vec::new();
+    for n in 0..40 {
+        statuses.push(get(&b.gw.url("/billing/spend-cap"), &[("x-api-key", &coopgate_tests::made_up_key(n))]).await);
+    }
+    let throttled = statuses.iter().position(|g| g.status == 429).expect("made-up keys get throttled");
+    assert_problem(&statuses[throttled], 429, "too-many-key-lookups");
+    assert!(statuses[..throttled].iter().all(|g| g.status == 401), "looked up and refused until then");
+    assert!(throttled <= 30, "at most the 30 lookups a minute an address gets: {throttled}");
+    // The real key, verified before, still works from the cache.
+    assert_eq!(get(&b.gw.url("/billing/spend-cap"), &[("x-api-key", &real)]).await.status, 200);
+}
