@@ -1,7 +1,6 @@
 //! The crate's one error type: every fallible function of billing returns
 //! it, and the gateway's `problem` module decides what each variant answers.
 
-use crate::money::Currency;
 use crate::{stripe, webhook};
 
 /// Errors of this crate.
@@ -16,14 +15,14 @@ pub enum Error {
     /// A spend cap in another currency than the metered price it caps.
     #[error("the spend cap is in {cap}, but the metered price bills in {price}: set the cap in {price}")]
     CapCurrency {
-        /// The cap's currency.
-        cap: Currency,
+        /// The cap's currency (its code: this type is a leaf, and names no other).
+        cap: String,
         /// The price's.
-        price: Currency,
+        price: String,
     },
     /// Adding two amounts of different currencies.
     #[error("cannot combine {0} with {1}")]
-    CurrencyMismatch(Currency, Currency),
+    CurrencyMismatch(String, String),
     /// An amount beyond what an `i64` of minor units holds.
     #[error("amount overflow")]
     Overflow,
@@ -93,7 +92,7 @@ pub enum Error {
         /// The transaction's idempotency key.
         key: String,
         /// The currency that does not balance.
-        currency: Currency,
+        currency: String,
         /// What its postings sum to.
         sum: i128,
     },

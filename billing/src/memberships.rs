@@ -215,7 +215,7 @@ impl Memberships {
                 .ok_or_else(|| Error::StripeData(format!("the metered price {price} does not exist in Stripe")))?;
             let currency = Currency::new(&price.currency)?;
             if currency != cap.currency {
-                return Err(Error::CapCurrency { cap: cap.currency, price: currency });
+                return Err(Error::CapCurrency { cap: cap.currency.to_string(), price: currency.to_string() });
             }
         }
         Accounts::new(self.store.clone()).set_spend_cap(&account.id, cap).await?;

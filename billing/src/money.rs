@@ -118,7 +118,7 @@ impl Money {
     /// The sum, refusing to mix currencies or overflow.
     pub fn checked_add(self, other: Money) -> Result<Money, Error> {
         if self.currency != other.currency {
-            return Err(Error::CurrencyMismatch(self.currency, other.currency));
+            return Err(Error::CurrencyMismatch(self.currency.to_string(), other.currency.to_string()));
         }
         let minor = self.minor.checked_add(other.minor).ok_or(Error::Overflow)?;
         Ok(Money { minor, currency: self.currency })
