@@ -72,6 +72,7 @@ pub fn router(
         .route("/admin/keys/{id}/roll", post(roll_key))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed { allow: None } })
+        .layer(axum::extract::DefaultBodyLimit::max(state::BODY_LIMIT))
         .with_state(AdminState { keys, invalidations, tiers: Arc::new(tiers), memberships, reporter })
 }
 

@@ -8,7 +8,8 @@ use coopgate_billing::Memberships;
 use coopgate_billing::usage::report::Reporter;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
 
 use crate::error::Error;
 use crate::keys::Keys;
@@ -28,8 +29,33 @@ pub(super) struct AdminState {
     pub reporter: Option<Arc<Reporter>>,
 }
 
-/// A body or query axum could not read, as a 400 problem.
-pub(super) fn unreadable(e: impl std::fmt::Display) -> Error {
+/// The largest admin request body: a labor file for patronage is the
+/// largest thing an operator sends (a few kilobytes a member).
+pub(super) const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// What axum could not read of a request (its body, query or path).
+pub(super) trait Unreadable: std::fmt::Display {
+    /// The status axum would have answered with.
+    fn status(&self) -> StatusCode;
+}
+
+macro_rules! unreadable_rejections {
+    ($($rejection:ty),*) => {$(
+        impl Unreadable for $rejection {
+            fn status(&self) -> StatusCode {
+                <$rejection>::status(self)
+            }
+        }
+    )*};
+}
+unreadable_rejections!(JsonRejection, QueryRejection, PathRejection, BytesRejection);
+
+/// A body, query or path axum could not read, as a problem: a body past
+/// [`BODY_LIMIT`] is a 413, anything else the caller's mistake (400).
+pub(super) fn unreadable(e: impl Unreadable) -> Error {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return Error::BodyTooLarge { limit: BODY_LIMIT };
+    }
     Error::BadAdminRequest(e.to_string())
 }
 
