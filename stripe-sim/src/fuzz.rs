@@ -6,7 +6,6 @@
 /// A form-encoded body as the simulator reads it.
 pub fn sim_form(data: &[u8]) {
     let _ = crate::form::parse(data);
-    let _ = crate::form::Params::parse(data);
 }
 
 #[cfg(test)]
