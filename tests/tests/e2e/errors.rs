@@ -286,3 +286,23 @@ async fn an_encoded_nul_in_the_path_is_a_400_at_the_gateway() {
     assert!(doc["detail"].as_str().unwrap().contains("NUL"), "{doc}");
     assert_eq!(get(&gw.url("/api/report%200.csv"), &[]).await.status, 200, "other escapes pass");
 }
+
+#[test]
+fn every_problem_type_the_gateway_answers_is_in_the_readme_table() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let problem = std::fs::read_to_string(root.join("gateway/src/problem.rs")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    // Every slug the problem module gives: `… => "slug",` arms.
+    let slugs: std::collections::BTreeSet<&str> = problem
+        .split("=> \"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('"').map(|(slug, _)| slug))
+        .filter(|slug| !slug.is_empty() && slug.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+        .collect();
+    assert!(slugs.len() > 30, "read the slugs: {slugs:?}");
+    let missing: Vec<_> = slugs
+        .iter()
+        .filter(|s| !readme.contains(&format!("`{s}`")) && !readme.contains(&format!("problem:{s}`")))
+        .collect();
+    assert!(missing.is_empty(), "problem types without a line in README.md's table: {missing:?}");
+}
