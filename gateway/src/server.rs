@@ -10,6 +10,7 @@ mod accept;
 mod client_io;
 pub mod connections;
 mod drive;
+mod memory;
 mod tracked;
 
 use std::future::Future;
@@ -269,6 +270,9 @@ pub fn run_workers(
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("worker runtime");
                 rt.block_on(async move {
+                    // Connections are served on the worker that accepted them,
+                    // so their memory is this thread's to give back.
+                    tokio::spawn(memory::give_back_freed_memory());
                     let listener = TcpListener::from_std(listener).expect("listener registers with the runtime");
                     gateway
                         .serve(listener, async move {

@@ -374,6 +374,28 @@ pub async fn wait_for_metric(addr: SocketAddr, metric: &str, value: &str) {
     }
 }
 
+/// Checks `check` every 50 ms until it returns `Ok`, and returns what it
+/// returned; fails after `within`, naming `what` and the last `Err` seen. For
+/// what a test cannot await (a process's memory, a metric another process
+/// updates), never a fixed sleep.
+pub async fn eventually<T, E, F, Fut>(within: std::time::Duration, what: &str, mut check: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) => {
+                assert!(std::time::Instant::now() < deadline, "{what}, within {within:?}; last seen: {last:?}")
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Sends `request` exactly as written on a new connection to `addr` (end
 /// its head with `Connection: close`) and reads until the gateway closes
 /// it: the status and the whole answer as text. For requests no client

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use coopgate_tests::{echo_upstream, get, metric, process_config, process_config_with, wait_for_metric};
+use coopgate_tests::{echo_upstream, eventually, get, metric, process_config, process_config_with, wait_for_metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -105,11 +105,17 @@ async fn idle_connections_from_many_addresses_leave_room_for_a_new_client_under_
     let exhausted = log.iter().filter(|l| l.contains("Too many open files")).count();
     assert_eq!(exhausted, 0, "the process never ran out of descriptors:\n{}", log.join("\n"));
 
-    // Once they are gone, so is the memory they held.
+    // Once they are gone, so is the memory they held (each held a read
+    // buffer, about 7 MiB in all), within a few seconds, though no request
+    // comes to stir the workers' allocator.
     drop(idle);
     wait_for_metric(addr, "coopgate_open_connections", "1").await;
-    let after = rss_kib(pid);
-    assert!(after < baseline + 16 * 1024, "RSS {baseline} KiB before, {after} KiB after the connections closed");
+    let within = Duration::from_secs(5);
+    eventually(within, "RSS returns within 4 MiB of what it was before the connections", || async {
+        let now = rss_kib(pid);
+        if now < baseline + 4 * 1024 { Ok(()) } else { Err(format!("{now} KiB, {baseline} KiB before")) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
