@@ -45,8 +45,39 @@ mod state;
 
 use state::{AdminState, or_default, unreadable};
 
-/// The admin routes.
+/// Who may use the admin API: a socket peer in `admin.allow` with a token
+/// whose SHA-256 is one of `token_sha256` (more than one during a rotation).
+#[derive(Clone)]
+pub struct Access {
+    /// SHA-256 of each accepted admin token.
+    pub token_sha256: Arc<[[u8; 32]]>,
+    /// `admin.allow`.
+    pub allow: Arc<[ipnet::IpNet]>,
+}
+
+/// Refuses a request from a peer outside `admin.allow` (403) or without an
+/// accepted token (401) before any route, unknown ones included, is looked at.
+async fn guard(
+    State(access): State<Access>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, Error> {
+    let conn =
+        req.extensions().get::<crate::caller::ConnInfo>().ok_or_else(|| Error::internal("no connection info"))?;
+    // The socket peer: a forwarded address is never believed for this.
+    let peer = crate::ops::canonical(conn.peer.ip());
+    if !access.allow.iter().any(|n| n.contains(&peer)) {
+        return Err(Error::PeerForbidden { peer, setting: "admin.allow" });
+    }
+    if !token_matches(req.headers(), &access.token_sha256) {
+        return Err(Error::AdminUnauthorized);
+    }
+    Ok(next.run(req).await)
+}
+
+/// The admin routes, behind [`Access`].
 pub fn router(
+    access: Access,
     keys: Arc<Keys>,
     tiers: Vec<String>,
     invalidations: Option<crate::invalidate::Invalidations>,
@@ -73,6 +104,7 @@ pub fn router(
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed { allow: None } })
         .layer(axum::extract::DefaultBodyLimit::max(state::BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(access, guard))
         .with_state(AdminState { keys, invalidations, tiers: Arc::new(tiers), memberships, reporter })
 }
 

@@ -1,5 +1,5 @@
-//! The gateway's billing endpoints, answered by the gateway itself before
-//! routing (never limited, metered or proxied), when `[billing]` is set:
+//! The gateway's billing endpoints, a part of the gateway's own site
+//! ([`crate::site`]; never limited, metered or proxied), when `[billing]` is set:
 //!
 //! - `POST /billing/stripe/webhook`: Stripe's deliveries. The signature is
 //!   checked before anything else is read (400 and nothing stored when it
@@ -22,10 +22,7 @@
 //! [`Error`] values (see [`crate::handler_error::Failed`]), so that `problem` makes
 //! every error document.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -37,18 +34,14 @@ use axum::routing::{get, post};
 use coopgate_billing::stripe::BoxFuture;
 use coopgate_billing::usage::report::{MeteredPlan, Reporter};
 use coopgate_billing::{Account, AccountChanged, AccountId, Accounts, Memberships};
-use futures_util::future::Either;
-use http::{Request, Response};
 use serde::Deserialize;
-use tower::{Layer, Service};
 
-use crate::body::Body;
-use crate::caller::{ClientIp, ConnInfo};
+use crate::caller::ClientIp;
 use crate::config::Config;
 use crate::error::Error;
-use crate::identify::{Credential, TrustedProxies, credential};
+use crate::identify::Resolver;
 use crate::invalidate::Invalidations;
-use crate::keys::{Cheap, Keys, PresentedKey};
+use crate::keys::Keys;
 use crate::tokens::Tokens;
 
 mod spend_cap;
@@ -64,12 +57,10 @@ const MAX_BODY: usize = 1 << 20;
 pub struct BillingState {
     /// Memberships (checkout, portal, webhooks).
     pub memberships: Arc<Memberships>,
-    /// API keys, to find the caller's account.
-    pub keys: Arc<Keys>,
-    /// Member tokens, to find the caller's account.
-    pub tokens: Option<Arc<Tokens>>,
-    /// The tiers, to refuse a key of a paused seat as the request path does.
-    pub tiers: Arc<crate::tier::Tiers>,
+    /// Who the caller is, as on the proxy path.
+    pub resolver: Arc<Resolver>,
+    /// The store the caller's account and seat are read from.
+    pub store: coopgate_billing::Store,
 }
 
 /// The billing routes.
@@ -177,45 +168,23 @@ async fn set_spend_cap(
     Ok(axum::Json(cap_json(cap)).into_response())
 }
 
-/// The account behind the request's API key or member token; 401 without one
-/// or with one that does not verify, as everywhere else. A key the cache does
-/// not hold uses one of the client's store lookups, as on the proxy path, so
-/// that made-up keys sent here cannot query the store at will either.
+/// The account behind the request's API key or member token, resolved as on
+/// the proxy path ([`Resolver`]: 401 without a credential or with one that
+/// does not verify, a paused seat's key refused, a key the cache does not
+/// hold using one of the client's store lookups). A seat's key acts for the
+/// organisation only as far as the seat's role goes, here as in the portal (a
+/// removed seat's keys are revoked already; one removed meanwhile has no role).
 async fn caller_account(s: &BillingState, ClientIp(ip): ClientIp, headers: &HeaderMap) -> Result<Account, Error> {
-    let account_id = match credential(headers)? {
-        Credential::None => return Err(Error::CredentialRequired),
-        Credential::ApiKey { raw, .. } => {
-            let presented = PresentedKey::parse(&raw).map_err(Error::InvalidApiKey)?;
-            let checked = match s.keys.check_cached(&presented) {
-                Cheap::Decided(verdict) => verdict,
-                Cheap::Miss => s.keys.check_for(ip, &presented).await?,
-            };
-            let verified = checked.map_err(Error::InvalidApiKey)?;
-            if verified.through_seat && !s.tiers.seat_keys_work(&verified.tier) {
-                return Err(Error::InvalidApiKey(crate::keys::Rejection::SeatPaused));
-            }
-            // A seat's key acts for the organisation only as far as the
-            // seat's role goes, here as in the portal (a removed seat's keys
-            // are revoked already; one removed meanwhile has no role).
-            if let Some(seat) = &verified.seat_id {
-                let role = coopgate_billing::portal::Seats::new(s.keys.store().clone())
-                    .live(seat)
-                    .await
-                    .map_err(Error::Billing)?
-                    .map(|seat| seat.role);
-                if !role.is_some_and(coopgate_billing::portal::Role::manages_billing) {
-                    return Err(Error::SeatRoleForbids { role: role.map_or("removed", |r| r.as_str()) });
-                }
-            }
-            verified.account_id.to_string()
+    let who = s.resolver.identified(headers, ip).await?;
+    if let Some(seat) = &who.seat {
+        let seat = coopgate_billing::portal::Seats::new(s.store.clone()).live(seat).await.map_err(Error::Billing)?;
+        let role = seat.map(|seat| seat.role);
+        if !role.is_some_and(coopgate_billing::portal::Role::manages_billing) {
+            return Err(Error::SeatRoleForbids { role: role.map_or("removed", |r| r.as_str()) });
         }
-        Credential::MemberToken(token) => {
-            let Some(tokens) = &s.tokens else { return Err(Error::UnknownCredential { header: "Authorization" }) };
-            tokens.verify(token).map_err(Error::InvalidToken)?.sub.clone()
-        }
-    };
-    let accounts = Accounts::new(s.keys.store().clone());
-    accounts
+    }
+    let account_id = who.owner.account.to_string();
+    Accounts::new(s.store.clone())
         .by_id(&AccountId::from(account_id.clone()))
         .await
         .map_err(Error::Store)?
@@ -296,64 +265,5 @@ impl AccountChanged for TierChanges {
                 inv.account_changed(id).await;
             }
         })
-    }
-}
-
-/// Adds [`BillingEndpoints`].
-#[derive(Clone)]
-pub struct BillingLayer {
-    router: Option<Router>,
-    /// Who the client is behind trusted proxies, for its key lookups.
-    trusted: Arc<TrustedProxies>,
-    conn: ConnInfo,
-}
-
-impl BillingLayer {
-    /// The layer for one client connection; with `None` (no `[billing]`),
-    /// `/billing/…` is a 404 problem.
-    pub fn new(router: Option<Router>, trusted: Arc<TrustedProxies>, conn: ConnInfo) -> Self {
-        BillingLayer { router, trusted, conn }
-    }
-}
-
-impl<S> Layer<S> for BillingLayer {
-    type Service = BillingEndpoints<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        BillingEndpoints { inner, layer: self.clone() }
-    }
-}
-
-/// Answers `/billing/…`; passes everything else on.
-#[derive(Clone)]
-pub struct BillingEndpoints<S> {
-    inner: S,
-    layer: BillingLayer,
-}
-
-type Boxed = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
-
-impl<S> Service<Request<hyper::body::Incoming>> for BillingEndpoints<S>
-where
-    S: Service<Request<hyper::body::Incoming>, Response = Response<Body>, Error = Error>,
-{
-    type Response = Response<Body>;
-    type Error = Error;
-    type Future = Either<S::Future, Boxed>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
-        if !req.uri().path().starts_with("/billing/") {
-            return Either::Left(self.inner.call(req));
-        }
-        let Some(router) = self.layer.router.clone() else {
-            return Either::Right(Box::pin(std::future::ready(Err(Error::BillingOff))));
-        };
-        let ip = self.layer.trusted.client_ip(&self.layer.conn, req.headers());
-        req.extensions_mut().insert(ClientIp(ip));
-        Either::Right(Box::pin(async move { crate::handler_error::answer(router, req).await }))
     }
 }

@@ -57,12 +57,12 @@ pub struct Caller {
     pub spend_cap: Option<Money>,
 }
 
-/// What is known about a client connection before any request.
-/// The client's address as a site layer (portal, billing) worked it out,
-/// trusted proxies considered: what sign-ins and key lookups are limited by.
+/// The client's address as the site worked it out, trusted proxies
+/// considered: what sign-ins and key lookups are limited by.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
+/// What is known about a client connection before any request.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
     /// The socket peer.

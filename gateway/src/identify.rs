@@ -59,13 +59,12 @@ impl From<credential::Refused> for Error {
     }
 }
 
-/// Adds [`Identify`].
-#[derive(Clone)]
-pub struct IdentifyLayer {
+/// Who a request's credential makes the caller. One resolution serves the
+/// proxy path ([`Identify`]) and the site's endpoints that act for a caller
+/// (`/billing/…`), so that a rule about credentials or seats is written once.
+pub struct Resolver {
     /// Trusted proxies, shared.
     trusted: Arc<TrustedProxies>,
-    /// This connection.
-    conn: ConnInfo,
     /// Tier names to ids.
     tiers: Arc<Tiers>,
     /// API keys, when the gateway has a store.
@@ -78,18 +77,194 @@ pub struct IdentifyLayer {
     member_scope: MemberScope,
 }
 
-impl IdentifyLayer {
-    /// A layer for one client connection.
+/// A caller with a valid credential.
+#[derive(Debug, Clone)]
+pub struct Identified {
+    /// What the layers below count and authorize.
+    pub caller: Caller,
+    /// The account and credential usage is recorded against.
+    pub owner: Owner,
+    /// The organisation seat an API key was made through: what the key may do
+    /// for the organisation follows the seat's role.
+    pub seat: Option<Arc<str>>,
+}
+
+/// What [`Resolver::resolve`] found without waiting.
+pub enum Resolution {
+    /// No credential: known by address.
+    Anonymous(Caller),
+    /// A credential decided from the caches.
+    Known(Identified),
+    /// A credential that needs the store or the identity provider (one lookup,
+    /// cached for the next request).
+    Wait(Pin<Box<dyn Future<Output = Result<Identified, Error>> + Send>>),
+}
+
+impl Resolver {
+    /// The resolver of one gateway.
     pub fn new(
         trusted: Arc<TrustedProxies>,
-        conn: ConnInfo,
         tiers: Arc<Tiers>,
         keys: Option<Arc<Keys>>,
         key_scope: KeyScope,
         tokens: Option<Arc<Tokens>>,
         member_scope: MemberScope,
     ) -> Self {
-        IdentifyLayer { trusted, conn, tiers, keys, key_scope, tokens, member_scope }
+        Resolver { trusted, tiers, keys, key_scope, tokens, member_scope }
+    }
+
+    /// The client's address: the peer, or behind trusted proxies the right-most untrusted hop.
+    pub fn client_ip(&self, conn: &ConnInfo, headers: &http::HeaderMap) -> IpAddr {
+        self.trusted.client_ip(conn, headers)
+    }
+
+    /// The caller of a request with `headers` from `ip`, from the caches when
+    /// they decide; a bad credential is an error, never anonymous access.
+    pub fn resolve(self: &Arc<Self>, headers: &http::HeaderMap, ip: IpAddr) -> Result<Resolution, Error> {
+        let (key, header) = match credential(headers)? {
+            Credential::None => {
+                return Ok(Resolution::Anonymous(Caller {
+                    key: CallerKey::for_ip(ip),
+                    tier: self.tiers.anonymous(),
+                    ip,
+                    billing_anchor: None,
+                    account: None,
+                    spend_cap: None,
+                }));
+            }
+            Credential::MemberToken(token) => {
+                let Some(tokens) = self.tokens.clone() else {
+                    return Err(Error::UnknownCredential { header: "Authorization" });
+                };
+                let claims = match tokens.verify(token) {
+                    Ok(claims) => Some(claims),
+                    // A key the identity provider published since the last fetch: fetch again (rate-limited).
+                    Err(TokenRejection::UnknownKey) if tokens.may_refetch() => None,
+                    Err(why) => return Err(Error::InvalidToken(why)),
+                };
+                if let Some(claims) = &claims {
+                    match tokens.cached_standing(&claims.sub) {
+                        Some(Some(current)) => return Ok(Resolution::Known(self.member(claims, &current, ip))),
+                        Some(None) => return Err(Error::InvalidToken(TokenRejection::UnknownAccount)),
+                        None => {}
+                    }
+                }
+                // Waits on the JWKS fetch or the account lookup; both are cached for the next request.
+                let token = token.to_owned();
+                let this = self.clone();
+                return Ok(Resolution::Wait(Box::pin(async move {
+                    let claims = match claims {
+                        Some(claims) => claims,
+                        None => {
+                            tokens.refetch().await;
+                            tokens.verify(&token).map_err(Error::InvalidToken)?
+                        }
+                    };
+                    let current = match tokens.cached_standing(&claims.sub) {
+                        Some(current) => current,
+                        None => tokens.fetch_standing(&claims.sub).await?,
+                    };
+                    let current = current.ok_or(Error::InvalidToken(TokenRejection::UnknownAccount))?;
+                    Ok(this.member(&claims, &current, ip))
+                })));
+            }
+            Credential::ApiKey { raw, header } => (PresentedKey::parse(&raw), header),
+        };
+        let key = key.map_err(Error::InvalidApiKey)?;
+        let Some(keys) = self.keys.clone() else { return Err(Error::UnknownCredential { header }) };
+        match keys.check_cached(&key) {
+            Cheap::Decided(Ok(v)) => self.key_holder(&v, ip).map(Resolution::Known),
+            Cheap::Decided(Err(why)) => Err(Error::InvalidApiKey(why)),
+            // Only a cache miss waits on the store (one lookup per key at a
+            // time, counted against the client's budget of lookups); the
+            // result is cached for the next request.
+            Cheap::Miss => {
+                let this = self.clone();
+                Ok(Resolution::Wait(Box::pin(async move {
+                    let v = keys.check_for(ip, &key).await?.map_err(Error::InvalidApiKey)?;
+                    this.key_holder(&v, ip)
+                })))
+            }
+        }
+    }
+
+    /// The caller of a request that must carry a credential (the site's
+    /// endpoints that act for an account): 401 without one.
+    pub async fn identified(self: &Arc<Self>, headers: &http::HeaderMap, ip: IpAddr) -> Result<Identified, Error> {
+        match self.resolve(headers, ip)? {
+            Resolution::Anonymous(_) => Err(Error::CredentialRequired),
+            Resolution::Known(who) => Ok(who),
+            Resolution::Wait(lookup) => lookup.await,
+        }
+    }
+
+    /// A member: the token's tier, but never above the account's current tier,
+    /// limited per account.
+    fn member(&self, claims: &Claims, current: &Standing, ip: IpAddr) -> Identified {
+        let tiers = &self.tiers;
+        let claimed = tiers.id(&claims.tier).unwrap_or(tiers.anonymous());
+        let allowed = tiers.id(&current.tier).unwrap_or(tiers.anonymous());
+        let key = match (self.member_scope, &claims.org) {
+            // Prefixed so that an organisation never shares a key with an account id.
+            (MemberScope::Org, Some(org)) => CallerKey::Account(account_key(&format!("org:{org}"))),
+            _ => CallerKey::Account(account_key(&claims.sub)),
+        };
+        Identified {
+            caller: Caller {
+                key,
+                tier: claimed.min(allowed),
+                ip,
+                billing_anchor: current.billing_anchor,
+                account: Some(account_key(&claims.sub)),
+                spend_cap: current.spend_cap,
+            },
+            owner: Owner { account: Arc::from(claims.sub.as_str()), credential: CredentialId::Token },
+            seat: None,
+        }
+    }
+
+    /// The key holder, unless the key was made through an organisation seat
+    /// and the account's tier has no seats now (a lapsed membership): such a
+    /// key is paused, as its seat is.
+    fn key_holder(&self, v: &VerifiedKey, ip: IpAddr) -> Result<Identified, Error> {
+        if v.through_seat && !self.tiers.seat_keys_work(&v.tier) {
+            return Err(Error::InvalidApiKey(Rejection::SeatPaused));
+        }
+        let tier = self.tiers.id(&v.tier).unwrap_or_else(|| {
+            tracing::warn!(tier = %v.tier, key = %v.id, "the key's account has a tier the config does not name; treating it as anonymous");
+            self.tiers.anonymous()
+        });
+        let key = match self.key_scope {
+            KeyScope::Key => CallerKey::Key(v.id),
+            KeyScope::Account => CallerKey::Account(v.account_key),
+        };
+        Ok(Identified {
+            caller: Caller {
+                key,
+                tier,
+                ip,
+                billing_anchor: v.billing_anchor,
+                account: Some(v.account_key),
+                spend_cap: v.spend_cap,
+            },
+            owner: Owner { account: v.account_id.clone(), credential: CredentialId::Key(v.id) },
+            seat: v.seat_id.clone(),
+        })
+    }
+}
+
+/// Adds [`Identify`].
+#[derive(Clone)]
+pub struct IdentifyLayer {
+    resolver: Arc<Resolver>,
+    /// This connection.
+    conn: ConnInfo,
+}
+
+impl IdentifyLayer {
+    /// A layer for one client connection.
+    pub fn new(resolver: Arc<Resolver>, conn: ConnInfo) -> Self {
+        IdentifyLayer { resolver, conn }
     }
 }
 
@@ -108,61 +283,11 @@ pub struct Identify<S> {
     layer: IdentifyLayer,
 }
 
-impl<S> Identify<S> {
-    /// A member: the token's tier, but never above the account's current tier,
-    /// limited per account.
-    fn member_caller(&self, claims: &Claims, current: &Standing, ip: IpAddr) -> Caller {
-        let tiers = &self.layer.tiers;
-        let claimed = tiers.id(&claims.tier).unwrap_or(tiers.anonymous());
-        let allowed = tiers.id(&current.tier).unwrap_or(tiers.anonymous());
-        let key = match (self.layer.member_scope, &claims.org) {
-            // Prefixed so that an organisation never shares a key with an account id.
-            (MemberScope::Org, Some(org)) => CallerKey::Account(account_key(&format!("org:{org}"))),
-            _ => CallerKey::Account(account_key(&claims.sub)),
-        };
-        Caller {
-            key,
-            tier: claimed.min(allowed),
-            ip,
-            billing_anchor: current.billing_anchor,
-            account: Some(account_key(&claims.sub)),
-            spend_cap: current.spend_cap,
-        }
-    }
-
-    /// Puts the member's caller and owner into `req`.
-    fn insert_member<B>(&self, req: &mut Request<B>, claims: &Claims, current: &Standing, ip: IpAddr) {
-        let caller = self.member_caller(claims, current, ip);
-        let ext = req.extensions_mut();
-        ext.insert(caller);
-        ext.insert(Owner { account: Arc::from(claims.sub.as_str()), credential: CredentialId::Token });
-    }
-
-    /// Puts the key holder's caller and owner into `req`, unless the key
-    /// was made through an organisation seat and the account's tier has no
-    /// seats now (a lapsed membership): such a key is paused, as its seat is.
-    fn insert_key<B>(&self, req: &mut Request<B>, v: &VerifiedKey, ip: IpAddr) -> Result<(), Error> {
-        if v.through_seat && !self.layer.tiers.seat_keys_work(&v.tier) {
-            return Err(Error::InvalidApiKey(Rejection::SeatPaused));
-        }
-        let caller = self.key_caller(v, ip);
-        let ext = req.extensions_mut();
-        ext.insert(caller);
-        ext.insert(Owner { account: v.account_id.clone(), credential: CredentialId::Key(v.id) });
-        Ok(())
-    }
-
-    fn key_caller(&self, v: &VerifiedKey, ip: IpAddr) -> Caller {
-        let tier = self.layer.tiers.id(&v.tier).unwrap_or_else(|| {
-            tracing::warn!(tier = %v.tier, key = %v.id, "the key's account has a tier the config does not name; treating it as anonymous");
-            self.layer.tiers.anonymous()
-        });
-        let key = match self.layer.key_scope {
-            KeyScope::Key => CallerKey::Key(v.id),
-            KeyScope::Account => CallerKey::Account(v.account_key),
-        };
-        Caller { key, tier, ip, billing_anchor: v.billing_anchor, account: Some(v.account_key), spend_cap: v.spend_cap }
-    }
+/// Puts an identified caller into the request extensions.
+fn insert<B>(req: &mut Request<B>, who: Identified) {
+    let ext = req.extensions_mut();
+    ext.insert(who.caller);
+    ext.insert(who.owner);
 }
 
 impl<S, B> Service<Request<B>> for Identify<S>
@@ -180,104 +305,29 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let reject = |e| IdentifyFuture::Ready { error: Some(e) };
-        let ip = self.layer.trusted.client_ip(&self.layer.conn, req.headers());
-        let credential = match credential(req.headers()) {
-            Ok(credential) => credential,
-            Err(refused) => return reject(refused.into()),
-        };
-        let (key, header) = match credential {
-            Credential::None => {
-                req.extensions_mut().insert(Caller {
-                    key: CallerKey::for_ip(ip),
-                    tier: self.layer.tiers.anonymous(),
-                    ip,
-                    billing_anchor: None,
-                    account: None,
-                    spend_cap: None,
-                });
-                return IdentifyFuture::Inner { inner: self.inner.call(req) };
+        let resolver = &self.layer.resolver;
+        let ip = resolver.client_ip(&self.layer.conn, req.headers());
+        match resolver.resolve(req.headers(), ip) {
+            Err(e) => IdentifyFuture::Ready { error: Some(e) },
+            Ok(Resolution::Anonymous(caller)) => {
+                req.extensions_mut().insert(caller);
+                IdentifyFuture::Inner { inner: self.inner.call(req) }
             }
-            Credential::MemberToken(token) => {
-                let Some(tokens) = self.layer.tokens.clone() else {
-                    return reject(Error::UnknownCredential { header: "Authorization" });
-                };
-                let claims = match tokens.verify(token) {
-                    Ok(claims) => Some(claims),
-                    // A key the identity provider published since the last fetch: fetch again (rate-limited).
-                    Err(TokenRejection::UnknownKey) if tokens.may_refetch() => None,
-                    Err(why) => return reject(Error::InvalidToken(why)),
-                };
-                let token = token.to_owned();
-                // Like keys, a member's token is for the gateway, not for the origin's logs.
+            Ok(Resolution::Known(who)) => {
+                // The origin never needs the caller's key or token, and must not be able to log it.
                 credential::remove(req.headers_mut());
-                if let Some(claims) = &claims {
-                    match tokens.cached_standing(&claims.sub) {
-                        Some(Some(current)) => {
-                            self.insert_member(&mut req, claims, &current, ip);
-                            return IdentifyFuture::Inner { inner: self.inner.call(req) };
-                        }
-                        Some(None) => return reject(Error::InvalidToken(TokenRejection::UnknownAccount)),
-                        None => {}
-                    }
-                }
-                // Waits on the JWKS fetch or the account lookup; both are cached for the next request.
-                let this = self.clone();
-                let mut inner = std::mem::replace(&mut self.inner, this.inner.clone());
-                return IdentifyFuture::Lookup {
-                    fut: Box::pin(async move {
-                        let claims = match claims {
-                            Some(claims) => claims,
-                            None => {
-                                tokens.refetch().await;
-                                tokens.verify(&token).map_err(Error::InvalidToken)?
-                            }
-                        };
-                        let current = match tokens.cached_standing(&claims.sub) {
-                            Some(current) => current,
-                            None => tokens.fetch_standing(&claims.sub).await?,
-                        };
-                        let Some(current) = current else {
-                            return Err(Error::InvalidToken(TokenRejection::UnknownAccount));
-                        };
-                        this.insert_member(&mut req, &claims, &current, ip);
-                        inner.call(req).await
-                    }),
-                };
+                insert(&mut req, who);
+                IdentifyFuture::Inner { inner: self.inner.call(req) }
             }
-            Credential::ApiKey { raw, header } => (PresentedKey::parse(&raw), header),
-        };
-        let key = match key {
-            Ok(key) => key,
-            Err(why) => return reject(Error::InvalidApiKey(why)),
-        };
-        let Some(keys) = self.layer.keys.clone() else {
-            return reject(Error::UnknownCredential { header });
-        };
-        // The origin never needs the caller's key, and must not be able to log it.
-        credential::remove(req.headers_mut());
-        match keys.check_cached(&key) {
-            Cheap::Decided(Ok(v)) => match self.insert_key(&mut req, &v, ip) {
-                Ok(()) => IdentifyFuture::Inner { inner: self.inner.call(req) },
-                Err(e) => reject(e),
-            },
-            Cheap::Decided(Err(why)) => reject(Error::InvalidApiKey(why)),
-            Cheap::Miss => {
-                // Only a cache miss waits on the store (one lookup per key at a
-                // time, counted against the client's budget of lookups); the
-                // result is cached for the next request.
-                let this = self.clone();
+            Ok(Resolution::Wait(lookup)) => {
+                credential::remove(req.headers_mut());
                 // The clone is ready as the original was; keep the polled one for this request.
-                let mut inner = std::mem::replace(&mut self.inner, this.inner.clone());
+                let fresh = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, fresh);
                 IdentifyFuture::Lookup {
                     fut: Box::pin(async move {
-                        match keys.check_for(ip, &key).await? {
-                            Ok(v) => {
-                                this.insert_key(&mut req, &v, ip)?;
-                                inner.call(req).await
-                            }
-                            Err(why) => Err(Error::InvalidApiKey(why)),
-                        }
+                        insert(&mut req, lookup.await?);
+                        inner.call(req).await
                     }),
                 }
             }
@@ -373,15 +423,15 @@ mod tests {
             let keys = Arc::new(Keys::new(store));
             let key = keys.create("ada@example.org", "laptop", None).await.expect("key").plaintext;
             let conn = ConnInfo { peer: "192.0.2.7:5000".parse().unwrap(), peer_trusted: false, tls: false };
-            let layer = IdentifyLayer::new(
+            let resolver = Resolver::new(
                 Arc::new(TrustedProxies::default()),
-                conn,
                 Arc::new(Tiers::from_config(&config)),
                 Some(keys),
                 KeyScope::Key,
                 None,
                 MemberScope::Account,
             );
+            let layer = IdentifyLayer::new(Arc::new(resolver), conn);
             (layer.layer(origin()), key)
         }
 

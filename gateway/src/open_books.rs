@@ -1,5 +1,5 @@
-//! The open books, answered by the gateway itself before routing, when it has
-//! a store: `GET /transparency` (an HTML page with an inline SVG chart, no
+//! The open books, a part of the gateway's own site ([`crate::site`]) when it
+//! has a store: `GET /transparency` (an HTML page with an inline SVG chart, no
 //! script) and `GET /transparency.json` (the same figures), each with
 //! optional `?from=YYYY-MM&to=YYYY-MM` (default: the twelve months up to
 //! this one). What they show is `coopgate_billing::open_books::Report`:
@@ -13,20 +13,15 @@
 mod chart;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coopgate_billing::Store;
 use coopgate_billing::open_books::{OpenBooks, Report};
 use coopgate_billing::usage::{month_text, parse_month};
-use futures_util::future::Either;
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderValue, Response, header};
 use minijinja::Environment;
-use tower::{Layer, Service};
 
 use crate::body::{self, Body};
 use crate::error::Error;
@@ -36,8 +31,10 @@ pub const FRESH_FOR: Duration = Duration::from_secs(5);
 /// Distinct ranges kept; past this, the oldest are dropped.
 pub const RANGES: usize = 32;
 
-const PAGE: &str = "/transparency";
-const JSON: &str = "/transparency.json";
+/// The page's path.
+pub const PAGE: &str = "/transparency";
+/// The figures' path.
+pub const JSON: &str = "/transparency.json";
 
 /// The page's template; its one `<style>` is allowed by its hash.
 const TEMPLATE: &str = include_str!("../templates/transparency.html");
@@ -174,61 +171,19 @@ pub(crate) fn range(query: Option<&str>, now_ms: i64) -> Result<(String, String)
     Ok((from, to))
 }
 
-/// Adds [`OpenBooksEndpoints`].
-#[derive(Clone)]
-pub struct OpenBooksLayer {
-    state: Option<Arc<OpenBooksState>>,
-}
-
-impl OpenBooksLayer {
-    /// The layer; with `None` (no store) the paths go on to routing like any other.
-    pub fn new(state: Option<Arc<OpenBooksState>>) -> Self {
-        OpenBooksLayer { state }
+/// `/transparency` and `/transparency.json`.
+pub fn router(state: Arc<OpenBooksState>) -> axum::Router {
+    async fn answer(
+        axum::extract::State(s): axum::extract::State<Arc<OpenBooksState>>,
+        uri: http::Uri,
+    ) -> Result<Response<Body>, Error> {
+        s.answer(uri.path(), uri.query()).await
     }
-}
-
-impl<S> Layer<S> for OpenBooksLayer {
-    type Service = OpenBooksEndpoints<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        OpenBooksEndpoints { inner, state: self.state.clone() }
-    }
-}
-
-/// Answers `/transparency` and `/transparency.json`; passes everything else on.
-#[derive(Clone)]
-pub struct OpenBooksEndpoints<S> {
-    inner: S,
-    state: Option<Arc<OpenBooksState>>,
-}
-
-type Boxed = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
-
-impl<S, B> Service<Request<B>> for OpenBooksEndpoints<S>
-where
-    S: Service<Request<B>, Response = Response<Body>, Error = Error>,
-{
-    type Response = Response<Body>;
-    type Error = Error;
-    type Future = Either<S::Future, Boxed>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let path = req.uri().path();
-        let Some(state) = self.state.clone().filter(|_| path == PAGE || path == JSON) else {
-            return Either::Left(self.inner.call(req));
-        };
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            let refused = Error::MethodNotAllowed { allow: Some(HeaderValue::from_static("GET,HEAD")) };
-            return Either::Right(Box::pin(std::future::ready(Err(refused))));
-        }
-        let path = path.to_owned();
-        let query = req.uri().query().map(str::to_owned);
-        Either::Right(Box::pin(async move { state.answer(&path, query.as_deref()).await }))
-    }
+    axum::Router::new()
+        .route(PAGE, axum::routing::get(answer))
+        .route(JSON, axum::routing::get(answer))
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed { allow: None } })
+        .with_state(state)
 }
 
 #[cfg(test)]

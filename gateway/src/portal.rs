@@ -1,6 +1,6 @@
-//! The member self-service portal under `/portal`, answered by the gateway
-//! itself before routing when `[portal]` is set: server-rendered pages from
-//! templates, working without JavaScript.
+//! The member self-service portal under `/portal`, a part of the gateway's
+//! own site ([`crate::site`]) when `[portal]` is set: server-rendered pages
+//! from templates, working without JavaScript.
 //!
 //! - `GET|POST /portal/sign-in`: ask for a link and a code by email ([`sign_in`]);
 //!   `GET|POST /portal/sign-in/link` (the page a link opens, and its button),
@@ -22,7 +22,7 @@
 //! `Cache-Control: no-store` and `X-Frame-Options: DENY`, errors too: they
 //! are the portal's error page (its status, the request id), never a
 //! problem document, since a browser reads them. This file builds the
-//! state and the router and is the tower layer; the handlers are in
+//! state and the router; the handlers are in
 //! [`sign_in`] and [`pages`], the cookies and form tokens in [`session`].
 
 mod access;
@@ -42,10 +42,7 @@ mod state;
 mod templates;
 mod tokens;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -53,15 +50,10 @@ use coopgate_billing::portal::sign_ins::Policy;
 use coopgate_billing::portal::{Seats, Sessions, SignIns};
 use coopgate_billing::usage::report::Reporter;
 use coopgate_billing::{Accounts, Memberships, Store};
-use futures_util::future::Either;
-use http::{HeaderValue, Request, Response, header};
-use tower::{Layer, Service};
+use http::{HeaderValue, header};
 
-use crate::body::Body;
-use crate::caller::ConnInfo;
 use crate::config::{Config, PortalConfig};
 use crate::error::Error;
-use crate::identify::TrustedProxies;
 use crate::keys::Keys;
 use crate::request_id::RequestId;
 use crate::tokens::Tokens;
@@ -185,7 +177,12 @@ pub fn router(
         // inside the layer that gives every answer its CSP.
         .layer(axum::middleware::from_fn_with_state(state.clone(), error_page))
         .layer(tower::util::MapResponseLayer::new(move |mut resp: axum::response::Response| {
-            resp.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
             resp
         }))
         .with_state(state))
@@ -239,69 +236,4 @@ fn catalog(config: &Config) -> prices::Catalog {
         (m.price.clone(), rank, m.included.count)
     });
     prices::Catalog { memberships, metered }
-}
-
-/// Adds [`PortalEndpoints`].
-#[derive(Clone)]
-pub struct PortalLayer {
-    router: Option<Router>,
-    trusted: Arc<TrustedProxies>,
-    conn: ConnInfo,
-}
-
-impl PortalLayer {
-    /// The layer; with `None` (no `[portal]`) `/portal` goes on to routing.
-    pub fn new(router: Option<Router>, trusted: Arc<TrustedProxies>, conn: ConnInfo) -> Self {
-        PortalLayer { router, trusted, conn }
-    }
-}
-
-impl<S> Layer<S> for PortalLayer {
-    type Service = PortalEndpoints<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        PortalEndpoints { inner, layer: self.clone() }
-    }
-}
-
-/// Answers `/portal` and below; passes everything else on.
-#[derive(Clone)]
-pub struct PortalEndpoints<S> {
-    inner: S,
-    layer: PortalLayer,
-}
-
-type Boxed = Pin<Box<dyn Future<Output = Result<Response<Body>, Error>> + Send>>;
-
-impl<S> Service<Request<hyper::body::Incoming>> for PortalEndpoints<S>
-where
-    S: Service<Request<hyper::body::Incoming>, Response = Response<Body>, Error = Error>,
-{
-    type Response = Response<Body>;
-    type Error = Error;
-    type Future = Either<S::Future, Boxed>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<hyper::body::Incoming>) -> Self::Future {
-        let path = req.uri().path();
-        let ours = path == "/portal" || path.starts_with("/portal/");
-        let Some(router) = self.layer.router.clone().filter(|_| ours) else {
-            return Either::Left(self.inner.call(req));
-        };
-        let ip = self.layer.trusted.client_ip(&self.layer.conn, req.headers());
-        req.extensions_mut().insert(ClientIp(ip));
-        Either::Right(Box::pin(async move {
-            // Errors are pages already (the router's `error_page`).
-            let mut resp = crate::handler_error::answer(router, req).await?;
-            let h = resp.headers_mut();
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-            h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-            Ok(resp)
-        }))
-    }
 }

@@ -10,27 +10,27 @@ use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 
 use crate::authorize::AuthorizeLayer;
-use crate::billing::BillingLayer;
+use crate::billing::BillingState;
 use crate::body::Body;
 use crate::body_timeout::BodyTimeoutLayer;
 use crate::caller::ConnInfo;
 use crate::config::Config;
 use crate::error::Error;
-use crate::identify::{IdentifyLayer, TrustedProxies};
+use crate::identify::{IdentifyLayer, Resolver, TrustedProxies};
 use crate::invalidate::Invalidations;
 use crate::keys::Keys;
 use crate::limit::{LimitLayer, Limits};
 use crate::meter::MeterLayer;
 use crate::meter::usage::{Flusher, Journal, Recorder};
 use crate::metrics::Metrics;
-use crate::open_books::{OpenBooksLayer, OpenBooksState};
-use crate::ops::{OpsLayer, OpsState};
-use crate::portal::PortalLayer;
+use crate::open_books::OpenBooksState;
+use crate::ops::OpsState;
 use crate::problem::ProblemLayer;
 use crate::proxy::{Proxy, Timeouts};
 use crate::redis_target::RedisTarget;
 use crate::request_id::{IdSource, RequestIdLayer};
 use crate::route::{RouteLayer, RouteTable};
+use crate::site::{Parts, Site, SiteLayer};
 use crate::tier::Tiers;
 use crate::tokens::Tokens;
 
@@ -46,8 +46,12 @@ pub struct Shared {
     pub limits: Arc<Limits>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
-    /// Health, readiness and metrics endpoints' state.
+    /// Health, readiness and metrics endpoints' state (a stop marks it draining).
     pub ops: Arc<OpsState>,
+    /// Every page and endpoint the gateway answers itself.
+    pub site: Arc<Site>,
+    /// Who a request's credential makes the caller, for the proxy path and the site.
+    pub resolver: Arc<Resolver>,
     /// `server.trusted_proxies`.
     pub trusted: Arc<TrustedProxies>,
     /// API keys, when the gateway has a store.
@@ -58,12 +62,6 @@ pub struct Shared {
     pub invalidations: Option<Invalidations>,
     /// Memberships through Stripe, when `[billing]` is set and there is a store.
     pub memberships: Option<Arc<Memberships>>,
-    /// The `/billing/…` routes, when memberships are on.
-    pub billing: Option<axum::Router>,
-    /// `/transparency` and `/transparency.json`, when the gateway has a store.
-    pub open_books: Option<Arc<OpenBooksState>>,
-    /// The member portal's routes, with `[portal]` and a store.
-    pub portal: Option<axum::Router>,
     /// Reports usage beyond the metered allowance to Stripe, with `[billing.metered]`.
     pub reporter: Option<Arc<coopgate_billing::usage::report::Reporter>>,
     /// Identified callers' usage counts, when the gateway has a store.
@@ -87,38 +85,64 @@ impl Shared {
             // Counts Redis lost start again from the use the store recorded.
             limits.seed_from(Arc::new(coopgate_billing::usage::Usage::new(keys.store().clone())));
         }
-        // The site's own endpoints read whole bodies: each must arrive in time.
-        let body_timeout = BodyTimeoutLayer::new(config.server.body_timeout);
+        let trusted = Arc::new(TrustedProxies::new(config.server.trusted_proxies.clone()));
+        let resolver = Arc::new(Resolver::new(
+            trusted.clone(),
+            tiers.clone(),
+            keys.clone(),
+            config.limits.key_scope,
+            tokens.clone(),
+            config.limits.member_scope,
+        ));
         let memberships = crate::billing::memberships(&config, keys.as_ref(), tokens.as_ref(), invalidations.as_ref())?;
         let reporter = crate::billing::reporter(&config, memberships.as_ref())?;
-        let billing = match (&memberships, &keys) {
-            (Some(m), Some(k)) => Some(
-                crate::billing::router(crate::billing::BillingState {
-                    memberships: m.clone(),
-                    keys: k.clone(),
-                    tokens: tokens.clone(),
-                    tiers: tiers.clone(),
-                })
-                .layer(body_timeout),
-            ),
-            _ => None,
-        };
-        let open_books = keys.as_ref().map(|k| OpenBooksState::new(k.store().clone()).map(Arc::new)).transpose()?;
-        let portal = match (&config.portal, &keys) {
-            (Some(_), Some(k)) => Some(
-                crate::portal::router(
+        let ops = Arc::new(OpsState {
+            draining: Default::default(),
+            metrics: metrics.clone(),
+            metrics_allow: config.server.metrics_allow.clone(),
+            jwks: tokens.as_ref().map(|t| t.jwks()),
+        });
+        // The site's own endpoints read whole bodies: each must arrive in time.
+        let body_timeout = BodyTimeoutLayer::new(config.server.body_timeout);
+        let mut parts = Parts { ops: ops.clone(), admin: None, billing: None, open_books: None, portal: None };
+        if let Some(keys) = &keys {
+            let store = keys.store();
+            let admin_tokens = config.admin.digests();
+            if !admin_tokens.is_empty() {
+                let access = crate::admin::Access {
+                    token_sha256: admin_tokens.into(),
+                    allow: config.admin.allow.clone().into(),
+                };
+                let tiers = config.tiers.keys().cloned().collect();
+                let router = crate::admin::router(
+                    access,
+                    keys.clone(),
+                    tiers,
+                    invalidations.clone(),
+                    memberships.clone(),
+                    reporter.clone(),
+                );
+                parts.admin = Some(router.layer(body_timeout));
+            }
+            if let Some(memberships) = &memberships {
+                let state =
+                    BillingState { memberships: memberships.clone(), resolver: resolver.clone(), store: store.clone() };
+                parts.billing = Some(crate::billing::router(state).layer(body_timeout));
+            }
+            parts.open_books = Some(crate::open_books::router(Arc::new(OpenBooksState::new(store.clone())?)));
+            if config.portal.is_some() {
+                let router = crate::portal::router(
                     &config,
-                    k.store().clone(),
-                    k.clone(),
+                    store.clone(),
+                    keys.clone(),
                     tokens.clone(),
                     invalidations.clone(),
                     memberships.clone(),
                     reporter.clone(),
-                )?
-                .layer(body_timeout),
-            ),
-            _ => None,
-        };
+                )?;
+                parts.portal = Some(router.layer(body_timeout));
+            }
+        }
         let usage = keys.as_ref().map(|_| Arc::new(Recorder::new(&routes, &config.metering.billable)));
         let usage_flusher = match (&usage, &keys) {
             (Some(recorder), Some(keys)) => Some(Arc::new(
@@ -132,43 +156,22 @@ impl Shared {
             _ => None,
         };
         Ok(Shared {
-            reporter: reporter.clone(),
+            reporter,
             usage,
             usage_flusher,
             ids: Arc::new(IdSource::new()),
-            ops: Arc::new(OpsState {
-                draining: Default::default(),
-                metrics: metrics.clone(),
-                metrics_allow: config.server.metrics_allow.clone(),
-                jwks: tokens.as_ref().map(|t| t.jwks()),
-                admin: match (config.admin.digests(), &keys) {
-                    (token_sha256, Some(keys)) if !token_sha256.is_empty() => Some(crate::ops::AdminApi {
-                        router: crate::admin::router(
-                            keys.clone(),
-                            config.tiers.keys().cloned().collect(),
-                            invalidations.clone(),
-                            memberships.clone(),
-                            reporter.clone(),
-                        )
-                        .layer(body_timeout),
-                        token_sha256,
-                        allow: config.admin.allow.clone(),
-                    }),
-                    _ => None,
-                },
-            }),
-            trusted: Arc::new(TrustedProxies::new(config.server.trusted_proxies.clone())),
+            site: Arc::new(Site::new(parts, trusted.clone())),
+            ops,
+            resolver,
+            trusted,
             tiers,
             routes,
             limits,
             metrics,
             keys,
             tokens,
-            invalidations: invalidations.clone(),
+            invalidations,
             memberships,
-            billing,
-            open_books,
-            portal,
             config: Arc::new(config),
         })
     }
@@ -187,29 +190,14 @@ pub fn stack(
         .layer(RequestIdLayer::new(shared.ids.clone(), shared.config.log.access))
         // Every error from below becomes a problem document here, and only here.
         .layer(ProblemLayer)
-        // Health, readiness and metrics answer before routing: never limited or proxied.
-        .layer(OpsLayer::new(shared.ops.clone(), conn))
-        // Stripe's webhooks and a caller's own checkout and portal links, before
-        // routing: the webhook must never be limited or proxied.
-        .layer(BillingLayer::new(shared.billing.clone(), shared.trusted.clone(), conn))
-        // The public open books, before routing: served from the ledger, never proxied.
-        .layer(OpenBooksLayer::new(shared.open_books.clone()))
-        // The member portal, before routing: its pages are the gateway's own,
-        // never limited as traffic or proxied (sign-ins are limited by email
-        // and address in the store, which every replica shares).
-        .layer(PortalLayer::new(shared.portal.clone(), shared.trusted.clone(), conn))
+        // The gateway's own pages and endpoints, decided by path before
+        // routing: never limited, metered or proxied (sign-ins are limited by
+        // email and address in the store, which every replica shares).
+        .layer(SiteLayer::new(shared.site.clone(), conn))
         // Shape checks (431, 413 by Content-Length) and the route match (404).
         .layer(RouteLayer::new(shared.routes.clone(), server.max_header_bytes, shared.metrics.clone()))
         // Who is calling; a credential we cannot honour is a 401, never anonymous.
-        .layer(IdentifyLayer::new(
-            shared.trusted.clone(),
-            conn,
-            shared.tiers.clone(),
-            shared.keys.clone(),
-            shared.config.limits.key_scope,
-            shared.tokens.clone(),
-            shared.config.limits.member_scope,
-        ))
+        .layer(IdentifyLayer::new(shared.resolver.clone(), conn))
         // Whether the caller's tier may use the route (403).
         .layer(AuthorizeLayer::new(shared.tiers.clone(), upgrade.clone()))
         // Above the limiter, so that 429s are counted per route and tier too.

@@ -148,7 +148,7 @@ async fn learn_unit_price(s: &Shared) {
 }
 
 async fn forget_portal_records(s: &Shared) {
-    let (Some(_), Some(keys)) = (&s.portal, &s.keys) else { return };
+    let (Some(_), Some(keys)) = (&s.config.portal, &s.keys) else { return };
     let store = keys.store().clone();
     let sign_ins = coopgate_billing::portal::SignIns::new(store.clone(), Default::default());
     let sessions = coopgate_billing::portal::Sessions::new(store);

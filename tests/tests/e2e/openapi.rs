@@ -32,27 +32,33 @@ fn documented(doc: &serde_json::Value) -> BTreeSet<(String, String)> {
     ops
 }
 
-/// The routes an axum router, the ops layer's `match` and the open books'
-/// paths serve, read from the sources.
+/// The routes the site's axum routers serve, read from the sources.
 #[derive(Default)]
 struct Served {
     ops: BTreeSet<(String, String)>,
-    /// String constants by name, for paths given as a constant.
-    consts: Vec<(String, String)>,
-    /// In `ops.rs` and `open_books.rs`: every string pattern or constant that
-    /// is a path is a read-only endpoint.
-    read_only_paths: bool,
 }
 
 impl<'ast> Visit<'ast> for Served {
+    /// A unit test's routers are not the site's.
+    fn visit_item_mod(&mut self, module: &'ast syn::ItemMod) {
+        if module.ident != "tests" {
+            syn::visit::visit_item_mod(self, module);
+        }
+    }
+
     fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
         if call.method == "route" && call.args.len() == 2 {
             let path = match &call.args[0] {
                 syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => s.value(),
                 syn::Expr::Path(p) => {
                     let name = p.path.segments.last().expect("a name").ident.to_string();
-                    assert_eq!(name, "SPEND_CAP_PATH", "a route path constant this test does not know");
-                    coopgate::config::SPEND_CAP_PATH.to_owned()
+                    match name.as_str() {
+                        "SPEND_CAP_PATH" => coopgate::config::SPEND_CAP_PATH.to_owned(),
+                        "PAGE" => coopgate::open_books::PAGE.to_owned(),
+                        "JSON" => coopgate::open_books::JSON.to_owned(),
+                        "JWKS" => coopgate::ops::JWKS.to_owned(),
+                        other => panic!("a route path constant this test does not know: {other}"),
+                    }
                 }
                 other => panic!("a route path this test cannot read: {}", quote_of(other)),
             };
@@ -64,23 +70,6 @@ impl<'ast> Visit<'ast> for Served {
             }
         }
         syn::visit::visit_expr_method_call(self, call);
-    }
-
-    fn visit_pat(&mut self, pat: &'ast syn::Pat) {
-        if self.read_only_paths
-            && let syn::Pat::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = pat
-            && s.value().starts_with('/')
-        {
-            self.ops.insert(("GET".into(), s.value()));
-        }
-        syn::visit::visit_pat(self, pat);
-    }
-
-    fn visit_item_const(&mut self, item: &'ast syn::ItemConst) {
-        if let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &*item.expr {
-            self.consts.push((item.ident.to_string(), s.value()));
-        }
-        syn::visit::visit_item_const(self, item);
     }
 }
 
@@ -117,23 +106,13 @@ fn source(file: &str) -> syn::File {
     syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// What the gateway's own sources serve, but the portal (HTML forms behind a
-/// CSRF token, not an API) and the admin prefix the ops layer hands on.
+/// What the site's sources serve, but the portal (HTML forms behind a CSRF
+/// token, not an API), which `site.rs` mounts with `route_service`.
 fn served() -> BTreeSet<(String, String)> {
     let mut served = Served::default();
-    for file in ["admin.rs", "billing.rs"] {
+    for file in ["ops.rs", "admin.rs", "billing.rs", "open_books.rs", "site.rs"] {
         served.visit_file(&source(file));
     }
-    served.read_only_paths = true;
-    served.visit_file(&source("ops.rs"));
-    let mut books = Served::default();
-    books.visit_file(&source("open_books.rs"));
-    for (name, value) in books.consts {
-        if name == "PAGE" || name == "JSON" {
-            served.ops.insert(("GET".into(), value));
-        }
-    }
-    served.ops.retain(|(_, path)| path != "/admin/");
     served.ops
 }
 
