@@ -27,6 +27,14 @@ fn billing_modules_import_each_other_in_no_circle() {
     assert_no_circles("billing/src");
 }
 
+#[test]
+fn the_fixtures_start_the_coopgate_binary_cargo_built_for_these_tests() {
+    // The library cannot read `CARGO_BIN_EXE_*` (Cargo sets it for integration
+    // tests only), so it finds the binary beside the test's own `deps/`.
+    let built = Path::new(env!("CARGO_BIN_EXE_coopgate-under-test"));
+    assert_eq!(coopgate_tests::process::program().canonicalize().unwrap(), built.canonicalize().unwrap());
+}
+
 /// A circle found in a crate fails the test with every file in it and, for
 /// each arrow between them, the names that make it.
 fn assert_no_circles(src: &str) {
