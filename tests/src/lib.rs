@@ -1,6 +1,6 @@
 //! The fixtures of coopgate's end-to-end suite (`tests/tests/e2e.rs`), shared by
-//! its test modules, which import them from here and never from each other.
-//! Everything runs on real loopback sockets.
+//! its test modules, which import them from here and never from each other
+//! (`structure.rs` fails if one does). Everything runs on real loopback sockets.
 //!
 //! Here: test upstreams, gateways on port 0, a plain HTTP client, config
 //! builders, and [`eventually`], the one way to wait for what a test cannot

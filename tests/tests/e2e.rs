@@ -2,7 +2,8 @@
 //! feature. The fixtures live in the `coopgate_tests` library (`tests/src/`: a
 //! gateway with billing, the portal, the `coopgate` process, Redis servers,
 //! `eventually`); a module imports them from there and never from another
-//! module here. A helper only one module uses stays in it.
+//! module here (`e2e/structure.rs` fails if one does). A helper only one
+//! module uses stays in it.
 
 mod e2e {
     mod accounts;
