@@ -1,6 +1,21 @@
-//! Shared helpers for coopgate's end-to-end suite (`tests/tests/e2e.rs`): test
-//! upstreams, gateways on port 0, a plain HTTP client, and config builders.
-//! Everything runs on real loopback sockets.
+//! The fixtures of coopgate's end-to-end suite (`tests/tests/e2e.rs`), shared by
+//! its test modules, which import them from here and never from each other
+//! (`structure.rs` fails if one does). Everything runs on real loopback sockets.
+//!
+//! Here: test upstreams, gateways on port 0, a plain HTTP client, config
+//! builders, and [`eventually`], the one way to wait for what a test cannot
+//! await. In the modules:
+//!
+//! - [`process`]: the `coopgate` command line as a process (`serve`, `Process`).
+//! - [`relay`]: a TCP relay a test can cut or freeze (a store or Stripe away).
+//! - [`redis_servers`]: the shared test Redis, or Redis servers of a test's own.
+//! - [`stripe`]: the Stripe simulator's prices, API and hosted pages.
+//! - [`billed`]: a gateway with billing through the simulator (`Billed`).
+//! - [`metered`]: the metered plan on such a gateway.
+//! - [`portal`]: the member portal through a cookie jar (`Site`, `BilledSite`).
+//!
+//! A helper one test module uses stays in that module; one that a second
+//! module needs moves here.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -19,7 +34,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub mod billed;
+pub mod metered;
+pub mod portal;
+pub mod process;
+pub mod redis_servers;
 pub mod relay;
+pub mod stripe;
 pub use relay::{Mode, Relay};
 
 /// The body type test upstreams answer with.
@@ -320,6 +341,15 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Got {
     send(req.body(Full::new(Bytes::new())).expect("request")).await
 }
 
+/// POSTs a JSON body with extra headers.
+pub async fn post_json(url: &str, headers: &[(&str, &str)], body: &str) -> Got {
+    let mut req = Request::post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await
+}
+
 /// Asserts that `got` is a problem document with `status` and a `type` ending in `slug`.
 pub fn assert_problem(got: &Got, status: u16, slug: &str) -> serde_json::Value {
     assert_eq!(got.status.as_u16(), status, "status; body: {:?}", got.body);
@@ -363,15 +393,13 @@ pub async fn metric(addr: SocketAddr, metric: &str) -> Option<String> {
 /// Waits (up to 15 s) until the gateway at `addr` reports `metric` at
 /// `value`: what background work learns shows there first.
 pub async fn wait_for_metric(addr: SocketAddr, metric: &str, value: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let seen = self::metric(addr, metric).await;
-        if seen.as_deref() == Some(value) {
-            return;
+    eventually(std::time::Duration::from_secs(15), &format!("{addr} reporting {metric} {value}"), || async {
+        match self::metric(addr, metric).await {
+            Some(seen) if seen == value => Ok(()),
+            seen => Err(seen),
         }
-        assert!(std::time::Instant::now() < deadline, "{addr} never reported {metric} {value}; it says {seen:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Checks `check` every 50 ms until it returns `Ok`, and returns what it
@@ -394,6 +422,23 @@ where
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// GETs `url` with `headers` until it answers `status`, for at most
+/// `within`, and returns that answer: what another replica or process
+/// learns (a revoked key, a new tier) arrives a moment later.
+pub async fn eventually_answers(url: &str, headers: &[(&str, &str)], status: u16, within: std::time::Duration) -> Got {
+    eventually(within, &format!("{url} answering {status}"), || async {
+        let got = get(url, headers).await;
+        if got.status == status { Ok(got) } else { Err(got) }
+    })
+    .await
+}
+
+/// Milliseconds since the Unix epoch: the clock the usage reporter takes,
+/// and a suffix that makes names (Redis prefixes, databases) unique.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// Sends `request` exactly as written on a new connection to `addr` (end

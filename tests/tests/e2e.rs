@@ -1,5 +1,9 @@
 //! coopgate end to end: real sockets, real processes. One binary, a module per
-//! feature; helpers live in the `coopgate_tests` library and in `support`.
+//! feature. The fixtures live in the `coopgate_tests` library (`tests/src/`: a
+//! gateway with billing, the portal, the `coopgate` process, Redis servers,
+//! `eventually`); a module imports them from there and never from another
+//! module here (`e2e/structure.rs` fails if one does). A helper only one
+//! module uses stays in it.
 
 mod e2e {
     mod accounts;
@@ -23,7 +27,6 @@ mod e2e {
     mod metering;
     mod open_books;
     mod openapi;
-    mod own_redis;
     mod portal;
     mod portal_billing;
     mod portal_downloads;
@@ -36,7 +39,6 @@ mod e2e {
     mod store_outage;
     mod streaming;
     mod structure;
-    mod support;
     mod tls;
     mod tokens;
     mod usage;

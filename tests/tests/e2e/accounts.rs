@@ -6,8 +6,7 @@ use std::time::Duration;
 use coopgate_billing::stripe::{Subscription, SubscriptionStatus};
 use coopgate_billing::subscriptions::Subscriptions;
 use coopgate_billing::{Accounts, Plans, Store};
-
-use super::support::coopgate;
+use coopgate_tests::process::coopgate;
 
 #[tokio::test]
 async fn set_tier_refuses_an_account_whose_tier_follows_a_subscription_and_names_it() {

@@ -9,8 +9,7 @@ use std::process::Output;
 use coopgate_billing::ledger::{AccountName, Ledger, NewTransaction, Posting};
 use coopgate_billing::{Accounts, Currency, Money, Store};
 use coopgate_tests::get;
-
-use super::support::{coopgate, serve};
+use coopgate_tests::process::{coopgate, serve};
 
 fn config(store_url: &str, up: std::net::SocketAddr, key: &Path) -> String {
     format!(

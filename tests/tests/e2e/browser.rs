@@ -13,11 +13,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use coopgate_tests::portal::{billed_site, mails};
+use coopgate_tests::stripe::PRICES;
 use fantoccini::{Client, ClientBuilder, Locator};
-
-use super::memberships::PRICES;
-use super::portal::mails;
-use super::portal_billing::billed_site;
 
 /// chromedriver, killed when dropped.
 struct Driver {

@@ -6,17 +6,17 @@
 //! reconciles with Stripe.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use coopgate_billing::ledger::{AccountName, Ledger};
 use coopgate_billing::{Accounts, Currency, Store};
 use coopgate_stripe_sim::Simulator;
-use coopgate_tests::get;
+use coopgate_tests::metered::{CENTS, INCLUDED, METERED, with_metered_price};
+use coopgate_tests::process::{coopgate, serve};
+use coopgate_tests::redis_servers::redis_url;
+use coopgate_tests::stripe::{PRICES, SECRET, pay, sim_config};
+use coopgate_tests::{eventually, eventually_answers, get, now_ms, post_json};
 use sha2::Digest as _;
-
-use super::memberships::{PRICES, SECRET, pay, post_json, sim_config};
-use super::metering::{CENTS, INCLUDED, METERED, with_metered_price};
-use super::support::{coopgate, redis_url, serve};
 
 const ADMIN_TOKEN: &str = "cgadm_cluster-test";
 
@@ -99,19 +99,6 @@ min_tier = "member"
     )
 }
 
-/// Polls `check` every 50 ms until it holds; panics with `what` after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `coopgate ARGS --config CONFIG`, off the test's runtime (which serves the simulator).
 async fn cli(config: &Path, args: &[&str]) -> std::process::Output {
     let mut cmd = coopgate();
@@ -137,7 +124,7 @@ async fn two_replica_processes_share_limits_revocations_memberships_usage_and_on
     let up = coopgate_tests::echo_upstream().await;
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let keys = tempfile::tempdir().unwrap();
-    let prefix = format!("cg-cluster-{}", super::metering::now_ms());
+    let prefix = format!("cg-cluster-{}", now_ms());
 
     // Stripe's webhooks go to replica A only, so its port is chosen first.
     let a_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -186,10 +173,8 @@ async fn two_replica_processes_share_limits_revocations_memberships_usage_and_on
     let revoked =
         post_json(&url_a(&format!("/admin/keys/{}/revoke", ada.info.id)), &[("authorization", &bearer)], "{}").await;
     assert_eq!(revoked.status, 200, "{:?}", revoked.body);
-    eventually(Duration::from_secs(5), "B refusing the key revoked through A", || async {
-        get(&url_b("/api/ada"), &[("x-api-key", &ada.plaintext)]).await.status == 401
-    })
-    .await;
+    // B refusing the key revoked through A.
+    eventually_answers(&url_b("/api/ada"), &[("x-api-key", &ada.plaintext)], 401, Duration::from_secs(5)).await;
 
     // A membership bought through B, whose webhooks only A receives, opens B's member route.
     accounts.create("bea@example.org", "registered", None).await.unwrap();
@@ -200,10 +185,8 @@ async fn two_replica_processes_share_limits_revocations_memberships_usage_and_on
             .await;
     assert_eq!(checkout.status, 200, "{:?}", checkout.body);
     assert_eq!(pay(checkout.json()["url"].as_str().unwrap(), "4242 4242 4242 4242").await.status, 303);
-    eventually(Duration::from_secs(20), "B opening the member route to Bea", || async {
-        get(&url_b("/members/x"), &[("x-api-key", &bea)]).await.status == 200
-    })
-    .await;
+    // B opening the member route to Bea.
+    eventually_answers(&url_b("/members/x"), &[("x-api-key", &bea)], 200, Duration::from_secs(20)).await;
 
     // Metered use through both replicas is reported to Stripe once.
     accounts.create("cy@example.org", "registered", None).await.unwrap();
@@ -212,7 +195,8 @@ async fn two_replica_processes_share_limits_revocations_memberships_usage_and_on
         post_json(&url_a("/billing/checkout"), &[("x-api-key", &cy)], &format!(r#"{{"price":"{METERED}"}}"#)).await;
     assert_eq!(pay(checkout.json()["url"].as_str().unwrap(), "4242 4242 4242 4242").await.status, 303);
     eventually(Duration::from_secs(20), "Cy's metered plan", || async {
-        tier(&store, "cy@example.org").await == "metered"
+        let now = tier(&store, "cy@example.org").await;
+        if now == "metered" { Ok(()) } else { Err(now) }
     })
     .await;
     let beyond = 5;
@@ -229,11 +213,14 @@ async fn two_replica_processes_share_limits_revocations_memberships_usage_and_on
     let used = format!("{INCLUDED} of {INCLUDED} included used, {beyond} beyond");
     eventually(Duration::from_secs(30), "the use in the store", || async {
         let shown = cli(&a_config, &["usage", "--account", "cy@example.org", "--from", "2000-01-01"]).await;
-        String::from_utf8_lossy(&shown.stdout).contains(&used)
+        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        if shown.contains(&used) { Ok(()) } else { Err(shown) }
     })
     .await;
     eventually(Duration::from_secs(30), "usage reconciling with Stripe's meter", || async {
-        cli(&a_config, &["usage", "reconcile", "--period", &period]).await.status.success()
+        let reconciled = cli(&a_config, &["usage", "reconcile", "--period", &period]).await;
+        let said = String::from_utf8_lossy(&reconciled.stdout).into_owned();
+        if reconciled.status.success() { Ok(()) } else { Err(said) }
     })
     .await;
     let shown = cli(&a_config, &["usage", "--account", "cy@example.org", "--from", "2000-01-01"]).await;
@@ -250,7 +237,8 @@ async fn two_replica_processes_share_limits_revocations_memberships_usage_and_on
 
     // The ledger holds Bea's membership once, whichever replica applied it, and agrees with Stripe.
     eventually(Duration::from_secs(20), "the membership in the ledger", || async {
-        balance(&store, "Income:Memberships:Member").await == -500
+        let income = balance(&store, "Income:Memberships:Member").await;
+        if income == -500 { Ok(()) } else { Err(income) }
     })
     .await;
     let reconciled = cli(&a_config, &["ledger", "reconcile"]).await;
@@ -285,7 +273,7 @@ impl Drop for LocalCluster {
 /// them once the cluster has stopped.
 fn free_base_port() -> u16 {
     loop {
-        let base = 20_000 + (super::metering::now_ms() % 12_000) as u16;
+        let base = 20_000 + (now_ms() % 12_000) as u16;
         let free = [0, 1, 2, 10, 11].iter().all(|d| std::net::TcpListener::bind(("127.0.0.1", base + d)).is_ok());
         if free {
             return base;
@@ -313,7 +301,7 @@ async fn local_cluster_sh_puts_two_replicas_behind_nginx_that_share_limits_and_w
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let name = format!("cg_local_cluster_{}", super::metering::now_ms());
+    let name = format!("cg_local_cluster_{}", now_ms());
     let base = free_base_port();
     // Its stderr goes to a file (shown if it fails); its stdout is read to the
     // end by a thread, so that neither pipe closes under the running script.
@@ -377,10 +365,8 @@ async fn local_cluster_sh_puts_two_replicas_behind_nginx_that_share_limits_and_w
         post_json(&lb("/billing/checkout"), &[("x-api-key", &key)], r#"{"price":"price_sustaining_community"}"#).await;
     assert_eq!(checkout.status, 200, "{:?}", checkout.body);
     assert_eq!(pay(checkout.json()["url"].as_str().unwrap(), "4242 4242 4242 4242").await.status, 303);
-    eventually(Duration::from_secs(20), "the member route opening through the balancer", || async {
-        get(&lb("/members/v1/regions"), &[("x-api-key", &key)]).await.status == 200
-    })
-    .await;
+    // The member route opening through the balancer.
+    eventually_answers(&lb("/members/v1/regions"), &[("x-api-key", &key)], 200, Duration::from_secs(20)).await;
 
     // Ctrl-C stops every part: nothing answers on the cluster's ports any more.
     drop(cluster);

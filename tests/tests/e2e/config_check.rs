@@ -1,6 +1,6 @@
 //! `coopgate check`: every problem, with its key path and line.
 
-use super::support::coopgate;
+use coopgate_tests::process::coopgate;
 
 fn check(text: &str, env: &[(&str, &str)]) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -5,11 +5,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use coopgate_tests::process::{Process, serve, serve_with_descriptors};
 use coopgate_tests::{echo_upstream, eventually, get, metric, process_config, process_config_with, wait_for_metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-
-use super::support::{Process, serve, serve_with_descriptors};
 
 /// Longest a test waits for something that must happen much sooner: a bound
 /// on a hang, not a measure of speed.

@@ -1,10 +1,12 @@
 //! `coopgate demo`, run as a newcomer would: download, resume, query, get limited.
 
 use std::path::Path;
+use std::time::Duration;
 
-use coopgate_tests::{assert_problem, get};
-
-use super::support::{Process, coopgate};
+use coopgate_tests::portal::{Browser, field, mails, text};
+use coopgate_tests::process::{Process, coopgate};
+use coopgate_tests::stripe::{pay, submit};
+use coopgate_tests::{assert_problem, eventually_answers, get, post_json};
 
 fn manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("demo.json")).expect("demo.json is written"))
@@ -174,33 +176,19 @@ async fn the_demo_account_becomes_a_member_through_the_simulators_checkout_and_b
     // The banner's lines: a checkout link for the first price, paid on the page.
     let price = stripe["prices"][0].as_str().unwrap();
     let body = format!(r#"{{"price": "{price}"}}"#);
-    let checkout =
-        super::memberships::post_json(&format!("{base}/billing/checkout"), &[("x-api-key", key)], &body).await;
+    let checkout = post_json(&format!("{base}/billing/checkout"), &[("x-api-key", key)], &body).await;
     let url = checkout.json()["url"].as_str().unwrap().to_owned();
     assert!(url.starts_with(stripe["api_base"].as_str().unwrap()), "{url}");
-    let paid = super::memberships::pay(&url, stripe["test_card"].as_str().unwrap()).await;
+    let paid = pay(&url, stripe["test_card"].as_str().unwrap()).await;
     assert_eq!(paid.status, 303, "{:?}", paid.body);
-    wait_for_status(early, key, 200).await;
+    eventually_answers(early, &[("x-api-key", key)], 200, Duration::from_secs(20)).await;
 
     // And back: the portal's page cancels, and the release is members-only again.
-    let portal = super::memberships::post_json(&format!("{base}/billing/portal"), &[("x-api-key", key)], "").await;
+    let portal = post_json(&format!("{base}/billing/portal"), &[("x-api-key", key)], "").await;
     let portal_url = portal.json()["url"].as_str().unwrap().to_owned();
-    let canceled = super::memberships::submit(&portal_url, "Cancel now", &[]).await;
+    let canceled = submit(&portal_url, "Cancel now", &[]).await;
     assert!(canceled.status.is_redirection() || canceled.status.is_success());
-    wait_for_status(early, key, 403).await;
-}
-
-/// Waits (up to 20 s) until `url` answers `status` to the key.
-async fn wait_for_status(url: &str, key: &str, status: u16) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let got = get(url, &[("x-api-key", key)]).await.status.as_u16();
-        if got == status {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{url} still answers {got}, not {status}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually_answers(early, &[("x-api-key", key)], 403, Duration::from_secs(20)).await;
 }
 
 /// `coopgate usage --json` on the demo's data folder.
@@ -226,11 +214,10 @@ async fn the_demo_account_adds_a_card_for_metered_use_and_coopgate_usage_shows_i
     let (base, key, regions) =
         (m["base_url"].as_str().unwrap(), m["api_key"].as_str().unwrap(), m["regions"].as_str().unwrap());
     let body = r#"{"price": "price_api_metered"}"#;
-    let checkout =
-        super::memberships::post_json(&format!("{base}/billing/checkout"), &[("x-api-key", key)], body).await;
+    let checkout = post_json(&format!("{base}/billing/checkout"), &[("x-api-key", key)], body).await;
     assert_eq!(checkout.status, 200, "{:?}", checkout.body);
     let url = checkout.json()["url"].as_str().unwrap().to_owned();
-    let paid = super::memberships::pay(&url, m["stripe"]["test_card"].as_str().unwrap()).await;
+    let paid = pay(&url, m["stripe"]["test_card"].as_str().unwrap()).await;
     assert_eq!(paid.status, 303, "{:?}", paid.body);
 
     for _ in 0..3 {
@@ -324,7 +311,6 @@ async fn the_demos_open_books_show_a_year_of_sample_activity_that_reconciles_wit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomer_signs_in_to_the_demos_portal_makes_a_key_calls_the_api_and_becomes_a_member_on_its_checkout() {
-    use super::portal::{Browser, field, mails, text};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let demo = Process::start(&["demo", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()]);
@@ -371,7 +357,7 @@ async fn a_newcomer_signs_in_to_the_demos_portal_makes_a_key_calls_the_api_and_b
         .post(&format!("{portal}/billing/checkout"), &[("csrf", &csrf), ("price", "price_member_community")])
         .await;
     assert_eq!(to_stripe.status, 303, "{}", text(&to_stripe));
-    let paid = super::memberships::pay(to_stripe.header("location"), m["stripe"]["test_card"].as_str().unwrap()).await;
+    let paid = pay(to_stripe.header("location"), m["stripe"]["test_card"].as_str().unwrap()).await;
     assert_eq!(paid.status, 303, "{:?}", paid.body);
     let back = text(&browser.get(paid.header("location")).await);
     assert!(back.contains("<strong id=\"tier\">member</strong>"), "{back}");

@@ -7,10 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use coopgate_tests::process::coopgate;
 use serde::Deserialize as _;
 use serde_json::Value;
-
-use super::support::coopgate;
 
 fn deploy(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(path)
@@ -557,7 +556,7 @@ fn health_exits_0_while_the_gateway_answers_and_1_with_the_reason_when_it_does_n
     let dir = tempfile::tempdir().unwrap();
     let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let config = coopgate_tests::process_config(up.local_addr().unwrap(), "");
-    let (_gateway, addr) = super::support::serve(dir.path(), &config);
+    let (_gateway, addr) = coopgate_tests::process::serve(dir.path(), &config);
 
     let out = coopgate().args(["health", "--url", &format!("http://{addr}/healthz")]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use coopgate_tests::process::{Process, serve};
+use coopgate_tests::redis_servers::redis_url;
 use coopgate_tests::{Mode, Relay, file_upstream, get, wait_for_metric};
-
-use super::support::{Process, redis_url, serve};
 
 /// How long Redis stays blackholed under load.
 const BLACKHOLE: Duration = Duration::from_secs(30);

@@ -13,10 +13,9 @@ use coopgate::keys::Keys;
 use coopgate_billing::store::testing::{Cleanup, postgres_url};
 use coopgate_billing::usage::{Usage, UsageLine};
 use coopgate_billing::{Accounts, Store};
-use coopgate_tests::{Mode, Relay, TestUpstream, full, get, metric, upstream};
+use coopgate_tests::process::{Process, serve};
+use coopgate_tests::{Mode, Relay, TestUpstream, eventually, full, get, metric, upstream};
 use http::{Response, StatusCode};
-
-use super::support::{Process, serve};
 
 /// A fresh PostgreSQL database reached through a relay, an account with a
 /// key, and the config of a gateway process on it.
@@ -217,8 +216,7 @@ async fn a_journal_replayed_after_a_partial_write_adds_nothing_twice() {
 /// Polls `addr`'s metrics until `check` holds (up to 60 s: a flush against a
 /// refusing store waits out the pool's acquire timeout each time).
 async fn until_metrics(addr: std::net::SocketAddr, what: &str, check: impl Fn(&dyn Fn(&str) -> u64) -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), &format!("{addr} showing {what}"), || async {
         let text = get(&format!("http://{addr}/metrics"), &[]).await;
         let body = String::from_utf8_lossy(&text.body).into_owned();
         let value = |name: &str| {
@@ -228,12 +226,9 @@ async fn until_metrics(addr: std::net::SocketAddr, what: &str, check: impl Fn(&d
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        if check(&value) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{addr} never showed {what}:\n{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if check(&value) { Ok(()) } else { Err(body) }
+    })
+    .await
 }
 
 fn exists(path: &Path) -> bool {

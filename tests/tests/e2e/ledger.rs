@@ -10,8 +10,9 @@ use std::process::Output;
 use coopgate_billing::ledger::{AccountName, Ledger};
 use coopgate_billing::store::testing::{Cleanup, bean_check, postgres_url};
 use coopgate_billing::{Currency, Store};
-
-use super::memberships::{Billed, PRICES, SECRET, cli_config as write_config, pay, stripe, wait_until_applied};
+use coopgate_tests::billed::{Billed, cli_config as write_config};
+use coopgate_tests::process::coopgate;
+use coopgate_tests::stripe::{PRICES, SECRET, pay, stripe};
 
 /// A store the CLI can open too: PostgreSQL when the tests have one, else a SQLite file.
 async fn shared_store(dir: &Path) -> (Store, String, Option<Cleanup>) {
@@ -27,7 +28,7 @@ async fn shared_store(dir: &Path) -> (Store, String, Option<Cleanup>) {
 /// `coopgate ledger ARGS --config CONFIG`, run as an operator would, off this
 /// test's runtime (which serves the simulator and the gateway meanwhile).
 async fn ledger(config: &Path, args: &[&str]) -> Output {
-    let mut cmd = super::support::coopgate();
+    let mut cmd = coopgate();
     cmd.arg("ledger").args(args).args(["--config", config.to_str().unwrap()]).env("STRIPE_SECRET_KEY", SECRET);
     tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
 }
@@ -41,13 +42,6 @@ async fn balance(store: &Store, account: &str) -> i64 {
     b.get(&(AccountName::new(account).unwrap(), Currency::new("usd").unwrap())).copied().unwrap_or(0)
 }
 
-/// Waits until the simulator has delivered everything and the worker has applied it.
-pub async fn settled(b: &Billed) {
-    b.sim.deliveries_idle().await;
-    let (recorded, _) = coopgate_billing::events::Events::new(b.store.clone()).counts().await.unwrap();
-    wait_until_applied(&b.store, recorded, std::time::Duration::from_secs(20)).await;
-}
-
 #[tokio::test]
 async fn payments_are_posted_from_webhooks_and_a_missed_payout_fails_reconcile_until_ledger_sync() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,13 +51,13 @@ async fn payments_are_posted_from_webhooks_and_a_missed_payout_fails_reconcile_u
     let (ada, key) = b.account("ada@example.org").await;
     assert_eq!(pay(&b.checkout_url(&key, PRICES[0]).await, "4242 4242 4242 4242").await.status, 303);
     b.wait_for_tier(&ada, "member").await;
-    settled(&b).await;
+    b.settled().await;
     assert_eq!(balance(&store, "Income:Memberships:Member").await, -500, "the membership is income of its tier");
 
     let charges = stripe(&b.sim, http::Method::GET, "/charges", &[]).await;
     let charge = charges["data"][0]["id"].as_str().unwrap().to_owned();
     stripe(&b.sim, http::Method::POST, "/refunds", &[("charge", &charge), ("amount", "200")]).await;
-    settled(&b).await;
+    b.settled().await;
     assert_eq!(balance(&store, "Income:Refunds").await, 200);
     let fee = balance(&store, "Expenses:Stripe:Fees").await;
     assert!(fee > 0, "Stripe's fee is an expense, and it is not returned with the refund");
@@ -90,7 +84,7 @@ async fn payments_are_posted_from_webhooks_and_a_missed_payout_fails_reconcile_u
     // The held webhooks arrive late: applying them posts nothing new.
     let posted = Ledger::new(store.clone()).count().await.unwrap();
     b.sim.release_webhooks();
-    settled(&b).await;
+    b.settled().await;
     assert_eq!(Ledger::new(store.clone()).count().await.unwrap(), posted);
 
     let export = ledger(&config, &["export", "--format", "beancount"]).await;

@@ -9,9 +9,8 @@ use coopgate::config::{Config, LimitConfig, LimitsBackend, TierConfig};
 use coopgate::keys::Keys;
 use coopgate_billing::usage::Usage;
 use coopgate_billing::{Accounts, Store};
+use coopgate_tests::redis_servers::OwnRedis;
 use coopgate_tests::{TestGateway, config, echo_upstream, get, limit};
-
-use super::own_redis::OwnRedis;
 
 /// One replica on `store` with its upkeep (usage flushes, Redis heartbeats),
 /// sharing limits through Redis once its first heartbeat got through.

@@ -3,235 +3,22 @@
 //! whatever their order, the tier following the subscription on every
 //! replica, and catching up on what the webhook endpoint missed.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use coopgate::config::{BillingConfig, Config, RouteKind, Secret, StripeConfig, TierConfig, TokensConfig};
-use coopgate::keys::{CacheTtl, Keys};
-use coopgate::tokens::Tokens;
+use coopgate::config::{Config, Secret};
 use coopgate_billing::{Account, Accounts, Store};
-use coopgate_stripe_sim::{SimConfig, SimPrice, Simulator};
-use coopgate_tests::{Got, TestGateway, TestUpstream, assert_problem, config, echo_upstream, route, send, serve_on};
+use coopgate_stripe_sim::Simulator;
+use coopgate_tests::billed::{Billed, cli_config, wait_until_applied};
+use coopgate_tests::process::coopgate;
+use coopgate_tests::redis_servers::redis_url;
+use coopgate_tests::stripe::{PRICES, SECRET, pay, stripe, submit};
+use coopgate_tests::{Got, TestGateway, assert_problem, config, echo_upstream, post_json, send};
 use http::Request;
 use http_body_util::Full;
 
-/// The secret key the tests use with the simulator.
-pub const SECRET: &str = "sk_test_coopgate_tests";
-
-/// The sliding scale the tests sell: two prices of one membership tier.
-pub const PRICES: [&str; 2] = ["price_member_small", "price_member_large"];
-
-/// A simulator, a gateway selling the member tier through it, and its store.
-pub struct Billed {
-    /// The Stripe simulator.
-    pub sim: Simulator,
-    /// The gateway (its worker running).
-    pub gw: TestGateway,
-    /// The gateway's store.
-    pub store: Store,
-    /// Its member tokens.
-    pub tokens: Arc<Tokens>,
-    /// The gateway's config, for more replicas.
-    cfg: Config,
-    /// Between the gateways and Stripe's API, when started through one.
-    pub stripe_relay: Option<coopgate_tests::Relay>,
-    upkeep: tokio::task::JoinHandle<()>,
-    _up: TestUpstream,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Billed {
-    fn drop(&mut self) {
-        self.upkeep.abort();
-    }
-}
-
-/// A further replica.
-pub struct Replica {
-    /// The gateway.
-    pub gw: TestGateway,
-    upkeep: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.upkeep.abort();
-    }
-}
-
-/// The simulator's configuration for these tests: the two prices, USD a month.
-pub fn sim_config() -> SimConfig {
-    SimConfig {
-        prices: PRICES
-            .iter()
-            .zip([500, 5_000])
-            .map(|(id, cents)| SimPrice {
-                id: (*id).into(),
-                product_name: "Membership".into(),
-                unit_amount: cents,
-                currency: "usd".into(),
-                interval: "month".into(),
-                meter_event: None,
-            })
-            .collect(),
-        ..SimConfig::default()
-    }
-}
-
-/// A gateway config with a member-only route, selling `member` through the simulator at `api_base`.
-pub fn billed_config(
-    up: std::net::SocketAddr,
-    gateway: &str,
-    api_base: &str,
-    webhook_secret: &str,
-    dir: &std::path::Path,
-) -> Config {
-    let mut cfg = config(up);
-    cfg.tiers.insert("registered".into(), TierConfig { rank: 10, limits: vec![], stripe_prices: None, seats: None });
-    cfg.tiers.insert(
-        "member".into(),
-        TierConfig {
-            rank: 20,
-            limits: vec![],
-            stripe_prices: Some(PRICES.iter().map(|p| (*p).to_owned()).collect()),
-            seats: None,
-        },
-    );
-    let mut members = route("members", "/members/", up, "/", RouteKind::Api);
-    members.min_tier = "member".into();
-    cfg.routes.push(members);
-    cfg.tokens = TokensConfig { signing_key_file: dir.join("signing.der"), ..TokensConfig::default() };
-    let url = |p: &str| format!("{gateway}{p}").parse().unwrap();
-    cfg.billing = Some(BillingConfig {
-        stripe: StripeConfig {
-            api_base: api_base.parse().unwrap(),
-            secret_key: Secret::inline(SECRET),
-            webhook_secrets: vec![Secret::inline("whsec_old_rotated_out"), Secret::inline(webhook_secret)],
-            webhook_tolerance: Duration::from_secs(300),
-            timeout: Duration::from_secs(5),
-        },
-        success_url: url("/billing/checkout/done?session={CHECKOUT_SESSION_ID}"),
-        cancel_url: url("/billing/checkout/canceled"),
-        portal_return_url: url("/billing/portal/return"),
-        fallback_tier: "registered".into(),
-        past_due_grace: Duration::from_secs(7 * 86_400),
-        sync_interval: Duration::ZERO,
-        metered: None,
-    });
-    cfg
-}
-
-impl Billed {
-    /// Everything on `store`, with `tweak` applied to the simulator's and the gateway's config.
-    pub async fn start(
-        store: Store,
-        tweak_sim: impl FnOnce(&mut SimConfig),
-        tweak: impl FnOnce(&mut Config),
-    ) -> Billed {
-        Self::start_inner(store, tweak_sim, tweak, false).await
-    }
-
-    /// [`Billed::start`], with the gateways reaching Stripe's API through a
-    /// relay the test can cut (Stripe unreachable) and restore.
-    pub async fn start_through_relay(
-        store: Store,
-        tweak_sim: impl FnOnce(&mut SimConfig),
-        tweak: impl FnOnce(&mut Config),
-    ) -> Billed {
-        Self::start_inner(store, tweak_sim, tweak, true).await
-    }
-
-    async fn start_inner(
-        store: Store,
-        tweak_sim: impl FnOnce(&mut SimConfig),
-        tweak: impl FnOnce(&mut Config),
-        relayed: bool,
-    ) -> Billed {
-        let dir = tempfile::tempdir().unwrap();
-        let up = echo_upstream().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut sim_cfg = sim_config();
-        sim_cfg.webhook_url = Some(format!("http://{addr}/billing/stripe/webhook").parse().unwrap());
-        tweak_sim(&mut sim_cfg);
-        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sim = Simulator::start(sim_listener, sim_cfg).await.unwrap();
-        let (api_base, stripe_relay) = if relayed {
-            let target = url::Url::parse(&sim.base_url()).unwrap().socket_addrs(|| None).unwrap()[0];
-            let relay = coopgate_tests::Relay::start(target).await;
-            (format!("http://{}/", relay.addr), Some(relay))
-        } else {
-            (sim.base_url(), None)
-        };
-        let mut cfg = billed_config(up.addr, &format!("http://{addr}"), &api_base, sim.webhook_secret(), dir.path());
-        tweak(&mut cfg);
-        let ttl = CacheTtl::from_config(&cfg.store);
-        let keys = Arc::new(Keys::new(store.clone()).with_cache_ttl(ttl));
-        let tokens = Arc::new(Tokens::load(&cfg.tokens, store.clone()).unwrap().with_cache_ttl(ttl));
-        let gateway = coopgate::Gateway::with_credentials(cfg.clone(), keys, tokens.clone()).unwrap();
-        let upkeep = gateway.spawn_upkeep();
-        let gw = serve_on(listener, gateway).await;
-        Billed { sim, gw, store, tokens, cfg, stripe_relay, upkeep, _up: up, _dir: dir }
-    }
-
-    /// Another replica of the same deployment (store, Redis, signing key), with
-    /// its own caches and worker.
-    pub async fn replica(&self) -> Replica {
-        let ttl = CacheTtl::from_config(&self.cfg.store);
-        let keys = Arc::new(Keys::new(self.store.clone()).with_cache_ttl(ttl));
-        let tokens = Arc::new(Tokens::load(&self.cfg.tokens, self.store.clone()).unwrap().with_cache_ttl(ttl));
-        let gateway = coopgate::Gateway::with_credentials(self.cfg.clone(), keys, tokens).unwrap();
-        let upkeep = gateway.spawn_upkeep();
-        Replica { gw: coopgate_tests::gateway_with(gateway).await, upkeep }
-    }
-
-    /// An account with an API key.
-    pub async fn account(&self, email: &str) -> (Account, String) {
-        let account = Accounts::new(self.store.clone()).create(email, "registered", None).await.unwrap();
-        let key = Keys::new(self.store.clone()).create(email, "laptop", None).await.unwrap().plaintext;
-        (account, key)
-    }
-
-    /// `POST /billing/checkout` with the caller's key: the hosted page's URL.
-    pub async fn checkout_url(&self, key: &str, price: &str) -> String {
-        let got =
-            post_json(&self.gw.url("/billing/checkout"), &[("x-api-key", key)], &format!(r#"{{"price":"{price}"}}"#))
-                .await;
-        assert_eq!(got.status, 200, "{:?}", got.body);
-        got.json()["url"].as_str().expect("a url").to_owned()
-    }
-
-    /// The account's tier in the store now.
-    pub async fn tier(&self, account: &Account) -> String {
-        Accounts::new(self.store.clone()).by_id(&account.id).await.unwrap().unwrap().tier
-    }
-
-    /// Waits (up to 20 s) until the account's tier is `tier`.
-    pub async fn wait_for_tier(&self, account: &Account, tier: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let now = self.tier(account).await;
-            if now == tier {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} stayed at tier {now}, never {tier}", account.email);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// POSTs a JSON body.
-pub async fn post_json(url: &str, headers: &[(&str, &str)], body: &str) -> Got {
-    let mut req = Request::post(url).header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    send(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await
-}
-
 /// POSTs a signed (or not) webhook body to the gateway.
-pub async fn deliver(gw: &TestGateway, body: &[u8], signature: Option<&str>) -> Got {
+async fn deliver(gw: &TestGateway, body: &[u8], signature: Option<&str>) -> Got {
     let mut req = Request::post(gw.url("/billing/stripe/webhook")).header("content-type", "application/json");
     if let Some(sig) = signature {
         req = req.header("stripe-signature", sig);
@@ -240,7 +27,7 @@ pub async fn deliver(gw: &TestGateway, body: &[u8], signature: Option<&str>) -> 
 }
 
 /// How many events the store holds in all.
-pub async fn stored_events(store: &Store) -> i64 {
+async fn stored_events(store: &Store) -> i64 {
     coopgate_billing::events::Events::new(store.clone()).counts().await.unwrap().0
 }
 
@@ -309,99 +96,6 @@ async fn without_billing_the_endpoints_are_a_404_problem() {
     assert_problem(&got, 404, "billing-off");
 }
 
-/// An attribute's text as a browser reads it: character references decoded
-/// (templates escape `/` as `&#x2f;`, for one).
-fn unescape(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let Some(semi) = rest[amp..].find(';') else { break };
-        let name = &rest[amp + 1..amp + semi];
-        let decoded = match name {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            n if n.starts_with("#x") || n.starts_with("#X") => {
-                u32::from_str_radix(&n[2..], 16).ok().and_then(char::from_u32)
-            }
-            n if n.starts_with('#') => n[1..].parse().ok().and_then(char::from_u32),
-            _ => None,
-        };
-        match decoded {
-            Some(c) => out.push(c),
-            None => out.push_str(&rest[amp..=amp + semi]),
-        }
-        rest = &rest[amp + semi + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A form of an HTML page: its action, its inputs with their values, and its HTML.
-type Form = (String, Vec<(String, String)>, String);
-
-/// The forms of an HTML page.
-fn forms(page: &str) -> Vec<Form> {
-    let attr = |tag: &str, name: &str| -> Option<String> {
-        let at = tag.find(&format!("{name}=\""))? + name.len() + 2;
-        let end = tag[at..].find('"')? + at;
-        Some(unescape(&tag[at..end]))
-    };
-    let mut out = Vec::new();
-    let mut rest = page;
-    while let Some(start) = rest.find("<form") {
-        let Some(end) = rest[start..].find("</form>") else { break };
-        let form = &rest[start..start + end];
-        let head = &form[..form.find('>').unwrap_or(form.len())];
-        let action = attr(head, "action").unwrap_or_default();
-        let mut inputs = Vec::new();
-        let mut tags = form;
-        while let Some(i) = tags.find("<input") {
-            let tag = &tags[i..i + tags[i..].find('>').unwrap_or(tags.len() - i)];
-            if let (Some(name), value) = (attr(tag, "name"), attr(tag, "value")) {
-                inputs.push((name, value.unwrap_or_default()));
-            }
-            tags = &tags[i + 6..];
-        }
-        out.push((action, inputs, form.to_owned()));
-        rest = &rest[start + end + 7..];
-    }
-    out
-}
-
-/// Fills in and submits, as a person would, the form of the page at `url`
-/// whose HTML contains `marker`, with `fields` typed in; returns the answer
-/// (redirects are not followed: the test reads where they go).
-pub async fn submit(url: &str, marker: &str, fields: &[(&str, &str)]) -> Got {
-    let page = coopgate_tests::get(url, &[]).await;
-    assert_eq!(page.status, 200, "{url}: {:?}", page.body);
-    let html = String::from_utf8_lossy(&page.body).into_owned();
-    let (action, mut inputs, _) = forms(&html)
-        .into_iter()
-        .find(|(_, _, text)| text.contains(marker))
-        .unwrap_or_else(|| panic!("no form with {marker:?} on {url}:\n{html}"));
-    for (name, value) in fields {
-        inputs.retain(|(n, _)| n != name);
-        inputs.push(((*name).to_owned(), (*value).to_owned()));
-    }
-    let base: url::Url = url.parse().unwrap();
-    let target = base.join(&action).unwrap();
-    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&inputs).finish();
-    let req = Request::post(target.as_str())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    send(req).await
-}
-
-/// Pays the Checkout page at `url` with `card` as a person would; returns the answer.
-pub async fn pay(url: &str, card: &str) -> Got {
-    submit(url, "Subscribe", &[("card_number", card), ("name", "Ada Lovelace")]).await
-}
-
 /// A member-only request with `header`.
 async fn members(gw: &TestGateway, header: (&str, &str)) -> u16 {
     coopgate_tests::get(&gw.url("/members/data"), &[header]).await.status.as_u16()
@@ -431,7 +125,7 @@ async fn a_declined_card_on_the_checkout_page_leaves_the_account_registered() {
 #[tokio::test]
 async fn a_membership_bought_and_canceled_in_stripe_opens_and_closes_member_routes_on_every_replica() {
     let Some((url, _cleanup)) = coopgate_billing::store::testing::postgres_url().await else { return };
-    let Some(redis) = super::support::redis_url() else { return };
+    let Some(redis) = redis_url() else { return };
     let store = Store::connect(&url).await.unwrap();
     let with_redis = |cfg: &mut Config| cfg.limits.redis_url = Some(Secret::inline(redis.clone()));
     let a = Billed::start(store.clone(), |_| {}, with_redis).await;
@@ -483,26 +177,6 @@ async fn a_membership_bought_and_canceled_in_stripe_opens_and_closes_member_rout
     assert_eq!(a.tier(&ada).await, "registered");
 }
 
-/// Calls Stripe's API on the simulator as any Stripe client would.
-pub async fn stripe(sim: &Simulator, method: http::Method, path: &str, form: &[(&str, &str)]) -> serde_json::Value {
-    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-    let (uri, body) = if method == http::Method::GET {
-        (format!("{}v1{path}?{body}", sim.base_url()), String::new())
-    } else {
-        (format!("{}v1{path}", sim.base_url()), body)
-    };
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {SECRET}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let got = send(req).await;
-    assert!(got.status.is_success(), "{path}: {} {:?}", got.status, got.body);
-    got.json()
-}
-
 /// Every event id the simulator lists (all pages).
 async fn listed_event_ids(sim: &Simulator) -> Vec<String> {
     let mut ids = Vec::new();
@@ -548,21 +222,6 @@ async fn subscribed(b: &Billed, email: &str, price: &str) -> (Account, String) {
     )
     .await;
     (account, sub["id"].as_str().unwrap().to_owned())
-}
-
-/// Waits (up to `within`) until every event the store holds is processed and
-/// it holds `expected` of them.
-pub async fn wait_until_applied(store: &Store, expected: i64, within: Duration) {
-    let events = coopgate_billing::events::Events::new(store.clone());
-    let deadline = Instant::now() + within;
-    loop {
-        let (recorded, processed) = events.counts().await.unwrap();
-        if recorded == expected && processed == recorded {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{processed} of {recorded} events applied, {expected} expected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -632,55 +291,10 @@ async fn a_storm_of_duplicated_shuffled_webhooks_applies_each_event_once_and_end
     }
 }
 
-/// A deployment's config file for the CLI: the store and the simulator.
-pub fn cli_config(dir: &std::path::Path, store_url: &str, b: &Billed) -> std::path::PathBuf {
-    let toml = format!(
-        r#"
-[store]
-url = "{store_url}"
-
-[tiers.anonymous]
-rank = 0
-
-[tiers.registered]
-rank = 10
-
-[tiers.member]
-rank = 20
-stripe_prices = ["{p0}", "{p1}"]
-
-[[routes]]
-name = "api"
-path = "/api/"
-upstream = "http://127.0.0.1:9/"
-kind = "api"
-min_tier = "anonymous"
-
-[billing]
-success_url = "http://127.0.0.1:9/done"
-cancel_url = "http://127.0.0.1:9/cancel"
-portal_return_url = "http://127.0.0.1:9/back"
-sync_interval = "0s"
-
-[billing.stripe]
-api_base = "{api}"
-secret_key = "env:STRIPE_SECRET_KEY"
-webhook_secrets = ["{whsec}"]
-"#,
-        p0 = PRICES[0],
-        p1 = PRICES[1],
-        api = b.sim.base_url(),
-        whsec = b.sim.webhook_secret(),
-    );
-    let path = dir.join("coopgate.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
-}
-
 /// `coopgate billing sync --json --config CONFIG`, run as an operator would,
 /// off this test's runtime (which serves the simulator meanwhile).
 async fn sync(config: &std::path::Path) -> std::process::Output {
-    let mut cmd = super::support::coopgate();
+    let mut cmd = coopgate();
     cmd.args(["billing", "sync", "--json", "--config", config.to_str().unwrap()]).env("STRIPE_SECRET_KEY", SECRET);
     tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
 }

@@ -6,84 +6,18 @@
 
 use std::time::{Duration, Instant};
 
-use coopgate::config::{Config, MeteredConfig, RouteKind, SPEND_CAP_PATH, SpendCapAction, TierConfig};
-use coopgate_billing::usage::report::{self, Reported};
+use coopgate_billing::usage::report;
 use coopgate_billing::usage::statement;
 use coopgate_billing::{Account, Store};
-use coopgate_stripe_sim::{SimConfig, SimPrice};
-use coopgate_tests::{TestGateway, get, route};
-
-use super::memberships::{Billed, pay, stripe};
-
-/// The metered price: 3 cents a request beyond the allowance.
-pub(super) const METERED: &str = "price_api_metered";
-pub(super) const CENTS: i64 = 3;
-pub(super) const INCLUDED: u64 = 10;
-
-pub(super) fn with_metered_price(sim: &mut SimConfig) {
-    sim.prices.push(SimPrice {
-        id: METERED.into(),
-        product_name: "API requests".into(),
-        unit_amount: CENTS,
-        currency: "usd".into(),
-        interval: "month".into(),
-        meter_event: Some("api_requests".into()),
-    });
-}
-
-pub(super) fn with_metered_plan(cfg: &mut Config) {
-    cfg.tiers.insert(
-        "metered".into(),
-        TierConfig {
-            rank: 15,
-            limits: vec![coopgate_tests::limit("burst", "1000/sec", 1000)],
-            stripe_prices: None,
-            seats: None,
-        },
-    );
-    // Nothing listens on port 9: requests there fail (502) and are not billed.
-    cfg.routes.push(route("dead", "/dead/", "127.0.0.1:9".parse().unwrap(), "/", RouteKind::Api));
-    cfg.billing.as_mut().unwrap().metered = Some(MeteredConfig {
-        price: METERED.into(),
-        meter_event: "api_requests".into(),
-        included: format!("{INCLUDED}/month").parse().unwrap(),
-        tier: "metered".into(),
-        member_tiers: Vec::new(),
-        spend_cap_action: SpendCapAction::Refuse,
-        spend_cap_url: SPEND_CAP_PATH.into(),
-        report_interval: Duration::from_secs(1),
-    });
-}
-
-/// The metered plan, limits shared through Redis at `redis` (a fresh prefix).
-pub(super) fn metered_on_redis(cfg: &mut Config, redis: &str) {
-    with_metered_plan(cfg);
-    cfg.limits.backend = coopgate::config::LimitsBackend::Redis;
-    cfg.limits.redis_url = Some(coopgate::config::Secret::inline(redis.to_owned()));
-    cfg.limits.redis_prefix = format!("cg-metering-{}", now_ms());
-}
-
-/// Ada with a key and a card on file: the metered tier.
-pub(super) async fn metered_account(b: &Billed) -> (Account, String) {
-    let (ada, key) = b.account("ada@example.org").await;
-    let url = b.checkout_url(&key, METERED).await;
-    let paid = pay(&url, "4242 4242 4242 4242").await;
-    assert_eq!(paid.status, 303, "{:?}", paid.body);
-    b.wait_for_tier(&ada, "metered").await;
-    (ada, key)
-}
-
-pub(super) async fn calls(gw: &TestGateway, key: &str, path: &str, n: usize) -> Vec<u16> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.push(get(&gw.url(&format!("{path}{i}")), &[("x-api-key", key)]).await.status.as_u16());
-    }
-    out
-}
-
-pub(super) async fn flush(gw: &TestGateway) {
-    gw.gateway.shared().usage_flusher.as_ref().unwrap().flush().await.unwrap();
-}
+use coopgate_tests::billed::Billed;
+use coopgate_tests::metered::{
+    CENTS, INCLUDED, METERED, calls, flush, metered_account, metered_on_redis, wait_reported, with_metered_plan,
+    with_metered_price,
+};
+use coopgate_tests::process::coopgate;
+use coopgate_tests::redis_servers::redis_url;
+use coopgate_tests::stripe::{PRICES, SECRET, pay, stripe};
+use coopgate_tests::{get, now_ms};
 
 /// The account's one metered period.
 async fn period(store: &Store, account: &Account) -> report::Period {
@@ -99,35 +33,6 @@ async fn renew(b: &Billed, customer: &str) -> Vec<serde_json::Value> {
     let invoices = stripe(&b.sim, http::Method::GET, "/invoices", &[("customer", customer)]).await;
     let all = invoices["data"].as_array().unwrap();
     all.iter().filter(|i| i["billing_reason"] == "subscription_cycle").cloned().collect()
-}
-
-/// Waits (up to 30 s) until Stripe has acknowledged `units` of the account's
-/// period; the replicas' reporters run every second.
-pub(super) async fn wait_reported(gw: &TestGateway, store: &Store, account: &Account, units: u64) -> Reported {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let reporter = gw.gateway.shared().reporter.clone().unwrap();
-    loop {
-        // A round of this replica's reporter now (it reports if it holds the
-        // lease); a refusal of Stripe's or the store's is worth seeing.
-        if let Err(e) = reporter.round(now_ms(), Duration::from_secs(3)).await {
-            eprintln!("a reporter round failed: {e}");
-        }
-        let periods = report::periods(store, Some(account.id.as_str()), 0, i64::MAX / 2).await.unwrap();
-        if let Some(p) = periods.first() {
-            let r = report::reported(store, account.id.as_str(), p.start).await.unwrap();
-            if r.metered + r.invoiced == units && r.pending == 0 {
-                return r;
-            }
-            assert!(r.planned() <= units, "more planned than used beyond the allowance: {r:?}");
-            assert!(Instant::now() < deadline, "Stripe was never told of {units} units: {r:?}");
-        }
-        assert!(Instant::now() < deadline, "no metered period was noted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 #[tokio::test]
@@ -201,7 +106,7 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
 async fn two_replicas_report_once_and_stripe_away_for_a_while_loses_nothing() {
     let Some((url, _cleanup)) = coopgate_billing::store::testing::postgres_url().await else { return };
     let store = Store::connect(&url).await.unwrap();
-    let Some(redis) = super::support::redis_url() else { return };
+    let Some(redis) = redis_url() else { return };
     let mut b =
         Billed::start_through_relay(store.clone(), with_metered_price, |cfg| metered_on_redis(cfg, &redis)).await;
     let other = b.replica().await;
@@ -304,16 +209,14 @@ min_tier = "anonymous"
 "#,
             db = db.display(),
             api = b.sim.base_url(),
-            secret = super::memberships::SECRET,
+            secret = SECRET,
             whsec = b.sim.webhook_secret(),
         ),
     )
     .unwrap();
     let start = period(&store, &ada).await.start;
     let month = coopgate_billing::usage::day_text(start)[..7].to_owned();
-    let cli = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || super::support::coopgate().args(&args).output().unwrap())
-    };
+    let cli = |args: Vec<String>| tokio::task::spawn_blocking(move || coopgate().args(&args).output().unwrap());
     let args = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         v.extend(["--config".to_owned(), config.display().to_string()]);
@@ -370,7 +273,7 @@ async fn a_membership_that_includes_metered_use_bills_use_beyond_the_allowance_b
     })
     .await;
     let (ada, key) = b.account("ada@example.org").await;
-    let paid = pay(&b.checkout_url(&key, super::memberships::PRICES[0]).await, "4242 4242 4242 4242").await;
+    let paid = pay(&b.checkout_url(&key, PRICES[0]).await, "4242 4242 4242 4242").await;
     assert_eq!(paid.status, 303, "{:?}", paid.body);
     b.wait_for_tier(&ada, "member").await;
     // The store has the tier a moment before the worker evicts the gateway's

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use coopgate_billing::store::testing::{bean_check, stores};
 use coopgate_billing::usage::Usage;
-use coopgate_tests::{assert_problem, get};
-
-use super::memberships::{Billed, PRICES, pay, post_json, stripe};
+use coopgate_tests::billed::Billed;
+use coopgate_tests::stripe::{PRICES, pay, stripe};
+use coopgate_tests::{assert_problem, get, post_json};
 
 const TOKEN: &str = "cgadm_open-books-test";
 
@@ -78,7 +78,7 @@ async fn the_open_books_show_what_the_ledger_holds_to_the_cent_and_nobodys_ident
         let charges = stripe(&b.sim, http::Method::GET, "/charges", &[]).await;
         let charge = charges["data"][0]["id"].as_str().unwrap().to_owned();
         stripe(&b.sim, http::Method::POST, "/refunds", &[("charge", &charge), ("amount", "1234")]).await;
-        super::ledger::settled(&b).await;
+        b.settled().await;
 
         // The commons: two anonymous downloads of one file and one of another;
         // a keyed download is the account's usage, not the commons'.
@@ -161,7 +161,7 @@ async fn the_admin_api_does_what_coopgate_ledger_does() {
     let (ada, key) = b.account("ada@example.org").await;
     assert_eq!(pay(&b.checkout_url(&key, PRICES[0]).await, "4242 4242 4242 4242").await.status, 303);
     b.wait_for_tier(&ada, "member").await;
-    super::ledger::settled(&b).await;
+    b.settled().await;
 
     let balances = admin_get(&b, "/admin/ledger/balance").await;
     assert_eq!(balances.status, 200, "{:?}", balances.body);

@@ -11,10 +11,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use coopgate_tests::billed::Billed;
+use coopgate_tests::metered::{with_metered_plan, with_metered_price};
 use syn::visit::Visit;
-
-use super::memberships::Billed;
-use super::metering::{with_metered_plan, with_metered_price};
 
 /// The admin token of the schemathesis run.
 const TOKEN: &str = "cgadm_openapi-token";

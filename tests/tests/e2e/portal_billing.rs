@@ -4,75 +4,14 @@
 //! added for metered use, the spend cap set, refused, raised and removed, the
 //! charge so far on the overview, and the Customer Portal.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use coopgate::config::Config;
 use coopgate_billing::{Accounts, Store};
+use coopgate_tests::billed::Billed;
 use coopgate_tests::get;
-
-use super::memberships::{Billed, PRICES, pay};
-use super::metering::{INCLUDED, METERED, calls, flush, with_metered_plan, with_metered_price};
-use super::portal::{Browser, field, portal_config, sign_in_at, text};
-
-/// A gateway selling memberships and metered use through the simulator, with
-/// the portal on.
-pub struct BilledSite {
-    pub b: Billed,
-    pub outbox: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// The portal's config on a billed gateway (its base read from `[billing]`'s URLs).
-fn with_portal(cfg: &mut Config, outbox: &std::path::Path) {
-    let base = cfg.billing.as_ref().unwrap().success_url.origin().ascii_serialization();
-    cfg.portal = Some(portal_config(&base, outbox, false));
-}
-
-pub async fn billed_site(store: Store, tweak: impl FnOnce(&mut Config)) -> BilledSite {
-    let dir = tempfile::tempdir().unwrap();
-    let outbox = dir.path().join("outbox.jsonl");
-    let b = Billed::start(store, with_metered_price, |cfg| {
-        with_metered_plan(cfg);
-        with_portal(cfg, &outbox);
-        tweak(cfg);
-    })
-    .await;
-    BilledSite { b, outbox, _dir: dir }
-}
-
-impl BilledSite {
-    /// `email` signed in in a new browser.
-    pub async fn signed_in(&self, email: &str) -> Browser {
-        let mut browser = Browser::default();
-        let done = sign_in_at(&self.b.gw, &self.outbox, &mut browser, email).await;
-        assert_eq!(done.status, 303, "{}", text(&done));
-        browser
-    }
-
-    /// The form token of a signed-in page.
-    pub async fn csrf(&self, browser: &mut Browser) -> String {
-        field(&text(&browser.get(&self.b.gw.url("/portal")).await), "csrf")
-    }
-
-    /// Chooses `price` on the billing page, pays on the simulator's checkout
-    /// page and comes back to the portal: the page it returns to.
-    pub async fn buy(&self, browser: &mut Browser, price: &str) -> String {
-        let csrf = self.csrf(browser).await;
-        let to_stripe =
-            browser.post(&self.b.gw.url("/portal/billing/checkout"), &[("csrf", &csrf), ("price", price)]).await;
-        assert_eq!(to_stripe.status, 303, "{}", text(&to_stripe));
-        let checkout = to_stripe.header("location").to_owned();
-        assert!(checkout.starts_with(&self.b.sim.base_url()), "{checkout} is the simulator's hosted page");
-        let paid = pay(&checkout, "4242 4242 4242 4242").await;
-        assert_eq!(paid.status, 303, "{:?}", paid.body);
-        let back = paid.header("location").to_owned();
-        assert!(back.starts_with(&self.b.gw.url("/portal/billing/return?session=cs_")), "{back}");
-        let page = browser.get(&back).await;
-        assert_eq!(page.status, 200, "{}", text(&page));
-        text(&page)
-    }
-}
+use coopgate_tests::metered::{INCLUDED, METERED, calls, flush};
+use coopgate_tests::portal::{BilledSite, billed_site, text};
+use coopgate_tests::stripe::{PRICES, stripe};
 
 /// `/members/…` with `key`: 200 for members, 403 below.
 async fn members(b: &Billed, key: &str) -> u16 {
@@ -133,7 +72,7 @@ async fn a_registered_account_becomes_a_member_on_the_billing_page_and_the_membe
 /// The return URL of Ada's paid checkout, as someone else might paste it.
 async fn back_url_of_someone_else(s: &BilledSite, store: &Store) -> String {
     let ada = Accounts::new(store.clone()).by_email("ada@example.org").await.unwrap().unwrap();
-    let sessions = super::memberships::stripe(&s.b.sim, http::Method::GET, "/checkout/sessions", &[]).await;
+    let sessions = stripe(&s.b.sim, http::Method::GET, "/checkout/sessions", &[]).await;
     let id = sessions["data"].as_array().unwrap().iter().find(|c| c["client_reference_id"] == ada.id.as_str()).unwrap()
         ["id"]
         .as_str()
@@ -217,8 +156,7 @@ async fn a_metered_customer_who_becomes_a_member_has_the_metered_plan_end_with_i
     assert!(back.contains("<strong id=\"tier\">member</strong>"), "{back}");
     let lin = Accounts::new(store.clone()).by_email("lin@example.org").await.unwrap().unwrap();
     let customer = lin.stripe_customer_id.unwrap();
-    let subs =
-        super::memberships::stripe(&s.b.sim, http::Method::GET, "/subscriptions", &[("customer", &customer)]).await;
+    let subs = stripe(&s.b.sim, http::Method::GET, "/subscriptions", &[("customer", &customer)]).await;
     let subs = subs["data"].as_array().unwrap();
     let price_of = |sub: &serde_json::Value| sub["items"]["data"][0]["price"]["id"].as_str().unwrap().to_owned();
     let metered = subs.iter().find(|sub| price_of(sub) == METERED).unwrap();

@@ -6,10 +6,9 @@
 use std::time::{Duration, SystemTime};
 
 use coopgate::config::{EarlyAccessConfig, RouteKind};
+use coopgate_tests::portal::{site_on, text};
 use coopgate_tests::{full, get, route, upstream};
 use http::Response;
-
-use super::portal::{site_on, text};
 
 #[tokio::test]
 async fn the_downloads_page_lists_each_bulk_routes_files_with_sizes_dates_access_and_links() {

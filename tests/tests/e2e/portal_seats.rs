@@ -7,11 +7,13 @@
 use coopgate_billing::Accounts;
 use coopgate_tests::{assert_problem, get};
 
-use super::portal::{Browser, mails, site, text};
+use coopgate_tests::portal::{Browser, billed_site, field, mails, sign_in_at, site, text};
+use coopgate_tests::post_json;
+use coopgate_tests::stripe::PRICES;
 
 /// The form token of the signed-in page at `path`.
 async fn csrf(browser: &mut Browser, url: &str) -> String {
-    super::portal::field(&text(&browser.get(url).await), "csrf")
+    field(&text(&browser.get(url).await), "csrf")
 }
 
 /// The seat id in the act-for form of the organisation page for `org`.
@@ -28,7 +30,7 @@ async fn an_owner_invites_seats_whose_roles_are_checked_on_every_action_and_a_re
         let s = site(store.clone(), false).await;
         let org_page = s.gw.url("/portal/organisation");
         let mut ada = Browser::default();
-        assert_eq!(super::portal::sign_in_at(&s.gw, &s.outbox, &mut ada, "ada@example.org").await.status, 303);
+        assert_eq!(sign_in_at(&s.gw, &s.outbox, &mut ada, "ada@example.org").await.status, 303);
         // A registered account is one person's: no seats to give.
         let page = text(&ada.get(&org_page).await);
         assert!(page.contains("is one person's") && page.contains("member (3 people)"), "{page}");
@@ -70,7 +72,7 @@ async fn an_owner_invites_seats_whose_roles_are_checked_on_every_action_and_a_re
 
         // Bob signs in (a new account of his own) and acts for Ada's through his seat.
         let mut bob = Browser::default();
-        assert_eq!(super::portal::sign_in_at(&s.gw, &s.outbox, &mut bob, "bob@example.org").await.status, 303);
+        assert_eq!(sign_in_at(&s.gw, &s.outbox, &mut bob, "bob@example.org").await.status, 303);
         let page = text(&bob.get(&org_page).await);
         let seat = seat_choice(&page, "ada@example.org");
         let bob_token = csrf(&mut bob, &org_page).await;
@@ -109,7 +111,7 @@ async fn an_owner_invites_seats_whose_roles_are_checked_on_every_action_and_a_re
 
         // Carol bills: the billing page, but no keys and no seats.
         let mut carol = Browser::default();
-        assert_eq!(super::portal::sign_in_at(&s.gw, &s.outbox, &mut carol, "carol@example.org").await.status, 303);
+        assert_eq!(sign_in_at(&s.gw, &s.outbox, &mut carol, "carol@example.org").await.status, 303);
         let seat = seat_choice(&text(&carol.get(&org_page).await), "ada@example.org");
         let carol_token = csrf(&mut carol, &org_page).await;
         carol.post(&s.gw.url("/portal/organisation/act"), &[("csrf", &carol_token), ("seat", &seat)]).await;
@@ -157,7 +159,7 @@ async fn seats_and_their_keys_pause_while_the_organisations_tier_has_no_seats_an
         let org_page = s.gw.url("/portal/organisation");
         let accounts = Accounts::new(store.clone());
         let mut ada = Browser::default();
-        super::portal::sign_in_at(&s.gw, &s.outbox, &mut ada, "ada@example.org").await;
+        sign_in_at(&s.gw, &s.outbox, &mut ada, "ada@example.org").await;
         let org = accounts.by_email("ada@example.org").await.unwrap().unwrap();
         accounts.set_tier(&org.id, "member").await.unwrap();
         let token = csrf(&mut ada, &org_page).await;
@@ -172,7 +174,7 @@ async fn seats_and_their_keys_pause_while_the_organisations_tier_has_no_seats_an
             new_key(&text(&ada.post(&s.gw.url("/portal/keys"), &[("csrf", &token), ("name", "ada's")]).await));
 
         let mut bob = Browser::default();
-        super::portal::sign_in_at(&s.gw, &s.outbox, &mut bob, "bob@example.org").await;
+        sign_in_at(&s.gw, &s.outbox, &mut bob, "bob@example.org").await;
         let seat = seat_choice(&text(&bob.get(&org_page).await), "ada@example.org");
         let bob_token = csrf(&mut bob, &org_page).await;
         let act = [("csrf", bob_token.as_str()), ("seat", seat.as_str())];
@@ -222,7 +224,7 @@ async fn seats_and_their_keys_pause_while_the_organisations_tier_has_no_seats_an
 #[tokio::test]
 async fn a_seats_key_manages_the_organisations_billing_through_the_api_only_if_the_seats_role_may() {
     let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
-    let s = super::portal_billing::billed_site(store.clone(), |cfg| {
+    let s = billed_site(store.clone(), |cfg| {
         cfg.tiers.get_mut("member").unwrap().seats = Some(3);
     })
     .await;
@@ -259,9 +261,9 @@ async fn a_seats_key_manages_the_organisations_billing_through_the_api_only_if_t
 
     // The developer's key calls the API for the organisation, but its money is not the developer's.
     assert_eq!(get(&gw.url("/members/data"), &[("x-api-key", &developer)]).await.status, 200);
-    let price = format!(r#"{{"price":"{}"}}"#, super::memberships::PRICES[1]);
+    let price = format!(r#"{{"price":"{}"}}"#, PRICES[1]);
     for (path, body) in [("/billing/checkout", price.as_str()), ("/billing/portal", "{}")] {
-        let got = super::memberships::post_json(&gw.url(path), &[("x-api-key", &developer)], body).await;
+        let got = post_json(&gw.url(path), &[("x-api-key", &developer)], body).await;
         assert_problem(&got, 403, "role-forbidden");
     }
     let got = get(&gw.url("/billing/spend-cap"), &[("x-api-key", &developer)]).await;
@@ -270,7 +272,7 @@ async fn a_seats_key_manages_the_organisations_billing_through_the_api_only_if_t
 
     // An owner's seat may, like the account's own keys.
     assert_eq!(get(&gw.url("/billing/spend-cap"), &[("x-api-key", &owner)]).await.status, 200);
-    let checkout = super::memberships::post_json(&gw.url("/billing/checkout"), &[("x-api-key", &owner)], &price).await;
+    let checkout = post_json(&gw.url("/billing/checkout"), &[("x-api-key", &owner)], &price).await;
     assert_eq!(checkout.status, 200, "{:?}", checkout.body);
     assert!(checkout.json()["url"].as_str().unwrap().contains("/c/pay/"), "{:?}", checkout.body);
 }

@@ -8,12 +8,10 @@ use coopgate::config::{LimitsConfig, Secret, TierConfig};
 use coopgate::keys::Keys;
 use coopgate_billing::Accounts;
 use coopgate_billing::store::testing::sqlite;
+use coopgate_tests::redis_servers::{OwnCluster, redis_url};
 use coopgate_tests::{assert_problem, config, echo_upstream, gateway_with, get, send};
 use http::Request;
 use http_body_util::Full;
-
-use super::own_redis::OwnCluster;
-use super::support::redis_url;
 
 const TOKEN: &str = "cgadm_replica-test";
 

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use coopgate_tests::process::{Process, serve};
+use coopgate_tests::redis_servers::{OwnCluster, OwnRedis, SentinelSet, redis_url};
 use coopgate_tests::{file_upstream, get};
-
-use super::own_redis::{OwnCluster, OwnRedis, SentinelSet};
-use super::support::{Process, redis_url, serve};
 
 /// A name no other test run uses: caller addresses and Redis key prefixes.
 fn unique() -> u64 {

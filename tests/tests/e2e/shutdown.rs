@@ -3,12 +3,11 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use coopgate_tests::process::serve;
 use coopgate_tests::{UpBody, upstream};
 use http::Response;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::oneshot;
-
-use super::support::serve;
 
 const PIECE: usize = 64 << 10;
 

@@ -4,21 +4,21 @@
 //! answered with a 402 that links to raising it (or a `Warning`), and lifted
 //! on every replica when it is raised.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use coopgate::config::{Config, SpendCapAction};
 use coopgate_billing::usage::statement;
 use coopgate_billing::{Money, Store};
-use coopgate_tests::{Got, TestGateway, assert_problem, get, send};
+use coopgate_tests::billed::Billed;
+use coopgate_tests::metered::{
+    CENTS, INCLUDED, calls, flush, metered_account, metered_on_redis, wait_reported, with_metered_plan,
+    with_metered_price,
+};
+use coopgate_tests::redis_servers::{OwnRedis, redis_url};
+use coopgate_tests::{Got, TestGateway, assert_problem, eventually, eventually_answers, get, now_ms, send};
 use http::Request;
 use http_body_util::Full;
 use hyper::body::Bytes;
-
-use super::memberships::Billed;
-use super::metering::{
-    CENTS, INCLUDED, calls, flush, metered_account, metered_on_redis, now_ms, wait_reported, with_metered_plan,
-    with_metered_price,
-};
 
 async fn put_cap(gw: &TestGateway, key: &str, body: &str) -> Got {
     let req = Request::put(gw.url("/billing/spend-cap"))
@@ -37,33 +37,18 @@ fn cap_of(units: i64) -> String {
 /// Waits until the gateway's upkeep has read the metered price from Stripe
 /// (it does once, at start), which turns caps into requests.
 async fn wait_for_price(gw: &TestGateway) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.gateway.shared().limits.unit_price().is_none() {
-        assert!(Instant::now() < deadline, "the gateway never learnt the metered price");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(gw.gateway.shared().limits.unit_price().unwrap().minor, CENTS);
-}
-
-/// Calls until one is answered `status`, for at most 10 s: what another
-/// replica learns by pub/sub arrives a moment later.
-async fn until(gw: &TestGateway, key: &str, status: u16) -> Got {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = get(&gw.url("/api/wait"), &[("x-api-key", key)]).await;
-        if got.status.as_u16() == status {
-            return got;
-        }
-        assert!(Instant::now() < deadline, "never answered {status}; last {:?}", got);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let price = eventually(Duration::from_secs(10), "the gateway learning the metered price", || async {
+        gw.gateway.shared().limits.unit_price().ok_or("no price yet")
+    })
+    .await;
+    assert_eq!(price.minor, CENTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_cap_refuses_metered_calls_on_every_replica_until_it_is_raised() {
     let Some((url, _cleanup)) = coopgate_billing::store::testing::postgres_url().await else { return };
     let store = Store::connect(&url).await.unwrap();
-    let Some(redis) = super::support::redis_url() else { return };
+    let Some(redis) = redis_url() else { return };
     let with_redis = |cfg: &mut Config| {
         metered_on_redis(cfg, &redis);
         // Leases let a busy replica reserve a few admissions ahead; one at a
@@ -128,7 +113,8 @@ async fn a_spend_cap_refuses_metered_calls_on_every_replica_until_it_is_raised()
     // Raised on one replica: both admit again, up to the new cap (20 in all).
     assert_eq!(put_cap(&b.gw, &key, &cap_of(10)).await.status, 200);
     assert_eq!(get(&b.gw.url("/api/raised"), &[("x-api-key", &key)]).await.status, 200);
-    until(&other.gw, &second, 200).await;
+    // What the other replica learns by pub/sub arrives a moment later.
+    eventually_answers(&other.gw.url("/api/wait"), &[("x-api-key", &second)], 200, Duration::from_secs(10)).await;
     assert_eq!(calls(&other.gw, &second, "/api/c", 4).await, [200, 200, 200, 402]);
     assert_eq!(get(&b.gw.url("/api/c"), &[("x-api-key", &key)]).await.status, 402);
 
@@ -158,7 +144,7 @@ async fn a_spend_cap_that_warns_serves_on_with_a_warning_and_tells_the_operator_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spend_cap_that_warns_through_redis_serves_on_with_a_warning() {
-    let Some(redis) = super::support::redis_url() else { return };
+    let Some(redis) = redis_url() else { return };
     let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
     warns(store, move |cfg| metered_on_redis(cfg, &redis)).await;
 }
@@ -224,7 +210,7 @@ async fn warns(store: Store, plan: impl FnOnce(&mut Config)) {
 async fn a_spend_cap_is_not_passed_when_redis_comes_back_empty() {
     let Some((url, _cleanup)) = coopgate_billing::store::testing::postgres_url().await else { return };
     let store = Store::connect(&url).await.unwrap();
-    let Some(mut redis) = super::own_redis::OwnRedis::start() else { return };
+    let Some(mut redis) = OwnRedis::start() else { return };
     let redis_url = redis.url();
     let with_redis = |cfg: &mut Config| {
         metered_on_redis(cfg, &redis_url);

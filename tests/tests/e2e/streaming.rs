@@ -1,11 +1,10 @@
 //! Large bodies stream through a real gateway process in flat memory.
 
 use bytes::Bytes;
+use coopgate_tests::process::serve;
 use coopgate_tests::{UpBody, upstream};
 use http::Response;
 use http_body_util::{BodyExt, StreamBody};
-
-use super::support::serve;
 
 /// Bytes streamed through the gateway in the memory test.
 const TOTAL: u64 = 3 << 30;

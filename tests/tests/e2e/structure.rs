@@ -11,6 +11,11 @@
 //! `config/units.rs`, and the parent that re-exports points at its child. Test
 //! modules (`#[cfg(test)]`, files named `tests`) are left out: a test may use
 //! its parent. Paths inside macro calls are not read.
+//!
+//! The end-to-end suite's own modules (`tests/tests/e2e/`) are read the same
+//! way, macro calls included, for a stricter rule: no arrow at all. Each is
+//! one feature's tests; what two of them share is a fixture of the
+//! `coopgate_tests` library (`tests/src/`), where a newcomer looks for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,11 +32,39 @@ fn billing_modules_import_each_other_in_no_circle() {
     assert_no_circles("billing/src");
 }
 
+#[test]
+fn end_to_end_test_modules_import_no_sibling() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+    // `tests/e2e.rs` mounts the folder as `mod e2e { .. }`.
+    let graph = Graph::read(&root, &["e2e"], Macros::Read);
+    assert!(graph.modules.len() > 5, "no modules read under {}", root.display());
+    let mut report = String::new();
+    for (from, edges) in &graph.edges {
+        for (to, names) in edges {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            report.push_str(&format!("  {} -> {}: {}\n", graph.file(from), graph.file(to), names.join(", ")));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "end-to-end test modules import each other; move what both need into a module of \
+         tests/src (the coopgate_tests library)\n{report}"
+    );
+}
+
+#[test]
+fn the_fixtures_start_the_coopgate_binary_cargo_built_for_these_tests() {
+    // The library cannot read `CARGO_BIN_EXE_*` (Cargo sets it for integration
+    // tests only), so it finds the binary beside the test's own `deps/`.
+    let built = Path::new(env!("CARGO_BIN_EXE_coopgate-under-test"));
+    assert_eq!(coopgate_tests::process::program().canonicalize().unwrap(), built.canonicalize().unwrap());
+}
+
 /// A circle found in a crate fails the test with every file in it and, for
 /// each arrow between them, the names that make it.
 fn assert_no_circles(src: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(src);
-    let graph = Graph::read(&root);
+    let graph = Graph::read(&root, &[], Macros::Skipped);
     assert!(graph.modules.len() > 5, "no modules read under {}", root.display());
     let circles = graph.circles();
     if circles.is_empty() {
@@ -56,6 +89,14 @@ fn assert_no_circles(src: &str) {
 /// is `limit/remote.rs`.
 type ModPath = Vec<String>;
 
+/// Whether the paths inside macro calls (`format!("{}", super::x::f())`) are
+/// read: token by token, so a path is found whatever the macro's grammar.
+#[derive(Clone, Copy, PartialEq)]
+enum Macros {
+    Skipped,
+    Read,
+}
+
 struct Graph {
     /// Every file module, with the file it was read from.
     modules: BTreeMap<ModPath, PathBuf>,
@@ -64,10 +105,13 @@ struct Graph {
     /// module -> module it names -> the names.
     edges: BTreeMap<ModPath, BTreeMap<ModPath, BTreeSet<String>>>,
     root: PathBuf,
+    /// Where the folder sits in its crate: `crate::` paths start with it.
+    mount: ModPath,
+    macros: Macros,
 }
 
 impl Graph {
-    fn read(root: &Path) -> Graph {
+    fn read(root: &Path, mount: &[&str], macros: Macros) -> Graph {
         let mut files = Vec::new();
         collect(root, &mut files);
         let mut modules = BTreeMap::new();
@@ -89,7 +133,14 @@ impl Graph {
             let ast = syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             parsed.insert(path.clone(), ast);
         }
-        let mut graph = Graph { modules, reexports: BTreeMap::new(), edges: BTreeMap::new(), root: root.to_owned() };
+        let mut graph = Graph {
+            modules,
+            reexports: BTreeMap::new(),
+            edges: BTreeMap::new(),
+            root: root.to_owned(),
+            mount: mount.iter().map(|m| (*m).to_owned()).collect(),
+            macros,
+        };
         // First the re-exports, so that the arrows can be followed through them.
         for (path, ast) in &parsed {
             let mut found = Reader::new(&graph, path.clone());
@@ -235,7 +286,7 @@ impl<'g> Reader<'g> {
     fn absolute(&self, segments: &[String]) -> Option<ModPath> {
         let first = segments.first()?;
         let mut base = match first.as_str() {
-            "crate" => return Some(segments[1..].to_vec()),
+            "crate" => return segments[1..].strip_prefix(self.graph.mount.as_slice()).map(<[String]>::to_vec),
             "self" => return Some(self.scope.iter().chain(&segments[1..]).cloned().collect()),
             "super" => self.scope.clone(),
             _ => {
@@ -256,6 +307,36 @@ impl<'g> Reader<'g> {
         }
         base.extend_from_slice(rest);
         Some(base)
+    }
+
+    /// The crate-relative paths among a macro call's tokens, in nested groups too.
+    fn macro_paths(&mut self, mut cursor: syn::buffer::Cursor) {
+        while !cursor.eof() {
+            if let Some((inside, _, _, next)) = cursor.any_group() {
+                self.macro_paths(inside);
+                cursor = next;
+            } else if let Some((first, mut next)) = cursor.ident() {
+                let mut segments = vec![first.to_string()];
+                // `::` is two `:` tokens, then the next segment.
+                while let Some((colon, after)) = next.punct()
+                    && colon.as_char() == ':'
+                    && let Some((colon, after)) = after.punct()
+                    && colon.as_char() == ':'
+                    && let Some((segment, after)) = after.ident()
+                {
+                    segments.push(segment.to_string());
+                    next = after;
+                }
+                if segments.len() > 1
+                    && let Some(target) = self.absolute(&segments)
+                {
+                    self.paths.push(target);
+                }
+                cursor = next;
+            } else {
+                cursor = cursor.token_tree().map_or(cursor, |(_, next)| next);
+            }
+        }
     }
 
     fn use_tree(&mut self, prefix: &mut Vec<String>, tree: &syn::UseTree, public: bool) {
@@ -337,5 +418,13 @@ impl<'ast> Visit<'ast> for Reader<'_> {
             }
         }
         syn::visit::visit_path(self, path);
+    }
+
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        if self.graph.macros == Macros::Read {
+            let tokens = syn::buffer::TokenBuffer::new2(mac.tokens.clone());
+            self.macro_paths(tokens.begin());
+        }
+        syn::visit::visit_macro(self, mac);
     }
 }

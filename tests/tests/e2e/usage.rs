@@ -11,9 +11,8 @@ use coopgate::keys::Keys;
 use coopgate_billing::store::testing::{postgres_url, sqlite};
 use coopgate_billing::usage::Usage;
 use coopgate_billing::{Accounts, Store};
+use coopgate_tests::process::{Process, coopgate, serve};
 use coopgate_tests::{Relay, config, echo_upstream, gateway_with, get, limit, metric, route};
-
-use super::support::{Process, coopgate, serve};
 
 /// Everything one account used on one route: (requests, billable, bytes).
 async fn used(store: &Store, account: &str, route: &str) -> (u64, u64, u64) {

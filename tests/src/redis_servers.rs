@@ -1,8 +1,25 @@
-//! Redis servers of a test's own (plain, TLS, a Sentinel set, a Cluster), so
-//! that tests can stop, start and fail them over.
+//! The Redis servers a test talks to: the shared one named by
+//! `COOPGATE_TEST_REDIS_URL`, or servers of its own (plain, TLS, a Sentinel
+//! set, a Cluster) that it can stop, start and fail over.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `COOPGATE_TEST_REDIS_URL`, or `None` after saying so once (a failure when
+/// `COOPGATE_TEST_REQUIRE_SERVICES=1`).
+pub fn redis_url() -> Option<String> {
+    match std::env::var("COOPGATE_TEST_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("COOPGATE_TEST_REDIS_URL is not set but COOPGATE_TEST_REQUIRE_SERVICES=1")
+        }
+        Err(_) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "Redis tests did not run: COOPGATE_TEST_REDIS_URL is not set");
+            None
+        }
+    }
+}
 
 /// Says that `program` is not on PATH: the test does not run (one line), or
 /// fails when `COOPGATE_TEST_REQUIRE_SERVICES=1`.
@@ -34,10 +51,10 @@ impl OwnRedis {
     /// Starts `redis-server` speaking only TLS, with a certificate for
     /// 127.0.0.1 from a CA of its own, at `dir/ca.pem`.
     pub fn start_tls() -> Option<OwnRedis> {
-        Self::start_with(Some(coopgate_tests::pki(&["127.0.0.1"])))
+        Self::start_with(Some(crate::pki(&["127.0.0.1"])))
     }
 
-    fn start_with(pki: Option<coopgate_tests::Pki>) -> Option<OwnRedis> {
+    fn start_with(pki: Option<crate::Pki>) -> Option<OwnRedis> {
         let dir = tempfile::tempdir().unwrap();
         let tls = pki.map(|pki| {
             for (name, pem) in [("ca.pem", &pki.ca_pem), ("cert.pem", &pki.cert_pem), ("key.pem", &pki.key_pem)] {

@@ -1,13 +1,27 @@
-//! Running the real `coopgate` command line as a process.
+//! Running the real `coopgate` command line as a process: the program Cargo
+//! built for this package, started with a clean environment, its stderr read
+//! line by line.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
+/// Where Cargo put the `coopgate-under-test` binary of this package: beside
+/// the `deps/` folder holding the running test binary. (Cargo tells only
+/// integration tests that path, as `CARGO_BIN_EXE_coopgate-under-test`, not
+/// the library they use; a test that has it may compare.)
+pub fn program() -> PathBuf {
+    let test = std::env::current_exe().expect("the test binary's path");
+    let profile = test.parent().and_then(Path::parent).expect("a test binary sits in target/<profile>/deps");
+    let program = profile.join(format!("coopgate-under-test{}", std::env::consts::EXE_SUFFIX));
+    assert!(program.is_file(), "no coopgate-under-test at {} (built with `cargo test`?)", program.display());
+    program
+}
+
 /// The coopgate command line, built by Cargo for this package.
 pub fn coopgate() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coopgate-under-test"));
+    let mut cmd = Command::new(program());
     // Tests must not inherit overrides from the developer's shell.
     for (k, _) in std::env::vars() {
         if k.starts_with("COOPGATE__") {
@@ -127,7 +141,7 @@ pub fn serve_with_descriptors(dir: &Path, config_text: &str, soft: u64, hard: u6
     // Soft first: a hard limit below the soft one is refused.
     cmd.args(["-c", "ulimit -S -n \"$1\" && ulimit -H -n \"$2\" && shift 2 && exec \"$@\"", "sh"])
         .args([soft.to_string(), hard.to_string()])
-        .arg(env!("CARGO_BIN_EXE_coopgate-under-test"))
+        .arg(program())
         .args(["serve", "--config", path.to_str().expect("utf-8 path")])
         .current_dir(dir);
     for (k, _) in std::env::vars() {
@@ -138,20 +152,4 @@ pub fn serve_with_descriptors(dir: &Path, config_text: &str, soft: u64, hard: u6
     let process = Process::start_with(&mut cmd);
     let addr = listening_addr(&process);
     (process, addr)
-}
-
-/// `COOPGATE_TEST_REDIS_URL`, or `None` after saying so once (a failure when
-/// `COOPGATE_TEST_REQUIRE_SERVICES=1`).
-pub fn redis_url() -> Option<String> {
-    match std::env::var("COOPGATE_TEST_REDIS_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("COOPGATE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("COOPGATE_TEST_REDIS_URL is not set but COOPGATE_TEST_REQUIRE_SERVICES=1")
-        }
-        Err(_) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "Redis tests did not run: COOPGATE_TEST_REDIS_URL is not set");
-            None
-        }
-    }
 }
