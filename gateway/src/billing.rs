@@ -192,14 +192,14 @@ async fn caller_account(s: &BillingState, ClientIp(ip): ClientIp, headers: &Head
 }
 
 /// Memberships as `[billing]` configures them, on the keys' store; `None`
-/// without `[billing]` or without a store.
+/// without `[billing]`.
 pub fn memberships(
     config: &crate::config::Config,
-    keys: Option<&Arc<Keys>>,
+    keys: &Arc<Keys>,
     tokens: Option<&Arc<Tokens>>,
     invalidations: Option<&Invalidations>,
 ) -> Result<Option<Arc<Memberships>>, Error> {
-    let (Some(billing), Some(keys)) = (&config.billing, keys) else { return Ok(None) };
+    let Some(billing) = &config.billing else { return Ok(None) };
     let stripe = &billing.stripe;
     let client =
         coopgate_billing::stripe::StripeClient::new(&stripe.api_base, stripe.secret_key.expose(), stripe.timeout)

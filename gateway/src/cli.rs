@@ -263,7 +263,7 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     let demo_keys = runtime.block_on(demo::ensure_keys(&store, &keys, data_dir))?;
     if first_start {
         eprintln!("Playing a year of sample Stripe activity for the open books (first run only)...");
-        let memberships = crate::billing::memberships(&config, Some(&keys), None, None)?
+        let memberships = crate::billing::memberships(&config, &keys, None, None)?
             .context("the demo's config sells memberships")?;
         let played = runtime.block_on(demo::history::play(&sim, &memberships, &store))?;
         // One line for the year, not one per webhook the simulator's chaos
@@ -348,7 +348,7 @@ fn run_on(
     // Usage a stop could not write (metering.journal) reaches the store before
     // anything new is counted; if the store is away it stays in the file, for
     // the flusher to replay once the store answers.
-    if let Some(flusher) = &gateway.shared().usage_flusher {
+    if let Some(flusher) = gateway.shared().usage_flusher() {
         let _ = runtime.block_on(flusher.replay_journal());
     }
     // Shared limits from the first request when Redis is there.

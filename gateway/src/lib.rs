@@ -33,6 +33,7 @@ pub mod redis_target;
 pub mod request_id;
 pub mod route;
 pub mod server;
+pub mod shared;
 pub mod site;
 pub mod stack;
 pub mod store_reads;

@@ -33,7 +33,8 @@ use crate::caller::ConnInfo;
 use crate::config::{Config, TlsConfig};
 use crate::error::Error;
 use crate::keys::Keys;
-use crate::stack::{Shared, stack};
+use crate::shared::Shared;
+use crate::stack::stack;
 use crate::tokens::Tokens;
 
 /// A configured gateway, ready to serve on any number of listeners.
@@ -109,7 +110,7 @@ impl Gateway {
     /// Writes every usage count still in memory, waiting up to `patience` for
     /// a store that is away; run after the last request was served.
     pub async fn finish(&self, patience: Duration) {
-        if let Some(flusher) = &self.shared.usage_flusher {
+        if let Some(flusher) = self.shared.usage_flusher() {
             flusher.finish(patience).await;
         }
         self.shared.limits.finish().await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::limit::now_ms;
-use crate::stack::Shared;
+use crate::shared::{Shared, Stored};
 
 /// How often the store is polled for key changes made elsewhere.
 pub(crate) const KEY_REFRESH: Duration = Duration::from_secs(1);
@@ -68,7 +68,7 @@ async fn sweep_limits(s: &Shared) {
 }
 
 async fn poll_key_changes(s: &Shared) {
-    let Some(keys) = &s.keys else { return };
+    let Some(keys) = s.keys() else { return };
     every(KEY_REFRESH, || async {
         // A failure is logged by `refresh` itself, once per outage.
         let polled = keys.refresh().await;
@@ -88,13 +88,15 @@ async fn listen_for_invalidations(s: &Shared) {
 pub(crate) fn invalidation_listener(
     s: &Shared,
 ) -> Option<(impl Future<Output = ()> + Send + 'static, tokio::sync::oneshot::Receiver<()>)> {
-    let (invalidations, keys) = (s.invalidations.clone()?, s.keys.clone()?);
+    let (invalidations, stored) = (s.invalidations.clone()?, s.stored.as_ref()?);
     let (tx, rx) = tokio::sync::oneshot::channel();
-    Some((invalidations.listen(keys, s.tokens.clone(), Some(tx)), rx))
+    Some((invalidations.listen(stored.keys.clone(), stored.tokens.clone(), Some(tx)), rx))
 }
 
 async fn apply_stripe_events(s: &Shared) {
-    let (Some(m), Some(billing)) = (&s.memberships, &s.config.billing) else { return };
+    let (Some(m), Some(billing)) = (s.stored.as_ref().and_then(|s| s.memberships.as_ref()), &s.config.billing) else {
+        return;
+    };
     let gauges = every(GAUGES, || async {
         if let Ok((waiting, oldest)) = m.backlog().await {
             s.metrics.billing_events_waiting.set(waiting);
@@ -105,7 +107,7 @@ async fn apply_stripe_events(s: &Shared) {
 }
 
 async fn flush_usage(s: &Shared) {
-    let (Some(flusher), Some(keys)) = (&s.usage_flusher, &s.keys) else { return };
+    let Some(Stored { usage_flusher: flusher, keys, .. }) = &s.stored else { return };
     let usage = coopgate_billing::usage::Usage::new(keys.store().clone());
     let forget = every(HOURLY, || async {
         let _ = usage.forget_batches(now_ms() - FLUSH_IDS_KEPT_MS).await;
@@ -114,7 +116,7 @@ async fn flush_usage(s: &Shared) {
 }
 
 async fn report_usage(s: &Shared) {
-    let (Some(reporter), Some(metered)) = (&s.reporter, s.config.billing.as_ref().and_then(|b| b.metered.as_ref()))
+    let (Some(reporter), Some(metered)) = (s.reporter(), s.config.billing.as_ref().and_then(|b| b.metered.as_ref()))
     else {
         return;
     };
@@ -130,7 +132,7 @@ async fn report_usage(s: &Shared) {
 /// Until Stripe has said what the metered price is, a capped account gets
 /// its allowance and no more; asked again with a backoff up to a minute.
 async fn learn_unit_price(s: &Shared) {
-    let Some(reporter) = &s.reporter else { return };
+    let Some(reporter) = s.reporter() else { return };
     let mut wait = Duration::from_secs(1);
     loop {
         match reporter.unit_price().await {
@@ -148,7 +150,7 @@ async fn learn_unit_price(s: &Shared) {
 }
 
 async fn forget_portal_records(s: &Shared) {
-    let (Some(_), Some(keys)) = (&s.config.portal, &s.keys) else { return };
+    let (Some(_), Some(keys)) = (&s.config.portal, s.keys()) else { return };
     let store = keys.store().clone();
     let sign_ins = coopgate_billing::portal::SignIns::new(store.clone(), Default::default());
     let sessions = coopgate_billing::portal::Sessions::new(store);

@@ -88,13 +88,13 @@ pub async fn calls(gw: &TestGateway, key: &str, path: &str, n: usize) -> Vec<u16
 
 /// Writes the gateway's counted usage to the store now.
 pub async fn flush(gw: &TestGateway) {
-    gw.gateway.shared().usage_flusher.as_ref().unwrap().flush().await.unwrap();
+    gw.gateway.shared().usage_flusher().unwrap().flush().await.unwrap();
 }
 
 /// Waits (up to 30 s) until Stripe has acknowledged `units` of the account's
 /// period; the replicas' reporters run every second.
 pub async fn wait_reported(gw: &TestGateway, store: &Store, account: &Account, units: u64) -> Reported {
-    let reporter = gw.gateway.shared().reporter.clone().unwrap();
+    let reporter = gw.gateway.shared().reporter().cloned().unwrap();
     let what = format!("Stripe told of {units} units of {}'s period", account.email);
     eventually(Duration::from_secs(30), &what, || async {
         // A round of this replica's reporter now (it reports if it holds the

@@ -82,7 +82,7 @@ pub(super) async fn memberships(
     let (config, store) = target.store(env).await?;
     let keys = Arc::new(Keys::new(store.clone()));
     let inv = invalidations(&config);
-    let Some(m) = crate::billing::memberships(&config, Some(&keys), None, inv.as_ref())? else {
+    let Some(m) = crate::billing::memberships(&config, &keys, None, inv.as_ref())? else {
         bail!(
             "this deployment sells no memberships: add [billing] and [billing.stripe] to its config \
              (for the demo, start `coopgate demo` first: it writes the simulator's address to demo.json)"

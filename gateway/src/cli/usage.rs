@@ -77,7 +77,7 @@ async fn open(target: &Target, env: &HashMap<String, String>) -> anyhow::Result<
     let (config, store) = target.store(env).await?;
     let keys = Arc::new(Keys::new(store.clone()));
     let inv = invalidations(&config);
-    let memberships = crate::billing::memberships(&config, Some(&keys), None, inv.as_ref())?;
+    let memberships = crate::billing::memberships(&config, &keys, None, inv.as_ref())?;
     let reporter = crate::billing::reporter(&config, memberships.as_ref())?;
     Ok((store, reporter))
 }

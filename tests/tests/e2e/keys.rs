@@ -48,7 +48,7 @@ async fn a_valid_key_gets_its_accounts_tier_and_never_reaches_the_origin() {
         }
         // Last use is recorded in batches, by the upkeep's round.
         assert!(keys.list(None).await.unwrap()[0].last_used_at.is_none());
-        gw.gateway.shared().keys.as_ref().unwrap().refresh().await.unwrap();
+        gw.gateway.shared().keys().unwrap().refresh().await.unwrap();
         assert!(keys.list(None).await.unwrap()[0].last_used_at.is_some(), "last use written");
         // Anonymous callers keep their own, smaller allowance.
         let anon = get(&gw.url("/api/x"), &[]).await;
@@ -99,7 +99,7 @@ async fn a_key_revoked_elsewhere_stops_working_on_a_running_gateway() {
         // Another process (the CLI, another replica) revokes it in the store.
         Keys::new(store.clone()).revoke(made.info.id.as_str()).await.unwrap();
         // The gateway's upkeep polls for changes every second; do its round now.
-        gw.gateway.shared().keys.as_ref().unwrap().refresh().await.unwrap();
+        gw.gateway.shared().keys().unwrap().refresh().await.unwrap();
         let doc =
             assert_problem(&get(&gw.url("/api/x"), &[("x-api-key", &made.plaintext)]).await, 401, "invalid-credential");
         assert!(doc["detail"].as_str().unwrap().contains("revoked"));

@@ -56,7 +56,7 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
     assert_eq!(r.metered, 16, "reported as meter events while the period is open: {r:?}");
 
     // What `coopgate usage` shows: the allowance used, what Stripe was told, the charge.
-    let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
+    let reporter = b.gw.gateway.shared().reporter().cloned().unwrap();
     let st = statement::statement(&store, Some(&reporter), Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap();
     let p = &st.periods[0];
     assert_eq!((p.billable, p.beyond_allowance, p.projected_charge), (26, 16, Some(16 * CENTS)));
@@ -150,7 +150,7 @@ async fn two_replicas_report_once_and_stripe_away_for_a_while_loses_nothing() {
     let r = wait_reported(&b.gw, &store, &ada, 44).await;
     assert_eq!(r.metered, 44);
 
-    let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
+    let reporter = b.gw.gateway.shared().reporter().cloned().unwrap();
     let start = period(&store, &ada).await.start;
     let month = coopgate_billing::usage::parse_month(&coopgate_billing::usage::day_text(start)[..7]).unwrap();
     let rec = statement::reconcile(&store, &reporter, month.0, month.1).await.unwrap();
@@ -281,7 +281,7 @@ async fn a_membership_that_includes_metered_use_bills_use_beyond_the_allowance_b
     let presented = coopgate::keys::PresentedKey::parse(&key).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while let coopgate::keys::Cheap::Decided(Ok(cached)) =
-        b.gw.gateway.shared().keys.as_ref().unwrap().check_cached(&presented)
+        b.gw.gateway.shared().keys().unwrap().check_cached(&presented)
         && &*cached.tier != "member"
     {
         assert!(Instant::now() < deadline, "the gateway kept tier {} cached", cached.tier);
@@ -301,7 +301,7 @@ async fn a_membership_that_includes_metered_use_bills_use_beyond_the_allowance_b
     let cycle = renew(&b, &customer).await;
     assert_eq!(cycle.len(), 1, "{cycle:?}");
     assert_eq!(cycle[0]["total"], 500 + 4 * CENTS, "{}", cycle[0]);
-    let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
+    let reporter = b.gw.gateway.shared().reporter().cloned().unwrap();
     let p = period(&store, &ada).await;
     let month = coopgate_billing::usage::parse_month(&coopgate_billing::usage::day_text(p.start)[..7]).unwrap();
     assert!(statement::reconcile(&store, &reporter, month.0, month.1).await.unwrap().agrees);

@@ -123,7 +123,7 @@ async fn a_spend_cap_refuses_metered_calls_on_every_replica_until_it_is_raised()
     flush(&other.gw).await;
     let told = wait_reported(&b.gw, &store, &ada, 10).await;
     assert_eq!(told.metered, 10, "Stripe was told of what the cap allowed: {told:?}");
-    let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
+    let reporter = b.gw.gateway.shared().reporter().cloned().unwrap();
     let st = statement::statement(&store, Some(&reporter), Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap();
     let p = &st.periods[0];
     assert_eq!((p.billable, p.beyond_allowance), (INCLUDED + 10, 10), "{p:?}");
@@ -197,7 +197,7 @@ async fn warns(store: Store, plan: impl FnOnce(&mut Config)) {
 
     // The reporter marks the period once: the log line an alert mails on.
     flush(&b.gw).await;
-    let reporter = b.gw.gateway.shared().reporter.clone().unwrap();
+    let reporter = b.gw.gateway.shared().reporter().cloned().unwrap();
     let first = reporter.round(now_ms(), Duration::from_secs(3)).await.unwrap();
     assert_eq!(first.caps_reached, 1, "{first:?}");
     let again = reporter.round(now_ms(), Duration::from_secs(3)).await.unwrap();

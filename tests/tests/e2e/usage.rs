@@ -46,7 +46,7 @@ async fn a_keys_use_is_recorded_per_route_and_refused_or_failed_requests_are_not
     assert_eq!(get(&gw.url("/bulk/x"), &[]).await.status, 200);
     assert_eq!(statuses, [200, 200, 502, 429, 429], "the burst of 3 is spent by the third request");
 
-    gw.gateway.shared().usage_flusher.as_ref().expect("a store, so usage").flush().await.unwrap();
+    gw.gateway.shared().usage_flusher().expect("a store, so usage").flush().await.unwrap();
     let (requests, billable, bytes) = used(&store, ada.id.as_str(), "api").await;
     assert_eq!((requests, billable), (4, 2), "two served, two refused: only the served are billable");
     assert!(bytes > 0, "the echoed bodies' bytes are counted");
@@ -70,7 +70,7 @@ async fn usage_waits_while_the_store_is_away_and_all_of_it_arrives_when_it_retur
     let keys = Arc::new(Keys::new(store.clone()));
     let key = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
     let gw = gateway_with(coopgate::Gateway::with_keys(cfg, keys).unwrap()).await;
-    let flusher = gw.gateway.shared().usage_flusher.clone().unwrap();
+    let flusher = gw.gateway.shared().usage_flusher().cloned().unwrap();
     assert_eq!(get(&gw.url("/api/first"), &[("x-api-key", &key)]).await.status, 200, "the key is now known");
 
     relay.cut().await;
