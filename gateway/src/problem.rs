@@ -498,3 +498,322 @@ where
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, SystemTime};
+
+    use coopgate_billing::Error as B;
+    use coopgate_billing::stripe::StripeFailure;
+    use http_body_util::BodyExt as _;
+    use serde_json::Value;
+    use tower::{ServiceExt as _, service_fn};
+
+    use super::*;
+    use crate::config::ByteSize;
+    use crate::identify::{Ambiguity, Unsupported};
+    use crate::route::host::BadHost;
+
+    /// What a client reads: the status, the headers, and the document.
+    struct Answer {
+        status: StatusCode,
+        headers: http::HeaderMap,
+        doc: Value,
+    }
+
+    async fn answer(err: Error, request_id: Option<&str>) -> Answer {
+        let id = request_id.map(|id| HeaderValue::from_str(id).expect("a header value"));
+        answer_with(err, id.as_ref()).await
+    }
+
+    async fn answer_with(err: Error, request_id: Option<&HeaderValue>) -> Answer {
+        let resp = to_response(err, request_id);
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("a body").to_bytes();
+        let doc = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {bytes:?}"));
+        Answer { status: parts.status, headers: parts.headers, doc }
+    }
+
+    fn io(what: &str) -> std::io::Error {
+        std::io::Error::other(what.to_owned())
+    }
+
+    /// Each row of the README's problem table, as errors that answer with it.
+    fn readme_table() -> Vec<(u16, &'static str, Error)> {
+        let path = || "/a/../b".to_owned();
+        vec![
+            (400, "dot-segments", Error::DotSegments { path: path() }),
+            (405, "method-not-allowed", Error::MethodNotAllowed { allow: Some(HeaderValue::from_static("GET, HEAD")) }),
+            (400, "encoded-separator", Error::EncodedSeparator { path: "/a%2Fb".into() }),
+            (400, "ambiguous-credentials", Error::AmbiguousCredentials(Ambiguity::KeyAndAuthorization)),
+            (400, "ambiguous-credentials", Error::AmbiguousCredentials(Ambiguity::RepeatedApiKey)),
+            (400, "bad-host", Error::BadHost(BadHost::Missing)),
+            (400, "bad-path", Error::NulInPath { path: "/a%00b".into() }),
+            (400, "bad-request-body", Error::BadRequestBody("a malformed chunk".into())),
+            (400, "bad-admin-request", Error::BadAdminRequest("unknown tier gold".into())),
+            (400, "invalid-year", Error::Billing(B::NoSuchYear(1969))),
+            (400, "bad-request", Error::BadRequest("the body is not JSON".into())),
+            (
+                400,
+                "webhook-signature",
+                Error::Billing(B::WebhookSignature(coopgate_billing::webhook::SignatureError::NoMatch)),
+            ),
+            (400, "unknown-price", Error::Billing(B::UnknownPrice { price: "price_x".into(), known: vec![] })),
+            (400, "invalid-email", Error::Billing(B::InvalidEmail("nobody".into()))),
+            (400, "invalid-amount", Error::Billing(B::InvalidAmount("25.5.0 usd".into()))),
+            (400, "invalid-amount", Error::Billing(B::InvalidCurrency("dollars".into()))),
+            (400, "cap-currency", Error::Billing(B::CapCurrency { cap: "usd".into(), price: "eur".into() })),
+            (400, "invalid-month", Error::Billing(B::InvalidMonth("2025-13".into()))),
+            (400, "labor-file", Error::Billing(B::LaborFile { line: 3, why: "no hours".into() })),
+            (400, "collective-share", Error::Billing(B::CollectiveShare("1.5".into()))),
+            (401, "credential-required", Error::CredentialRequired),
+            (403, "form-expired", Error::FormExpired),
+            (404, "billing-off", Error::BillingOff),
+            (404, "no-metered-plan", Error::Billing(B::NoMeteredPlan)),
+            (404, "no-such-account", Error::Billing(B::AccountNotFound("acct-x".into()))),
+            (408, "request-body-timeout", Error::BodyTimeout { after: Duration::from_secs(10) }),
+            (409, "no-stripe-customer", Error::Billing(B::NoStripeCustomer("acct-x".into()))),
+            (409, "year-not-ready", Error::Billing(B::YearNotOver(2999))),
+            (409, "year-not-ready", Error::Billing(B::YearNotClosed(2024))),
+            (409, "year-not-ready", Error::Billing(B::NoSurplus(2024))),
+            (409, "seat-limit", Error::Billing(B::SeatLimit { limit: 5 })),
+            (409, "seat-taken", Error::Billing(B::SeatTaken("bo@example.org".into()))),
+            (502, "stripe-unavailable", Error::Billing(B::Stripe(StripeFailure::Unavailable("timeout".into())))),
+            (502, "stripe-unavailable", Error::Billing(B::StripeData("no id".into()))),
+            (503, "mail-unavailable", Error::MailUnavailable("smtp refused".into())),
+            (401, "admin-unauthorized", Error::AdminUnauthorized),
+            (401, "invalid-credential", Error::UnknownCredential { header: "x-api-key" }),
+            (401, "invalid-credential", Error::InvalidApiKey(crate::keys::Rejection::Revoked)),
+            (401, "invalid-credential", Error::InvalidToken(crate::tokens::TokenRejection::LivesTooLong)),
+            (401, "unsupported-credential", Error::UnsupportedCredential(Unsupported::Scheme)),
+            (403, "tier-too-low", Error::TierTooLow { route: "bulk".into(), required: "member".into(), upgrade: None }),
+            (
+                403,
+                "early-access",
+                Error::EarlyAccess { route: "bulk".into(), tier: "member".into(), public_from: None, upgrade: None },
+            ),
+            (403, "forbidden", Error::PeerForbidden { peer: [203, 0, 113, 1].into(), setting: "admin.allow" }),
+            (403, "role-forbidden", Error::SeatRoleForbids { role: "developer" }),
+            (404, "no-such-key", Error::NoSuchKey { id: "abcdefghijkl".into() }),
+            (404, "no-route", Error::NoRoute { path: "/nowhere".into() }),
+            (409, "key-already-rolled", Error::KeyAlreadyRolled { id: "a".into(), successor: "b".into() }),
+            (413, "payload-too-large", Error::PayloadTooLarge { limit: ByteSize(1 << 20) }),
+            (413, "payload-too-large", Error::BodyTooLarge { limit: 65_536 }),
+            (429, "too-many-key-lookups", Error::TooManyKeyLookups { retry_after: 2 }),
+            (431, "headers-too-large", Error::HeadersTooLarge { size: 70_000, limit: ByteSize(65_536) }),
+            (502, "upstream-unreachable", Error::UpstreamUnreachable { route: "bulk".into(), source: io("refused") }),
+            (502, "upstream-failed", Error::UpstreamFailed { route: "bulk".into(), source: "reset".into() }),
+            (504, "upstream-timeout", Error::UpstreamTimeout { route: "bulk".into(), phase: "respond" }),
+            (503, "store-unavailable", Error::Store(B::Database(sqlx::Error::PoolClosed))),
+            (503, "store-unavailable", Error::Billing(B::Database(sqlx::Error::PoolTimedOut))),
+            (500, "internal", Error::internal("a bug")),
+        ]
+    }
+
+    #[tokio::test]
+    async fn every_error_answers_with_the_status_and_type_the_readme_lists() {
+        for (status, slug, err) in readme_table() {
+            let what = format!("{err:?}");
+            let got = answer(err, Some("req-42")).await;
+            assert_eq!(got.status.as_u16(), status, "{what}");
+            assert_eq!(got.doc["status"], status, "{what}");
+            assert_eq!(got.doc["type"], format!("urn:coopgate:problem:{slug}"), "{what}");
+            assert_eq!(got.doc["title"], got.status.canonical_reason().unwrap(), "{what}");
+            assert_eq!(got.doc["request_id"], "req-42", "{what}");
+            assert!(got.doc["detail"].as_str().is_some_and(|d| !d.is_empty()), "{what}");
+            assert_eq!(got.headers[header::CONTENT_TYPE], "application/problem+json", "{what}");
+            assert_eq!(got.headers[header::CACHE_CONTROL], "no-store", "{what}");
+        }
+    }
+
+    /// Errors of coopgate's own, each with a cause that must stay in the log:
+    /// a secret, an address, a file, a Stripe key.
+    fn own_failures() -> Vec<Error> {
+        vec![
+            Error::internal("db password hunter2 rejected"),
+            Error::TokenSetup("/etc/coopgate/hunter2.der: permission denied".into()),
+            Error::TlsSetup("/etc/coopgate/hunter2.pem: bad key".into()),
+            Error::Bind { addr: "10.0.0.5:443".parse().unwrap(), source: io("hunter2 in use") },
+            Error::ConfigUnreadable { path: "/etc/coopgate/hunter2.toml".into(), source: io("denied") },
+            Error::ConfigInvalid(vec![]),
+            Error::Billing(B::Stripe(StripeFailure::NotSent("sk_live_hunter2".into()))),
+            Error::Billing(B::Randomness("hunter2".into())),
+            Error::Billing(B::Unbalanced { key: "hunter2".into(), currency: "eur".into(), sum: 1 }),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_500_says_only_to_quote_the_request_id_never_its_cause() {
+        for err in own_failures() {
+            let what = err.to_string();
+            let got = answer(err, Some("req-500")).await;
+            assert_eq!(got.status, StatusCode::INTERNAL_SERVER_ERROR, "{what}");
+            assert_eq!(got.doc["type"], "urn:coopgate:problem:internal", "{what}");
+            assert_eq!(
+                got.doc["detail"],
+                "Something went wrong inside the gateway. Quote request id req-500 when you report it.",
+                "{what}"
+            );
+            let text = got.doc.to_string();
+            assert!(!text.contains("hunter2") && !text.contains("10.0.0.5"), "{what} leaked into {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upstreams_or_the_stores_own_words_stay_out_of_the_document() {
+        let errors = [
+            Error::UpstreamUnreachable { route: "bulk".into(), source: io("10.0.0.5:8080 hunter2 refused") },
+            Error::UpstreamFailed { route: "bulk".into(), source: "10.0.0.5 hunter2 reset".into() },
+            Error::Store(B::Database(sqlx::Error::Protocol("postgres://app:hunter2@10.0.0.5/db".into()))),
+            Error::Billing(B::Database(sqlx::Error::Protocol("postgres://app:hunter2@10.0.0.5/db".into()))),
+            Error::Billing(B::Stripe(StripeFailure::Unavailable("sk_live_hunter2 at 10.0.0.5".into()))),
+            Error::Billing(B::StripeData("cus_hunter2 from 10.0.0.5".into())),
+            Error::MailUnavailable("smtp://mail:hunter2@10.0.0.5".into()),
+            Error::BadRequestBody("hunter2 at 10.0.0.5".into()),
+        ];
+        for err in errors {
+            let what = err.to_string();
+            let text = answer(err, None).await.doc.to_string();
+            assert!(!text.contains("hunter2") && !text.contains("10.0.0.5"), "{what} leaked into {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn control_characters_and_huge_paths_in_a_detail_stay_inside_one_json_string() {
+        let path = format!("/\u{0}\r\nSet-Cookie: a=b\u{1b}[31m\"}}{}", "x".repeat(1 << 20));
+        let got = answer(Error::NoRoute { path: path.clone() }, Some("req-1")).await;
+        assert_eq!(got.status, StatusCode::NOT_FOUND);
+        let detail = got.doc["detail"].as_str().unwrap();
+        assert!(detail.contains(&path), "the path is carried whole, escaped");
+        assert!(got.headers.get(header::SET_COOKIE).is_none());
+        // The raw bytes of the document have no control characters at all.
+        let raw = to_response(Error::DotSegments { path }, None).into_body().collect().await.unwrap().to_bytes();
+        assert!(raw.iter().all(|b| *b >= 0x20), "a raw control byte in the document");
+    }
+
+    #[tokio::test]
+    async fn a_request_id_that_is_not_text_is_shown_as_a_dash_and_any_other_is_escaped() {
+        let opaque = HeaderValue::from_bytes(b"id-\xff").unwrap();
+        assert_eq!(answer_with(Error::CredentialRequired, Some(&opaque)).await.doc["request_id"], "-");
+        assert_eq!(answer(Error::CredentialRequired, None).await.doc["request_id"], "-");
+        let quoted = answer(Error::internal("x"), Some("a\"b\\c")).await;
+        assert_eq!(quoted.doc["request_id"], "a\"b\\c");
+        assert!(quoted.doc["detail"].as_str().unwrap().contains("a\"b\\c"));
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_sent_by_the_errors_that_say_when_to_ask_again() {
+        let public_from = SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        let early = |public_from| Error::EarlyAccess {
+            route: "bulk".into(),
+            tier: "member".into(),
+            public_from,
+            upgrade: None,
+        };
+        let cases = [
+            (Error::TooManyKeyLookups { retry_after: 7 }, Some("7".to_owned())),
+            (Error::Store(B::Database(sqlx::Error::PoolClosed)), Some("5".to_owned())),
+            (Error::Billing(B::Database(sqlx::Error::PoolClosed)), Some("5".to_owned())),
+            (early(Some(public_from)), Some(httpdate::fmt_http_date(public_from))),
+            (early(None), None),
+            (Error::Billing(B::Stripe(StripeFailure::Unavailable("x".into()))), None),
+            (Error::NoRoute { path: "/".into() }, None),
+            (Error::internal("x"), None),
+        ];
+        for (err, expected) in cases {
+            let what = format!("{err:?}");
+            let got = answer(err, None).await;
+            let retry_after = got.headers.get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+            assert_eq!(retry_after, expected, "{what}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_405_lists_the_allowed_methods_when_the_router_gave_them() {
+        let got = answer(Error::MethodNotAllowed { allow: Some(HeaderValue::from_static("GET,HEAD")) }, None).await;
+        assert_eq!(got.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(got.headers[header::ALLOW], "GET,HEAD");
+        let without = answer(Error::MethodNotAllowed { allow: None }, None).await;
+        assert_eq!(without.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(without.headers.get(header::ALLOW).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_caller_below_a_tier_is_told_where_to_upgrade_when_the_coop_says_where() {
+        let upgrade = Some(Arc::from("https://coop.example/join"));
+        let low = Error::TierTooLow { route: "bulk".into(), required: "member".into(), upgrade: upgrade.clone() };
+        assert_eq!(answer(low, None).await.doc["upgrade"], "https://coop.example/join");
+        let early = Error::EarlyAccess { route: "bulk".into(), tier: "member".into(), public_from: None, upgrade };
+        assert_eq!(answer(early, None).await.doc["upgrade"], "https://coop.example/join");
+        let silent = Error::TierTooLow { route: "bulk".into(), required: "member".into(), upgrade: None };
+        assert!(answer(silent, None).await.doc.get("upgrade").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_layer_answers_an_error_from_below_with_its_document_and_passes_answers_through() {
+        let failing =
+            ProblemLayer.layer(service_fn(|_: Request<()>| async { Err::<Response<Body>, _>(Error::BillingOff) }));
+        let mut req = Request::new(());
+        req.extensions_mut().insert(RequestId(HeaderValue::from_static("req-layer")));
+        let resp = failing.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        let doc: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(
+            (&doc["type"], &doc["request_id"]),
+            (&"urn:coopgate:problem:billing-off".into(), &"req-layer".into())
+        );
+        let answering = ProblemLayer.layer(service_fn(|_: Request<()>| async {
+            Ok::<_, Error>(Response::builder().status(StatusCode::IM_A_TEAPOT).body(body::empty()).unwrap())
+        }));
+        assert_eq!(answering.oneshot(Request::new(())).await.unwrap().status(), StatusCode::IM_A_TEAPOT);
+    }
+
+    /// The log lines `explain` writes for `err`, at every level.
+    fn logged(err: &Error) -> String {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || explain(err, "req-log"));
+        String::from_utf8(lines.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Of `errors`, those not logged as an error naming the request id and the cause.
+    fn not_logged_as_errors(errors: &[Error]) -> Vec<String> {
+        errors
+            .iter()
+            .map(|err| (err, logged(err)))
+            .filter(|(err, line)| {
+                !(line.contains("ERROR") && line.contains("req-log") && line.contains(&err.to_string()))
+            })
+            .map(|(err, line)| format!("{err:?} logged as: {line}"))
+            .collect()
+    }
+
+    #[test]
+    fn the_cause_of_a_500_goes_to_the_log_as_an_error_with_the_request_id() {
+        let errors = [
+            Error::internal("db password hunter2 rejected"),
+            Error::TlsSetup("/etc/coopgate/hunter2.pem: bad key".into()),
+            Error::Bind { addr: "10.0.0.5:443".parse().unwrap(), source: io("hunter2 in use") },
+            Error::ConfigUnreadable { path: "/etc/coopgate/hunter2.toml".into(), source: io("denied") },
+        ];
+        let wrong = not_logged_as_errors(&errors);
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+}

@@ -462,3 +462,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The gateway's tokens, shared.
 pub type SharedTokens = Arc<Tokens>;
+
+#[cfg(test)]
+mod tests;

@@ -310,3 +310,229 @@ impl Drop for Leading<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::path::Path;
+
+    use coopgate_billing::{AccountId, Accounts};
+
+    use super::*;
+    use crate::keys::format::make_key;
+
+    const EMAIL: &str = "ada@example.org";
+
+    /// The keys of a fresh store with one registered account, whose id comes back too.
+    async fn keys_with(dir: &Path, ttl: CacheTtl) -> (Keys, AccountId) {
+        let store = Store::connect(&format!("sqlite://{}", dir.join("k.db").display())).await.expect("store");
+        store.migrate().await.expect("migrate");
+        let account = Accounts::new(store.clone()).create(EMAIL, "registered", None).await.expect("account");
+        (Keys::new(store).with_cache_ttl(ttl), account.id)
+    }
+
+    async fn keys(dir: &Path) -> (Keys, AccountId) {
+        keys_with(dir, CacheTtl::default()).await
+    }
+
+    fn presented(text: &str) -> PresentedKey {
+        PresentedKey::parse(text).expect("a well-formed key")
+    }
+
+    /// Key `text` with another secret, well formed and with a right checksum:
+    /// what someone who saw only the key's id would send.
+    fn with_other_secret(text: &str) -> PresentedKey {
+        let id = presented(text).id;
+        let body = format!("cg_{id}_{}", "a".repeat(32));
+        presented(&format!("{body}_{:08x}", crc32fast::hash(body.as_bytes())))
+    }
+
+    /// A key no store has, well formed and with a right checksum.
+    fn made_up() -> PresentedKey {
+        presented(&make_key().expect("randomness").2)
+    }
+
+    fn from_cache(keys: &Keys, key: &PresentedKey) -> Option<Result<VerifiedKey, Rejection>> {
+        match keys.check_cached(key) {
+            Cheap::Decided(verdict) => Some(verdict),
+            Cheap::Miss => None,
+        }
+    }
+
+    fn rejection(verdict: Option<Result<VerifiedKey, Rejection>>) -> Option<Rejection> {
+        verdict.map(|v| v.expect_err("the key was accepted"))
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
+    const OTHER_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 9));
+
+    #[tokio::test]
+    async fn a_good_key_is_its_accounts_and_is_answered_from_memory_the_second_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, account) = keys(dir.path()).await;
+        let made = keys.create(EMAIL, "laptop", None).await.unwrap();
+        let key = presented(&made.plaintext);
+        assert!(from_cache(&keys, &key).is_none(), "nothing read yet");
+        let verified = keys.check(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (verified.id, &*verified.account_id, &*verified.tier),
+            (made.info.id, account.as_str(), "registered")
+        );
+        assert!(!verified.through_seat);
+        let again = from_cache(&keys, &key).expect("cached").unwrap();
+        assert_eq!(again.account_id, verified.account_id);
+    }
+
+    #[tokio::test]
+    async fn a_key_with_the_wrong_secret_is_refused_even_when_its_id_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = keys(dir.path()).await;
+        let made = keys.create(EMAIL, "laptop", None).await.unwrap();
+        let key = presented(&made.plaintext);
+        let forged = with_other_secret(&made.plaintext);
+        // Before the good key was seen: from the store.
+        assert_eq!(keys.check_for(IP, &forged).await.unwrap().unwrap_err(), Rejection::Unknown);
+        // The forged try did not spoil the row for the key's owner.
+        assert!(keys.check_for(IP, &key).await.unwrap().is_ok());
+        // After: from memory, and from the store again.
+        assert_eq!(rejection(from_cache(&keys, &forged)), Some(Rejection::Unknown));
+        assert_eq!(keys.check(&forged).await.unwrap().unwrap_err(), Rejection::Unknown);
+        assert!(from_cache(&keys, &key).expect("cached").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_key_is_refused_at_once_and_then_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = keys(dir.path()).await;
+        let made = keys.create(EMAIL, "laptop", None).await.unwrap();
+        let key = presented(&made.plaintext);
+        assert!(keys.check(&key).await.unwrap().is_ok());
+        keys.revoke(made.info.id.as_str()).await.unwrap();
+        assert!(from_cache(&keys, &key).is_none(), "revoking evicts the cached row");
+        assert_eq!(keys.check(&key).await.unwrap().unwrap_err(), Rejection::Revoked);
+        assert_eq!(rejection(from_cache(&keys, &key)), Some(Rejection::Revoked));
+    }
+
+    #[tokio::test]
+    async fn a_key_past_its_expiry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = keys(dir.path()).await;
+        // A lifetime of zero: expired the moment it was made.
+        let expired = presented(&keys.create(EMAIL, "gone", Some(Duration::ZERO)).await.unwrap().plaintext);
+        assert_eq!(keys.check(&expired).await.unwrap().unwrap_err(), Rejection::Expired);
+        assert_eq!(rejection(from_cache(&keys, &expired)), Some(Rejection::Expired));
+        let lasting = presented(&keys.create(EMAIL, "day", Some(Duration::from_secs(86_400))).await.unwrap().plaintext);
+        assert!(keys.check(&lasting).await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_rolled_key_works_through_its_grace_and_not_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = keys(dir.path()).await;
+        let old = keys.create(EMAIL, "laptop", None).await.unwrap();
+        let old_key = presented(&old.plaintext);
+        assert!(keys.check(&old_key).await.unwrap().is_ok());
+        let new = keys.roll(old.info.id.as_str(), Duration::from_secs(3600)).await.unwrap();
+        assert!(keys.check(&old_key).await.unwrap().is_ok(), "within its grace");
+        assert!(keys.check(&presented(&new.plaintext)).await.unwrap().is_ok());
+        // A grace of zero is over as soon as the roll is made.
+        let other = keys.create(EMAIL, "server", None).await.unwrap();
+        let other_key = presented(&other.plaintext);
+        assert!(keys.check(&other_key).await.unwrap().is_ok());
+        let successor = keys.roll(other.info.id.as_str(), Duration::ZERO).await.unwrap();
+        assert_eq!(keys.check(&other_key).await.unwrap().unwrap_err(), Rejection::Rolled);
+        assert_eq!(rejection(from_cache(&keys, &other_key)), Some(Rejection::Rolled));
+        assert!(keys.check(&presented(&successor.plaintext)).await.unwrap().is_ok());
+    }
+
+    /// Asks for made-up keys from `ip` until a lookup is refused; returns how
+    /// many were looked up, and the refusal.
+    async fn lookups_until_refused(keys: &Keys, ip: IpAddr) -> (u32, Error) {
+        for n in 0..=2 * LOOKUPS_PER_MINUTE {
+            match keys.check_for(ip, &made_up()).await {
+                Ok(verdict) => assert_eq!(verdict.unwrap_err(), Rejection::Unknown),
+                Err(e) => return (n, e),
+            }
+        }
+        panic!("no lookup from {ip} was refused");
+    }
+
+    #[tokio::test]
+    async fn misses_for_one_key_at_once_share_one_store_lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = keys(dir.path()).await;
+        let key = presented(&keys.create(EMAIL, "laptop", None).await.unwrap().plaintext);
+        let burst = (0..2 * LOOKUPS_PER_MINUTE).map(|_| keys.check_for(IP, &key));
+        for verdict in futures_util::future::join_all(burst).await {
+            assert!(verdict.expect("no burst request is refused a lookup").is_ok());
+        }
+        // The burst used one lookup of the address's budget: the rest are left
+        // (one more, on a machine slow enough to have earned one back).
+        let (left, _) = lookups_until_refused(&keys, IP).await;
+        assert!((LOOKUPS_PER_MINUTE - 1..=LOOKUPS_PER_MINUTE).contains(&left), "{left} lookups were left");
+    }
+
+    #[tokio::test]
+    async fn past_its_lookup_budget_an_address_is_refused_while_a_cached_key_still_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = keys(dir.path()).await;
+        let good = presented(&keys.create(EMAIL, "laptop", None).await.unwrap().plaintext);
+        assert!(keys.check_for(IP, &good).await.unwrap().is_ok());
+        let (looked_up, refused) = lookups_until_refused(&keys, IP).await;
+        assert!(looked_up >= LOOKUPS_PER_MINUTE - 1, "refused after {looked_up}");
+        let Error::TooManyKeyLookups { retry_after } = refused else { panic!("refused with {refused}") };
+        assert!((1..=3).contains(&retry_after), "retry after {retry_after} s");
+        assert_eq!(refused.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        // The key the address used before is answered from memory.
+        assert!(from_cache(&keys, &good).expect("cached").is_ok());
+        // Another address has its own budget.
+        assert_eq!(keys.check_for(OTHER_IP, &made_up()).await.unwrap().unwrap_err(), Rejection::Unknown);
+        // A made-up key just looked up is answered from memory, with no lookup.
+        let again = made_up();
+        assert!(keys.check_for(OTHER_IP, &again).await.unwrap().is_err());
+        assert_eq!(rejection(from_cache(&keys, &again)), Some(Rejection::Unknown));
+    }
+
+    #[tokio::test]
+    async fn forgetting_an_account_sends_the_next_check_of_its_keys_to_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, account) = keys(dir.path()).await;
+        let accounts = Accounts::new(keys.store().clone());
+        let key = presented(&keys.create(EMAIL, "laptop", None).await.unwrap().plaintext);
+        let other = accounts.create("bo@example.org", "registered", None).await.unwrap();
+        let others_key = presented(&keys.create("bo@example.org", "phone", None).await.unwrap().plaintext);
+        assert!(keys.check(&key).await.unwrap().is_ok());
+        assert!(keys.check(&others_key).await.unwrap().is_ok());
+        // A membership bought: until told, memory still says registered.
+        accounts.set_tier(&account, "member").await.unwrap();
+        assert_eq!(&*from_cache(&keys, &key).expect("cached").unwrap().tier, "registered");
+        keys.forget_account(account.as_str());
+        assert!(from_cache(&keys, &key).is_none());
+        assert!(from_cache(&keys, &others_key).is_some(), "{}'s keys stay cached", other.id);
+        assert_eq!(&*keys.check(&key).await.unwrap().unwrap().tier, "member");
+        // Forgetting one key by id works alike.
+        keys.forget(others_key.id.as_str());
+        assert!(from_cache(&keys, &others_key).is_none());
+    }
+
+    #[tokio::test]
+    async fn while_the_store_is_away_a_known_key_works_and_nothing_else_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale_if_error = CacheTtl { fresh: Duration::ZERO, stale: Duration::from_secs(3600) };
+        let (keys, _) = keys_with(dir.path(), stale_if_error).await;
+        let made = keys.create(EMAIL, "laptop", None).await.unwrap();
+        let good = presented(&made.plaintext);
+        let revoked = keys.create(EMAIL, "old", None).await.unwrap();
+        keys.revoke(revoked.info.id.as_str()).await.unwrap();
+        let revoked = presented(&revoked.plaintext);
+        assert!(keys.check(&good).await.unwrap().is_ok());
+        assert!(keys.check(&revoked).await.unwrap().is_err());
+        keys.store().pool().close().await;
+        assert!(keys.check(&good).await.unwrap().is_ok());
+        assert_eq!(keys.check(&with_other_secret(&made.plaintext)).await.unwrap().unwrap_err(), Rejection::Unknown);
+        assert_eq!(keys.check(&revoked).await.unwrap().unwrap_err(), Rejection::Revoked);
+        let unseen = keys.check_for(IP, &made_up()).await.expect_err("an unseen key cannot be checked");
+        assert!(matches!(unseen, Error::Store(_)), "{unseen}");
+        assert_eq!(unseen.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
