@@ -263,8 +263,8 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     let demo_keys = runtime.block_on(demo::ensure_keys(&store, &keys, data_dir))?;
     if first_start {
         eprintln!("Playing a year of sample Stripe activity for the open books (first run only)...");
-        let memberships = crate::billing::memberships(&config, &keys, None, None)?
-            .context("the demo's config sells memberships")?;
+        let memberships =
+            crate::billing::memberships(&config, &keys, None, None)?.context("the demo's config sells memberships")?;
         let played = runtime.block_on(demo::history::play(&sim, &memberships, &store))?;
         // One line for the year, not one per webhook the simulator's chaos
         // dropped on purpose (the worker's sync catches up on those).

@@ -303,15 +303,18 @@ pub fn explain(err: &Error, id: &str) -> (StatusCode, String) {
         _ => format!("Something went wrong inside the gateway. Quote request id {id} when you report it."),
     };
     match err {
-        e if status.is_server_error()
-            && matches!(
-                e,
-                Error::Internal(_)
-                    | Error::TlsSetup(_)
-                    | Error::Bind { .. }
-                    | Error::ConfigInvalid(_)
-                    | Error::ConfigUnreadable { .. }
-            ) =>
+        // A 500 is ours to fix, whichever part failed (the token keys,
+        // billing's invariants): an error, which alerts watch for.
+        e if status == StatusCode::INTERNAL_SERVER_ERROR
+            || (status.is_server_error()
+                && matches!(
+                    e,
+                    Error::Internal(_)
+                        | Error::TlsSetup(_)
+                        | Error::Bind { .. }
+                        | Error::ConfigInvalid(_)
+                        | Error::ConfigUnreadable { .. }
+                )) =>
         {
             tracing::error!(request_id = id, error = %chain(e), "internal error");
         }
@@ -812,6 +815,18 @@ mod tests {
             Error::TlsSetup("/etc/coopgate/hunter2.pem: bad key".into()),
             Error::Bind { addr: "10.0.0.5:443".parse().unwrap(), source: io("hunter2 in use") },
             Error::ConfigUnreadable { path: "/etc/coopgate/hunter2.toml".into(), source: io("denied") },
+        ];
+        let wrong = not_logged_as_errors(&errors);
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn a_500_of_the_token_keys_or_of_billing_is_logged_as_an_error_not_as_an_upstreams_warning() {
+        let errors = [
+            Error::TokenSetup("/etc/coopgate/hunter2.der: permission denied".into()),
+            Error::Billing(B::Stripe(StripeFailure::NotSent("sk_live_hunter2".into()))),
+            Error::Billing(B::Randomness("hunter2".into())),
+            Error::Billing(B::Unbalanced { key: "hunter2".into(), currency: "eur".into(), sum: 1 }),
         ];
         let wrong = not_logged_as_errors(&errors);
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));

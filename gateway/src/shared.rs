@@ -100,9 +100,17 @@ impl Shared {
         });
         let mut parts = Parts { ops: ops.clone(), admin: None, billing: None, open_books: None, portal: None };
         let stored = match keys {
-            Some(keys) => {
-                Some(Stored::new(&config, keys, tokens, &routes, &limits, &metrics, &resolver, &invalidations, &mut parts)?)
-            }
+            Some(keys) => Some(Stored::new(
+                &config,
+                keys,
+                tokens,
+                &routes,
+                &limits,
+                &metrics,
+                &resolver,
+                &invalidations,
+                &mut parts,
+            )?),
             None => None,
         };
         Ok(Shared {
@@ -181,7 +189,8 @@ impl Stored {
             parts.admin = Some(admin.layer(body_timeout));
         }
         if let Some(memberships) = &memberships {
-            let state = BillingState { memberships: memberships.clone(), resolver: resolver.clone(), store: store.clone() };
+            let state =
+                BillingState { memberships: memberships.clone(), resolver: resolver.clone(), store: store.clone() };
             parts.billing = Some(crate::billing::router(state).layer(body_timeout));
         }
         parts.open_books = Some(crate::open_books::router(Arc::new(OpenBooksState::new(store.clone())?)));

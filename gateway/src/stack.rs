@@ -45,7 +45,11 @@ pub fn stack(
         // Whether the caller's tier may use the route (403).
         .layer(AuthorizeLayer::new(shared.tiers.clone(), upgrade.clone()))
         // Above the limiter, so that 429s are counted per route and tier too.
-        .layer(MeterLayer::new(shared.metrics.clone(), shared.tiers.clone(), shared.stored.as_ref().map(|s| s.usage.clone())))
+        .layer(MeterLayer::new(
+            shared.metrics.clone(),
+            shared.tiers.clone(),
+            shared.stored.as_ref().map(|s| s.usage.clone()),
+        ))
         // Rate limits per caller, tier and route kind; headers on every limited response.
         .layer(LimitLayer::new(shared.limits.clone()))
         .service(Proxy::new(
