@@ -2,10 +2,10 @@
 //! signals; everything below it takes typed values. Admin commands (accounts,
 //! keys, migrations) are in [`admin`].
 
-mod admin;
 mod billing;
 mod descriptors;
 mod ledger;
+mod store;
 mod usage;
 
 use std::collections::HashMap;
@@ -72,7 +72,7 @@ enum Command {
     /// Apply database migrations to the store (serve and demo also do).
     Migrate {
         #[command(flatten)]
-        target: admin::Target,
+        target: store::Target,
     },
     /// Copy the embedded SQLite store, consistent, into a new file while the
     /// gateway serves (PostgreSQL: use pg_dump). Restoring is putting the copy
@@ -82,17 +82,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
-        target: admin::Target,
+        target: store::Target,
     },
     /// Create and list accounts.
     #[command(subcommand)]
-    Accounts(admin::AccountsCommand),
+    Accounts(store::AccountsCommand),
     /// Create, list, revoke and roll API keys.
     #[command(subcommand)]
-    Keys(admin::KeysCommand),
+    Keys(store::KeysCommand),
     /// Issue member tokens (JWT).
     #[command(subcommand)]
-    Token(admin::TokenCommand),
+    Token(store::TokenCommand),
     /// Memberships through Stripe: checkout and portal links, catching up on missed webhooks.
     #[command(subcommand)]
     Billing(billing::BillingCommand),
@@ -133,12 +133,12 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => serve(&config, &env),
         Command::Demo { listen, data_dir } => run_demo(listen, &data_dir),
         Command::DemoUpstream { listen, data_dir } => demo_upstream(listen, &data_dir),
-        Command::Migrate { target } => admin::migrate(&target, &env),
-        Command::AdminToken => admin::admin_token(),
-        Command::Backup { out, target } => admin::backup(&target, &out, &env),
-        Command::Token(cmd) => admin::token(cmd, &env),
-        Command::Accounts(cmd) => admin::accounts(cmd, &env),
-        Command::Keys(cmd) => admin::keys(cmd, &env),
+        Command::Migrate { target } => store::migrate(&target, &env),
+        Command::AdminToken => store::admin_token(),
+        Command::Backup { out, target } => store::backup(&target, &out, &env),
+        Command::Token(cmd) => store::token(cmd, &env),
+        Command::Accounts(cmd) => store::accounts(cmd, &env),
+        Command::Keys(cmd) => store::keys(cmd, &env),
         Command::Billing(cmd) => billing::billing(cmd, &env),
         Command::StripeSim(args) => billing::stripe_sim(args),
         Command::Usage(args) => match usage::usage(args, &env) {
@@ -227,7 +227,7 @@ fn serve(path: &Path, env: &HashMap<String, String>) -> anyhow::Result<()> {
     let config = config::load_file(path, env)?;
     telemetry::init(&config.log);
     let runtime = main_runtime()?;
-    let (keys, tokens) = admin::open_for_serve(&runtime, &config)?;
+    let (keys, tokens) = store::open_for_serve(&runtime, &config)?;
     let listener = bind(&config)?;
     run_on(runtime, listener, config, keys, tokens, |_| Ok(()))
 }
@@ -257,7 +257,7 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     let sim = runtime.block_on(demo::stripe::start(addr, starts_ago)).context("cannot start the Stripe simulator")?;
     let stripe = demo::stripe::StripeManifest::new(&sim, addr);
     demo::stripe::configure(&mut config, &stripe.gateway, &stripe.api_base, &stripe.webhook_secret)?;
-    let (keys, tokens) = admin::open_for_serve(&runtime, &config)?;
+    let (keys, tokens) = store::open_for_serve(&runtime, &config)?;
     let store = keys.store().clone();
     runtime.block_on(demo::stripe::forget_earlier_run(&store))?;
     let demo_keys = runtime.block_on(demo::ensure_keys(&store, &keys, data_dir))?;

@@ -21,13 +21,13 @@
 //! [`format`] is the key's text, `cache` the check the request path makes,
 //! `poll` how changes made elsewhere arrive, `admin` making and retiring keys.
 
-mod admin;
 mod cache;
 pub mod format;
+mod lifecycle;
 mod poll;
 
-pub use admin::{KeyInfo, NewKey};
 pub use cache::{Cheap, Keys, VerifiedKey};
 pub use format::{KeyId, PresentedKey, Rejection, key_name};
+pub use lifecycle::{KeyInfo, NewKey};
 
 pub use crate::store_reads::CacheTtl;

@@ -26,7 +26,7 @@
 //! [`sign_in`] and [`pages`], the cookies and form tokens in [`session`].
 
 mod access;
-mod billing;
+mod billing_page;
 mod chart;
 mod downloads;
 #[cfg(any(fuzzing, test))]
@@ -165,11 +165,11 @@ pub fn router(
         .route("/portal/organisation/act", post(organisation::act))
         .route("/portal/organisation/seats", post(organisation::invite))
         .route("/portal/organisation/seats/{id}/remove", post(organisation::remove))
-        .route("/portal/billing", get(billing::billing))
-        .route("/portal/billing/return", get(billing::checkout_return))
-        .route("/portal/billing/checkout", post(billing::checkout))
-        .route("/portal/billing/manage", post(billing::manage))
-        .route("/portal/billing/spend-cap", post(billing::spend_cap))
+        .route("/portal/billing", get(billing_page::billing))
+        .route("/portal/billing/return", get(billing_page::checkout_return))
+        .route("/portal/billing/checkout", post(billing_page::checkout))
+        .route("/portal/billing/manage", post(billing_page::manage))
+        .route("/portal/billing/spend-cap", post(billing_page::spend_cap))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed { allow: None } })
         .layer(axum::extract::DefaultBodyLimit::max(state::BODY_LIMIT))

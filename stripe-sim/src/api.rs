@@ -2,7 +2,6 @@
 //! ([`dispatch`]), each reading its parameters with [`Params`] (so unknown
 //! ones are refused before anything changes) and calling the engine.
 
-mod billing;
 mod catalog;
 mod checkout;
 mod customers;
@@ -10,6 +9,7 @@ mod events;
 mod invoice_items;
 mod meters;
 mod money;
+mod subscriptions;
 
 use serde_json::Value;
 
@@ -46,22 +46,22 @@ pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Param
         ("POST", ["checkout", "sessions", id, "expire"]) => checkout::expire(e, id, p),
         ("POST", ["billing_portal", "sessions"]) => checkout::create_portal(e, p),
 
-        ("POST", ["subscriptions"]) => billing::create_subscription(e, p),
-        ("GET", ["subscriptions"]) => billing::list_subscriptions(e, p),
+        ("POST", ["subscriptions"]) => subscriptions::create_subscription(e, p),
+        ("GET", ["subscriptions"]) => subscriptions::list_subscriptions(e, p),
         ("GET", ["subscriptions", "search"]) => search(e, "subscription", p, "/v1/subscriptions/search"),
         ("GET", ["subscriptions", id]) => retrieve(e, "subscription", id, p),
-        ("POST", ["subscriptions", id]) => billing::update_subscription(e, id, p),
-        ("DELETE", ["subscriptions", id]) => billing::cancel_subscription(e, id, p),
-        ("GET", ["subscription_items"]) => billing::list_items(e, p),
-        ("GET", ["subscription_items", id]) => billing::retrieve_item(e, id, p),
-        ("GET", ["invoices"]) => billing::list_invoices(e, p),
+        ("POST", ["subscriptions", id]) => subscriptions::update_subscription(e, id, p),
+        ("DELETE", ["subscriptions", id]) => subscriptions::cancel_subscription(e, id, p),
+        ("GET", ["subscription_items"]) => subscriptions::list_items(e, p),
+        ("GET", ["subscription_items", id]) => subscriptions::retrieve_item(e, id, p),
+        ("GET", ["invoices"]) => subscriptions::list_invoices(e, p),
         ("GET", ["invoices", "search"]) => search(e, "invoice", p, "/v1/invoices/search"),
         ("GET", ["invoices", id]) => retrieve(e, "invoice", id, p),
-        ("GET", ["invoices", id, "lines"]) => billing::invoice_lines(e, id, p),
+        ("GET", ["invoices", id, "lines"]) => subscriptions::invoice_lines(e, id, p),
         ("POST", ["invoiceitems"]) => invoice_items::create(e, p),
         ("GET", ["invoiceitems"]) => invoice_items::list(e, p),
         ("GET", ["invoiceitems", id]) => retrieve(e, "invoiceitem", id, p),
-        ("GET", ["invoice_payments"]) => billing::list_invoice_payments(e, p),
+        ("GET", ["invoice_payments"]) => subscriptions::list_invoice_payments(e, p),
         ("GET", ["invoice_payments", id]) => retrieve(e, "invoice_payment", id, p),
 
         ("GET", ["payment_intents"]) => money::list_by_customer(e, "payment_intent", p, "/v1/payment_intents"),

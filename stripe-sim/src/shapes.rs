@@ -7,7 +7,6 @@
 //! Fields the simulator never models (tax, shipping, Connect, discounts) are
 //! `null`, an empty list, or Stripe's default value.
 
-mod billing;
 mod catalog;
 mod customers;
 mod invoice_items;
@@ -16,8 +15,8 @@ mod meters;
 mod money;
 mod payments;
 mod sessions;
+mod subscriptions;
 
-pub(crate) use billing::{subscription, subscription_item};
 pub(crate) use catalog::{Recurring, plan, price, product};
 pub(crate) use customers::{customer, payment_method};
 pub(crate) use invoice_items::{ItemSpec, invoice_item, invoice_item_line};
@@ -26,6 +25,7 @@ pub(crate) use meters::{event, meter, meter_event, meter_event_summary, test_clo
 pub(crate) use money::{balance, dispute, payout, refund};
 pub(crate) use payments::{Movement, Outcome, balance_transaction, charge, payment_intent};
 pub(crate) use sessions::{checkout_session, customer_details, portal_session};
+pub(crate) use subscriptions::{subscription, subscription_item};
 
 use serde_json::{Value, json};
 

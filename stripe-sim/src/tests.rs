@@ -5,13 +5,13 @@
 
 mod answers;
 mod api;
-mod billing;
 mod clock;
 mod fidelity;
 mod invoice_items;
 mod meters;
 mod money;
 mod pages;
+mod subscriptions;
 mod webhooks;
 
 use std::collections::HashMap;

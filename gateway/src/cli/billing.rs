@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use coopgate_billing::{Accounts, Memberships, Money};
 use coopgate_stripe_sim::{SimConfig, SimPrice, Simulator};
 
-use super::admin::{Target, invalidations, runtime};
+use super::store::{Target, invalidations, runtime};
 use crate::keys::Keys;
 
 /// `coopgate billing …`

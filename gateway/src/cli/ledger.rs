@@ -13,8 +13,8 @@ use coopgate_billing::ledger::patronage::{Labor, parse_share};
 use coopgate_billing::usage::{day_text, parse_day};
 use coopgate_billing::{Currency, Money};
 
-use super::admin::{Target, runtime};
 use super::billing::memberships;
+use super::store::{Target, runtime};
 
 const DAY_MS: i64 = 86_400_000;
 

@@ -11,7 +11,7 @@ use coopgate_billing::usage::statement::{self, Statement};
 use coopgate_billing::usage::{day_text, parse_day, parse_month};
 use coopgate_billing::{AccountId, Accounts, Currency, Money, Store};
 
-use super::admin::{Target, invalidations, runtime};
+use super::store::{Target, invalidations, runtime};
 use crate::keys::Keys;
 
 const DAY_MS: i64 = 86_400_000;

@@ -39,9 +39,9 @@ pub(crate) fn forms(headers: &http::HeaderMap, body: &[u8]) {
     decode::<super::sign_in::UseLink>(headers, body);
     decode::<super::sign_in::UseCode>(headers, body);
     decode::<super::sign_in::SignOut>(headers, body);
-    decode::<super::billing::CheckoutForm>(headers, body);
-    decode::<super::billing::PlainForm>(headers, body);
-    decode::<super::billing::CapForm>(headers, body);
+    decode::<super::billing_page::CheckoutForm>(headers, body);
+    decode::<super::billing_page::PlainForm>(headers, body);
+    decode::<super::billing_page::CapForm>(headers, body);
     decode::<super::organisation::InviteForm>(headers, body);
     decode::<super::organisation::ActForm>(headers, body);
     decode::<super::pages::NewKeyForm>(headers, body);
