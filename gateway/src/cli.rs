@@ -1,6 +1,6 @@
 //! The command line. Only this module reads arguments, the environment and
 //! signals; everything below it takes typed values. Admin commands (accounts,
-//! keys, migrations) are in [`admin`].
+//! keys, migrations) are in [`store`].
 
 mod billing;
 mod descriptors;

@@ -1,4 +1,4 @@
-//! The demo's Stripe: the simulator that ships in billing, started inside the
+//! The demo's Stripe: the Stripe simulator (the `coopgate-stripe-sim` crate), started inside the
 //! demo with the demo's membership prices, and the `[billing]` config that
 //! points the gateway at it. Nothing here reaches the network.
 //!

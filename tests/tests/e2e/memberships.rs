@@ -1,5 +1,5 @@
 //! Memberships through Stripe, end to end against the Stripe simulator that
-//! ships in billing: checkout on the hosted page, webhooks that converge
+//! ships as the `coopgate-stripe-sim` crate: checkout on the hosted page, webhooks that converge
 //! whatever their order, the tier following the subscription on every
 //! replica, and catching up on what the webhook endpoint missed.
 
