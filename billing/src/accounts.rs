@@ -12,8 +12,6 @@
 mod id;
 mod keys;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -47,9 +45,7 @@ pub struct Account {
     pub spend_cap: Option<Money>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use crate::clock::now_ms;
 
 const COLUMNS: &str =
     "id, email, tier, org, stripe_customer_id, created_at, updated_at, billing_anchor, spend_cap, spend_cap_currency";

@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod balance_transactions;
 pub mod booking;
+pub mod clock;
 mod error;
 pub mod events;
 #[cfg(any(fuzzing, test))]

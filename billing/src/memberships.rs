@@ -10,7 +10,7 @@
 //! second click or a second replica gets the same customer.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -80,9 +80,7 @@ fn short_digest(text: &str) -> String {
     crate::portal::secret::digest(text)[..8].to_owned()
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use crate::clock::now_ms;
 
 impl Memberships {
     /// Memberships on `store` through `stripe`.

@@ -437,9 +437,7 @@ pub async fn eventually_answers(url: &str, headers: &[(&str, &str)], status: u16
 
 /// Milliseconds since the Unix epoch: the clock the usage reporter takes,
 /// and a suffix that makes names (Redis prefixes, databases) unique.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
+pub use coopgate_billing::clock::now_ms;
 
 /// Sends `request` exactly as written on a new connection to `addr` (end
 /// its head with `Connection: close`) and reads until the gateway closes

@@ -490,9 +490,7 @@ pub async fn reported(store: &Store, account_id: &str, start_ms: i64) -> Result<
     Ok(out)
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use crate::clock::now_ms;
 
 #[cfg(test)]
 mod tests;

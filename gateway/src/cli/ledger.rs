@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Subcommand, ValueEnum};
@@ -116,9 +116,7 @@ pub enum Format {
     Json,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use coopgate_billing::clock::now_ms;
 
 fn day(s: &str, flag: &str) -> anyhow::Result<i64> {
     parse_day(s).ok_or_else(|| anyhow::anyhow!("{flag} `{s}` is not a day; write YYYY-MM-DD, for example 2026-12-01"))

@@ -2,8 +2,6 @@
 //! shifted to an account's billing anchor the way Stripe bills (an anchor on
 //! the 31st falls on the last day of shorter months).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use time::{Date, Month, OffsetDateTime};
 
 use crate::config::Period;
@@ -82,9 +80,7 @@ fn next(year: i32, month: Month) -> (i32, Month) {
 }
 
 /// Now, in Unix milliseconds: the clock every limiter period is read on.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+pub(crate) use coopgate_billing::clock::now_ms;
 
 #[cfg(test)]
 mod tests {

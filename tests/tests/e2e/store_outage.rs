@@ -5,7 +5,7 @@
 //! silent partition (connections open, nothing answers).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use coopgate::config::{Secret, TierConfig, TokensConfig};
 use coopgate::keys::{CacheTtl, Keys};
@@ -13,7 +13,7 @@ use coopgate::tokens::Tokens;
 use coopgate_billing::store::testing::{Cleanup, postgres_url};
 use coopgate_billing::{Accounts, Store};
 use coopgate_tests::{
-    Got, Relay, TestGateway, TestUpstream, assert_problem, config, echo_upstream, gateway_with, get, limit,
+    Got, Relay, TestGateway, TestUpstream, assert_problem, config, echo_upstream, gateway_with, get, limit, now_ms,
     wait_for_metric,
 };
 
@@ -117,10 +117,6 @@ impl Outage {
         assert!(last_used >= away_from, "the last use made during the outage was written: {last_used} < {away_from}");
         self.upkeep.abort();
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
