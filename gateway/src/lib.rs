@@ -1,47 +1,52 @@
 //! coopgate: the tiered-access gateway open-data co-ops run in front of their data.
 //!
-//! A request's path, layer by layer, is in [`stack`]; the listener is in
+//! A request's path, layer by layer, is in `stack.rs`; the listener is in
 //! [`server`]; configuration in [`config`]; errors become problem documents in
-//! [`problem`] only. `ARCHITECTURE.md` at the repository root has the map.
+//! `problem.rs` only. `ARCHITECTURE.md` at the repository root has the map.
+//!
+//! Public are only the modules the binary, the end-to-end tests and the fuzz
+//! targets use (the CLI, the config tree, the gateway and what it shares,
+//! keys and tokens, the ops and open books' paths, metrics, invalidations);
+//! everything else is the crate's own.
 
-pub mod account_key;
-pub mod admin;
-pub mod authorize;
-pub mod billing;
-pub mod body;
-pub mod body_timeout;
-pub mod caller;
+mod account_key;
+mod admin;
+mod authorize;
+mod billing;
+mod body;
+mod body_timeout;
+mod caller;
 pub mod cli;
 pub mod config;
-pub mod demo;
+mod demo;
 pub mod error;
 #[cfg(any(fuzzing, test))]
 pub mod fuzz;
-pub mod handler_error;
-pub mod identify;
+mod handler_error;
+mod identify;
 pub mod invalidate;
 pub mod keys;
-pub mod limit;
-pub mod meter;
+mod limit;
+mod meter;
 pub mod metrics;
 pub mod open_books;
 pub mod ops;
-pub mod portal;
-pub mod problem;
-pub mod proxy;
-pub mod redis_target;
-pub mod request_id;
-pub mod route;
+mod portal;
+mod problem;
+mod proxy;
+mod redis_target;
+mod request_id;
+mod route;
 pub mod server;
 pub mod shared;
-pub mod site;
-pub mod stack;
-pub mod store_reads;
-pub mod telemetry;
-pub mod tier;
+mod site;
+mod stack;
+mod store_reads;
+mod telemetry;
+mod tier;
 pub mod tokens;
 mod upkeep;
-pub mod upstream;
+mod upstream;
 
 pub use config::Config;
 pub use error::Error;

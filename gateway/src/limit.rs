@@ -39,9 +39,6 @@ mod recorded;
 mod remote;
 mod seed;
 
-pub use denial::{Denial, LimitHeaders};
-pub use layer::{Limit, LimitFuture, LimitLayer};
-pub use limits::{Admission, Check, Limits};
+pub use layer::LimitLayer;
+pub use limits::Limits;
 pub(crate) use period::now_ms;
-pub use policy::{Ceiling, Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict};
-pub use recorded::RecordedUse;

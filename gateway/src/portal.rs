@@ -58,7 +58,6 @@ use crate::keys::Keys;
 use crate::request_id::RequestId;
 use crate::tokens::Tokens;
 
-pub use state::ClientIp;
 use state::{Portal, PortalState};
 
 /// Pages with no inline script or style and none of another origin (only the

@@ -40,8 +40,8 @@ use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
 use tower::Service;
 
-pub use crate::upstream::{ConnPool, Upstream};
-pub use idle::{IdleTimeout, Stalled};
+pub use crate::upstream::ConnPool;
+pub use idle::IdleTimeout;
 
 use crate::body::{self, Body};
 use crate::caller::{Caller, ConnInfo};

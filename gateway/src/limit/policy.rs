@@ -239,7 +239,6 @@ pub struct LocalPolicy<C: Clock = DefaultClock> {
     /// The policy, its limits already divided by `share`.
     pub policy: Policy,
     state: State<C>,
-    clock: C,
 }
 
 impl LocalPolicy<DefaultClock> {
@@ -273,7 +272,7 @@ impl<C: Clock + Clone> LocalPolicy<C> {
                 State::Counts(DashMap::new())
             }
         };
-        LocalPolicy { policy, state, clock }
+        LocalPolicy { policy, state }
     }
 
     /// The counter of `key` for the period `[start, end)`.
@@ -299,6 +298,7 @@ impl<C: Clock + Clone> LocalPolicy<C> {
 
     /// Checks one request of `key` at `now_ms` (quotas' clock) for a caller
     /// with billing anchor `anchor_ms`; a request quota counts it when admitted.
+    #[cfg(test)]
     pub fn check(&self, key: &LimitKey, now_ms: i64, anchor_ms: Option<i64>) -> Verdict {
         self.check_capped(key, now_ms, anchor_ms, None)
     }
@@ -405,11 +405,6 @@ impl<C: Clock + Clone> LocalPolicy<C> {
             State::Rate(limiter) => limiter.len(),
             State::Counts(counts) => counts.len(),
         }
-    }
-
-    /// The clock rates run on.
-    pub fn clock(&self) -> &C {
-        &self.clock
     }
 }
 
