@@ -9,6 +9,7 @@ mod events;
 mod invoice_items;
 mod meters;
 mod money;
+mod reads;
 mod subscriptions;
 
 use serde_json::Value;
@@ -16,7 +17,7 @@ use serde_json::Value;
 use super::api_error::{ApiError, ApiResult};
 use super::engine::Engine;
 use super::form::Params;
-use super::list::{self, Range};
+use reads::{listing, retrieve, search};
 
 /// Answers one API call. `segments` is the path after `/v1/`.
 pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Params) -> ApiResult<Value> {
@@ -103,56 +104,6 @@ pub(crate) fn dispatch(e: &mut Engine, method: &str, segments: &[&str], p: Param
         }
         _ => Err(ApiError::unrecognized_url(method, &format!("/v1/{}", segments.join("/")))),
     }
-}
-
-/// `GET /v1/<things>/{id}`; a deleted customer is still answered, as
-/// `{"id", "object", "deleted": true}`, as Stripe does.
-fn retrieve(e: &Engine, kind: &str, id: &str, p: Params) -> ApiResult<Value> {
-    p.finish()?;
-    match e.store.find(kind, id, "id") {
-        Ok(found) => Ok(found.clone()),
-        Err(missing) => e.store.tombstone(kind, id).filter(|_| kind == "customer").ok_or(missing),
-    }
-}
-
-/// The fields Stripe's search takes for each type that has a search
-/// (`metadata['key']` always), as far as the simulator's objects carry them.
-fn searchable(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "customer" => &["email", "name", "phone", "description"],
-        "charge" => &["amount", "currency", "customer", "disputed", "payment_intent", "refunded", "status"],
-        "invoice" => &["currency", "customer", "number", "status", "subscription", "total"],
-        "payment_intent" => &["amount", "currency", "customer", "status"],
-        "price" => &["active", "currency", "lookup_key", "product", "type"],
-        "product" => &["active", "description", "name", "shippable", "url"],
-        "subscription" => &["status"],
-        _ => &[],
-    }
-}
-
-/// `GET /v1/<things>/search?query=…`: newest first, in Stripe's
-/// `search_result` pages.
-fn search(e: &Engine, kind: &str, mut p: Params, url: &str) -> ApiResult<Value> {
-    let query = p.required_string("query")?;
-    let clauses = list::parse_query(&query, searchable(kind))?;
-    let items: Vec<&Value> = e.store.of_type(kind).rev().filter(|o| clauses.iter().all(|q| q.matches(o))).collect();
-    let page = list::search_page(items, &mut p, url)?;
-    p.finish()?;
-    Ok(page)
-}
-
-/// A list of one object type, newest first, filtered by `keep` and by `created`.
-fn listing(e: &Engine, kind: &str, mut p: Params, url: &str, keep: impl Fn(&Value) -> bool) -> ApiResult<Value> {
-    let created = Range::read(&mut p, "created")?;
-    let items: Vec<&Value> = e
-        .store
-        .of_type(kind)
-        .rev()
-        .filter(|v| keep(v) && created.is_none_or(|r| r.contains(v["created"].as_i64().unwrap_or(0))))
-        .collect();
-    let page = list::page(items, &mut p, url)?;
-    p.finish()?;
-    Ok(page)
 }
 
 /// Includes what Stripe only includes when asked (`expand[]=line_items` on a

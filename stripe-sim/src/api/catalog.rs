@@ -2,8 +2,10 @@
 
 use serde_json::Value;
 
-use super::{ApiError, ApiResult, Params, listing};
+use super::reads::listing;
+use crate::api_error::{ApiError, ApiResult};
 use crate::engine::Engine;
+use crate::form::Params;
 use crate::shapes::Recurring;
 
 pub(super) fn create_product(e: &mut Engine, mut p: Params) -> ApiResult<Value> {

@@ -2,8 +2,10 @@
 
 use serde_json::Value;
 
-use super::{ApiResult, Params, listing};
+use super::reads::listing;
+use crate::api_error::ApiResult;
 use crate::engine::{CustomerChanges, Engine, NewCustomer};
+use crate::form::Params;
 
 /// Known to Stripe, not simulated on customers.
 const UNSUPPORTED: &[&str] = &[

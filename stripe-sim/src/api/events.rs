@@ -2,8 +2,10 @@
 
 use serde_json::Value;
 
-use super::{ApiError, ApiResult, Params, listing};
+use super::reads::listing;
+use crate::api_error::{ApiError, ApiResult};
 use crate::engine::Engine;
+use crate::form::Params;
 
 /// Stripe lists the events of the last 30 days.
 const EVENT_RETENTION_SECONDS: i64 = 30 * 86_400;

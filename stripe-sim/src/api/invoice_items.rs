@@ -2,8 +2,10 @@
 
 use serde_json::Value;
 
-use super::{ApiError, ApiResult, Params, listing};
+use super::reads::listing;
+use crate::api_error::{ApiError, ApiResult};
 use crate::engine::{Engine, NewInvoiceItem};
+use crate::form::Params;
 
 /// Known to Stripe, not simulated: a price or quantity (the simulator's items
 /// are plain amounts), a chosen invoice or subscription, tax and discounts.

@@ -2,8 +2,10 @@
 
 use serde_json::Value;
 
-use super::{ApiError, ApiResult, Params, listing};
+use super::reads::listing;
+use crate::api_error::{ApiError, ApiResult};
 use crate::engine::{Engine, NewMeter, Usage};
+use crate::form::Params;
 use crate::list;
 
 pub(super) fn create(e: &mut Engine, mut p: Params) -> ApiResult<Value> {

@@ -2,8 +2,10 @@
 
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, Params, listing};
+use super::reads::listing;
+use crate::api_error::{ApiError, ApiResult};
 use crate::engine::{Engine, ItemChange, NewSubscription, PaymentBehavior, SubscriptionChanges};
+use crate::form::Params;
 use crate::list;
 
 /// Known to Stripe, not simulated on subscriptions.

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::Engine;
+use super::state::Engine;
 use crate::api_error::{ApiError, ApiResult};
 use crate::config::SimPrice;
 use crate::form::MetadataUpdate;
@@ -126,7 +126,7 @@ impl Engine {
                 None => None,
                 Some(event) => Some(match self.meter_for_event(event) {
                     Some(id) => id,
-                    None => self.create_meter(super::NewMeter {
+                    None => self.create_meter(super::meters::NewMeter {
                         display_name: event.clone(),
                         event_name: event.clone(),
                         formula: "sum".into(),

@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::Engine;
 use super::payments::Payment;
+use super::state::Engine;
 use super::subscriptions::{NewSubscription, PaymentBehavior};
 use crate::api_error::{ApiError, ApiResult};
 use crate::cards::{self, CARDS};
@@ -221,7 +221,7 @@ impl Engine {
             None => {
                 let email = email.clone().ok_or_else(|| PayError::Input("Enter your email address.".into()))?;
                 let created = self
-                    .create_customer(super::NewCustomer {
+                    .create_customer(super::customers::NewCustomer {
                         email: Some(email),
                         name: payer.name.clone(),
                         ..Default::default()

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Domain, Engine};
+use super::state::{Domain, Engine};
 use crate::api_error::{ApiError, ApiResult};
 use crate::shapes;
 

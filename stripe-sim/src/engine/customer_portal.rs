@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::Engine;
+use super::state::Engine;
 use super::subscriptions::{ItemChange, SubscriptionChanges};
 use crate::api_error::{ApiError, ApiResult};
 use crate::cards;

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::Engine;
+use super::state::Engine;
 use crate::api_error::{ApiError, ApiResult};
 use crate::cards::{self, TestCard};
 use crate::form::MetadataUpdate;
@@ -61,7 +61,7 @@ impl Engine {
         let id = self.id("cus");
         let prefix = format!("{:08X}", self.rng.next_u64() as u32);
         let created = match &new.test_clock {
-            Some(clock) => self.now(&super::Domain::TestClock(clock.clone())),
+            Some(clock) => self.now(&super::state::Domain::TestClock(clock.clone())),
             None => self.global_now(),
         };
         let mut customer = shapes::customer(&id, created, &prefix, new.test_clock.as_deref());

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::Engine;
+use super::state::Engine;
 use crate::api_error::{ApiError, ApiResult};
 use crate::form::MetadataUpdate;
 use crate::shapes::{self, ItemSpec};

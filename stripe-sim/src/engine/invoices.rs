@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use super::Engine;
 use super::payments::Payment;
+use super::state::Engine;
 use crate::shapes::{self, LineSpec};
 
 /// One thing an invoice bills.

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::Engine;
+use super::state::{Engine, Recorded};
 use crate::api_error::{ApiError, ApiResult};
 use crate::shapes;
 
@@ -40,17 +40,6 @@ pub(crate) struct Usage {
     pub identifier: Option<String>,
     /// When the usage happened; now if not given.
     pub timestamp: Option<i64>,
-}
-
-/// A recorded meter event.
-#[derive(Debug, Clone)]
-pub(crate) struct Recorded {
-    meter: String,
-    customer: String,
-    identifier: String,
-    value: f64,
-    timestamp: i64,
-    created: i64,
 }
 
 impl Engine {

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::Engine;
 use super::payments::SETTLEMENT_SECONDS;
+use super::state::Engine;
 use crate::api_error::{ApiError, ApiResult};
 use crate::form::MetadataUpdate;
 use crate::shapes::{self, Movement};

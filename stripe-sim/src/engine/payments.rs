@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::Engine;
+use super::state::Engine;
 use crate::cards::{self, Behaviour};
 use crate::shapes::{self, Movement, Outcome};
 

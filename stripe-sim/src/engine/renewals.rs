@@ -6,9 +6,9 @@
 
 use serde_json::{Value, json};
 
-use super::Engine;
-use super::add_interval;
+use super::calendar::add_interval;
 use super::invoices::Billed;
+use super::state::Engine;
 use crate::config::AfterRetries;
 
 impl Engine {

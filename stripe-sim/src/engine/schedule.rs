@@ -4,7 +4,7 @@
 //! applied one at a time in time order with the clock pinned at each one's time.
 
 use super::customers::is_ended;
-use super::{Domain, Engine};
+use super::state::{Domain, Engine};
 
 /// A due step; the string is the object's id.
 #[derive(Debug, Clone, PartialEq, Eq)]

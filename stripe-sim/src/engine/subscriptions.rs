@@ -3,9 +3,10 @@
 
 use serde_json::{Value, json};
 
+use super::calendar::add_interval;
 use super::customers::is_ended;
 use super::invoices::Billed;
-use super::{Engine, add_interval};
+use super::state::Engine;
 use crate::api_error::{ApiError, ApiResult};
 use crate::cards;
 use crate::form::MetadataUpdate;

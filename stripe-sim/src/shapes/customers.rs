@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{empty_address, year_of};
+use super::parts::{empty_address, year_of};
 use crate::cards::TestCard;
 
 /// A customer (`cus_…`) with nothing but its id, time, invoice prefix and test clock.

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::list;
+use super::parts::{format_amount, list};
 
 /// A draft invoice (`in_…`) of these lines; totals are the lines' sum. The
 /// subscription link is `parent.subscription_details.subscription`.
@@ -132,7 +132,7 @@ pub(crate) fn invoice_line(id: &str, invoice: &str, spec: &LineSpec<'_>) -> Valu
     let description = if spec.trial {
         format!("Trial period for {}", spec.product_name)
     } else {
-        format!("{} × {} (at {} / {interval})", spec.quantity, spec.product_name, super::format_amount(unit, currency))
+        format!("{} × {} (at {} / {interval})", spec.quantity, spec.product_name, format_amount(unit, currency))
     };
     json!({
         "id": id,

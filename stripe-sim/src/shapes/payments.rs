@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::{empty_address, list};
+use super::parts::{empty_address, list};
 
 /// A payment intent (`pi_…`) for an amount, status `requires_payment_method`.
 pub(crate) fn payment_intent(id: &str, created: i64, amount: i64, currency: &str, secret: &str) -> Value {

@@ -4,7 +4,8 @@
 
 use serde_json::{Value, json};
 
-use super::{catalog, list};
+use super::catalog;
+use super::parts::list;
 
 /// A subscription (`sub_…`) without items, status `incomplete`; the engine adds
 /// items, status, periods and links.
