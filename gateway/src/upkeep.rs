@@ -1,7 +1,9 @@
 //! Background upkeep: every loop a replica runs besides serving requests,
 //! listed in [`run`] one line each with its interval and why, as `stack.rs`
 //! lists the layers. A loop whose part is not configured (no store, no
-//! Redis, no `[billing]`) returns at once.
+//! Redis, no `[billing]`) returns at once. The one loop that is not here runs
+//! on each worker, since it must: the allocator's collection of the worker's
+//! freed memory (`server/memory.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
