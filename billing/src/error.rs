@@ -161,4 +161,40 @@ pub enum Error {
     /// A collective share that is not a fraction from 0 to 1.
     #[error("collective share `{0}` is not a number from 0 to 1 (with at most six decimals), such as 0.5")]
     CollectiveShare(String),
+    /// A roadmap item that cannot be added or changed so.
+    #[error("{0}")]
+    InvalidItem(String),
+    /// No roadmap item has this number.
+    #[error("no roadmap item {0}")]
+    NoSuchItem(i64),
+    /// No ballot has this number.
+    #[error("no ballot {0}")]
+    NoSuchBallot(i64),
+    /// A vote for a ballot that has closed.
+    #[error("ballot {0} is closed; it takes no more votes")]
+    BallotClosed(i64),
+    /// A vote or ballot that does not fit its rules; the text says which.
+    #[error("{0}")]
+    BadVote(String),
+    /// An account that is not a member asked to vote.
+    #[error(
+        "only members vote, one ballot per membership; this account's tier `{tier}` is not a membership (registered users can endorse items instead)"
+    )]
+    NotAMember {
+        /// The account's tier.
+        tier: String,
+    },
+    /// A ledger account that is not a designated fund.
+    #[error("`{0}` is not a fund; funds are Equity:Funds:<Kind>:<Name>, such as Equity:Funds:Roadmap:12")]
+    NotAFund(String),
+    /// Spending more than a fund holds.
+    #[error("{fund} holds {holds}, less than {spend}; nothing was booked")]
+    FundTooSmall {
+        /// The fund.
+        fund: String,
+        /// What it holds.
+        holds: String,
+        /// What was to be spent.
+        spend: String,
+    },
 }

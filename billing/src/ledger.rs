@@ -18,6 +18,7 @@ pub mod apportion;
 pub mod close;
 pub mod export;
 pub mod from_stripe;
+pub mod funds;
 pub mod patronage;
 mod transaction;
 
@@ -27,6 +28,7 @@ use sqlx::Row;
 
 pub use account::AccountName;
 pub use from_stripe::Movement;
+pub use funds::{Fund, Spend};
 pub use transaction::{Balance, NewTransaction, Posted, Posting, Transaction};
 
 use crate::{Currency, Error, Money, Store};
@@ -186,6 +188,17 @@ impl Ledger {
             out.last_mut().expect("pushed above").postings.push(posting);
         }
         Ok(out)
+    }
+
+    /// The transaction with `key`, with its postings in order.
+    pub async fn transaction(&self, key: &str) -> Result<Option<Transaction>, Error> {
+        let row = sqlx::query("SELECT effective_at FROM ledger_transactions WHERE key = $1")
+            .bind(key)
+            .fetch_optional(self.store.pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let at: i64 = row.try_get("effective_at")?;
+        Ok(self.transactions(at, at.saturating_add(1)).await?.into_iter().find(|t| t.key == key))
     }
 
     /// How many transactions are posted.

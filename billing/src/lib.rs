@@ -25,6 +25,7 @@ pub mod memberships;
 mod money;
 pub mod open_books;
 pub mod portal;
+pub mod priorities;
 pub mod store;
 pub mod stripe;
 pub mod subscriptions;

@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
     (10, "commons downloads", Sql::Both(include_str!("../migrations/0010_commons.sql"))),
     (11, "portal", Sql::Both(include_str!("../migrations/0011_portal.sql"))),
     (12, "organisation seats", Sql::Both(include_str!("../migrations/0012_seats.sql"))),
+    (13, "priorities", Sql::Both(include_str!("../migrations/0013_priorities.sql"))),
 ];
 
 /// A migration's SQL: portable, or (for triggers, whose syntax differs) one

@@ -13,6 +13,8 @@
 //!   day and route, and metered periods (what `coopgate usage --json` prints);
 //!   with `[billing.metered]`, `GET /admin/usage/reconcile?period=YYYY-MM`
 //!   compares the store with Stripe's meters (`agrees` says whether they do)
+//! - `/admin/priorities/…`: roadmap items and ballots, and `POST
+//!   /admin/ledger/spend` from their funds ([`priorities`])
 //! - `/admin/ledger/…`: balances, exports, closing a year, patronage, and with
 //!   `[billing]` the catch-up and reconciliation with Stripe ([`ledger`])
 //!
@@ -41,6 +43,7 @@ use crate::error::Error;
 use crate::keys::{Keys, NewKey};
 
 mod ledger;
+mod priorities;
 mod state;
 
 use state::{AdminState, or_default, unreadable};
@@ -83,6 +86,7 @@ pub fn router(
     invalidations: Option<crate::invalidate::Invalidations>,
     memberships: Option<Arc<Memberships>>,
     reporter: Option<Arc<Reporter>>,
+    roadmap: (coopgate_billing::priorities::Priorities, u32),
 ) -> Router {
     Router::new()
         .route("/admin/billing/checkout", post(billing_checkout))
@@ -97,6 +101,11 @@ pub fn router(
         .route("/admin/ledger/patronage", post(ledger::patronage))
         .route("/admin/ledger/sync", post(ledger::sync))
         .route("/admin/ledger/reconcile", get(ledger::reconcile))
+        .route("/admin/ledger/spend", post(priorities::spend))
+        .route("/admin/priorities/items", get(priorities::items).post(priorities::add_item))
+        .route("/admin/priorities/items/{n}/status", post(priorities::set_status))
+        .route("/admin/priorities/ballots", get(priorities::ballots).post(priorities::open_ballot))
+        .route("/admin/priorities/ballots/{n}/close", post(priorities::close_ballot))
         .route("/admin/accounts", get(list_accounts).post(create_account))
         .route("/admin/keys", get(list_keys).post(create_key))
         .route("/admin/keys/{id}/revoke", post(revoke_key))
@@ -105,7 +114,15 @@ pub fn router(
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed { allow: None } })
         .layer(axum::extract::DefaultBodyLimit::max(state::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(access, guard))
-        .with_state(AdminState { keys, invalidations, tiers: Arc::new(tiers), memberships, reporter })
+        .with_state(AdminState {
+            keys,
+            invalidations,
+            tiers: Arc::new(tiers),
+            memberships,
+            reporter,
+            priorities: roadmap.0,
+            points: roadmap.1.into(),
+        })
 }
 
 /// Whether `Authorization: Bearer …` carries a token whose digest is one of `accepted`.

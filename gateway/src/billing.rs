@@ -31,15 +31,16 @@ use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::{get, post};
+use coopgate_billing::portal::Role;
 use coopgate_billing::stripe::BoxFuture;
 use coopgate_billing::usage::report::{MeteredPlan, Reporter};
-use coopgate_billing::{Account, AccountChanged, AccountId, Accounts, Memberships};
+use coopgate_billing::{Account, AccountChanged, Memberships};
 use serde::Deserialize;
 
 use crate::caller::ClientIp;
 use crate::config::Config;
 use crate::error::Error;
-use crate::identify::Resolver;
+use crate::identify::{Resolver, SeatRule};
 use crate::invalidate::Invalidations;
 use crate::keys::Keys;
 use crate::tokens::Tokens;
@@ -168,28 +169,16 @@ async fn set_spend_cap(
     Ok(axum::Json(cap_json(cap)).into_response())
 }
 
-/// The account behind the request's API key or member token, resolved as on
-/// the proxy path ([`Resolver`]: 401 without a credential or with one that
-/// does not verify, a paused seat's key refused, a key the cache does not
-/// hold using one of the client's store lookups). A seat's key acts for the
-/// organisation only as far as the seat's role goes, here as in the portal (a
-/// removed seat's keys are revoked already; one removed meanwhile has no role).
+/// The account behind the request's API key or member token, a seat's key
+/// acting for its organisation only with the owner or billing role (here as
+/// in the portal).
 async fn caller_account(s: &BillingState, ClientIp(ip): ClientIp, headers: &HeaderMap) -> Result<Account, Error> {
-    let who = s.resolver.identified(headers, ip).await?;
-    if let Some(seat) = &who.seat {
-        let seat = coopgate_billing::portal::Seats::new(s.store.clone()).live(seat).await.map_err(Error::Billing)?;
-        let role = seat.map(|seat| seat.role);
-        if !role.is_some_and(coopgate_billing::portal::Role::manages_billing) {
-            return Err(Error::SeatRoleForbids { role: role.map_or("removed", |r| r.as_str()) });
-        }
-    }
-    let account_id = who.owner.account.to_string();
-    Accounts::new(s.store.clone())
-        .by_id(&AccountId::from(account_id.clone()))
-        .await
-        .map_err(Error::Store)?
-        .ok_or(Error::Billing(coopgate_billing::Error::AccountNotFound(account_id)))
+    s.resolver.acting_account(headers, ip, &s.store, BILLING).await
 }
+
+/// Who may manage an organisation's billing through a seat's key.
+const BILLING: SeatRule =
+    SeatRule { allows: Role::manages_billing, action: "manage billing", who: "the owner or billing role" };
 
 /// Memberships as `[billing]` configures them, on the keys' store; `None`
 /// without `[billing]`.

@@ -5,6 +5,7 @@
 mod billing;
 mod descriptors;
 mod ledger;
+mod priorities;
 mod store;
 mod usage;
 
@@ -105,6 +106,10 @@ enum Command {
     /// reconciling with it (exit 1 on a difference).
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
+    /// The roadmap members steer: items (add, review, statuses) and ballots
+    /// (open, close, list).
+    #[command(subcommand)]
+    Priorities(priorities::PrioritiesCommand),
     /// Run the Stripe simulator alone (the demo runs one inside): Stripe's API
     /// for what coopgate uses, hosted checkout and portal pages, signed webhooks.
     StripeSim(billing::StripeSimArgs),
@@ -140,6 +145,7 @@ pub fn main() -> ExitCode {
         Command::Accounts(cmd) => store::accounts(cmd, &env),
         Command::Keys(cmd) => store::keys(cmd, &env),
         Command::Billing(cmd) => billing::billing(cmd, &env),
+        Command::Priorities(cmd) => priorities::priorities(cmd, &env),
         Command::StripeSim(args) => billing::stripe_sim(args),
         Command::Usage(args) => match usage::usage(args, &env) {
             Ok(true) => Ok(()),

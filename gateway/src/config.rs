@@ -5,7 +5,7 @@
 //! [`ByteSize`], [`Secret`]); unknown keys are errors.
 //!
 //! This file only names the parts. The tree's root is in `tree`, its sections
-//! in `server`, `limits`, `routes`, `billing`, `metering` and `portal`, the value types in
+//! in `server`, `limits`, `routes`, `billing`, `metering`, `portal` and `priorities`, the value types in
 //! `units` and `secret`. Loading (file, environment overrides, key paths and
 //! line numbers in errors) is `load`; the checks that span several keys are
 //! `validate`. The types import nothing else of the gateway, so every module
@@ -16,6 +16,7 @@ mod limits;
 mod load;
 mod metering;
 mod portal;
+mod priorities;
 mod problem;
 mod routes;
 mod secret;
@@ -32,6 +33,7 @@ pub use limits::{
 pub use load::{load_file, load_str};
 pub use metering::{Billable, MeteringConfig, PerKind, status_class};
 pub use portal::{MailConfig, PortalConfig};
+pub use priorities::PrioritiesConfig;
 pub use problem::Problem;
 pub use routes::{EarlyAccessConfig, RouteConfig, RouteKind};
 pub use secret::{Secret, digest_from_hex};

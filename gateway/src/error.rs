@@ -173,10 +173,14 @@ pub enum Error {
 
     /// A key made through an organisation seat whose role may not manage the
     /// organisation's billing, used on a billing endpoint.
-    #[error("a key of a {role} seat cannot manage billing")]
+    #[error("a key of a {role} seat cannot {action}")]
     SeatRoleForbids {
         /// The seat's role (`developer`).
         role: &'static str,
+        /// What it may not do (`manage billing`, `cast the organisation's ballot`).
+        action: &'static str,
+        /// Who may (`the owner or billing role`).
+        who: &'static str,
     },
     /// A billing endpoint for a caller's own account, called without a credential.
     #[error("this endpoint needs your API key or member token")]

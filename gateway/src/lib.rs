@@ -6,7 +6,7 @@
 //!
 //! Public are only the modules the binary, the end-to-end tests and the fuzz
 //! targets use (the CLI, the config tree, the gateway and what it shares,
-//! keys and tokens, the ops and open books' paths, metrics, invalidations);
+//! keys and tokens, the ops, open books and roadmap paths, metrics, invalidations);
 //! everything else is the crate's own.
 
 mod account_key;
@@ -27,11 +27,13 @@ mod identify;
 pub mod invalidate;
 pub mod keys;
 mod limit;
+mod markdown;
 mod meter;
 pub mod metrics;
 pub mod open_books;
 pub mod ops;
 mod portal;
+pub mod priorities;
 mod problem;
 mod proxy;
 mod redis_target;

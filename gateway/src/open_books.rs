@@ -39,14 +39,15 @@ pub const JSON: &str = "/transparency.json";
 /// The page's template; its one `<style>` is allowed by its hash.
 const TEMPLATE: &str = include_str!("../templates/transparency.html");
 
-/// No script, no outside resources: the page is its own style and picture,
-/// and only the template's own stylesheet is allowed, by its SHA-256 (no
-/// `'unsafe-inline'`: an injected style would not apply).
-fn csp() -> HeaderValue {
+/// No script, no outside resources: a public page (this one, the roadmap's)
+/// is its own style and picture, and only its template's own stylesheet is
+/// allowed, by its SHA-256 (no `'unsafe-inline'`: an injected style would
+/// not apply).
+pub fn style_csp(template: &str) -> HeaderValue {
     use base64::Engine as _;
     use sha2::Digest as _;
     let style =
-        TEMPLATE.split_once("<style>").and_then(|(_, rest)| rest.split_once("</style>")).map_or("", |(css, _)| css);
+        template.split_once("<style>").and_then(|(_, rest)| rest.split_once("</style>")).map_or("", |(css, _)| css);
     let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(style.as_bytes()));
     let csp = format!(
         "default-src 'none'; style-src 'sha256-{hash}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -74,7 +75,12 @@ impl OpenBooksState {
         templates
             .add_template("transparency.html", TEMPLATE)
             .map_err(|e| Error::internal(format!("the open books' template: {e}")))?;
-        Ok(OpenBooksState { books: OpenBooks::new(store), templates, reports: Default::default(), csp: csp() })
+        Ok(OpenBooksState {
+            books: OpenBooks::new(store),
+            templates,
+            reports: Default::default(),
+            csp: style_csp(TEMPLATE),
+        })
     }
 
     /// The report of `query`'s range, computed at most once per [`FRESH_FOR`].

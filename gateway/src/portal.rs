@@ -94,7 +94,7 @@ pub fn router(
 ) -> Result<Router, Error> {
     let Some(portal) = &config.portal else { return Err(Error::internal("the portal's router without [portal]")) };
     // Members are the accounts of tiers sold as memberships.
-    let member_tiers = config.tiers.iter().filter(|(_, t)| t.stripe_prices.is_some()).map(|(n, _)| n.clone()).collect();
+    let member_tiers = config.member_tiers().into_iter().collect();
     let catalog = catalog(config);
     let csp = csp(config)?;
     let ranks = config.tiers.iter().map(|(n, t)| (n.clone(), t.rank)).collect();

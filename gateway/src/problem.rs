@@ -125,7 +125,14 @@ fn billing_status(e: &coopgate_billing::Error) -> StatusCode {
         | B::LaborFile { .. }
         | B::CollectiveShare(_)
         | B::NoSuchYear(_)
-        | B::InvalidMonth(_) => StatusCode::BAD_REQUEST,
+        | B::InvalidMonth(_)
+        | B::InvalidItem(_)
+        | B::BadVote(_)
+        | B::NotAFund(_) => StatusCode::BAD_REQUEST,
+        B::NoSuchItem(_) | B::NoSuchBallot(_) => StatusCode::NOT_FOUND,
+        // Only members vote; the detail says what others can do instead.
+        B::NotAMember { .. } => StatusCode::FORBIDDEN,
+        B::BallotClosed(_) | B::FundTooSmall { .. } => StatusCode::CONFLICT,
         // The year is not in a state to do this yet (or any more).
         B::YearNotOver(_) | B::YearNotClosed(_) | B::NoSurplus(_) => StatusCode::CONFLICT,
         B::SeatLimit { .. } | B::SeatTaken(_) => StatusCode::CONFLICT,
@@ -158,6 +165,14 @@ fn billing_slug(e: &coopgate_billing::Error) -> &'static str {
         B::YearNotOver(_) | B::YearNotClosed(_) | B::NoSurplus(_) => "year-not-ready",
         B::SeatLimit { .. } => "seat-limit",
         B::SeatTaken(_) => "seat-taken",
+        B::InvalidItem(_) => "invalid-item",
+        B::BadVote(_) => "bad-vote",
+        B::NotAFund(_) => "not-a-fund",
+        B::NoSuchItem(_) => "no-such-item",
+        B::NoSuchBallot(_) => "no-such-ballot",
+        B::NotAMember { .. } => "not-a-member",
+        B::BallotClosed(_) => "ballot-closed",
+        B::FundTooSmall { .. } => "fund-too-small",
         B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => "internal",
         B::Stripe(_) | B::StripeData(_) => "stripe-unavailable",
         B::Database(_) | B::Migration(_) => "store-unavailable",
@@ -253,9 +268,9 @@ pub fn explain(err: &Error, id: &str) -> (StatusCode, String) {
         Error::PeerForbidden { setting, .. } => {
             format!("This endpoint is served only to the addresses in {setting}.")
         }
-        Error::SeatRoleForbids { role } => format!(
-            "This key was made through an organisation seat with the {role} role, which may not manage the \
-             organisation's billing. Someone with the owner or billing role can, in the portal or with a key of their own."
+        Error::SeatRoleForbids { role, action, who } => format!(
+            "This key was made through an organisation seat with the {role} role, which may not {action} for the \
+             organisation. Someone with {who} can, in the portal or with a key of their own."
         ),
         Error::UpstreamUnreachable { route, .. } => {
             format!("The origin behind route {route} cannot be reached.")
@@ -414,7 +429,15 @@ fn billing_detail(e: &coopgate_billing::Error, id: &str) -> String {
         | B::YearNotClosed(_)
         | B::SeatLimit { .. }
         | B::SeatTaken(_)
-        | B::NoSurplus(_) => format!("{e}."),
+        | B::NoSurplus(_)
+        | B::InvalidItem(_)
+        | B::NoSuchItem(_)
+        | B::NoSuchBallot(_)
+        | B::BallotClosed(_)
+        | B::NotAFund(_)
+        | B::FundTooSmall { .. } => format!("{e}."),
+        B::BadVote(why) => format!("The vote or ballot was refused: {why}. Nothing was recorded."),
+        B::NotAMember { .. } => format!("{e}."),
         B::Stripe(coopgate_billing::stripe::StripeFailure::NotSent(_)) => {
             format!("Something went wrong inside the gateway. Quote request id {id} when you report it.")
         }
@@ -597,7 +620,15 @@ mod tests {
                 Error::EarlyAccess { route: "bulk".into(), tier: "member".into(), public_from: None, upgrade: None },
             ),
             (403, "forbidden", Error::PeerForbidden { peer: [203, 0, 113, 1].into(), setting: "admin.allow" }),
-            (403, "role-forbidden", Error::SeatRoleForbids { role: "developer" }),
+            (
+                403,
+                "role-forbidden",
+                Error::SeatRoleForbids {
+                    role: "developer",
+                    action: "manage billing",
+                    who: "the owner or billing role",
+                },
+            ),
             (404, "no-such-key", Error::NoSuchKey { id: "abcdefghijkl".into() }),
             (404, "no-route", Error::NoRoute { path: "/nowhere".into() }),
             (409, "key-already-rolled", Error::KeyAlreadyRolled { id: "a".into(), successor: "b".into() }),

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use coopgate_billing::Memberships;
+use coopgate_billing::priorities::Priorities;
 use coopgate_billing::usage::report::Reporter;
 
 use crate::billing::BillingState;
@@ -20,6 +21,7 @@ use crate::meter::usage::{Flusher, Journal, Recorder};
 use crate::metrics::Metrics;
 use crate::open_books::OpenBooksState;
 use crate::ops::OpsState;
+use crate::priorities::PrioritiesState;
 use crate::redis_target::RedisTarget;
 use crate::request_id::IdSource;
 use crate::route::RouteTable;
@@ -69,6 +71,8 @@ pub struct Stored {
     pub memberships: Option<Arc<Memberships>>,
     /// Reports usage beyond the metered allowance to Stripe, with `[billing.metered]`.
     pub reporter: Option<Arc<Reporter>>,
+    /// The roadmap (upkeep closes its ballots and mails members).
+    pub priorities: Priorities,
 }
 
 impl Shared {
@@ -98,7 +102,8 @@ impl Shared {
             metrics_allow: config.server.metrics_allow.clone(),
             jwks: tokens.as_ref().map(|t| t.jwks()),
         });
-        let mut parts = Parts { ops: ops.clone(), admin: None, billing: None, open_books: None, portal: None };
+        let mut parts =
+            Parts { ops: ops.clone(), admin: None, billing: None, open_books: None, portal: None, priorities: None };
         let stored = match keys {
             Some(keys) => Some(Stored::new(
                 &config,
@@ -171,6 +176,7 @@ impl Stored {
                 .with_journal(Journal::new(config.metering.journal.clone()), config.metering.spill_after),
         );
 
+        let priorities = Priorities::new(store.clone(), config.member_tiers());
         // The site's own endpoints read whole bodies: each must arrive in time.
         let body_timeout = BodyTimeoutLayer::new(config.server.body_timeout);
         let admin_tokens = config.admin.digests();
@@ -185,6 +191,7 @@ impl Stored {
                 invalidations.clone(),
                 memberships.clone(),
                 reporter.clone(),
+                (priorities.clone(), config.priorities.points),
             );
             parts.admin = Some(admin.layer(body_timeout));
         }
@@ -194,6 +201,8 @@ impl Stored {
             parts.billing = Some(crate::billing::router(state).layer(body_timeout));
         }
         parts.open_books = Some(crate::open_books::router(Arc::new(OpenBooksState::new(store.clone())?)));
+        let roadmap = PrioritiesState::new(priorities.clone(), store.clone(), resolver.clone())?;
+        parts.priorities = Some(crate::priorities::router(Arc::new(roadmap)).layer(body_timeout));
         if config.portal.is_some() {
             let portal = crate::portal::router(
                 config,
@@ -206,6 +215,6 @@ impl Stored {
             )?;
             parts.portal = Some(portal.layer(body_timeout));
         }
-        Ok(Stored { keys, tokens, usage, usage_flusher, memberships, reporter })
+        Ok(Stored { keys, tokens, usage, usage_flusher, memberships, reporter, priorities })
     }
 }

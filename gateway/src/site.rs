@@ -10,6 +10,7 @@
 //! | `/billing/…` | [`crate::billing`] | always: a 404 problem without `[billing]` |
 //! | `/transparency` `/transparency.json` | [`crate::open_books`] | with a store |
 //! | `/portal` `/portal/…` | [`crate::portal`] | `[portal]` and a store |
+//! | `/priorities` `/priorities.json` `/priorities/…` | [`crate::priorities`] | with a store |
 //!
 //! The paths of a part that is not mounted go on to routing like any other
 //! (an origin may serve them), but `/billing/…`, which is always the site's.
@@ -33,6 +34,7 @@ use crate::error::Error;
 use crate::identify::TrustedProxies;
 use crate::open_books::{JSON, PAGE};
 use crate::ops::{JWKS, OpsState};
+use crate::priorities;
 
 /// The parts of the site, as the config and the store allow them.
 pub struct Parts {
@@ -46,6 +48,8 @@ pub struct Parts {
     pub open_books: Option<Router>,
     /// The member portal.
     pub portal: Option<Router>,
+    /// The roadmap.
+    pub priorities: Option<Router>,
 }
 
 /// The site's parts by path.
@@ -56,6 +60,7 @@ pub struct Site {
     billing: Router,
     open_books: Option<Router>,
     portal: Option<Router>,
+    priorities: Option<Router>,
     trusted: Arc<TrustedProxies>,
 }
 
@@ -69,6 +74,7 @@ impl Site {
             billing: parts.billing.unwrap_or_else(|| Router::new().fallback(|| async { Error::BillingOff })),
             open_books: parts.open_books,
             portal: parts.portal,
+            priorities: parts.priorities,
             trusted,
         }
     }
@@ -82,9 +88,11 @@ impl Site {
             JWKS => self.jwks.then_some(&self.ops),
             PAGE | JSON => self.open_books.as_ref(),
             "/portal" => self.portal.as_ref(),
+            priorities::ROADMAP_PAGE | priorities::ROADMAP_JSON => self.priorities.as_ref(),
             p if p.starts_with("/billing/") => Some(&self.billing),
             p if p.starts_with("/admin/") => self.admin.as_ref(),
             p if p.starts_with("/portal/") => self.portal.as_ref(),
+            p if p.starts_with("/priorities/") => self.priorities.as_ref(),
             _ => None,
         }
     }
@@ -157,7 +165,8 @@ mod tests {
             jwks: None,
         });
         let page = || Router::new().route("/portal", axum::routing::get(|| async { "portal" }));
-        let parts = Parts { ops, admin: None, billing: None, open_books: None, portal: portal.then(page) };
+        let parts =
+            Parts { ops, admin: None, billing: None, open_books: None, portal: portal.then(page), priorities: None };
         Site::new(parts, Arc::new(TrustedProxies::default()))
     }
 
@@ -172,7 +181,16 @@ mod tests {
     #[test]
     fn the_paths_of_a_part_that_is_not_mounted_go_on_to_the_proxy() {
         let off = site(false);
-        for path in ["/portal", "/portal/keys", "/admin/keys", "/transparency", "/.well-known/jwks.json", "/api/x"] {
+        for path in [
+            "/portal",
+            "/portal/keys",
+            "/admin/keys",
+            "/transparency",
+            "/.well-known/jwks.json",
+            "/priorities",
+            "/priorities/ballots/1/vote",
+            "/api/x",
+        ] {
             assert!(off.part(path).is_none(), "{path}");
         }
         let on = site(true);

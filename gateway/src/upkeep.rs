@@ -9,6 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coopgate_billing::priorities::Mailing;
+
 use crate::limit::now_ms;
 use crate::shared::{Shared, Stored};
 
@@ -22,6 +24,8 @@ const HOURLY: Duration = Duration::from_secs(3600);
 /// within seconds, but one journaled at a stop (`metering.journal`) comes back
 /// at the next start, which may be days later; a week covers a long outage.
 const FLUSH_IDS_KEPT_MS: i64 = 7 * 86_400_000;
+/// How often ballots are looked at: a close is this late at most.
+const BALLOTS: Duration = Duration::from_secs(15);
 /// How long ended portal sign-ins and sessions are kept.
 const PORTAL_RECORDS_KEPT_MS: i64 = 86_400_000;
 
@@ -45,6 +49,8 @@ pub(crate) async fn run(s: Arc<Shared>) {
         learn_unit_price(s),
         // Sign-ins and sessions that ended a day ago are of no more use to anyone.
         forget_portal_records(s),
+        // Ballots close at their time (once, whichever replica comes first) and members are mailed.
+        every(BALLOTS, || ballots(s)),
         // With Redis limits: heartbeats, the breaker's probes, flushes and reseeding.
         s.limits.run(),
     );
@@ -162,4 +168,53 @@ async fn forget_portal_records(s: &Shared) {
         let _ = sessions.forget(day_ago).await;
     })
     .await;
+}
+
+/// Closes the ballots whose time has come, then sends the mails that are
+/// due (with `[portal]`: the portal's mail, linking to its roadmap page).
+async fn ballots(s: &Shared) {
+    let Some(stored) = &s.stored else { return };
+    let p = &stored.priorities;
+    match p.due(now_ms()).await {
+        Ok(due) => {
+            for n in due {
+                match p.close(n, now_ms()).await {
+                    Ok(b) => {
+                        tracing::info!(ballot = n, digest = b.tally_digest.as_deref(), "ballot closed and counted")
+                    }
+                    Err(e) => tracing::warn!(ballot = n, error = %e, "ballot could not be closed yet; retrying"),
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "ballots cannot be read now"),
+    }
+    let Some(portal) = &s.config.portal else { return };
+    let mailings = match p.take_mailings(now_ms(), s.config.priorities.remind_before.as_millis() as i64).await {
+        Ok(m) => m,
+        Err(_) => return,
+    };
+    let mailer = match crate::portal::mail::Mailer::from_config(&portal.mail) {
+        Ok(m) => m,
+        Err(e) => return tracing::warn!(error = %e, "ballot mails cannot be sent"),
+    };
+    let link = portal.base_url.join("portal/priorities").map(|u| u.to_string()).unwrap_or_default();
+    for (n, mailing) in mailings {
+        let (Ok(Some(ballot)), Ok(to)) = (p.ballot(n).await, p.mail_to(n, mailing).await) else { continue };
+        let mut sent = 0;
+        for to in to {
+            let mail = crate::portal::mail::BallotMail {
+                to,
+                ballot: n,
+                closes_at: crate::priorities::view::time_text(ballot.closes_at),
+                reminder: mailing == Mailing::Reminder,
+                link: link.clone(),
+            };
+            // One mail per member and ballot, never two: a failed send is logged, not retried.
+            match mailer.send(&mail).await {
+                Ok(()) => sent += 1,
+                Err(e) => tracing::warn!(ballot = n, error = %e, "a ballot mail could not be sent"),
+            }
+        }
+        tracing::info!(ballot = n, sent, reminder = mailing == Mailing::Reminder, "ballot mails sent");
+    }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use coopgate_billing::Memberships;
+use coopgate_billing::priorities::Priorities;
 use coopgate_billing::usage::report::Reporter;
 
 use axum::Json;
@@ -27,6 +28,10 @@ pub(super) struct AdminState {
     pub memberships: Option<Arc<Memberships>>,
     /// The usage reporter, when `[billing.metered]` is configured.
     pub reporter: Option<Arc<Reporter>>,
+    /// The roadmap.
+    pub priorities: Priorities,
+    /// `priorities.points`: what each member spreads on a new ballot.
+    pub points: i64,
 }
 
 /// The largest admin request body: a labor file for patronage is the

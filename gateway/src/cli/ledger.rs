@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Subcommand, ValueEnum};
-use coopgate_billing::ledger::Ledger;
 use coopgate_billing::ledger::patronage::{Labor, parse_share};
+use coopgate_billing::ledger::{AccountName, Ledger, Posted, Spend};
 use coopgate_billing::usage::{day_text, parse_day};
 use coopgate_billing::{Currency, Money};
 
@@ -89,6 +89,35 @@ pub enum LedgerCommand {
         /// How far back to list balance transactions.
         #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
         since: Duration,
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Book an expense paid from a designated fund (a roadmap item's): the
+    /// expense and the payment, and as much of the fund released. Refused
+    /// when the fund holds less.
+    Spend {
+        /// The fund: a roadmap item's number (12), or its account (Equity:Funds:Roadmap:12).
+        #[arg(long)]
+        fund: String,
+        /// How much, such as "120.00 usd".
+        #[arg(long)]
+        amount: String,
+        /// What it paid for, as the open books will show it.
+        #[arg(long)]
+        memo: String,
+        /// Names this spending once (an invoice number); default: the day,
+        /// amount and memo, so running the command twice books it once.
+        #[arg(long)]
+        reference: Option<String>,
+        /// The account that paid.
+        #[arg(long, default_value = "Assets:Bank:Operating")]
+        paid_from: String,
+        /// The day the money moved (YYYY-MM-DD); default: today.
+        #[arg(long)]
+        date: Option<String>,
         #[command(flatten)]
         target: Target,
         /// Print JSON instead of text.
@@ -210,6 +239,36 @@ pub fn ledger(cmd: LedgerCommand, env: &HashMap<String, String>) -> anyhow::Resu
                     println!(
                         "{} balance transaction(s) listed by Stripe, {} posted now (the rest were in the ledger)",
                         report.listed, report.posted
+                    );
+                }
+            }
+            LedgerCommand::Spend { fund, amount, memo, reference, paid_from, date, target, json } => {
+                let fund = match fund.trim().parse::<i64>() {
+                    Ok(item) => coopgate_billing::priorities::fund_account(item)?,
+                    Err(_) => AccountName::new(fund.trim()).context("--fund")?,
+                };
+                let amount = Money::parse_major(&amount).context("--amount")?;
+                let paid_from = AccountName::new(&paid_from).context("--paid-from")?;
+                let effective_at = match &date {
+                    Some(d) => day(d, "--date")?,
+                    None => now_ms(),
+                };
+                if memo.trim().is_empty() {
+                    bail!("--memo says what the money paid for; the open books show it");
+                }
+                let reference = reference.unwrap_or_else(|| Spend::reference_for(effective_at, amount, &memo));
+                let spend = Spend { fund, amount, memo, reference, paid_from, effective_at };
+                let (_, store) = target.store(env).await?;
+                let posted = Ledger::new(store).spend(&spend, now_ms()).await?;
+                let new = posted == Posted::New;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "booked": new, "reference": spend.reference }))?);
+                } else if new {
+                    println!("booked {} from {} (reference {})", spend.amount, spend.fund, spend.reference);
+                } else {
+                    println!(
+                        "already booked (reference {}): nothing was booked now; give another --reference to book a second spending",
+                        spend.reference
                     );
                 }
             }

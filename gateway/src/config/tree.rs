@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::{AdminConfig, LogConfig, ServerConfig, StoreConfig, TokensConfig};
-use super::{BillingConfig, LimitsConfig, MeteringConfig, PortalConfig, ProxyConfig, RouteConfig, TierConfig};
+use super::{
+    BillingConfig, LimitsConfig, MeteringConfig, PortalConfig, PrioritiesConfig, ProxyConfig, RouteConfig, TierConfig,
+};
 
 /// The whole configuration of one coopgate process.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -47,12 +49,21 @@ pub struct Config {
     /// The member portal under `/portal`; off without it.
     #[serde(default)]
     pub portal: Option<PortalConfig>,
+    /// The roadmap members vote on.
+    #[serde(default)]
+    pub priorities: PrioritiesConfig,
 }
 
 /// The name of the tier every anonymous caller belongs to.
 pub const ANONYMOUS_TIER: &str = "anonymous";
 
 impl Config {
+    /// The tiers sold as memberships (those with `stripe_prices`): their
+    /// accounts are the co-op's members.
+    pub fn member_tiers(&self) -> std::collections::BTreeSet<String> {
+        self.tiers.iter().filter(|(_, t)| t.stripe_prices.is_some()).map(|(n, _)| n.clone()).collect()
+    }
+
     /// The tiers ordered by rank, lowest first.
     pub fn tiers_by_rank(&self) -> Vec<(&str, &TierConfig)> {
         let mut tiers: Vec<_> = self.tiers.iter().map(|(n, t)| (n.as_str(), t)).collect();

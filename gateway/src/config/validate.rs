@@ -387,6 +387,13 @@ impl Config {
         problems.extend(billing::validate(self, env));
         problems.extend(portal::validate(self, env));
         problems.extend(server::validate(self));
+        if !(1..=1_000_000).contains(&self.priorities.points) {
+            problems.push(Problem {
+                path: "priorities.points".into(),
+                line: None,
+                message: "each member spreads 1 to 1,000,000 points; 100 is usual".into(),
+            });
+        }
         problems.extend(super::metering::validate(&self.metering));
         if let Some(url) = &self.tokens.jwks_url
             && (!matches!(url.scheme(), "http" | "https") || url.host_str().is_none())

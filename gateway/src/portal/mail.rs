@@ -97,6 +97,51 @@ impl Letter for InvitationMail {
     }
 }
 
+/// A ballot's mail to a member: that it opened, or a reminder before it closes.
+#[derive(Debug, Clone, Serialize)]
+pub struct BallotMail {
+    /// To whom.
+    pub to: String,
+    /// The ballot's number.
+    pub ballot: i64,
+    /// When it closes, RFC 3339.
+    pub closes_at: String,
+    /// Whether this is the reminder (else the announcement).
+    pub reminder: bool,
+    /// The portal's roadmap page, where members vote.
+    pub link: String,
+}
+
+impl Letter for BallotMail {
+    fn to(&self) -> &str {
+        &self.to
+    }
+
+    fn subject(&self) -> String {
+        if self.reminder {
+            format!("Ballot {} closes soon: you have not voted yet", self.ballot)
+        } else {
+            format!("Ballot {} is open: choose what the co-op works on next", self.ballot)
+        }
+    }
+
+    fn body(&self) -> String {
+        let opening = if self.reminder {
+            "A reminder: your membership has not voted in this ballot yet."
+        } else {
+            "Members choose what the co-op works on next, one ballot per membership."
+        };
+        format!(
+            "{opening}\n\nBallot {ballot} is open until {closes}. Vote (or change your vote) here:\n\n  {link}\n\n\
+             Your ballot is secret: you get a receipt, and after the close the results list every ballot by a\n\
+             hash of its receipt, so that you can check yours was counted.\n",
+            ballot = self.ballot,
+            closes = self.closes_at,
+            link = self.link
+        )
+    }
+}
+
 /// One mail as the outbox holds it.
 #[derive(Serialize)]
 struct Written<'a, L: Letter> {
