@@ -25,7 +25,7 @@ const HOURLY: Duration = Duration::from_secs(3600);
 /// at the next start, which may be days later; a week covers a long outage.
 const FLUSH_IDS_KEPT_MS: i64 = 7 * 86_400_000;
 /// How often ballots are looked at: a close is this late at most.
-const BALLOTS: Duration = Duration::from_secs(15);
+const BALLOTS: Duration = Duration::from_secs(5);
 /// How long ended portal sign-ins and sessions are kept.
 const PORTAL_RECORDS_KEPT_MS: i64 = 86_400_000;
 

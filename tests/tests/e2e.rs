@@ -31,6 +31,7 @@ mod e2e {
     mod portal_billing;
     mod portal_downloads;
     mod portal_seats;
+    mod priorities;
     mod proxy;
     mod replicas;
     mod shared_limits;

@@ -539,23 +539,26 @@ impl Priorities {
             let number: i64 = row.try_get("number")?;
             let (opened_at, closes_at): (i64, i64) = (row.try_get("opened_at")?, row.try_get("closes_at")?);
             let announced: Option<i64> = row.try_get("announced_at")?;
+            let reminded: Option<i64> = row.try_get("reminded_at")?;
             let window = closes_at.saturating_sub(remind_within_ms);
-            let (column, mailing) = if announced.is_none() {
-                ("announced_at", Mailing::Opened)
-            } else if now_ms >= window && opened_at < window {
-                ("reminded_at", Mailing::Reminder)
-            } else {
-                continue;
-            };
-            let taken = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE roadmap_ballots SET {column} = $2 WHERE number = $1 AND {column} IS NULL"
-            )))
-            .bind(number)
-            .bind(now_ms)
-            .execute(self.store.pool())
-            .await?;
-            if taken.rows_affected() == 1 {
-                out.push((number, mailing));
+            let mut due = Vec::new();
+            if announced.is_none() {
+                due.push(("announced_at", Mailing::Opened));
+            }
+            if reminded.is_none() && now_ms >= window && opened_at < window {
+                due.push(("reminded_at", Mailing::Reminder));
+            }
+            for (column, mailing) in due {
+                let taken = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE roadmap_ballots SET {column} = $2 WHERE number = $1 AND {column} IS NULL"
+                )))
+                .bind(number)
+                .bind(now_ms)
+                .execute(self.store.pool())
+                .await?;
+                if taken.rows_affected() == 1 {
+                    out.push((number, mailing));
+                }
             }
         }
         Ok(out)

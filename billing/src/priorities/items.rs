@@ -156,6 +156,14 @@ impl Priorities {
         if title.is_empty() || title.chars().count() > TITLE_MAX {
             return Err(Error::InvalidItem(format!("a title has 1 to {TITLE_MAX} characters")));
         }
+        if title.chars().any(char::is_control) {
+            return Err(Error::InvalidItem("a title is one line of text, without control characters".to_owned()));
+        }
+        if new.description.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+            return Err(Error::InvalidItem(
+                "a description is text: lines, without other control characters".to_owned(),
+            ));
+        }
         if new.description.chars().count() > DESCRIPTION_MAX {
             return Err(Error::InvalidItem(format!("a description has at most {DESCRIPTION_MAX} characters")));
         }

@@ -124,16 +124,18 @@ pub(super) struct SpendBody {
 
 pub(super) async fn spend(State(s): State<AdminState>, body: Result<Json<SpendBody>, JsonRejection>) -> Answer {
     let Json(b) = body.map_err(unreadable)?;
+    // An account name the caller wrote is the caller's mistake when it is bad.
+    let named = |e: coopgate_billing::Error| Error::BadAdminRequest(e.to_string());
     let fund = match &b.fund {
-        serde_json::Value::Number(n) => fund_account(n.as_i64().unwrap_or(-1)).map_err(billing)?,
+        serde_json::Value::Number(n) => fund_account(n.as_i64().unwrap_or(-1)).map_err(named)?,
         serde_json::Value::String(t) => match t.trim().parse::<i64>() {
-            Ok(item) => fund_account(item).map_err(billing)?,
-            Err(_) => AccountName::new(t.trim()).map_err(billing)?,
+            Ok(item) => fund_account(item).map_err(named)?,
+            Err(_) => AccountName::new(t.trim()).map_err(named)?,
         },
         other => return Err(Error::BadAdminRequest(format!("fund {other} is neither an item number nor an account"))),
     };
     let amount = Money::parse_major(&b.amount).map_err(billing)?;
-    let paid_from = AccountName::new(b.paid_from.as_deref().unwrap_or("Assets:Bank:Operating")).map_err(billing)?;
+    let paid_from = AccountName::new(b.paid_from.as_deref().unwrap_or("Assets:Bank:Operating")).map_err(named)?;
     let effective_at = match &b.date {
         Some(d) => {
             parse_day(d).ok_or_else(|| Error::BadAdminRequest(format!("date `{d}` is not a day; write YYYY-MM-DD")))?

@@ -56,6 +56,8 @@ impl<'ast> Visit<'ast> for Served {
                         "PAGE" => coopgate::open_books::PAGE.to_owned(),
                         "JSON" => coopgate::open_books::JSON.to_owned(),
                         "JWKS" => coopgate::ops::JWKS.to_owned(),
+                        "ROADMAP_PAGE" => coopgate::priorities::ROADMAP_PAGE.to_owned(),
+                        "ROADMAP_JSON" => coopgate::priorities::ROADMAP_JSON.to_owned(),
                         other => panic!("a route path constant this test does not know: {other}"),
                     }
                 }
@@ -109,7 +111,7 @@ fn source(file: &str) -> syn::File {
 /// token, not an API), which `site.rs` mounts with `route_service`.
 fn served() -> BTreeSet<(String, String)> {
     let mut served = Served::default();
-    for file in ["ops.rs", "admin.rs", "billing.rs", "open_books.rs", "site.rs"] {
+    for file in ["ops.rs", "admin.rs", "billing.rs", "open_books.rs", "priorities.rs", "site.rs"] {
         served.visit_file(&source(file));
     }
     served.ops
@@ -188,6 +190,7 @@ async fn every_answer_to_generated_requests_is_within_the_openapi_document() {
         ("open-books", None),
         ("admin", Some(format!("Authorization: Bearer {TOKEN}"))),
         ("billing", Some(format!("X-API-Key: {key}"))),
+        ("priorities", Some(format!("X-API-Key: {key}"))),
     ];
     let mut failed = Vec::new();
     for (tag, header) in runs {
