@@ -281,6 +281,7 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
             webhooks_dropped_by_chaos = webhooks.dropped,
             "the demo's year of sample activity is in the ledger"
         );
+        runtime.block_on(demo::roadmap::seed(&store, config.member_tiers(), crate::limit::now_ms()))?;
     }
     let data_dir = data_dir.to_owned();
     run_on(runtime, listener, config, keys, tokens, move |addr| {

@@ -10,6 +10,7 @@
 
 pub mod dataset;
 pub mod history;
+pub mod roadmap;
 pub mod stripe;
 pub mod upstream;
 
@@ -193,6 +194,8 @@ pub struct Manifest {
     pub transparency: String,
     /// The member portal.
     pub portal: String,
+    /// The roadmap members vote on (HTML; `.json` beside it).
+    pub priorities: String,
     /// The file sign-in mail goes to (one JSON line per mail: `to`, `link`, `code`).
     pub outbox: String,
     /// The demo origin, behind the gateway.
@@ -273,6 +276,7 @@ curl -s -X PUT -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\\n   
             metrics: format!("{base}/metrics"),
             transparency: format!("{base}/transparency"),
             portal: format!("{base}/portal"),
+            priorities: format!("{base}/priorities"),
             outbox: dataset.parent().map(|d| outbox(d).display().to_string()).unwrap_or_default(),
             upstream: format!("http://{upstream}"),
             api_key: keys.registered,
@@ -320,6 +324,11 @@ tail -n 1 {outbox}\n\n\
 Or make an account and key from the command line (shown once):\n  \
 {exe} accounts create --email you@example.org --data-dir {data}\n  \
 {exe} keys create --account you@example.org --name laptop --data-dir {data}\n\n\
+The roadmap members steer, one membership one ballot: a ballot closed with\n\
+its fund shared out, and one open that member@example.org can vote in\n\
+(sign in to the portal as member@example.org, then Roadmap):\n  \
+{priorities}   (as data: {priorities}.json)\n  \
+{exe} priorities ballot list --data-dir {data}\n\n\
 The open books: a year of sample memberships, metered use, refunds and payouts\n\
 from the ledger, and the downloads of the commons (yours count within seconds):\n  \
 {transparency}   (as data: {transparency}.json)\n  \
@@ -341,6 +350,7 @@ Stop with Ctrl-C (in-flight downloads finish first).\n",
             metrics = self.metrics,
             transparency = self.transparency,
             portal = self.portal,
+            priorities = self.priorities,
             outbox = self.outbox,
             key = self.api_key,
             member_key = self.member_api_key,

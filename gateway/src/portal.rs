@@ -15,7 +15,8 @@
 //!   `POST /portal/organisation/seats/{id}/remove` ([`organisation`]); roles
 //!   are checked in [`access`];
 //! - `GET /portal/billing` (and `/portal/billing/return`, where Checkout comes
-//!   back to), `POST /portal/billing/checkout|manage|spend-cap` ([`billing`]).
+//!   back to), `POST /portal/billing/checkout|manage|spend-cap` ([`billing`]);
+//! - `GET /portal/priorities`: vote, endorse, propose ([`priorities`]).
 //!
 //! Sessions live in the store (billing's `portal`), so any replica serves
 //! any page. Every answer carries a Content-Security-Policy without script,
@@ -36,6 +37,7 @@ pub mod mail;
 mod organisation;
 mod pages;
 mod prices;
+mod priorities;
 pub mod session;
 mod sign_in;
 mod state;
@@ -91,6 +93,7 @@ pub fn router(
     invalidations: Option<crate::invalidate::Invalidations>,
     memberships: Option<Arc<Memberships>>,
     reporter: Option<Arc<Reporter>>,
+    priorities: coopgate_billing::priorities::Priorities,
 ) -> Result<Router, Error> {
     let Some(portal) = &config.portal else { return Err(Error::internal("the portal's router without [portal]")) };
     // Members are the accounts of tiers sold as memberships.
@@ -144,6 +147,7 @@ pub fn router(
         ranks,
         quotas,
         bulk_routes,
+        priorities,
     };
     let state = Portal(Arc::new(state));
     Ok(Router::new()
@@ -169,6 +173,10 @@ pub fn router(
         .route("/portal/billing/checkout", post(billing_page::checkout))
         .route("/portal/billing/manage", post(billing_page::manage))
         .route("/portal/billing/spend-cap", post(billing_page::spend_cap))
+        .route("/portal/priorities", get(priorities::priorities))
+        .route("/portal/priorities/ballots/{n}/vote", post(priorities::vote))
+        .route("/portal/priorities/items/{n}/endorse", post(priorities::endorse))
+        .route("/portal/priorities/propose", post(priorities::propose))
         .fallback(|uri: axum::http::Uri| async move { Error::NoRoute { path: uri.path().to_owned() } })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed { allow: None } })
         .layer(axum::extract::DefaultBodyLimit::max(state::BODY_LIMIT))

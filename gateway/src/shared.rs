@@ -212,6 +212,7 @@ impl Stored {
                 invalidations.clone(),
                 memberships.clone(),
                 reporter.clone(),
+                priorities.clone(),
             )?;
             parts.portal = Some(portal.layer(body_timeout));
         }

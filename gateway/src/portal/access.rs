@@ -45,6 +45,8 @@ pub enum Action {
     Billing,
     /// Invite and remove seats.
     Seats,
+    /// Cast the organisation's ballot on the roadmap (one per membership).
+    Vote,
 }
 
 impl Action {
@@ -54,6 +56,7 @@ impl Action {
             Action::Tokens => "issue member tokens",
             Action::Billing => "manage billing",
             Action::Seats => "manage seats",
+            Action::Vote => "cast the organisation's ballot",
         }
     }
 }
@@ -93,7 +96,7 @@ pub fn allows(role: Role, action: Action) -> bool {
     match action {
         Action::Billing => role.manages_billing(),
         Action::Keys => matches!(role, Role::Owner | Role::Developer),
-        Action::Tokens | Action::Seats => role == Role::Owner,
+        Action::Tokens | Action::Seats | Action::Vote => role == Role::Owner,
     }
 }
 
@@ -222,7 +225,7 @@ mod tests {
 
     #[test]
     fn owners_do_everything_billing_bills_and_developers_make_keys() {
-        for action in [Action::Keys, Action::Tokens, Action::Billing, Action::Seats] {
+        for action in [Action::Keys, Action::Tokens, Action::Billing, Action::Seats, Action::Vote] {
             assert!(allows(Role::Owner, action));
             assert_eq!(allows(Role::Billing, action), action == Action::Billing, "{action:?}");
             assert_eq!(allows(Role::Developer, action), action == Action::Keys, "{action:?}");

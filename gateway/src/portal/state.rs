@@ -67,6 +67,8 @@ pub struct PortalState {
     pub bulk_routes: Vec<super::listing::BulkRoute>,
     /// Every tier's request quotas, for the overview.
     pub quotas: std::collections::HashMap<String, Vec<Quota>>,
+    /// The roadmap: votes, endorsements, proposals.
+    pub priorities: coopgate_billing::priorities::Priorities,
 }
 
 /// A tier's request quota, as the overview shows it against use.

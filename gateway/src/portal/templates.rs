@@ -29,6 +29,7 @@ impl Templates {
             ("portal/billing.html", include_str!("../../templates/portal/billing.html")),
             ("portal/downloads.html", include_str!("../../templates/portal/downloads.html")),
             ("portal/organisation.html", include_str!("../../templates/portal/organisation.html")),
+            ("portal/priorities.html", include_str!("../../templates/portal/priorities.html")),
         ] {
             env.add_template(name, text).map_err(|e| Error::internal(format!("portal template {name}: {e}")))?;
         }
@@ -81,6 +82,13 @@ mod tests {
             (
                 "billing.html",
                 minijinja::context! { enabled => false, tier => "registered", csrf => "c", signed_in => true },
+            ),
+            (
+                "priorities.html",
+                minijinja::context! {
+                    ballots => Vec::<minijinja::Value>::new(), items => Vec::<minijinja::Value>::new(),
+                    why_not => "W", member => false, csrf => "c", signed_in => true,
+                },
             ),
             (
                 "downloads.html",

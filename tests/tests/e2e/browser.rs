@@ -238,3 +238,121 @@ async fn in_a_browser_a_newcomer_makes_a_key_becomes_a_member_invites_a_develope
     screenshot(&c, "developer-refused-billing").await;
     c.close().await.unwrap();
 }
+
+/// Signs `email` in through the mailed link, in `c`, landing on the overview.
+async fn sign_in(c: &Client, gw: &coopgate_tests::TestGateway, outbox: &std::path::Path, email: &str) {
+    c.goto(&gw.url("/portal/sign-in")).await.unwrap();
+    c.wait().for_element(Locator::Id("email")).await.unwrap().send_keys(email).await.unwrap();
+    c.find(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("code")).await.unwrap();
+    let mail = mails(outbox).into_iter().rev().find(|m| m["to"] == email && m["code"].is_string()).unwrap();
+    c.goto(mail["link"].as_str().unwrap()).await.unwrap();
+    c.wait().for_element(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().for_url(&gw.url("/portal").parse().unwrap()).await.unwrap();
+}
+
+/// Signs the browser out.
+async fn sign_out(c: &Client, gw: &coopgate_tests::TestGateway) {
+    c.find(Locator::Css("header nav button")).await.unwrap().click().await.unwrap();
+    c.wait().for_url(&gw.url("/portal/sign-in").parse().unwrap()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_an_owner_votes_for_the_organisation_and_its_developer_a_lapsed_member_and_a_user_cannot() {
+    use coopgate_billing::Accounts;
+    use coopgate_billing::portal::{Role, Seats};
+    use coopgate_billing::priorities::{Method, NewBallot, NewItem, Priorities};
+
+    let Some(program) = chromedriver() else { return };
+    let (store, _cleanup) = coopgate_billing::store::testing::sqlite().await;
+    let site = billed_site(store.clone(), |cfg| cfg.tiers.get_mut("member").unwrap().seats = Some(3)).await;
+    let (s, outbox) = (&site.b, &site.outbox);
+    let accounts = Accounts::new(store.clone());
+    let org = accounts.create("org@example.org", "member", Some("Grid Watch")).await.unwrap();
+    Seats::new(store.clone()).invite(&org.id, "dev@example.org", Role::Developer, &org.email, 3, 0).await.unwrap();
+    // A membership that lapsed: the account is back on the fallback tier.
+    let lapsed = accounts.create("lapsed@example.org", "member", None).await.unwrap();
+    accounts.set_tier(&lapsed.id, "registered").await.unwrap();
+    accounts.create("user@example.org", "registered", None).await.unwrap();
+    let p = Priorities::new(store.clone(), ["member".to_owned()]);
+    let now = coopgate_billing::clock::now_ms();
+    let mut items = Vec::new();
+    for title in ["Hourly grid data", "A Parquet mirror"] {
+        items
+            .push(p.add_item(&NewItem { title, description: "Why it matters", cost: None }, now).await.unwrap().number);
+    }
+    let ballot = NewBallot {
+        items: items.clone(),
+        closes_at: now + 86_400_000,
+        method: Method::Points,
+        points: 100,
+        fund_share_ppm: 0,
+    };
+    let n = p.open_ballot(&ballot, now).await.unwrap().number;
+    let driver = start_driver(&program);
+    let c = browser(&driver).await;
+
+    // The organisation's owner spreads its points and gets a receipt.
+    sign_in(&c, &s.gw, outbox, "org@example.org").await;
+    c.find(Locator::LinkText("Roadmap")).await.unwrap().click().await.unwrap();
+    let first = c.wait().for_element(Locator::Id(&format!("points-{n}-{}", items[0]))).await.unwrap();
+    first.clear().await.unwrap();
+    first.send_keys("60").await.unwrap();
+    let second = c.find(Locator::Id(&format!("points-{n}-{}", items[1]))).await.unwrap();
+    second.clear().await.unwrap();
+    second.send_keys("40").await.unwrap();
+    c.find(Locator::XPath("//button[text()='Vote']")).await.unwrap().click().await.unwrap();
+    let receipt = text_of(&c, "#receipt").await;
+    assert_eq!(p.mine(n, &org.id).await.unwrap().unwrap().receipt, receipt, "the receipt of the ballot counted");
+    let shown = c.find(Locator::Id(&format!("points-{n}-{}", items[0]))).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(shown.as_deref(), Some("60"), "the page shows the current ballot");
+    screenshot(&c, "roadmap-voted").await;
+    sign_out(&c, &s.gw).await;
+
+    // Its developer sees the ballot but cannot change it.
+    sign_in(&c, &s.gw, outbox, "dev@example.org").await;
+    c.find(Locator::LinkText("Organisation")).await.unwrap().click().await.unwrap();
+    c.wait()
+        .for_element(Locator::XPath("//label[contains(text(), 'org@example.org as developer')]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::XPath("//button[text()='Act for this account']")).await.unwrap().click().await.unwrap();
+    c.wait().for_element(Locator::Id("role")).await.unwrap();
+    c.find(Locator::LinkText("Roadmap")).await.unwrap().click().await.unwrap();
+    let why = text_of(&c, "main p.notice").await;
+    assert!(why.contains("its owners cast the organisation's ballot"), "{why}");
+    assert!(text_of(&c, "main").await.contains(&receipt), "the seat sees the organisation's ballot");
+    let input = c.find(Locator::Id(&format!("points-{n}-{}", items[0]))).await.unwrap();
+    assert_eq!(input.attr("disabled").await.unwrap().as_deref(), Some("true"));
+    assert!(
+        c.find_all(Locator::XPath("//button[text()='Vote' or text()='Change the vote']")).await.unwrap().is_empty()
+    );
+    screenshot(&c, "roadmap-developer").await;
+    sign_out(&c, &s.gw).await;
+
+    // A lapsed member cannot vote.
+    sign_in(&c, &s.gw, outbox, "lapsed@example.org").await;
+    c.goto(&s.gw.url("/portal/priorities")).await.unwrap();
+    let why = text_of(&c, "main p.notice").await;
+    assert!(why.contains("Only members vote") && why.contains("registered"), "{why}");
+    sign_out(&c, &s.gw).await;
+
+    // A registered user cannot vote either, but endorses.
+    sign_in(&c, &s.gw, outbox, "user@example.org").await;
+    c.goto(&s.gw.url("/portal/priorities")).await.unwrap();
+    assert!(text_of(&c, "main p.notice").await.contains("Only members vote"));
+    c.find(Locator::Css(&format!("button[aria-label='Endorse item {}']", items[0])))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(&c, "main p.notice[role=status]").await, format!("You endorse item {}.", items[0]));
+    assert_eq!(p.item(items[0]).await.unwrap().unwrap().endorsements, 1);
+    screenshot(&c, "roadmap-endorsed").await;
+    assert_eq!(p.turnout(n).await.unwrap(), 1, "one ballot, the organisation's");
+    c.close().await.unwrap();
+}
