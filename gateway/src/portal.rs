@@ -84,17 +84,27 @@ fn csp(config: &Config) -> Result<HeaderValue, Error> {
     HeaderValue::try_from(csp).map_err(Error::internal)
 }
 
+/// What the portal works on, built once in `shared`.
+pub struct Parts {
+    /// The store (sessions, seats, usage).
+    pub store: Store,
+    /// API keys.
+    pub keys: Arc<Keys>,
+    /// Member tokens, to issue them.
+    pub tokens: Option<Arc<Tokens>>,
+    /// Tells other replicas of a revoked or rolled key at once.
+    pub invalidations: Option<crate::invalidate::Invalidations>,
+    /// Memberships through Stripe, with `[billing]`.
+    pub memberships: Option<Arc<Memberships>>,
+    /// The usage reporter, with `[billing.metered]`.
+    pub reporter: Option<Arc<Reporter>>,
+    /// The roadmap.
+    pub priorities: coopgate_billing::priorities::Priorities,
+}
+
 /// The portal's routes over the store, sending mail as `[portal.mail]` says.
-pub fn router(
-    config: &Config,
-    store: Store,
-    keys: Arc<Keys>,
-    tokens: Option<Arc<Tokens>>,
-    invalidations: Option<crate::invalidate::Invalidations>,
-    memberships: Option<Arc<Memberships>>,
-    reporter: Option<Arc<Reporter>>,
-    priorities: coopgate_billing::priorities::Priorities,
-) -> Result<Router, Error> {
+pub fn router(config: &Config, parts: Parts) -> Result<Router, Error> {
+    let Parts { store, keys, tokens, invalidations, memberships, reporter, priorities } = parts;
     let Some(portal) = &config.portal else { return Err(Error::internal("the portal's router without [portal]")) };
     // Members are the accounts of tiers sold as memberships.
     let member_tiers = config.member_tiers().into_iter().collect();

@@ -204,16 +204,16 @@ impl Stored {
         let roadmap = PrioritiesState::new(priorities.clone(), store.clone(), resolver.clone())?;
         parts.priorities = Some(crate::priorities::router(Arc::new(roadmap)).layer(body_timeout));
         if config.portal.is_some() {
-            let portal = crate::portal::router(
-                config,
+            let portal = crate::portal::Parts {
                 store,
-                keys.clone(),
-                tokens.clone(),
-                invalidations.clone(),
-                memberships.clone(),
-                reporter.clone(),
-                priorities.clone(),
-            )?;
+                keys: keys.clone(),
+                tokens: tokens.clone(),
+                invalidations: invalidations.clone(),
+                memberships: memberships.clone(),
+                reporter: reporter.clone(),
+                priorities: priorities.clone(),
+            };
+            let portal = crate::portal::router(config, portal)?;
             parts.portal = Some(portal.layer(body_timeout));
         }
         Ok(Stored { keys, tokens, usage, usage_flusher, memberships, reporter, priorities })
