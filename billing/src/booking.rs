@@ -65,7 +65,7 @@ pub struct CurrencyCheck {
     pub ledger_balance: i64,
     /// Stripe's balance, available and pending.
     pub stripe_balance: i64,
-    /// `Assets:Bank:Operating` in the ledger: what was paid out.
+    /// What Stripe paid out to `Assets:Bank:Operating`, as the ledger holds it.
     pub ledger_paid_out: i64,
     /// Stripe's payouts that are not failed or canceled.
     pub stripe_paid_out: i64,
@@ -167,14 +167,14 @@ impl Books {
             stripe_paid_out: i64,
         }
         let mut by_currency: BTreeMap<Currency, Sides> = BTreeMap::new();
-        let bank = AccountName::new("Assets:Bank:Operating")?;
-        for ((account, currency), total) in Ledger::new(self.store.clone()).balances_at(None).await? {
-            let sides = || Sides::default();
+        let ledger = Ledger::new(self.store.clone());
+        for ((account, currency), total) in ledger.balances_at(None).await? {
             if account.as_str().starts_with("Assets:Stripe:Balance:") {
-                by_currency.entry(currency).or_insert_with(sides).ledger_balance += total;
-            } else if account == bank {
-                by_currency.entry(currency).or_insert_with(sides).ledger_paid_out += total;
+                by_currency.entry(currency).or_default().ledger_balance += total;
             }
+        }
+        for (currency, total) in ledger.paid_out().await? {
+            by_currency.entry(currency).or_default().ledger_paid_out += total;
         }
         for amount in self.stripe.balance().await? {
             by_currency.entry(Currency::new(&amount.currency)?).or_default().stripe_balance += amount.amount;

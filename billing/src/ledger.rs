@@ -28,7 +28,6 @@ use sqlx::Row;
 
 pub use account::AccountName;
 pub use from_stripe::Movement;
-pub use funds::{Fund, Spend};
 pub use transaction::{Balance, NewTransaction, Posted, Posting, Transaction};
 
 use crate::{Currency, Error, Money, Store};
@@ -199,6 +198,24 @@ impl Ledger {
         let Some(row) = row else { return Ok(None) };
         let at: i64 = row.try_get("effective_at")?;
         Ok(self.transactions(at, at.saturating_add(1)).await?.into_iter().find(|t| t.key == key))
+    }
+
+    /// What Stripe paid out to the bank, per currency, as the ledger holds
+    /// it: `Assets:Bank:Operating` moved by Stripe's payouts and their
+    /// reversals only, not by what the co-op spends from the bank (a fund's
+    /// spending, say), which Stripe never sees.
+    pub async fn paid_out(&self) -> Result<BTreeMap<Currency, i64>, Error> {
+        let rows = sqlx::query(
+            "SELECT p.currency AS currency, CAST(SUM(p.amount) AS BIGINT) AS total \
+             FROM ledger_postings p JOIN ledger_transactions t ON t.key = p.transaction_key \
+             WHERE p.account = 'Assets:Bank:Operating' AND t.leg IN ('payout', 'payout_reversal') \
+             GROUP BY p.currency",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((Currency::new(&r.try_get::<String, _>("currency")?)?, r.try_get::<i64, _>("total")?)))
+            .collect()
     }
 
     /// How many transactions are posted.

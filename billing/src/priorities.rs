@@ -16,35 +16,23 @@
 
 pub mod ballots;
 pub mod items;
+mod roadmap;
 pub mod tally;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 pub use ballots::{Ballot, ItemResult, Mailing, Mine, NewBallot, Receipt, Results, designated_account, fund_account};
 pub use items::{Item, NewItem, Status};
+pub use roadmap::Priorities;
 pub use tally::{Choices, Counted, Method, Vote};
 
-use crate::ledger::{Fund, Ledger};
-use crate::{Currency, Error, Store};
+use crate::ledger::funds::Fund;
+use crate::{Currency, Error};
 
 /// The ledger accounts membership income is booked to (and below).
 const MEMBERSHIP_INCOME: &str = "Income:Memberships";
 
-/// The roadmap of a store.
-#[derive(Debug, Clone)]
-pub struct Priorities {
-    store: Store,
-    ledger: Ledger,
-    /// The tiers sold as memberships: their accounts vote.
-    member_tiers: BTreeSet<String>,
-}
-
 impl Priorities {
-    /// The roadmap of `store`, where the accounts of `member_tiers` vote.
-    pub fn new(store: Store, member_tiers: impl IntoIterator<Item = String>) -> Self {
-        Priorities { ledger: Ledger::new(store.clone()), store, member_tiers: member_tiers.into_iter().collect() }
-    }
-
     /// Each item's fund (designated, spent, remaining) per currency, as the ledger holds it.
     pub async fn funds(&self) -> Result<BTreeMap<i64, Vec<Fund>>, Error> {
         let mut out: BTreeMap<i64, Vec<Fund>> = BTreeMap::new();

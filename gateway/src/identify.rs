@@ -41,11 +41,10 @@ use crate::keys::{Cheap, Keys, PresentedKey, Rejection, VerifiedKey};
 use crate::tier::Tiers;
 use crate::tokens::{Claims, Standing, TokenRejection, Tokens};
 
-mod acting;
+pub(crate) mod acting;
 mod client_ip;
 pub(crate) mod credential;
 
-pub use acting::SeatRule;
 pub use client_ip::TrustedProxies;
 pub use credential::{Ambiguity, Unsupported};
 pub(crate) use credential::{Credential, credential};

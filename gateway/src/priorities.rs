@@ -40,7 +40,8 @@ use serde::Deserialize;
 
 use crate::caller::ClientIp;
 use crate::error::Error;
-use crate::identify::{Resolver, SeatRule};
+use crate::identify::Resolver;
+use crate::identify::acting::SeatRule;
 
 pub use view::View;
 

@@ -23,8 +23,8 @@ use ring::hmac;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::Priorities;
 use super::items::Status;
+use super::roadmap::Priorities;
 use super::tally::{self, Choices, Counted, Method, Vote};
 use crate::ledger::{AccountName, NewTransaction, Posted, Posting};
 use crate::portal::secret::{digest, random_hex};

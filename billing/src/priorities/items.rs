@@ -5,7 +5,7 @@ use std::fmt;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::Priorities;
+use super::roadmap::Priorities;
 use crate::{AccountId, Error, Money};
 
 /// Where an item stands.

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 
 use super::*;
-use crate::ledger::{AccountName, NewTransaction, Posting, Spend};
+use crate::ledger::funds::Spend;
+use crate::ledger::{AccountName, Ledger, NewTransaction, Posting};
 use crate::store::testing::stores;
-use crate::{Account, Accounts, Money};
+use crate::{Account, Accounts, Money, Store};
 
 /// 2026-05-15: the quarter before is January to March.
 const NOW: i64 = 1_778_803_200_000;

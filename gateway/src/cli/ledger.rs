@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Subcommand, ValueEnum};
+use coopgate_billing::ledger::funds::Spend;
 use coopgate_billing::ledger::patronage::{Labor, parse_share};
-use coopgate_billing::ledger::{AccountName, Ledger, Posted, Spend};
+use coopgate_billing::ledger::{AccountName, Ledger, Posted};
 use coopgate_billing::usage::{day_text, parse_day};
 use coopgate_billing::{Currency, Money};
 

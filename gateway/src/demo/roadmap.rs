@@ -5,7 +5,8 @@
 //! (`member@example.org`) can vote in from the portal. Everything goes
 //! through the same `Priorities` the gateway serves.
 
-use coopgate_billing::ledger::{AccountName, Ledger, Spend};
+use coopgate_billing::ledger::funds::Spend;
+use coopgate_billing::ledger::{AccountName, Ledger};
 use coopgate_billing::priorities::{Method, NewBallot, NewItem, Priorities, Vote, fund_account};
 use coopgate_billing::{Accounts, Money, Store};
 

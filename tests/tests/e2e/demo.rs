@@ -276,7 +276,8 @@ async fn the_demos_open_books_show_a_year_of_sample_activity_that_reconciles_wit
     let members = report["members"].as_array().unwrap().iter().find(|c| c["tier"] == "member").unwrap();
     assert!(members["accounts"].as_u64().unwrap() >= 7, "the sample members have their tier: {report}");
 
-    // The year's books are Stripe's to the cent, and the ledger shows the same income.
+    // The year's books are Stripe's to the cent (spending from a roadmap fund
+    // is no payout), and the ledger shows the same income.
     let reconciled = demo_cli(&["ledger", "reconcile"], dir_arg).await;
     assert!(reconciled.status.success(), "{}", String::from_utf8_lossy(&reconciled.stdout));
     let balances = demo_cli(&["ledger", "balance", "--json"], dir_arg).await;
@@ -288,6 +289,28 @@ async fn the_demos_open_books_show_a_year_of_sample_activity_that_reconciles_wit
         Some(total(&|t| minor(&t["memberships"]["Member"]))),
         "{balances}"
     );
+
+    // The sample roadmap: a closed ballot whose fund was shared out and partly
+    // spent, and an open one the demo's member votes in with its own key.
+    let roadmap = get(m["priorities"].as_str().unwrap(), &[]).await;
+    assert_eq!(roadmap.status, 200);
+    let view = get(&format!("{}.json", m["priorities"].as_str().unwrap()), &[]).await.json();
+    let closed = &view["closed"][0];
+    assert!(closed["ballots"].as_array().unwrap().len() >= 5, "the sample members voted: {view}");
+    assert!(closed["fund"][0]["minor"].as_i64().unwrap() > 0, "a quarter's membership income shared: {view}");
+    let spent: i64 = view["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["funds"].as_array().unwrap().iter().map(|f| f["spent"]["minor"].as_i64().unwrap()))
+        .sum();
+    assert!(spent > 0, "{view}");
+    let open = &view["open"][0];
+    let vote = format!(r#"{{"approve": [{}]}}"#, open["items"][0]["number"]);
+    let url = m["base_url"].as_str().unwrap().trim_end_matches('/').to_owned();
+    let url = format!("{url}/priorities/ballots/{}/vote", open["number"]);
+    let voted = post_json(&url, &[("x-api-key", m["member_api_key"].as_str().unwrap())], &vote).await;
+    assert_eq!(voted.status, 200, "{:?}", voted.body);
 
     // A download of the commons shows up, anonymously.
     let regions = m["bulk_files"].as_array().unwrap().iter().find(|f| f["name"] == "regions.csv").unwrap();
