@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::ledger::Ledger;
+use crate::priorities::Priorities;
 use crate::usage::{CommonsMonth, Usage, month_text, parse_month};
 use crate::{Accounts, Currency, Error, Money, Store};
 
@@ -68,14 +69,17 @@ enum Category {
     PatronageToReserve,
 }
 
-fn category(account: &str) -> Option<Category> {
+/// What `account` counts as, in a transaction of `leg`: the bank account
+/// counts as a payout only when Stripe paid out (or took a payout back),
+/// not when the co-op spends from it.
+fn category(account: &str, leg: &str) -> Option<Category> {
     if let Some(tier) = account.strip_prefix("Income:Memberships:") {
         return Some(Category::Membership(tier.to_owned()));
     }
     Some(match account {
         "Income:API:Metered" => Category::MeteredApi,
         "Income:Refunds" | "Income:Disputes" => Category::RefundsAndDisputes,
-        "Assets:Bank:Operating" => Category::Payouts,
+        "Assets:Bank:Operating" if matches!(leg, "payout" | "payout_reversal") => Category::Payouts,
         "Equity:Reserve:Collective" => Category::PatronageToReserve,
         a if a.starts_with("Expenses:Stripe:") => Category::Fees,
         a if a.starts_with("Equity:Members:") && a.ends_with(":Patronage") => Category::PatronageToMembers,
@@ -195,6 +199,28 @@ pub struct Report {
     pub members: Vec<TierCount>,
     /// Anonymous downloads of the commons per month and file.
     pub commons: Vec<CommonsMonth>,
+    /// Every roadmap item's designated fund now: what members' ballots gave
+    /// it, what was spent, what is left (the items are public; never a voter).
+    pub roadmap_funds: Vec<RoadmapFund>,
+}
+
+/// A roadmap item's fund in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoadmapFund {
+    /// The item's number.
+    pub item: i64,
+    /// Its title.
+    pub title: String,
+    /// Its status (`funded`, `in_progress`, `done` …).
+    pub status: String,
+    /// Upper-case ISO code.
+    pub currency: String,
+    /// Designated to it by ballots.
+    pub designated: Amount,
+    /// Spent from it.
+    pub spent: Amount,
+    /// Left.
+    pub remaining: Amount,
 }
 
 /// The months `from..=to` (`YYYY-MM`), or an error naming the bad one.
@@ -243,7 +269,7 @@ impl OpenBooks {
             }
             let month = totals.entry(month_text(tx.effective_at)).or_default();
             for p in &tx.postings {
-                if let Some(category) = category(p.account.as_str()) {
+                if let Some(category) = category(p.account.as_str(), &tx.leg) {
                     let c = p.amount.currency;
                     month.entry(c).or_insert_with(|| Totals::new(c)).add(category, p.amount.minor, c);
                 }
@@ -263,7 +289,29 @@ impl OpenBooks {
             .map(|(tier, accounts)| TierCount { tier, accounts })
             .collect();
         let commons = Usage::new(self.store.clone()).commons(start, end).await?;
-        Ok(Report { from: from.to_owned(), to: to.to_owned(), months, members, commons })
+        let roadmap = Priorities::new(self.store.clone(), []);
+        let items = roadmap.items(true).await?;
+        let mut roadmap_funds = Vec::new();
+        for (number, funds) in roadmap.funds().await? {
+            let item = items.iter().find(|i| i.number == number);
+            for f in funds {
+                let amount = |m: Money| {
+                    let mut a = Amount::default();
+                    a.add(m.minor, m.currency);
+                    a
+                };
+                roadmap_funds.push(RoadmapFund {
+                    item: number,
+                    title: item.map_or_else(String::new, |i| i.title.clone()),
+                    status: item.map_or("", |i| i.status.as_str()).to_owned(),
+                    currency: f.designated.currency.as_str().to_ascii_uppercase(),
+                    designated: amount(f.designated),
+                    spent: amount(f.spent),
+                    remaining: amount(f.remaining),
+                });
+            }
+        }
+        Ok(Report { from: from.to_owned(), to: to.to_owned(), months, members, commons, roadmap_funds })
     }
 }
 

@@ -226,6 +226,29 @@ async fn one_membership_casts_one_ballot_that_anyone_can_recount_and_its_fund_is
             funds["remaining"]["minor"].as_i64().unwrap()
         );
 
+        // The open books show the same fund, and spending from it is no payout.
+        let books = eventually(Duration::from_secs(10), "the fund on /transparency.json", || async {
+            let report = get(&b.gw.url("/transparency.json"), &[]).await.json();
+            let fund = report["roadmap_funds"].as_array().unwrap().iter().find(|f| f["item"] == i3).cloned();
+            match fund {
+                Some(f) if f["spent"]["minor_units"] == 10_000 => Ok((report, f)),
+                _ => Err(report),
+            }
+        })
+        .await;
+        let (report, fund) = books;
+        assert_eq!(fund["designated"]["minor_units"], funds["designated"]["minor"]);
+        assert_eq!(fund["remaining"]["minor_units"], funds["remaining"]["minor"]);
+        assert_eq!(fund["status"], "funded");
+        let payouts: i64 = report["months"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["currencies"].as_array().unwrap())
+            .map(|t| t["payouts"]["minor_units"].as_i64().unwrap())
+            .sum();
+        assert_eq!(payouts, 0, "nothing was paid out by Stripe: {report}");
+
         // No identity, anywhere public.
         let page = get(&b.gw.url("/priorities"), &[]).await;
         assert_eq!(page.status, 200);
