@@ -311,3 +311,127 @@ async fn the_upkeep_mails_members_when_a_ballot_opens_and_before_it_closes_then_
     assert_eq!(closed["closed"][0]["results"][0]["points"], 1);
     assert_eq!(ballot_mails().len(), 3, "one announcement per member and one reminder, never twice");
 }
+
+/// `coopgate priorities|ledger ARGS --config CONFIG`, as an operator runs it.
+async fn cli(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = coopgate_tests::process::coopgate();
+    cmd.args(args).args(["--config", config.to_str().unwrap()]);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+fn said(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn the_cli_adds_items_opens_and_closes_a_ballot_and_says_what_to_do_about_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("coopgate.db").display());
+    let config = dir.path().join("coopgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[store]
+url = "{url}"
+
+[tiers.anonymous]
+rank = 0
+
+[tiers.registered]
+rank = 10
+
+[tiers.member]
+rank = 20
+stripe_prices = ["price_a"]
+
+[[routes]]
+name = "api"
+path = "/api/"
+upstream = "http://127.0.0.1:9/"
+kind = "api"
+min_tier = "anonymous"
+
+[billing]
+success_url = "http://127.0.0.1:9/done"
+cancel_url = "http://127.0.0.1:9/cancel"
+portal_return_url = "http://127.0.0.1:9/back"
+
+[billing.stripe]
+api_base = "http://127.0.0.1:9/"
+secret_key = "sk_test_cli"
+webhook_secrets = ["whsec_cli"]
+
+[priorities]
+points = 10
+"#
+        ),
+    )
+    .unwrap();
+    let description = dir.path().join("hourly.md");
+    std::fs::write(&description, "Load **by the hour**.\n").unwrap();
+
+    let added = cli(
+        &config,
+        &[
+            "priorities",
+            "item",
+            "add",
+            "--title",
+            "Hourly data",
+            "--cost",
+            "500.00 usd",
+            "--json",
+            "--description-file",
+        ],
+    )
+    .await;
+    assert!(!added.status.success(), "a flag without its value is refused");
+    let d = description.to_str().unwrap();
+    let args = ["priorities", "item", "add", "--title", "Hourly data", "--description-file", d, "--cost", "500.00 usd"];
+    let added = cli(&config, &[&args[..], &["--json"]].concat()).await;
+    assert!(added.status.success(), "{}", said(&added));
+    let item: serde_json::Value = serde_json::from_slice(&added.stdout).unwrap();
+    assert_eq!((item["number"].as_i64(), item["status"].as_str()), (Some(1), Some("proposed")));
+    assert_eq!(item["description"], "Load **by the hour**.\n");
+    assert_eq!(item["cost"]["minor"], 50_000);
+    assert!(cli(&config, &["priorities", "item", "add", "--title", "A Parquet mirror"]).await.status.success());
+    let bad_cost = cli(&config, &["priorities", "item", "add", "--title", "X", "--cost", "5 bananas"]).await;
+    assert!(!bad_cost.status.success() && said(&bad_cost).contains("--cost"), "{}", said(&bad_cost));
+    let bad_status = cli(&config, &["priorities", "item", "set-status", "2", "shipped"]).await;
+    assert!(said(&bad_status).contains("not a status; use one of review, proposed"), "{}", said(&bad_status));
+    let listed = cli(&config, &["priorities", "item", "list"]).await;
+    assert!(said(&listed).contains("Hourly data") && said(&listed).contains("A Parquet mirror"), "{}", said(&listed));
+
+    let past = cli(&config, &["priorities", "ballot", "open", "--items", "1,2", "--closes", "2001-01-01"]).await;
+    assert!(said(&past).contains("must close in the future"), "{}", said(&past));
+    let vague = cli(&config, &["priorities", "ballot", "open", "--items", "1,2", "--closes", "soon"]).await;
+    assert!(said(&vague).contains("neither a day"), "{}", said(&vague));
+    let opened =
+        cli(&config, &["priorities", "ballot", "open", "--items", "1,2", "--closes", "2099-01-31", "--json"]).await;
+    assert!(opened.status.success(), "{}", said(&opened));
+    let ballot: serde_json::Value = serde_json::from_slice(&opened.stdout).unwrap();
+    assert_eq!(ballot["points"], 10, "priorities.points");
+    let n = ballot["number"].as_i64().unwrap();
+
+    let store = Store::connect(&url).await.unwrap();
+    let (member, _) = member(&store, "m@example.org", "member").await;
+    let p = coopgate_billing::priorities::Priorities::new(store.clone(), ["member".to_owned()]);
+    let vote = coopgate_billing::priorities::Vote::Points([(1, 7), (2, 3)].into());
+    p.vote(n, &member, &vote, now_ms()).await.unwrap();
+
+    let closed = cli(&config, &["priorities", "ballot", "close", &n.to_string()]).await;
+    assert!(closed.status.success(), "{}", said(&closed));
+    assert!(said(&closed).contains("turnout 1 of 1") && said(&closed).contains("7 points"), "{}", said(&closed));
+    let again = cli(&config, &["priorities", "ballot", "close", &n.to_string()]).await;
+    assert!(!again.status.success() && said(&again).contains("already"), "{}", said(&again));
+    // No membership income last quarter: nothing was designated, so nothing can be spent.
+    let spend = cli(&config, &["ledger", "spend", "--fund", "1", "--amount", "1.00 usd", "--memo", "Hosting"]).await;
+    assert!(!spend.status.success(), "{}", said(&spend));
+    assert!(
+        said(&spend).contains("Equity:Funds:Roadmap:1 holds USD 0.00, less than USD 1.00; nothing was booked"),
+        "{}",
+        said(&spend)
+    );
+    let listed = cli(&config, &["priorities", "ballot", "list"]).await;
+    assert!(said(&listed).contains(&format!("ballot {n}: closed")), "{}", said(&listed));
+}
