@@ -258,7 +258,7 @@ async fn sign_out(c: &Client, gw: &coopgate_tests::TestGateway) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_browser_an_owner_votes_for_the_organisation_and_its_developer_a_lapsed_member_and_a_user_cannot() {
+async fn in_a_browser_an_owner_votes_and_proposes_and_its_developer_a_lapsed_member_and_a_user_cannot_vote() {
     use coopgate_billing::Accounts;
     use coopgate_billing::portal::{Role, Seats};
     use coopgate_billing::priorities::{Method, NewBallot, NewItem, Priorities};
@@ -307,6 +307,15 @@ async fn in_a_browser_an_owner_votes_for_the_organisation_and_its_developer_a_la
     let shown = c.find(Locator::Id(&format!("points-{n}-{}", items[0]))).await.unwrap().prop("value").await.unwrap();
     assert_eq!(shown.as_deref(), Some("60"), "the page shows the current ballot");
     screenshot(&c, "roadmap-voted").await;
+    // A member proposes an item; it waits for the co-op's review, unpublished.
+    c.find(Locator::Id("title")).await.unwrap().send_keys("Station metadata").await.unwrap();
+    c.find(Locator::Id("cost")).await.unwrap().send_keys("200.00 usd").await.unwrap();
+    c.find(Locator::XPath("//button[text()='Propose']")).await.unwrap().click().await.unwrap();
+    let thanks = text_of(&c, "main p.notice[role=status]").await;
+    assert!(thanks.contains("reviews proposals before they are public"), "{thanks}");
+    let proposed = p.items(true).await.unwrap().into_iter().find(|i| i.title == "Station metadata").unwrap();
+    assert_eq!(proposed.status, coopgate_billing::priorities::Status::Review);
+    assert!(p.items(false).await.unwrap().iter().all(|i| i.title != "Station metadata"), "not public yet");
     sign_out(&c, &s.gw).await;
 
     // Its developer sees the ballot but cannot change it.
