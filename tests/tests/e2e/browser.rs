@@ -204,27 +204,12 @@ async fn in_a_browser_a_newcomer_makes_a_key_becomes_a_member_invites_a_develope
     assert_eq!(coopgate_tests::get(&s.gw.url("/api/rows"), &[("x-api-key", &key)]).await.status, 401);
     screenshot(&c, "keys-revoked").await;
 
-    c.find(Locator::Css("header nav button")).await.unwrap().click().await.unwrap();
-    c.wait().for_url(&s.gw.url("/portal/sign-in").parse().unwrap()).await.unwrap();
+    sign_out(&c, &s.gw).await;
 
     // The developer signs in from the invitation, acts for the member's account,
     // makes keys, and is refused billing.
-    c.wait().for_element(Locator::Id("email")).await.unwrap().send_keys("dev@example.org").await.unwrap();
-    c.find(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
-    c.wait().for_element(Locator::Id("code")).await.unwrap();
-    let mail = mails(outbox).into_iter().rev().find(|m| m["to"] == "dev@example.org" && m["code"].is_string()).unwrap();
-    c.goto(mail["link"].as_str().unwrap()).await.unwrap();
-    c.wait().for_element(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
-    c.wait().for_url(&s.gw.url("/portal").parse().unwrap()).await.unwrap();
-    c.find(Locator::LinkText("Organisation")).await.unwrap().click().await.unwrap();
-    c.wait()
-        .for_element(Locator::XPath("//label[contains(text(), 'newcomer@example.org as developer')]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::XPath("//button[text()='Act for this account']")).await.unwrap().click().await.unwrap();
+    sign_in(&c, &s.gw, outbox, "dev@example.org").await;
+    act_for(&c, "newcomer@example.org as developer").await;
     assert_eq!(text_of(&c, "#role").await, "developer");
     assert_eq!(text_of(&c, "h1").await, "Acting for newcomer@example.org");
     screenshot(&c, "acting-as-developer").await;
@@ -249,6 +234,15 @@ async fn sign_in(c: &Client, gw: &coopgate_tests::TestGateway, outbox: &std::pat
     c.goto(mail["link"].as_str().unwrap()).await.unwrap();
     c.wait().for_element(Locator::Css("main button[type=submit]")).await.unwrap().click().await.unwrap();
     c.wait().for_url(&gw.url("/portal").parse().unwrap()).await.unwrap();
+}
+
+/// Chooses the seat labelled `seat` (`org@example.org as developer`) on the
+/// organisation page and acts through it.
+async fn act_for(c: &Client, seat: &str) {
+    c.find(Locator::LinkText("Organisation")).await.unwrap().click().await.unwrap();
+    let label = format!("//label[contains(text(), '{seat}')]");
+    c.wait().for_element(Locator::XPath(&label)).await.unwrap().click().await.unwrap();
+    c.find(Locator::XPath("//button[text()='Act for this account']")).await.unwrap().click().await.unwrap();
 }
 
 /// Signs the browser out.
@@ -320,15 +314,7 @@ async fn in_a_browser_an_owner_votes_and_proposes_and_its_developer_a_lapsed_mem
 
     // Its developer sees the ballot but cannot change it.
     sign_in(&c, &s.gw, outbox, "dev@example.org").await;
-    c.find(Locator::LinkText("Organisation")).await.unwrap().click().await.unwrap();
-    c.wait()
-        .for_element(Locator::XPath("//label[contains(text(), 'org@example.org as developer')]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::XPath("//button[text()='Act for this account']")).await.unwrap().click().await.unwrap();
+    act_for(&c, "org@example.org as developer").await;
     c.wait().for_element(Locator::Id("role")).await.unwrap();
     c.find(Locator::LinkText("Roadmap")).await.unwrap().click().await.unwrap();
     let why = text_of(&c, "main p.notice").await;
