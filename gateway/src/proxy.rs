@@ -168,7 +168,12 @@ impl Proxy {
         };
         let request = Request::from_parts(parts, body);
 
-        let sent = tokio::time::timeout(self.timeouts.response, self.pool.send(route.id.0, upstream, request)).await;
+        // The send boxed on its own: inline, its future (checkout, send and the
+        // retry on a fresh connection) was copied into the timeout, into this
+        // future and into the proxy's box on every request (bench/HISTORY.md,
+        // 2026-12-07), which costs more than the allocation.
+        let send = Box::pin(self.pool.send(route.id.0, upstream, request));
+        let sent = tokio::time::timeout(self.timeouts.response, send).await;
         let (sender, resp) = match sent {
             Err(_) => {
                 return Err(Error::UpstreamTimeout { route: route.name.clone(), phase: "respond" });
