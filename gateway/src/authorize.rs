@@ -1,8 +1,8 @@
 //! Authorization: may this caller use this route?
 //!
 //! Tiers are ordered by rank; a route names the lowest tier that may use it.
-//! A caller below it gets [`Error::TierTooLow`] (403). Reads [`Caller`] and
-//! [`MatchedRoute`] from the request extensions; adds nothing.
+//! A caller below it gets [`Error::TierTooLow`] (403). Reads the [`Caller`](crate::caller::Caller)
+//! and [`MatchedRoute`] of the request's [`Proxied`]; adds nothing.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,9 +12,8 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::body::Body;
-use crate::caller::Caller;
 use crate::error::Error;
-use crate::route::MatchedRoute;
+use crate::route::{MatchedRoute, Proxied};
 use crate::tier::Tiers;
 
 /// Adds [`Authorize`].
@@ -60,9 +59,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (Some(caller), Some(MatchedRoute(route))) =
-            (req.extensions().get::<Caller>(), req.extensions().get::<MatchedRoute>())
-        else {
+        let Some((MatchedRoute(route), caller)) = Proxied::routed(req.extensions()) else {
             return Either::Left(std::future::ready(Err(Error::internal(
                 "authorize layer placed above identify or route",
             ))));
@@ -88,7 +85,7 @@ mod tests {
     use tower::{ServiceExt, service_fn};
 
     use super::*;
-    use crate::caller::CallerKey;
+    use crate::caller::{Caller, CallerKey};
     use crate::metrics::Metrics;
     use crate::route::RouteTable;
     use crate::tier::TierId;
@@ -111,10 +108,10 @@ mod tests {
         let origin = service_fn(|_req: Request<()>| async { Ok::<_, Error>(Response::new(crate::body::empty())) });
         let svc = AuthorizeLayer::new(tiers, upgrade.map(Arc::from)).layer(origin);
         let mut req = Request::new(());
-        req.extensions_mut().insert(MatchedRoute(route));
+        Proxied::of(req.extensions_mut()).route = Some(MatchedRoute(route));
         if let Some(tier) = tier {
             let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-            req.extensions_mut().insert(Caller {
+            Proxied::of(req.extensions_mut()).caller = Some(Caller {
                 key: CallerKey::for_ip(ip),
                 tier,
                 ip,

@@ -20,7 +20,7 @@
 //! always a 401, never a silent downgrade to anonymous access; a store that
 //! cannot be asked is a 503.
 //!
-//! Puts a [`Caller`] into the request extensions, and for a key or token an
+//! Puts a [`Caller`] into the request's [`Proxied`], and for a key or token an
 //! [`Owner`] (the account and credential usage is recorded against).
 
 use std::net::IpAddr;
@@ -38,6 +38,7 @@ use crate::body::Body;
 use crate::config::{KeyScope, MemberScope};
 use crate::error::Error;
 use crate::keys::{Cheap, Keys, PresentedKey, Rejection, VerifiedKey};
+use crate::route::Proxied;
 use crate::tier::Tiers;
 use crate::tokens::{Claims, Standing, TokenRejection, Tokens};
 
@@ -284,11 +285,11 @@ pub struct Identify<S> {
     layer: IdentifyLayer,
 }
 
-/// Puts an identified caller into the request extensions.
+/// Puts an identified caller into the request's [`Proxied`].
 fn insert<B>(req: &mut Request<B>, who: Identified) {
-    let ext = req.extensions_mut();
-    ext.insert(who.caller);
-    ext.insert(who.owner);
+    let proxied = Proxied::of(req.extensions_mut());
+    proxied.caller = Some(who.caller);
+    proxied.owner = Some(who.owner);
 }
 
 impl<S, B> Service<Request<B>> for Identify<S>
@@ -311,7 +312,7 @@ where
         match resolver.resolve(req.headers(), ip) {
             Err(e) => IdentifyFuture::Ready { error: Some(e) },
             Ok(Resolution::Anonymous(caller)) => {
-                req.extensions_mut().insert(caller);
+                Proxied::of(req.extensions_mut()).caller = Some(caller);
                 IdentifyFuture::Inner { inner: self.inner.call(req) }
             }
             Ok(Resolution::Known(who)) => {
@@ -383,7 +384,8 @@ mod tests {
         /// key kind, whether an owner was set, and whether the key header went on.
         fn origin() -> Origin {
             Origin::new(service_fn(|req: Request<()>| async move {
-                let caller = req.extensions().get::<Caller>().copied().expect("a caller");
+                let proxied = req.extensions().get::<Proxied>().expect("identified");
+                let caller = proxied.caller.expect("a caller");
                 let kind = match caller.key {
                     CallerKey::Ip(_) => "ip",
                     CallerKey::Key(_) => "key",
@@ -392,7 +394,7 @@ mod tests {
                 let resp = Response::builder()
                     .header("x-tier", caller.tier.0)
                     .header("x-kind", kind)
-                    .header("x-owner", u16::from(req.extensions().get::<Owner>().is_some()))
+                    .header("x-owner", u16::from(proxied.owner.is_some()))
                     .header(
                         "x-key-forwarded",
                         u16::from(

@@ -3,8 +3,9 @@
 //! Records every routed outcome, refusals included, by route, status and tier;
 //! the time to the response head; and the response body bytes actually sent
 //! (counted as the body streams, so an aborted or ranged download counts what
-//! left the gateway, not what the file holds). Reads [`Caller`] and
-//! [`MatchedRoute`]; never answers by itself and never waits on anything.
+//! left the gateway, not what the file holds). Reads the [`Caller`] and
+//! [`MatchedRoute`] of the request's [`Proxied`]; never answers by itself
+//! and never waits on anything.
 //!
 //! For a request with an [`Owner`] (an API key or member token), also records
 //! its use for billing ([`usage`]): account, credential, route, status class,
@@ -30,7 +31,7 @@ use crate::caller::{Caller, Owner};
 use crate::config::RouteKind;
 use crate::error::Error;
 use crate::metrics::{Metrics, RouteMetrics, UpstreamErrorLabels};
-use crate::route::{MatchedRoute, Route};
+use crate::route::{MatchedRoute, Proxied, Route};
 use crate::tier::{TierId, Tiers};
 
 /// Adds [`Meter`].
@@ -77,12 +78,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let ext = req.extensions();
-        let labels = match (ext.get::<Caller>(), ext.get::<MatchedRoute>()) {
+        let proxied = req.extensions().get::<Proxied>();
+        let (caller, route, owner): (Option<&Caller>, Option<&MatchedRoute>, Option<&Owner>) =
+            proxied.map_or((None, None, None), |p| (p.caller.as_ref(), p.route.as_ref(), p.owner.as_ref()));
+        let labels = match (caller, route) {
             (Some(caller), Some(route)) => Some((route.0.clone(), caller.tier)),
             _ => None,
         };
-        let counted = match (&self.layer.usage, ext.get::<Owner>(), ext.get::<MatchedRoute>()) {
+        let counted = match (&self.layer.usage, owner, route) {
             (Some(recorder), Some(owner), _) => Some((recorder.clone(), Counted::Owner(owner.clone()))),
             (Some(recorder), None, Some(route))
                 if route.0.kind == RouteKind::Bulk && req.method() == http::Method::GET =>
@@ -198,8 +201,9 @@ mod tests {
 
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut req = Request::new(());
-        req.extensions_mut().insert(MatchedRoute(routes.iter().next().expect("a route").clone()));
-        req.extensions_mut().insert(Caller {
+        let proxied = Proxied::of(req.extensions_mut());
+        proxied.route = Some(MatchedRoute(routes.iter().next().expect("a route").clone()));
+        proxied.caller = Some(Caller {
             key: CallerKey::for_ip(ip),
             tier: tiers.anonymous(),
             ip,
@@ -207,7 +211,7 @@ mod tests {
             account: None,
             spend_cap: None,
         });
-        req.extensions_mut().insert(Owner { account: Arc::from("acct_1"), credential: CredentialId::Token });
+        proxied.owner = Some(Owner { account: Arc::from("acct_1"), credential: CredentialId::Token });
         let resp = svc.oneshot(req).await.expect("admitted");
         assert!(metrics.encode().contains(r#"requests_total{route="api",status="200",tier="anonymous"} 1"#));
         assert_eq!(recorder.lines(), 0, "use is recorded when the body is done, not before");

@@ -57,7 +57,6 @@ use http::{HeaderValue, header};
 use crate::config::{Config, PortalConfig};
 use crate::error::Error;
 use crate::keys::Keys;
-use crate::request_id::RequestId;
 use crate::tokens::Tokens;
 
 use state::{Portal, PortalState};
@@ -213,7 +212,7 @@ async fn error_page(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let id = req.extensions().get::<RequestId>().and_then(|r| r.0.to_str().ok()).unwrap_or("-").to_owned();
+    let id = crate::request_id::of(&req).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
     match crate::handler_error::take_error(next.run(req).await) {
         Ok(resp) => resp,
         Err(e) => {

@@ -21,7 +21,6 @@ use tower::{Layer, Service};
 
 use crate::body::{self, Body};
 use crate::error::Error;
-use crate::request_id::RequestId;
 
 /// Problem types are URNs: stable names that documentation can list (README, "Problems").
 const TYPE_PREFIX: &str = "urn:coopgate:problem:";
@@ -496,7 +495,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+        let id = crate::request_id::of(&req).cloned();
         ProblemFuture { inner: self.inner.call(req), id }
     }
 }
@@ -789,7 +788,7 @@ mod tests {
         let failing =
             ProblemLayer.layer(service_fn(|_: Request<()>| async { Err::<Response<Body>, _>(Error::BillingOff) }));
         let mut req = Request::new(());
-        req.extensions_mut().insert(RequestId(HeaderValue::from_static("req-layer")));
+        req.headers_mut().insert(&crate::request_id::X_REQUEST_ID, HeaderValue::from_static("req-layer"));
         let resp = failing.oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
         let doc: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();

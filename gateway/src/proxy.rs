@@ -14,10 +14,10 @@
 //! only to callers of the window's tier; others get 403 with the date it becomes
 //! public (no date from the origin: 403, members-only content never leaks).
 //!
-//! Reads [`MatchedRoute`] and [`Caller`] from the request extensions. Answers
-//! 502 (unreachable, reset), 504 (timeout), 413 (a body over `max_body`
-//! without a `Content-Length`), 400 (a request body the client garbled, such
-//! as a malformed chunk) and 403 (early access).
+//! Reads the [`MatchedRoute`] and [`Caller`](crate::caller::Caller) of the
+//! request's [`Proxied`]. Answers 502 (unreachable, reset), 504 (timeout), 413
+//! (a body over `max_body` without a `Content-Length`), 400 (a request body the
+//! client garbled, such as a malformed chunk) and 403 (early access).
 
 mod client_body;
 pub(crate) mod headers;
@@ -44,10 +44,10 @@ pub use crate::upstream::ConnPool;
 pub use idle::IdleTimeout;
 
 use crate::body::{self, Body};
-use crate::caller::{Caller, ConnInfo};
+use crate::caller::ConnInfo;
 use crate::config::ProxyConfig;
 use crate::error::{BoxError, Error};
-use crate::route::MatchedRoute;
+use crate::route::{MatchedRoute, Proxied};
 use crate::tier::Tiers;
 
 /// Timeouts shared by every route.
@@ -115,8 +115,7 @@ impl Service<Request<Incoming>> for Proxy {
 
 impl Proxy {
     async fn forward(self, req: Request<Incoming>) -> Result<Response<Body>, Error> {
-        let (Some(MatchedRoute(route)), Some(caller)) =
-            (req.extensions().get::<MatchedRoute>().cloned(), req.extensions().get::<Caller>().copied())
+        let Some((MatchedRoute(route), caller)) = Proxied::routed(req.extensions()).map(|(r, c)| (r.clone(), *c))
         else {
             return Err(Error::internal("proxy reached without a route or caller"));
         };
@@ -169,7 +168,12 @@ impl Proxy {
         };
         let request = Request::from_parts(parts, body);
 
-        let sent = tokio::time::timeout(self.timeouts.response, self.pool.send(route.id.0, upstream, request)).await;
+        // The send boxed on its own: inline, its future (checkout, send and the
+        // retry on a fresh connection) was copied into the timeout, into this
+        // future and into the proxy's box on every request (bench/HISTORY.md,
+        // 2026-12-07), which costs more than the allocation.
+        let send = Box::pin(self.pool.send(route.id.0, upstream, request));
+        let sent = tokio::time::timeout(self.timeouts.response, send).await;
         let (sender, resp) = match sent {
             Err(_) => {
                 return Err(Error::UpstreamTimeout { route: route.name.clone(), phase: "respond" });

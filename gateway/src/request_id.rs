@@ -4,8 +4,9 @@
 //! A client's `X-Request-Id` is kept when it is short printable ASCII, so that ids
 //! from a load balancer follow the request through; otherwise one is made from a
 //! per-process random prefix and a counter (cheap: no UUID formatting per request).
-//! The id goes into the request extensions as [`RequestId`], onward to the
-//! upstream, and back on the response. Never answers by itself.
+//! The id stays in the request's `X-Request-Id` header, where the layers below
+//! read it ([`of`]) and whence it goes on to the upstream, and comes back on the
+//! response. Never answers by itself.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,9 +24,13 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest client-supplied id kept.
 const MAX_CLIENT_ID: usize = 128;
 
-/// The request's id, in its extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub HeaderValue);
+/// The id of a request that passed [`RequestIdService`]: its `X-Request-Id`,
+/// which the layer keeps or sets. Read from the header rather than carried in
+/// an extension of its own: an entry there costs an allocation and a hash
+/// insert on every request (bench/HISTORY.md, 2026-12-07).
+pub fn of<B>(req: &Request<B>) -> Option<&HeaderValue> {
+    req.headers().get(&X_REQUEST_ID)
+}
 
 /// Makes ids unique within a process and, by the random prefix, across restarts and replicas.
 #[derive(Debug)]
@@ -129,7 +134,6 @@ where
                 id
             }
         };
-        req.extensions_mut().insert(RequestId(id.clone()));
         let access = self.layer.access_log.then(|| AccessLine {
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -190,7 +194,7 @@ mod tests {
     use tower::ServiceExt;
 
     async fn echo_id(req: Request<()>) -> Result<Response<String>, Infallible> {
-        let id = req.extensions().get::<RequestId>().unwrap().0.to_str().unwrap().to_owned();
+        let id = of(&req).unwrap().to_str().unwrap().to_owned();
         Ok(Response::new(id))
     }
 

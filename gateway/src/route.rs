@@ -5,7 +5,7 @@
 //! ([`host`], 400), the path (dot segments and encoded NULs, 400) and the
 //! declared body size against the route's `max_body` (413), matches the
 //! longest path prefix (404 when none), and puts the [`MatchedRoute`] into
-//! the request extensions for every layer below. It never reads the body.
+//! the request's [`Proxied`] for every layer below. It never reads the body.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,6 +14,7 @@ use http::{Request, Response, header};
 use tower::{Layer, Service};
 
 use crate::body::Body;
+use crate::caller::{Caller, Owner};
 use crate::config::{ByteSize, Config, RouteKind};
 use crate::error::Error;
 use crate::metrics::{Metrics, RouteMetrics};
@@ -130,9 +131,37 @@ impl RouteTable {
     }
 }
 
-/// The route a request matched, in its extensions.
+/// The route a request matched, in its [`Proxied`].
 #[derive(Debug, Clone)]
 pub struct MatchedRoute(pub Arc<Route>);
+
+/// What the layers of the proxy path learn about a request, carried in its
+/// extensions as one entry: `route` puts the route here, `identify` the
+/// caller and whose request it is, and the layers below read them. One entry
+/// rather than one per type, because each entry costs an allocation and each
+/// read a hash lookup, on every request (bench/HISTORY.md, 2026-12-07).
+#[derive(Debug, Clone, Default)]
+pub struct Proxied {
+    /// The route matched, set by `route`.
+    pub route: Option<MatchedRoute>,
+    /// The identified caller, set by `identify`.
+    pub caller: Option<Caller>,
+    /// The account and credential of a key or token, set by `identify`.
+    pub owner: Option<Owner>,
+}
+
+impl Proxied {
+    /// The request's route and caller, once both are known.
+    pub fn routed(ext: &http::Extensions) -> Option<(&MatchedRoute, &Caller)> {
+        let proxied = ext.get::<Proxied>()?;
+        Some((proxied.route.as_ref()?, proxied.caller.as_ref()?))
+    }
+
+    /// The entry of `ext`, made empty when there is none yet.
+    pub fn of(ext: &mut http::Extensions) -> &mut Proxied {
+        ext.get_or_insert_default::<Proxied>()
+    }
+}
 
 /// Adds [`RouteService`].
 #[derive(Clone)]
@@ -217,7 +246,7 @@ where
         if declared.is_some_and(|n| n > route.max_body.0) {
             return reject(Error::PayloadTooLarge { limit: route.max_body });
         }
-        req.extensions_mut().insert(MatchedRoute(route.clone()));
+        Proxied::of(req.extensions_mut()).route = Some(MatchedRoute(route.clone()));
         Either::Right(self.inner.call(req))
     }
 }

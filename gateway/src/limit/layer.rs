@@ -12,9 +12,8 @@ use tower::{Layer, Service};
 
 use super::limits::{Admission, Check, Limits};
 use crate::body::{self, Body};
-use crate::caller::{Caller, Owner};
 use crate::error::Error;
-use crate::route::MatchedRoute;
+use crate::route::Proxied;
 
 /// Adds [`Limit`].
 #[derive(Clone)]
@@ -59,14 +58,16 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (Some(caller), Some(route)) = (req.extensions().get::<Caller>(), req.extensions().get::<MatchedRoute>())
-        else {
+        let Some(proxied) = req.extensions().get::<Proxied>() else {
+            return LimitFuture::Refused { error: Some(Error::internal("limit layer placed above identify or route")) };
+        };
+        let (Some(caller), Some(route)) = (&proxied.caller, &proxied.route) else {
             return LimitFuture::Refused { error: Some(Error::internal("limit layer placed above identify or route")) };
         };
         // A HEAD is answered with a length but no body: it never takes bytes.
         let head = req.method() == http::Method::HEAD;
-        // The owner is looked up only while counts Redis lost may need seeding.
-        let owner = if self.limits.reseeding() { req.extensions().get::<Owner>() } else { None };
+        // The owner is read only while counts Redis lost may need seeding.
+        let owner = if self.limits.reseeding() { proxied.owner.as_ref() } else { None };
         match self.limits.check(caller, route, owner) {
             Check::Ready(Ok(admission)) => LimitFuture::Admitted {
                 inner: self.inner.call(req),
@@ -214,8 +215,9 @@ mod tests {
         let request = move |last: u8| {
             let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, last));
             let mut req = Request::new(());
-            req.extensions_mut().insert(MatchedRoute(route.clone()));
-            req.extensions_mut().insert(Caller {
+            let proxied = Proxied::of(req.extensions_mut());
+            proxied.route = Some(crate::route::MatchedRoute(route.clone()));
+            proxied.caller = Some(crate::caller::Caller {
                 key: crate::caller::CallerKey::for_ip(ip),
                 tier: anonymous,
                 ip,
