@@ -5,7 +5,7 @@
 //!
 //! This module owns `roadmap_items`, `roadmap_ballots`, `roadmap_ballot_items`,
 //! `roadmap_votes`, `roadmap_voters` and `roadmap_endorsements` (migration
-//! 0013): nothing else holds SQL on them. It posts through [`Ledger::post`]
+//! 0013): nothing else holds SQL on them. It posts through [`crate::ledger::Ledger::post`]
 //! only. [`items`] are the roadmap, [`ballots`] open, take votes and close
 //! once, [`tally`] is the arithmetic anyone can redo from the published
 //! results.

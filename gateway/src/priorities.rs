@@ -1,5 +1,5 @@
 //! The roadmap members steer, a part of the gateway's own site
-//! ([`crate::site`]) when it has a store:
+//! (`crate::site`) when it has a store:
 //!
 //! - `GET /priorities` (HTML, no script, readable without JavaScript, like
 //!   the open books) and `GET /priorities.json` (the same, as data): public
