@@ -190,8 +190,8 @@ async fn ballots(s: &Shared) {
     }
     let Some(portal) = &s.config.portal else { return };
     let mailings = match p.take_mailings(now_ms(), s.config.priorities.remind_before.as_millis() as i64).await {
-        Ok(m) => m,
-        Err(_) => return,
+        Ok(m) if !m.is_empty() => m,
+        _ => return,
     };
     let mailer = match crate::portal::mail::Mailer::from_config(&portal.mail) {
         Ok(m) => m,
