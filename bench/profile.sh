@@ -5,6 +5,7 @@
 #
 #   bash bench/run.sh          # once: builds the binaries, writes bench/out/coopgate.toml
 #   bash bench/profile.sh      # writes bench/out/callgrind.{coopgate,bare}.out and prints the totals
+#   PROFILE_HEADER="X-API-Key: cg_…" bash bench/profile.sh   # the same request with a credential
 #
 # Needs valgrind and wrk (Debian packages). Profiles the anonymous small-JSON
 # request, the same config and origin as the benchmark's first coopgate run.
@@ -14,6 +15,8 @@ ROOT=$(pwd)
 OUT="$ROOT/bench/out"
 UP_PORT=19000 GW_PORT=19080 BARE_PORT=19083
 DURATION="${PROFILE_DURATION:-20s}"
+# A header every request carries (an API key, a member token), or none.
+HEADER=(); [ -n "${PROFILE_HEADER:-}" ] && HEADER=(-H "$PROFILE_HEADER")
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/coopgate"
 BARE="${CARGO_TARGET_DIR:-$ROOT/target}/release/coopgate-bare-proxy"
 for tool in valgrind wrk callgrind_annotate; do
@@ -38,10 +41,10 @@ profile() {
   local pid=$!
   wait_port "$port"
   # A warm-up, so that connection set-up and first-use caches are not in the count.
-  wrk -t1 -c8 -d2s "http://127.0.0.1:$port/api/v1/regions" >/dev/null
+  wrk -t1 -c8 -d2s "${HEADER[@]}" "http://127.0.0.1:$port/api/v1/regions" >/dev/null
   valgrind_zero "$pid"
   local requests
-  requests=$(wrk -t1 -c8 -d"$DURATION" "http://127.0.0.1:$port/api/v1/regions" | awk '/requests in/ {print $1}')
+  requests=$(wrk -t1 -c8 -d"$DURATION" "${HEADER[@]}" "http://127.0.0.1:$port/api/v1/regions" | awk '/requests in/ {print $1}')
   # coopgate stops gracefully on SIGINT; the bare proxy has no handler and
   # valgrind keeps it running on SIGINT, so it gets SIGTERM. Either way
   # callgrind writes its profile on exit.

@@ -206,10 +206,12 @@ impl Resolver {
         let tiers = &self.tiers;
         let claimed = tiers.id(&claims.tier).unwrap_or(tiers.anonymous());
         let allowed = tiers.id(&current.tier).unwrap_or(tiers.anonymous());
+        // A SHA-256 each: computed once, used for both.
+        let account = account_key(&claims.sub);
         let key = match (self.member_scope, &claims.org) {
             // Prefixed so that an organisation never shares a key with an account id.
             (MemberScope::Org, Some(org)) => CallerKey::Account(account_key(&format!("org:{org}"))),
-            _ => CallerKey::Account(account_key(&claims.sub)),
+            _ => CallerKey::Account(account),
         };
         Identified {
             caller: Caller {
@@ -217,7 +219,7 @@ impl Resolver {
                 tier: claimed.min(allowed),
                 ip,
                 billing_anchor: current.billing_anchor,
-                account: Some(account_key(&claims.sub)),
+                account: Some(account),
                 spend_cap: current.spend_cap,
             },
             owner: Owner { account: Arc::from(claims.sub.as_str()), credential: CredentialId::Token },

@@ -23,6 +23,7 @@ pub mod error;
 #[cfg(any(fuzzing, test))]
 pub mod fuzz;
 mod handler_error;
+mod hashing;
 mod identify;
 pub mod invalidate;
 pub mod keys;

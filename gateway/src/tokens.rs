@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use coopgate_billing::{Account, AccountId, Accounts, Store};
-use dashmap::DashMap;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -30,6 +29,7 @@ pub use claims::{Claims, MAX_TOKEN_BYTES, Standing, TokenRejection};
 
 use crate::config::TokensConfig;
 use crate::error::Error;
+use crate::hashing::DashMap;
 use crate::store_reads::{CacheTtl, timely};
 
 /// Verified tokens remembered at most; past this the memory is cleared and
@@ -154,7 +154,7 @@ impl Tokens {
             max_ttl: config.max_ttl,
             own_kids,
             store,
-            accounts: DashMap::new(),
+            accounts: DashMap::default(),
             ttl: CacheTtl::default(),
             remote: Default::default(),
             jwks_source: config
@@ -172,7 +172,7 @@ impl Tokens {
                 })
                 .transpose()?,
             refetch_interval: config.jwks_refetch_interval,
-            verified: DashMap::new(),
+            verified: DashMap::default(),
         })
     }
 

@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 
 use coopgate_billing::accounts::ApiKeys;
 use coopgate_billing::{Money, Store};
-use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
@@ -18,6 +17,7 @@ use super::format::{KeyId, PresentedKey, Rejection, digest};
 use crate::account_key::account_key;
 use crate::config::digest_from_hex;
 use crate::error::Error;
+use crate::hashing::DashMap;
 use crate::limit::now_ms;
 use crate::store_reads::{CacheTtl, timely};
 
@@ -148,8 +148,8 @@ impl Keys {
             rows: ApiKeys::new(store.clone()),
             store,
             ttl: CacheTtl::default(),
-            cache: DashMap::new(),
-            inflight: DashMap::new(),
+            cache: DashMap::default(),
+            inflight: DashMap::default(),
             watermark: Mutex::new(now_ms()),
         }
     }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
@@ -17,6 +16,7 @@ use governor::{Quota, RateLimiter};
 use super::period;
 use crate::caller::CallerKey;
 use crate::config::{LimitConfig, OnRedisError, Period, QuotaReset, RouteKind};
+use crate::hashing::{DashMap, Fast};
 
 /// What a policy counts against: the caller, separately per route kind, so that
 /// a bulk download does not use up a caller's query budget or the reverse.
@@ -26,8 +26,8 @@ pub type LimitKey = (CallerKey, RouteKind);
 /// down to 90% of the cap (so that a full map is not trimmed on every pass):
 /// memory stays bounded, and a forgotten caller gets back at most the few
 /// requests or bytes it had used. Returns how many were forgotten.
-pub fn forget_least_used<K: Eq + std::hash::Hash + Clone, V>(
-    map: &DashMap<K, V>,
+pub fn forget_least_used<K: Eq + std::hash::Hash + Clone, V, S: std::hash::BuildHasher + Clone>(
+    map: &dashmap::DashMap<K, V, S>,
     cap: usize,
     used: impl Fn(&V) -> u64,
     may_forget: impl Fn(&V) -> bool,
@@ -225,7 +225,7 @@ impl Counter {
     }
 }
 
-type GcraLimiter<C> = RateLimiter<LimitKey, DashMapStateStore<LimitKey>, C, StateInformationMiddleware>;
+type GcraLimiter<C> = RateLimiter<LimitKey, DashMapStateStore<LimitKey, Fast>, C, StateInformationMiddleware>;
 
 /// A policy's in-process state.
 enum State<C: Clock> {
@@ -263,13 +263,13 @@ impl<C: Clock + Clone> LocalPolicy<C> {
                     .expect("interval is non-zero")
                     .allow_burst(NonZeroU32::new(*burst).expect("burst is at least 1"));
                 State::Rate(
-                    RateLimiter::dashmap_with_clock(quota, clock.clone())
+                    RateLimiter::dashmap_with_clock_and_hasher(quota, clock.clone(), Fast::default())
                         .with_middleware::<StateInformationMiddleware>(),
                 )
             }
             Kind::Quota { limit, .. } | Kind::Bytes { limit, .. } => {
                 *limit = (*limit / u64::from(share)).max(1);
-                State::Counts(DashMap::new())
+                State::Counts(DashMap::default())
             }
         };
         LocalPolicy { policy, state }

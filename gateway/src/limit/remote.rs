@@ -27,13 +27,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
-
 pub use leases::LeaseKey;
 pub use script::{Part, redis_key};
 
 use super::policy::{Counter, Kind, LimitKey, LocalPolicy, Policy, Verdict, forget_least_used};
 use crate::config::LimitsConfig;
+use crate::hashing::DashMap;
 use crate::metrics::Metrics;
 use crate::redis_target::{RedisConnection, RedisTarget};
 use breaker::{Breaker, Closed, HEARTBEAT};
@@ -115,7 +114,7 @@ impl Remote {
             live: AtomicU32::new(1),
             leases: Leases::new(config.lease_max, config.lease_ttl),
             pending: PendingCounts::default(),
-            known: DashMap::new(),
+            known: DashMap::default(),
             policies,
             fallback: RwLock::new(Arc::new(fallback)),
             max_callers: config.max_callers,

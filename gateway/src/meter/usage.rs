@@ -21,7 +21,6 @@
 pub mod journal;
 mod spill;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +32,7 @@ use coopgate_billing::usage::{CommonsLine, Usage, UsageLine};
 use crate::caller::{CredentialId, Owner};
 use crate::config::{Billable, status_class};
 use crate::error::Error;
+use crate::hashing::HashMap;
 use crate::metrics::Metrics;
 use crate::route::{Route, RouteTable};
 pub use journal::{Batch, Journal};

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use dashmap::DashMap;
-
 use super::script::hash_tag;
+use crate::hashing::DashMap;
 use crate::limit::policy::{Counter, forget_least_used};
 use crate::redis_target::RedisConnection;
 

@@ -7,10 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
-
 use super::script::Part;
 use crate::caller::CallerKey;
+use crate::hashing::DashMap;
 use crate::limit::policy::Verdict;
 
 /// Which lease a request draws from: one per caller, tier and route, because
@@ -76,7 +75,7 @@ pub(super) struct Leases {
 
 impl Leases {
     pub(super) fn new(max: u32, ttl: Duration) -> Self {
-        Leases { held: DashMap::new(), max: max.max(1), ttl }
+        Leases { held: DashMap::default(), max: max.max(1), ttl }
     }
 
     /// `limits.lease_ttl`.
