@@ -321,7 +321,7 @@ coopgate / nginx throughput: **$(ratio "$G_RPS" "$N_RPS")** (target ≥ 1.05×);
 p99 coopgate / nginx: **$(ratio "$G_P99" "$N_P99")** (target ≤ 1.00×).
 With an API key (cached after the first request) / anonymous: **$(ratio "$K_RPS" "$G_RPS")**;
 with a member token (signature checked once, then cached by hash) / anonymous:
-**$(ratio "$J_RPS" "$G_RPS")** (target for both ≥ 0.95×: auth costs at most 5%).
+**$(ratio "$J_RPS" "$G_RPS")** (target for both ≥ 0.97×: auth costs at most 3%).
 With a metered API key, every request's use counted and flushed to the store
 each second / anonymous: **$(ratio "$M_RPS" "$G_RPS")** (target ≥ 0.95×). The
 store holds $M_RECORDED requests of that run; coopgate's request counter
@@ -381,23 +381,27 @@ what was tried is in \`bench/HISTORY.md\`.
 - **Small JSON against nginx, and coopgate's own work** (targets ≥ 1.05× and
   p99 ≤ 1.00×; ≤ 1 µs above the bare proxy): missed. The bare proxy runs at
   $(ratio "$B_RPS" "$N_RPS") of nginx in this run, so hyper and tokio are not
-  the gap; coopgate's work is: **$G_OVER_BARE µs** of CPU per request here, and
-  on 2026-12-02 about 17,500 instructions a request above the bare proxy's
-  21,600 (39,100 in all, down from 53,800 on 2026-11-30). What is left is
-  spread thin, none of it above 2,000 instructions a request: moving each
-  request and response through nine layers (memcpy, about 2,000 more than the
-  bare proxy), inserting the headers the gateway adds (four forwarding
-  headers, \`RateLimit-Policy\`, \`RateLimit\`, \`X-Request-Id\` both ways, \`Host\`:
-  about 2,000 with their hashing), 16 more allocations (22 a request against
-  the bare proxy's 6: boxed futures and
-  bodies, the request's extensions, header values), the response timer, and
-  each layer's own few hundred. Reaching 1 µs would mean a stack of fewer
-  layers that share one per-request state instead of request extensions, a
-  larger change than this issue's; the next steps are in \`bench/HISTORY.md\`.
-- **API key and member token against anonymous** (≥ 0.95×): at or just under
-  the target from run to run (0.91-0.99× in five runs on 2026-12-02); a cached key costs
-  one sharded map read and a SHA-256 of the secret, a token one hash-keyed
-  cache read. Within one run's noise of the target; not a measured regression.
+  the gap; coopgate's work is: **$G_OVER_BARE µs** of CPU per request here.
+  By the last profile (2026-12-08, \`bench/profile.sh\`): 40,829 instructions
+  a request against the bare proxy's 21,552, +19,300. It is spread thin, none
+  of it above 2,100 a request: moving the request and each layer's future
+  through nine layers (memcpy 3,480 against the bare proxy's 1,450), the
+  headers the gateway adds or reads (four forwarding headers,
+  \`RateLimit-Policy\`, \`RateLimit\`, \`X-Request-Id\` both ways, the \`Host\`
+  check: about 2,600 with their hashing), 16 more allocations, the limiter's
+  check (about 1,700), hyper's header-read timer (a slow-client defence the
+  bare proxy lacks), the connection's close and stop signals polled on each
+  wake (about 350), and each layer's own few hundred. Reaching 1 µs would mean
+  a stack of fewer layers that share one per-request state, a larger change
+  than the cuts made so far; the steps tried are in \`bench/HISTORY.md\`.
+- **API key and member token against anonymous** (≥ 0.97×): by the profile a
+  cached key adds about 4,600 instructions and the secret's SHA-256, a token
+  about 4,600 and SHA-256 over the token (its cache key) and the account id.
+  callgrind counts SHA-256 in software (valgrind's CPU has no SHA extensions:
+  3,300 for the key, 26,500 for the token); on a CPU with them, as this
+  host's, each 64-byte block is about 200 cycles. The rest is removing the
+  credential header, the cache's constant-time compare, and recording the
+  account's use, which an anonymous request does not do.
 - **Redis limits against in-process** (≥ 0.90×): met in each run (0.91-0.95×
   in five runs on 2026-12-02); see below for the noise.
 - **1 GiB download** (≥ 2× nginx, peak RSS ≤ 16 MiB): missed. In this run the
