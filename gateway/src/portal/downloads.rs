@@ -11,14 +11,15 @@ use std::time::SystemTime;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use coopgate_billing::clock::Timestamp;
 
 use super::state::{Portal, PortalState};
 use crate::error::Error;
 
 /// A date as the page writes it: `2026-12-03`.
 fn date(t: SystemTime) -> String {
-    let ms = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    coopgate_billing::usage::day_text(ms)
+    let at = t.duration_since(SystemTime::UNIX_EPOCH).map_or(Timestamp::EPOCH, |d| Timestamp::EPOCH + d);
+    coopgate_billing::usage::day_text(at)
 }
 
 /// `GET /portal/downloads`
