@@ -138,13 +138,13 @@ impl Books {
         }
     }
 
-    /// Posts every balance transaction Stripe lists from `since` (Unix
-    /// seconds) on that the ledger does not have yet.
-    pub async fn sync(&self, since: i64, now: Timestamp) -> Result<SyncReport, Error> {
+    /// Posts every balance transaction Stripe lists from `since` (to the
+    /// second, as Stripe lists them) on that the ledger does not have yet.
+    pub async fn sync(&self, since: Timestamp, now: Timestamp) -> Result<SyncReport, Error> {
         let mut report = SyncReport::default();
         let mut after: Option<String> = None;
         loop {
-            let page = self.stripe.balance_transactions(since, after.as_deref()).await?;
+            let page = self.stripe.balance_transactions(since.as_secs(), after.as_deref()).await?;
             for listed in &page.data {
                 report.listed += 1;
                 if self.book(&listed.json, VIA_SYNC, now).await? == Posted::New {

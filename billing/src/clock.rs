@@ -31,7 +31,12 @@ impl Timestamp {
 
     /// Now, by the wall clock ([`EPOCH`](Self::EPOCH) on a clock set before 1970).
     pub fn now() -> Self {
-        Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| clamp_millis(d)))
+        Timestamp::from_system_time(SystemTime::now())
+    }
+
+    /// The moment `t` is, to the millisecond ([`EPOCH`](Self::EPOCH) for one before 1970).
+    pub fn from_system_time(t: SystemTime) -> Self {
+        Timestamp(t.duration_since(UNIX_EPOCH).map_or(0, clamp_millis))
     }
 
     /// The moment `ms` Unix milliseconds.
@@ -110,9 +115,10 @@ impl Sub<Duration> for Timestamp {
 /// milliseconds for a moment before 1970.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Padded as a string is, so that `{:<20}` lines it up in a table.
         match self.to_system_time() {
-            Some(t) if self.0 >= 0 => write!(f, "{}", humantime::format_rfc3339_seconds(t)),
-            _ => write!(f, "{}", self.0),
+            Some(t) if self.0 >= 0 => f.pad(&humantime::format_rfc3339_seconds(t).to_string()),
+            _ => f.pad(&self.0.to_string()),
         }
     }
 }

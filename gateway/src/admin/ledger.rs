@@ -144,10 +144,11 @@ pub(super) async fn sync(
     let memberships = s.memberships.clone().ok_or(Error::BillingOff)?;
     let now = Timestamp::now();
     // A span longer than Unix time itself is everything since it began.
-    let since = now
-        .as_secs()
-        .saturating_sub(i64::try_from(body.since_seconds.unwrap_or(30 * 86_400)).unwrap_or(i64::MAX))
-        .max(0);
+    let since = Timestamp::from_secs(
+        now.as_secs()
+            .saturating_sub(i64::try_from(body.since_seconds.unwrap_or(30 * 86_400)).unwrap_or(i64::MAX))
+            .max(0),
+    );
     let report = memberships.books().sync(since, now).await.map_err(Error::Billing)?;
     json(report)
 }

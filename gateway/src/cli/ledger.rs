@@ -229,7 +229,7 @@ pub fn ledger(cmd: LedgerCommand, env: &HashMap<String, String>) -> anyhow::Resu
             }
             LedgerCommand::Sync { since, target, json } => {
                 let (m, _) = memberships(&target, env).await?;
-                let since = Timestamp::now().as_secs() - since.as_secs() as i64;
+                let since = Timestamp::from_secs(Timestamp::now().as_secs() - since.as_secs() as i64);
                 let report = m.books().sync(since, Timestamp::now()).await.context("cannot catch up with Stripe")?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -135,7 +135,7 @@ async fn print_ballot(p: &Priorities, b: &Ballot) -> anyhow::Result<()> {
         "ballot {}: {} {}, {} on items {}, fund share {}, turnout {turnout} of {eligible}",
         b.number,
         state,
-        b.closes_at.to_string(),
+        b.closes_at,
         b.method.as_str(),
         items.join(","),
         share_text(b.fund_share_ppm)
@@ -209,10 +209,7 @@ pub fn priorities(cmd: PrioritiesCommand, env: &HashMap<String, String>) -> anyh
                 let p = Priorities::new(store, config.member_tiers());
                 let before = p.ballot(id).await?.with_context(|| format!("no ballot {id}"))?;
                 if before.closed_at.is_some() {
-                    bail!(
-                        "ballot {id} closed at {} already; its results are at /priorities",
-                        before.closes_at.to_string()
-                    );
+                    bail!("ballot {id} closed at {} already; its results are at /priorities", before.closes_at);
                 }
                 let ballot = p.close(id, Timestamp::now()).await?;
                 let results = p.results(&ballot).await?;

@@ -101,7 +101,8 @@ pub async fn play(sim: &Simulator, memberships: &Memberships, store: &Store) -> 
     // window's edge could fall out of it between two pages), the ledger from
     // Stripe's balance transactions, which are kept for good.
     memberships.sync(Duration::from_secs(29 * 86_400)).await.map_err(sim_error)?;
-    let booked = memberships.books().sync(started - 60, Timestamp::now()).await.map_err(sim_error)?;
+    let booked =
+        memberships.books().sync(Timestamp::from_secs(started - 60), Timestamp::now()).await.map_err(sim_error)?;
 
     Ok(Played { booked: booked.posted })
 }

@@ -18,8 +18,7 @@ use crate::error::Error;
 
 /// A date as the page writes it: `2026-12-03`.
 fn date(t: SystemTime) -> String {
-    let at = t.duration_since(SystemTime::UNIX_EPOCH).map_or(Timestamp::EPOCH, |d| Timestamp::EPOCH + d);
-    coopgate_billing::usage::day_text(at)
+    coopgate_billing::usage::day_text(Timestamp::from_system_time(t))
 }
 
 /// `GET /portal/downloads`
