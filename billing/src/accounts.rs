@@ -19,6 +19,7 @@ use sqlx::any::AnyRow;
 pub use id::{AccountId, inbox, normalize_email};
 pub use keys::{ApiKey, ApiKeyChange, ApiKeyCheck, ApiKeys, NewApiKey};
 
+use crate::clock::Timestamp;
 use crate::money::Money;
 use crate::{Error, Store};
 
@@ -35,17 +36,15 @@ pub struct Account {
     pub org: Option<String>,
     /// The Stripe customer, once there is one.
     pub stripe_customer_id: Option<String>,
-    /// Creation time, Unix milliseconds.
-    pub created_at: i64,
-    /// Last change, Unix milliseconds.
-    pub updated_at: i64,
-    /// Where monthly quotas that follow the subscription start over (Unix ms), if set.
-    pub billing_anchor: Option<i64>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// Where monthly quotas that follow the subscription start over, if set.
+    pub billing_anchor: Option<Timestamp>,
     /// The most metered use may cost per billing period, if capped.
     pub spend_cap: Option<Money>,
 }
-
-use crate::clock::now_ms;
 
 const COLUMNS: &str =
     "id, email, tier, org, stripe_customer_id, created_at, updated_at, billing_anchor, spend_cap, spend_cap_currency";
@@ -79,7 +78,7 @@ impl Accounts {
     /// Creates an account; fails with [`Error::EmailTaken`] if the email has one.
     pub async fn create(&self, email: &str, tier: &str, org: Option<&str>) -> Result<Account, Error> {
         let email = normalize_email(email)?;
-        let now = now_ms();
+        let now = Timestamp::now();
         let account = Account {
             id: AccountId::generate()?,
             email,
@@ -141,7 +140,7 @@ impl Accounts {
             "UPDATE accounts SET stripe_customer_id = $1, updated_at = $2 WHERE id = $3 AND stripe_customer_id IS NULL",
         )
         .bind(customer)
-        .bind(now_ms())
+        .bind(Timestamp::now())
         .bind(id.as_str())
         .execute(self.store.pool())
         .await?;
@@ -154,7 +153,7 @@ impl Accounts {
         sqlx::query(
             "UPDATE accounts SET stripe_customer_id = NULL, updated_at = $1 WHERE stripe_customer_id IS NOT NULL",
         )
-        .bind(now_ms())
+        .bind(Timestamp::now())
         .execute(self.store.pool())
         .await?;
         Ok(())
@@ -186,9 +185,9 @@ impl Accounts {
     }
 
     /// Sets (or, with `None`, clears) the account's billing anchor.
-    pub async fn set_billing_anchor(&self, id: &AccountId, anchor_ms: Option<i64>) -> Result<(), Error> {
+    pub async fn set_billing_anchor(&self, id: &AccountId, anchor: Option<Timestamp>) -> Result<(), Error> {
         let query = sqlx::query("UPDATE accounts SET billing_anchor = $1, updated_at = $2 WHERE id = $3");
-        self.update(id, query.bind(anchor_ms)).await
+        self.update(id, query.bind(anchor)).await
     }
 
     /// Sets (or, with `None`, removes) the account's monthly spend cap on
@@ -203,7 +202,7 @@ impl Accounts {
             sqlx::query("UPDATE accounts SET spend_cap = $1, spend_cap_currency = $2, updated_at = $3 WHERE id = $4")
                 .bind(cap.map(|c| c.minor))
                 .bind(cap.map(|c| c.currency.as_str().to_owned()))
-                .bind(now_ms())
+                .bind(Timestamp::now())
                 .bind(id.as_str())
                 .execute(self.store.pool())
                 .await?;
@@ -225,7 +224,7 @@ impl Accounts {
         id: &'q AccountId,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<(), Error> {
-        let done = query.bind(now_ms()).bind(id.as_str()).execute(self.store.pool()).await?;
+        let done = query.bind(Timestamp::now()).bind(id.as_str()).execute(self.store.pool()).await?;
         if done.rows_affected() == 0 {
             return Err(Error::AccountNotFound(id.to_string()));
         }
@@ -280,8 +279,11 @@ mod tests {
             let accounts = Accounts::new(store);
             let a = accounts.create("ada@example.org", "sustaining", None).await.unwrap();
             assert_eq!(a.billing_anchor, None);
-            accounts.set_billing_anchor(&a.id, Some(1_763_200_000_000)).await.unwrap();
-            assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().billing_anchor, Some(1_763_200_000_000));
+            accounts.set_billing_anchor(&a.id, Some(Timestamp::from_millis(1_763_200_000_000))).await.unwrap();
+            assert_eq!(
+                accounts.by_id(&a.id).await.unwrap().unwrap().billing_anchor,
+                Some(Timestamp::from_millis(1_763_200_000_000))
+            );
             accounts.set_billing_anchor(&a.id, None).await.unwrap();
             assert_eq!(accounts.by_id(&a.id).await.unwrap().unwrap().billing_anchor, None);
         }

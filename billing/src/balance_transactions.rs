@@ -8,6 +8,7 @@
 use serde_json::Value;
 use sqlx::Row;
 
+use crate::clock::Timestamp;
 use crate::{Error, Store};
 
 /// The balance transaction ids an event's object refers to: `balance_transaction`
@@ -43,7 +44,7 @@ impl BalanceTransactions {
     }
 
     /// Keeps a balance transaction's JSON, once by id; returns whether it was new.
-    pub async fn record(&self, json: &[u8], event_id: &str, now_ms: i64) -> Result<bool, Error> {
+    pub async fn record(&self, json: &[u8], event_id: &str, now: Timestamp) -> Result<bool, Error> {
         let bt: Value = serde_json::from_slice(json).map_err(|e| Error::StripeData(e.to_string()))?;
         let text = |k: &str| bt.get(k).and_then(Value::as_str).map(str::to_owned);
         let int = |k: &str| bt.get(k).and_then(Value::as_i64);
@@ -72,7 +73,7 @@ impl BalanceTransactions {
         .bind(source)
         .bind(int("created").unwrap_or(0))
         .bind(String::from_utf8_lossy(json).as_ref())
-        .bind(now_ms)
+        .bind(now)
         .execute(self.store.pool())
         .await;
         match inserted {
@@ -112,8 +113,8 @@ mod tests {
         for (store, _cleanup) in stores().await {
             let bts = BalanceTransactions::new(store);
             let json = br#"{"id":"txn_1","type":"charge","amount":2500,"fee":103,"net":2397,"currency":"usd","source":"ch_1","created":1}"#;
-            assert!(bts.record(json, "evt_1", 0).await.unwrap());
-            assert!(!bts.record(json, "evt_2", 0).await.unwrap());
+            assert!(bts.record(json, "evt_1", Timestamp::EPOCH).await.unwrap());
+            assert!(!bts.record(json, "evt_2", Timestamp::EPOCH).await.unwrap());
             assert_eq!(bts.count().await.unwrap(), 1);
         }
     }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::balance_transactions::BalanceTransactions;
+use crate::clock::Timestamp;
 use crate::ledger::apportion::apportion;
 use crate::ledger::{AccountName, Ledger, Movement, Posted};
 use crate::stripe::{InvoiceLine, StripeApi};
@@ -90,8 +91,8 @@ impl Books {
 
     /// Keeps a balance transaction (its JSON as Stripe sent it; `via` is the
     /// event that named it) and posts it, once.
-    pub async fn book(&self, json: &[u8], via: &str, now_ms: i64) -> Result<Posted, Error> {
-        BalanceTransactions::new(self.store.clone()).record(json, via, now_ms).await?;
+    pub async fn book(&self, json: &[u8], via: &str, now: Timestamp) -> Result<Posted, Error> {
+        BalanceTransactions::new(self.store.clone()).record(json, via, now).await?;
         let bt: serde_json::Value = serde_json::from_slice(json).map_err(|e| Error::StripeData(e.to_string()))?;
         let movement = Movement::from_json(&bt)?;
         let ledger = Ledger::new(self.store.clone());
@@ -99,7 +100,7 @@ impl Books {
             return Ok(Posted::Already);
         }
         let income = if movement.is_charge() { self.income(&movement).await? } else { Vec::new() };
-        ledger.post(&movement.transaction(&income)?, now_ms).await
+        ledger.post(&movement.transaction(&income)?, now).await
     }
 
     /// How a charge's gross splits over income accounts (empty: all to
@@ -137,16 +138,16 @@ impl Books {
         }
     }
 
-    /// Posts every balance transaction Stripe lists from `since` (Unix
-    /// seconds) on that the ledger does not have yet.
-    pub async fn sync(&self, since: i64, now_ms: i64) -> Result<SyncReport, Error> {
+    /// Posts every balance transaction Stripe lists from `since` (to the
+    /// second, as Stripe lists them) on that the ledger does not have yet.
+    pub async fn sync(&self, since: Timestamp, now: Timestamp) -> Result<SyncReport, Error> {
         let mut report = SyncReport::default();
         let mut after: Option<String> = None;
         loop {
-            let page = self.stripe.balance_transactions(since, after.as_deref()).await?;
+            let page = self.stripe.balance_transactions(since.as_secs(), after.as_deref()).await?;
             for listed in &page.data {
                 report.listed += 1;
-                if self.book(&listed.json, VIA_SYNC, now_ms).await? == Posted::New {
+                if self.book(&listed.json, VIA_SYNC, now).await? == Posted::New {
                     report.posted += 1;
                 }
             }

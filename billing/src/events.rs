@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use sqlx::Row;
 
+use crate::clock::Timestamp;
 use crate::webhook::Envelope;
 use crate::{Error, Store};
 
@@ -82,7 +83,7 @@ impl Events {
     }
 
     /// Records an event once by its id.
-    pub async fn record(&self, env: &Envelope, payload: &[u8], via: Via, now_ms: i64) -> Result<Recorded, Error> {
+    pub async fn record(&self, env: &Envelope, payload: &[u8], via: Via, now: Timestamp) -> Result<Recorded, Error> {
         let payload = String::from_utf8_lossy(payload);
         let inserted = sqlx::query(
             "INSERT INTO stripe_events (id, type, created, object_id, payload, via, received_at, attempts, next_attempt_at) \
@@ -94,8 +95,8 @@ impl Events {
         .bind(&env.object_id)
         .bind(payload.as_ref())
         .bind(via.as_str())
-        .bind(now_ms)
-        .bind(now_ms)
+        .bind(now)
+        .bind(now)
         .execute(self.store.pool())
         .await;
         match inserted {
@@ -108,12 +109,12 @@ impl Events {
     /// Records a verified delivery whose body is not an event we can read. It
     /// is kept (answered 2xx, so that Stripe stops retrying what can never be
     /// read) and marked failed, for an operator to look at.
-    pub async fn record_unreadable(&self, payload: &[u8], now_ms: i64) -> Result<(), Error> {
+    pub async fn record_unreadable(&self, payload: &[u8], now: Timestamp) -> Result<(), Error> {
         let id = format!("unreadable_{}", payload_digest(payload));
-        let env = Envelope { id, kind: "unreadable".into(), created: now_ms / 1000, object_id: String::new() };
-        if self.record(&env, payload, Via::Webhook, now_ms).await? == Recorded::New {
+        let env = Envelope { id, kind: "unreadable".into(), created: now.as_secs(), object_id: String::new() };
+        if self.record(&env, payload, Via::Webhook, now).await? == Recorded::New {
             sqlx::query("UPDATE stripe_events SET processed_at = $1, last_error = $2 WHERE id = $3")
-                .bind(now_ms)
+                .bind(now)
                 .bind("not a Stripe event this version can read")
                 .bind(&env.id)
                 .execute(self.store.pool())
@@ -122,14 +123,14 @@ impl Events {
         Ok(())
     }
 
-    /// Up to `limit` events due for processing at `now_ms`, oldest first.
-    pub async fn due(&self, now_ms: i64, limit: i64) -> Result<Vec<Pending>, Error> {
+    /// Up to `limit` events due for processing at `now`, oldest first.
+    pub async fn due(&self, now: Timestamp, limit: i64) -> Result<Vec<Pending>, Error> {
         let rows = sqlx::query(
             "SELECT id, type, object_id, payload, attempts FROM stripe_events \
              WHERE processed_at IS NULL AND next_attempt_at <= $1 \
              ORDER BY created, received_at, id LIMIT $2",
         )
-        .bind(now_ms)
+        .bind(now)
         .bind(limit)
         .fetch_all(self.store.pool())
         .await?;
@@ -146,9 +147,9 @@ impl Events {
             .collect()
     }
 
-    /// Takes the lease on `object_id` for `holder` until `until_ms`, unless
+    /// Takes the lease on `object_id` for `holder` until `until`, unless
     /// another holder has an unexpired one. Returns whether it was taken.
-    pub async fn lock(&self, object_id: &str, holder: &str, now_ms: i64, until_ms: i64) -> Result<bool, Error> {
+    pub async fn lock(&self, object_id: &str, holder: &str, now: Timestamp, until: Timestamp) -> Result<bool, Error> {
         // One statement, so that two replicas cannot both see the lock free.
         let taken = sqlx::query(
             "INSERT INTO stripe_object_locks (object_id, holder, until) VALUES ($1, $2, $3) \
@@ -157,8 +158,8 @@ impl Events {
         )
         .bind(object_id)
         .bind(holder)
-        .bind(until_ms)
-        .bind(now_ms)
+        .bind(until)
+        .bind(now)
         .execute(self.store.pool())
         .await?;
         Ok(taken.rows_affected() == 1)
@@ -176,13 +177,13 @@ impl Events {
 
     /// Marks events processed. Only those still unprocessed change, so an
     /// event is marked once however many replicas race.
-    pub async fn done(&self, ids: &[&str], now_ms: i64) -> Result<u64, Error> {
+    pub async fn done(&self, ids: &[&str], now: Timestamp) -> Result<u64, Error> {
         let mut marked = 0;
         for id in ids {
             let done = sqlx::query(
                 "UPDATE stripe_events SET processed_at = $1, last_error = NULL WHERE id = $2 AND processed_at IS NULL",
             )
-            .bind(now_ms)
+            .bind(now)
             .bind(*id)
             .execute(self.store.pool())
             .await?;
@@ -192,7 +193,7 @@ impl Events {
     }
 
     /// Records a failed attempt; the event is tried again after [`backoff`].
-    pub async fn failed(&self, ids: &[&str], error: &str, now_ms: i64) -> Result<(), Error> {
+    pub async fn failed(&self, ids: &[&str], error: &str, now: Timestamp) -> Result<(), Error> {
         for id in ids {
             let row = sqlx::query("SELECT attempts FROM stripe_events WHERE id = $1")
                 .bind(*id)
@@ -202,7 +203,7 @@ impl Events {
                 Some(r) => r.try_get("attempts")?,
                 None => continue,
             };
-            let next = now_ms + backoff(attempts + 1).as_millis() as i64;
+            let next = now + backoff(attempts + 1);
             sqlx::query(
                 "UPDATE stripe_events SET attempts = $1, next_attempt_at = $2, last_error = $3 \
                  WHERE id = $4 AND processed_at IS NULL",
@@ -217,8 +218,8 @@ impl Events {
         Ok(())
     }
 
-    /// How many events wait for processing, and the oldest one's receipt (ms).
-    pub async fn backlog(&self) -> Result<(i64, Option<i64>), Error> {
+    /// How many events wait for processing, and the oldest one's receipt.
+    pub async fn backlog(&self) -> Result<(i64, Option<Timestamp>), Error> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, MIN(received_at) AS oldest FROM stripe_events WHERE processed_at IS NULL",
         )
@@ -262,12 +263,18 @@ mod tests {
     async fn an_event_is_recorded_once_and_processed_once() {
         for (store, _cleanup) in stores().await {
             let events = Events::new(store);
-            assert_eq!(events.record(&env("evt_1", "sub_1"), b"{}", Via::Webhook, 10).await.unwrap(), Recorded::New);
-            assert_eq!(events.record(&env("evt_1", "sub_1"), b"{}", Via::Sync, 11).await.unwrap(), Recorded::Duplicate);
-            assert_eq!(events.due(10, 10).await.unwrap().len(), 1);
-            assert_eq!(events.done(&["evt_1"], 12).await.unwrap(), 1);
-            assert_eq!(events.done(&["evt_1"], 13).await.unwrap(), 0);
-            assert!(events.due(100, 10).await.unwrap().is_empty());
+            assert_eq!(
+                events.record(&env("evt_1", "sub_1"), b"{}", Via::Webhook, Timestamp::from_millis(10)).await.unwrap(),
+                Recorded::New
+            );
+            assert_eq!(
+                events.record(&env("evt_1", "sub_1"), b"{}", Via::Sync, Timestamp::from_millis(11)).await.unwrap(),
+                Recorded::Duplicate
+            );
+            assert_eq!(events.due(Timestamp::from_millis(10), 10).await.unwrap().len(), 1);
+            assert_eq!(events.done(&["evt_1"], Timestamp::from_millis(12)).await.unwrap(), 1);
+            assert_eq!(events.done(&["evt_1"], Timestamp::from_millis(13)).await.unwrap(), 0);
+            assert!(events.due(Timestamp::from_millis(100), 10).await.unwrap().is_empty());
             assert_eq!(events.counts().await.unwrap(), (1, 1));
         }
     }
@@ -276,10 +283,10 @@ mod tests {
     async fn a_failed_event_waits_for_its_backoff() {
         for (store, _cleanup) in stores().await {
             let events = Events::new(store);
-            events.record(&env("evt_1", "sub_1"), b"{}", Via::Webhook, 0).await.unwrap();
-            events.failed(&["evt_1"], "Stripe is unavailable", 1_000).await.unwrap();
-            assert!(events.due(1_500, 10).await.unwrap().is_empty());
-            let again = events.due(3_000, 10).await.unwrap();
+            events.record(&env("evt_1", "sub_1"), b"{}", Via::Webhook, Timestamp::EPOCH).await.unwrap();
+            events.failed(&["evt_1"], "Stripe is unavailable", Timestamp::from_millis(1_000)).await.unwrap();
+            assert!(events.due(Timestamp::from_millis(1_500), 10).await.unwrap().is_empty());
+            let again = events.due(Timestamp::from_millis(3_000), 10).await.unwrap();
             assert_eq!(again[0].attempts, 1);
         }
     }
@@ -288,13 +295,21 @@ mod tests {
     async fn one_holder_at_a_time_processes_an_object() {
         for (store, _cleanup) in stores().await {
             let events = Events::new(store);
-            assert!(events.lock("sub_1", "a", 0, 1_000).await.unwrap());
-            assert!(!events.lock("sub_1", "b", 500, 1_500).await.unwrap());
-            assert!(events.lock("sub_2", "b", 500, 1_500).await.unwrap());
+            assert!(events.lock("sub_1", "a", Timestamp::EPOCH, Timestamp::from_millis(1_000)).await.unwrap());
+            assert!(
+                !events.lock("sub_1", "b", Timestamp::from_millis(500), Timestamp::from_millis(1_500)).await.unwrap()
+            );
+            assert!(
+                events.lock("sub_2", "b", Timestamp::from_millis(500), Timestamp::from_millis(1_500)).await.unwrap()
+            );
             // An expired lease (its holder died) can be taken over.
-            assert!(events.lock("sub_1", "b", 1_001, 2_000).await.unwrap());
+            assert!(
+                events.lock("sub_1", "b", Timestamp::from_millis(1_001), Timestamp::from_millis(2_000)).await.unwrap()
+            );
             events.unlock("sub_1", "b").await.unwrap();
-            assert!(events.lock("sub_1", "a", 1_100, 2_000).await.unwrap());
+            assert!(
+                events.lock("sub_1", "a", Timestamp::from_millis(1_100), Timestamp::from_millis(2_000)).await.unwrap()
+            );
         }
     }
 }

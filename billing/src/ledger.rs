@@ -23,6 +23,7 @@ pub mod patronage;
 mod transaction;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use sqlx::Row;
 
@@ -30,6 +31,7 @@ pub use account::AccountName;
 pub use from_stripe::Movement;
 pub use transaction::{Balance, NewTransaction, Posted, Posting, Transaction};
 
+use crate::clock::Timestamp;
 use crate::{Currency, Error, Money, Store};
 
 /// The ledger of a store.
@@ -44,14 +46,14 @@ impl Ledger {
         Ledger { store }
     }
 
-    /// Posts `tx` once, at `now_ms`: its accounts are opened on first use, its
+    /// Posts `tx` once, at `now`: its accounts are opened on first use, its
     /// postings and its row written in one database transaction.
-    pub async fn post(&self, tx: &NewTransaction, now_ms: i64) -> Result<Posted, Error> {
+    pub async fn post(&self, tx: &NewTransaction, now: Timestamp) -> Result<Posted, Error> {
         check_balanced(tx)?;
         if self.exists(&tx.key).await? {
             return Ok(Posted::Already);
         }
-        match self.write(tx, now_ms).await {
+        match self.write(tx, now).await {
             Ok(()) => Ok(Posted::New),
             // Another replica (or task) posted the same key between the check
             // and the write: its transaction stands, and this one is the replay.
@@ -62,12 +64,12 @@ impl Ledger {
         }
     }
 
-    async fn write(&self, tx: &NewTransaction, now_ms: i64) -> Result<(), Error> {
+    async fn write(&self, tx: &NewTransaction, now: Timestamp) -> Result<(), Error> {
         let mut db = self.store.pool().begin().await?;
         for posting in &tx.postings {
             sqlx::query("INSERT INTO ledger_accounts (name, opened_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
                 .bind(posting.account.as_str())
-                .bind(tx.effective_at.min(now_ms))
+                .bind(tx.effective_at.min(now))
                 .execute(&mut *db)
                 .await?;
         }
@@ -93,7 +95,7 @@ impl Ledger {
         .bind(&tx.source)
         .bind(&tx.leg)
         .bind(tx.effective_at)
-        .bind(now_ms)
+        .bind(now)
         .bind(&tx.description)
         .bind(tx.reverses.as_deref())
         .execute(&mut *db)
@@ -117,14 +119,17 @@ impl Ledger {
     }
 
     /// Every account's balance per currency over the transactions effective
-    /// before `before` (Unix ms; all of them when `None`).
-    pub async fn balances_at(&self, before: Option<i64>) -> Result<BTreeMap<(AccountName, Currency), i64>, Error> {
+    /// before `before` (all of them when `None`).
+    pub async fn balances_at(
+        &self,
+        before: Option<Timestamp>,
+    ) -> Result<BTreeMap<(AccountName, Currency), i64>, Error> {
         let rows = sqlx::query(
             "SELECT p.account AS account, p.currency AS currency, CAST(SUM(p.amount) AS BIGINT) AS total \
              FROM ledger_postings p JOIN ledger_transactions t ON t.key = p.transaction_key \
              WHERE t.effective_at < $1 GROUP BY p.account, p.currency",
         )
-        .bind(before.unwrap_or(i64::MAX))
+        .bind(before.unwrap_or(Timestamp::MAX))
         .fetch_all(self.store.pool())
         .await?;
         rows.iter()
@@ -137,7 +142,7 @@ impl Ledger {
     }
 
     /// [`Ledger::balances_at`] as a list, by account then currency.
-    pub async fn balance_list(&self, before: Option<i64>) -> Result<Vec<Balance>, Error> {
+    pub async fn balance_list(&self, before: Option<Timestamp>) -> Result<Vec<Balance>, Error> {
         Ok(self
             .balances_at(before)
             .await?
@@ -151,9 +156,9 @@ impl Ledger {
             .collect())
     }
 
-    /// The transactions effective in `[from, to)` (Unix ms), oldest first
+    /// The transactions effective in `[from, to)`, oldest first
     /// (by effective time, then key), with their postings in order.
-    pub async fn transactions(&self, from: i64, to: i64) -> Result<Vec<Transaction>, Error> {
+    pub async fn transactions(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Transaction>, Error> {
         let rows = sqlx::query(
             "SELECT t.key AS key, t.source AS source, t.leg AS leg, t.effective_at AS effective_at, \
              t.recorded_at AS recorded_at, t.description AS description, t.reverses AS reverses, \
@@ -196,8 +201,8 @@ impl Ledger {
             .fetch_optional(self.store.pool())
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let at: i64 = row.try_get("effective_at")?;
-        Ok(self.transactions(at, at.saturating_add(1)).await?.into_iter().find(|t| t.key == key))
+        let at: Timestamp = row.try_get("effective_at")?;
+        Ok(self.transactions(at, at + Duration::from_millis(1)).await?.into_iter().find(|t| t.key == key))
     }
 
     /// What Stripe paid out to the bank, per currency, as the ledger holds

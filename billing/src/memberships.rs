@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::accounts::Account;
+use crate::clock::Timestamp;
 use crate::events::{Events, Recorded, Via};
 use crate::stripe::{BoxFuture, NewCheckout, NewCustomer, NewPortal, StripeApi, idempotency_key};
 use crate::subscriptions::Plans;
@@ -80,8 +81,6 @@ fn short_digest(text: &str) -> String {
     crate::portal::secret::digest(text)[..8].to_owned()
 }
 
-pub(crate) use crate::clock::now_ms;
-
 impl Memberships {
     /// Memberships on `store` through `stripe`.
     pub fn new(
@@ -95,8 +94,8 @@ impl Memberships {
         Ok(Memberships { store, stripe, plans, settings, changed, wake: Notify::new(), holder: format!("{n:016x}") })
     }
 
-    /// How many received events wait to be applied, and when the oldest arrived (Unix ms).
-    pub async fn backlog(&self) -> Result<(i64, Option<i64>), Error> {
+    /// How many received events wait to be applied, and when the oldest arrived.
+    pub async fn backlog(&self) -> Result<(i64, Option<Timestamp>), Error> {
         Events::new(self.store.clone()).backlog().await
     }
 
@@ -156,7 +155,7 @@ impl Memberships {
         let customer = self.customer(account).await?;
         // One open session per account, price and minute: a double click
         // gets the same page, a later attempt a fresh one (sessions expire).
-        let minute = (now_ms() / 60_000).to_string();
+        let minute = (Timestamp::now().as_millis() / 60_000).to_string();
         let new = NewCheckout {
             customer,
             account_id: account.id.to_string(),
@@ -188,7 +187,7 @@ impl Memberships {
         let Some(customer) = account.stripe_customer_id.clone() else {
             return Err(Error::NoStripeCustomer(account.email.clone()));
         };
-        let minute = (now_ms() / 60_000).to_string();
+        let minute = (Timestamp::now().as_millis() / 60_000).to_string();
         let new = NewPortal {
             idempotency_key: idempotency_key(
                 "portal",
@@ -227,14 +226,14 @@ impl Memberships {
     pub async fn receive(&self, signature: Option<&str>, body: &[u8]) -> Result<Recorded, Error> {
         let secrets: Vec<&str> = self.settings.webhook_secrets.iter().map(String::as_str).collect();
         let tolerance = self.settings.webhook_tolerance.as_secs() as i64;
-        webhook::verify(signature, body, &secrets, now_ms() / 1000, tolerance)?;
+        webhook::verify(signature, body, &secrets, Timestamp::now().as_secs(), tolerance)?;
         let events = Events::new(self.store.clone());
         let Some(env) = Envelope::parse(body) else {
             tracing::warn!(bytes = body.len(), "a signed webhook is not an event this version can read; kept");
-            events.record_unreadable(body, now_ms()).await?;
+            events.record_unreadable(body, Timestamp::now()).await?;
             return Ok(Recorded::Unreadable);
         };
-        let recorded = events.record(&env, body, Via::Webhook, now_ms()).await?;
+        let recorded = events.record(&env, body, Via::Webhook, Timestamp::now()).await?;
         if recorded == Recorded::New {
             self.wake.notify_one();
         }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::clock::Timestamp;
 use crate::ledger::Ledger;
 use crate::priorities::Priorities;
 use crate::usage::{CommonsMonth, Usage, month_text, parse_month};
@@ -224,7 +225,7 @@ pub struct RoadmapFund {
 }
 
 /// The months `from..=to` (`YYYY-MM`), or an error naming the bad one.
-fn months(from: &str, to: &str) -> Result<Vec<(String, i64, i64)>, Error> {
+fn months(from: &str, to: &str) -> Result<Vec<(String, Timestamp, Timestamp)>, Error> {
     let bad = |m: &str| Error::InvalidMonth(m.to_owned());
     let (mut start, _) = parse_month(from).ok_or_else(|| bad(from))?;
     let (_, last_end) = parse_month(to).ok_or_else(|| bad(to))?;

@@ -20,12 +20,14 @@ mod roadmap;
 pub mod tally;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 pub use ballots::{Ballot, ItemResult, Mailing, Mine, NewBallot, Receipt, Results, designated_account, fund_account};
 pub use items::{Item, NewItem, Status};
 pub use roadmap::Priorities;
 pub use tally::{Choices, Counted, Method, Vote};
 
+use crate::clock::Timestamp;
 use crate::ledger::funds::Fund;
 use crate::{Currency, Error};
 
@@ -45,11 +47,11 @@ impl Priorities {
         Ok(out)
     }
 
-    /// The membership income of the calendar quarter before the one `at_ms`
+    /// The membership income of the calendar quarter before the one `at`
     /// falls in, per currency, as the ledger holds it (credits to
     /// `Income:Memberships` and below, as a positive amount).
-    pub async fn membership_income(&self, at_ms: i64) -> Result<BTreeMap<Currency, i64>, Error> {
-        let (from, to) = previous_quarter(at_ms)?;
+    pub async fn membership_income(&self, at: Timestamp) -> Result<BTreeMap<Currency, i64>, Error> {
+        let (from, to) = previous_quarter(at)?;
         let before = self.ledger.balances_at(Some(from)).await?;
         let mut out: BTreeMap<Currency, i64> = BTreeMap::new();
         for ((account, currency), total) in self.ledger.balances_at(Some(to)).await? {
@@ -65,28 +67,27 @@ impl Priorities {
 
 /// When a ballot closes, as people write it: a day (`2027-01-31`, open
 /// through that day, UTC) closes at its end; an RFC 3339 time at itself.
-pub fn closing_time(text: &str) -> Result<i64, Error> {
+pub fn closing_time(text: &str) -> Result<Timestamp, Error> {
     if let Some(day) = crate::usage::parse_day(text) {
-        return Ok(day + 86_400_000);
+        return Ok(day + Duration::from_secs(86_400));
     }
     let at = humantime::parse_rfc3339(text).map_err(|_| {
         Error::BadVote(format!("`{text}` is neither a day (2027-01-31) nor a time (2027-01-31T18:00:00Z)"))
     })?;
     let ms =
         at.duration_since(std::time::UNIX_EPOCH).map_err(|_| Error::BadVote(format!("`{text}` is before 1970")))?;
-    Ok(ms.as_millis() as i64)
+    Ok(Timestamp::EPOCH + ms)
 }
 
-/// The calendar quarter before the one `at_ms` falls in, as `[from, to)` Unix ms (UTC).
-pub fn previous_quarter(at_ms: i64) -> Result<(i64, i64), Error> {
-    let at = time::OffsetDateTime::from_unix_timestamp(at_ms.div_euclid(1000))
-        .map_err(|_| Error::BadVote(format!("{at_ms} is not a time")))?;
+/// The calendar quarter before the one `at` falls in, as `[from, to)` (UTC).
+pub fn previous_quarter(at: Timestamp) -> Result<(Timestamp, Timestamp), Error> {
+    let at = at.date().ok_or_else(|| Error::BadVote(format!("{} is not a time", at.as_millis())))?;
     let quarter_month = (at.month() as u8 - 1) / 3 * 3 + 1;
-    let start = |year: i32, month: u8| -> Result<i64, Error> {
+    let start = |year: i32, month: u8| -> Result<Timestamp, Error> {
         let month = time::Month::try_from(month).map_err(|_| Error::BadVote("no such month".to_owned()))?;
         let date =
             time::Date::from_calendar_date(year, month, 1).map_err(|_| Error::BadVote("no such date".to_owned()))?;
-        Ok(date.midnight().assume_utc().unix_timestamp() * 1000)
+        Ok(Timestamp::from_date(date))
     };
     let to = start(at.year(), quarter_month)?;
     let from = if quarter_month == 1 { start(at.year() - 1, 10)? } else { start(at.year(), quarter_month - 3)? };

@@ -21,6 +21,7 @@ use std::time::Duration;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::clock::Timestamp;
 use crate::stripe::{Subscription, SubscriptionStatus};
 use crate::{Error, Store};
 
@@ -130,27 +131,26 @@ pub struct SubscriptionRow {
     pub current_period_end: Option<i64>,
     /// Whether it ends at the period's end.
     pub cancel_at_period_end: bool,
-    /// When it was first seen past_due (Unix ms), while it is.
-    pub past_due_since: Option<i64>,
+    /// When it was first seen past_due, while it is.
+    pub past_due_since: Option<Timestamp>,
 }
 
-/// The tier one subscription gives at `now_ms`, if any.
-pub fn effective_tier<'a>(row: &'a SubscriptionRow, plans: &Plans, now_ms: i64) -> Option<&'a str> {
+/// The tier one subscription gives at `now`, if any.
+pub fn effective_tier<'a>(row: &'a SubscriptionRow, plans: &Plans, now: Timestamp) -> Option<&'a str> {
     match row.status {
         SubscriptionStatus::Active | SubscriptionStatus::Trialing => row.tier.as_deref(),
         SubscriptionStatus::PastDue => {
-            let since = row.past_due_since.unwrap_or(now_ms);
-            let grace = plans.past_due_grace.as_millis() as i64;
-            (now_ms < since.saturating_add(grace)).then_some(row.tier.as_deref()).flatten()
+            let since = row.past_due_since.unwrap_or(now);
+            (now < since + plans.past_due_grace).then_some(row.tier.as_deref()).flatten()
         }
         _ => None,
     }
 }
 
-/// The tier an account with these subscriptions has at `now_ms`.
-pub fn account_tier(rows: &[SubscriptionRow], plans: &Plans, now_ms: i64) -> String {
+/// The tier an account with these subscriptions has at `now`.
+pub fn account_tier(rows: &[SubscriptionRow], plans: &Plans, now: Timestamp) -> String {
     rows.iter()
-        .filter_map(|r| effective_tier(r, plans, now_ms))
+        .filter_map(|r| effective_tier(r, plans, now))
         .filter_map(|t| Some((plans.rank(t)?, t)))
         .max()
         .map_or_else(|| plans.fallback.clone(), |(_, t)| t.to_owned())
@@ -164,13 +164,13 @@ impl SubscriptionRow {
     }
 }
 
-/// The billing anchor (Unix ms) of the subscription that gives the account
+/// The billing anchor of the subscription that gives the account
 /// its tier, for monthly quotas that follow the subscription.
-pub fn account_anchor(rows: &[SubscriptionRow], plans: &Plans, now_ms: i64) -> Option<i64> {
-    let tier = account_tier(rows, plans, now_ms);
+pub fn account_anchor(rows: &[SubscriptionRow], plans: &Plans, now: Timestamp) -> Option<Timestamp> {
+    let tier = account_tier(rows, plans, now);
     rows.iter()
-        .filter(|r| effective_tier(r, plans, now_ms) == Some(tier.as_str()))
-        .map(|r| r.billing_cycle_anchor * 1000)
+        .filter(|r| effective_tier(r, plans, now) == Some(tier.as_str()))
+        .map(|r| Timestamp::from_secs(r.billing_cycle_anchor))
         .next()
 }
 
@@ -208,12 +208,12 @@ impl Subscriptions {
     /// Stores Stripe's current state of `sub` for `account_id`. A subscription
     /// that turns past_due starts its grace now; one already past_due keeps
     /// its start.
-    pub async fn save(&self, sub: &Subscription, account_id: &str, plans: &Plans, now_ms: i64) -> Result<(), Error> {
-        self.save_seen(sub, account_id, plans, now_ms, None).await
+    pub async fn save(&self, sub: &Subscription, account_id: &str, plans: &Plans, now: Timestamp) -> Result<(), Error> {
+        self.save_seen(sub, account_id, plans, now, None).await
     }
 
     /// [`Subscriptions::save`], knowing when Stripe said the subscription was
-    /// past_due (`past_due_at`, Unix ms: the time of the event that showed
+    /// past_due (`past_due_at`: the time of the event that showed
     /// it so): its grace runs from Stripe's time, not from when a late
     /// webhook arrived, and the earliest time known stays the start.
     pub async fn save_seen(
@@ -221,11 +221,11 @@ impl Subscriptions {
         sub: &Subscription,
         account_id: &str,
         plans: &Plans,
-        now_ms: i64,
-        past_due_at: Option<i64>,
+        now: Timestamp,
+        past_due_at: Option<Timestamp>,
     ) -> Result<(), Error> {
         let before = self.by_id(&sub.id).await?;
-        let at = past_due_at.map_or(now_ms, |t| t.min(now_ms));
+        let at = past_due_at.map_or(now, |t| t.min(now));
         let past_due_since = match (&sub.status, before) {
             (SubscriptionStatus::PastDue, Some(b)) if b.status == SubscriptionStatus::PastDue => {
                 Some(b.past_due_since.map_or(at, |since| since.min(at)))
@@ -265,7 +265,7 @@ impl Subscriptions {
         .bind(sub.current_period_end)
         .bind(i64::from(sub.cancel_at_period_end))
         .bind(past_due_since)
-        .bind(now_ms)
+        .bind(now)
         .bind(sub.current_period_start)
         .bind(metered.map(String::as_str))
         .execute(self.store.pool())
@@ -309,13 +309,13 @@ impl Subscriptions {
         Ok(accounts)
     }
 
-    /// Accounts with a subscription past_due since before `before_ms`: their
+    /// Accounts with a subscription past_due since before `before`: their
     /// grace may have ended.
-    pub async fn past_due_since_before(&self, before_ms: i64) -> Result<Vec<String>, Error> {
+    pub async fn past_due_since_before(&self, before: Timestamp) -> Result<Vec<String>, Error> {
         let rows = sqlx::query(
             "SELECT DISTINCT account_id FROM stripe_subscriptions WHERE status = 'past_due' AND past_due_since <= $1",
         )
-        .bind(before_ms)
+        .bind(before)
         .fetch_all(self.store.pool())
         .await?;
         rows.iter().map(|r| Ok(r.try_get("account_id")?)).collect()
@@ -338,7 +338,7 @@ mod tests {
         )
     }
 
-    fn row(status: SubscriptionStatus, tier: &str, past_due_since: Option<i64>) -> SubscriptionRow {
+    fn row(status: SubscriptionStatus, tier: &str, past_due_since: Option<Timestamp>) -> SubscriptionRow {
         SubscriptionRow {
             id: "sub_1".into(),
             account_id: "acct_1".into(),
@@ -375,12 +375,16 @@ mod tests {
             (SubscriptionStatus::Incomplete, "registered"),
             (SubscriptionStatus::Other("new_status".into()), "registered"),
         ] {
-            assert_eq!(account_tier(&[row(status.clone(), "sustaining", None)], &p, 0), expect, "{status}");
+            assert_eq!(
+                account_tier(&[row(status.clone(), "sustaining", None)], &p, Timestamp::EPOCH),
+                expect,
+                "{status}"
+            );
         }
         // past_due keeps the tier through the grace period, then loses it.
-        let late = [row(SubscriptionStatus::PastDue, "sustaining", Some(0))];
-        assert_eq!(account_tier(&late, &p, 7 * day - 1), "sustaining");
-        assert_eq!(account_tier(&late, &p, 7 * day), "registered");
+        let late = [row(SubscriptionStatus::PastDue, "sustaining", Some(Timestamp::EPOCH))];
+        assert_eq!(account_tier(&late, &p, Timestamp::from_millis(7 * day - 1)), "sustaining");
+        assert_eq!(account_tier(&late, &p, Timestamp::from_millis(7 * day)), "registered");
     }
 
     #[test]
@@ -391,9 +395,9 @@ mod tests {
             row(SubscriptionStatus::Active, "sustaining", None),
             row(SubscriptionStatus::Canceled, "sustaining", None),
         ];
-        assert_eq!(account_tier(&rows, &p, 0), "sustaining");
-        assert_eq!(account_anchor(&rows, &p, 0), Some(1_700_000_000_000));
-        assert_eq!(account_tier(&[], &p, 0), "registered");
+        assert_eq!(account_tier(&rows, &p, Timestamp::EPOCH), "sustaining");
+        assert_eq!(account_anchor(&rows, &p, Timestamp::EPOCH), Some(Timestamp::from_millis(1_700_000_000_000)));
+        assert_eq!(account_tier(&[], &p, Timestamp::EPOCH), "registered");
     }
 
     #[tokio::test]
@@ -402,7 +406,7 @@ mod tests {
             let account =
                 crate::Accounts::new(store.clone()).create("ada@example.org", "registered", None).await.unwrap();
             let subs = Subscriptions::new(store.clone());
-            let day = 86_400_000;
+            let day = crate::clock::DAY;
             let sub = |status| Subscription {
                 id: "sub_1".into(),
                 customer: "cus_1".into(),
@@ -415,27 +419,47 @@ mod tests {
                 cancel_at_period_end: false,
                 created: 1_700_000_000,
             };
-            let (p, now) = (plans(), 1_800_000_000_000_i64);
-            subs.save(&sub(SubscriptionStatus::Active), account.id.as_str(), &p, now - 10 * day).await.unwrap();
+            let (p, now) = (plans(), Timestamp::from_millis(1_800_000_000_000));
+            subs.save(&sub(SubscriptionStatus::Active), account.id.as_str(), &p, now - day * 10).await.unwrap();
             // The renewal failed six days ago; its webhook only arrives now.
-            let stripe_said = now - 6 * day;
+            let stripe_said = now - day * 6;
             subs.save_seen(&sub(SubscriptionStatus::PastDue), account.id.as_str(), &p, now, Some(stripe_said))
                 .await
                 .unwrap();
             let row = subs.by_id("sub_1").await.unwrap().unwrap();
             assert_eq!(row.past_due_since, Some(stripe_said), "the grace runs from Stripe's time");
-            assert_eq!(account_tier(std::slice::from_ref(&row), &p, now + day - 1), "sustaining");
+            assert_eq!(
+                account_tier(std::slice::from_ref(&row), &p, now + day - Duration::from_millis(1)),
+                "sustaining"
+            );
             assert_eq!(account_tier(&[row], &p, now + day), "registered", "seven days after Stripe's time, not now");
             // A later event (or a sync) keeps the earliest start; a time ahead of the clock is now.
-            subs.save_seen(&sub(SubscriptionStatus::PastDue), account.id.as_str(), &p, now + 1000, Some(now))
-                .await
-                .unwrap();
+            subs.save_seen(
+                &sub(SubscriptionStatus::PastDue),
+                account.id.as_str(),
+                &p,
+                now + Duration::from_millis(1000),
+                Some(now),
+            )
+            .await
+            .unwrap();
             assert_eq!(subs.by_id("sub_1").await.unwrap().unwrap().past_due_since, Some(stripe_said));
-            subs.save(&sub(SubscriptionStatus::Active), account.id.as_str(), &p, now + 2000).await.unwrap();
-            subs.save_seen(&sub(SubscriptionStatus::PastDue), account.id.as_str(), &p, now + 3000, Some(now + day))
+            subs.save(&sub(SubscriptionStatus::Active), account.id.as_str(), &p, now + Duration::from_millis(2000))
                 .await
                 .unwrap();
-            assert_eq!(subs.by_id("sub_1").await.unwrap().unwrap().past_due_since, Some(now + 3000));
+            subs.save_seen(
+                &sub(SubscriptionStatus::PastDue),
+                account.id.as_str(),
+                &p,
+                now + Duration::from_millis(3000),
+                Some(now + day),
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                subs.by_id("sub_1").await.unwrap().unwrap().past_due_since,
+                Some(now + Duration::from_millis(3000))
+            );
         }
     }
 }

@@ -15,10 +15,12 @@ pub mod report;
 pub mod statement;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::clock::Timestamp;
 use crate::{Error, Store};
 
 /// Rows per `INSERT`: 8 parameters each stays far below both databases' limits.
@@ -82,8 +84,8 @@ pub struct CommonsMonth {
 pub struct DayUsage {
     /// The account.
     pub account_id: String,
-    /// The day's start (UTC), Unix milliseconds.
-    pub day: i64,
+    /// The day's start (UTC).
+    pub day: Timestamp,
     /// The route's name.
     pub route: String,
     /// Requests answered.
@@ -126,8 +128,8 @@ impl Usage {
 
     /// Adds a flush's lines, once: `Ok(false)` when a batch with this id was
     /// written before (a retry whose first attempt committed), and nothing is added.
-    pub async fn write_batch(&self, batch_id: &str, lines: &[UsageLine], now_ms: i64) -> Result<bool, Error> {
-        self.write_flush(batch_id, lines, &[], now_ms).await
+    pub async fn write_batch(&self, batch_id: &str, lines: &[UsageLine], now: Timestamp) -> Result<bool, Error> {
+        self.write_flush(batch_id, lines, &[], now).await
     }
 
     /// Adds a flush's usage lines and downloads of the commons, once, in one
@@ -137,13 +139,13 @@ impl Usage {
         batch_id: &str,
         lines: &[UsageLine],
         commons: &[CommonsLine],
-        now_ms: i64,
+        now: Timestamp,
     ) -> Result<bool, Error> {
         let mut tx = self.store.pool().begin().await?;
         let claimed =
             sqlx::query("INSERT INTO usage_batches (id, written_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
                 .bind(batch_id)
-                .bind(now_ms)
+                .bind(now)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -217,20 +219,20 @@ impl Usage {
         Ok(true)
     }
 
-    /// The commons served in days `[from_ms, to_ms)`, by month (UTC), route
+    /// The commons served in days `[from, to)`, by month (UTC), route
     /// and file; oldest month first, then by route and file.
-    pub async fn commons(&self, from_ms: i64, to_ms: i64) -> Result<Vec<CommonsMonth>, Error> {
+    pub async fn commons(&self, from: Timestamp, to: Timestamp) -> Result<Vec<CommonsMonth>, Error> {
         let rows = sqlx::query(
             "SELECT route, dataset, day, downloads, bytes FROM commons_downloads \
              WHERE day >= $1 AND day < $2",
         )
-        .bind(from_ms)
-        .bind(to_ms)
+        .bind(from)
+        .bind(to)
         .fetch_all(self.store.pool())
         .await?;
         let mut months: std::collections::BTreeMap<(String, String, String), (u64, u64)> = Default::default();
         for r in &rows {
-            let day: i64 = r.try_get("day")?;
+            let day: Timestamp = r.try_get("day")?;
             let month = month_text(day);
             let sums = months.entry((month, r.try_get("route")?, r.try_get("dataset")?)).or_default();
             sums.0 += read_u64(r, "downloads")?;
@@ -248,31 +250,31 @@ impl Usage {
             .collect())
     }
 
-    /// Forgets batch ids written before `before_ms`. An id is only needed while
+    /// Forgets batch ids written before `before`. An id is only needed while
     /// the replica that made it may still retry it (seconds); a day is ample.
-    pub async fn forget_batches(&self, before_ms: i64) -> Result<u64, Error> {
+    pub async fn forget_batches(&self, before: Timestamp) -> Result<u64, Error> {
         Ok(sqlx::query("DELETE FROM usage_batches WHERE written_at < $1")
-            .bind(before_ms)
+            .bind(before)
             .execute(self.store.pool())
             .await?
             .rows_affected())
     }
 
-    /// The account's billable requests in minutes `[start_ms, end_ms)`.
-    pub async fn billable(&self, account_id: &str, start_ms: i64, end_ms: i64) -> Result<u64, Error> {
+    /// The account's billable requests in minutes `[start, end)`.
+    pub async fn billable(&self, account_id: &str, start: Timestamp, end: Timestamp) -> Result<u64, Error> {
         let row = sqlx::query(
             "SELECT CAST(COALESCE(SUM(billable), 0) AS BIGINT) AS n FROM usage_minutes \
              WHERE account_id = $1 AND minute >= $2 AND minute < $3",
         )
         .bind(account_id)
-        .bind(start_ms)
-        .bind(end_ms)
+        .bind(start)
+        .bind(end)
         .fetch_one(self.store.pool())
         .await?;
         read_u64(&row, "n")
     }
 
-    /// Requests recorded in minutes `[start_ms, end_ms)` on `routes`, of an
+    /// Requests recorded in minutes `[start, end)` on `routes`, of an
     /// account's credential, or of all its credentials without one. A
     /// limiter whose shared counts were lost (Redis restarted empty) starts
     /// a caller's quota again from this, so a quota never restarts mid-period.
@@ -283,8 +285,8 @@ impl Usage {
         account_id: &str,
         credential: Option<&str>,
         routes: &[&str],
-        start_ms: i64,
-        end_ms: i64,
+        start: Timestamp,
+        end: Timestamp,
     ) -> Result<u64, Error> {
         if routes.is_empty() {
             return Ok(0);
@@ -302,7 +304,7 @@ impl Usage {
             sql.push_str(&format!(" AND credential = ${}", 4 + routes.len()));
         }
         // Only numbered placeholders are added to the text; every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(start_ms).bind(end_ms);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(account_id).bind(start).bind(end);
         for route in routes {
             query = query.bind(*route);
         }
@@ -313,18 +315,23 @@ impl Usage {
         read_u64(&row, "n")
     }
 
-    /// The account's billable requests in a billing period `[start_ms, end_ms)`.
+    /// The account's billable requests in a billing period `[start, end)`.
     /// Usage is kept per minute, so a period owns the minutes that start in
     /// it once both ends are floored to the minute: consecutive periods split
     /// every minute between them, and a minute is never billed twice.
-    pub async fn billable_in_period(&self, account_id: &str, start_ms: i64, end_ms: i64) -> Result<u64, Error> {
-        let floor = |ms: i64| ms - ms.rem_euclid(60_000);
-        self.billable(account_id, floor(start_ms), floor(end_ms)).await
+    pub async fn billable_in_period(&self, account_id: &str, start: Timestamp, end: Timestamp) -> Result<u64, Error> {
+        let minute = Duration::from_secs(60);
+        self.billable(account_id, start.floor(minute), end.floor(minute)).await
     }
 
-    /// Usage by account, day (UTC) and route in minutes `[from_ms, to_ms)`, of
+    /// Usage by account, day (UTC) and route in minutes `[from, to)`, of
     /// one account or of all; oldest day first.
-    pub async fn daily(&self, account_id: Option<&str>, from_ms: i64, to_ms: i64) -> Result<Vec<DayUsage>, Error> {
+    pub async fn daily(
+        &self,
+        account_id: Option<&str>,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<DayUsage>, Error> {
         // Integer division is the same on both databases; days are UTC.
         let rows = sqlx::query(
             "SELECT account_id, (minute / 86400000) * 86400000 AS day, route, \
@@ -334,8 +341,8 @@ impl Usage {
              GROUP BY account_id, (minute / 86400000) * 86400000, route \
              ORDER BY day, account_id, route",
         )
-        .bind(from_ms)
-        .bind(to_ms)
+        .bind(from)
+        .bind(to)
         .bind(account_id.unwrap_or(""))
         .fetch_all(self.store.pool())
         .await?;
@@ -354,12 +361,12 @@ impl Usage {
     }
 
     /// Usage of one account by credential (a key id, or `token`) in minutes
-    /// `[from_ms, to_ms)`: what each key was used for.
+    /// `[from, to)`: what each key was used for.
     pub async fn by_credential(
         &self,
         account_id: &str,
-        from_ms: i64,
-        to_ms: i64,
+        from: Timestamp,
+        to: Timestamp,
     ) -> Result<Vec<CredentialUsage>, Error> {
         let rows = sqlx::query(
             "SELECT credential, CAST(SUM(requests) AS BIGINT) AS requests, \
@@ -368,8 +375,8 @@ impl Usage {
              GROUP BY credential ORDER BY credential",
         )
         .bind(account_id)
-        .bind(from_ms)
-        .bind(to_ms)
+        .bind(from)
+        .bind(to)
         .fetch_all(self.store.pool())
         .await?;
         rows.iter()
@@ -384,13 +391,13 @@ impl Usage {
             .collect()
     }
 
-    /// Every account with usage in minutes `[from_ms, to_ms)`.
-    pub async fn accounts_with_usage(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>, Error> {
+    /// Every account with usage in minutes `[from, to)`.
+    pub async fn accounts_with_usage(&self, from: Timestamp, to: Timestamp) -> Result<Vec<String>, Error> {
         let rows = sqlx::query(
             "SELECT DISTINCT account_id FROM usage_minutes WHERE minute >= $1 AND minute < $2 ORDER BY account_id",
         )
-        .bind(from_ms)
-        .bind(to_ms)
+        .bind(from)
+        .bind(to)
         .fetch_all(self.store.pool())
         .await?;
         rows.iter().map(|r| Ok(r.try_get("account_id")?)).collect()
@@ -409,37 +416,36 @@ fn read_u64(row: &sqlx::any::AnyRow, column: &str) -> Result<u64, Error> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// The start (Unix ms) of the UTC day `YYYY-MM-DD`.
-pub fn parse_day(s: &str) -> Option<i64> {
+/// The start of the UTC day `YYYY-MM-DD`.
+pub fn parse_day(s: &str) -> Option<Timestamp> {
     let mut parts = s.trim().splitn(3, '-');
     let (y, m, d) = (parts.next()?.parse().ok()?, parts.next()?.parse::<u8>().ok()?, parts.next()?.parse().ok()?);
     let date = time::Date::from_calendar_date(y, time::Month::try_from(m).ok()?, d).ok()?;
-    Some(date.midnight().assume_utc().unix_timestamp() * 1000)
+    Some(Timestamp::from_date(date))
 }
 
-/// The starts (Unix ms) of the UTC month `YYYY-MM` and of the month after.
-pub fn parse_month(s: &str) -> Option<(i64, i64)> {
+/// The starts of the UTC month `YYYY-MM` and of the month after.
+pub fn parse_month(s: &str) -> Option<(Timestamp, Timestamp)> {
     let (y, m) = s.trim().split_once('-')?;
     let (y, m): (i32, u8) = (y.parse().ok()?, m.parse().ok()?);
     let month = time::Month::try_from(m).ok()?;
     let start = time::Date::from_calendar_date(y, month, 1).ok()?;
     let (ny, nm) = if month == time::Month::December { (y + 1, time::Month::January) } else { (y, month.next()) };
     let end = time::Date::from_calendar_date(ny, nm, 1).ok()?;
-    let ms = |d: time::Date| d.midnight().assume_utc().unix_timestamp() * 1000;
-    Some((ms(start), ms(end)))
+    Some((Timestamp::from_date(start), Timestamp::from_date(end)))
 }
 
-/// The UTC day of `ms` (Unix milliseconds) as `YYYY-MM-DD`.
-pub fn day_text(ms: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
-        Ok(t) => format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
-        Err(_) => ms.to_string(),
+/// The UTC day of `at` as `YYYY-MM-DD` (its milliseconds past the calendar).
+pub fn day_text(at: Timestamp) -> String {
+    match at.date() {
+        Some(d) => format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day()),
+        None => at.as_millis().to_string(),
     }
 }
 
-/// `YYYY-MM` of a Unix ms time (UTC).
-pub fn month_text(ms: i64) -> String {
-    let mut day = day_text(ms);
+/// `YYYY-MM` of `at` (UTC).
+pub fn month_text(at: Timestamp) -> String {
+    let mut day = day_text(at);
     day.truncate(7);
     day
 }
@@ -466,10 +472,13 @@ mod tests {
 
     #[test]
     fn days_and_months_are_read_as_utc() {
-        assert_eq!(parse_day("2026-12-01"), Some(1_796_083_200_000));
-        assert_eq!(day_text(1_796_083_200_000), "2026-12-01");
+        assert_eq!(parse_day("2026-12-01"), Some(Timestamp::from_millis(1_796_083_200_000)));
+        assert_eq!(day_text(Timestamp::from_millis(1_796_083_200_000)), "2026-12-01");
         assert_eq!(parse_day("2026-02-30"), None);
-        assert_eq!(parse_month("2026-12"), Some((1_796_083_200_000, 1_798_761_600_000)));
+        assert_eq!(
+            parse_month("2026-12"),
+            Some((Timestamp::from_millis(1_796_083_200_000), Timestamp::from_millis(1_798_761_600_000)))
+        );
         assert_eq!(parse_month("2026-13"), None);
     }
 
@@ -479,15 +488,35 @@ mod tests {
             let usage = Usage::new(store);
             let t = 20 * DAY;
             let first = [line("acct_a", "api", "2xx", t, 3, 3), line("acct_a", "api", "4xx", t, 1, 0)];
-            assert!(usage.write_batch("r1-1", &first, t).await.unwrap());
-            assert!(!usage.write_batch("r1-1", &first, t).await.unwrap(), "the same batch again is refused");
+            assert!(usage.write_batch("r1-1", &first, Timestamp::from_millis(t)).await.unwrap());
+            assert!(
+                !usage.write_batch("r1-1", &first, Timestamp::from_millis(t)).await.unwrap(),
+                "the same batch again is refused"
+            );
             // Another replica's batch for the same minute adds to the same lines.
-            assert!(usage.write_batch("r2-1", &[line("acct_a", "api", "2xx", t, 2, 2)], t).await.unwrap());
-            assert_eq!(usage.billable("acct_a", t, t + 60_000).await.unwrap(), 5);
-            assert_eq!(usage.billable("acct_a", t + 60_000, t + DAY).await.unwrap(), 0);
-            let days = usage.daily(Some("acct_a"), 0, 100 * DAY).await.unwrap();
+            assert!(
+                usage
+                    .write_batch("r2-1", &[line("acct_a", "api", "2xx", t, 2, 2)], Timestamp::from_millis(t))
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(
+                usage.billable("acct_a", Timestamp::from_millis(t), Timestamp::from_millis(t + 60_000)).await.unwrap(),
+                5
+            );
+            assert_eq!(
+                usage
+                    .billable("acct_a", Timestamp::from_millis(t + 60_000), Timestamp::from_millis(t + DAY))
+                    .await
+                    .unwrap(),
+                0
+            );
+            let days = usage.daily(Some("acct_a"), Timestamp::EPOCH, Timestamp::from_millis(100 * DAY)).await.unwrap();
             assert_eq!(days.len(), 1);
-            assert_eq!((days[0].day, days[0].requests, days[0].billable, days[0].bytes), (t, 6, 5, 60));
+            assert_eq!(
+                (days[0].day, days[0].requests, days[0].billable, days[0].bytes),
+                (Timestamp::from_millis(t), 6, 5, 60)
+            );
         }
     }
 
@@ -507,9 +536,15 @@ mod tests {
                 line("acct_d", "api", "2xx", t, 50, 50),
                 other_key,
             ];
-            assert!(usage.write_batch("r1-1", &lines, t).await.unwrap());
+            assert!(usage.write_batch("r1-1", &lines, Timestamp::from_millis(t)).await.unwrap());
             let of = |credential, routes: &'static [&'static str]| {
-                usage.requests_on("acct_c", credential, routes, t, t + DAY)
+                usage.requests_on(
+                    "acct_c",
+                    credential,
+                    routes,
+                    Timestamp::from_millis(t),
+                    Timestamp::from_millis(t + DAY),
+                )
             };
             assert_eq!(of(Some("key1"), &["api"]).await.unwrap(), 5, "refusals count too");
             assert_eq!(of(Some("key1"), &["api", "api2"]).await.unwrap(), 10);
@@ -526,13 +561,23 @@ mod tests {
             let lines: Vec<UsageLine> = (0..450)
                 .map(|i| line("acct_b", if i % 2 == 0 { "api" } else { "bulk" }, "2xx", t + i * 600_000, 1, 1))
                 .collect();
-            assert!(usage.write_batch("r1-1", &lines, t).await.unwrap(), "more lines than one statement holds");
-            let days = usage.daily(None, 0, 100 * DAY).await.unwrap();
+            assert!(
+                usage.write_batch("r1-1", &lines, Timestamp::from_millis(t)).await.unwrap(),
+                "more lines than one statement holds"
+            );
+            let days = usage.daily(None, Timestamp::EPOCH, Timestamp::from_millis(100 * DAY)).await.unwrap();
             let total: u64 = days.iter().map(|d| d.requests).sum();
             assert_eq!(total, 450);
-            assert!(days.iter().all(|d| d.day % DAY == 0));
-            assert_eq!(days.iter().filter(|d| d.day == t).count(), 2, "api and bulk on the first day");
-            assert_eq!(usage.accounts_with_usage(0, 100 * DAY).await.unwrap(), ["acct_b"]);
+            assert!(days.iter().all(|d| d.day.as_millis() % DAY == 0));
+            assert_eq!(
+                days.iter().filter(|d| d.day == Timestamp::from_millis(t)).count(),
+                2,
+                "api and bulk on the first day"
+            );
+            assert_eq!(
+                usage.accounts_with_usage(Timestamp::EPOCH, Timestamp::from_millis(100 * DAY)).await.unwrap(),
+                ["acct_b"]
+            );
         }
     }
 }

@@ -25,8 +25,9 @@ use serde_json::Value;
 use crate::accounts::AccountId;
 use crate::balance_transactions;
 use crate::booking::Books;
+use crate::clock::Timestamp;
 use crate::events::{Events, Pending, Recorded, Via};
-use crate::memberships::{Memberships, now_ms};
+use crate::memberships::Memberships;
 use crate::stripe::{Subscription, SubscriptionStatus, idempotency_key};
 use crate::subscriptions::{SubscriptionRow, Subscriptions, account_anchor, account_tier};
 use crate::webhook::Envelope;
@@ -83,7 +84,7 @@ impl Memberships {
         let events = Events::new(self.store.clone());
         let mut processed = 0;
         loop {
-            let due = events.due(now_ms(), BATCH).await?;
+            let due = events.due(Timestamp::now(), BATCH).await?;
             if due.is_empty() {
                 return Ok(processed);
             }
@@ -93,20 +94,20 @@ impl Memberships {
             }
             let mut progressed = false;
             for (object, batch) in by_object {
-                let now = now_ms();
-                if !events.lock(&object, &self.holder, now, now + LEASE.as_millis() as i64).await? {
+                let now = Timestamp::now();
+                if !events.lock(&object, &self.holder, now, now + LEASE).await? {
                     continue; // another replica has it; its events come back if it fails
                 }
                 let ids: Vec<&str> = batch.iter().map(|e| e.id.as_str()).collect();
                 let outcome = self.apply(&batch).await;
                 let result = match outcome {
-                    Ok(()) => events.done(&ids, now_ms()).await.map(|n| {
+                    Ok(()) => events.done(&ids, Timestamp::now()).await.map(|n| {
                         processed += n;
                         progressed = true;
                     }),
                     Err(e) => {
                         tracing::warn!(object = %object, events = ids.len(), error = %e, "cannot apply Stripe events yet; retrying later");
-                        events.failed(&ids, &e.to_string(), now_ms()).await
+                        events.failed(&ids, &e.to_string(), Timestamp::now()).await
                     }
                 };
                 events.unlock(&object, &self.holder).await?;
@@ -123,7 +124,7 @@ impl Memberships {
         let mut converge: Option<String> = None;
         // When Stripe first said, in these events, that the subscription was
         // past_due: its grace runs from then, however late the webhook came.
-        let mut past_due_at: Option<i64> = None;
+        let mut past_due_at: Option<Timestamp> = None;
         for event in batch {
             let json: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
             let object = json.pointer("/data/object").cloned().unwrap_or(Value::Null);
@@ -131,8 +132,8 @@ impl Memberships {
             if object.get("status").and_then(Value::as_str) == Some("past_due")
                 && let Some(created) = json.get("created").and_then(Value::as_i64)
             {
-                let at = created.saturating_mul(1000);
-                past_due_at = Some(past_due_at.map_or(at, |t: i64| t.min(at)));
+                let at = Timestamp::from_secs(created);
+                past_due_at = Some(past_due_at.map_or(at, |t| t.min(at)));
             }
             if kind.starts_with("checkout.session.") {
                 if let Some(sub) = self.link_checkout(&object).await? {
@@ -196,8 +197,8 @@ impl Memberships {
         // The subscription's lease, as its events' processing takes it, so
         // that an older fetch never lands after a newer one.
         let events = Events::new(self.store.clone());
-        let now = now_ms();
-        if !events.lock(&sub, &self.holder, now, now + LEASE.as_millis() as i64).await? {
+        let now = Timestamp::now();
+        if !events.lock(&sub, &self.holder, now, now + LEASE).await? {
             return Ok(CheckoutReturn::Pending);
         }
         let saved = match self.stripe.subscription(&sub).await {
@@ -218,7 +219,7 @@ impl Memberships {
 
     /// [`Memberships::save_subscription`], knowing when Stripe's events said the
     /// subscription was past_due (see [`Subscriptions::save_seen`]).
-    async fn save_subscription_seen(&self, sub: &Subscription, past_due_at: Option<i64>) -> Result<bool, Error> {
+    async fn save_subscription_seen(&self, sub: &Subscription, past_due_at: Option<Timestamp>) -> Result<bool, Error> {
         let accounts = Accounts::new(self.store.clone());
         let mut account = None;
         if let Some(id) = &sub.account_id {
@@ -235,7 +236,7 @@ impl Memberships {
             accounts.link_stripe_customer(&account.id, &sub.customer).await?;
         }
         Subscriptions::new(self.store.clone())
-            .save_seen(sub, account.id.as_str(), &self.plans, now_ms(), past_due_at)
+            .save_seen(sub, account.id.as_str(), &self.plans, Timestamp::now(), past_due_at)
             .await?;
         let changed = self.retier(account.id.as_str()).await?;
         self.end_replaced_metered(account.id.as_str()).await?;
@@ -264,7 +265,7 @@ impl Memberships {
             rows.iter().filter(live).filter(|r| r.price_id.as_deref() == Some(metered) && !r.cancel_at_period_end)
         {
             let ended = self.stripe.end_at_period_end(&row.id, &idempotency_key("end-metered", &[&row.id])).await?;
-            subscriptions.save(&ended, account_id, &self.plans, now_ms()).await?;
+            subscriptions.save(&ended, account_id, &self.plans, Timestamp::now()).await?;
             tracing::info!(account = %account_id, subscription = %row.id, "a membership replaces the metered plan: it ends at its period's end");
         }
         Ok(())
@@ -277,7 +278,7 @@ impl Memberships {
         if rows.is_empty() {
             return Ok(false);
         }
-        let now = now_ms();
+        let now = Timestamp::now();
         let tier = account_tier(&rows, &self.plans, now);
         let anchor = account_anchor(&rows, &self.plans, now);
         let accounts = Accounts::new(self.store.clone());
@@ -300,7 +301,7 @@ impl Memberships {
         for id in balance_transactions::referenced(object) {
             match self.stripe.balance_transaction(&id).await? {
                 Some(json) => {
-                    books.book(&json, event_id, now_ms()).await?;
+                    books.book(&json, event_id, Timestamp::now()).await?;
                 }
                 None => {
                     tracing::warn!(balance_transaction = %id, "Stripe does not know a balance transaction its event names")
@@ -317,8 +318,8 @@ impl Memberships {
 
     /// Accounts whose past_due grace ended lose their membership tier.
     pub async fn expire_grace(&self) -> Result<usize, Error> {
-        let grace = self.plans.past_due_grace.as_millis() as i64;
-        let late = Subscriptions::new(self.store.clone()).past_due_since_before(now_ms() - grace).await?;
+        let grace = self.plans.past_due_grace;
+        let late = Subscriptions::new(self.store.clone()).past_due_since_before(Timestamp::now() - grace).await?;
         let mut changed = 0;
         for account in late {
             changed += usize::from(self.retier(&account).await?);
@@ -337,14 +338,14 @@ impl Memberships {
         if clamped {
             report.window_secs = Some(since.as_secs());
         }
-        let from = now_ms() / 1000 - since.as_secs() as i64;
+        let from = Timestamp::now().as_secs() - since.as_secs() as i64;
         let mut after: Option<String> = None;
         loop {
             let page = self.stripe.events(from, after.as_deref()).await?;
             for listed in &page.data {
                 report.events_listed += 1;
                 let Some(env) = Envelope::parse(&listed.json) else { continue };
-                if events.record(&env, &listed.json, Via::Sync, now_ms()).await? == Recorded::New {
+                if events.record(&env, &listed.json, Via::Sync, Timestamp::now()).await? == Recorded::New {
                     report.events_missed += 1;
                 }
             }

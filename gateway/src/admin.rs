@@ -32,6 +32,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use coopgate_billing::clock::{DAY, Timestamp};
 use coopgate_billing::usage::report::Reporter;
 use coopgate_billing::usage::{parse_day, parse_month, statement};
 use coopgate_billing::{Account, Accounts, Memberships};
@@ -360,8 +361,6 @@ async fn billing_sync(
     Ok(Json(serde_json::to_value(report).map_err(Error::internal)?))
 }
 
-const DAY_MS: i64 = 86_400_000;
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UsageQuery {
@@ -378,8 +377,8 @@ async fn usage(
     let day = |v: &str, name: &str| {
         parse_day(v).ok_or_else(|| Error::BadAdminRequest(format!("{name} `{v}` is not a day; write YYYY-MM-DD")))
     };
-    let now = crate::limit::now_ms();
-    let today = now - now.rem_euclid(DAY_MS);
+    let now = Timestamp::now();
+    let today = now.floor(DAY);
     let from = match &q.from {
         Some(v) => day(v, "from")?,
         // The first of this month.
@@ -388,7 +387,7 @@ async fn usage(
     let to = match &q.to {
         Some(v) => day(v, "to")?,
         None => today,
-    } + DAY_MS;
+    } + DAY;
     let store = s.keys.store();
     let account = match &q.account {
         Some(email) => Some(

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use coopgate_billing::Money;
+use coopgate_billing::clock::Timestamp;
 
 use crate::keys::format::KeyId;
 use crate::tier::TierId;
@@ -46,9 +47,9 @@ pub struct Caller {
     pub tier: TierId,
     /// The client's address (after trusted proxies).
     pub ip: IpAddr,
-    /// The account's billing anchor (Unix ms), where monthly quotas that
+    /// The account's billing anchor, where monthly quotas that
     /// follow it start over; `None` for anonymous callers and accounts without one.
-    pub billing_anchor: Option<i64>,
+    pub billing_anchor: Option<Timestamp>,
     /// The account, hashed like [`CallerKey::Account`], whatever `key` counts
     /// per: the metered allowance and the spend cap are the account's, shared
     /// by all its keys. `None` for anonymous callers.

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use coopgate_billing::clock::Timestamp;
 
 use crate::config::{self, Config};
 use crate::server::{self, Gateway};
@@ -258,8 +259,7 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     // A new data folder gets a year of sample activity (see `demo::history`);
     // a later start keeps the books it has.
     let first_start = !data_dir.join("coopgate.db").exists();
-    let starts_ago =
-        if first_start { demo::history::starts_ago(crate::limit::now_ms()) } else { std::time::Duration::ZERO };
+    let starts_ago = if first_start { demo::history::starts_ago(Timestamp::now()) } else { std::time::Duration::ZERO };
     let sim = runtime.block_on(demo::stripe::start(addr, starts_ago)).context("cannot start the Stripe simulator")?;
     let stripe = demo::stripe::StripeManifest::new(&sim, addr);
     demo::stripe::configure(&mut config, &stripe.gateway, &stripe.api_base, &stripe.webhook_secret)?;
@@ -281,7 +281,7 @@ fn run_demo(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
             webhooks_dropped_by_chaos = webhooks.dropped,
             "the demo's year of sample activity is in the ledger"
         );
-        runtime.block_on(demo::roadmap::seed(&store, config.member_tiers(), crate::limit::now_ms()))?;
+        runtime.block_on(demo::roadmap::seed(&store, config.member_tiers(), Timestamp::now()))?;
     }
     let data_dir = data_dir.to_owned();
     run_on(runtime, listener, config, keys, tokens, move |addr| {

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use coopgate_billing::clock::Timestamp;
 use http::{HeaderMap, HeaderName, HeaderValue, Version, header};
 
 use crate::caller::ConnInfo;
@@ -201,8 +202,8 @@ pub fn jwks(data: &[u8]) {
 /// months in order.
 pub fn open_books_range(data: &[u8]) {
     let Ok(query) = std::str::from_utf8(data) else { return };
-    for now_ms in [0, 1_780_000_000_000, i64::MAX / 2] {
-        if let Ok((from, to)) = crate::open_books::range(Some(query), now_ms) {
+    for now in [0, 1_780_000_000_000, i64::MAX / 2] {
+        if let Ok((from, to)) = crate::open_books::range(Some(query), Timestamp::from_millis(now)) {
             assert!(from <= to, "{from} after {to}");
         }
     }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use coopgate_billing::Store;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::open_books::{OpenBooks, Report};
 use coopgate_billing::usage::{month_text, parse_month};
 use http::{HeaderValue, Response, header};
@@ -85,7 +86,7 @@ impl OpenBooksState {
 
     /// The report of `query`'s range, computed at most once per [`FRESH_FOR`].
     async fn report(&self, query: Option<&str>) -> Result<Arc<Report>, Error> {
-        let (from, to) = range(query, crate::limit::now_ms())?;
+        let (from, to) = range(query, Timestamp::now())?;
         let mut reports = self.reports.lock().await;
         let key = (from, to);
         if let Some((at, report)) = reports.get(&key)
@@ -131,14 +132,14 @@ impl OpenBooksState {
     }
 }
 
-/// The default range: the twelve months up to the month of `now_ms`.
-pub fn default_range(now_ms: i64) -> (String, String) {
-    range(None, now_ms).unwrap_or_else(|_| (month_text(now_ms), month_text(now_ms)))
+/// The default range: the twelve months up to the month of `now`.
+pub fn default_range(now: Timestamp) -> (String, String) {
+    range(None, now).unwrap_or_else(|_| (month_text(now), month_text(now)))
 }
 
 /// The months `?from=YYYY-MM&to=YYYY-MM` name; by default the twelve up to
-/// the month of `now_ms`.
-pub(crate) fn range(query: Option<&str>, now_ms: i64) -> Result<(String, String), Error> {
+/// the month of `now`.
+pub(crate) fn range(query: Option<&str>, now: Timestamp) -> Result<(String, String), Error> {
     let mut from = None;
     let mut to = None;
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -157,7 +158,7 @@ pub(crate) fn range(query: Option<&str>, now_ms: i64) -> Result<(String, String)
     };
     let to = match to {
         Some(t) => month(&t, "to")?,
-        None => month_text(now_ms),
+        None => month_text(now),
     };
     let from = match from {
         Some(f) => month(&f, "from")?,
@@ -207,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_bad_range_names_what_is_wrong() {
-        let ms = 0;
+        let ms = Timestamp::EPOCH;
         for (query, says) in [
             ("from=2025-13", "from `2025-13`"),
             ("to=May", "to `May`"),

@@ -130,7 +130,7 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, Error> {
     let bulk_routes = listing::routes(config)?;
     let seat_limits = config.tiers.iter().filter_map(|(n, t)| Some((n.clone(), t.seats?))).collect();
     let config: &PortalConfig = portal;
-    let policy = Policy { ttl_ms: config.sign_in_ttl.as_millis() as i64, ..Policy::default() };
+    let policy = Policy { ttl: config.sign_in_ttl, ..Policy::default() };
     let state = PortalState {
         sign_ins: SignIns::new(store.clone(), policy),
         sessions: Sessions::new(store.clone()),
@@ -144,7 +144,7 @@ pub fn router(config: &Config, parts: Parts) -> Result<Router, Error> {
         cookies: session::Cookies { secure: config.secure_cookies },
         base_url: config.base_url.as_str().trim_end_matches('/').to_owned(),
         new_account_tier: config.new_account_tier.clone(),
-        session_ttl_ms: config.session_ttl.as_millis() as i64,
+        session_ttl: config.session_ttl,
         sign_in_minutes: config.sign_in_ttl.as_secs().div_ceil(60),
         invalidations,
         tokens,

@@ -32,6 +32,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response as AxumResponse};
 use axum::routing::{get, post};
 use coopgate_billing::Store;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::portal::Role;
 use coopgate_billing::priorities::{Priorities, Vote};
 use http::{HeaderValue, header};
@@ -213,7 +214,7 @@ async fn vote(
     let n = number(&n, "ballots")?;
     let account = s.resolver.acting_account(&headers, ip, &s.store, VOTE).await?;
     let vote = parse_vote(&body.map_err(unread)?)?;
-    let receipt = s.priorities.vote(n, &account, &vote, crate::limit::now_ms()).await.map_err(Error::Billing)?;
+    let receipt = s.priorities.vote(n, &account, &vote, Timestamp::now()).await.map_err(Error::Billing)?;
     Ok(axum::Json(serde_json::json!({ "ballot": n, "receipt": receipt.receipt })).into_response())
 }
 
@@ -225,7 +226,7 @@ async fn endorse(
 ) -> Result<AxumResponse, Error> {
     let n = number(&n, "items")?;
     let account = s.resolver.acting_account(&headers, ip, &s.store, ENDORSE).await?;
-    let new = s.priorities.endorse(n, &account.id, crate::limit::now_ms()).await.map_err(Error::Billing)?;
+    let new = s.priorities.endorse(n, &account.id, Timestamp::now()).await.map_err(Error::Billing)?;
     Ok(axum::Json(serde_json::json!({ "item": n, "endorsed": true, "new": new })).into_response())
 }
 

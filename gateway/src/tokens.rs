@@ -13,10 +13,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::{Account, AccountId, Accounts, Store};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
@@ -88,8 +89,9 @@ fn within_max_ttl(claims: &Claims, max_ttl: Duration, now: u64) -> bool {
         && claims.exp <= now + max + LEEWAY
 }
 
+/// Now in Unix seconds, as a token's claims count time.
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    u64::try_from(Timestamp::now().as_secs()).unwrap_or(0)
 }
 
 impl Tokens {

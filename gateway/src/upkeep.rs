@@ -9,9 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::priorities::Mailing;
 
-use crate::limit::now_ms;
 use crate::shared::{Shared, Stored};
 
 /// How often the store is polled for key changes made elsewhere.
@@ -23,11 +23,11 @@ const HOURLY: Duration = Duration::from_secs(3600);
 /// How long a usage flush's id is kept: the replica that made it retries
 /// within seconds, but one journaled at a stop (`metering.journal`) comes back
 /// at the next start, which may be days later; a week covers a long outage.
-const FLUSH_IDS_KEPT_MS: i64 = 7 * 86_400_000;
+const FLUSH_IDS_KEPT: Duration = Duration::from_secs(7 * 86_400);
 /// How often ballots are looked at: a close is this late at most.
 const BALLOTS: Duration = Duration::from_secs(5);
 /// How long ended portal sign-ins and sessions are kept.
-const PORTAL_RECORDS_KEPT_MS: i64 = 86_400_000;
+const PORTAL_RECORDS_KEPT: Duration = Duration::from_secs(86_400);
 
 /// Runs every loop until the future is dropped.
 pub(crate) async fn run(s: Arc<Shared>) {
@@ -108,7 +108,9 @@ async fn apply_stripe_events(s: &Shared) {
     let gauges = every(GAUGES, || async {
         if let Ok((waiting, oldest)) = m.backlog().await {
             s.metrics.billing_events_waiting.set(waiting);
-            s.metrics.billing_oldest_waiting_seconds.set(oldest.map_or(0, |t| (now_ms() - t) / 1000));
+            s.metrics
+                .billing_oldest_waiting_seconds
+                .set(oldest.map_or(0, |t| (Timestamp::now().as_millis() - t.as_millis()) / 1000));
         }
     });
     tokio::join!(m.run(billing.sync_interval), gauges);
@@ -118,7 +120,7 @@ async fn flush_usage(s: &Shared) {
     let Some(Stored { usage_flusher: flusher, keys, .. }) = &s.stored else { return };
     let usage = coopgate_billing::usage::Usage::new(keys.store().clone());
     let forget = every(HOURLY, || async {
-        let _ = usage.forget_batches(now_ms() - FLUSH_IDS_KEPT_MS).await;
+        let _ = usage.forget_batches(Timestamp::now() - FLUSH_IDS_KEPT).await;
     });
     tokio::join!(flusher.run(s.config.metering.flush_interval), forget);
 }
@@ -131,7 +133,9 @@ async fn report_usage(s: &Shared) {
     let gauges = every(GAUGES, || async {
         if let Ok((waiting, oldest)) = coopgate_billing::usage::report::backlog(reporter.store()).await {
             s.metrics.usage_reports_waiting.set(waiting);
-            s.metrics.usage_oldest_report_waiting_seconds.set(oldest.map_or(0, |t| (now_ms() - t) / 1000));
+            s.metrics
+                .usage_oldest_report_waiting_seconds
+                .set(oldest.map_or(0, |t| (Timestamp::now().as_millis() - t.as_millis()) / 1000));
         }
     });
     tokio::join!(reporter.run(metered.report_interval), gauges);
@@ -163,7 +167,7 @@ async fn forget_portal_records(s: &Shared) {
     let sign_ins = coopgate_billing::portal::SignIns::new(store.clone(), Default::default());
     let sessions = coopgate_billing::portal::Sessions::new(store);
     every(HOURLY, || async {
-        let day_ago = now_ms() - PORTAL_RECORDS_KEPT_MS;
+        let day_ago = Timestamp::now() - PORTAL_RECORDS_KEPT;
         let _ = sign_ins.forget(day_ago).await;
         let _ = sessions.forget(day_ago).await;
     })
@@ -175,10 +179,10 @@ async fn forget_portal_records(s: &Shared) {
 async fn ballots(s: &Shared) {
     let Some(stored) = &s.stored else { return };
     let p = &stored.priorities;
-    match p.due(now_ms()).await {
+    match p.due(Timestamp::now()).await {
         Ok(due) => {
             for n in due {
-                match p.close(n, now_ms()).await {
+                match p.close(n, Timestamp::now()).await {
                     Ok(b) => {
                         tracing::info!(ballot = n, digest = b.tally_digest.as_deref(), "ballot closed and counted")
                     }
@@ -189,7 +193,7 @@ async fn ballots(s: &Shared) {
         Err(e) => tracing::debug!(error = %e, "ballots cannot be read now"),
     }
     let Some(portal) = &s.config.portal else { return };
-    let mailings = match p.take_mailings(now_ms(), s.config.priorities.remind_before.as_millis() as i64).await {
+    let mailings = match p.take_mailings(Timestamp::now(), s.config.priorities.remind_before).await {
         Ok(m) if !m.is_empty() => m,
         _ => return,
     };
@@ -205,7 +209,7 @@ async fn ballots(s: &Shared) {
             let mail = crate::portal::mail::BallotMail {
                 to,
                 ballot: n,
-                closes_at: crate::priorities::view::time_text(ballot.closes_at),
+                closes_at: ballot.closes_at.to_string(),
                 reminder: mailing == Mailing::Reminder,
                 link: link.clone(),
             };

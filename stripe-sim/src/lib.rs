@@ -105,6 +105,7 @@ mod shapes;
 mod shared;
 mod store;
 mod templates;
+mod wall_clock;
 mod webhooks;
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -26,6 +26,7 @@ use tokio::sync::{Notify, watch};
 
 use super::config::Chaos;
 use super::random::Rng;
+use super::wall_clock::unix_now;
 
 /// Webhook delivery counts (also `GET /_sim/webhooks`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -270,10 +271,6 @@ impl Outbox {
             }
         });
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// The delivery task: sends queued events to `url` until aborted, and tells

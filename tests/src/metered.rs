@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use coopgate::config::{Config, MeteredConfig, RouteKind, SPEND_CAP_PATH, SpendCapAction, TierConfig};
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::usage::report::{self, Reported};
 use coopgate_billing::{Account, Store};
 use coopgate_stripe_sim::{SimConfig, SimPrice};
@@ -99,10 +100,13 @@ pub async fn wait_reported(gw: &TestGateway, store: &Store, account: &Account, u
     eventually(Duration::from_secs(30), &what, || async {
         // A round of this replica's reporter now (it reports if it holds the
         // lease); a refusal of Stripe's or the store's is worth seeing.
-        if let Err(e) = reporter.round(now_ms(), Duration::from_secs(3)).await {
+        if let Err(e) = reporter.round(Timestamp::now(), Duration::from_secs(3)).await {
             eprintln!("a reporter round failed: {e}");
         }
-        let periods = report::periods(store, Some(account.id.as_str()), 0, i64::MAX / 2).await.unwrap();
+        let periods =
+            report::periods(store, Some(account.id.as_str()), Timestamp::EPOCH, Timestamp::from_millis(i64::MAX / 2))
+                .await
+                .unwrap();
         let Some(p) = periods.first() else { return Err("no metered period was noted".to_owned()) };
         let r = report::reported(store, account.id.as_str(), p.start).await.unwrap();
         if r.metered + r.invoiced == units && r.pending == 0 {

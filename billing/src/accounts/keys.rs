@@ -6,13 +6,13 @@
 //! through [`ApiKeys`]. Only a SHA-256 digest of a key's secret is stored, and
 //! this module never sees the secret. `updated_at` moves on every change
 //! (revoke, roll) so that running gateways notice changes made elsewhere
-//! ([`ApiKeys::changed_since`]). Times are Unix milliseconds, passed in by the
-//! caller.
+//! ([`ApiKeys::changed_since`]). Times are passed in by the caller.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::id::{AccountId, normalize_email};
+use crate::clock::Timestamp;
 use crate::{Error, Money, Store};
 
 /// A change's `updated_at`: now (`$1`), or one past the row's last change if
@@ -33,22 +33,22 @@ pub struct ApiKeyCheck {
     pub account_id: AccountId,
     /// The owner's tier name.
     pub tier: String,
-    /// The owner's billing anchor (Unix ms), if set.
-    pub billing_anchor: Option<i64>,
+    /// The owner's billing anchor, if set.
+    pub billing_anchor: Option<Timestamp>,
     /// The owner's monthly spend cap on metered use, if any.
     pub spend_cap: Option<Money>,
     /// When the key expires, if it does.
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<Timestamp>,
     /// When it was revoked, if it was.
-    pub revoked_at: Option<i64>,
+    pub revoked_at: Option<Timestamp>,
     /// Until when a rolled key still works.
-    pub grace_until: Option<i64>,
+    pub grace_until: Option<Timestamp>,
     /// The organisation seat it was made through, if any: such a key works
     /// only while the account's tier has seats (the gateway decides).
     pub seat_id: Option<String>,
     /// When the key row last changed, as [`ApiKeys::changed_since`] reports
     /// it: a cache holding the row as of this change need not drop it.
-    pub updated_at: i64,
+    pub updated_at: Timestamp,
 }
 
 /// A key as listed: everything but its secret's digest.
@@ -63,17 +63,17 @@ pub struct ApiKey {
     /// A name its owner gave it.
     pub name: String,
     /// When it was made.
-    pub created_at: i64,
+    pub created_at: Timestamp,
     /// When it expires, if it does.
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<Timestamp>,
     /// When it was revoked, if it was.
-    pub revoked_at: Option<i64>,
+    pub revoked_at: Option<Timestamp>,
     /// The id of the key that replaced it, if rolled.
     pub rolled_to: Option<String>,
     /// Until when a rolled key still works.
-    pub grace_until: Option<i64>,
+    pub grace_until: Option<Timestamp>,
     /// The last request it made, as last written (in batches).
-    pub last_used_at: Option<i64>,
+    pub last_used_at: Option<Timestamp>,
     /// The organisation seat it was made through, if any.
     pub seat_id: Option<String>,
 }
@@ -84,7 +84,7 @@ pub struct ApiKeyChange {
     /// Its public id.
     pub id: String,
     /// When it last changed.
-    pub updated_at: i64,
+    pub updated_at: Timestamp,
 }
 
 /// A key to store.
@@ -99,7 +99,7 @@ pub struct NewApiKey<'a> {
     /// SHA-256 of the secret, 64 lower-case hex digits.
     pub secret_sha256: &'a str,
     /// When it expires, if it does.
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<Timestamp>,
     /// The organisation seat it was made through, if any: removing the seat revokes it.
     pub seat_id: Option<&'a str>,
 }
@@ -148,29 +148,29 @@ impl ApiKeys {
         .transpose()
     }
 
-    /// Every key whose `updated_at` is `since_ms` or later, in no order.
-    pub async fn changed_since(&self, since_ms: i64) -> Result<Vec<ApiKeyChange>, Error> {
+    /// Every key whose `updated_at` is `since` or later, in no order.
+    pub async fn changed_since(&self, since: Timestamp) -> Result<Vec<ApiKeyChange>, Error> {
         let rows = sqlx::query("SELECT id, updated_at FROM api_keys WHERE updated_at >= $1")
-            .bind(since_ms)
+            .bind(since)
             .fetch_all(self.store.pool())
             .await?;
         rows.iter().map(|r| Ok(ApiKeyChange { id: r.try_get("id")?, updated_at: r.try_get("updated_at")? })).collect()
     }
 
-    /// Records that key `id` was last used at `at_ms`. Not a change: `updated_at`
+    /// Records that key `id` was last used at `at`. Not a change: `updated_at`
     /// stays, so that a last use never makes gateways drop the key from their caches.
-    pub async fn touch_last_used(&self, id: &str, at_ms: i64) -> Result<(), Error> {
+    pub async fn touch_last_used(&self, id: &str, at: Timestamp) -> Result<(), Error> {
         sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
-            .bind(at_ms)
+            .bind(at)
             .bind(id)
             .execute(self.store.pool())
             .await?;
         Ok(())
     }
 
-    /// Stores a new key, made at `now_ms`.
-    pub async fn insert(&self, key: &NewApiKey<'_>, now_ms: i64) -> Result<(), Error> {
-        insert_on(self.store.pool(), key, now_ms).await
+    /// Stores a new key, made at `now`.
+    pub async fn insert(&self, key: &NewApiKey<'_>, now: Timestamp) -> Result<(), Error> {
+        insert_on(self.store.pool(), key, now).await
     }
 
     /// Every key, or those of the account with `email` (any spelling of it),
@@ -190,26 +190,26 @@ impl ApiKeys {
         rows.iter().map(listed_from).collect()
     }
 
-    /// Revokes key `id` at `now_ms`. Returns whether it did: `false` when no
+    /// Revokes key `id` at `now`. Returns whether it did: `false` when no
     /// key has this id or it was revoked already (the first revocation stands).
-    pub async fn revoke(&self, id: &str, now_ms: i64) -> Result<bool, Error> {
+    pub async fn revoke(&self, id: &str, now: Timestamp) -> Result<bool, Error> {
         let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE api_keys SET revoked_at = $1, updated_at = {NEXT_CHANGE} WHERE id = $2 AND revoked_at IS NULL"
         )))
-        .bind(now_ms)
+        .bind(now)
         .bind(id)
         .execute(self.store.pool())
         .await?;
         Ok(done.rows_affected() > 0)
     }
 
-    /// Revokes at `now_ms` every live key made through seat `seat`; returns
+    /// Revokes at `now` every live key made through seat `seat`; returns
     /// the ids of the seat's keys, so that caches can drop them.
-    pub async fn revoke_seat(&self, seat: &str, now_ms: i64) -> Result<Vec<String>, Error> {
+    pub async fn revoke_seat(&self, seat: &str, now: Timestamp) -> Result<Vec<String>, Error> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE api_keys SET revoked_at = $1, updated_at = {NEXT_CHANGE} WHERE seat_id = $2 AND revoked_at IS NULL"
         )))
-        .bind(now_ms)
+        .bind(now)
         .bind(seat)
         .execute(self.store.pool())
         .await?;
@@ -218,8 +218,8 @@ impl ApiKeys {
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
     }
 
-    /// Replaces key `id` with `successor` (stored at `now_ms`); the old key
-    /// keeps working until `grace_until_ms`. Returns whether it did: `false`,
+    /// Replaces key `id` with `successor` (stored at `now`); the old key
+    /// keeps working until `grace_until`. Returns whether it did: `false`,
     /// with nothing stored, when no unrevoked key has this id or it was
     /// rolled already. A key is rolled once: a second roll would give it a
     /// new grace (bringing back a key whose grace was over) and a second
@@ -229,8 +229,8 @@ impl ApiKeys {
         &self,
         id: &str,
         successor: &NewApiKey<'_>,
-        grace_until_ms: i64,
-        now_ms: i64,
+        grace_until: Timestamp,
+        now: Timestamp,
     ) -> Result<bool, Error> {
         let mut tx = self.store.pool().begin().await?;
         let marked = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -238,8 +238,8 @@ impl ApiKeys {
              WHERE id = $4 AND revoked_at IS NULL AND rolled_to IS NULL"
         )))
         .bind(successor.id)
-        .bind(grace_until_ms)
-        .bind(now_ms)
+        .bind(grace_until)
+        .bind(now)
         .bind(id)
         .execute(&mut *tx)
         .await?
@@ -247,14 +247,14 @@ impl ApiKeys {
         if marked == 0 {
             return Ok(false);
         }
-        insert_on(&mut *tx, successor, now_ms).await?;
+        insert_on(&mut *tx, successor, now).await?;
         tx.commit().await?;
         Ok(true)
     }
 }
 
-/// Stores `key`, made at `now_ms`, on `db` (the pool, or a transaction).
-async fn insert_on<'e>(db: impl sqlx::AnyExecutor<'e>, key: &NewApiKey<'_>, now_ms: i64) -> Result<(), Error> {
+/// Stores `key`, made at `now`, on `db` (the pool, or a transaction).
+async fn insert_on<'e>(db: impl sqlx::AnyExecutor<'e>, key: &NewApiKey<'_>, now: Timestamp) -> Result<(), Error> {
     sqlx::query(
         "INSERT INTO api_keys (id, account_id, name, secret_sha256, created_at, updated_at, expires_at, seat_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -263,8 +263,8 @@ async fn insert_on<'e>(db: impl sqlx::AnyExecutor<'e>, key: &NewApiKey<'_>, now_
     .bind(key.account_id.as_str())
     .bind(key.name)
     .bind(key.secret_sha256)
-    .bind(now_ms)
-    .bind(now_ms)
+    .bind(now)
+    .bind(now)
     .bind(key.expires_at)
     .bind(key.seat_id)
     .execute(db)
@@ -290,11 +290,13 @@ fn listed_from(r: &AnyRow) -> Result<ApiKey, Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::store::testing::stores;
     use crate::{Accounts, Currency};
 
-    const T: i64 = 1_800_000_000_000;
+    const T: Timestamp = Timestamp::from_millis(1_800_000_000_000);
     const DIGEST: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
     fn new_key<'a>(id: &'a str, account_id: &'a AccountId, name: &'a str) -> NewApiKey<'a> {
@@ -308,9 +310,12 @@ mod tests {
             let ada = accounts.create("ada@example.org", "metered", None).await.unwrap();
             let cap = Money::new(2550, Currency::new("eur").unwrap());
             accounts.set_spend_cap(&ada.id, Some(cap)).await.unwrap();
-            accounts.set_billing_anchor(&ada.id, Some(T - 1000)).await.unwrap();
+            accounts.set_billing_anchor(&ada.id, Some(T - Duration::from_millis(1000))).await.unwrap();
             let keys = ApiKeys::new(store);
-            let key = NewApiKey { expires_at: Some(T + 60_000), ..new_key("aaaaaaaaaaaa", &ada.id, "laptop") };
+            let key = NewApiKey {
+                expires_at: Some(T + Duration::from_millis(60_000)),
+                ..new_key("aaaaaaaaaaaa", &ada.id, "laptop")
+            };
             keys.insert(&key, T).await.unwrap();
             let found = keys.by_id("aaaaaaaaaaaa").await.unwrap().unwrap();
             assert_eq!(
@@ -319,9 +324,9 @@ mod tests {
                     secret_sha256: DIGEST.into(),
                     account_id: ada.id.clone(),
                     tier: "metered".into(),
-                    billing_anchor: Some(T - 1000),
+                    billing_anchor: Some(T - Duration::from_millis(1000)),
                     spend_cap: Some(cap),
-                    expires_at: Some(T + 60_000),
+                    expires_at: Some(T + Duration::from_millis(60_000)),
                     revoked_at: None,
                     grace_until: None,
                     seat_id: None,
@@ -343,7 +348,7 @@ mod tests {
             let bob = accounts.create("bob@example.org", "registered", None).await.unwrap();
             let keys = ApiKeys::new(store);
             keys.insert(&new_key("aaaaaaaaaaaa", &ada.id, "old"), T).await.unwrap();
-            keys.insert(&new_key("cccccccccccc", &ada.id, "new"), T + 1).await.unwrap();
+            keys.insert(&new_key("cccccccccccc", &ada.id, "new"), T + Duration::from_millis(1)).await.unwrap();
             keys.insert(&new_key("bbbbbbbbbbbb", &bob.id, "bob's"), T).await.unwrap();
             let ids = |listed: Vec<ApiKey>| listed.into_iter().map(|k| k.id).collect::<Vec<_>>();
             assert_eq!(ids(keys.list(None).await.unwrap()), ["cccccccccccc", "aaaaaaaaaaaa", "bbbbbbbbbbbb"]);
@@ -377,31 +382,57 @@ mod tests {
             let keys = ApiKeys::new(store);
             keys.insert(&new_key("aaaaaaaaaaaa", &ada.id, "one"), T).await.unwrap();
             keys.insert(&new_key("bbbbbbbbbbbb", &ada.id, "two"), T).await.unwrap();
-            assert!(keys.revoke("aaaaaaaaaaaa", T + 10).await.unwrap());
-            assert!(!keys.revoke("aaaaaaaaaaaa", T + 20).await.unwrap(), "revoked already");
-            assert!(!keys.revoke("zzzzzzzzzzzz", T + 20).await.unwrap(), "no such key");
-            assert_eq!(keys.by_id("aaaaaaaaaaaa").await.unwrap().unwrap().revoked_at, Some(T + 10));
+            assert!(keys.revoke("aaaaaaaaaaaa", T + Duration::from_millis(10)).await.unwrap());
+            assert!(!keys.revoke("aaaaaaaaaaaa", T + Duration::from_millis(20)).await.unwrap(), "revoked already");
+            assert!(!keys.revoke("zzzzzzzzzzzz", T + Duration::from_millis(20)).await.unwrap(), "no such key");
+            assert_eq!(
+                keys.by_id("aaaaaaaaaaaa").await.unwrap().unwrap().revoked_at,
+                Some(T + Duration::from_millis(10))
+            );
             assert!(
-                keys.roll("bbbbbbbbbbbb", &new_key("cccccccccccc", &ada.id, "two"), T + 3_600_000, T + 30)
-                    .await
-                    .unwrap()
+                keys.roll(
+                    "bbbbbbbbbbbb",
+                    &new_key("cccccccccccc", &ada.id, "two"),
+                    T + Duration::from_millis(3_600_000),
+                    T + Duration::from_millis(30)
+                )
+                .await
+                .unwrap()
             );
             let rolled = keys.list(None).await.unwrap().into_iter().find(|k| k.id == "bbbbbbbbbbbb").unwrap();
-            assert_eq!((rolled.rolled_to.as_deref(), rolled.grace_until), (Some("cccccccccccc"), Some(T + 3_600_000)));
+            assert_eq!(
+                (rolled.rolled_to.as_deref(), rolled.grace_until),
+                (Some("cccccccccccc"), Some(T + Duration::from_millis(3_600_000)))
+            );
             // Once: a second roll, or a roll of a revoked key, changes and stores nothing.
             let late = new_key("dddddddddddd", &ada.id, "two");
-            assert!(!keys.roll("bbbbbbbbbbbb", &late, T + 7_200_000, T + 30).await.unwrap(), "rolled already");
-            assert!(!keys.roll("aaaaaaaaaaaa", &late, T + 7_200_000, T + 30).await.unwrap(), "revoked");
-            assert_eq!(keys.by_id("bbbbbbbbbbbb").await.unwrap().unwrap().grace_until, Some(T + 3_600_000));
+            assert!(
+                !keys
+                    .roll("bbbbbbbbbbbb", &late, T + Duration::from_millis(7_200_000), T + Duration::from_millis(30))
+                    .await
+                    .unwrap(),
+                "rolled already"
+            );
+            assert!(
+                !keys
+                    .roll("aaaaaaaaaaaa", &late, T + Duration::from_millis(7_200_000), T + Duration::from_millis(30))
+                    .await
+                    .unwrap(),
+                "revoked"
+            );
+            assert_eq!(
+                keys.by_id("bbbbbbbbbbbb").await.unwrap().unwrap().grace_until,
+                Some(T + Duration::from_millis(3_600_000))
+            );
             assert_eq!(keys.by_id("dddddddddddd").await.unwrap(), None);
-            let mut changed = keys.changed_since(T + 1).await.unwrap();
+            let mut changed = keys.changed_since(T + Duration::from_millis(1)).await.unwrap();
             changed.sort_by(|a, b| a.id.cmp(&b.id));
             assert_eq!(
                 changed,
                 [
-                    ApiKeyChange { id: "aaaaaaaaaaaa".into(), updated_at: T + 10 },
-                    ApiKeyChange { id: "bbbbbbbbbbbb".into(), updated_at: T + 30 },
-                    ApiKeyChange { id: "cccccccccccc".into(), updated_at: T + 30 },
+                    ApiKeyChange { id: "aaaaaaaaaaaa".into(), updated_at: T + Duration::from_millis(10) },
+                    ApiKeyChange { id: "bbbbbbbbbbbb".into(), updated_at: T + Duration::from_millis(30) },
+                    ApiKeyChange { id: "cccccccccccc".into(), updated_at: T + Duration::from_millis(30) },
                 ]
             );
         }
@@ -413,10 +444,10 @@ mod tests {
             let ada = Accounts::new(store.clone()).create("ada@example.org", "registered", None).await.unwrap();
             let keys = ApiKeys::new(store);
             keys.insert(&new_key("aaaaaaaaaaaa", &ada.id, "one"), T).await.unwrap();
-            keys.touch_last_used("aaaaaaaaaaaa", T + 5_000).await.unwrap();
-            keys.touch_last_used("zzzzzzzzzzzz", T + 5_000).await.unwrap();
-            assert_eq!(keys.list(None).await.unwrap()[0].last_used_at, Some(T + 5_000));
-            assert_eq!(keys.changed_since(T + 1).await.unwrap(), []);
+            keys.touch_last_used("aaaaaaaaaaaa", T + Duration::from_millis(5_000)).await.unwrap();
+            keys.touch_last_used("zzzzzzzzzzzz", T + Duration::from_millis(5_000)).await.unwrap();
+            assert_eq!(keys.list(None).await.unwrap()[0].last_used_at, Some(T + Duration::from_millis(5_000)));
+            assert_eq!(keys.changed_since(T + Duration::from_millis(1)).await.unwrap(), []);
             assert_eq!(keys.changed_since(T).await.unwrap().len(), 1, "made at T");
         }
     }

@@ -158,10 +158,10 @@ async fn a_year_of_stripe_activity_books_each_balance_transaction_once_and_recon
         y.sim.advance_clock(Duration::from_secs(3 * DAY)).unwrap();
 
         let books = Books::new(store.clone(), y.api.clone(), plans());
-        let synced = books.sync(started - 60, 0).await.unwrap();
+        let synced = books.sync(Timestamp::from_secs(started - 60), Timestamp::EPOCH).await.unwrap();
         assert!(synced.listed > 60, "a year of activity: {synced:?}");
         assert_eq!(synced.posted, synced.listed, "each balance transaction posts once: {synced:?}");
-        let again = books.sync(started - 60, 1).await.unwrap();
+        let again = books.sync(Timestamp::from_secs(started - 60), Timestamp::from_millis(1)).await.unwrap();
         assert_eq!((again.listed, again.posted), (synced.listed, 0), "a second catch-up posts nothing");
 
         let r = books.reconcile().await.unwrap();

@@ -10,8 +10,10 @@
 //! zero and nothing is ever edited.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::{AccountName, Ledger, NewTransaction, Posted, Posting};
+use crate::clock::Timestamp;
 use crate::{Currency, Error, Money};
 
 /// What closing a year did.
@@ -30,14 +32,14 @@ pub struct Closing {
 /// Beancount writes a date.
 pub const YEARS: std::ops::RangeInclusive<i32> = 1970..=9999;
 
-/// The Unix ms at which `year` starts.
-pub fn year_start(year: i32) -> Result<i64, Error> {
+/// The moment `year` starts.
+pub fn year_start(year: i32) -> Result<Timestamp, Error> {
     // The start of 10000 is the end of 9999.
     if !(*YEARS.start()..=*YEARS.end() + 1).contains(&year) {
         return Err(Error::NoSuchYear(year));
     }
     let date = time::Date::from_calendar_date(year, time::Month::January, 1).map_err(|_| Error::YearNotOver(year))?;
-    Ok(date.midnight().assume_utc().unix_timestamp() * 1000)
+    Ok(Timestamp::from_date(date))
 }
 
 /// The surplus account of `year`.
@@ -49,10 +51,10 @@ pub fn surplus_account(year: i32) -> Result<AccountName, Error> {
 }
 
 impl Ledger {
-    /// Closes `year` as of `now_ms` (which must be after it).
-    pub async fn close_year(&self, year: i32, now_ms: i64) -> Result<Closing, Error> {
+    /// Closes `year` as of `now` (which must be after it).
+    pub async fn close_year(&self, year: i32, now: Timestamp) -> Result<Closing, Error> {
         let (start, end) = (year_start(year)?, year_start(year + 1)?);
-        if now_ms < end {
+        if now < end {
             return Err(Error::YearNotOver(year));
         }
         let surplus_account = surplus_account(year)?;
@@ -90,12 +92,12 @@ impl Ledger {
                 key: key.clone(),
                 source: format!("close:{year}"),
                 leg: "close".to_owned(),
-                effective_at: end - 1,
+                effective_at: end - Duration::from_millis(1),
                 description: format!("Close {year}: income and expenses into {surplus_account}"),
                 reverses: None,
                 postings,
             };
-            if self.post(&tx, now_ms).await? == Posted::New {
+            if self.post(&tx, now).await? == Posted::New {
                 posted = Some(key);
             }
         }

@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::{AccountName, Ledger, Posting, Transaction};
+use crate::clock::Timestamp;
 use crate::usage::day_text;
 use crate::{Currency, Error, Money};
 
@@ -25,10 +26,10 @@ const BROUGHT_FORWARD: &str = "brought-forward";
 /// A range of the ledger, ready to write in any format.
 #[derive(Debug, Clone)]
 pub struct Export {
-    /// The first instant (Unix ms), if the range has a start.
-    pub from: Option<i64>,
-    /// The instant after the last (Unix ms), if the range has an end.
-    pub to: Option<i64>,
+    /// The first instant, if the range has a start.
+    pub from: Option<Timestamp>,
+    /// The instant after the last, if the range has an end.
+    pub to: Option<Timestamp>,
     /// The transactions: the brought-forward one first, if any balance came before `from`.
     pub transactions: Vec<Transaction>,
 }
@@ -36,7 +37,7 @@ pub struct Export {
 impl Ledger {
     /// The transactions effective in `[from, to)`, after one bringing the
     /// balances before `from` forward.
-    pub async fn export(&self, from: Option<i64>, to: Option<i64>) -> Result<Export, Error> {
+    pub async fn export(&self, from: Option<Timestamp>, to: Option<Timestamp>) -> Result<Export, Error> {
         let mut transactions = Vec::new();
         if let Some(from) = from {
             let before = self.balances_at(Some(from)).await?;
@@ -58,7 +59,7 @@ impl Ledger {
                 });
             }
         }
-        transactions.extend(self.transactions(from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX)).await?);
+        transactions.extend(self.transactions(from.unwrap_or(Timestamp::MIN), to.unwrap_or(Timestamp::MAX)).await?);
         Ok(Export { from, to, transactions })
     }
 }
@@ -78,7 +79,7 @@ impl Export {
         let _ = writeln!(out, "; The co-op's ledger, exported by coopgate: {range}.");
         let _ = writeln!(out, "option \"title\" \"coopgate ledger\"\n");
         // Each account opens on the first day it is used here.
-        let mut opened: BTreeMap<&AccountName, i64> = BTreeMap::new();
+        let mut opened: BTreeMap<&AccountName, Timestamp> = BTreeMap::new();
         for tx in &self.transactions {
             for p in &tx.postings {
                 opened.entry(&p.account).or_insert(tx.effective_at);
@@ -194,11 +195,8 @@ fn write_assertions(out: &mut String, month: (i32, u8), running: &BTreeMap<(&Acc
     out.push('\n');
 }
 
-fn year_month(ms: i64) -> (i32, u8) {
-    match time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) {
-        Ok(t) => (t.year(), u8::from(t.month())),
-        Err(_) => (1970, 1),
-    }
+fn year_month(at: Timestamp) -> (i32, u8) {
+    at.date().map_or((1970, 1), |d| (d.year(), u8::from(d.month())))
 }
 
 /// The currency as Beancount and accountants write it: `USD`.

@@ -20,6 +20,7 @@
 use serde_json::Value;
 
 use super::{AccountName, NewTransaction, Posting};
+use crate::clock::Timestamp;
 use crate::{Currency, Error, Money};
 
 /// The fields of a Stripe balance transaction the ledger books.
@@ -125,7 +126,7 @@ impl Movement {
             key: self.key(),
             source: self.id.clone(),
             leg: self.category.clone(),
-            effective_at: self.created.saturating_mul(1000),
+            effective_at: Timestamp::from_secs(self.created),
             description: format!(
                 "Stripe {}{}",
                 self.category,
@@ -183,7 +184,7 @@ mod tests {
         );
         assert_eq!(
             (tx.key.as_str(), tx.leg.as_str(), tx.effective_at),
-            ("stripe:txn_charge", "charge", 1_767_225_600_000)
+            ("stripe:txn_charge", "charge", Timestamp::from_millis(1_767_225_600_000))
         );
     }
 

@@ -9,6 +9,7 @@
 use sqlx::Row;
 
 use super::{AccountName, Ledger, NewTransaction, Posted, Posting};
+use crate::clock::Timestamp;
 use crate::{Currency, Error, Money};
 
 /// The root of every designated fund.
@@ -27,15 +28,15 @@ pub struct Spend {
     pub reference: String,
     /// What paid (`Assets:Bank:Operating`).
     pub paid_from: AccountName,
-    /// When the money moved, Unix ms.
-    pub effective_at: i64,
+    /// When the money moved.
+    pub effective_at: Timestamp,
 }
 
 impl Spend {
     /// The reference of a spending given without one: its day, amount and
     /// memo, so that booking the same thing twice (a retried command) books
     /// it once.
-    pub fn reference_for(effective_at: i64, amount: Money, memo: &str) -> String {
+    pub fn reference_for(effective_at: Timestamp, amount: Money, memo: &str) -> String {
         let text = format!("{}|{}|{}", crate::usage::day_text(effective_at), amount, memo.trim());
         crate::portal::secret::digest(&text)[..16].to_owned()
     }
@@ -66,7 +67,7 @@ fn parts(fund: &AccountName) -> Result<(&str, &str), Error> {
 
 impl Ledger {
     /// Books `spend`: refused when the fund holds less than its amount.
-    pub async fn spend(&self, spend: &Spend, now_ms: i64) -> Result<Posted, Error> {
+    pub async fn spend(&self, spend: &Spend, now: Timestamp) -> Result<Posted, Error> {
         let (kind, name) = parts(&spend.fund)?;
         if spend.amount.minor <= 0 {
             return Err(Error::InvalidAmount(spend.amount.to_string()));
@@ -100,7 +101,7 @@ impl Ledger {
                 Posting { account: designated, amount: Money::new(-amount, currency) },
             ],
         };
-        self.post(&tx, now_ms).await
+        self.post(&tx, now).await
     }
 
     /// Every fund under `Equity:Funds:<kind>` with what was designated to it

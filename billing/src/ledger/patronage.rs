@@ -9,10 +9,12 @@
 //! whatever its file says; a correction is a reversing transaction.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::apportion::apportion;
 use super::close::surplus_account;
 use super::{AccountName, Ledger, NewTransaction, Posted, Posting};
+use crate::clock::Timestamp;
 use crate::{Error, Money};
 
 /// Hours are read to six decimals, weights to three.
@@ -140,7 +142,7 @@ impl Ledger {
         year: i32,
         labor: &Labor,
         collective_share: i64,
-        now_ms: i64,
+        now: Timestamp,
     ) -> Result<Patronage, Error> {
         let key = format!("patronage:{year}");
         if self.exists(&key).await? {
@@ -185,12 +187,12 @@ impl Ledger {
             key: key.clone(),
             source: key,
             leg: "patronage".to_owned(),
-            effective_at: super::close::year_start(year + 1)? - 1,
+            effective_at: super::close::year_start(year + 1)? - Duration::from_millis(1),
             description: format!("Patronage {year}: the surplus to the collective reserve and worker-members by labor"),
             reverses: None,
             postings,
         };
-        let posted = self.post(&tx, now_ms).await? == Posted::New;
+        let posted = self.post(&tx, now).await? == Posted::New;
         Ok(Patronage { year, posted, shares: if posted { shares } else { Vec::new() } })
     }
 }

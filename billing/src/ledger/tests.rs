@@ -15,7 +15,7 @@ fn charge(key: &str) -> NewTransaction {
         key: key.to_owned(),
         source: "txn_1".to_owned(),
         leg: "charge".to_owned(),
-        effective_at: 1_767_225_600_000,
+        effective_at: Timestamp::from_millis(1_767_225_600_000),
         description: "Membership (sustaining)".to_owned(),
         reverses: None,
         postings: vec![
@@ -30,8 +30,8 @@ fn charge(key: &str) -> NewTransaction {
 async fn a_transaction_posts_once_and_its_replay_posts_nothing() {
     for (store, _cleanup) in stores().await {
         let ledger = Ledger::new(store);
-        assert_eq!(ledger.post(&charge("txn_1:charge"), 1).await.unwrap(), Posted::New);
-        assert_eq!(ledger.post(&charge("txn_1:charge"), 2).await.unwrap(), Posted::Already);
+        assert_eq!(ledger.post(&charge("txn_1:charge"), Timestamp::from_millis(1)).await.unwrap(), Posted::New);
+        assert_eq!(ledger.post(&charge("txn_1:charge"), Timestamp::from_millis(2)).await.unwrap(), Posted::Already);
         assert_eq!(ledger.count().await.unwrap(), 1);
         let balances = ledger.balances().await.unwrap();
         let balance = |a: &str| balances[&(AccountName::new(a).unwrap(), Currency::new("usd").unwrap())];
@@ -47,13 +47,13 @@ async fn an_unbalanced_transaction_is_refused_naming_the_currency_and_nothing_is
         let ledger = Ledger::new(store);
         let mut tx = charge("txn_2:charge");
         tx.postings[1].amount = usd(100);
-        let err = ledger.post(&tx, 1).await.unwrap_err();
+        let err = ledger.post(&tx, Timestamp::from_millis(1)).await.unwrap_err();
         assert!(matches!(err, Error::Unbalanced { sum: -3, .. }), "{err}");
         assert!(err.to_string().contains("usd"), "{err}");
         // Two currencies, each balanced, are one valid transaction; one leg is not.
         let mut single = charge("txn_3:charge");
         single.postings.truncate(1);
-        assert!(matches!(ledger.post(&single, 1).await, Err(Error::TooFewPostings(_))));
+        assert!(matches!(ledger.post(&single, Timestamp::from_millis(1)).await, Err(Error::TooFewPostings(_))));
         assert_eq!(ledger.count().await.unwrap(), 0);
     }
 }
@@ -62,7 +62,7 @@ async fn an_unbalanced_transaction_is_refused_naming_the_currency_and_nothing_is
 async fn the_database_itself_refuses_an_unbalanced_transaction_and_any_edit() {
     for (store, _cleanup) in stores().await {
         let ledger = Ledger::new(store.clone());
-        ledger.post(&charge("txn_1:charge"), 1).await.unwrap();
+        ledger.post(&charge("txn_1:charge"), Timestamp::from_millis(1)).await.unwrap();
         let pool = store.pool();
         let sql = |q: &'static str| sqlx::query(q).execute(pool);
 
@@ -114,7 +114,7 @@ async fn concurrent_posts_of_one_key_write_it_once() {
         let ledger = Ledger::new(store);
         let posts = (0..8).map(|i| {
             let ledger = ledger.clone();
-            tokio::spawn(async move { ledger.post(&charge("txn_9:charge"), i).await })
+            tokio::spawn(async move { ledger.post(&charge("txn_9:charge"), Timestamp::from_millis(i)).await })
         });
         let mut new = 0;
         for post in futures_util::future::join_all(posts).await {
@@ -185,7 +185,7 @@ fn random_money_movements_replayed_and_reordered_post_once_and_balance_like_the_
                 };
                 rt.block_on(async {
                     for &i in &order {
-                        ledger.post(&movement(i).transaction(&[]).unwrap(), 0).await.unwrap();
+                        ledger.post(&movement(i).transaction(&[]).unwrap(), Timestamp::EPOCH).await.unwrap();
                     }
                 });
                 // The model: the balance moves by net, fees by fee, the other side by -amount.

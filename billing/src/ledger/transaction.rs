@@ -5,6 +5,7 @@
 
 use super::account::AccountName;
 use crate::Money;
+use crate::clock::Timestamp;
 
 /// One leg of a transaction: an amount to an account (negative for a credit).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +25,8 @@ pub struct NewTransaction {
     pub source: String,
     /// Which part of that source (`charge`, `fee`, `refund` …).
     pub leg: String,
-    /// When the money moved (Unix ms): what reports and balances date it by.
-    pub effective_at: i64,
+    /// When the money moved: what reports and balances date it by.
+    pub effective_at: Timestamp,
     /// A line for people (the accountant, the open books), never a customer's identity.
     pub description: String,
     /// The key of the transaction this one reverses, if it is a correction.
@@ -43,10 +44,10 @@ pub struct Transaction {
     pub source: String,
     /// Which part of that source.
     pub leg: String,
-    /// When the money moved (Unix ms).
-    pub effective_at: i64,
-    /// When it was posted (Unix ms).
-    pub recorded_at: i64,
+    /// When the money moved.
+    pub effective_at: Timestamp,
+    /// When it was posted.
+    pub recorded_at: Timestamp,
     /// The line for people.
     pub description: String,
     /// The key of the transaction it reverses, if any.

@@ -1,6 +1,7 @@
 //! The open books against the ledger they are drawn from.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::*;
 use crate::ledger::patronage::{Labor, parse_share};
@@ -56,12 +57,12 @@ async fn activity(store: &Store) {
         (movement("txn_k", "charge", 2000, 88, "usd", jan), income(&[(sustaining, 2000)])),
     ];
     for (m, lines) in posts {
-        ledger.post(&m.transaction(&lines).unwrap(), m.created * 1000).await.unwrap();
+        ledger.post(&m.transaction(&lines).unwrap(), Timestamp::from_millis(m.created * 1000)).await.unwrap();
     }
     let now = noon(2026, 1, 25) * 1000;
-    ledger.close_year(2025, now).await.unwrap();
+    ledger.close_year(2025, Timestamp::from_millis(now)).await.unwrap();
     let labor = Labor::parse("Ada Lovelace,10\nBo,20\n").unwrap();
-    ledger.patronage(2025, &labor, parse_share("0.5").unwrap(), now).await.unwrap();
+    ledger.patronage(2025, &labor, parse_share("0.5").unwrap(), Timestamp::from_millis(now)).await.unwrap();
 
     let accounts = Accounts::new(store.clone());
     for (email, tier) in
@@ -78,12 +79,23 @@ async fn activity(store: &Store) {
     };
     let usage = Usage::new(store.clone());
     usage
-        .write_flush("b1", &[], &[line("grid.csv", nov, 3, 3000), line("regions.csv", nov, 1, 10)], now)
+        .write_flush(
+            "b1",
+            &[],
+            &[line("grid.csv", nov, 3, 3000), line("regions.csv", nov, 1, 10)],
+            Timestamp::from_millis(now),
+        )
         .await
         .unwrap();
-    usage.write_flush("b2", &[], &[line("grid.csv", nov + 86_400, 2, 2000)], now).await.unwrap();
+    usage
+        .write_flush("b2", &[], &[line("grid.csv", nov + 86_400, 2, 2000)], Timestamp::from_millis(now))
+        .await
+        .unwrap();
     // A retried flush adds nothing.
-    usage.write_flush("b2", &[], &[line("grid.csv", nov + 86_400, 2, 2000)], now).await.unwrap();
+    usage
+        .write_flush("b2", &[], &[line("grid.csv", nov + 86_400, 2, 2000)], Timestamp::from_millis(now))
+        .await
+        .unwrap();
 }
 
 fn totals<'a>(report: &'a Report, month: &str, code: &str) -> &'a Totals {
@@ -105,10 +117,10 @@ async fn each_months_figures_equal_the_ledgers_balance_changes_to_the_cent() {
         // balances at the month's ends (the year's closing, dated its last
         // millisecond, left out as the page leaves it out).
         let ledger = Ledger::new(store.clone());
-        let year_end = crate::ledger::close::year_start(2026).unwrap() - 1;
+        let year_end = crate::ledger::close::year_start(2026).unwrap() - Duration::from_millis(1);
         for month in &report.months {
             let (start, end) = parse_month(&month.month).unwrap();
-            let end = if end == year_end + 1 { year_end } else { end };
+            let end = if end == year_end + Duration::from_millis(1) { year_end } else { end };
             let (before, after) =
                 (ledger.balances_at(Some(start)).await.unwrap(), ledger.balances_at(Some(end)).await.unwrap());
             for t in &month.currencies {

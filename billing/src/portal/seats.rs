@@ -15,6 +15,7 @@ use sqlx::any::AnyRow;
 
 use super::secret::random_hex;
 use crate::accounts::normalize_email;
+use crate::clock::Timestamp;
 use crate::{AccountId, Error, Store};
 
 /// What a seat may do.
@@ -74,8 +75,8 @@ pub struct Seat {
     pub role: Role,
     /// Who gave it.
     pub invited_by: String,
-    /// When, Unix ms.
-    pub created_at: i64,
+    /// When.
+    pub created_at: Timestamp,
 }
 
 /// The seats of a store.
@@ -102,7 +103,7 @@ impl Seats {
         role: Role,
         invited_by: &str,
         limit: u32,
-        now_ms: i64,
+        now: Timestamp,
     ) -> Result<Seat, Error> {
         let email = normalize_email(email)?;
         let seat = Seat {
@@ -111,7 +112,7 @@ impl Seats {
             email,
             role,
             invited_by: invited_by.to_owned(),
-            created_at: now_ms,
+            created_at: now,
         };
         // Invitations to one organisation take turns: the account's row is
         // locked (written) first, so two cannot both count room for one more
@@ -135,7 +136,7 @@ impl Seats {
         .bind(&seat.email)
         .bind(role.as_str())
         .bind(&seat.invited_by)
-        .bind(now_ms)
+        .bind(now)
         .bind(i64::from(limit))
         .execute(&mut *tx)
         .await;
@@ -201,11 +202,11 @@ impl Seats {
 
     /// Removes seat `id` of `org`; returns whether it was live. The caller
     /// revokes the keys made through it ([`crate::accounts::ApiKeys::revoke_seat`]).
-    pub async fn remove(&self, org: &AccountId, id: &str, now_ms: i64) -> Result<bool, Error> {
+    pub async fn remove(&self, org: &AccountId, id: &str, now: Timestamp) -> Result<bool, Error> {
         let done = sqlx::query(
             "UPDATE portal_seats SET removed_at = $1 WHERE id = $2 AND org_account = $3 AND removed_at IS NULL",
         )
-        .bind(now_ms)
+        .bind(now)
         .bind(id)
         .bind(org.as_str())
         .execute(self.store.pool())
@@ -244,7 +245,16 @@ mod tests {
                 let seats = seats.clone();
                 let org = org.id.clone();
                 async move {
-                    seats.invite(&org, &format!("p{i}@example.org"), Role::Developer, "ada@example.org", 4, 1).await
+                    seats
+                        .invite(
+                            &org,
+                            &format!("p{i}@example.org"),
+                            Role::Developer,
+                            "ada@example.org",
+                            4,
+                            Timestamp::from_millis(1),
+                        )
+                        .await
                 }
             });
             let results = futures_util::future::join_all(tries).await;
@@ -257,11 +267,13 @@ mod tests {
             assert_eq!(live.len(), 3);
             let first = live[0].clone();
             assert!(matches!(
-                seats.invite(&org.id, &first.email.to_uppercase(), Role::Owner, "ada@example.org", 9, 2).await,
+                seats.invite(&org.id, &first.email.to_uppercase(), Role::Owner, "ada@example.org", 9, Timestamp::from_millis(2)).await,
                 Err(Error::SeatTaken(e)) if e == first.email
             ));
             assert!(matches!(
-                seats.invite(&org.id, "ADA@example.org", Role::Owner, "ada@example.org", 9, 2).await,
+                seats
+                    .invite(&org.id, "ADA@example.org", Role::Owner, "ada@example.org", 9, Timestamp::from_millis(2))
+                    .await,
                 Err(Error::SeatTaken(_))
             ));
             assert_eq!(seats.of_email(&first.email).await.unwrap(), vec![first.clone()]);
@@ -277,17 +289,24 @@ mod tests {
                     expires_at: None,
                     seat_id: seat,
                 };
-                keys.insert(&key, 1).await.unwrap();
+                keys.insert(&key, Timestamp::from_millis(1)).await.unwrap();
             }
-            assert!(seats.remove(&org.id, &first.id, 5).await.unwrap());
-            assert!(!seats.remove(&org.id, &first.id, 6).await.unwrap(), "removed once");
-            assert_eq!(keys.revoke_seat(&first.id, 5).await.unwrap(), ["aaaaaaaaaaaa"]);
+            assert!(seats.remove(&org.id, &first.id, Timestamp::from_millis(5)).await.unwrap());
+            assert!(!seats.remove(&org.id, &first.id, Timestamp::from_millis(6)).await.unwrap(), "removed once");
+            assert_eq!(keys.revoke_seat(&first.id, Timestamp::from_millis(5)).await.unwrap(), ["aaaaaaaaaaaa"]);
             let listed = keys.list(None).await.unwrap();
             let revoked = |id: &str| listed.iter().find(|k| k.id == id).unwrap().revoked_at;
-            assert_eq!((revoked("aaaaaaaaaaaa"), revoked("bbbbbbbbbbbb")), (Some(5), None), "only the seat's key");
+            assert_eq!(
+                (revoked("aaaaaaaaaaaa"), revoked("bbbbbbbbbbbb")),
+                (Some(Timestamp::from_millis(5)), None),
+                "only the seat's key"
+            );
             assert!(seats.live(&first.id).await.unwrap().is_none());
             // The freed seat is given again.
-            seats.invite(&org.id, &first.email, Role::Billing, "ada@example.org", 4, 7).await.unwrap();
+            seats
+                .invite(&org.id, &first.email, Role::Billing, "ada@example.org", 4, Timestamp::from_millis(7))
+                .await
+                .unwrap();
         }
     }
 }

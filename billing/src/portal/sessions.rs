@@ -4,9 +4,12 @@
 //! sign-in (a fixation) is worth nothing; signing out ends it, and "sign out
 //! everywhere" ends every session of the account.
 
+use std::time::Duration;
+
 use sqlx::Row;
 
 use super::secret::{digest, random_hex};
+use crate::clock::Timestamp;
 use crate::{AccountId, Error, Store};
 
 /// A live session.
@@ -16,8 +19,8 @@ pub struct Session {
     pub account_id: AccountId,
     /// The token every form of the session must carry back.
     pub csrf: String,
-    /// When it ends, Unix ms.
-    pub expires_at: i64,
+    /// When it ends.
+    pub expires_at: Timestamp,
     /// The seat it acts through for an organisation, if it does (see
     /// [`super::Seats`]); otherwise it acts for its own account.
     pub seat_id: Option<String>,
@@ -35,18 +38,18 @@ impl Sessions {
         Sessions { store }
     }
 
-    /// A new session of `account` for `ttl_ms`: the cookie's value and the session.
-    pub async fn create(&self, account: &AccountId, ttl_ms: i64, now_ms: i64) -> Result<(String, Session), Error> {
+    /// A new session of `account` for `ttl`: the cookie's value and the session.
+    pub async fn create(&self, account: &AccountId, ttl: Duration, now: Timestamp) -> Result<(String, Session), Error> {
         let id = random_hex(32)?;
         let session =
-            Session { account_id: account.clone(), csrf: random_hex(24)?, expires_at: now_ms + ttl_ms, seat_id: None };
+            Session { account_id: account.clone(), csrf: random_hex(24)?, expires_at: now + ttl, seat_id: None };
         sqlx::query(
             "INSERT INTO portal_sessions (id_digest, account_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(digest(&id))
         .bind(account.as_str())
         .bind(&session.csrf)
-        .bind(now_ms)
+        .bind(now)
         .bind(session.expires_at)
         .execute(self.store.pool())
         .await?;
@@ -54,13 +57,13 @@ impl Sessions {
     }
 
     /// The live session a cookie's value names, if any.
-    pub async fn find(&self, cookie: &str, now_ms: i64) -> Result<Option<Session>, Error> {
+    pub async fn find(&self, cookie: &str, now: Timestamp) -> Result<Option<Session>, Error> {
         let row = sqlx::query(
             "SELECT account_id, csrf, expires_at, seat_id FROM portal_sessions \
              WHERE id_digest = $1 AND ended_at IS NULL AND expires_at > $2",
         )
         .bind(digest(cookie))
-        .bind(now_ms)
+        .bind(now)
         .fetch_optional(self.store.pool())
         .await?;
         row.map(|r| {
@@ -87,30 +90,30 @@ impl Sessions {
     }
 
     /// Ends the session a cookie's value names.
-    pub async fn end(&self, cookie: &str, now_ms: i64) -> Result<(), Error> {
+    pub async fn end(&self, cookie: &str, now: Timestamp) -> Result<(), Error> {
         sqlx::query("UPDATE portal_sessions SET ended_at = $1 WHERE id_digest = $2 AND ended_at IS NULL")
-            .bind(now_ms)
+            .bind(now)
             .bind(digest(cookie))
             .execute(self.store.pool())
             .await?;
         Ok(())
     }
 
-    /// Forgets sessions that ended or expired before `before_ms`.
-    pub async fn forget(&self, before_ms: i64) -> Result<u64, Error> {
+    /// Forgets sessions that ended or expired before `before`.
+    pub async fn forget(&self, before: Timestamp) -> Result<u64, Error> {
         Ok(sqlx::query("DELETE FROM portal_sessions WHERE expires_at < $1 OR ended_at < $1")
-            .bind(before_ms)
+            .bind(before)
             .execute(self.store.pool())
             .await?
             .rows_affected())
     }
 
     /// Ends every session of `account`; returns how many were live.
-    pub async fn end_all(&self, account: &AccountId, now_ms: i64) -> Result<u64, Error> {
+    pub async fn end_all(&self, account: &AccountId, now: Timestamp) -> Result<u64, Error> {
         Ok(sqlx::query(
             "UPDATE portal_sessions SET ended_at = $1 WHERE account_id = $2 AND ended_at IS NULL AND expires_at > $1",
         )
-        .bind(now_ms)
+        .bind(now)
         .bind(account.as_str())
         .execute(self.store.pool())
         .await?

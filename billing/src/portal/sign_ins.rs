@@ -12,13 +12,16 @@
 //! gets its mail, and the portal makes the account on first sign-in, so no
 //! answer tells whether an email is known.
 
+use std::time::Duration;
+
 use sqlx::Row;
 
 use super::secret::{digest, random_code, random_hex};
 use crate::accounts::{inbox, normalize_email};
+use crate::clock::Timestamp;
 use crate::{Error, Store};
 
-const HOUR_MS: i64 = 3_600_000;
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// `text` as a `LIKE … ESCAPE '\'` pattern that matches only itself.
 fn like_escaped(text: &str) -> String {
@@ -35,8 +38,8 @@ fn like_escaped(text: &str) -> String {
 /// How sign-ins are bounded.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    /// How long a link and its code stay valid, ms.
-    pub ttl_ms: i64,
+    /// How long a link and its code stay valid.
+    pub ttl: Duration,
     /// Sign-ins an email may request per hour.
     pub per_email_per_hour: i64,
     /// Sign-ins one client address may request per hour.
@@ -47,7 +50,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { ttl_ms: 15 * 60_000, per_email_per_hour: 5, per_client_per_hour: 30, code_attempts: 5 }
+        Policy { ttl: Duration::from_secs(15 * 60), per_email_per_hour: 5, per_client_per_hour: 30, code_attempts: 5 }
     }
 }
 
@@ -60,8 +63,8 @@ pub struct Started {
     pub link_token: String,
     /// The six-digit code (shown once, in the mail).
     pub code: String,
-    /// When both stop working, Unix ms.
-    pub expires_at: i64,
+    /// When both stop working.
+    pub expires_at: Timestamp,
 }
 
 /// A sign-in that was redeemed: who signed in.
@@ -86,10 +89,10 @@ impl SignIns {
 
     /// A new sign-in for `email`, requested from `client` (an address, or
     /// anything naming the requester), unless either asked too often.
-    pub async fn start(&self, email: &str, client: &str, now_ms: i64) -> Result<Started, Error> {
+    pub async fn start(&self, email: &str, client: &str, now: Timestamp) -> Result<Started, Error> {
         let email = normalize_email(email)?;
         let client = digest(client);
-        let since = now_ms - HOUR_MS;
+        let since = now - HOUR;
         // An inbox's limit counts its sub-addresses too: `ada+1@…`, `ada+2@…`
         // are all `ada@…`'s mail.
         let inbox = inbox(&email);
@@ -114,17 +117,14 @@ impl SignIns {
                 .fetch_one(self.store.pool())
                 .await?;
             if row.try_get::<i64, _>("n")? >= limit {
-                let oldest: Option<i64> = row.try_get("oldest")?;
-                let retry_after_secs = (oldest.unwrap_or(now_ms) + HOUR_MS - now_ms).max(1000) / 1000;
+                let oldest: Option<Timestamp> = row.try_get("oldest")?;
+                let left = (oldest.unwrap_or(now) + HOUR).as_millis() - now.as_millis();
+                let retry_after_secs = left.max(1000) / 1000;
                 return Err(Error::SignInRateLimited { retry_after_secs });
             }
         }
-        let started = Started {
-            email,
-            link_token: random_hex(32)?,
-            code: random_code()?,
-            expires_at: now_ms + self.policy.ttl_ms,
-        };
+        let started =
+            Started { email, link_token: random_hex(32)?, code: random_code()?, expires_at: now + self.policy.ttl };
         sqlx::query(
             "INSERT INTO portal_sign_ins (id, email, link_digest, code_digest, client_digest, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -134,7 +134,7 @@ impl SignIns {
         .bind(digest(&started.link_token))
         .bind(digest(&started.code))
         .bind(&client)
-        .bind(now_ms)
+        .bind(now)
         .bind(started.expires_at)
         .execute(self.store.pool())
         .await?;
@@ -143,7 +143,7 @@ impl SignIns {
 
     /// The email a link's token is for, without using it: what the page the
     /// link opens shows before its button is pressed.
-    pub async fn peek_link(&self, token: &str, now_ms: i64) -> Result<SignIn, Error> {
+    pub async fn peek_link(&self, token: &str, now: Timestamp) -> Result<SignIn, Error> {
         let row = sqlx::query("SELECT email, expires_at, used_at FROM portal_sign_ins WHERE link_digest = $1")
             .bind(digest(token))
             .fetch_optional(self.store.pool())
@@ -153,19 +153,19 @@ impl SignIns {
         if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
             return Err(Error::SignInUsed);
         }
-        if row.try_get::<i64, _>("expires_at")? <= now_ms {
+        if row.try_get::<Timestamp, _>("expires_at")? <= now {
             return Err(Error::SignInExpired { email });
         }
         Ok(SignIn { email })
     }
 
     /// Uses the sign-in of a link's token, once.
-    pub async fn redeem_link(&self, token: &str, now_ms: i64) -> Result<SignIn, Error> {
-        let signed_in = self.peek_link(token, now_ms).await?;
+    pub async fn redeem_link(&self, token: &str, now: Timestamp) -> Result<SignIn, Error> {
+        let signed_in = self.peek_link(token, now).await?;
         let used = sqlx::query(
             "UPDATE portal_sign_ins SET used_at = $1 WHERE link_digest = $2 AND used_at IS NULL AND expires_at > $1",
         )
-        .bind(now_ms)
+        .bind(now)
         .bind(digest(token))
         .execute(self.store.pool())
         .await?
@@ -183,7 +183,7 @@ impl SignIns {
     /// many connections, or replicas) cannot all pass a check read before
     /// any of them counted, so no more than [`Policy::code_attempts`] codes
     /// are ever compared.
-    pub async fn redeem_code(&self, email: &str, code: &str, now_ms: i64) -> Result<SignIn, Error> {
+    pub async fn redeem_code(&self, email: &str, code: &str, now: Timestamp) -> Result<SignIn, Error> {
         let email = normalize_email(email)?;
         let row = sqlx::query(
             "SELECT id, code_digest, expires_at, used_at FROM portal_sign_ins \
@@ -197,7 +197,7 @@ impl SignIns {
         if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
             return Err(Error::SignInUsed);
         }
-        if row.try_get::<i64, _>("expires_at")? <= now_ms {
+        if row.try_get::<Timestamp, _>("expires_at")? <= now {
             return Err(Error::SignInExpired { email });
         }
         let taken = sqlx::query(
@@ -213,7 +213,7 @@ impl SignIns {
             return Err(Error::SignInWrongCode { tries_left: (self.policy.code_attempts - attempts).max(0) });
         }
         let used = sqlx::query("UPDATE portal_sign_ins SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
-            .bind(now_ms)
+            .bind(now)
             .bind(&id)
             .execute(self.store.pool())
             .await?
@@ -225,10 +225,10 @@ impl SignIns {
         Ok(SignIn { email })
     }
 
-    /// Forgets sign-ins that expired before `before_ms`.
-    pub async fn forget(&self, before_ms: i64) -> Result<u64, Error> {
+    /// Forgets sign-ins that expired before `before`.
+    pub async fn forget(&self, before: Timestamp) -> Result<u64, Error> {
         Ok(sqlx::query("DELETE FROM portal_sign_ins WHERE expires_at < $1")
-            .bind(before_ms)
+            .bind(before)
             .execute(self.store.pool())
             .await?
             .rows_affected())

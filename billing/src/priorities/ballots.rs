@@ -18,6 +18,7 @@
 //! moves its items' statuses.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use ring::hmac;
 use sqlx::Row;
@@ -26,6 +27,7 @@ use sqlx::any::AnyRow;
 use super::items::Status;
 use super::roadmap::Priorities;
 use super::tally::{self, Choices, Counted, Method, Vote};
+use crate::clock::Timestamp;
 use crate::ledger::{AccountName, NewTransaction, Posted, Posting};
 use crate::portal::secret::{digest, random_hex};
 use crate::{Account, AccountId, Currency, Error, Money};
@@ -43,12 +45,12 @@ pub struct Ballot {
     pub fund_share_ppm: i64,
     /// The items on it, in order.
     pub items: Vec<i64>,
-    /// When it opened, Unix ms.
-    pub opened_at: i64,
-    /// When it closes (or closed), Unix ms.
-    pub closes_at: i64,
-    /// When it was closed and counted, Unix ms.
-    pub closed_at: Option<i64>,
+    /// When it opened.
+    pub opened_at: Timestamp,
+    /// When it closes (or closed).
+    pub closes_at: Timestamp,
+    /// When it was closed and counted.
+    pub closed_at: Option<Timestamp>,
     /// Members who could vote, frozen at the close.
     pub eligible: Option<i64>,
     /// SHA-256 of the counted ballots (see `tally`), once closed.
@@ -56,9 +58,9 @@ pub struct Ballot {
 }
 
 impl Ballot {
-    /// Whether votes are taken at `now_ms`.
-    pub fn is_open(&self, now_ms: i64) -> bool {
-        self.closed_at.is_none() && now_ms < self.closes_at
+    /// Whether votes are taken at `now`.
+    pub fn is_open(&self, now: Timestamp) -> bool {
+        self.closed_at.is_none() && now < self.closes_at
     }
 }
 
@@ -125,8 +127,8 @@ const SELECT: &str = "SELECT number, method, points, fund_share_ppm, opened_at, 
 pub struct NewBallot {
     /// The items on it, in order (public, none on another open ballot).
     pub items: Vec<i64>,
-    /// When it closes, Unix ms (after now).
-    pub closes_at: i64,
+    /// When it closes (after now).
+    pub closes_at: Timestamp,
     /// How it is voted.
     pub method: Method,
     /// The points each voter spreads (ignored for approval).
@@ -137,11 +139,11 @@ pub struct NewBallot {
 
 impl Priorities {
     /// Opens a ballot; its items go `on_ballot`.
-    pub async fn open_ballot(&self, new: &NewBallot, now_ms: i64) -> Result<Ballot, Error> {
+    pub async fn open_ballot(&self, new: &NewBallot, now: Timestamp) -> Result<Ballot, Error> {
         if new.items.is_empty() {
             return Err(Error::BadVote("a ballot needs at least one item".to_owned()));
         }
-        if new.closes_at <= now_ms {
+        if new.closes_at <= now {
             return Err(Error::BadVote("a ballot must close in the future".to_owned()));
         }
         if new.method == Method::Points && new.points <= 0 {
@@ -171,7 +173,7 @@ impl Priorities {
             .bind(new.method.as_str())
             .bind(points)
             .bind(new.fund_share_ppm)
-            .bind(now_ms)
+            .bind(now)
             .bind(new.closes_at)
             .bind(&secret)
             .fetch_one(&mut *tx)
@@ -193,7 +195,7 @@ impl Priorities {
                     "UPDATE roadmap_items SET status = 'on_ballot', updated_at = $1 WHERE number = $2 \
                      AND status <> 'on_ballot'",
                 )
-                .bind(now_ms)
+                .bind(now)
                 .bind(item)
                 .execute(&mut *tx)
                 .await?;
@@ -278,7 +280,7 @@ impl Priorities {
 
     /// Casts (or replaces) `voter`'s ballot in ballot `number`: one per
     /// membership, the last one counting. Answers the new receipt.
-    pub async fn vote(&self, number: i64, voter: &Account, vote: &Vote, now_ms: i64) -> Result<Receipt, Error> {
+    pub async fn vote(&self, number: i64, voter: &Account, vote: &Vote, now: Timestamp) -> Result<Receipt, Error> {
         self.may_vote(voter)?;
         let ballot = self.ballot(number).await?.ok_or(Error::NoSuchBallot(number))?;
         let choices = tally::check(ballot.method, ballot.points, &ballot.items, vote)?;
@@ -291,7 +293,7 @@ impl Priorities {
              AND link_secret IS NOT NULL AND closes_at > $2",
         )
         .bind(number)
-        .bind(now_ms)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         if open.rows_affected() != 1 {
@@ -381,18 +383,18 @@ impl Priorities {
     }
 
     /// The open ballots whose closing time has come.
-    pub async fn due(&self, now_ms: i64) -> Result<Vec<i64>, Error> {
+    pub async fn due(&self, now: Timestamp) -> Result<Vec<i64>, Error> {
         let rows = sqlx::query("SELECT number FROM roadmap_ballots WHERE closed_at IS NULL AND closes_at <= $1")
-            .bind(now_ms)
+            .bind(now)
             .fetch_all(self.store.pool())
             .await?;
         rows.iter().map(|r| Ok(r.try_get("number")?)).collect()
     }
 
-    /// Closes ballot `number` at `now_ms` (early, if its time has not come):
+    /// Closes ballot `number` at `now` (early, if its time has not come):
     /// counts it, posts its fund once and moves its items (funded, or back to
     /// proposed). Closing a closed ballot does nothing and answers it.
-    pub async fn close(&self, number: i64, now_ms: i64) -> Result<Ballot, Error> {
+    pub async fn close(&self, number: i64, now: Timestamp) -> Result<Ballot, Error> {
         // First the row lock and the secret's erasure: no vote lands after this.
         let mut tx = self.store.pool().begin().await?;
         let found = sqlx::query(
@@ -401,7 +403,7 @@ impl Priorities {
              WHERE number = $1 AND closed_at IS NULL",
         )
         .bind(number)
-        .bind(now_ms)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -436,7 +438,7 @@ impl Priorities {
                 postings,
             };
             // Another replica closing at once posts the same key: one stands.
-            let _: Posted = self.ledger.post(&tx, now_ms).await?;
+            let _: Posted = self.ledger.post(&tx, now).await?;
         }
         let eligible = self.eligible().await?;
         let funded = self.ledger.exists(&fund_key(number)).await?;
@@ -447,7 +449,7 @@ impl Priorities {
              WHERE number = $1 AND closed_at IS NULL",
         )
         .bind(number)
-        .bind(now_ms)
+        .bind(now)
         .bind(eligible)
         .bind(tally::digest(&counted))
         .execute(&mut *tx)
@@ -464,7 +466,7 @@ impl Priorities {
                     "UPDATE roadmap_items SET status = $1, updated_at = $2 WHERE number = $3 AND status = 'on_ballot'",
                 )
                 .bind(status.as_str())
-                .bind(now_ms)
+                .bind(now)
                 .bind(item)
                 .execute(&mut *tx)
                 .await?;
@@ -522,30 +524,30 @@ impl Priorities {
         Ok(Some(Results { totals, ballots, fund: fund.into_iter().map(|(c, minor)| Money::new(minor, c)).collect() }))
     }
 
-    /// The mails to members that are due at `now_ms`, each taken once on one
+    /// The mails to members that are due at `now`, each taken once on one
     /// replica (marked before it is answered): a ballot's announcement once it
-    /// is open, and its reminder once its close is within `remind_within_ms`.
+    /// is open, and its reminder once its close is within `remind_within`.
     /// A ballot that opened inside the reminder's window gets only the announcement.
-    pub async fn take_mailings(&self, now_ms: i64, remind_within_ms: i64) -> Result<Vec<(i64, Mailing)>, Error> {
+    pub async fn take_mailings(&self, now: Timestamp, remind_within: Duration) -> Result<Vec<(i64, Mailing)>, Error> {
         let mut out = Vec::new();
         let rows = sqlx::query(
             "SELECT number, opened_at, closes_at, announced_at, reminded_at FROM roadmap_ballots \
              WHERE closed_at IS NULL AND closes_at > $1 AND (announced_at IS NULL OR reminded_at IS NULL)",
         )
-        .bind(now_ms)
+        .bind(now)
         .fetch_all(self.store.pool())
         .await?;
         for row in &rows {
             let number: i64 = row.try_get("number")?;
-            let (opened_at, closes_at): (i64, i64) = (row.try_get("opened_at")?, row.try_get("closes_at")?);
-            let announced: Option<i64> = row.try_get("announced_at")?;
-            let reminded: Option<i64> = row.try_get("reminded_at")?;
-            let window = closes_at.saturating_sub(remind_within_ms);
+            let (opened_at, closes_at): (Timestamp, Timestamp) = (row.try_get("opened_at")?, row.try_get("closes_at")?);
+            let announced: Option<Timestamp> = row.try_get("announced_at")?;
+            let reminded: Option<Timestamp> = row.try_get("reminded_at")?;
+            let window = closes_at - remind_within;
             let mut due = Vec::new();
             if announced.is_none() {
                 due.push(("announced_at", Mailing::Opened));
             }
-            if reminded.is_none() && now_ms >= window && opened_at < window {
+            if reminded.is_none() && now >= window && opened_at < window {
                 due.push(("reminded_at", Mailing::Reminder));
             }
             for (column, mailing) in due {
@@ -553,7 +555,7 @@ impl Priorities {
                     "UPDATE roadmap_ballots SET {column} = $2 WHERE number = $1 AND {column} IS NULL"
                 )))
                 .bind(number)
-                .bind(now_ms)
+                .bind(now)
                 .execute(self.store.pool())
                 .await?;
                 if taken.rows_affected() == 1 {

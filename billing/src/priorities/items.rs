@@ -6,6 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::roadmap::Priorities;
+use crate::clock::Timestamp;
 use crate::{AccountId, Error, Money};
 
 /// Where an item stands.
@@ -92,10 +93,10 @@ pub struct Item {
     /// Who proposed it, when a member did: for the co-op's review, never published.
     #[serde(skip)]
     pub proposed_by: Option<AccountId>,
-    /// When it was added, Unix ms.
-    pub created_at: i64,
-    /// When it last changed, Unix ms.
-    pub updated_at: i64,
+    /// When it was added.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
 }
 
 /// The longest title, in characters.
@@ -136,13 +137,13 @@ pub struct NewItem<'a> {
 
 impl Priorities {
     /// Adds an item the co-op publishes at once (status `proposed`).
-    pub async fn add_item(&self, new: &NewItem<'_>, now_ms: i64) -> Result<Item, Error> {
-        self.insert_item(new, Status::Proposed, None, now_ms).await
+    pub async fn add_item(&self, new: &NewItem<'_>, now: Timestamp) -> Result<Item, Error> {
+        self.insert_item(new, Status::Proposed, None, now).await
     }
 
     /// A member's proposal: it waits in `review` until the co-op publishes it.
-    pub async fn propose_item(&self, new: &NewItem<'_>, by: &AccountId, now_ms: i64) -> Result<Item, Error> {
-        self.insert_item(new, Status::Review, Some(by), now_ms).await
+    pub async fn propose_item(&self, new: &NewItem<'_>, by: &AccountId, now: Timestamp) -> Result<Item, Error> {
+        self.insert_item(new, Status::Review, Some(by), now).await
     }
 
     async fn insert_item(
@@ -150,7 +151,7 @@ impl Priorities {
         new: &NewItem<'_>,
         status: Status,
         by: Option<&AccountId>,
-        now_ms: i64,
+        now: Timestamp,
     ) -> Result<Item, Error> {
         let title = new.title.trim();
         if title.is_empty() || title.chars().count() > TITLE_MAX {
@@ -185,7 +186,7 @@ impl Priorities {
             .bind(new.cost.map(|c| c.currency.as_str().to_owned()))
             .bind(status.as_str())
             .bind(by.map(|a| a.as_str()))
-            .bind(now_ms)
+            .bind(now)
             .fetch_one(self.store.pool())
             .await;
             match inserted {
@@ -220,7 +221,7 @@ impl Priorities {
 
     /// Sets item `number`'s status. An item on an open ballot keeps that
     /// status until the ballot closes.
-    pub async fn set_status(&self, number: i64, status: Status, now_ms: i64) -> Result<Item, Error> {
+    pub async fn set_status(&self, number: i64, status: Status, now: Timestamp) -> Result<Item, Error> {
         let item = self.item(number).await?.ok_or(Error::NoSuchItem(number))?;
         if item.status == Status::OnBallot && status != Status::OnBallot && self.open_ballot_of(number).await?.is_some()
         {
@@ -228,7 +229,7 @@ impl Priorities {
         }
         sqlx::query("UPDATE roadmap_items SET status = $1, updated_at = $2 WHERE number = $3")
             .bind(status.as_str())
-            .bind(now_ms)
+            .bind(now)
             .bind(number)
             .execute(self.store.pool())
             .await?;
@@ -237,7 +238,7 @@ impl Priorities {
 
     /// `account` endorses public item `number`: once per account and item.
     /// Whether this endorsement is new.
-    pub async fn endorse(&self, number: i64, account: &AccountId, now_ms: i64) -> Result<bool, Error> {
+    pub async fn endorse(&self, number: i64, account: &AccountId, now: Timestamp) -> Result<bool, Error> {
         match self.item(number).await? {
             Some(item) if item.status.is_public() => {}
             _ => return Err(Error::NoSuchItem(number)),
@@ -248,7 +249,7 @@ impl Priorities {
         )
         .bind(number)
         .bind(account.as_str())
-        .bind(now_ms)
+        .bind(now)
         .execute(self.store.pool())
         .await?;
         Ok(done.rows_affected() == 1)

@@ -28,7 +28,7 @@ async fn items(p: &Priorities, n: usize) -> Vec<i64> {
     let mut out = Vec::new();
     for i in 0..n {
         let new = NewItem { title: &format!("Item {i}"), description: "*why*", cost: Some(usd(50_000)) };
-        out.push(p.add_item(&new, NOW).await.unwrap().number);
+        out.push(p.add_item(&new, Timestamp::from_millis(NOW)).await.unwrap().number);
     }
     out
 }
@@ -39,7 +39,7 @@ async fn income(store: &Store, key: &str, minor: i64) {
         key: key.into(),
         source: key.into(),
         leg: "charge".into(),
-        effective_at: 1_771_000_000_000,
+        effective_at: Timestamp::from_millis(1_771_000_000_000),
         description: "membership".into(),
         reverses: None,
         postings: vec![
@@ -47,7 +47,7 @@ async fn income(store: &Store, key: &str, minor: i64) {
             Posting { account: AccountName::new("Income:Memberships:Member").unwrap(), amount: usd(-minor) },
         ],
     };
-    Ledger::new(store.clone()).post(&tx, NOW).await.unwrap();
+    Ledger::new(store.clone()).post(&tx, Timestamp::from_millis(NOW)).await.unwrap();
 }
 
 fn points(pairs: &[(i64, i64)]) -> Vote {
@@ -57,7 +57,7 @@ fn points(pairs: &[(i64, i64)]) -> Vote {
 fn ballot(items: &[i64], share: &str) -> NewBallot {
     NewBallot {
         items: items.to_vec(),
-        closes_at: NOW + 7 * DAY,
+        closes_at: Timestamp::from_millis(NOW + 7 * DAY),
         method: Method::Points,
         points: 100,
         fund_share_ppm: tally::share_ppm(share).unwrap(),
@@ -70,16 +70,22 @@ async fn proposals_wait_for_review_and_endorsements_count_once() {
         let p = Priorities::new(store.clone(), ["member".to_owned()]);
         let ada = account(&store, "ada@example.org", "free").await;
         let new = NewItem { title: "Hourly data", description: "Please", cost: None };
-        let proposed = p.propose_item(&new, &ada.id, NOW).await.unwrap();
+        let proposed = p.propose_item(&new, &ada.id, Timestamp::from_millis(NOW)).await.unwrap();
         assert_eq!(proposed.status, Status::Review);
         assert!(p.items(false).await.unwrap().is_empty(), "a proposal in review is not public");
-        assert!(p.endorse(proposed.number, &ada.id, NOW).await.is_err(), "nor can it be endorsed");
-        p.set_status(proposed.number, Status::Proposed, NOW).await.unwrap();
-        assert!(p.endorse(proposed.number, &ada.id, NOW).await.unwrap());
-        assert!(!p.endorse(proposed.number, &ada.id, NOW).await.unwrap(), "once per account");
+        assert!(
+            p.endorse(proposed.number, &ada.id, Timestamp::from_millis(NOW)).await.is_err(),
+            "nor can it be endorsed"
+        );
+        p.set_status(proposed.number, Status::Proposed, Timestamp::from_millis(NOW)).await.unwrap();
+        assert!(p.endorse(proposed.number, &ada.id, Timestamp::from_millis(NOW)).await.unwrap());
+        assert!(!p.endorse(proposed.number, &ada.id, Timestamp::from_millis(NOW)).await.unwrap(), "once per account");
         let public = p.items(false).await.unwrap();
         assert_eq!((public.len(), public[0].endorsements), (1, 1));
-        let bad = p.add_item(&NewItem { title: " ", description: "", cost: None }, NOW).await.unwrap_err();
+        let bad = p
+            .add_item(&NewItem { title: " ", description: "", cost: None }, Timestamp::from_millis(NOW))
+            .await
+            .unwrap_err();
         assert!(bad.to_string().contains("title"), "{bad}");
     }
 }
@@ -89,27 +95,31 @@ async fn one_membership_one_ballot_the_last_change_counting() {
     for (store, _cleanup) in stores().await {
         let p = Priorities::new(store.clone(), ["member".to_owned()]);
         let items = items(&p, 3).await;
-        let b = p.open_ballot(&ballot(&items, "0"), NOW).await.unwrap();
+        let b = p.open_ballot(&ballot(&items, "0"), Timestamp::from_millis(NOW)).await.unwrap();
         let org = account(&store, "org@example.org", "member").await;
         let other = account(&store, "bo@example.org", "member").await;
         let free = account(&store, "cy@example.org", "free").await;
 
         // Two owners of one organisation vote for it: one ballot, the last.
-        let first = p.vote(b.number, &org, &points(&[(items[0], 100)]), NOW).await.unwrap();
-        let second = p.vote(b.number, &org, &points(&[(items[1], 70), (items[2], 30)]), NOW + 1).await.unwrap();
+        let first = p.vote(b.number, &org, &points(&[(items[0], 100)]), Timestamp::from_millis(NOW)).await.unwrap();
+        let second = p
+            .vote(b.number, &org, &points(&[(items[1], 70), (items[2], 30)]), Timestamp::from_millis(NOW + 1))
+            .await
+            .unwrap();
         assert_ne!(first, second, "a change gets a new receipt");
         let mine = p.mine(b.number, &org.id).await.unwrap().unwrap();
         assert_eq!(
             (mine.receipt.as_str(), mine.choices.clone()),
             (second.receipt.as_str(), [(items[1], 70), (items[2], 30)].into())
         );
-        p.vote(b.number, &other, &points(&[(items[0], 50)]), NOW).await.unwrap();
-        let refused = p.vote(b.number, &free, &points(&[(items[0], 50)]), NOW).await.unwrap_err();
+        p.vote(b.number, &other, &points(&[(items[0], 50)]), Timestamp::from_millis(NOW)).await.unwrap();
+        let refused =
+            p.vote(b.number, &free, &points(&[(items[0], 50)]), Timestamp::from_millis(NOW)).await.unwrap_err();
         assert!(matches!(refused, Error::NotAMember { .. }), "{refused}");
         assert_eq!(p.turnout(b.number).await.unwrap(), 2);
         assert_eq!(p.eligible().await.unwrap(), 2);
 
-        let closed = p.close(b.number, NOW + 2).await.unwrap();
+        let closed = p.close(b.number, Timestamp::from_millis(NOW + 2)).await.unwrap();
         assert_eq!(closed.eligible, Some(2));
         let results = p.results(&closed).await.unwrap().unwrap();
         let published: Vec<&str> = results.ballots.iter().map(|c| c.receipt_hash.as_str()).collect();
@@ -123,7 +133,8 @@ async fn one_membership_one_ballot_the_last_change_counting() {
         assert_eq!(totals, [(items[0], 50), (items[1], 70), (items[2], 30)].into());
 
         // After the close: no vote, no way back from a ballot to a member.
-        let late = p.vote(b.number, &other, &points(&[(items[0], 1)]), NOW + 3).await.unwrap_err();
+        let late =
+            p.vote(b.number, &other, &points(&[(items[0], 1)]), Timestamp::from_millis(NOW + 3)).await.unwrap_err();
         assert!(matches!(late, Error::BallotClosed(_)), "{late}");
         assert_eq!(p.mine(b.number, &org.id).await.unwrap(), None);
         let secret: Option<String> = sqlx::query("SELECT link_secret FROM roadmap_ballots WHERE number = $1")
@@ -147,13 +158,13 @@ async fn the_published_ballots_recount_to_the_results_and_the_digest() {
     for (store, _cleanup) in stores().await {
         let p = Priorities::new(store.clone(), ["member".to_owned()]);
         let items = items(&p, 4).await;
-        let b = p.open_ballot(&ballot(&items, "0"), NOW).await.unwrap();
+        let b = p.open_ballot(&ballot(&items, "0"), Timestamp::from_millis(NOW)).await.unwrap();
         for i in 0..9i64 {
             let voter = account(&store, &format!("m{i}@example.org"), "member").await;
             let vote = points(&[(items[(i % 4) as usize], 10 + i), (items[((i + 1) % 4) as usize], 90 - i)]);
-            p.vote(b.number, &voter, &vote, NOW).await.unwrap();
+            p.vote(b.number, &voter, &vote, Timestamp::from_millis(NOW)).await.unwrap();
         }
-        let closed = p.close(b.number, NOW + 1).await.unwrap();
+        let closed = p.close(b.number, Timestamp::from_millis(NOW + 1)).await.unwrap();
         let results = p.results(&closed).await.unwrap().unwrap();
         // A stranger's recount, from the published list alone.
         let mut recount: BTreeMap<i64, i64> = BTreeMap::new();
@@ -179,23 +190,23 @@ async fn the_fund_is_posted_once_by_racing_closes_and_adds_up_to_the_cent() {
         income(&store, "jan", 100_001).await;
         income(&store, "feb", 33_333).await;
         let items = items(&p, 3).await;
-        let b = p.open_ballot(&ballot(&items, "0.25"), NOW).await.unwrap();
+        let b = p.open_ballot(&ballot(&items, "0.25"), Timestamp::from_millis(NOW)).await.unwrap();
         for (i, vote) in
             [[(items[0], 1), (items[1], 1)], [(items[1], 1), (items[2], 1)], [(items[0], 1), (items[2], 1)]]
                 .iter()
                 .enumerate()
         {
             let voter = account(&store, &format!("v{i}@example.org"), "member").await;
-            p.vote(b.number, &voter, &points(vote), NOW).await.unwrap();
+            p.vote(b.number, &voter, &points(vote), Timestamp::from_millis(NOW)).await.unwrap();
         }
         // Two replicas' upkeep find it due at once.
         let other = Priorities::new(store.clone(), ["member".to_owned()]);
-        let at = b.closes_at + 1;
+        let at = b.closes_at + Duration::from_millis(1);
         let (one, two) = tokio::join!(p.close(b.number, at), other.close(b.number, at));
         assert_eq!(one.unwrap().closed_at.is_some(), two.unwrap().closed_at.is_some());
         let ledger = Ledger::new(store.clone());
         let posted: Vec<_> = ledger
-            .transactions(0, i64::MAX)
+            .transactions(Timestamp::EPOCH, Timestamp::from_millis(i64::MAX))
             .await
             .unwrap()
             .into_iter()
@@ -242,12 +253,7 @@ async fn the_fund_is_posted_once_by_racing_closes_and_adds_up_to_the_cent() {
 #[test]
 fn the_previous_quarter_is_a_calendar_quarter_in_utc() {
     let ms = |y, m, d| {
-        time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d)
-            .unwrap()
-            .midnight()
-            .assume_utc()
-            .unix_timestamp()
-            * 1000
+        Timestamp::from_date(time::Date::from_calendar_date(y, time::Month::try_from(m).unwrap(), d).unwrap())
     };
     assert_eq!(previous_quarter(ms(2026, 5, 15)).unwrap(), (ms(2026, 1, 1), ms(2026, 4, 1)));
     assert_eq!(previous_quarter(ms(2026, 1, 1)).unwrap(), (ms(2025, 10, 1), ms(2026, 1, 1)));
@@ -256,7 +262,7 @@ fn the_previous_quarter_is_a_calendar_quarter_in_utc() {
 
 #[test]
 fn a_day_closes_at_its_end_and_a_time_at_itself() {
-    assert_eq!(closing_time("2026-05-14").unwrap(), NOW);
-    assert_eq!(closing_time("2026-05-15T00:00:00Z").unwrap(), NOW);
+    assert_eq!(closing_time("2026-05-14").unwrap(), Timestamp::from_millis(NOW));
+    assert_eq!(closing_time("2026-05-15T00:00:00Z").unwrap(), Timestamp::from_millis(NOW));
     assert!(closing_time("next week").unwrap_err().to_string().contains("neither a day"));
 }

@@ -37,6 +37,7 @@ mod caps;
 mod send;
 
 use super::{Usage, to_i64};
+use crate::clock::Timestamp;
 use crate::events::Events;
 use crate::stripe::{Price, StripeApi, SubscriptionStatus};
 use crate::subscriptions::Subscriptions;
@@ -47,10 +48,10 @@ const LEASE: &str = "coopgate:usage-reporter";
 
 /// A period is closed this long after its end, so that the last flush of
 /// every replica (at most `metering.flush_interval`, 60 s at most) is in.
-const CLOSE_AFTER_MS: i64 = 120_000;
+const CLOSE_AFTER: Duration = Duration::from_secs(120);
 
 /// How long after closing a period late usage of it is still billed.
-const REOPEN_MS: i64 = 7 * 86_400_000;
+const REOPEN: Duration = Duration::from_secs(7 * 86_400);
 
 /// `via` of a report sent as a meter event.
 const VIA_METER: &str = "meter_event";
@@ -82,14 +83,14 @@ pub struct Period {
     pub customer_id: String,
     /// The subscription.
     pub subscription_id: String,
-    /// Start, Unix milliseconds.
-    pub start: i64,
-    /// End (exclusive), Unix milliseconds.
-    pub end: i64,
+    /// Start.
+    pub start: Timestamp,
+    /// End (exclusive).
+    pub end: Timestamp,
     /// Billable requests included.
     pub included: u64,
     /// When its last units were planned, once it ended.
-    pub closed_at: Option<i64>,
+    pub closed_at: Option<Timestamp>,
 }
 
 /// What Stripe has been told of a period.
@@ -230,17 +231,17 @@ impl Reporter {
 
     /// One round: take the lease, note periods, plan, send. `lease` is how long
     /// the lease lasts without renewal (a few rounds).
-    pub async fn round(&self, now_ms: i64, lease: Duration) -> Result<Round, Error> {
+    pub async fn round(&self, now: Timestamp, lease: Duration) -> Result<Round, Error> {
         let _one = self.rounds.lock().await;
-        let until = now_ms + lease.as_millis() as i64;
-        if !self.events.lock(LEASE, &self.holder, now_ms, until).await? {
+        let until = now + lease;
+        if !self.events.lock(LEASE, &self.holder, now, until).await? {
             return Ok(Round::default());
         }
         let price = self.price().await?;
         self.note_periods().await?;
-        let planned = self.plan_reports(now_ms, &price).await?;
-        let (sent, waiting) = self.send_due(now_ms, &price).await?;
-        let caps_reached = self.notice_caps(now_ms, &price).await?;
+        let planned = self.plan_reports(now, &price).await?;
+        let (sent, waiting) = self.send_due(now, &price).await?;
+        let caps_reached = self.notice_caps(now, &price).await?;
         Ok(Round { leader: true, planned, sent, waiting, caps_reached })
     }
 
@@ -252,7 +253,7 @@ impl Reporter {
         let mut waiting = 0;
         loop {
             every.tick().await;
-            match self.round(now_ms(), interval * 3).await {
+            match self.round(Timestamp::now(), interval * 3).await {
                 Ok(r) => {
                     if failing {
                         tracing::info!("usage reporter: working again");
@@ -299,8 +300,8 @@ impl Reporter {
                  VALUES ($1, $2, $3, $4, $5, $6, NULL) ON CONFLICT (account_id, period_start) DO NOTHING",
             )
             .bind(&sub.account_id)
-            .bind(start * 1000)
-            .bind(end * 1000)
+            .bind(Timestamp::from_secs(start))
+            .bind(Timestamp::from_secs(end))
             .bind(&sub.customer_id)
             .bind(&sub.id)
             .bind(to_i64(self.plan.included))
@@ -312,7 +313,7 @@ impl Reporter {
                 "UPDATE usage_periods SET period_end = $1 \
                  WHERE account_id = $2 AND period_start < $1 AND period_end > $1",
             )
-            .bind(start * 1000)
+            .bind(Timestamp::from_secs(start))
             .bind(&sub.account_id)
             .execute(self.store.pool())
             .await?;
@@ -322,13 +323,13 @@ impl Reporter {
 
     /// Plans a report for every open period with unplanned billable units,
     /// and closes periods that ended. Returns the reports planned.
-    async fn plan_reports(&self, now_ms: i64, price: &Price) -> Result<u64, Error> {
+    async fn plan_reports(&self, now: Timestamp, price: &Price) -> Result<u64, Error> {
         let mut planned = 0;
         let most = if self.plan.caps_refuse { self.units_caps_pay_for(price).await? } else { Default::default() };
         for period in self.open_periods().await? {
             // A later period of the account means this one ended, whatever our clock says.
             let superseded = self.has_later_period(&period).await?;
-            let ended = now_ms >= period.end || superseded;
+            let ended = now >= period.end || superseded;
             let billable = self.usage.billable_in_period(&period.account_id, period.start, period.end).await?;
             let mut due = billable.saturating_sub(period.included);
             if let Some(&most) = most.get(&period.account_id) {
@@ -341,13 +342,13 @@ impl Reporter {
             // hours leaves one row per account, not one per round.
             if missing > 0 && reported.pending == 0 {
                 let via = if ended { VIA_ITEM } else { VIA_METER };
-                planned += self.insert_report(&period, reported.planned(), missing, via, now_ms).await?;
+                planned += self.insert_report(&period, reported.planned(), missing, via, now).await?;
             }
             // Closed only once every replica's last flush for it is in; a
             // period superseded early (clocks apart) stays open until then.
-            if period.closed_at.is_none() && now_ms >= period.end + CLOSE_AFTER_MS {
+            if period.closed_at.is_none() && now >= period.end + CLOSE_AFTER {
                 sqlx::query("UPDATE usage_periods SET closed_at = $1 WHERE account_id = $2 AND period_start = $3")
-                    .bind(now_ms)
+                    .bind(now)
                     .bind(&period.account_id)
                     .bind(period.start)
                     .execute(self.store.pool())
@@ -380,15 +381,15 @@ impl Reporter {
         before: u64,
         units: u64,
         via: &str,
-        now_ms: i64,
+        now: Timestamp,
     ) -> Result<u64, Error> {
         let seq = to_i64(before);
         // Built from ids only: every replica and release names the same report alike.
-        let identifier = format!("coopgate-{}-{}-{seq}", period.account_id, period.start / 1000);
+        let identifier = format!("coopgate-{}-{}-{seq}", period.account_id, period.start.as_secs());
         // Inside the period, so that Stripe bills it on the period's invoice;
         // fixed now, so that every resend carries the same fields (Stripe
         // refuses a reused idempotency key with different ones).
-        let event_time = (now_ms / 1000).clamp(period.start / 1000, period.end / 1000 - 1);
+        let event_time = now.as_secs().clamp(period.start.as_secs(), period.end.as_secs() - 1);
         let added = sqlx::query(
             "INSERT INTO usage_reports (identifier, account_id, customer_id, period_start, period_end, seq, units, \
              via, created_at, attempts, next_attempt_at, event_time) \
@@ -402,7 +403,7 @@ impl Reporter {
         .bind(seq)
         .bind(to_i64(units))
         .bind(via)
-        .bind(now_ms)
+        .bind(now)
         .bind(event_time)
         .execute(self.store.pool())
         .await?
@@ -416,13 +417,13 @@ impl Reporter {
         // invoice item, rather than forgotten.
         let sql = format!("SELECT {PERIOD_COLUMNS} FROM usage_periods WHERE closed_at IS NULL OR closed_at > $1");
         let rows =
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms() - REOPEN_MS).fetch_all(self.store.pool()).await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(Timestamp::now() - REOPEN).fetch_all(self.store.pool()).await?;
         rows.iter().map(period_from).collect()
     }
 
-    /// What Stripe has been told of an account's period starting at `start_ms`.
-    pub async fn reported(&self, account_id: &str, start_ms: i64) -> Result<Reported, Error> {
-        reported(&self.store, account_id, start_ms).await
+    /// What Stripe has been told of an account's period starting at `start`.
+    pub async fn reported(&self, account_id: &str, start: Timestamp) -> Result<Reported, Error> {
+        reported(&self.store, account_id, start).await
     }
 }
 
@@ -440,37 +441,42 @@ fn period_from(r: &AnyRow) -> Result<Period, Error> {
     })
 }
 
-/// Reports waiting for Stripe, and when the oldest was planned (Unix ms).
-pub async fn backlog(store: &Store) -> Result<(i64, Option<i64>), Error> {
+/// Reports waiting for Stripe, and when the oldest was planned.
+pub async fn backlog(store: &Store) -> Result<(i64, Option<Timestamp>), Error> {
     let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM usage_reports WHERE sent_at IS NULL")
         .fetch_one(store.pool())
         .await?;
     Ok((row.try_get("n")?, row.try_get("oldest")?))
 }
 
-/// Metered periods of one account or of all, overlapping `[from_ms, to_ms)`, oldest first.
-pub async fn periods(store: &Store, account_id: Option<&str>, from_ms: i64, to_ms: i64) -> Result<Vec<Period>, Error> {
+/// Metered periods of one account or of all, overlapping `[from, to)`, oldest first.
+pub async fn periods(
+    store: &Store,
+    account_id: Option<&str>,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Vec<Period>, Error> {
     let sql = format!(
         "SELECT {PERIOD_COLUMNS} FROM usage_periods WHERE period_end > $1 AND period_start < $2 \
          AND ($3 = '' OR account_id = $3) ORDER BY period_start, account_id"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(from_ms)
-        .bind(to_ms)
+        .bind(from)
+        .bind(to)
         .bind(account_id.unwrap_or(""))
         .fetch_all(store.pool())
         .await?;
     rows.iter().map(period_from).collect()
 }
 
-/// What Stripe has been told of an account's period starting at `start_ms`.
-pub async fn reported(store: &Store, account_id: &str, start_ms: i64) -> Result<Reported, Error> {
+/// What Stripe has been told of an account's period starting at `start`.
+pub async fn reported(store: &Store, account_id: &str, start: Timestamp) -> Result<Reported, Error> {
     let rows = sqlx::query(
         "SELECT units, via, sent_at, last_error FROM usage_reports WHERE account_id = $1 AND period_start = $2 \
          ORDER BY seq",
     )
     .bind(account_id)
-    .bind(start_ms)
+    .bind(start)
     .fetch_all(store.pool())
     .await?;
     let mut out = Reported::default();
@@ -489,8 +495,6 @@ pub async fn reported(store: &Store, account_id: &str, start_ms: i64) -> Result<
     }
     Ok(out)
 }
-
-use crate::clock::now_ms;
 
 #[cfg(test)]
 mod tests;

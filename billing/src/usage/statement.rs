@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::Usage;
 use super::report::{Period, Reported, Reporter, periods, reported};
+use crate::clock::Timestamp;
 use crate::{AccountId, Accounts, Error, Money, Store};
 
 /// One metered period of an account, as a statement shows it.
@@ -32,7 +33,7 @@ pub struct PeriodStatement {
     pub cap_reached: Option<bool>,
 }
 
-/// Usage of `[from_ms, to_ms)`.
+/// Usage of `[from, to)`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Statement {
     /// By account, day and route.
@@ -43,18 +44,18 @@ pub struct Statement {
     pub price_unknown: Option<String>,
 }
 
-/// The statement of one account (or all) over `[from_ms, to_ms)`. The price is
+/// The statement of one account (or all) over `[from, to)`. The price is
 /// asked of Stripe through `reporter` when there is one; without it (or with
 /// Stripe away) the charge is left out and `price_unknown` says why.
 pub async fn statement(
     store: &Store,
     reporter: Option<&Reporter>,
     account_id: Option<&str>,
-    from_ms: i64,
-    to_ms: i64,
+    from: Timestamp,
+    to: Timestamp,
 ) -> Result<Statement, Error> {
     let usage = Usage::new(store.clone());
-    let days = usage.daily(account_id, from_ms, to_ms).await?;
+    let days = usage.daily(account_id, from, to).await?;
     let (price, price_unknown) = match reporter {
         None => (None, Some("no metered plan is configured ([billing.metered])".to_owned())),
         Some(r) => match r.price().await {
@@ -65,7 +66,7 @@ pub async fn statement(
     let mut out = Vec::new();
     let accounts = Accounts::new(store.clone());
     let mut caps: std::collections::HashMap<String, Option<Money>> = std::collections::HashMap::new();
-    for period in periods(store, account_id, from_ms, to_ms).await? {
+    for period in periods(store, account_id, from, to).await? {
         if !caps.contains_key(&period.account_id) {
             let account = accounts.by_id(&AccountId::from(period.account_id.clone())).await?;
             caps.insert(period.account_id.clone(), account.and_then(|a| a.spend_cap));
@@ -105,10 +106,10 @@ pub struct PeriodCheck {
     pub account_id: String,
     /// The customer.
     pub customer_id: String,
-    /// Period start and end, Unix ms.
-    pub start: i64,
-    /// End, Unix ms.
-    pub end: i64,
+    /// Period start.
+    pub start: Timestamp,
+    /// End.
+    pub end: Timestamp,
     /// Units the store says are billable beyond the allowance.
     pub store_units: u64,
     /// Units acknowledged by Stripe as meter events (by our records).
@@ -123,7 +124,7 @@ pub struct PeriodCheck {
     pub agrees: bool,
 }
 
-/// Every metered period that starts in `[from_ms, to_ms)` compared with
+/// Every metered period that starts in `[from, to)` compared with
 /// Stripe's meter event summaries.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reconciliation {
@@ -136,19 +137,24 @@ pub struct Reconciliation {
 /// Compares the store with Stripe: the billable units beyond the allowance
 /// must equal what was reported (meter events plus invoice items, none
 /// pending), and Stripe's meter summaries must equal the meter events sent.
-pub async fn reconcile(store: &Store, reporter: &Reporter, from_ms: i64, to_ms: i64) -> Result<Reconciliation, Error> {
+pub async fn reconcile(
+    store: &Store,
+    reporter: &Reporter,
+    from: Timestamp,
+    to: Timestamp,
+) -> Result<Reconciliation, Error> {
     let usage = Usage::new(store.clone());
     let meter = reporter.meter().await?;
     let mut checks = Vec::new();
-    for period in periods(store, None, from_ms, to_ms).await? {
-        if period.start < from_ms || period.start >= to_ms {
+    for period in periods(store, None, from, to).await? {
+        if period.start < from || period.start >= to {
             continue;
         }
         let billable = usage.billable_in_period(&period.account_id, period.start, period.end).await?;
         let store_units = billable.saturating_sub(period.included);
         let r = reported(store, &period.account_id, period.start).await?;
         // Summaries are asked for whole minutes; events are stamped inside the period.
-        let (start_s, end_s) = (period.start / 1000, period.end / 1000);
+        let (start_s, end_s) = (period.start.as_secs(), period.end.as_secs());
         let (start_s, end_s) = (start_s - start_s.rem_euclid(60), end_s + (60 - end_s.rem_euclid(60)) % 60);
         let stripe_metered = reporter.stripe().meter_usage(&meter, &period.customer_id, start_s, end_s).await?;
         let agrees = r.pending == 0 && store_units == r.metered + r.invoiced && stripe_metered == r.metered;

@@ -19,6 +19,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use coopgate_billing::clock::{DAY, Timestamp};
 use coopgate_billing::ledger::Ledger;
 use coopgate_billing::ledger::patronage::{Labor, parse_share};
 use coopgate_billing::usage::parse_day;
@@ -27,13 +28,11 @@ use serde::Deserialize;
 use super::state::{AdminState, or_default, unreadable};
 use crate::error::Error;
 
-const DAY_MS: i64 = 86_400_000;
-
 fn ledger(s: &AdminState) -> Ledger {
     Ledger::new(s.keys.store().clone())
 }
 
-fn day(value: &str, name: &str) -> Result<i64, Error> {
+fn day(value: &str, name: &str) -> Result<Timestamp, Error> {
     parse_day(value).ok_or_else(|| Error::BadAdminRequest(format!("{name} `{value}` is not a day; write YYYY-MM-DD")))
 }
 
@@ -71,7 +70,7 @@ pub(super) async fn export(
 ) -> Result<Response, Error> {
     let Query(q) = query.map_err(unreadable)?;
     let from = q.from.as_deref().map(|d| day(d, "from")).transpose()?;
-    let to = q.to.as_deref().map(|d| day(d, "to").map(|t| t + DAY_MS)).transpose()?;
+    let to = q.to.as_deref().map(|d| day(d, "to").map(|t| t + DAY)).transpose()?;
     if let (Some(f), Some(t)) = (from, to)
         && t <= f
     {
@@ -108,7 +107,7 @@ pub(super) async fn close(
     body: Result<Json<CloseRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, Error> {
     let Json(body) = body.map_err(unreadable)?;
-    let closed = ledger(&s).close_year(body.year, crate::limit::now_ms()).await.map_err(Error::Billing)?;
+    let closed = ledger(&s).close_year(body.year, Timestamp::now()).await.map_err(Error::Billing)?;
     json(closed)
 }
 
@@ -127,8 +126,7 @@ pub(super) async fn patronage(
     let Json(body) = body.map_err(unreadable)?;
     let share = parse_share(body.collective_share.as_deref().unwrap_or("0.5")).map_err(Error::Billing)?;
     let labor = Labor::parse(&body.labor).map_err(Error::Billing)?;
-    let shared =
-        ledger(&s).patronage(body.year, &labor, share, crate::limit::now_ms()).await.map_err(Error::Billing)?;
+    let shared = ledger(&s).patronage(body.year, &labor, share, Timestamp::now()).await.map_err(Error::Billing)?;
     json(shared)
 }
 
@@ -144,11 +142,13 @@ pub(super) async fn sync(
 ) -> Result<Json<serde_json::Value>, Error> {
     let body = or_default(body)?;
     let memberships = s.memberships.clone().ok_or(Error::BillingOff)?;
-    let now = crate::limit::now_ms();
+    let now = Timestamp::now();
     // A span longer than Unix time itself is everything since it began.
-    let since = (now / 1000)
-        .saturating_sub(i64::try_from(body.since_seconds.unwrap_or(30 * 86_400)).unwrap_or(i64::MAX))
-        .max(0);
+    let since = Timestamp::from_secs(
+        now.as_secs()
+            .saturating_sub(i64::try_from(body.since_seconds.unwrap_or(30 * 86_400)).unwrap_or(i64::MAX))
+            .max(0),
+    );
     let report = memberships.books().sync(since, now).await.map_err(Error::Billing)?;
     json(report)
 }

@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use coopgate_billing::Money;
-use coopgate_billing::clock::now_ms;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::ledger::funds::Spend;
 use coopgate_billing::ledger::{AccountName, Ledger, Posted};
 use coopgate_billing::priorities::{Method, NewBallot, NewItem, Status, closing_time, fund_account, tally};
@@ -57,7 +57,7 @@ pub(super) async fn add_item(State(s): State<AdminState>, body: Result<Json<NewI
     let Json(b) = body.map_err(unreadable)?;
     let cost = b.cost.as_deref().map(Money::parse_major).transpose().map_err(billing)?;
     let new = NewItem { title: &b.title, description: &b.description, cost };
-    json(s.priorities.add_item(&new, now_ms()).await.map_err(billing)?)
+    json(s.priorities.add_item(&new, Timestamp::now()).await.map_err(billing)?)
 }
 
 #[derive(Deserialize)]
@@ -74,7 +74,7 @@ pub(super) async fn set_status(
     let n = number(n)?;
     let Json(b) = body.map_err(unreadable)?;
     let status = Status::parse(&b.status).map_err(billing)?;
-    json(s.priorities.set_status(n, status, now_ms()).await.map_err(billing)?)
+    json(s.priorities.set_status(n, status, Timestamp::now()).await.map_err(billing)?)
 }
 
 pub(super) async fn ballots(State(s): State<AdminState>) -> Answer {
@@ -102,12 +102,12 @@ pub(super) async fn open_ballot(
         points: s.points,
         fund_share_ppm: tally::share_ppm(b.fund_share.as_deref().unwrap_or("0")).map_err(billing)?,
     };
-    json(s.priorities.open_ballot(&new, now_ms()).await.map_err(billing)?)
+    json(s.priorities.open_ballot(&new, Timestamp::now()).await.map_err(billing)?)
 }
 
 pub(super) async fn close_ballot(State(s): State<AdminState>, n: Result<Path<String>, PathRejection>) -> Answer {
     let n = number(n)?;
-    let ballot = s.priorities.close(n, now_ms()).await.map_err(billing)?;
+    let ballot = s.priorities.close(n, Timestamp::now()).await.map_err(billing)?;
     let results = s.priorities.results(&ballot).await.map_err(billing)?;
     json(serde_json::json!({ "ballot": ballot, "results": results }))
 }
@@ -141,13 +141,13 @@ pub(super) async fn spend(State(s): State<AdminState>, body: Result<Json<SpendBo
         Some(d) => {
             parse_day(d).ok_or_else(|| Error::BadAdminRequest(format!("date `{d}` is not a day; write YYYY-MM-DD")))?
         }
-        None => now_ms(),
+        None => Timestamp::now(),
     };
     if b.memo.trim().is_empty() {
         return Err(Error::BadAdminRequest("memo says what the money paid for; the open books show it".into()));
     }
     let reference = b.reference.unwrap_or_else(|| Spend::reference_for(effective_at, amount, &b.memo));
     let spend = Spend { fund, amount, memo: b.memo, reference, paid_from, effective_at };
-    let posted = Ledger::new(s.keys.store().clone()).spend(&spend, now_ms()).await.map_err(billing)?;
+    let posted = Ledger::new(s.keys.store().clone()).spend(&spend, Timestamp::now()).await.map_err(billing)?;
     json(serde_json::json!({ "booked": posted == Posted::New, "reference": spend.reference }))
 }

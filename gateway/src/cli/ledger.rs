@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Subcommand, ValueEnum};
+use coopgate_billing::clock::{DAY, Timestamp};
 use coopgate_billing::ledger::funds::Spend;
 use coopgate_billing::ledger::patronage::{Labor, parse_share};
 use coopgate_billing::ledger::{AccountName, Ledger, Posted};
@@ -16,8 +17,6 @@ use coopgate_billing::{Currency, Money};
 
 use super::billing::memberships;
 use super::store::{Target, runtime};
-
-const DAY_MS: i64 = 86_400_000;
 
 /// `coopgate ledger …`
 #[derive(Debug, Subcommand)]
@@ -146,9 +145,7 @@ pub enum Format {
     Json,
 }
 
-use coopgate_billing::clock::now_ms;
-
-fn day(s: &str, flag: &str) -> anyhow::Result<i64> {
+fn day(s: &str, flag: &str) -> anyhow::Result<Timestamp> {
     parse_day(s).ok_or_else(|| anyhow::anyhow!("{flag} `{s}` is not a day; write YYYY-MM-DD, for example 2026-12-01"))
 }
 
@@ -175,7 +172,7 @@ pub fn ledger(cmd: LedgerCommand, env: &HashMap<String, String>) -> anyhow::Resu
             }
             LedgerCommand::Export { format, from, to, output, target } => {
                 let from = from.as_deref().map(|d| day(d, "--from")).transpose()?;
-                let to = to.as_deref().map(|d| day(d, "--to").map(|t| t + DAY_MS)).transpose()?;
+                let to = to.as_deref().map(|d| day(d, "--to").map(|t| t + DAY)).transpose()?;
                 if let (Some(f), Some(t)) = (from, to)
                     && t <= f
                 {
@@ -198,7 +195,7 @@ pub fn ledger(cmd: LedgerCommand, env: &HashMap<String, String>) -> anyhow::Resu
             }
             LedgerCommand::Close { year, target, json } => {
                 let (_, store) = target.store(env).await?;
-                let closed = Ledger::new(store).close_year(year, now_ms()).await?;
+                let closed = Ledger::new(store).close_year(year, Timestamp::now()).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&closed)?);
                 } else {
@@ -218,7 +215,7 @@ pub fn ledger(cmd: LedgerCommand, env: &HashMap<String, String>) -> anyhow::Resu
                     .with_context(|| format!("cannot read the labor file {}", labor.display()))?;
                 let labor = Labor::parse(&text).with_context(|| format!("{}", labor.display()))?;
                 let (_, store) = target.store(env).await?;
-                let shared = Ledger::new(store).patronage(year, &labor, share, now_ms()).await?;
+                let shared = Ledger::new(store).patronage(year, &labor, share, Timestamp::now()).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&shared)?);
                 } else if !shared.posted {
@@ -232,8 +229,8 @@ pub fn ledger(cmd: LedgerCommand, env: &HashMap<String, String>) -> anyhow::Resu
             }
             LedgerCommand::Sync { since, target, json } => {
                 let (m, _) = memberships(&target, env).await?;
-                let since = now_ms() / 1000 - since.as_secs() as i64;
-                let report = m.books().sync(since, now_ms()).await.context("cannot catch up with Stripe")?;
+                let since = Timestamp::from_secs(Timestamp::now().as_secs() - since.as_secs() as i64);
+                let report = m.books().sync(since, Timestamp::now()).await.context("cannot catch up with Stripe")?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
@@ -252,7 +249,7 @@ pub fn ledger(cmd: LedgerCommand, env: &HashMap<String, String>) -> anyhow::Resu
                 let paid_from = AccountName::new(&paid_from).context("--paid-from")?;
                 let effective_at = match &date {
                     Some(d) => day(d, "--date")?,
-                    None => now_ms(),
+                    None => Timestamp::now(),
                 };
                 if memo.trim().is_empty() {
                     bail!("--memo says what the money paid for; the open books show it");
@@ -260,7 +257,7 @@ pub fn ledger(cmd: LedgerCommand, env: &HashMap<String, String>) -> anyhow::Resu
                 let reference = reference.unwrap_or_else(|| Spend::reference_for(effective_at, amount, &memo));
                 let spend = Spend { fund, amount, memo, reference, paid_from, effective_at };
                 let (_, store) = target.store(env).await?;
-                let posted = Ledger::new(store).spend(&spend, now_ms()).await?;
+                let posted = Ledger::new(store).spend(&spend, Timestamp::now()).await?;
                 let new = posted == Posted::New;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "booked": new, "reference": spend.reference }))?);

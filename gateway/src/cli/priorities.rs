@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use coopgate_billing::Money;
-use coopgate_billing::clock::now_ms;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::priorities::{Ballot, Item, Method, NewBallot, NewItem, Priorities, Status, closing_time, tally};
 
 use super::store::{Target, runtime};
-use crate::priorities::view::{share_text, time_text};
+use crate::priorities::view::share_text;
 
 /// `coopgate priorities …`
 #[derive(Debug, Subcommand)]
@@ -135,7 +135,7 @@ async fn print_ballot(p: &Priorities, b: &Ballot) -> anyhow::Result<()> {
         "ballot {}: {} {}, {} on items {}, fund share {}, turnout {turnout} of {eligible}",
         b.number,
         state,
-        time_text(b.closes_at),
+        b.closes_at,
         b.method.as_str(),
         items.join(","),
         share_text(b.fund_share_ppm)
@@ -156,7 +156,8 @@ pub fn priorities(cmd: PrioritiesCommand, env: &HashMap<String, String>) -> anyh
                 let cost = cost.as_deref().map(Money::parse_major).transpose().context("--cost")?;
                 let (config, store) = target.store(env).await?;
                 let p = Priorities::new(store, config.member_tiers());
-                let item = p.add_item(&NewItem { title: &title, description: &description, cost }, now_ms()).await?;
+                let item =
+                    p.add_item(&NewItem { title: &title, description: &description, cost }, Timestamp::now()).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&item)?);
                 } else {
@@ -167,7 +168,7 @@ pub fn priorities(cmd: PrioritiesCommand, env: &HashMap<String, String>) -> anyh
                 let status = Status::parse(&status)?;
                 let (config, store) = target.store(env).await?;
                 let p = Priorities::new(store, config.member_tiers());
-                let item = p.set_status(id, status, now_ms()).await?;
+                let item = p.set_status(id, status, Timestamp::now()).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&item)?);
                 } else {
@@ -196,7 +197,7 @@ pub fn priorities(cmd: PrioritiesCommand, env: &HashMap<String, String>) -> anyh
                 }
                 let new =
                     NewBallot { items, closes_at, method, points: config.priorities.points.into(), fund_share_ppm };
-                let ballot = p.open_ballot(&new, now_ms()).await?;
+                let ballot = p.open_ballot(&new, Timestamp::now()).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&ballot)?);
                 } else {
@@ -208,12 +209,9 @@ pub fn priorities(cmd: PrioritiesCommand, env: &HashMap<String, String>) -> anyh
                 let p = Priorities::new(store, config.member_tiers());
                 let before = p.ballot(id).await?.with_context(|| format!("no ballot {id}"))?;
                 if before.closed_at.is_some() {
-                    bail!(
-                        "ballot {id} closed at {} already; its results are at /priorities",
-                        time_text(before.closes_at)
-                    );
+                    bail!("ballot {id} closed at {} already; its results are at /priorities", before.closes_at);
                 }
-                let ballot = p.close(id, now_ms()).await?;
+                let ballot = p.close(id, Timestamp::now()).await?;
                 let results = p.results(&ballot).await?;
                 if json {
                     println!(

@@ -263,8 +263,7 @@ pub fn accounts(cmd: AccountsCommand, env: &HashMap<String, String>) -> anyhow::
                         let when = humantime::parse_rfc3339(text).map_err(|e| {
                             anyhow::anyhow!("--at {text}: {e}; write an RFC 3339 UTC time such as 2026-11-15T09:30:00Z, or none")
                         })?;
-                        let ms = when.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-                        Some(i64::try_from(ms)?)
+                        Some(coopgate_billing::clock::Timestamp::from_system_time(when))
                     }
                 };
                 let (config, store) = target.store(env).await?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
+use coopgate_billing::clock::{DAY, Timestamp};
 use coopgate_billing::usage::report::Reporter;
 use coopgate_billing::usage::statement::{self, Statement};
 use coopgate_billing::usage::{day_text, parse_day, parse_month};
@@ -13,8 +14,6 @@ use coopgate_billing::{AccountId, Accounts, Currency, Money, Store};
 
 use super::store::{Target, invalidations, runtime};
 use crate::keys::Keys;
-
-const DAY_MS: i64 = 86_400_000;
 
 /// `coopgate usage …`
 #[derive(Debug, Args)]
@@ -85,17 +84,17 @@ async fn open(target: &Target, env: &HashMap<String, String>) -> anyhow::Result<
 async fn show(args: ShowArgs, env: &HashMap<String, String>) -> anyhow::Result<()> {
     let (store, reporter) = open(&args.target, env).await?;
     let today = time::OffsetDateTime::now_utc().date();
-    let today_ms = today.midnight().assume_utc().unix_timestamp() * 1000;
-    let from_ms = match &args.from {
+    let today_start = Timestamp::from_date(today);
+    let from = match &args.from {
         Some(d) => day(d, "--from")?,
-        None => today_ms - i64::from(today.day() - 1) * DAY_MS,
+        None => today_start - DAY * u32::from(today.day() - 1),
     };
     // `--to` names the last day shown, so the range ends a day after it.
-    let to_ms = match &args.to {
+    let to = match &args.to {
         Some(d) => day(d, "--to")?,
-        None => today_ms,
-    } + DAY_MS;
-    if to_ms <= from_ms {
+        None => today_start,
+    } + DAY;
+    if to <= from {
         bail!("--to is before --from");
     }
     let accounts = Accounts::new(store.clone());
@@ -108,16 +107,16 @@ async fn show(args: ShowArgs, env: &HashMap<String, String>) -> anyhow::Result<(
         ),
         None => None,
     };
-    let s = statement::statement(&store, reporter.as_deref(), account.as_ref().map(|a| a.id.as_str()), from_ms, to_ms)
-        .await?;
+    let s =
+        statement::statement(&store, reporter.as_deref(), account.as_ref().map(|a| a.id.as_str()), from, to).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    print_statement(&s, &accounts, from_ms, to_ms - DAY_MS).await
+    print_statement(&s, &accounts, from, to - DAY).await
 }
 
-async fn print_statement(s: &Statement, accounts: &Accounts, from_ms: i64, last_ms: i64) -> anyhow::Result<()> {
+async fn print_statement(s: &Statement, accounts: &Accounts, from: Timestamp, last: Timestamp) -> anyhow::Result<()> {
     let mut emails: HashMap<String, String> = HashMap::new();
     for id in s.days.iter().map(|d| &d.account_id).chain(s.periods.iter().map(|p| &p.period.account_id)) {
         if !emails.contains_key(id) {
@@ -125,7 +124,7 @@ async fn print_statement(s: &Statement, accounts: &Accounts, from_ms: i64, last_
             emails.insert(id.clone(), email);
         }
     }
-    println!("usage from {} to {} (UTC)", day_text(from_ms), day_text(last_ms));
+    println!("usage from {} to {} (UTC)", day_text(from), day_text(last));
     if s.days.is_empty() {
         println!("  no usage recorded");
     } else {
@@ -219,6 +218,6 @@ async fn reconcile(period: &str, target: &Target, json: bool, env: &HashMap<Stri
     Ok(r.agrees)
 }
 
-fn day(s: &str, flag: &str) -> anyhow::Result<i64> {
+fn day(s: &str, flag: &str) -> anyhow::Result<Timestamp> {
     parse_day(s).ok_or_else(|| anyhow::anyhow!("{flag} `{s}` is not a day; write YYYY-MM-DD, for example 2026-12-01"))
 }

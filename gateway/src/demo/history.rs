@@ -16,6 +16,7 @@
 
 use std::time::Duration;
 
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::stripe::NewMeterEvent;
 use coopgate_billing::{Account, Accounts, Memberships, Store};
 use coopgate_stripe_sim::{Simulator, WebhookControl};
@@ -23,12 +24,12 @@ use coopgate_stripe_sim::{Simulator, WebhookControl};
 use super::stripe::{METERED, PRICES};
 use crate::error::Error;
 
-/// How far back the history starts when it is `now_ms`: a minute into the
+/// How far back the history starts when it is `now`: a minute into the
 /// first month `/transparency` shows by default.
-pub fn starts_ago(now_ms: i64) -> Duration {
-    let (from, _) = crate::open_books::default_range(now_ms);
-    let start = coopgate_billing::usage::parse_month(&from).map_or(now_ms, |(start, _)| start) + 60_000;
-    Duration::from_millis(u64::try_from(now_ms - start).unwrap_or(0))
+pub fn starts_ago(now: Timestamp) -> Duration {
+    let (from, _) = crate::open_books::default_range(now);
+    let start = coopgate_billing::usage::parse_month(&from).map_or(now, |(start, _)| start) + Duration::from_secs(60);
+    now.saturating_since(start)
 }
 
 /// The steps of the history: twelve "months" that end today.
@@ -100,7 +101,8 @@ pub async fn play(sim: &Simulator, memberships: &Memberships, store: &Store) -> 
     // window's edge could fall out of it between two pages), the ledger from
     // Stripe's balance transactions, which are kept for good.
     memberships.sync(Duration::from_secs(29 * 86_400)).await.map_err(sim_error)?;
-    let booked = memberships.books().sync(started - 60, crate::limit::now_ms()).await.map_err(sim_error)?;
+    let booked =
+        memberships.books().sync(Timestamp::from_secs(started - 60), Timestamp::now()).await.map_err(sim_error)?;
 
     Ok(Played { booked: booked.posted })
 }

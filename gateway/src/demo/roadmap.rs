@@ -5,6 +5,9 @@
 //! (`member@example.org`) can vote in from the portal. Everything goes
 //! through the same `Priorities` the gateway serves.
 
+use std::time::Duration;
+
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::ledger::funds::Spend;
 use coopgate_billing::ledger::{AccountName, Ledger};
 use coopgate_billing::priorities::{Method, NewBallot, NewItem, Priorities, Vote, fund_account};
@@ -29,7 +32,7 @@ const ITEMS: [(&str, &str, i64); 5] = [
 const SAMPLE_VOTES: [[i64; 3]; 5] = [[60, 30, 10], [20, 80, 0], [50, 0, 50], [100, 0, 0], [30, 30, 40]];
 
 /// Seeds the roadmap unless it has items already.
-pub async fn seed(store: &Store, member_tiers: impl IntoIterator<Item = String>, now_ms: i64) -> Result<(), Error> {
+pub async fn seed(store: &Store, member_tiers: impl IntoIterator<Item = String>, now: Timestamp) -> Result<(), Error> {
     let p = Priorities::new(store.clone(), member_tiers);
     let billing = Error::Billing;
     if !p.items(true).await.map_err(billing)?.is_empty() {
@@ -39,17 +42,17 @@ pub async fn seed(store: &Store, member_tiers: impl IntoIterator<Item = String>,
     let mut numbers = Vec::new();
     for (title, description, cost) in ITEMS {
         let item = NewItem { title, description, cost: Some(Money::new(cost, usd)) };
-        numbers.push(p.add_item(&item, now_ms).await.map_err(billing)?.number);
+        numbers.push(p.add_item(&item, now).await.map_err(billing)?.number);
     }
     // Opened a week ago in effect; closed now by the demo, as upkeep would at its time.
     let closed = NewBallot {
         items: numbers[..3].to_vec(),
-        closes_at: now_ms + 60_000,
+        closes_at: now + Duration::from_secs(60),
         method: Method::Points,
         points: 100,
         fund_share_ppm: 250_000,
     };
-    let closed = p.open_ballot(&closed, now_ms).await.map_err(billing)?;
+    let closed = p.open_ballot(&closed, now).await.map_err(billing)?;
     let members: Vec<_> = Accounts::new(store.clone())
         .list()
         .await
@@ -59,9 +62,9 @@ pub async fn seed(store: &Store, member_tiers: impl IntoIterator<Item = String>,
         .collect();
     for (account, points) in members.iter().zip(SAMPLE_VOTES) {
         let vote = Vote::Points(numbers[..3].iter().copied().zip(points).collect());
-        p.vote(closed.number, account, &vote, now_ms).await.map_err(billing)?;
+        p.vote(closed.number, account, &vote, now).await.map_err(billing)?;
     }
-    let closed = p.close(closed.number, now_ms).await.map_err(billing)?;
+    let closed = p.close(closed.number, now).await.map_err(billing)?;
     // The first item's work has started: part of its fund is spent.
     let ledger = Ledger::new(store.clone());
     if let Some(results) = p.results(&closed).await.map_err(billing)?
@@ -74,19 +77,19 @@ pub async fn seed(store: &Store, member_tiers: impl IntoIterator<Item = String>,
             memo: "Hourly data: the first month of a contractor's work".to_owned(),
             reference: "demo-invoice-1".to_owned(),
             paid_from: AccountName::new("Assets:Bank:Operating").map_err(billing)?,
-            effective_at: now_ms,
+            effective_at: now,
         };
-        ledger.spend(&spend, now_ms).await.map_err(billing)?;
-        p.set_status(numbers[0], coopgate_billing::priorities::Status::InProgress, now_ms).await.map_err(billing)?;
+        ledger.spend(&spend, now).await.map_err(billing)?;
+        p.set_status(numbers[0], coopgate_billing::priorities::Status::InProgress, now).await.map_err(billing)?;
     }
     // The open one: the demo member votes in it from the portal.
     let open = NewBallot {
         items: numbers[3..].to_vec(),
-        closes_at: now_ms + 14 * 86_400_000,
+        closes_at: now + Duration::from_secs(14 * 86_400),
         method: Method::Approval,
         points: 0,
         fund_share_ppm: 0,
     };
-    p.open_ballot(&open, now_ms).await.map_err(billing)?;
+    p.open_ballot(&open, now).await.map_err(billing)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use coopgate_billing::accounts::ApiKeys;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::{Money, Store};
 use dashmap::mapref::entry::Entry;
 use subtle::ConstantTimeEq;
@@ -18,7 +19,6 @@ use crate::account_key::account_key;
 use crate::config::digest_from_hex;
 use crate::error::Error;
 use crate::hashing::DashMap;
-use crate::limit::now_ms;
 use crate::store_reads::{CacheTtl, timely};
 
 /// How long "no such key" is remembered: short, so that a key created elsewhere
@@ -36,8 +36,8 @@ pub struct VerifiedKey {
     pub account_key: u64,
     /// The owner's tier name.
     pub tier: Arc<str>,
-    /// The owner's billing anchor (Unix ms), for monthly quotas that follow it.
-    pub billing_anchor: Option<i64>,
+    /// The owner's billing anchor, for monthly quotas that follow it.
+    pub billing_anchor: Option<Timestamp>,
     /// The owner's monthly spend cap on metered use, if any.
     pub spend_cap: Option<Money>,
     /// Whether it was made through an organisation seat, so works only while
@@ -56,21 +56,21 @@ pub(super) struct Cached {
     account_id: Arc<str>,
     account_key: u64,
     tier: Arc<str>,
-    billing_anchor: Option<i64>,
+    billing_anchor: Option<Timestamp>,
     spend_cap: Option<Money>,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-    grace_until: Option<i64>,
+    expires_at: Option<Timestamp>,
+    revoked_at: Option<Timestamp>,
+    grace_until: Option<Timestamp>,
     seat_id: Option<Arc<str>>,
     /// The row's `updated_at` when it was read: the change poll drops the row
     /// only for a change made after that.
-    pub(super) updated_at: i64,
+    pub(super) updated_at: Timestamp,
     /// Unix milliseconds of the last use not yet written to the store (0: none).
     pub(super) unwritten_use: AtomicI64,
 }
 
 impl Cached {
-    fn verify(&self, id: KeyId, secret: &str, now: i64) -> Result<VerifiedKey, Rejection> {
+    fn verify(&self, id: KeyId, secret: &str, now: Timestamp) -> Result<VerifiedKey, Rejection> {
         let ok: bool = digest(secret).ct_eq(&self.secret_sha256).into();
         if !ok {
             return Err(Rejection::Unknown);
@@ -84,7 +84,7 @@ impl Cached {
         if self.grace_until.is_some_and(|t| t <= now) {
             return Err(Rejection::Rolled);
         }
-        self.unwritten_use.store(now, Ordering::Relaxed);
+        self.unwritten_use.store(now.as_millis(), Ordering::Relaxed);
         Ok(VerifiedKey {
             id,
             account_id: self.account_id.clone(),
@@ -135,7 +135,7 @@ pub struct Keys {
     /// Lookups under way, by key id (see [`Keys::check_for`]).
     pub(super) inflight: DashMap<KeyId, Arc<Notify>>,
     /// The newest `updated_at` seen by [`Keys::refresh`].
-    pub(super) watermark: Mutex<i64>,
+    pub(super) watermark: Mutex<Timestamp>,
 }
 
 impl Keys {
@@ -150,7 +150,7 @@ impl Keys {
             ttl: CacheTtl::default(),
             cache: DashMap::default(),
             inflight: DashMap::default(),
-            watermark: Mutex::new(now_ms()),
+            watermark: Mutex::new(Timestamp::now()),
         }
     }
 
@@ -182,7 +182,7 @@ impl Keys {
         let entry = self.cache.get(&key.id);
         match entry.as_deref() {
             Some((at, Some(c))) if self.ttl.usable(*at, &self.store) => {
-                Cheap::Decided(c.verify(key.id, &key.secret, now_ms()))
+                Cheap::Decided(c.verify(key.id, &key.secret, Timestamp::now()))
             }
             Some((at, None)) if at.elapsed().unwrap_or(NEGATIVE_TTL) < NEGATIVE_TTL => {
                 Cheap::Decided(Err(Rejection::Unknown))
@@ -197,7 +197,7 @@ impl Keys {
     fn stale(&self, key: &PresentedKey) -> Option<Result<VerifiedKey, Rejection>> {
         let entry = self.cache.get(&key.id);
         match entry.as_deref() {
-            Some((at, Some(c))) if self.ttl.usable_stale(*at) => Some(c.verify(key.id, &key.secret, now_ms())),
+            Some((at, Some(c))) if self.ttl.usable_stale(*at) => Some(c.verify(key.id, &key.secret, Timestamp::now())),
             _ => None,
         }
     }
@@ -288,7 +288,7 @@ impl Keys {
             })
         });
         let verdict = match &cached {
-            Some(c) => c.verify(key.id, &key.secret, now_ms()),
+            Some(c) => c.verify(key.id, &key.secret, Timestamp::now()),
             None => Err(Rejection::Unknown),
         };
         self.cache.insert(key.id, (SystemTime::now(), cached));

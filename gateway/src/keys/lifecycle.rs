@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use coopgate_billing::accounts::NewApiKey;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::{AccountId, Accounts};
 use serde::Serialize;
 
 use super::cache::Keys;
 use super::format::{self, KeyId, digest_hex};
 use crate::error::Error;
-use crate::limit::now_ms;
 
 /// A freshly made key: the only time its full text exists.
 pub struct NewKey {
@@ -19,12 +19,6 @@ pub struct NewKey {
     pub info: KeyInfo,
     /// `cg_<id>_<secret>_<checksum>`: show it once, store it nowhere.
     pub plaintext: String,
-}
-
-/// `at` plus `d` in Unix ms; a span too long to add is forever (the end of
-/// time), not an overflow.
-fn later(at: i64, d: Duration) -> i64 {
-    at.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A new key's id, secret and full text.
@@ -43,18 +37,18 @@ pub struct KeyInfo {
     pub account_email: String,
     /// A name its owner gave it.
     pub name: String,
-    /// Unix milliseconds.
-    pub created_at: i64,
-    /// Unix milliseconds, if it expires.
-    pub expires_at: Option<i64>,
-    /// Unix milliseconds, if revoked.
-    pub revoked_at: Option<i64>,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it expires, if it does.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
     /// The key that replaced it, if rolled.
     pub rolled_to: Option<String>,
-    /// Unix milliseconds until which a rolled key still works.
-    pub grace_until: Option<i64>,
-    /// Unix milliseconds of the last request it made (written in batches).
-    pub last_used_at: Option<i64>,
+    /// Until when a rolled key still works.
+    pub grace_until: Option<Timestamp>,
+    /// The last request it made (written in batches).
+    pub last_used_at: Option<Timestamp>,
     /// The organisation seat it was made through, if any.
     pub seat_id: Option<String>,
 }
@@ -79,7 +73,7 @@ impl Keys {
             .await
             .map_err(Error::Store)?
             .ok_or_else(|| Error::Store(coopgate_billing::Error::AccountNotFound(email.to_owned())))?;
-        self.insert(&account.id, &account.email, name, ttl.map(|t| later(now_ms(), t)), seat).await
+        self.insert(&account.id, &account.email, name, ttl.map(|t| Timestamp::now() + t), seat).await
     }
 
     async fn insert(
@@ -87,10 +81,10 @@ impl Keys {
         account: &AccountId,
         email: &str,
         name: &str,
-        expires_at: Option<i64>,
+        expires_at: Option<Timestamp>,
         seat_id: Option<&str>,
     ) -> Result<NewKey, Error> {
-        let now = now_ms();
+        let now = Timestamp::now();
         let (made, secret_sha256) = fresh(account, email, name, expires_at, seat_id, now)?;
         self.rows.insert(&made.row(account, &secret_sha256), now).await.map_err(Error::Store)?;
         Ok(made)
@@ -121,7 +115,7 @@ impl Keys {
 
     /// Revokes key `id` at once.
     pub async fn revoke(&self, id: &str) -> Result<(), Error> {
-        let now = now_ms();
+        let now = Timestamp::now();
         if !self.rows.revoke(id, now).await.map_err(Error::Store)? {
             return Err(Error::NoSuchKey { id: id.to_owned() });
         }
@@ -134,7 +128,7 @@ impl Keys {
     /// Revokes every key made through seat `seat`, at once on this replica;
     /// returns their ids (for other replicas' invalidations).
     pub async fn revoke_seat(&self, seat: &str) -> Result<Vec<String>, Error> {
-        let ids = self.rows.revoke_seat(seat, now_ms()).await.map_err(Error::Store)?;
+        let ids = self.rows.revoke_seat(seat, Timestamp::now()).await.map_err(Error::Store)?;
         for id in ids.iter().filter_map(|id| KeyId::parse(id)) {
             self.cache.remove(&id);
         }
@@ -153,10 +147,11 @@ impl Keys {
         }
         // The new key belongs to the seat the old one did.
         let account = AccountId::from(old.account_id.clone());
-        let now = now_ms();
+        let now = Timestamp::now();
         let (new, secret_sha256) =
             fresh(&account, &old.account_email, &old.name, old.expires_at, old.seat_id.as_deref(), now)?;
-        let grace_until = later(now, grace);
+        // A span too long to add is forever (the end of time), not an overflow.
+        let grace_until = now + grace;
         if !self.rows.roll(id, &new.row(&account, &secret_sha256), grace_until, now).await.map_err(Error::Store)? {
             // Rolled or revoked by another request since it was read.
             let raced = self.unrevoked(id).await?;
@@ -181,9 +176,9 @@ fn fresh(
     account: &AccountId,
     email: &str,
     name: &str,
-    expires_at: Option<i64>,
+    expires_at: Option<Timestamp>,
     seat_id: Option<&str>,
-    now: i64,
+    now: Timestamp,
 ) -> Result<(NewKey, String), Error> {
     let (id, secret, plaintext) = make_key()?;
     let info = KeyInfo {

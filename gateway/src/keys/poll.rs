@@ -3,6 +3,9 @@
 //! a second, and how batched last-used times are written back.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use coopgate_billing::clock::Timestamp;
 
 use super::cache::Keys;
 use super::format::KeyId;
@@ -11,15 +14,16 @@ use crate::store_reads::timely;
 
 /// Change polling looks this far behind the newest change it has seen, so that a
 /// change stamped by a writer whose clock runs a little behind is still noticed.
-const CLOCK_SKEW_MS: i64 = 30_000;
+const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 impl Keys {
     /// Drops cached keys changed in the store since the last call and writes
     /// batched last-used times. Run every second by the gateway's upkeep, which
     /// logs a failing store once when it starts failing and once when it is back.
     pub async fn refresh(&self) -> Result<(), Error> {
-        // Last uses ride on the cached rows (an atomic store per request, no lock);
-        // collect and clear them here, and put them back if they cannot be written.
+        // Last uses ride on the cached rows (an atomic store per request, no lock,
+        // so in Unix milliseconds); collect and clear them here, and put them
+        // back if they cannot be written.
         let used: Vec<(KeyId, i64)> = self
             .cache
             .iter()
@@ -53,7 +57,7 @@ impl Keys {
     /// Evicts what changed in the store since the last poll.
     async fn poll(&self) -> Result<(), Error> {
         let since = *self.watermark.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = timely(self.rows.changed_since(since - CLOCK_SKEW_MS)).await.map_err(Error::Store)?;
+        let rows = timely(self.rows.changed_since(since - CLOCK_SKEW)).await.map_err(Error::Store)?;
         let mut newest = since;
         for row in &rows {
             newest = newest.max(row.updated_at);
@@ -77,7 +81,7 @@ impl Keys {
     /// Writes the last uses collected by [`Keys::refresh`].
     async fn write_uses(&self, used: &[(KeyId, i64)]) -> Result<(), Error> {
         for &(id, at) in used {
-            timely(self.rows.touch_last_used(id.as_str(), at)).await.map_err(Error::Store)?;
+            timely(self.rows.touch_last_used(id.as_str(), Timestamp::from_millis(at))).await.map_err(Error::Store)?;
         }
         Ok(())
     }

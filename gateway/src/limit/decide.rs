@@ -38,7 +38,7 @@ impl Limits {
         let who = Subject {
             key: (caller.key, route.0.kind),
             account: caller.account,
-            anchor: caller.billing_anchor,
+            anchor: caller.billing_anchor.map(coopgate_billing::clock::Timestamp::as_millis),
             ceiling: caps.zip(caller.spend_cap).map(|(caps, cap)| caps.ceiling(cap)),
         };
         let capped = caller.spend_cap.filter(|_| caps.is_some());

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::usage::Usage;
 
 /// A count read from the store, later.
@@ -25,12 +26,22 @@ impl RecordedUse for Usage {
         let routes: Vec<String> = routes.iter().map(|r| r.to_string()).collect();
         Box::pin(async move {
             let routes: Vec<&str> = routes.iter().map(String::as_str).collect();
-            usage.requests_on(&account, credential.as_deref(), &routes, start, end).await
+            usage
+                .requests_on(
+                    &account,
+                    credential.as_deref(),
+                    &routes,
+                    Timestamp::from_millis(start),
+                    Timestamp::from_millis(end),
+                )
+                .await
         })
     }
 
     fn billable(&self, account: &str, start: i64, end: i64) -> Recorded {
         let (usage, account) = (self.clone(), account.to_owned());
-        Box::pin(async move { usage.billable_in_period(&account, start, end).await })
+        Box::pin(async move {
+            usage.billable_in_period(&account, Timestamp::from_millis(start), Timestamp::from_millis(end)).await
+        })
     }
 }

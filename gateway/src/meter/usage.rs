@@ -64,7 +64,7 @@ impl UsageSink for Usage {
         commons: &'a [CommonsLine],
     ) -> Pin<Box<dyn Future<Output = Result<bool, Error>> + Send + 'a>> {
         Box::pin(async move {
-            let now = crate::limit::now_ms();
+            let now = coopgate_billing::clock::Timestamp::now();
             self.write_flush(batch_id, lines, commons, now).await.map_err(Error::Store)
         })
     }

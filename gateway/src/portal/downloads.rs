@@ -11,14 +11,14 @@ use std::time::SystemTime;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use coopgate_billing::clock::Timestamp;
 
 use super::state::{Portal, PortalState};
 use crate::error::Error;
 
 /// A date as the page writes it: `2026-12-03`.
 fn date(t: SystemTime) -> String {
-    let ms = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    coopgate_billing::usage::day_text(ms)
+    coopgate_billing::usage::day_text(Timestamp::from_system_time(t))
 }
 
 /// `GET /portal/downloads`

@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use coopgate_billing::Error as Billing;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::portal::Role;
 use serde::Deserialize;
 
@@ -107,7 +108,7 @@ pub(super) async fn invite(
     let Some(role) = Role::parse(&body.role) else {
         return page(&s, &signed, StatusCode::BAD_REQUEST, Some(("Choose one of the roles listed.", true))).await;
     };
-    let now = crate::limit::now_ms();
+    let now = Timestamp::now();
     let seat = match s.seats.invite(&signed.account.id, &body.email, role, &signed.person, limit, now).await {
         Ok(seat) => seat,
         Err(Billing::InvalidEmail(_)) => {
@@ -156,7 +157,7 @@ pub(super) async fn remove(
     Form(body): Form<PlainForm>,
 ) -> Result<Response, Stop> {
     let signed = allowed_form(&s, &headers, &body.csrf, Action::Seats).await?;
-    if !s.seats.remove(&signed.account.id, &id, crate::limit::now_ms()).await.map_err(Error::Store)? {
+    if !s.seats.remove(&signed.account.id, &id, Timestamp::now()).await.map_err(Error::Store)? {
         return page(&s, &signed, StatusCode::NOT_FOUND, Some(("The organisation has no such seat.", true))).await;
     }
     let revoked = s.keys.revoke_seat(&id).await?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use coopgate_billing::clock::{DAY, Timestamp};
 use coopgate_billing::usage::{CredentialUsage, Usage, day_text, parse_month, statement};
 use coopgate_billing::{Account, Money};
 use serde::Deserialize;
@@ -26,7 +27,7 @@ const ROLL_GRACE: Duration = Duration::from_secs(86_400);
 pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap) -> Result<Response, Stop> {
     let signed = signed_in(&s, &headers).await?;
     let (session, account) = (&signed.session, &signed.account);
-    let now = crate::limit::now_ms();
+    let now = Timestamp::now();
     let today = day_text(now);
     let month = parse_month(&today[..7]).map_or(now, |(start, _)| start);
     let quota_specs = s.quotas.get(&account.tier).map(Vec::as_slice).unwrap_or_default();
@@ -34,11 +35,13 @@ pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap
     // billing anchor may have started last month.
     let period_of = |q: &super::state::Quota| {
         let per = if q.daily { crate::config::Period::Day } else { crate::config::Period::Month };
-        crate::limit::period::bounds(per, now, if q.anchored { account.billing_anchor } else { None }).0
+        let anchor = if q.anchored { account.billing_anchor } else { None };
+        let (start, _) = crate::limit::period::bounds(per, now.as_millis(), anchor.map(Timestamp::as_millis));
+        Timestamp::from_millis(start)
     };
-    let since = quota_specs.iter().map(period_of).fold(month, i64::min);
+    let since = quota_specs.iter().map(period_of).fold(month, Timestamp::min);
     let all_days = Usage::new(s.store.clone())
-        .daily(Some(account.id.as_str()), since - since.rem_euclid(86_400_000), now + 60_000)
+        .daily(Some(account.id.as_str()), since.floor(DAY), now + Duration::from_secs(60))
         .await
         .map_err(Error::Store)?;
     let quotas: Vec<_> = quota_specs
@@ -46,7 +49,7 @@ pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap
         .map(|q| {
             let start = period_of(q);
             // Use is kept per day: the period's first day counts whole.
-            let first_day = start - start.rem_euclid(86_400_000);
+            let first_day = start.floor(DAY);
             let used: u64 = all_days
                 .iter()
                 .filter(|d| d.day >= first_day)
@@ -70,8 +73,10 @@ pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap
     let (requests, bytes, billable) =
         days.iter().fold((0, 0, 0), |(r, b, p), d| (r + d.requests, b + d.bytes, p + d.billable));
     // Every day of the month so far, idle ones too, for the chart.
-    let mut per_day: std::collections::BTreeMap<String, u64> =
-        (month..=now).step_by(86_400_000).map(|d| (day_text(d), 0)).collect();
+    let mut per_day: std::collections::BTreeMap<String, u64> = std::iter::successors(Some(month), |d| Some(*d + DAY))
+        .take_while(|d| *d <= now)
+        .map(|d| (day_text(d), 0))
+        .collect();
     for d in &days {
         *per_day.entry(day_text(d.day)).or_default() += d.requests;
     }
@@ -100,13 +105,14 @@ pub(super) async fn overview(State(Portal(s)): State<Portal>, headers: HeaderMap
 async fn metered_period(
     s: &PortalState,
     account: &Account,
-    from_ms: i64,
-    now: i64,
+    from: Timestamp,
+    now: Timestamp,
 ) -> Result<Option<minijinja::Value>, Error> {
     let Some(reporter) = &s.reporter else { return Ok(None) };
-    let st = statement::statement(&s.store, Some(reporter), Some(account.id.as_str()), from_ms, now + 1)
-        .await
-        .map_err(Error::Billing)?;
+    let st =
+        statement::statement(&s.store, Some(reporter), Some(account.id.as_str()), from, now + Duration::from_millis(1))
+            .await
+            .map_err(Error::Billing)?;
     let Some(p) = st.periods.iter().rev().find(|p| p.period.start <= now && now < p.period.end) else {
         return Ok(None);
     };
@@ -118,7 +124,7 @@ async fn metered_period(
     };
     Ok(Some(minijinja::context! {
         included => p.period.included, billable => p.billable, beyond => p.beyond_allowance,
-        from => day_text(p.period.start), until => day_text(p.period.end - 1),
+        from => day_text(p.period.start), until => day_text(p.period.end - Duration::from_millis(1)),
         charge => p.projected_charge.and_then(money), cap_reached => p.cap_reached.unwrap_or(false),
         price_unknown => st.price_unknown,
     }))
@@ -133,7 +139,7 @@ fn key_rows(
     made_by: impl Fn(&KeyInfo) -> String,
     seats_paused: bool,
 ) -> Vec<minijinja::Value> {
-    let now = crate::limit::now_ms();
+    let now = Timestamp::now();
     keys.iter()
         .map(|k| {
             let state = match (k.revoked_at, k.grace_until, k.expires_at) {
@@ -160,7 +166,7 @@ async fn keys_page(
     s: &PortalState,
     signed: &SignedIn,
     status: StatusCode,
-    made: Option<(NewKey, Option<i64>)>,
+    made: Option<(NewKey, Option<Timestamp>)>,
     error: Option<&str>,
 ) -> Result<Response, Stop> {
     let (session, account) = (&signed.session, &signed.account);
@@ -172,10 +178,10 @@ async fn keys_page(
             seats.iter().find(|seat| &seat.id == id).map_or("a removed seat".to_owned(), |seat| seat.email.clone())
         })
     };
-    let now = crate::limit::now_ms();
+    let now = Timestamp::now();
     let month = parse_month(&day_text(now)[..7]).map_or(now, |(start, _)| start);
     let used = Usage::new(s.store.clone())
-        .by_credential(account.id.as_str(), month, now + 60_000)
+        .by_credential(account.id.as_str(), month, now + Duration::from_millis(60_000))
         .await
         .map_err(Error::Store)?;
     // For a roll, when the key it replaced stops working.
@@ -281,7 +287,7 @@ pub(super) async fn roll_key(
         }
         Err(e) => return Err(e.into()),
     };
-    let grace_until = crate::limit::now_ms() + ROLL_GRACE.as_millis() as i64;
+    let grace_until = Timestamp::now() + ROLL_GRACE;
     if let Some(inv) = &s.invalidations {
         inv.key_changed(&id).await;
     }

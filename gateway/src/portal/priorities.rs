@@ -18,12 +18,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use coopgate_billing::Money;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::priorities::{Method, NewItem, Vote};
 
 use super::access::{Action, SignedIn, Stop, allows, signed_in, signed_in_form};
 use super::state::{Form, Portal, PortalState};
 use crate::error::Error;
-use crate::priorities::view::time_text;
 
 /// What the page says above everything else: a receipt, a refusal.
 #[derive(Default)]
@@ -53,7 +53,7 @@ fn why_not(s: &PortalState, signed: &SignedIn) -> Option<String> {
 
 async fn page(s: &PortalState, signed: &SignedIn, status: StatusCode, said: Said) -> Result<Response, Stop> {
     let p = &s.priorities;
-    let now = crate::limit::now_ms();
+    let now = Timestamp::now();
     let items = p.items(false).await.map_err(Error::Billing)?;
     let endorsed: BTreeSet<i64> =
         p.endorsed_by(&signed.account.id).await.map_err(Error::Billing)?.into_iter().collect();
@@ -75,7 +75,7 @@ async fn page(s: &PortalState, signed: &SignedIn, status: StatusCode, said: Said
             number => b.number,
             points => b.method == Method::Points,
             budget => b.points,
-            closes_at => time_text(b.closes_at),
+            closes_at => b.closes_at.to_string(),
             items => rows,
             receipt => mine.as_ref().map(|m| m.receipt.clone()),
             voted => mine.is_some(),
@@ -161,7 +161,7 @@ pub(super) async fn vote(
             return page(&s, &signed, StatusCode::BAD_REQUEST, said).await;
         }
     };
-    match s.priorities.vote(n, &signed.account, &vote, crate::limit::now_ms()).await {
+    match s.priorities.vote(n, &signed.account, &vote, Timestamp::now()).await {
         Ok(receipt) => {
             let said = Said { receipt: Some((n, receipt.receipt)), ..Said::default() };
             page(&s, &signed, StatusCode::OK, said).await
@@ -188,7 +188,7 @@ pub(super) async fn endorse(
 ) -> Result<Response, Stop> {
     let signed = signed_in_form(&s, &headers, csrf(&fields)).await?;
     let n: i64 = n.parse().map_err(|_| Error::NoRoute { path: format!("/portal/priorities/items/{n}/endorse") })?;
-    s.priorities.endorse(n, &signed.account.id, crate::limit::now_ms()).await.map_err(Error::Billing)?;
+    s.priorities.endorse(n, &signed.account.id, Timestamp::now()).await.map_err(Error::Billing)?;
     let said = Said { notice: Some(format!("You endorse item {n}.")), ..Said::default() };
     page(&s, &signed, StatusCode::OK, said).await
 }
@@ -214,7 +214,7 @@ pub(super) async fn propose(
         },
     };
     let new = NewItem { title: field("title"), description: field("description"), cost };
-    match s.priorities.propose_item(&new, &signed.account.id, crate::limit::now_ms()).await {
+    match s.priorities.propose_item(&new, &signed.account.id, Timestamp::now()).await {
         Ok(item) => {
             let text = format!(
                 "Thank you: “{}” is item {}. The co-op reviews proposals before they are public.",

@@ -10,6 +10,7 @@ use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use coopgate_billing::Error as Billing;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::portal::secret::random_hex;
 use serde::Deserialize;
 
@@ -89,7 +90,7 @@ pub(super) async fn request(
     if check_form(s.cookies, &headers, &body.form).is_err() {
         return s.form_expired();
     }
-    let started = match s.sign_ins.start(&body.email, &ip.to_string(), crate::limit::now_ms()).await {
+    let started = match s.sign_ins.start(&body.email, &ip.to_string(), Timestamp::now()).await {
         Ok(started) => started,
         Err(Billing::InvalidEmail(_)) => {
             let why = format!("“{}” is not an email address.", body.email.trim());
@@ -188,7 +189,7 @@ pub(super) async fn link_page(
     Query(q): Query<LinkQuery>,
 ) -> Result<Response, Error> {
     let (form, set) = form_token(&s, &headers);
-    let page = match s.sign_ins.peek_link(&q.token, crate::limit::now_ms()).await {
+    let page = match s.sign_ins.peek_link(&q.token, Timestamp::now()).await {
         Ok(sign_in) => s.templates.page(
             StatusCode::OK,
             "link.html",
@@ -216,7 +217,7 @@ pub(super) async fn use_link(
     if check_form(s.cookies, &headers, &body.form).is_err() {
         return s.form_expired();
     }
-    match s.sign_ins.redeem_link(&body.token, crate::limit::now_ms()).await {
+    match s.sign_ins.redeem_link(&body.token, Timestamp::now()).await {
         Ok(sign_in) => signed_in(&s, &headers, &sign_in.email).await,
         Err(e) => unusable(&s, &body.form, e),
     }
@@ -242,7 +243,7 @@ pub(super) async fn use_code(
         return s.form_expired();
     }
     let code: String = body.code.chars().filter(|c| !c.is_whitespace()).collect();
-    match s.sign_ins.redeem_code(&body.email, &code, crate::limit::now_ms()).await {
+    match s.sign_ins.redeem_code(&body.email, &code, Timestamp::now()).await {
         Ok(sign_in) => signed_in(&s, &headers, &sign_in.email).await,
         Err(Billing::SignInWrongCode { tries_left }) => {
             let why = format!("That is not the code we sent. {tries_left} more tries.");
@@ -270,13 +271,13 @@ async fn signed_in(s: &PortalState, headers: &HeaderMap, email: &str) -> Result<
             Err(e) => return Err(Error::Store(e)),
         },
     };
-    let now = crate::limit::now_ms();
+    let now = Timestamp::now();
     if let Some(old) = cookie(headers, s.cookies.session_name()) {
         s.sessions.end(old, now).await.map_err(Error::Store)?;
     }
-    let (id, _) = s.sessions.create(&account.id, s.session_ttl_ms, now).await.map_err(Error::Store)?;
+    let (id, _) = s.sessions.create(&account.id, s.session_ttl, now).await.map_err(Error::Store)?;
     let mut resp = Redirect::to("/portal").into_response();
-    let set = s.cookies.set(s.cookies.session_name(), &id, s.session_ttl_ms / 1000);
+    let set = s.cookies.set(s.cookies.session_name(), &id, i64::try_from(s.session_ttl.as_secs()).unwrap_or(i64::MAX));
     resp.headers_mut().append(header::SET_COOKIE, set);
     tracing::info!(account = %account.id, "portal: signed in");
     Ok(resp)
@@ -297,7 +298,7 @@ pub(super) async fn sign_out(
     headers: HeaderMap,
     Form(body): Form<SignOut>,
 ) -> Result<Response, Error> {
-    let now = crate::limit::now_ms();
+    let now = Timestamp::now();
     if let Some((value, session)) = s.session(&headers).await? {
         if check_csrf(&session, &body.csrf).is_err() {
             return s.form_expired();

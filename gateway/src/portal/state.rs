@@ -2,11 +2,13 @@
 //! without using one another.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::portal::{Seats, Session, Sessions, SignIns};
 use coopgate_billing::{Account, Accounts, Store};
 use serde::de::DeserializeOwned;
@@ -43,8 +45,8 @@ pub struct PortalState {
     pub base_url: String,
     /// `portal.new_account_tier`.
     pub new_account_tier: String,
-    /// `portal.session_ttl`, ms.
-    pub session_ttl_ms: i64,
+    /// `portal.session_ttl`.
+    pub session_ttl: Duration,
     /// `portal.sign_in_ttl`, in minutes (for the mail and the page).
     pub sign_in_minutes: u64,
     /// Member tokens, to issue them.
@@ -97,7 +99,7 @@ impl PortalState {
     /// The live session of the request and its cookie's value, if any.
     pub async fn session(&self, headers: &HeaderMap) -> Result<Option<(String, Session)>, Error> {
         let Some(value) = cookie(headers, self.cookies.session_name()) else { return Ok(None) };
-        let found = self.sessions.find(value, crate::limit::now_ms()).await.map_err(Error::Store)?;
+        let found = self.sessions.find(value, Timestamp::now()).await.map_err(Error::Store)?;
         Ok(found.map(|s| (value.to_owned(), s)))
     }
 

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use coopgate_billing::Account;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::usage::day_text;
 use serde::Deserialize;
 
@@ -27,7 +28,7 @@ fn page(
     s: &PortalState,
     signed: &SignedIn,
     status: StatusCode,
-    made: Option<(String, i64)>,
+    made: Option<(String, Timestamp)>,
     error: Option<&str>,
 ) -> Result<Response, Stop> {
     let (session, account) = (&signed.session, &signed.account);
@@ -80,6 +81,6 @@ pub(super) async fn issue(
         Err(Error::TokenSetup(why)) => return page(&s, &signed, StatusCode::BAD_REQUEST, None, Some(&why)),
         Err(e) => return Err(e.into()),
     };
-    let expires = crate::limit::now_ms() + (secs as i64) * 1000;
+    let expires = Timestamp::now() + Duration::from_secs(secs);
     page(&s, &signed, StatusCode::CREATED, Some((token, expires)), None)
 }

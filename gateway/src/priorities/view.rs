@@ -160,16 +160,6 @@ pub fn share_text(ppm: i64) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// Unix ms as RFC 3339 (UTC, seconds).
-pub fn time_text(ms: i64) -> String {
-    match u64::try_from(ms) {
-        Ok(ms) => {
-            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
-        }
-        Err(_) => ms.to_string(),
-    }
-}
-
 /// The public roadmap now.
 pub async fn build(p: &Priorities) -> Result<View, Error> {
     let items = p.items(false).await.map_err(Error::Billing)?;
@@ -199,7 +189,7 @@ pub async fn build(p: &Priorities) -> Result<View, Error> {
                 closed.push(ClosedBallot {
                     number: ballot.number,
                     method: ballot.method,
-                    closed_at: time_text(ballot.closes_at),
+                    closed_at: ballot.closes_at.to_string(),
                     fund_share: share_text(ballot.fund_share_ppm),
                     turnout: Turnout { voted, eligible: ballot.eligible.unwrap_or(0) },
                     fund: r.fund.into_iter().map(MoneyView::from).collect(),
@@ -240,7 +230,7 @@ fn open_view(ballot: &Ballot, voted: i64, eligible: i64, title: &dyn Fn(&i64) ->
         method: ballot.method,
         points: ballot.points,
         items: ballot.items.iter().map(|n| OnBallot { number: *n, title: title(n) }).collect(),
-        closes_at: time_text(ballot.closes_at),
+        closes_at: ballot.closes_at.to_string(),
         fund_share: share_text(ballot.fund_share_ppm),
         turnout: Turnout { voted, eligible },
     }
@@ -248,6 +238,8 @@ fn open_view(ballot: &Ballot, voted: i64, eligible: i64, title: &dyn Fn(&i64) ->
 
 #[cfg(test)]
 mod tests {
+    use coopgate_billing::clock::Timestamp;
+
     use super::*;
 
     #[test]
@@ -256,6 +248,6 @@ mod tests {
         assert_eq!(share_text(1_000_000), "1");
         assert_eq!(share_text(0), "0");
         assert_eq!(share_text(1), "0.000001");
-        assert_eq!(time_text(1_778_803_200_000), "2026-05-15T00:00:00Z");
+        assert_eq!(Timestamp::from_millis(1_778_803_200_000).to_string(), "2026-05-15T00:00:00Z");
     }
 }

@@ -1,6 +1,7 @@
 //! What a member token says and why one is refused: leaf types that the error
 //! module and the identify layer share with the verifier.
 
+use coopgate_billing::clock::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// Longest token accepted; anything longer is refused before parsing.
@@ -86,8 +87,8 @@ pub struct Claims {
 pub struct Standing {
     /// The account's tier: a token's tier is capped by it.
     pub tier: String,
-    /// The account's billing anchor (Unix ms), for monthly quotas that follow it.
-    pub billing_anchor: Option<i64>,
+    /// The account's billing anchor, for monthly quotas that follow it.
+    pub billing_anchor: Option<Timestamp>,
     /// The account's monthly spend cap on metered use, if any.
     pub spend_cap: Option<coopgate_billing::Money>,
 }

@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
@@ -15,6 +14,7 @@ use crate::form::MetadataUpdate;
 use crate::random::Rng;
 use crate::shapes;
 use crate::store::Store;
+use crate::wall_clock::unix_now;
 use crate::webhooks::Outbox;
 
 /// Which clock an object lives by.
@@ -123,10 +123,6 @@ pub(crate) fn api_version() -> &'static str {
     stripe_shared::version::VERSION.as_str()
 }
 
-fn wall_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 impl Engine {
     /// An empty world.
     pub fn new(settings: Settings, mut rng: Rng, outbox: Arc<Outbox>) -> Self {
@@ -158,9 +154,9 @@ impl Engine {
             return *t;
         }
         match domain {
-            Domain::Global => wall_now() + self.offset,
+            Domain::Global => unix_now() + self.offset,
             Domain::TestClock(id) => {
-                self.store.get(id).and_then(|c| c["frozen_time"].as_i64()).unwrap_or_else(wall_now)
+                self.store.get(id).and_then(|c| c["frozen_time"].as_i64()).unwrap_or_else(unix_now)
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::stripe::{Subscription, SubscriptionStatus};
 use coopgate_billing::subscriptions::Subscriptions;
 use coopgate_billing::{Accounts, Plans, Store};
@@ -45,7 +46,10 @@ async fn set_tier_refuses_an_account_whose_tier_follows_a_subscription_and_names
         cancel_at_period_end: false,
         created: 1_798_761_600,
     };
-    Subscriptions::new(store.clone()).save(&sub, ada.id.as_str(), &plans, 1_798_761_600_000).await.unwrap();
+    Subscriptions::new(store.clone())
+        .save(&sub, ada.id.as_str(), &plans, Timestamp::from_millis(1_798_761_600_000))
+        .await
+        .unwrap();
 
     let refused = run(&["accounts", "set-tier", "--email", "ada@example.org", "--tier", "registered"]);
     assert!(!refused.status.success());

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::Output;
 
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::ledger::{AccountName, Ledger, NewTransaction, Posting};
 use coopgate_billing::{Accounts, Currency, Money, Store};
 use coopgate_tests::get;
@@ -56,7 +57,7 @@ async fn something_worth_keeping(store: &Store, config: &Path) -> (String, Strin
                 key: "backup-test:charge".into(),
                 source: "txn_backup".into(),
                 leg: "charge".into(),
-                effective_at: 1_767_225_600_000,
+                effective_at: Timestamp::from_millis(1_767_225_600_000),
                 description: "Membership".into(),
                 reverses: None,
                 postings: vec![
@@ -65,7 +66,7 @@ async fn something_worth_keeping(store: &Store, config: &Path) -> (String, Strin
                     leg("Assets:Stripe:Balance:USD", usd(2397)),
                 ],
             },
-            1_767_225_600_000,
+            Timestamp::from_millis(1_767_225_600_000),
         )
         .await
         .unwrap();

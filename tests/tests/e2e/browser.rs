@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use coopgate_billing::clock::{DAY, Timestamp};
 use coopgate_tests::portal::{billed_site, mails};
 use coopgate_tests::stripe::PRICES;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -263,13 +264,16 @@ async fn in_a_browser_an_owner_votes_and_proposes_and_its_developer_a_lapsed_mem
     let (s, outbox) = (&site.b, &site.outbox);
     let accounts = Accounts::new(store.clone());
     let org = accounts.create("org@example.org", "member", Some("Grid Watch")).await.unwrap();
-    Seats::new(store.clone()).invite(&org.id, "dev@example.org", Role::Developer, &org.email, 3, 0).await.unwrap();
+    Seats::new(store.clone())
+        .invite(&org.id, "dev@example.org", Role::Developer, &org.email, 3, Timestamp::EPOCH)
+        .await
+        .unwrap();
     // A membership that lapsed: the account is back on the fallback tier.
     let lapsed = accounts.create("lapsed@example.org", "member", None).await.unwrap();
     accounts.set_tier(&lapsed.id, "registered").await.unwrap();
     accounts.create("user@example.org", "registered", None).await.unwrap();
     let p = Priorities::new(store.clone(), ["member".to_owned()]);
-    let now = coopgate_billing::clock::now_ms();
+    let now = Timestamp::now();
     let mut items = Vec::new();
     for title in ["Hourly grid data", "A Parquet mirror"] {
         items
@@ -277,7 +281,7 @@ async fn in_a_browser_an_owner_votes_and_proposes_and_its_developer_a_lapsed_mem
     }
     let ballot = NewBallot {
         items: items.clone(),
-        closes_at: now + 86_400_000,
+        closes_at: now + DAY,
         method: Method::Points,
         points: 100,
         fund_share_ppm: 0,

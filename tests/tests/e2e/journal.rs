@@ -10,6 +10,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use coopgate::keys::Keys;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::store::testing::{Cleanup, postgres_url};
 use coopgate_billing::usage::{Usage, UsageLine};
 use coopgate_billing::{Accounts, Store};
@@ -84,7 +85,10 @@ impl Setup {
 
     /// Everything the account used, as the store holds it: (requests, bytes).
     async fn used(&self) -> (u64, u64) {
-        let days = Usage::new(self.store.clone()).daily(Some(&self.account), 0, i64::MAX / 2).await.unwrap();
+        let days = Usage::new(self.store.clone())
+            .daily(Some(&self.account), Timestamp::EPOCH, Timestamp::from_millis(i64::MAX / 2))
+            .await
+            .unwrap();
         days.iter().fold((0, 0), |(r, b), d| (r + d.requests, b + d.bytes))
     }
 }
@@ -194,7 +198,7 @@ async fn a_journal_replayed_after_a_partial_write_adds_nothing_twice() {
         billable: 5,
         bytes: 50,
     };
-    assert!(Usage::new(s.store.clone()).write_batch("0123456789abcdef-7", &[written], 0).await.unwrap());
+    assert!(Usage::new(s.store.clone()).write_batch("0123456789abcdef-7", &[written], Timestamp::EPOCH).await.unwrap());
     std::fs::create_dir_all(s.journal().parent().unwrap()).unwrap();
     let text = format!(
         "{}\n{}\n",

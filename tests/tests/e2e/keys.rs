@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use coopgate::config::TierConfig;
 use coopgate::keys::Keys;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::store::testing::stores;
 use coopgate_billing::{Accounts, Store};
 use coopgate_tests::{
@@ -218,9 +219,9 @@ async fn a_quota_that_follows_the_billing_anchor_resets_on_the_accounts_day_and_
         account(&store, "ada@example.org").await;
         account(&store, "grace@example.org").await;
         // Ada's subscription started an hour ago; Grace has none (calendar month).
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let now = Timestamp::now();
         let ada = accounts.by_email("ada@example.org").await.unwrap().unwrap();
-        accounts.set_billing_anchor(&ada.id, Some(now_ms - 3_600_000)).await.unwrap();
+        accounts.set_billing_anchor(&ada.id, Some(now - Duration::from_secs(3_600))).await.unwrap();
         let ada_key = keys.create("ada@example.org", "laptop", None).await.unwrap().plaintext;
         let grace_key = keys.create("grace@example.org", "laptop", None).await.unwrap().plaintext;
 
@@ -235,7 +236,7 @@ async fn a_quota_that_follows_the_billing_anchor_resets_on_the_accounts_day_and_
         assert!(off <= 5 || off >= 86_395, "ends at the anchor's time of day: {ada_reset}");
         // Grace's period ends at a UTC midnight.
         let grace_reset = reset(&get(&gw.url("/api/x"), &[("x-api-key", &grace_key)]).await);
-        let now_s = now_ms / 1000;
+        let now_s = now.as_secs();
         let grace_end = (now_s + grace_reset).rem_euclid(86_400);
         assert!(grace_end <= 5 || grace_end >= 86_395, "the calendar month ends at midnight: {grace_reset}");
     }

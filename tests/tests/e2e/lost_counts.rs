@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use coopgate::config::{Config, LimitConfig, LimitsBackend, TierConfig};
 use coopgate::keys::Keys;
+use coopgate_billing::clock::{DAY, Timestamp};
 use coopgate_billing::usage::Usage;
 use coopgate_billing::{Accounts, Store};
 use coopgate_tests::redis_servers::OwnRedis;
@@ -60,10 +61,9 @@ async fn a_quota_does_not_restart_when_redis_comes_back_empty() {
     assert_eq!(calls(&a, &key, 12).await, vec![200; 12]);
     // What replica A counted reaches the store.
     let usage = Usage::new(store.clone());
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    let day = now_ms - now_ms % 86_400_000;
+    let day = Timestamp::now().floor(DAY);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while usage.requests_on(account.id.as_str(), None, &["api"], day, day + 86_400_000).await.unwrap() < 12 {
+    while usage.requests_on(account.id.as_str(), None, &["api"], day, day + DAY).await.unwrap() < 12 {
         assert!(Instant::now() < deadline, "the usage never reached the store");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

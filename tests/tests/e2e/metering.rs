@@ -6,10 +6,12 @@
 
 use std::time::{Duration, Instant};
 
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::usage::report;
 use coopgate_billing::usage::statement;
 use coopgate_billing::{Account, Store};
 use coopgate_tests::billed::Billed;
+use coopgate_tests::get;
 use coopgate_tests::metered::{
     CENTS, INCLUDED, METERED, calls, flush, metered_account, metered_on_redis, wait_reported, with_metered_plan,
     with_metered_price,
@@ -17,11 +19,13 @@ use coopgate_tests::metered::{
 use coopgate_tests::process::coopgate;
 use coopgate_tests::redis_servers::redis_url;
 use coopgate_tests::stripe::{PRICES, SECRET, pay, stripe};
-use coopgate_tests::{get, now_ms};
 
 /// The account's one metered period.
 async fn period(store: &Store, account: &Account) -> report::Period {
-    let periods = report::periods(store, Some(account.id.as_str()), 0, i64::MAX / 2).await.unwrap();
+    let periods =
+        report::periods(store, Some(account.id.as_str()), Timestamp::EPOCH, Timestamp::from_millis(i64::MAX / 2))
+            .await
+            .unwrap();
     assert_eq!(periods.len(), 1, "{periods:?}");
     periods.into_iter().next().unwrap()
 }
@@ -57,7 +61,15 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
 
     // What `coopgate usage` shows: the allowance used, what Stripe was told, the charge.
     let reporter = b.gw.gateway.shared().reporter().cloned().unwrap();
-    let st = statement::statement(&store, Some(&reporter), Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap();
+    let st = statement::statement(
+        &store,
+        Some(&reporter),
+        Some(ada.id.as_str()),
+        Timestamp::EPOCH,
+        Timestamp::from_millis(i64::MAX / 2),
+    )
+    .await
+    .unwrap();
     let p = &st.periods[0];
     assert_eq!((p.billable, p.beyond_allowance, p.projected_charge), (26, 16, Some(16 * CENTS)));
     assert_eq!(st.days.iter().map(|d| d.requests).sum::<u64>(), 29, "the failed ones are shown, not billed");
@@ -78,16 +90,21 @@ async fn a_metered_key_past_its_allowance_is_invoiced_for_what_it_used_beyond_it
     // (here: our clock is still in it; in life, the last seconds' flush) is
     // too late for its invoice: an invoice item bills it on the next one.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while report::periods(&store, Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap().len() < 2 {
+    while report::periods(&store, Some(ada.id.as_str()), Timestamp::EPOCH, Timestamp::from_millis(i64::MAX / 2))
+        .await
+        .unwrap()
+        .len()
+        < 2
+    {
         assert!(Instant::now() < deadline, "the renewed period was never noted");
-        reporter.round(now_ms(), Duration::from_secs(3)).await.unwrap();
+        reporter.round(Timestamp::now(), Duration::from_secs(3)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(calls(&b.gw, &key, "/api/late", 5).await.iter().all(|s| *s == 200));
     flush(&b.gw).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        reporter.round(now_ms(), Duration::from_secs(3)).await.unwrap();
+        reporter.round(Timestamp::now(), Duration::from_secs(3)).await.unwrap();
         let r = report::reported(&store, ada.id.as_str(), first.start).await.unwrap();
         if r.invoiced == 5 {
             assert_eq!(r.metered, 16, "the meter events stand");
@@ -252,7 +269,7 @@ min_tier = "anonymous"
         credential: std::sync::Arc::from("token"),
         route: std::sync::Arc::from("api"),
         status_class: "2xx",
-        minute: start + 60_000,
+        minute: (start + Duration::from_secs(60)).as_millis(),
         requests: 7,
         billable: 7,
         bytes: 0,

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::store::testing::{bean_check, stores};
 use coopgate_billing::usage::Usage;
 use coopgate_tests::billed::Billed;
@@ -59,7 +60,8 @@ fn balance(balances: &serde_json::Value, account: &str) -> i64 {
 async fn downloads_flushed(b: &Billed, expected: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let rows = Usage::new(b.store.clone()).commons(0, i64::MAX / 2).await.unwrap();
+        let rows =
+            Usage::new(b.store.clone()).commons(Timestamp::EPOCH, Timestamp::from_millis(i64::MAX / 2)).await.unwrap();
         if rows.iter().map(|r| r.downloads).sum::<u64>() >= expected {
             return;
         }

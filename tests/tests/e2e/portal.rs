@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use coopgate::keys::Keys;
+use coopgate_billing::clock::{DAY, Timestamp};
 use coopgate_tests::portal::{Browser, ask_at, field, mails, sign_in_at, site, site_on, text};
 use coopgate_tests::{Got, echo_upstream, get, send};
 use http::Request;
@@ -345,24 +346,24 @@ async fn a_quota_on_the_billing_anchor_is_shown_against_use_since_the_anchor_not
     let account = accounts.by_email("ada@example.org").await.unwrap().unwrap();
     // Billed from ten days ago: whatever today is, its billing month began
     // then (last month, early in a month), and use before it is last period's.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    let anchor = now - 10 * 86_400_000;
+    let now = Timestamp::now();
+    let anchor = now - DAY * 10;
     accounts.set_billing_anchor(&account.id, Some(anchor)).await.unwrap();
-    let line = |minute: i64, requests: u64| UsageLine {
+    let line = |at: Timestamp, requests: u64| UsageLine {
         account_id: account.id.to_string().into(),
         credential: "key_test".into(),
         route: "api".into(),
         status_class: "2xx",
-        minute: minute - minute.rem_euclid(60_000),
+        minute: at.floor(std::time::Duration::from_secs(60)).as_millis(),
         requests,
         billable: requests,
         bytes: 0,
     };
-    let lines = [line(anchor - 2 * 86_400_000, 100), line(anchor + 3_600_000, 5), line(now, 3)];
+    let lines = [line(anchor - DAY * 2, 100), line(anchor + std::time::Duration::from_secs(3_600), 5), line(now, 3)];
     assert!(Usage::new(store.clone()).write_batch("anchor-test", &lines, now).await.unwrap());
 
     let page = text(&ada.get(&s.gw.url("/portal")).await);
-    let since = time::OffsetDateTime::from_unix_timestamp(anchor / 1000).unwrap().date();
+    let since = time::OffsetDateTime::from_unix_timestamp(anchor.as_secs()).unwrap().date();
     assert!(
         page.contains(&format!("Quota “monthly”: 8 of 1000 requests this billing month (since {since})")),
         "{page}"

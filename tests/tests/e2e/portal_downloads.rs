@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use coopgate::config::{EarlyAccessConfig, RouteKind};
+use coopgate_billing::clock::Timestamp;
 use coopgate_tests::portal::{site_on, text};
 use coopgate_tests::{full, get, route, upstream};
 use http::Response;
@@ -55,9 +56,7 @@ async fn the_downloads_page_lists_each_bulk_routes_files_with_sizes_dates_access
     assert!(page.contains("4.8 MiB") && page.contains("title=\"5000000 bytes\""), "{page}");
     assert!(!page.contains(">archive<"), "folders are not files: {page}");
     assert!(page.contains("<td>free</td>"), "{page}");
-    let public_on = coopgate_billing::usage::day_text(
-        (SystemTime::now() + 28 * day).duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64,
-    );
+    let public_on = coopgate_billing::usage::day_text(Timestamp::now() + 28 * day);
     assert!(page.contains(&format!("early access until {public_on}")), "{page}");
     assert!(page.contains("for member and up for 30 days after publication"), "{page}");
     assert!(page.contains(&format!("curl -C - -O {link}")), "{page}");

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use coopgate::config::Config;
 use coopgate::keys::Keys;
+use coopgate_billing::clock::{DAY, Timestamp};
 use coopgate_billing::ledger::{AccountName, Ledger, NewTransaction, Posting};
 use coopgate_billing::portal::{Role, Seats};
 use coopgate_billing::store::testing::{bean_check, stores};
@@ -21,7 +22,6 @@ use coopgate_tests::portal::{billed_site, mails};
 use coopgate_tests::{Got, assert_problem, eventually, get, post_json};
 
 const TOKEN: &str = "cgadm_priorities-test";
-const DAY_MS: i64 = 86_400_000;
 
 fn with_admin(cfg: &mut Config) {
     let digest = <sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes());
@@ -42,7 +42,7 @@ async fn member(store: &Store, email: &str, tier: &str) -> (Account, String) {
 
 /// A key of `org` made through a seat of `email` with `role`.
 async fn seat_key(store: &Store, org: &Account, email: &str, role: Role) -> String {
-    let seat = Seats::new(store.clone()).invite(&org.id, email, role, &org.email, 5, 0).await.unwrap();
+    let seat = Seats::new(store.clone()).invite(&org.id, email, role, &org.email, 5, Timestamp::EPOCH).await.unwrap();
     Keys::new(store.clone()).create_through(&org.email, email, None, Some(&seat.id)).await.unwrap().plaintext
 }
 
@@ -61,15 +61,15 @@ fn sha256(text: &str) -> String {
 }
 
 /// Membership income of `minor` cents, dated in the quarter before the
-/// one `now_ms` falls in (the month before that quarter starts).
-async fn last_quarters_income(store: &Store, now_ms: i64, minor: i64) {
-    let (from, _) = coopgate_billing::priorities::previous_quarter(now_ms).unwrap();
+/// one `now` falls in (the month before that quarter starts).
+async fn last_quarters_income(store: &Store, now: Timestamp, minor: i64) {
+    let (from, _) = coopgate_billing::priorities::previous_quarter(now).unwrap();
     let usd = Currency::new("usd").unwrap();
     let tx = NewTransaction {
         key: "test:membership".into(),
         source: "test".into(),
         leg: "charge".into(),
-        effective_at: from + 15 * DAY_MS,
+        effective_at: from + DAY * 15,
         description: "Memberships".into(),
         reverses: None,
         postings: vec![
@@ -80,18 +80,14 @@ async fn last_quarters_income(store: &Store, now_ms: i64, minor: i64) {
             },
         ],
     };
-    Ledger::new(store.clone()).post(&tx, now_ms).await.unwrap();
-}
-
-fn now_ms() -> i64 {
-    coopgate_billing::clock::now_ms()
+    Ledger::new(store.clone()).post(&tx, now).await.unwrap();
 }
 
 #[tokio::test]
 async fn one_membership_casts_one_ballot_that_anyone_can_recount_and_its_fund_is_posted_once() {
     for (store, _cleanup) in stores().await {
         let b = Billed::start(store.clone(), |_| {}, with_admin).await;
-        last_quarters_income(&store, now_ms(), 100_001).await;
+        last_quarters_income(&store, Timestamp::now(), 100_001).await;
         let (org, org_key) = member(&store, "org@example.org", "member").await;
         let owner_key = seat_key(&store, &org, "bo@example.org", Role::Owner).await;
         let developer_key = seat_key(&store, &org, "dev@example.org", Role::Developer).await;
@@ -153,7 +149,7 @@ async fn one_membership_casts_one_ballot_that_anyone_can_recount_and_its_fund_is
         assert_eq!((one.status.as_u16(), two.status.as_u16()), (200, 200), "{:?} {:?}", one.body, two.body);
         assert_problem(&vote(&b, &m2_key, n, &format!(r#"{{"points":{{"{i1}":1}}}}"#)).await, 409, "ballot-closed");
         let ledger = Ledger::new(store.clone());
-        let all = ledger.transactions(0, i64::MAX).await.unwrap();
+        let all = ledger.transactions(Timestamp::EPOCH, Timestamp::MAX).await.unwrap();
         assert_eq!(all.iter().filter(|t| t.source.starts_with("roadmap:")).count(), 1, "posted once");
         assert_eq!(ledger.balances().await.unwrap().values().sum::<i64>(), 0, "the ledger balances");
 
@@ -417,7 +413,7 @@ points = 10
     let (member, _) = member(&store, "m@example.org", "member").await;
     let p = coopgate_billing::priorities::Priorities::new(store.clone(), ["member".to_owned()]);
     let vote = coopgate_billing::priorities::Vote::Points([(1, 7), (2, 3)].into());
-    p.vote(n, &member, &vote, now_ms()).await.unwrap();
+    p.vote(n, &member, &vote, Timestamp::now()).await.unwrap();
 
     let closed = cli(&config, &["priorities", "ballot", "close", &n.to_string()]).await;
     assert!(closed.status.success(), "{}", said(&closed));

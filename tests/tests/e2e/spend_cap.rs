@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use coopgate::config::{Config, SpendCapAction};
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::usage::statement;
 use coopgate_billing::{Money, Store};
 use coopgate_tests::billed::Billed;
@@ -15,7 +16,7 @@ use coopgate_tests::metered::{
     with_metered_price,
 };
 use coopgate_tests::redis_servers::{OwnRedis, redis_url};
-use coopgate_tests::{Got, TestGateway, assert_problem, eventually, eventually_answers, get, now_ms, send};
+use coopgate_tests::{Got, TestGateway, assert_problem, eventually, eventually_answers, get, send};
 use http::Request;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -124,7 +125,15 @@ async fn a_spend_cap_refuses_metered_calls_on_every_replica_until_it_is_raised()
     let told = wait_reported(&b.gw, &store, &ada, 10).await;
     assert_eq!(told.metered, 10, "Stripe was told of what the cap allowed: {told:?}");
     let reporter = b.gw.gateway.shared().reporter().cloned().unwrap();
-    let st = statement::statement(&store, Some(&reporter), Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap();
+    let st = statement::statement(
+        &store,
+        Some(&reporter),
+        Some(ada.id.as_str()),
+        Timestamp::EPOCH,
+        Timestamp::from_millis(i64::MAX / 2),
+    )
+    .await
+    .unwrap();
     let p = &st.periods[0];
     assert_eq!((p.billable, p.beyond_allowance), (INCLUDED + 10, 10), "{p:?}");
     assert_eq!(p.projected_charge, Some(10 * CENTS));
@@ -198,11 +207,19 @@ async fn warns(store: Store, plan: impl FnOnce(&mut Config)) {
     // The reporter marks the period once: the log line an alert mails on.
     flush(&b.gw).await;
     let reporter = b.gw.gateway.shared().reporter().cloned().unwrap();
-    let first = reporter.round(now_ms(), Duration::from_secs(3)).await.unwrap();
+    let first = reporter.round(Timestamp::now(), Duration::from_secs(3)).await.unwrap();
     assert_eq!(first.caps_reached, 1, "{first:?}");
-    let again = reporter.round(now_ms(), Duration::from_secs(3)).await.unwrap();
+    let again = reporter.round(Timestamp::now(), Duration::from_secs(3)).await.unwrap();
     assert_eq!(again.caps_reached, 0, "told once per period");
-    let st = statement::statement(&store, Some(&reporter), Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap();
+    let st = statement::statement(
+        &store,
+        Some(&reporter),
+        Some(ada.id.as_str()),
+        Timestamp::EPOCH,
+        Timestamp::from_millis(i64::MAX / 2),
+    )
+    .await
+    .unwrap();
     assert_eq!(st.periods[0].cap_reached, Some(true));
 }
 

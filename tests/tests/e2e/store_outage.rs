@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 use coopgate::config::{Secret, TierConfig, TokensConfig};
 use coopgate::keys::{CacheTtl, Keys};
 use coopgate::tokens::Tokens;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::store::testing::{Cleanup, postgres_url};
 use coopgate_billing::{Accounts, Store};
 use coopgate_tests::{
-    Got, Relay, TestGateway, TestUpstream, assert_problem, config, echo_upstream, gateway_with, get, limit, now_ms,
+    Got, Relay, TestGateway, TestUpstream, assert_problem, config, echo_upstream, gateway_with, get, limit,
     wait_for_metric,
 };
 
@@ -109,7 +110,7 @@ impl Outage {
 
     /// Once the store is back: new keys work, and the last use made while it
     /// was away reached it.
-    async fn check_after(self, away_from: i64) {
+    async fn check_after(self, away_from: Timestamp) {
         wait_for_metric(self.gw.addr, "coopgate_store_unavailable", "0").await;
         assert_eq!(self.with_key(&self.unseen).await.status, 200, "new keys work again");
         let listed = self.keys.list(Some("ada@example.org")).await.unwrap();
@@ -123,7 +124,7 @@ impl Outage {
 async fn a_stopped_store_leaves_known_callers_working_and_unknown_keys_get_503() {
     let Some(mut outage) = Outage::start().await else { return };
     outage.relay.cut().await;
-    let away_from = now_ms();
+    let away_from = Timestamp::now();
     outage.check_during().await;
     outage.relay.restore().await;
     outage.check_after(away_from).await;
@@ -134,7 +135,7 @@ async fn a_store_that_stops_answering_is_not_waited_on_for_long() {
     let Some(mut outage) = Outage::start().await else { return };
     // Connections stay open and nothing answers: only a timeout can tell.
     outage.relay.freeze();
-    let away_from = now_ms();
+    let away_from = Timestamp::now();
     outage.check_during().await;
     outage.relay.cut().await;
     outage.relay.restore().await;

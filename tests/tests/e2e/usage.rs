@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use coopgate::config::TierConfig;
 use coopgate::keys::Keys;
+use coopgate_billing::clock::Timestamp;
 use coopgate_billing::store::testing::{postgres_url, sqlite};
 use coopgate_billing::usage::Usage;
 use coopgate_billing::{Accounts, Store};
@@ -16,7 +17,10 @@ use coopgate_tests::{Relay, config, echo_upstream, gateway_with, get, limit, met
 
 /// Everything one account used on one route: (requests, billable, bytes).
 async fn used(store: &Store, account: &str, route: &str) -> (u64, u64, u64) {
-    let days = Usage::new(store.clone()).daily(Some(account), 0, i64::MAX / 2).await.unwrap();
+    let days = Usage::new(store.clone())
+        .daily(Some(account), Timestamp::EPOCH, Timestamp::from_millis(i64::MAX / 2))
+        .await
+        .unwrap();
     days.iter()
         .filter(|d| d.route == route)
         .fold((0, 0, 0), |(r, b, n), d| (r + d.requests, b + d.billable, n + d.bytes))
@@ -52,7 +56,13 @@ async fn a_keys_use_is_recorded_per_route_and_refused_or_failed_requests_are_not
     assert!(bytes > 0, "the echoed bodies' bytes are counted");
     let dead = used(&store, ada.id.as_str(), "dead").await;
     assert_eq!((dead.0, dead.1), (1, 0), "a failed request is recorded and not billable");
-    assert_eq!(Usage::new(store.clone()).accounts_with_usage(0, i64::MAX / 2).await.unwrap(), [ada.id.to_string()]);
+    assert_eq!(
+        Usage::new(store.clone())
+            .accounts_with_usage(Timestamp::EPOCH, Timestamp::from_millis(i64::MAX / 2))
+            .await
+            .unwrap(),
+        [ada.id.to_string()]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ fn tx(key: &str, at: i64, postings: Vec<Posting>) -> NewTransaction {
         key: key.to_owned(),
         source: key.trim_start_matches("stripe:").to_owned(),
         leg: "charge".to_owned(),
-        effective_at: at,
+        effective_at: Timestamp::from_millis(at),
         description: format!("Stripe charge \"{key}\""),
         reverses: None,
         postings,
@@ -49,11 +49,14 @@ fn balance_of(balances: &BTreeMap<(AccountName, Currency), i64>, account: &str, 
 async fn closing_a_year_moves_its_income_and_expenses_into_its_surplus_once() {
     for (store, _cleanup) in stores().await {
         let ledger = Ledger::new(store);
-        ledger.post(&sale("stripe:txn_a", day(2026, 1, 10), 2500, 103, "usd"), 0).await.unwrap();
-        ledger.post(&sale("stripe:txn_b", day(2027, 1, 10), 5000, 175, "usd"), 0).await.unwrap();
-        assert!(matches!(ledger.close_year(2026, day(2026, 12, 31)).await, Err(Error::YearNotOver(2026))));
+        ledger.post(&sale("stripe:txn_a", day(2026, 1, 10), 2500, 103, "usd"), Timestamp::EPOCH).await.unwrap();
+        ledger.post(&sale("stripe:txn_b", day(2027, 1, 10), 5000, 175, "usd"), Timestamp::EPOCH).await.unwrap();
+        assert!(matches!(
+            ledger.close_year(2026, Timestamp::from_millis(day(2026, 12, 31))).await,
+            Err(Error::YearNotOver(2026))
+        ));
 
-        let closed = ledger.close_year(2026, day(2027, 1, 2)).await.unwrap();
+        let closed = ledger.close_year(2026, Timestamp::from_millis(day(2027, 1, 2))).await.unwrap();
         assert_eq!(closed.posted.as_deref(), Some("close:2026"));
         assert_eq!(closed.surplus, [money(2397, "usd")]);
         let b = ledger.balances().await.unwrap();
@@ -62,12 +65,15 @@ async fn closing_a_year_moves_its_income_and_expenses_into_its_surplus_once() {
         assert_eq!(balance_of(&b, "Expenses:Stripe:Fees", "usd"), 175);
         assert_eq!(balance_of(&b, "Equity:Surplus:2026", "usd"), -2397);
 
-        let again = ledger.close_year(2026, day(2027, 1, 3)).await.unwrap();
+        let again = ledger.close_year(2026, Timestamp::from_millis(day(2027, 1, 3))).await.unwrap();
         assert_eq!((again.posted, again.surplus), (None, vec![money(2397, "usd")]), "closing twice posts nothing");
 
         // A late balance transaction dated in 2026: closing again moves just it.
-        ledger.post(&sale("stripe:txn_late", day(2026, 12, 30), 1000, 59, "usd"), day(2027, 1, 4)).await.unwrap();
-        let late = ledger.close_year(2026, day(2027, 1, 5)).await.unwrap();
+        ledger
+            .post(&sale("stripe:txn_late", day(2026, 12, 30), 1000, 59, "usd"), Timestamp::from_millis(day(2027, 1, 4)))
+            .await
+            .unwrap();
+        let late = ledger.close_year(2026, Timestamp::from_millis(day(2027, 1, 5))).await.unwrap();
         assert_eq!(late.posted.as_deref(), Some("close:2026:2"));
         assert_eq!(late.surplus, [money(2397 + 941, "usd")]);
         let b = ledger.balances_at(Some(year_start(2027).unwrap())).await.unwrap();
@@ -82,13 +88,19 @@ async fn patronage_with_three_members_and_one_cent_gives_the_cent_to_one_and_bal
     for (store, _cleanup) in stores().await {
         let ledger = Ledger::new(store);
         let labor = Labor::parse("member,hours\nada,10\nbo,10\ncy,10\n").unwrap();
-        assert!(matches!(ledger.patronage(2026, &labor, 0, day(2027, 2, 1)).await, Err(Error::YearNotClosed(2026))));
+        assert!(matches!(
+            ledger.patronage(2026, &labor, 0, Timestamp::from_millis(day(2027, 2, 1))).await,
+            Err(Error::YearNotClosed(2026))
+        ));
         // A surplus of one cent, and of three yen.
-        ledger.post(&sale("stripe:txn_c", day(2026, 3, 1), 1, 0, "usd"), 0).await.unwrap();
-        ledger.post(&sale("stripe:txn_y", day(2026, 3, 2), 3, 0, "jpy"), 0).await.unwrap();
-        ledger.close_year(2026, day(2027, 1, 2)).await.unwrap();
+        ledger.post(&sale("stripe:txn_c", day(2026, 3, 1), 1, 0, "usd"), Timestamp::EPOCH).await.unwrap();
+        ledger.post(&sale("stripe:txn_y", day(2026, 3, 2), 3, 0, "jpy"), Timestamp::EPOCH).await.unwrap();
+        ledger.close_year(2026, Timestamp::from_millis(day(2027, 1, 2))).await.unwrap();
 
-        let shared = ledger.patronage(2026, &labor, parse_share("0").unwrap(), day(2027, 2, 1)).await.unwrap();
+        let shared = ledger
+            .patronage(2026, &labor, parse_share("0").unwrap(), Timestamp::from_millis(day(2027, 2, 1)))
+            .await
+            .unwrap();
         assert!(shared.posted);
         let b = ledger.balances().await.unwrap();
         let got: Vec<i64> = ["Ada", "Bo", "Cy"]
@@ -106,7 +118,7 @@ async fn patronage_with_three_members_and_one_cent_gives_the_cent_to_one_and_bal
             let sum: i64 = b.iter().filter(|((_, c), _)| c.as_str() == code).map(|(_, v)| v).sum();
             assert_eq!(sum, 0, "the ledger balances in {code}");
         }
-        let again = ledger.patronage(2026, &labor, 500_000, day(2027, 2, 2)).await.unwrap();
+        let again = ledger.patronage(2026, &labor, 500_000, Timestamp::from_millis(day(2027, 2, 2))).await.unwrap();
         assert!(!again.posted, "patronage is posted once");
     }
 }
@@ -115,12 +127,15 @@ async fn patronage_with_three_members_and_one_cent_gives_the_cent_to_one_and_bal
 async fn the_collective_share_and_weighted_hours_split_a_surplus_to_the_cent() {
     for (store, _cleanup) in stores().await {
         let ledger = Ledger::new(store);
-        ledger.post(&sale("stripe:txn_d", day(2026, 6, 1), 100_001, 0, "usd"), 0).await.unwrap();
-        ledger.close_year(2026, day(2027, 1, 2)).await.unwrap();
+        ledger.post(&sale("stripe:txn_d", day(2026, 6, 1), 100_001, 0, "usd"), Timestamp::EPOCH).await.unwrap();
+        ledger.close_year(2026, Timestamp::from_millis(day(2027, 1, 2))).await.unwrap();
         // 1000.01 surplus: half (rounded by the largest remainder) to the reserve,
         // the rest by 10 h × 1.5 against 5 h × 1.
         let labor = Labor::parse("ada,10,1.5\nbo,5\n").unwrap();
-        let shared = ledger.patronage(2026, &labor, parse_share("0.5").unwrap(), day(2027, 2, 1)).await.unwrap();
+        let shared = ledger
+            .patronage(2026, &labor, parse_share("0.5").unwrap(), Timestamp::from_millis(day(2027, 2, 1)))
+            .await
+            .unwrap();
         let amounts: Vec<(String, i64)> = shared.shares.iter().map(|s| (s.to.clone(), s.amount.minor)).collect();
         assert_eq!(
             amounts,
@@ -159,12 +174,15 @@ fn a_bad_labor_file_is_refused_naming_its_line() {
 async fn an_export_brings_balances_forward_asserts_month_ends_and_passes_bean_check() {
     for (store, _cleanup) in stores().await {
         let ledger = Ledger::new(store);
-        ledger.post(&sale("stripe:txn_dec", day(2025, 12, 20), 2500, 103, "usd"), 0).await.unwrap();
-        ledger.post(&sale("stripe:txn_jan", day(2026, 1, 5), 5000, 175, "usd"), 0).await.unwrap();
-        ledger.post(&sale("stripe:txn_yen", day(2026, 1, 20), 5000, 180, "jpy"), 0).await.unwrap();
-        ledger.post(&sale("stripe:txn_kwd", day(2026, 2, 3), 12_340, 370, "kwd"), 0).await.unwrap();
+        ledger.post(&sale("stripe:txn_dec", day(2025, 12, 20), 2500, 103, "usd"), Timestamp::EPOCH).await.unwrap();
+        ledger.post(&sale("stripe:txn_jan", day(2026, 1, 5), 5000, 175, "usd"), Timestamp::EPOCH).await.unwrap();
+        ledger.post(&sale("stripe:txn_yen", day(2026, 1, 20), 5000, 180, "jpy"), Timestamp::EPOCH).await.unwrap();
+        ledger.post(&sale("stripe:txn_kwd", day(2026, 2, 3), 12_340, 370, "kwd"), Timestamp::EPOCH).await.unwrap();
 
-        let export = ledger.export(Some(day(2026, 1, 1)), Some(day(2027, 1, 1))).await.unwrap();
+        let export = ledger
+            .export(Some(Timestamp::from_millis(day(2026, 1, 1))), Some(Timestamp::from_millis(day(2027, 1, 1))))
+            .await
+            .unwrap();
         let text = export.beancount();
         assert!(text.contains("2026-01-01 open Assets:Stripe:Balance:USD"), "{text}");
         assert!(text.contains("2026-01-01 * \"Balances brought forward\""), "{text}");

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use super::Reporter;
+use crate::clock::Timestamp;
 use crate::stripe::Price;
 use crate::{Accounts, Currency, Error, Money};
 
@@ -36,7 +37,7 @@ impl Reporter {
 
     /// Marks the live periods whose charge has reached their account's cap and
     /// logs each once; returns how many were newly reached.
-    pub(super) async fn notice_caps(&self, now_ms: i64, price: &Price) -> Result<usize, Error> {
+    pub(super) async fn notice_caps(&self, now: Timestamp, price: &Price) -> Result<usize, Error> {
         let (Some(unit), Ok(currency)) = (price.unit_amount.filter(|u| *u > 0), Currency::new(&price.currency)) else {
             return Ok(0);
         };
@@ -44,7 +45,7 @@ impl Reporter {
             "SELECT account_id, period_start, period_end, included FROM usage_periods \
              WHERE cap_reached_at IS NULL AND period_end > $1",
         )
-        .bind(now_ms)
+        .bind(now)
         .fetch_all(self.store.pool())
         .await?;
         if rows.is_empty() {
@@ -60,7 +61,7 @@ impl Reporter {
             .collect();
         let mut reached = 0;
         for row in &rows {
-            let (account, start, end): (String, i64, i64) =
+            let (account, start, end): (String, Timestamp, Timestamp) =
                 (row.try_get("account_id")?, row.try_get("period_start")?, row.try_get("period_end")?);
             let Some((email, cap)) = capped.get(&account) else {
                 continue;
@@ -80,7 +81,7 @@ impl Reporter {
                 "UPDATE usage_periods SET cap_reached_at = $1 \
                  WHERE account_id = $2 AND period_start = $3 AND cap_reached_at IS NULL",
             )
-            .bind(now_ms)
+            .bind(now)
             .bind(&account)
             .bind(start)
             .execute(self.store.pool())

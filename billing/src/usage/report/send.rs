@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 
 use super::{Reporter, VIA_ITEM, VIA_METER};
 use crate::Error;
+use crate::clock::Timestamp;
 use crate::events::backoff;
 use crate::stripe::{MeterEventOutcome, NewInvoiceItem, NewMeterEvent, Price, StripeFailure, idempotency_key};
 use crate::usage::to_i64;
@@ -14,7 +15,7 @@ use crate::usage::to_i64;
 impl Reporter {
     /// Sends due reports, oldest first; stops at the first one Stripe cannot
     /// take now. Returns (sent, still waiting).
-    pub(super) async fn send_due(&self, now_ms: i64, price: &Price) -> Result<(u64, u64), Error> {
+    pub(super) async fn send_due(&self, now: Timestamp, price: &Price) -> Result<(u64, u64), Error> {
         let rows = sqlx::query(
             "SELECT identifier, account_id, customer_id, period_start, period_end, units, via, attempts, \
              next_attempt_at, event_time FROM usage_reports WHERE sent_at IS NULL ORDER BY created_at, identifier",
@@ -25,7 +26,7 @@ impl Reporter {
         let mut stalled = false;
         for r in &rows {
             let report = PendingReport::from_row(r)?;
-            if stalled || report.next_attempt_at > now_ms {
+            if stalled || report.next_attempt_at > now {
                 continue;
             }
             match self.send(&report, price).await {
@@ -33,7 +34,7 @@ impl Reporter {
                     sqlx::query(
                         "UPDATE usage_reports SET sent_at = $1, stripe_id = $2, last_error = NULL WHERE identifier = $3",
                     )
-                    .bind(now_ms)
+                    .bind(now)
                     .bind(stripe_id)
                     .bind(&report.identifier)
                     .execute(self.store.pool())
@@ -42,13 +43,13 @@ impl Reporter {
                 }
                 Err(failure) => {
                     let attempts = report.attempts + 1;
-                    let wait = backoff(attempts).as_millis() as i64;
+                    let next = now + backoff(attempts);
                     sqlx::query(
                         "UPDATE usage_reports SET attempts = $1, next_attempt_at = $2, last_error = $3 \
                          WHERE identifier = $4",
                     )
                     .bind(attempts)
-                    .bind(now_ms + wait)
+                    .bind(next)
                     .bind(failure.to_string())
                     .bind(&report.identifier)
                     .execute(self.store.pool())
@@ -74,7 +75,7 @@ impl Reporter {
         // Never sent and its period over: its invoice is (being) made, so a
         // meter event now might go unbilled; an invoice item cannot. (One
         // that was tried may have reached Stripe, and stays a meter event.)
-        if report.via == VIA_METER && report.attempts == 0 && super::now_ms() >= report.period_end {
+        if report.via == VIA_METER && report.attempts == 0 && Timestamp::now() >= report.period_end {
             let why = "a meter event was not sent before its period ended";
             self.switch_to_item(report, why).await.map_err(|e| StripeFailure::NotSent(e.to_string()))?;
         } else if report.via == VIA_METER {
@@ -140,12 +141,13 @@ struct PendingReport {
     identifier: String,
     account_id: String,
     customer_id: String,
-    period_start: i64,
-    period_end: i64,
+    period_start: Timestamp,
+    period_end: Timestamp,
     units: u64,
     via: String,
     attempts: i64,
-    next_attempt_at: i64,
+    next_attempt_at: Timestamp,
+    /// Stripe's seconds.
     event_time: i64,
 }
 

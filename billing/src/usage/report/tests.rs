@@ -53,7 +53,7 @@ async fn subscribe(store: &Store, account: &str, sub: &str, start: i64, end: i64
         cancel_at_period_end: false,
         created: start,
     };
-    Subscriptions::new(store.clone()).save(&s, account, &plans, start * 1000).await.unwrap();
+    Subscriptions::new(store.clone()).save(&s, account, &plans, Timestamp::from_secs(start)).await.unwrap();
 }
 
 async fn use_api(store: &Store, account: &str, at_s: i64, n: u64, batch: &str) {
@@ -67,7 +67,7 @@ async fn use_api(store: &Store, account: &str, at_s: i64, n: u64, batch: &str) {
         billable: n,
         bytes: 0,
     };
-    assert!(Usage::new(store.clone()).write_batch(batch, &[line], at_s * 1000).await.unwrap());
+    assert!(Usage::new(store.clone()).write_batch(batch, &[line], Timestamp::from_secs(at_s)).await.unwrap());
 }
 
 #[tokio::test]
@@ -82,8 +82,8 @@ async fn two_planners_with_the_same_view_make_one_report() {
         // Both saw nothing planned (the second's lease view was stale): the
         // same row, added once.
         let now = (JAN_1 + 7200) * 1000;
-        assert_eq!(one.insert_report(&period, 0, 15, VIA_METER, now).await.unwrap(), 1);
-        assert_eq!(two.insert_report(&period, 0, 15, VIA_METER, now).await.unwrap(), 0);
+        assert_eq!(one.insert_report(&period, 0, 15, VIA_METER, Timestamp::from_millis(now)).await.unwrap(), 1);
+        assert_eq!(two.insert_report(&period, 0, 15, VIA_METER, Timestamp::from_millis(now)).await.unwrap(), 0);
         let r = one.reported(ada.id.as_str(), period.start).await.unwrap();
         assert_eq!((r.pending, r.planned()), (15, 15));
     }
@@ -98,11 +98,15 @@ async fn while_a_report_waits_its_period_gets_no_new_one() {
         let r = reporter(&store);
         r.note_periods().await.unwrap();
         let now = (JAN_1 + 7200) * 1000;
-        assert_eq!(r.plan_reports(now, &price()).await.unwrap(), 1);
+        assert_eq!(r.plan_reports(Timestamp::from_millis(now), &price()).await.unwrap(), 1);
         use_api(&store, ada.id.as_str(), JAN_1 + 7200, 5, "b2").await;
-        assert_eq!(r.plan_reports(now + 1000, &price()).await.unwrap(), 0, "Stripe has not taken the first yet");
+        assert_eq!(
+            r.plan_reports(Timestamp::from_millis(now + 1000), &price()).await.unwrap(),
+            0,
+            "Stripe has not taken the first yet"
+        );
         let start = JAN_1 * 1000;
-        assert_eq!(r.reported(ada.id.as_str(), start).await.unwrap().pending, 15);
+        assert_eq!(r.reported(ada.id.as_str(), Timestamp::from_millis(start)).await.unwrap().pending, 15);
     }
 }
 
@@ -117,8 +121,10 @@ async fn a_newer_period_ends_an_overlapping_older_one() {
         let resubscribed = JAN_1 + 19 * DAY_S;
         subscribe(&store, ada.id.as_str(), "sub_2", resubscribed, resubscribed + 31 * DAY_S).await;
         r.note_periods().await.unwrap();
-        let periods = periods(&store, Some(ada.id.as_str()), 0, i64::MAX / 2).await.unwrap();
-        let bounds: Vec<(i64, i64)> = periods.iter().map(|p| (p.start / 1000, p.end / 1000)).collect();
+        let periods = periods(&store, Some(ada.id.as_str()), Timestamp::EPOCH, Timestamp::from_millis(i64::MAX / 2))
+            .await
+            .unwrap();
+        let bounds: Vec<(i64, i64)> = periods.iter().map(|p| (p.start.as_secs(), p.end.as_secs())).collect();
         assert_eq!(bounds, [(JAN_1, resubscribed), (resubscribed, resubscribed + 31 * DAY_S)]);
     }
 }
@@ -133,14 +139,14 @@ async fn usage_written_after_its_period_closed_is_still_billed_as_an_invoice_ite
         let r = reporter(&store);
         r.note_periods().await.unwrap();
         // Planned while open, then closed once its end is minutes past.
-        assert_eq!(r.plan_reports((JAN_1 + 7200) * 1000, &price()).await.unwrap(), 1);
+        assert_eq!(r.plan_reports(Timestamp::from_secs(JAN_1 + 7200), &price()).await.unwrap(), 1);
         sqlx::query("UPDATE usage_reports SET sent_at = 1").execute(store.pool()).await.unwrap();
         let after = (end + 600) * 1000;
-        r.plan_reports(after, &price()).await.unwrap();
+        r.plan_reports(Timestamp::from_millis(after), &price()).await.unwrap();
         assert!(r.open_periods().await.unwrap()[0].closed_at.is_some(), "closed");
         // A replica whose store was away writes the period's last minutes late.
         use_api(&store, ada.id.as_str(), end - 60, 3, "late").await;
-        assert_eq!(r.plan_reports(after + 60_000, &price()).await.unwrap(), 1);
+        assert_eq!(r.plan_reports(Timestamp::from_millis(after + 60_000), &price()).await.unwrap(), 1);
         let rows = sqlx::query("SELECT units, via FROM usage_reports WHERE sent_at IS NULL")
             .fetch_all(store.pool())
             .await
@@ -174,11 +180,19 @@ async fn a_period_that_reaches_its_accounts_cap_is_noticed_once() {
         let price = price();
         let now = (JAN_1 + 7200) * 1000;
         // Ada's next unit would pass her cap; Bob has one left; Kai has no cap.
-        assert_eq!(r.notice_caps(now, &price).await.unwrap(), 1);
-        assert_eq!(r.notice_caps(now + 1000, &price).await.unwrap(), 0, "noticed once");
+        assert_eq!(r.notice_caps(Timestamp::from_millis(now), &price).await.unwrap(), 1);
+        assert_eq!(r.notice_caps(Timestamp::from_millis(now + 1000), &price).await.unwrap(), 0, "noticed once");
         use_api(&store, bob.id.as_str(), JAN_1 + 7200, 1, "b4").await;
-        assert_eq!(r.notice_caps(now + 2000, &price).await.unwrap(), 1, "Bob's last unit reaches his");
-        assert_eq!(r.notice_caps(end * 1000, &price).await.unwrap(), 0, "ended periods are not looked at");
+        assert_eq!(
+            r.notice_caps(Timestamp::from_millis(now + 2000), &price).await.unwrap(),
+            1,
+            "Bob's last unit reaches his"
+        );
+        assert_eq!(
+            r.notice_caps(Timestamp::from_secs(end), &price).await.unwrap(),
+            0,
+            "ended periods are not looked at"
+        );
     }
 }
 
@@ -195,14 +209,22 @@ async fn usage_past_a_refusing_spend_cap_is_never_reported_whatever_was_admitted
         let r = reporter(&store);
         r.note_periods().await.unwrap();
         let now = (JAN_1 + 7200) * 1000;
-        assert_eq!(r.plan_reports(now, &price()).await.unwrap(), 1);
-        assert_eq!(r.reported(ada.id.as_str(), JAN_1 * 1000).await.unwrap().planned(), 2, "the cap's 1.00 eur");
+        assert_eq!(r.plan_reports(Timestamp::from_millis(now), &price()).await.unwrap(), 1);
+        assert_eq!(
+            r.reported(ada.id.as_str(), Timestamp::from_secs(JAN_1)).await.unwrap().planned(),
+            2,
+            "the cap's 1.00 eur"
+        );
         sqlx::query("UPDATE usage_reports SET sent_at = 1").execute(store.pool()).await.unwrap();
         use_api(&store, ada.id.as_str(), JAN_1 + 7200, 5, "b2").await;
-        assert_eq!(r.plan_reports(now + 1000, &price()).await.unwrap(), 0, "nothing more past the cap");
+        assert_eq!(
+            r.plan_reports(Timestamp::from_millis(now + 1000), &price()).await.unwrap(),
+            0,
+            "nothing more past the cap"
+        );
         // Raised to 2.00 eur: two more units are billed, not the whole backlog.
         accounts.set_spend_cap(&ada.id, Some(Money::parse_major("2.00 eur").unwrap())).await.unwrap();
-        assert_eq!(r.plan_reports(now + 2000, &price()).await.unwrap(), 1);
-        assert_eq!(r.reported(ada.id.as_str(), JAN_1 * 1000).await.unwrap().planned(), 4);
+        assert_eq!(r.plan_reports(Timestamp::from_millis(now + 2000), &price()).await.unwrap(), 1);
+        assert_eq!(r.reported(ada.id.as_str(), Timestamp::from_secs(JAN_1)).await.unwrap().planned(), 4);
     }
 }
